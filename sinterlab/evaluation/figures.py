@@ -1,0 +1,210 @@
+"""Run figures (matplotlib, Agg backend). Each function writes one PNG and returns its path."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_curve  # noqa: E402
+
+from sinterlab.evaluation.metrics import classification_metrics, regression_metrics  # noqa: E402
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, dpi=fig.dpi)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def plot_loss_curves(
+    history: list[dict],
+    path,
+    log_scale: bool | None = None,
+    log_span: float = 10.0,
+    dpi: int = 120,
+) -> Path:
+    """Train (and, where logged, validation) loss per epoch.
+
+    ``log_scale=None`` picks a log y axis when all losses are positive and they span at least
+    ``log_span`` (max / min).
+    """
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=dpi)
+    values: list[float] = []
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        rows = [
+            (r["epoch"], float(r[key]))
+            for r in history
+            if r.get(key) is not None and "epoch" in r and math.isfinite(float(r[key]))
+        ]
+        if rows:
+            epochs, losses = zip(*rows, strict=True)
+            ax.plot(epochs, losses, marker="o" if len(rows) < 30 else None, ms=3, label=label)
+            values.extend(losses)
+    if log_scale is None:
+        log_scale = bool(values) and min(values) > 0 and max(values) / min(values) >= log_span
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
+    ax.set_title("Training and validation loss")
+    if values:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no loss history", ha="center", va="center", transform=ax.transAxes)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_roc(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    path,
+    dpi: int = 120,
+) -> Path:
+    """ROC curve: the positive class (binary) or one-vs-rest per class (multiclass)."""
+    y = np.asarray(y_true).astype(np.int64).reshape(-1)
+    probs = np.asarray(probs, dtype=np.float64)
+    num_classes = probs.shape[1]
+    names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
+    per_class = classification_metrics(y, probs)["auroc_per_class"]
+    classes = [1] if num_classes == 2 else list(range(num_classes))
+
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=dpi)
+    for c in classes:
+        is_c = (y == c).astype(np.int64)
+        label = f"{names[c]} (AUC = {_fmt(per_class[c])})"
+        if per_class[c] is None:
+            ax.plot([], [], linestyle="none", label=label + ", not in test")
+            continue
+        fpr, tpr, _ = roc_curve(is_c, probs[:, c])
+        ax.plot(fpr, tpr, label=label)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_aspect("equal")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC" if num_classes == 2 else "ROC (one-vs-rest)")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_confusion(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: Sequence[str],
+    path,
+    dpi: int = 120,
+    cmap: str = "Blues",
+) -> Path:
+    """Confusion matrix as counts (left) and row-normalised (right); rows are the truth."""
+    names = list(class_names)
+    labels = list(range(len(names)))
+    counts = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=labels)
+    row_sums = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
+
+    size = max(4.0, 0.9 * len(names) + 2.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), dpi=dpi)
+    for ax, matrix, fmt, title in (
+        (axes[0], counts, "d", "counts"),
+        (axes[1], rates, ".2f", "row-normalised (recall)"),
+    ):
+        ConfusionMatrixDisplay(matrix, display_labels=names).plot(
+            ax=ax, cmap=cmap, values_format=fmt, colorbar=True, xticks_rotation=45
+        )
+        ax.set_title(title)
+    if rates.size:
+        axes[1].images[0].set_clim(0, 1)
+    return _save(fig, path)
+
+
+def plot_pca(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str] | None,
+    path,
+    seed: int = 0,
+    dpi: int = 120,
+    point_size: float = 8.0,
+    alpha: float = 0.6,
+) -> Path:
+    """2-D PCA scatter of the embeddings coloured by class.
+
+    ``class_names=None`` treats ``labels`` as continuous values (colour bar), e.g. for a
+    regression target.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    labels = np.asarray(labels).reshape(-1)
+    n_comp = min(2, x.shape[0], x.shape[1])
+    pca = PCA(n_components=n_comp, random_state=seed)
+    xy = pca.fit_transform(x)
+    if n_comp < 2:
+        xy = np.column_stack([xy, np.zeros(len(xy))])
+    ratio = list(pca.explained_variance_ratio_) + [0.0] * (2 - n_comp)
+
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=dpi)
+    if class_names is None:
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels.astype(float), s=point_size, alpha=alpha)
+        fig.colorbar(sc, ax=ax, label="target")
+    else:
+        ints = labels.astype(np.int64)
+        for c, name in enumerate(class_names):
+            mask = ints == c
+            if mask.any():
+                ax.scatter(xy[mask, 0], xy[mask, 1], s=point_size, alpha=alpha, label=name)
+        ax.legend(fontsize="small", markerscale=2)
+    ax.set_xlabel(f"PC1 ({100 * ratio[0]:.1f}% variance)")
+    ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% variance)")
+    ax.set_title("PCA of patch embeddings")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_parity(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    name: str,
+    unit: str,
+    path,
+    dpi: int = 120,
+    point_size: float = 10.0,
+    alpha: float = 0.6,
+) -> Path:
+    """Predicted vs true with the identity line; MAE and R^2 in the title."""
+    t = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
+    m = regression_metrics(t, p)
+    suffix = f" [{unit}]" if unit else ""
+
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=dpi)
+    ax.scatter(t, p, s=point_size, alpha=alpha)
+    lo = float(min(t.min(), p.min()))
+    hi = float(max(t.max(), p.max()))
+    ax.plot([lo, hi], [lo, hi], linestyle="--", color="grey", linewidth=1, label="identity")
+    ax.set_xlabel(f"true {name}{suffix}")
+    ax.set_ylabel(f"predicted {name}{suffix}")
+    unit_txt = f" {unit}" if unit else ""
+    ax.set_title(f"{name}: MAE = {m['mae']:.3g}{unit_txt}, R² = {_fmt(m['r2'])}")
+    ax.legend(loc="upper left")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)

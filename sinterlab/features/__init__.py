@@ -1,0 +1,1 @@
+"""Frozen, pretrained timm backbones and the per-image embedding cache."""

@@ -1,0 +1,69 @@
+"""Per-image embedding cache, keyed by content so no experiment extracts a patch twice.
+
+An entry's path is ``<root>/<backbone>-<weights sha>/<settings hash>/<image sha>.npz``: the
+image file's bytes, the crop/equalize/patch settings and the backbone's weights all enter the
+key, so changing one setting only misses the entries it affects, while the runs of a sweep (other
+classes, splits, seeds, heads) hit the same files. Entries are written atomically, so a killed
+extraction resumes with the images already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sinterlab.atomic import write_text, write_with
+
+ENTRY_FIELDS = ("embeddings", "params", "crop", "shape")
+HASH_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def settings_sha256(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    embeddings: np.ndarray  # (patches, dim) float32
+    params: np.ndarray  # (patches, 5): x0, y0, side, flip, angle in micrograph pixels
+    crop: np.ndarray  # (4,): top, bottom, left, right in source pixels
+    shape: np.ndarray  # (2,): source height, width
+
+
+class EmbeddingCache:
+    """Folder of entries for one backbone (with its weights) and one preprocessing setting."""
+
+    def __init__(self, root: str | Path, backbone_name: str, weights_sha: str, settings: dict):
+        safe_name = backbone_name.replace("/", "_")
+        self.settings_key = settings_sha256(settings)[:16]
+        self.folder = Path(root) / f"{safe_name}-{weights_sha[:12]}" / self.settings_key
+        self.settings = settings
+
+    def path(self, image_sha: str) -> Path:
+        return self.folder / f"{image_sha}.npz"
+
+    def has(self, image_sha: str) -> bool:
+        return self.path(image_sha).is_file()
+
+    def load(self, image_sha: str) -> CacheEntry:
+        with np.load(self.path(image_sha)) as data:
+            return CacheEntry(*(data[name] for name in ENTRY_FIELDS))
+
+    def save(self, image_sha: str, entry: CacheEntry) -> Path:
+        settings_file = self.folder / "settings.json"
+        if not settings_file.is_file():  # for people browsing the cache
+            write_text(settings_file, json.dumps(self.settings, indent=2, sort_keys=True))
+        arrays = {name: getattr(entry, name) for name in ENTRY_FIELDS}
+        return write_with(self.path(image_sha), lambda tmp: np.savez(tmp, **arrays))

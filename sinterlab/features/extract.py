@@ -1,0 +1,123 @@
+"""Embeddings for a list of images: from the cache, or extracted with ``Trainer.predict``.
+
+Extraction streams one image at a time (its patches cut on the fly, then fed to the backbone in
+chunks of ``features.batch_size``), so memory stays bounded whatever the dataset size, and each
+image's entry is written as soon as it is done. Going through Lightning means
+``features.devices`` / ``features.strategy=ddp`` spread the images over several GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset
+
+from sinterlab.data.crop import CropBox
+from sinterlab.data.patches import PatchSampler
+from sinterlab.data.preprocess import preprocess_image
+from sinterlab.features.backbone import Backbone
+from sinterlab.features.cache import CacheEntry, EmbeddingCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    path: str
+    sha: str
+
+
+class ImagePatches(Dataset):
+    """Item ``i``: every patch of image ``i`` with its parameters and crop box."""
+
+    def __init__(self, images: list[ImageRef], preprocess_cfg, sampler: PatchSampler):
+        self.images, self.cfg, self.sampler = images, preprocess_cfg, sampler
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        ref = self.images[index]
+        image, box = preprocess_image(ref.path, self.cfg)
+        params = self.sampler.params(*image.shape, ref.sha)
+        return {"sha": ref.sha, "patches": self.sampler.cut(image, params),
+                "params": torch.from_numpy(params), "crop": torch.tensor(_box_array(box)),
+                "shape": torch.tensor([box.bottom, box.right])}
+
+
+def _box_array(box: CropBox) -> list[int]:
+    return [box.top, box.bottom, box.left, box.right]
+
+
+class FrozenFeatures(pl.LightningModule):
+    """Wraps the frozen backbone for ``Trainer.predict``; one batch is one image."""
+
+    def __init__(self, backbone: Backbone, batch_size: int):
+        super().__init__()
+        self.backbone = backbone.model
+        self.batch_size = batch_size
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        chunks = batch["patches"].split(self.batch_size)
+        embeddings = torch.cat([self.backbone(chunk) for chunk in chunks])
+        return batch | {"embeddings": embeddings.float().cpu(), "patches": None}
+
+
+class CacheWriter(BasePredictionWriter):
+    """Saves each image's entry as soon as its batch is done; counts patches per second."""
+
+    def __init__(self, cache: EmbeddingCache):
+        super().__init__(write_interval="batch")
+        self.cache = cache
+        self.patches = 0
+        self.started = time.perf_counter()
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
+                           batch_idx, dataloader_idx=0):
+        entry = CacheEntry(prediction["embeddings"].numpy(), prediction["params"].numpy(),
+                           prediction["crop"].numpy(), prediction["shape"].numpy())
+        self.cache.save(prediction["sha"], entry)
+        self.patches += len(entry.embeddings)
+        bar = trainer.progress_bar_callback
+        rate = self.patches / max(time.perf_counter() - self.started, 1e-9)
+        if bar is not None and getattr(bar, "predict_progress_bar", None) is not None:
+            bar.predict_progress_bar.set_postfix(patches_per_s=f"{rate:.1f}")
+
+
+def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Backbone,
+                     sampler: PatchSampler, preprocess_cfg, features_cfg,
+                     progress: bool = True) -> dict:
+    """Extract and cache every image of ``images`` not cached yet; returns throughput figures."""
+    missing = [ref for ref in dict.fromkeys(images) if not cache.has(ref.sha)]
+    stats = {"images": len(set(images)), "extracted": len(missing),
+             "from_cache": len(set(images)) - len(missing), "patches_per_s": None}
+    if not missing:
+        return stats
+    log.info("extracting %d of %d images with %s", len(missing), stats["images"], backbone.name)
+    writer = CacheWriter(cache)
+    trainer = pl.Trainer(accelerator=features_cfg.accelerator, devices=features_cfg.devices,
+                         strategy=features_cfg.strategy, precision=features_cfg.precision,
+                         logger=False, enable_checkpointing=False, callbacks=[writer],
+                         enable_progress_bar=progress, enable_model_summary=False)
+    loader = DataLoader(ImagePatches(missing, preprocess_cfg, sampler), batch_size=None,
+                        num_workers=features_cfg.num_workers,
+                        persistent_workers=False)
+    started = time.perf_counter()
+    trainer.predict(FrozenFeatures(backbone, features_cfg.batch_size), loader,
+                    return_predictions=False)
+    stats["patches_per_s"] = writer.patches / (time.perf_counter() - started)
+    return stats
+
+
+def load_entries(images: list[ImageRef], cache: EmbeddingCache) -> list[CacheEntry]:
+    return [cache.load(ref.sha) for ref in images]
+
+
+def patch_count(entries: list[CacheEntry]) -> np.ndarray:
+    return np.array([len(e.embeddings) for e in entries])

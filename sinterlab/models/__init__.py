@@ -1,0 +1,1 @@
+"""The MLP head that maps patch embeddings to process parameters."""

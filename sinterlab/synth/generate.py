@@ -1,0 +1,352 @@
+"""Design table, laboratory nuisance and file writing for the synthetic SEM data set.
+
+A *sample* is one sintered spot ``(slide, set, burst_count, duty_cycle)``; several SEM images
+are taken inside it. Nuisance is hierarchical and multiplicative (log-normal): a slide factor,
+a set factor and a sample factor on the effective-energy factor, the particle size scale and
+the film thickness, plus a small per-image energy jitter. Each imaging session (one per
+sample, set or slide: ``nuisance.session_level``) has its own brightness, contrast, focus
+(probe blur), working distance and detector. Images of one sample therefore share a look
+that has nothing to do with the burst count: splitting patches of one sample across train
+and test leaks it.
+
+Every random draw is seeded from ``numpy.random.SeedSequence([seed, domain, ...keys])`` so
+the output does not depend on the order or the number of worker processes.
+
+Files written into ``out_dir`` (each atomically: temp name in the same folder + ``os.replace``):
+``images/*.tif``, ``truth.csv`` (bar height and physics per image), ``contact_sheet.png``,
+``synth.json`` (resolved config + generator version) and, last, ``descriptor.csv``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import tifffile
+from omegaconf import DictConfig, OmegaConf
+
+from sinterlab.synth.microstructure import effective_energy, sinter_state, sintered_surface
+from sinterlab.synth.render import acquire, render_info_bar, se_signal
+
+GENERATOR_VERSION = "sinterlab.synth/1.0"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+PRESET_DIR = CONF_DIR / "synth" / "preset"
+DESCRIPTOR_COLUMNS = [
+    "image",
+    "sample_id",
+    "slide",
+    "set",
+    "burst_count",
+    "duty_cycle",
+    "power_w",
+    "session",
+]
+
+# seed domains
+_SLIDE, _SET, _SAMPLE, _SESSION, _IMAGE = 1, 2, 3, 4, 5
+
+
+# ----------------------------------------------------------------------------- config
+def _load_with_defaults(path: Path) -> DictConfig:
+    """Load a preset yaml, resolving a ``defaults`` list of sibling presets (no Hydra)."""
+    cfg = OmegaConf.load(path)
+    defaults = cfg.pop("defaults", None) or []
+    merged = OmegaConf.create()
+    self_done = False
+    for entry in defaults:
+        if entry == "_self_":
+            merged = OmegaConf.merge(merged, cfg)
+            self_done = True
+        else:
+            merged = OmegaConf.merge(merged, _load_with_defaults(path.parent / f"{entry}.yaml"))
+    if not self_done:
+        merged = OmegaConf.merge(merged, cfg)
+    return merged
+
+
+def load_preset(name: str, dotlist: Iterable[str] | None = None, **overrides: Any) -> DictConfig:
+    """Config of preset ``name`` (``conf/synth/preset/<name>.yaml``) without Hydra.
+
+    Top-level keys of ``conf/synth.yaml`` (``seed``, ``workers``) are included; ``out`` and
+    ``hydra`` are not. Overrides: keyword arguments (``seed=3``, nested keys with ``__``:
+    ``image__width=64``, or dicts: ``design={"slides": 1}``) and/or a Hydra-style dotlist
+    (``["image.width=64"]``).
+    """
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise ValueError(f"unknown synth preset {name!r}; known: {known}")
+    root = OmegaConf.load(CONF_DIR / "synth.yaml")
+    for key in ("defaults", "hydra", "out"):
+        root.pop(key, None)
+    cfg = OmegaConf.merge(_load_with_defaults(path), root)
+    for key, value in overrides.items():
+        OmegaConf.update(cfg, key.replace("__", "."), value, merge=True)
+    if dotlist:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(dotlist)))
+    return cfg
+
+
+def _as_config(cfg: DictConfig | dict) -> DictConfig:
+    """Full config: ``cfg`` merged over the paper preset (so partial dicts work)."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    user = OmegaConf.create({k: v for k, v in cfg.items() if k not in ("out", "hydra")})
+    return OmegaConf.merge(load_preset("paper"), user)
+
+
+# ----------------------------------------------------------------------------- design
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *[int(k) for k in key]]))
+
+
+def sample_id(slide: int, set_: int, bc: int, dc: int) -> str:
+    return f"s{slide}-set{set_}-bc{bc}-dc{dc}"
+
+
+def _lognormal_factors(seed: int, key: tuple[int, ...], sds: Any) -> dict[str, float]:
+    rng = _rng(seed, *key)
+    z = rng.standard_normal(3)
+    return {
+        "energy": float(np.exp(float(sds.energy) * z[0])),
+        "size": float(np.exp(float(sds.size) * z[1])),
+        "thickness": float(np.exp(float(sds.thickness) * z[2])),
+    }
+
+
+def _session(cfg: DictConfig, slide: int, set_: int, bc: int, dc: int) -> tuple[str, dict]:
+    nz = cfg.nuisance
+    level = str(nz.session_level)
+    if level == "sample":
+        name, key = sample_id(slide, set_, bc, dc), (slide, set_, bc, dc)
+    elif level == "set":
+        name, key = f"s{slide}-set{set_}", (slide, set_, 0, 0)
+    elif level == "slide":
+        name, key = f"s{slide}", (slide, 0, 0, 0)
+    else:
+        raise ValueError(f"nuisance.session_level must be sample|set|slide, got {level!r}")
+    rng = _rng(cfg.seed, _SESSION, *key)
+    z = rng.standard_normal(4)
+    hv = list(nz.hv_kv)
+    det = list(nz.detectors)
+    params = {
+        "brightness": float(nz.brightness.mean) + float(nz.brightness.sd) * float(z[0]),
+        "contrast": float(nz.contrast.median) * float(np.exp(float(nz.contrast.log_sd) * z[1])),
+        "blur_sigma": float(nz.blur_sigma_px.median)
+        * float(np.exp(float(nz.blur_sigma_px.log_sd) * z[2])),
+        "wd_mm": float(nz.wd_mm.mean) + float(nz.wd_mm.sd) * float(z[3]),
+        "hv_kv": float(hv[int(rng.integers(len(hv)))]),
+        "detector": str(det[int(rng.integers(len(det)))]),
+    }
+    return f"sess-{name}", params
+
+
+def design_table(cfg: DictConfig | dict) -> list[dict[str, Any]]:
+    """One dict per image with design values, nuisance factors and the per-image seed key."""
+    cfg = _as_config(cfg)
+    d, nz = cfg.design, cfg.nuisance
+    seed = int(cfg.seed)
+    rows = []
+    for slide in range(1, int(d.slides) + 1):
+        f_slide = _lognormal_factors(seed, (_SLIDE, slide), nz.slide_sd)
+        for set_ in range(1, int(d.sets) + 1):
+            f_set = _lognormal_factors(seed, (_SET, slide, set_), nz.set_sd)
+            for dc in d.duty_cycles:
+                for bc in d.burst_counts:
+                    bc, dc = int(bc), int(dc)
+                    key = (slide, set_, bc, dc)
+                    f_smp = _lognormal_factors(seed, (_SAMPLE, *key), nz.sample_sd)
+                    session, sess = _session(cfg, *key)
+                    sid = sample_id(*key)
+                    for i in range(1, int(d.images_per_sample) + 1):
+                        rows.append(
+                            {
+                                "image": f"images/{sid}-img{i:02d}.tif",
+                                "sample_id": sid,
+                                "slide": slide,
+                                "set": set_,
+                                "burst_count": bc,
+                                "duty_cycle": dc,
+                                "power_w": float(d.power_w),
+                                "session": session,
+                                "energy_factor": f_slide["energy"]
+                                * f_set["energy"]
+                                * f_smp["energy"],
+                                "size_factor": f_slide["size"] * f_set["size"] * f_smp["size"],
+                                "thickness": f_slide["thickness"]
+                                * f_set["thickness"]
+                                * f_smp["thickness"],
+                                **sess,
+                                "seed_key": (_IMAGE, *key, i),
+                            }
+                        )
+    return rows
+
+
+# ----------------------------------------------------------------------------- rendering
+def render_image(cfg: DictConfig, row: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Render one micrograph (uint8, microstructure + info bar) and its ground truth."""
+    ph, im, rd = cfg.physics, cfg.image, cfg.render
+    rng = _rng(cfg.seed, *row["seed_key"])
+    e_factor = row["energy_factor"] * float(
+        np.exp(float(cfg.nuisance.image_energy_sd) * rng.standard_normal())
+    )
+    energy = effective_energy(row["burst_count"], row["duty_cycle"], e_factor, ph)
+    r0 = float(ph.r0_nm) * row["size_factor"]
+    state = sinter_state(energy, r0, ph, row["thickness"])
+    w, h = int(im.width), int(im.height)
+    pixel_nm = float(im.pixel_nm)
+    bar_lo, bar_hi = (int(v) for v in im.bar_height)
+    bar_h = int(rng.integers(bar_lo, bar_hi + 1))
+    height, pore = sintered_surface(rng, (h, w), state, pixel_nm, ph)
+    r_px = state.mean_radius_nm / pixel_nm
+    signal = se_signal(height, pore, r_px, rd)
+    micro = acquire(signal, rng, row["brightness"], row["contrast"], row["blur_sigma"], rd)
+    bar = render_info_bar(
+        w, bar_h, pixel_nm, hv_kv=row["hv_kv"], wd_mm=row["wd_mm"], detector=row["detector"]
+    )
+    truth = {
+        "image": row["image"],
+        "sample_id": row["sample_id"],
+        "bar_height": bar_h,
+        "micro_height": h,
+        "energy": state.energy,
+        "neck_ratio": state.neck_ratio,
+        "porosity": state.porosity,
+        "mean_radius_nm": state.mean_radius_nm,
+        "mean_radius_px": r_px,
+        "energy_factor": e_factor,
+        "size_factor": row["size_factor"],
+        "thickness": row["thickness"],
+        "brightness": row["brightness"],
+        "contrast": row["contrast"],
+        "blur_sigma": row["blur_sigma"],
+    }
+    return np.vstack([micro, bar]), truth
+
+
+# ----------------------------------------------------------------------------- writing
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def tiff_bytes(img: np.ndarray) -> bytes:
+    """8-bit grayscale TIFF without timestamps or description (byte-reproducible)."""
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, img, photometric="minisblack", metadata=None)
+    return buf.getvalue()
+
+
+def _render_and_write(args: tuple[dict, dict, str]) -> dict[str, Any]:
+    cfg_dict, row, out_dir = args
+    cfg = OmegaConf.create(cfg_dict)
+    img, truth = render_image(cfg, row)
+    _atomic_write_bytes(Path(out_dir) / row["image"], tiff_bytes(img))
+    return truth
+
+
+def _contact_sheet(cfg: DictConfig, out_dir: Path, rows: list[dict]) -> None:
+    """One labelled tile per burst count (first image of its most typical sample)."""
+    d = cfg.design
+    dcs = [int(v) for v in d.duty_cycles]
+    dc = int(cfg.physics.dc_ref) if int(cfg.physics.dc_ref) in dcs else dcs[0]
+    tw = int(cfg.image.contact_width)
+    tiles = []
+    for bc in (int(v) for v in d.burst_counts):
+        # the most typical sample of this burst count: energy and size factors closest to 1
+        row = min(
+            (r for r in rows if r["burst_count"] == bc and r["duty_cycle"] == dc),
+            key=lambda r: abs(np.log(r["energy_factor"])) + abs(np.log(r["size_factor"])),
+        )
+        img = tifffile.imread(out_dir / row["image"])
+        th = int(round(img.shape[0] * tw / img.shape[1]))
+        tile = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
+        head = np.full((max(24, tw // 12), tw), 255, np.uint8)
+        label = f"BC {bc}  DC {dc}%"
+        scale = head.shape[0] / 40.0
+        cv2.putText(
+            head,
+            label,
+            (6, int(head.shape[0] * 0.75)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            0,
+            1,
+            cv2.LINE_AA,
+        )
+        tiles.append(np.vstack([head, tile]))
+    hmax = max(t.shape[0] for t in tiles)
+    gap = np.full((hmax, 6), 255, np.uint8)
+    padded = []
+    for t in tiles:
+        if t.shape[0] < hmax:
+            t = np.vstack([t, np.full((hmax - t.shape[0], tw), 255, np.uint8)])
+        padded += [t, gap]
+    sheet = np.hstack(padded[:-1])
+    ok, png = cv2.imencode(".png", sheet)
+    if not ok:
+        raise RuntimeError("could not encode contact sheet")
+    _atomic_write_bytes(out_dir / "contact_sheet.png", png.tobytes())
+
+
+def _csv_bytes(df: pd.DataFrame) -> bytes:
+    return df.to_csv(index=False, lineterminator="\n", float_format="%.6g").encode()
+
+
+def generate_dataset(cfg: DictConfig | dict, out_dir: Path | str) -> Path:
+    """Generate the synthetic data set into ``out_dir``; returns the descriptor path.
+
+    ``cfg`` is a full preset config (see :func:`load_preset`) or a partial dict merged over
+    the paper preset. ``cfg.workers`` > 1 renders in worker processes (0 = all cores);
+    the files do not depend on it.
+    """
+    cfg = _as_config(cfg)
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    rows = design_table(cfg)
+    cfg_dict = OmegaConf.to_container(cfg, resolve=True)
+    workers = int(cfg.get("workers", 1))
+    if workers == 0:
+        workers = os.cpu_count() or 1
+    jobs = [(cfg_dict, r, str(out_dir)) for r in rows]
+    t0 = time.perf_counter()
+    if workers > 1 and len(rows) > 1:
+        with ProcessPoolExecutor(max_workers=min(workers, len(rows))) as pool:
+            truth = list(pool.map(_render_and_write, jobs, chunksize=4))
+    else:
+        truth = [_render_and_write(j) for j in jobs]
+    elapsed = time.perf_counter() - t0
+
+    _atomic_write_bytes(out_dir / "truth.csv", _csv_bytes(pd.DataFrame(truth)))
+    _contact_sheet(cfg, out_dir, rows)
+    meta = {"generator": GENERATOR_VERSION, "n_images": len(rows), "config": cfg_dict}
+    _atomic_write_bytes(
+        out_dir / "synth.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
+    )
+    desc = pd.DataFrame(rows)[DESCRIPTOR_COLUMNS]
+    desc_path = out_dir / "descriptor.csv"
+    _atomic_write_bytes(desc_path, _csv_bytes(desc))  # last: only points at written images
+    generate_dataset.last_stats = {"n_images": len(rows), "seconds": elapsed}
+    return desc_path
+
+
+generate_dataset.last_stats = {}

@@ -1,0 +1,54 @@
+"""Fixtures: tiny generated SEM data and the real root config composed on CPU in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from sinterlab.cli import CONF_DIR
+from sinterlab.synth.generate import generate_dataset, load_preset
+
+#: overrides every test run gets: tiny random backbone, few patches and epochs, CPU
+FAST = ["backbone=random_tiny", "debug=fast", "trainer.accelerator=cpu",
+        "evaluation.contrast.train_head=false"]
+
+
+@pytest.fixture(scope="session")
+def tiny_descriptor(tmp_path_factory) -> Path:
+    """The synthetic generator's `tiny` preset: 3 burst counts x 2 slides x 2 sets x 2 images."""
+    return generate_dataset(load_preset("tiny"), tmp_path_factory.mktemp("tiny_data"))
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One embedding cache for the whole session, as the runs of a sweep share one."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
+    """The real `conf/train.yaml` with `overrides`, outputs in `run_dir`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.log_dir = str(run_dir / "logs")
+        cfg.hydra.runtime.output_dir = str(run_dir)
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def make_cfg(tmp_path, tiny_descriptor, shared_cache):
+    """``make_cfg(*overrides)``: a fast run config on the tiny data, writing into tmp_path."""
+
+    def make(*overrides: str) -> DictConfig:
+        base = FAST + [f"data.descriptor={tiny_descriptor}", f"features.cache_dir={shared_cache}"]
+        return compose_train(base + list(overrides), tmp_path)
+
+    return make
