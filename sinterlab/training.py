@@ -61,6 +61,9 @@ def head_targets(dm: SEMDataModule, subsets: np.ndarray, cfg: DictConfig) -> lis
 def fit_head(cfg: DictConfig, dm: SEMDataModule, subsets: np.ndarray, run_dir: Path,
              tag: str) -> tuple[ProcessParameterHead, dict]:
     """Train a head on ``subsets``; the best checkpoint by validation loss is the one returned."""
+    # seeded here, not only at start: extraction (cache misses) consumes random numbers, and a
+    # run must not depend on whether its embeddings came from the cache
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     targets = head_targets(dm, subsets, cfg)
     m = cfg.model
     head = ProcessParameterHead(dm.x.shape[1], targets, list(m.hidden), m.dropout, m.batch_norm,

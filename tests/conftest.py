@@ -25,6 +25,15 @@ def tiny_descriptor(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def design_descriptor(tmp_path_factory) -> Path:
+    """Tiny images in the paper's five burst counts crossed with two duty cycles, so every
+    experiment config (binary pairs, five classes, regression, multi-target) has its data."""
+    cfg = load_preset("tiny", design__burst_counts=[50, 100, 150, 200, 250],
+                      design__duty_cycles=[30, 70], design__images_per_sample=1)
+    return generate_dataset(cfg, tmp_path_factory.mktemp("design_data"))
+
+
+@pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
     """One embedding cache for the whole session, as the runs of a sweep share one."""
     return tmp_path_factory.mktemp("cache")

@@ -1,0 +1,34 @@
+"""``sinterlab-predict run=RUN_DIR images=[a.tif,b.tif]``: predict with a finished run."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from sinterlab.atomic import write_with
+from sinterlab.cli import CONF_DIR
+from sinterlab.errors import SinterlabError
+from sinterlab.predict import predict
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
+def main(cfg: DictConfig) -> None:
+    try:
+        table, run_dir = predict(cfg)
+    except SinterlabError as err:
+        print(f"sinterlab-predict: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"
+    write_with(out, lambda p: table.to_csv(p, index=False))
+    shown = table.assign(image=[Path(p).name for p in table["image"]])
+    print(shown.to_string(index=False))
+    print(f"predictions: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Apply a finished run to new micrographs: same preprocessing, backbone and head checkpoint.
+
+Patches are predicted one by one and aggregated per image: mean class probabilities (prediction,
+confidence = its mean probability, agreement = share of patches voting for it), or for
+regression the mean prediction and the patches' standard deviation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from sinterlab.data.datamodule import cache_settings, patch_spec
+from sinterlab.data.descriptor import IMAGE
+from sinterlab.data.images import read_gray8
+from sinterlab.data.patches import PatchSampler
+from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.metrics import aggregate_by_group
+from sinterlab.features.backbone import build_backbone
+from sinterlab.features.cache import EmbeddingCache, file_sha256
+from sinterlab.features.extract import ImageRef, extract_to_cache
+from sinterlab.models.head import ProcessParameterHead
+
+
+def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
+    run_dir = Path(run_dir).expanduser().resolve()
+    config, metrics = run_dir / "config.yaml", run_dir / "metrics.json"
+    if not (config.is_file() and metrics.is_file()):
+        raise SinterlabError(f"{run_dir}: not a finished sinterlab-train run (config.yaml and "
+                             "metrics.json missing); pass run=logs/train/runs/<stamp>")
+    return run_dir, OmegaConf.load(config), json.loads(metrics.read_text())
+
+
+def collect_images(images, descriptor, suffixes) -> list[Path]:
+    """Paths from a list of files, a folder, or a descriptor CSV's `image` column."""
+    if descriptor:
+        csv = Path(descriptor).expanduser().resolve()
+        if not csv.is_file():
+            raise SinterlabError(f"{csv}: descriptor not found; give descriptor=PATH")
+        table = pd.read_csv(csv)
+        if IMAGE not in table.columns:
+            raise SinterlabError(f"{csv}: no 'image' column; list image paths relative to the "
+                                 "CSV's folder in a column named image")
+        paths = [csv.parent / p for p in table[IMAGE].astype(str)]
+    elif isinstance(images, str) and Path(images).expanduser().is_dir():
+        folder = Path(images).expanduser()
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in set(suffixes))
+        if not paths:
+            raise SinterlabError(f"{folder}: no images with suffixes {list(suffixes)}")
+    elif images:
+        paths = [Path(p) for p in ([images] if isinstance(images, str) else images)]
+    else:
+        raise SinterlabError("nothing to predict: give images=[a.tif,b.tif], images=FOLDER or "
+                             "descriptor=CSV")
+    paths = [p.expanduser().resolve() for p in paths]
+    for p in paths:
+        if not p.is_file():
+            raise SinterlabError(f"{p}: image not found; check the path")
+    return paths
+
+
+def check_same(name: str, requested, used) -> None:
+    """Refuse a requested backbone/preprocessing that differs from what the head was trained on."""
+    if requested is None:
+        return
+    requested = OmegaConf.to_container(OmegaConf.create(requested), resolve=True)
+    used = OmegaConf.to_container(used, resolve=True)
+    merged = OmegaConf.to_container(OmegaConf.merge(used, requested))
+    if merged != used:
+        changed = sorted(k for k in merged if merged[k] != used.get(k))
+        raise SinterlabError(f"{name} differs from the run's ({changed}): the head was trained "
+                             f"on other features; retrain with these settings or drop {name}=")
+
+
+def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
+    run_dir, run_cfg, metrics = load_run(cfg.run)
+    check_same("backbone", cfg.backbone, run_cfg.backbone)
+    check_same("preprocess", cfg.preprocess, run_cfg.preprocess)
+    paths = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
+    backbone = build_backbone(run_cfg.backbone)
+    recorded = metrics["backbone"]["weights"]["sha256"]
+    if backbone.weights.sha256 != recorded:
+        raise SinterlabError(f"{run_dir}: backbone weights differ from the run's (sha256 "
+                             f"{backbone.weights.sha256[:12]} vs {recorded[:12]}); restore the "
+                             "weights the run used or retrain")
+    checkpoint = metrics["training"].get("checkpoint")
+    if not checkpoint:
+        raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
+                             "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
+    head = ProcessParameterHead.load_from_checkpoint(run_dir / checkpoint, map_location="cpu")
+    if head.hparams.in_features != backbone.embedding_dim:
+        raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.hparams.in_features} "
+                             f"features, backbone gives {backbone.embedding_dim}")
+    spec = patch_spec(run_cfg.preprocess, backbone)
+    cache = EmbeddingCache(run_cfg.features.cache_dir, backbone.name, backbone.weights.sha256,
+                           cache_settings(run_cfg.preprocess, spec, backbone))
+    refs = [ImageRef(str(p), file_sha256(p)) for p in paths]
+    for ref in refs:
+        if not cache.has(ref.sha):
+            read_gray8(ref.path, tuple(run_cfg.preprocess.read.percentiles))
+    features = OmegaConf.merge(run_cfg.features, cfg.features or {})
+    extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean, backbone.std),
+                     run_cfg.preprocess, features)
+    entries = [cache.load(ref.sha) for ref in refs]
+    import torch
+
+    x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
+    groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
+    outputs = head.predict_outputs(x)
+    table = pd.DataFrame({"image": [str(p) for p in paths]})
+    for target, output in zip(head.targets, outputs, strict=True):
+        _, mean = aggregate_by_group(output, groups)
+        name = target["name"]
+        if target["kind"] == "classification":
+            classes = np.asarray(target["classes"])
+            choice = mean.argmax(axis=1)
+            votes = output.argmax(axis=1)
+            table[name] = classes[choice]
+            table[f"{name}_confidence"] = mean.max(axis=1).round(4)
+            table[f"{name}_agreement"] = [
+                float(np.mean(votes[groups == g] == c)) for g, c in zip(
+                    table["image"], choice, strict=True)]
+        else:
+            table[name] = mean.round(4)
+            table[f"{name}_patch_sd"] = [float(np.std(output[groups == g]))
+                                         for g in table["image"]]
+    table["patches"] = [len(e.embeddings) for e in entries]
+    return table, run_dir

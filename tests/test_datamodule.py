@@ -1,0 +1,115 @@
+"""SEMDataModule on the tiny generated data with the random tiny backbone (debug=fast)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sinterlab.data.datamodule import CROP_COLUMNS, SEMDataModule
+from sinterlab.data.splits import SUBSETS
+from sinterlab.errors import SinterlabError
+
+PATCH_COLUMNS = ["patch_id", "image", "sample_id", "slide", "burst_count", "x0", "y0", "side",
+                 "flip", "angle", "subset"]
+
+
+def four_slides(tiny_descriptor: Path, folder: Path) -> Path:
+    """The tiny descriptor with each (slide, set) as its own slide: four slides, so that
+    split=slide has groups for train, val and test. Image paths are absolute."""
+    table = pd.read_csv(tiny_descriptor)
+    table["image"] = [str((tiny_descriptor.parent / p).resolve()) for p in table["image"]]
+    table["slide"] = table["slide"].astype(str) + "-" + table["set"].astype(str)
+    out = folder / "four_slides.csv"
+    table.to_csv(out, index=False)
+    return out
+
+
+def setup(cfg) -> SEMDataModule:
+    dm = SEMDataModule(cfg)
+    dm.setup()
+    return dm
+
+
+def test_setup_shapes_and_tables(make_cfg, tiny_descriptor):
+    cfg = make_cfg("split=sample")
+    dm = setup(cfg)
+    descriptor = pd.read_csv(tiny_descriptor)
+    per_image = int(cfg.preprocess.patches.per_image)
+    n = len(descriptor) * per_image
+    assert dm.x.ndim == 2 and dm.x.shape[0] == n and dm.x.shape[1] > 0
+    assert dm.x.dtype == torch.float32 and torch.isfinite(dm.x).all()
+    assert dm.y.shape == (n, 1)
+    assert dm.subsets.shape == (n,)
+    # y aligned with the patch table: the class index of each patch's burst count
+    classes = [int(c) for c in dm.descriptor.targets[0].classes]
+    assert classes == [50, 150, 250]
+    expected = dm.patches["burst_count"].map({c: i for i, c in enumerate(classes)})
+    np.testing.assert_array_equal(dm.y[:, 0].numpy(), expected.to_numpy())
+    # patches of one image are consecutive, per_image of them, in descriptor order
+    assert list(dm.patches["image"][::per_image]) == list(descriptor["image"])
+    assert (dm.patches.groupby("image").size() == per_image).all()
+
+    images = dm.image_table()
+    assert len(images) == len(descriptor)
+    assert set(CROP_COLUMNS) | {"subset", "image", "sample_id"} <= set(images.columns)
+    truth = pd.read_csv(tiny_descriptor.parent / "truth.csv").set_index("image")
+    bar_top = truth.loc[images["image"], "micro_height"].to_numpy()
+    assert np.abs(images["crop_bottom"].to_numpy() - bar_top).max() <= 2
+    assert (images["crop_top"] == 0).all() and (images["crop_left"] == 0).all()
+    assert (images["crop_right"] == 192).all()
+    assert set(images["subset"]) == set(SUBSETS)
+
+    patches = dm.patch_table()
+    assert set(PATCH_COLUMNS) <= set(patches.columns)
+    assert len(patches) == n and list(patches["patch_id"]) == list(range(n))
+    # every patch box lies inside its image's kept (cropped) region, in source pixels
+    box = patches.merge(images[["image", *CROP_COLUMNS]], on="image")
+    assert (box["x0"] >= box["crop_left"]).all() and (box["y0"] >= box["crop_top"]).all()
+    assert (box["x0"] + box["side"] <= box["crop_right"]).all()
+    assert (box["y0"] + box["side"] <= box["crop_bottom"]).all()
+    # the image table's subset is the subset of its patches
+    by_image = patches.groupby("image")["subset"].agg(set)
+    assert all(by_image[row.image] == {row.subset} for row in images.itertuples())
+
+
+@pytest.mark.parametrize("kind", ["sample", "image", "slide"])
+def test_grouped_splits_keep_groups_whole(make_cfg, tiny_descriptor, tmp_path, kind):
+    descriptor = four_slides(tiny_descriptor, tmp_path)
+    dm = setup(make_cfg(f"split={kind}", f"data.descriptor={descriptor}"))
+    column = {"sample": "sample_id", "image": "image", "slide": "slide"}[kind]
+    frame = dm.patch_table()
+    per_group = frame.groupby(column)["subset"].nunique()
+    assert per_group.max() == 1, per_group[per_group > 1]
+    assert set(frame["subset"]) == set(SUBSETS)
+    assert dm.patches["slide"].nunique() == 4
+    # the loaders serve exactly the rows of their subset
+    sizes = {s: sum(len(xb) for xb, _ in dm.loader(s)) for s in SUBSETS}
+    assert sizes == {s: int((dm.subsets == s).sum()) for s in SUBSETS}
+
+
+def test_patch_split_has_no_image_subsets(make_cfg):
+    dm = setup(make_cfg("split=patch"))
+    assert "subset" not in dm.image_table().columns
+    patches = dm.patch_table()
+    assert set(patches["subset"]) == set(SUBSETS)
+    assert patches.groupby("image")["subset"].nunique().max() > 1  # the paper's leaky split
+
+
+def test_corrupt_image_fails_before_any_cache_entry(make_cfg, tiny_descriptor, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_descriptor.parent, data)
+    table = pd.read_csv(data / "descriptor.csv")
+    broken = data / table["image"].iloc[len(table) // 2]
+    broken.write_bytes(np.random.default_rng(0).integers(0, 256, 2048, np.uint8).tobytes())
+    cache = tmp_path / "fresh_cache"
+    dm = SEMDataModule(make_cfg(f"data.descriptor={data / 'descriptor.csv'}",
+                                f"features.cache_dir={cache}"))
+    with pytest.raises(SinterlabError, match=broken.name) as info:
+        dm.prepare_data()
+    assert "\n" not in str(info.value)
+    assert not cache.exists() or not list(cache.rglob("*.npz"))  # nothing was extracted

@@ -1,0 +1,31 @@
+"""Every file in conf/experiment runs end to end in fast mode on tiny data."""
+
+import json
+
+import pytest
+
+from sinterlab.cli import CONF_DIR
+from sinterlab.training import run_experiment
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_runs_in_fast_mode(experiment, make_cfg, design_descriptor, tmp_path):
+    cfg = make_cfg(f"experiment={experiment}", "backbone=random_tiny",
+                   f"data.descriptor={design_descriptor}", "preprocess.patches.size=48",
+                   "preprocess.patches.per_image=3")
+    metrics = run_experiment(cfg, tmp_path)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["experiment"] == experiment
+    patch = saved["test"]["patch"]
+    if cfg.task == "classification":
+        assert {"accuracy", "f1_macro", "auroc"} <= set(patch)
+        classes = cfg.data.classes
+        assert classes is None or len(saved["targets"][0]["classes"]) == len(classes)
+    elif len(saved["targets"]) == 1:
+        assert {"mae", "r2"} <= set(patch)
+    else:
+        assert set(patch) == {t["name"] for t in saved["targets"]}
+    assert "not transfer learning" in (tmp_path / "report.md").read_text()
+    assert metrics["contrast"]["split"]["leaky"] != metrics["split"]["leaky"]

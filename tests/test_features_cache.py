@@ -1,0 +1,122 @@
+"""The embedding cache: miss, hit, resume after a crash, exact invalidation, identical features."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from omegaconf import open_dict
+
+from sinterlab.data.datamodule import cache_settings, patch_spec
+from sinterlab.data.patches import PatchSampler
+from sinterlab.data.preprocess import preprocess_image
+from sinterlab.features.backbone import build_backbone
+from sinterlab.features.cache import EmbeddingCache, file_sha256
+from sinterlab.features.extract import ImageRef, extract_to_cache
+
+
+@pytest.fixture
+def setup(make_cfg, tiny_descriptor, tmp_path):
+    cfg = make_cfg(f"features.cache_dir={tmp_path / 'cache'}")
+    backbone = build_backbone(cfg.backbone)
+    folder = tiny_descriptor.parent
+    images = sorted(folder.glob("images/*.tif"))[:3]
+    return cfg, backbone, images
+
+
+def run(cfg, backbone, images):
+    spec = patch_spec(cfg.preprocess, backbone)
+    cache = EmbeddingCache(cfg.features.cache_dir, backbone.name, backbone.weights.sha256,
+                           cache_settings(cfg.preprocess, spec, backbone))
+    refs = [ImageRef(str(p), file_sha256(p)) for p in images]
+    stats = extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean,
+                                                                 backbone.std),
+                             cfg.preprocess, cfg.features, progress=False)
+    return stats, cache, refs
+
+
+def test_miss_then_hit(setup):
+    cfg, backbone, images = setup
+    first, cache, refs = run(cfg, backbone, images)
+    second, _, _ = run(cfg, backbone, images)
+    assert (first["extracted"], first["from_cache"]) == (3, 0)
+    assert (second["extracted"], second["from_cache"]) == (0, 3)
+    assert not list(cache.folder.glob(".*"))  # no temp files left behind
+
+
+def test_killed_extraction_resumes_with_done_images(setup, monkeypatch):
+    cfg, backbone, images = setup
+    original = EmbeddingCache.save
+    calls = []
+
+    def crash_on_second(self, sha, entry):
+        calls.append(sha)
+        if len(calls) == 2:
+            raise RuntimeError("simulated kill")
+        return original(self, sha, entry)
+
+    monkeypatch.setattr(EmbeddingCache, "save", crash_on_second)
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        run(cfg, backbone, images)
+    monkeypatch.setattr(EmbeddingCache, "save", original)
+    resumed, cache, refs = run(cfg, backbone, images)
+    assert (resumed["from_cache"], resumed["extracted"]) == (1, 2)
+    assert all(cache.has(r.sha) for r in refs)
+
+
+def test_changed_setting_invalidates_exactly_what_it_affects(setup, tmp_path):
+    cfg, backbone, images = setup
+    run(cfg, backbone, images)
+    # a setting that changes patches: every entry misses
+    clahe = cfg.copy()
+    with open_dict(clahe):
+        clahe.preprocess.equalize.method = "clahe"
+    assert run(clahe, backbone, images)[0]["extracted"] == 3
+    # settings that do not touch the embeddings (training seed, split, head): all hit
+    other = cfg.copy()
+    with open_dict(other):
+        other.seed, other.split.kind, other.model.lr = 7, "image", 0.5
+    assert run(other, backbone, images)[0]["from_cache"] == 3
+    # one image file changed: only that one misses
+    edited = [tmp_path / p.name for p in images]
+    for src, dst in zip(images, edited, strict=True):
+        shutil.copy(src, dst)
+    import cv2
+
+    pixels = cv2.imread(str(edited[0]), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(edited[0]), 255 - pixels)
+    stats = run(cfg, backbone, edited)[0]
+    assert (stats["extracted"], stats["from_cache"]) == (1, 2)
+
+
+def test_cached_features_equal_fresh_features(setup):
+    cfg, backbone, images = setup
+    _, cache, refs = run(cfg, backbone, images)
+    spec = patch_spec(cfg.preprocess, backbone)
+    sampler = PatchSampler(spec, backbone.mean, backbone.std)
+    image, box = preprocess_image(images[0], cfg.preprocess)
+    params = sampler.params(*image.shape, refs[0].sha)
+    with torch.inference_mode():
+        fresh = torch.cat([backbone.model(c) for c in
+                           sampler.cut(image, params).split(cfg.features.batch_size)])
+    entry = cache.load(refs[0].sha)
+    np.testing.assert_array_equal(entry.params, params)
+    np.testing.assert_allclose(entry.embeddings, fresh.numpy(), rtol=0, atol=1e-6)
+    assert list(entry.crop) == [box.top, box.bottom, box.left, box.right]
+
+
+def test_sweep_runs_share_the_cache(make_cfg, tmp_path):
+    """Two experiments on the same images: the second extracts nothing."""
+    from sinterlab.data.datamodule import SEMDataModule
+
+    cache_dir = tmp_path / "sweep_cache"
+    first = SEMDataModule(make_cfg(f"features.cache_dir={cache_dir}", "data.classes=[50,250]"))
+    first.prepare_data()
+    second = SEMDataModule(make_cfg(f"features.cache_dir={cache_dir}", "seed=3",
+                                    "split=image"))
+    second.prepare_data()
+    table = pd.DataFrame([first.cache_stats, second.cache_stats])
+    assert table["extracted"].tolist() == [first.cache_stats["images"],
+                                           second.cache_stats["images"] -
+                                           first.cache_stats["images"]]
