@@ -46,10 +46,14 @@ bench: $(STAMP) ## extraction and head-training benchmarks -> experiments/benchm
 $(PAPER_DATA): | $(STAMP)
 	$(VENV)/bin/sinterlab-synth preset=paper out=data/paper
 
+# the sweep's backbone: offline ImageNet weights by default; SWEEP_BACKBONE=convnext_tiny with a hub
+SWEEP_BACKBONE ?= efficientnet_lite0_offline
+
 sweep: $(STAMP) $(PAPER_DATA) ## the paper's 3 experiments x 3 seeds x {sample, patch} splits, then the summary table
-	$(VENV)/bin/sinterlab-train -m hparams_search=null experiment=binary_100_250,binary_150_200,five_class \
-		seed=0,1,2 split=sample,patch data.descriptor=$(PAPER_DATA) evaluation.contrast.train_head=false \
-		$(SWEEP_ARGS)
+	$(VENV)/bin/sinterlab-train -m experiment=binary_100_250,binary_150_200,five_class \
+		seed=0,1,2 split=sample,patch data.descriptor=$(abspath $(PAPER_DATA)) \
+		backbone=$(SWEEP_BACKBONE) evaluation.contrast.train_head=false \
+		trainer.enable_progress_bar=false $(SWEEP_ARGS)
 	$(VENV)/bin/sinterlab-report $$(ls -td logs/train/multiruns/*/ | head -1)
 
 results: $(STAMP) ## summary table of the newest multirun (or DIR=...)

@@ -2,8 +2,9 @@
 
 A shared trunk feeds one linear output per target. Classification uses cross-entropy (optional
 class weights); regression standardizes the target inside and reports in the parameter's units;
-several targets sum their losses with per-target weights. Training losses are accumulated on the
-module and logged once per epoch, which keeps Lightning's per-step cost near a plain loop's.
+several targets sum their losses with per-target weights. A step costs a few milliseconds on a CPU,
+so Lightning's per-step machinery would show: the head optimizes manually (no closure), and
+losses are accumulated on the module and logged once per epoch.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class ProcessParameterHead(pl.LightningModule):
                                          for t in targets)
         self.test_metrics = nn.ModuleList(_metrics(t).clone(prefix=f"test/{t['name']}/")
                                           for t in targets)
+        self.automatic_optimization = False
         self.history: list[dict] = []
-        self._sums = {"train": torch.zeros(2), "val": torch.zeros(2)}
+        self._sums: dict[str, list] = {"train": [0.0, 0], "val": [0.0, 0]}
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = self.trunk(x)
@@ -72,12 +74,17 @@ class ProcessParameterHead(pl.LightningModule):
         return total
 
     def _accumulate(self, stage: str, loss: torch.Tensor, n: int) -> None:
-        self._sums[stage] = self._sums[stage].to(loss.device) + torch.stack(
-            [loss.detach() * n, torch.tensor(float(n), device=loss.device)])
+        """Sum on the device; read back once per epoch (no host sync per step)."""
+        self._sums[stage][0] = self._sums[stage][0] + loss.detach() * n
+        self._sums[stage][1] += n
 
     def training_step(self, batch, batch_idx):
         x, y = batch
+        optimizer = self.optimizers(use_pl_optimizer=False)
         loss = self._loss(self(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
         self._accumulate("train", loss, len(x))
         return loss
 
@@ -101,18 +108,26 @@ class ProcessParameterHead(pl.LightningModule):
         self._update_metrics(self.test_metrics, outputs, y)
 
     def _epoch_loss(self, stage: str) -> float:
-        total, n = self._sums[stage].tolist()
-        self._sums[stage] = torch.zeros(2)
-        return total / max(n, 1.0)
+        total, n = self._sums[stage]
+        self._sums[stage] = [0.0, 0]
+        return float(total) / max(n, 1)
 
     def on_train_epoch_end(self):
         loss = self._epoch_loss("train")
         self.log("train/loss", loss)
         self.history.append({"epoch": self.current_epoch, "train_loss": loss})
+        scheduler = self.lr_schedulers()
+        if scheduler is not None and not isinstance(
+                scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step()
 
     def on_validation_epoch_end(self):
         loss = self._epoch_loss("val")
         self.log("val/loss", loss)
+        scheduler = self.lr_schedulers()
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and \
+                not self.trainer.sanity_checking:
+            scheduler.step(loss)
         for metrics in self.val_metrics:
             self.log_dict(_finite(metrics.compute()))
             metrics.reset()
@@ -158,11 +173,10 @@ class ProcessParameterHead(pl.LightningModule):
             scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, factor=schedule["factor"], patience=schedule["patience"],
                 min_lr=schedule["min_lr"])
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss",
-                                     "interval": "epoch",
-                                     "frequency": self.trainer.check_val_every_n_epoch}}
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
         raise ValueError(f"model.scheduler.name={name!r}: use null, cosine or plateau")
+    # schedulers are stepped by the hooks above (manual optimization): once per epoch, and
+    # plateau once per validation
 
 
 def _fused_available(device: torch.device) -> bool:

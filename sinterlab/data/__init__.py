@@ -1,0 +1,1 @@
+"""Descriptor -> image -> info-bar crop -> equalization -> patches -> splits -> DataModule."""

@@ -1,0 +1,89 @@
+"""Train/val/test splits that keep groups (image, sample, slide) whole; ``patch`` is the paper's.
+
+Grouped splits allocate whole groups per stratum (the label, when every group carries one label),
+so a sample's patches never sit in two subsets. ``folds=k`` switches to grouped k-fold with
+scikit-learn's ``StratifiedGroupKFold``: fold ``i`` is the test set and validation groups are
+drawn from the rest. The result is checked: a group found in two subsets is an error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from sinterlab.errors import SinterlabError
+
+SUBSETS = ("train", "val", "test")
+KINDS = ("patch", "image", "sample", "slide")
+#: a label stratifies the split only when each label holds at least this many groups
+MIN_GROUPS_PER_STRATUM = 3
+
+
+def _strata(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique groups and each one's stratum: its label when every group has a single label and
+    every label has enough groups, otherwise one stratum for all."""
+    table = pd.DataFrame({"group": groups, "label": labels}).groupby("group", sort=True)
+    unique = np.asarray(table.size().index)
+    group_label = table["label"].first().to_numpy()
+    pure = bool((table["label"].nunique() == 1).all())
+    if pure and pd.Series(group_label).value_counts().min() >= MIN_GROUPS_PER_STRATUM:
+        return unique, group_label
+    return unique, np.zeros(len(unique), dtype=np.int64)
+
+
+def _allocate(strata: np.ndarray, fractions: dict, rng: np.random.Generator,
+              what: str) -> np.ndarray:
+    """Subset name per group, taking whole groups from each stratum at the given fractions."""
+    out = np.empty(len(strata), dtype=object)
+    for stratum in np.unique(strata):
+        members = rng.permutation(np.flatnonzero(strata == stratum))
+        n = len(members)
+        counts = {s: (max(1, int(round(fractions[s] * n))) if fractions.get(s, 0) > 0 else 0)
+                  for s in ("test", "val")}
+        if n - counts["test"] - counts["val"] < 1:
+            raise SinterlabError(
+                f"too few {what} groups to split: {n} in stratum {stratum!r}, but train, val "
+                f"and test each need one; add data, use a finer split (e.g. split=image) or "
+                f"split.folds")
+        out[members[:counts["test"]]] = "test"
+        out[members[counts["test"]:counts["test"] + counts["val"]]] = "val"
+        out[members[counts["test"] + counts["val"]:]] = "train"
+    return out
+
+
+def assign_subsets(labels: np.ndarray, groups: np.ndarray, fractions: dict, seed: int,
+                   folds: int | None = None, fold: int = 0, what: str = "") -> np.ndarray:
+    """Subset ('train'/'val'/'test') per row; rows of one group always share a subset."""
+    labels, groups = np.asarray(labels), np.asarray(groups).astype(str)
+    rng = np.random.default_rng(seed)
+    unique, strata = _strata(labels, groups)
+    position = np.searchsorted(unique, groups)
+    if folds:
+        if not 0 <= fold < folds:
+            raise SinterlabError(f"split.fold={fold} is outside 0..{folds - 1}")
+        if len(unique) < folds:
+            raise SinterlabError(f"too few {what} groups ({len(unique)}) for split.folds="
+                                 f"{folds}; lower split.folds or use a finer split")
+        kfold = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        test_rows = list(kfold.split(np.zeros(len(unique)), strata, np.arange(len(unique))))
+        test_rows = test_rows[fold][1]
+        group_subset = np.empty(len(unique), dtype=object)
+        group_subset[test_rows] = "test"
+        rest = np.setdiff1d(np.arange(len(unique)), test_rows)
+        share = fractions["val"] / (fractions["train"] + fractions["val"])
+        group_subset[rest] = _allocate(strata[rest], {"val": share}, rng, what)
+    else:
+        group_subset = _allocate(strata, fractions, rng, what)
+    subsets = group_subset[position].astype(str)
+    check_disjoint(groups, subsets)
+    return subsets
+
+
+def check_disjoint(groups: np.ndarray, subsets: np.ndarray) -> None:
+    """Raise if any group appears in more than one subset (a leak)."""
+    seen: dict[str, str] = {}
+    for group, subset in zip(groups, subsets, strict=True):
+        if seen.setdefault(group, subset) != subset:
+            raise SinterlabError(f"split leak: group {str(group)!r} is in both {seen[group]} "
+                                 f"and {subset}; this is a bug, please report it")
