@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 #: the Hydra config folder at the repository root
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+# `${cwd:}` in conf/paths: the folder a command started in, usable before Hydra's own config
+# exists (hydra.sweep.dir is resolved before `${hydra:runtime.cwd}` is available)
+OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
 def _fmt(value) -> str:

@@ -80,7 +80,7 @@ class ProcessParameterHead(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        optimizer = self.optimizers(use_pl_optimizer=False)
+        optimizer = self.optimizers()  # the Lightning wrapper counts global steps
         loss = self._loss(self(x), y)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
