@@ -35,14 +35,19 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
         label = f"split={split['kind']}" + (" (LEAKY)" if split["leaky"] else "")
         for name, source in (("head", block.get("test")),
                              ("linear probe", (block.get("baseline") or {}).get("linear_probe"))):
-            if not source:
-                continue
-            patch, image = source["patch"], source["image"]
-            if "accuracy" in patch:
-                lines.append(f"{label:<22} {name:<13} patch acc {_fmt(patch['accuracy'])} "
-                             f"F1 {_fmt(patch['f1_macro'])} AUROC {_fmt(patch['auroc'])} | "
-                             f"image acc {_fmt(image['accuracy'])}")
-            elif "mae" in patch:
-                lines.append(f"{label:<22} {name:<13} patch MAE {_fmt(patch['mae'])} "
-                             f"R2 {_fmt(patch['r2'])} | image MAE {_fmt(image['mae'])}")
+            if source:
+                lines += [f"{label:<22} {name:<13} {line}" for line in _level_lines(source)]
     return lines
+
+
+def _level_lines(levels: dict) -> list[str]:
+    """One line per target: patch- and image-level main metrics."""
+    patch, image = levels["patch"], levels["image"]
+    if "accuracy" in patch:
+        return [f"patch acc {_fmt(patch['accuracy'])} F1 {_fmt(patch['f1_macro'])} "
+                f"AUROC {_fmt(patch['auroc'])} | image acc {_fmt(image['accuracy'])}"]
+    if "mae" in patch:
+        return [f"patch MAE {_fmt(patch['mae'])} R2 {_fmt(patch['r2'])} | "
+                f"image MAE {_fmt(image['mae'])}"]
+    return [f"{target}: {line}" for target in patch
+            for line in _level_lines({"patch": patch[target], "image": image[target]})]

@@ -11,11 +11,12 @@ import base64
 import html
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sinterlab.atomic import write_text
 
 LEVELS = ("patch", "image", "sample")
 CLASSIFICATION_COLUMNS = ("accuracy", "f1_macro", "auroc", "n")
@@ -29,27 +30,6 @@ RANDOM_INIT_WARNING = "⚠ random-init backbone: not transfer learning"
 # main metric per task: (key, higher is better)
 MAIN_METRIC = {"classification": ("accuracy", True), "regression": ("mae", False)}
 PAPER_KEY_ALIASES = {"f1": "f1_macro", "f1_score": "f1_macro", "auc": "auroc", "acc": "accuracy"}
-
-
-# --------------------------------------------------------------------------- atomic writes
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- blocks
@@ -683,6 +663,6 @@ def write_report(
     run_dir.mkdir(parents=True, exist_ok=True)
     blocks = build_blocks(metrics or {}, figures or {}, digits)
     title = f"Run report: {(metrics or {}).get('experiment') or 'unnamed experiment'}"
-    md_path = atomic_write_text(run_dir / "report.md", render_markdown(blocks, run_dir))
-    html_path = atomic_write_text(run_dir / "report.html", render_html(blocks, title))
+    md_path = write_text(run_dir / "report.md", render_markdown(blocks, run_dir))
+    html_path = write_text(run_dir / "report.html", render_html(blocks, title))
     return md_path, html_path

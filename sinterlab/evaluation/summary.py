@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from sinterlab.evaluation.report import atomic_write_text
+from sinterlab.atomic import write_text
 
 ID_COLUMNS = (
     "run",
@@ -194,6 +194,6 @@ def write_summary(root: Path, out_stem: Path | None = None, digits: int = 3) -> 
     stats, metric_cols = _group_stats(frame)
     md_path, csv_path = _out_paths(root, out_stem)
     title = f"# Sweep summary: {root}\n\nmean ± sd across seeds/folds per (experiment, split).\n\n"
-    atomic_write_text(md_path, title + summary_markdown(stats, metric_cols, digits))
-    atomic_write_text(csv_path, stats.to_csv(index=False))
+    write_text(md_path, title + summary_markdown(stats, metric_cols, digits))
+    write_text(csv_path, stats.to_csv(index=False))
     return md_path, csv_path

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -35,6 +34,7 @@ import pandas as pd
 import tifffile
 from omegaconf import DictConfig, OmegaConf
 
+from sinterlab.atomic import write_bytes
 from sinterlab.synth.microstructure import effective_energy, sinter_state, sintered_surface
 from sinterlab.synth.render import acquire, render_info_bar, se_signal
 
@@ -236,19 +236,6 @@ def render_image(cfg: DictConfig, row: dict[str, Any]) -> tuple[np.ndarray, dict
 
 
 # ----------------------------------------------------------------------------- writing
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def tiff_bytes(img: np.ndarray) -> bytes:
     """8-bit grayscale TIFF without timestamps or description (byte-reproducible)."""
     buf = io.BytesIO()
@@ -260,7 +247,7 @@ def _render_and_write(args: tuple[dict, dict, str]) -> dict[str, Any]:
     cfg_dict, row, out_dir = args
     cfg = OmegaConf.create(cfg_dict)
     img, truth = render_image(cfg, row)
-    _atomic_write_bytes(Path(out_dir) / row["image"], tiff_bytes(img))
+    write_bytes(Path(out_dir) / row["image"], tiff_bytes(img))
     return truth
 
 
@@ -305,7 +292,7 @@ def _contact_sheet(cfg: DictConfig, out_dir: Path, rows: list[dict]) -> None:
     ok, png = cv2.imencode(".png", sheet)
     if not ok:
         raise RuntimeError("could not encode contact sheet")
-    _atomic_write_bytes(out_dir / "contact_sheet.png", png.tobytes())
+    write_bytes(out_dir / "contact_sheet.png", png.tobytes())
 
 
 def _csv_bytes(df: pd.DataFrame) -> bytes:
@@ -336,15 +323,15 @@ def generate_dataset(cfg: DictConfig | dict, out_dir: Path | str) -> Path:
         truth = [_render_and_write(j) for j in jobs]
     elapsed = time.perf_counter() - t0
 
-    _atomic_write_bytes(out_dir / "truth.csv", _csv_bytes(pd.DataFrame(truth)))
+    write_bytes(out_dir / "truth.csv", _csv_bytes(pd.DataFrame(truth)))
     _contact_sheet(cfg, out_dir, rows)
     meta = {"generator": GENERATOR_VERSION, "n_images": len(rows), "config": cfg_dict}
-    _atomic_write_bytes(
+    write_bytes(
         out_dir / "synth.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     )
     desc = pd.DataFrame(rows)[DESCRIPTOR_COLUMNS]
     desc_path = out_dir / "descriptor.csv"
-    _atomic_write_bytes(desc_path, _csv_bytes(desc))  # last: only points at written images
+    write_bytes(desc_path, _csv_bytes(desc))  # last: only points at written images
     generate_dataset.last_stats = {"n_images": len(rows), "seconds": elapsed}
     return desc_path
 

@@ -1,0 +1,102 @@
+"""The console scripts as users run them: sinterlab-train, sinterlab-predict, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from sinterlab.cli import summary_lines
+from sinterlab.errors import SinterlabError
+from sinterlab.predict import predict
+from tests.conftest import FAST
+
+BIN = Path(sys.executable).parent
+
+
+def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_descriptor, shared_cache) -> Path:
+    """`sinterlab-train debug=fast` on the tiny data, as a user would type it."""
+    run_dir = tmp_path_factory.mktemp("run")
+    done = run("sinterlab-train", *FAST, f"data.descriptor={tiny_descriptor}",
+               f"features.cache_dir={shared_cache}", f"hydra.run.dir={run_dir}",
+               f"paths.log_dir={run_dir / 'logs'}", cwd=run_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"report: {run_dir / 'report.md'}" in done.stdout
+    return run_dir
+
+
+def test_train_cli_writes_the_contracted_metrics(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert {"accuracy", "f1_macro", "auroc"} <= set(metrics["test"]["patch"])
+    assert metrics["backbone"]["weights"]["source"] == "random"
+    for name in ("report.md", "report.html", "images.csv", "patches.csv", "config.yaml"):
+        assert (trained_run / name).stat().st_size > 0
+    assert list((trained_run / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_predict_cli_gives_one_row_per_image(trained_run, tiny_descriptor, tmp_path):
+    images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:4]
+    out = tmp_path / "predictions.csv"
+    done = run("sinterlab-predict", f"run={trained_run}",
+               f"images=[{','.join(str(p) for p in images)}]", f"out={out}",
+               f"hydra.run.dir={tmp_path / 'hydra'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = pd.read_csv(out)
+    assert table["image"].tolist() == [str(p) for p in images]
+    assert set(table["burst_count"].astype(str)) <= {"50", "150", "250"}
+    assert table["burst_count_agreement"].between(0, 1).all()
+
+
+def test_predict_from_a_folder_and_a_descriptor(trained_run, tiny_descriptor):
+    base = OmegaConf.load(Path(__file__).parents[1] / "conf" / "predict.yaml")
+    base.pop("hydra")
+    by_folder = predict(OmegaConf.merge(base, {"run": str(trained_run),
+                                               "images": str(tiny_descriptor.parent / "images")}))
+    by_csv = predict(OmegaConf.merge(base, {"run": str(trained_run),
+                                            "descriptor": str(tiny_descriptor)}))
+    assert len(by_folder[0]) == len(by_csv[0]) == 24
+    assert sorted(by_folder[0]["image"]) == sorted(by_csv[0]["image"])
+
+
+def test_predict_refuses_other_features(trained_run, tiny_descriptor):
+    base = OmegaConf.load(Path(__file__).parents[1] / "conf" / "predict.yaml")
+    base.pop("hydra")
+    cfg = OmegaConf.merge(base, {"run": str(trained_run), "descriptor": str(tiny_descriptor),
+                                 "preprocess": {"equalize": {"method": "clahe"}}})
+    with pytest.raises(SinterlabError, match="preprocess differs"):
+        predict(cfg)
+    cfg = OmegaConf.merge(base, {"run": str(trained_run), "descriptor": str(tiny_descriptor),
+                                 "backbone": {"name": "test_resnet"}})
+    with pytest.raises(SinterlabError, match="backbone differs"):
+        predict(cfg)
+
+
+def test_bad_descriptor_is_one_clear_line(tmp_path):
+    done = run("sinterlab-train", f"data.descriptor={tmp_path / 'missing.csv'}",
+               f"hydra.run.dir={tmp_path}", "backbone=random_tiny", cwd=tmp_path)
+    assert done.returncode == 2
+    error = [line for line in done.stderr.splitlines() if "error" in line]
+    assert len(error) == 1 and "missing.csv" in error[0] and "data.descriptor" in error[0]
+
+
+def test_summary_lines_cover_every_target_of_a_multi_target_run():
+    levels = {"patch": {"burst_count": {"mae": 12.0, "r2": 0.9},
+                        "duty_cycle": {"mae": 3.0, "r2": 0.8}},
+              "image": {"burst_count": {"mae": 10.0}, "duty_cycle": {"mae": 2.0}}}
+    metrics = {"backbone": {"name": "b", "weights": {"source": "random", "identity": "x",
+                                                     "transfer_learning": False}},
+               "cache": {"images": 1, "from_cache": 0, "extracted": 1},
+               "split": {"kind": "sample", "leaky": False}, "test": levels, "contrast": None}
+    lines = summary_lines(metrics, Path("run"))
+    assert any("burst_count: patch MAE 12.000" in line for line in lines)
+    assert any("duty_cycle: patch MAE 3.000" in line for line in lines)
+    assert any("NOT transfer learning" in line for line in lines)
