@@ -28,8 +28,12 @@ install: $(STAMP) ## create .venv if missing and install sinterlab (editable, de
 $(DEMO_DATA): | $(STAMP)
 	$(VENV)/bin/sinterlab-synth preset=demo out=data/demo
 
+# ImageNet ConvNeXt-Atto from the timm hub when it answers, else the offline EfficientNet-Lite0
+DEMO_BACKBONE = $(shell $(PY) -c "from sinterlab.features.weights import hub_reachable; \
+	print('convnext_atto' if hub_reachable() else 'efficientnet_lite0_offline')")
+
 demo: $(STAMP) $(DEMO_DATA) ## generate demo data if missing, train + evaluate the demo experiment, print the report
-	$(VENV)/bin/sinterlab-train experiment=demo
+	$(VENV)/bin/sinterlab-train experiment=demo backbone=$(DEMO_BACKBONE)
 
 test: $(STAMP) ## fast tests (what CI runs)
 	$(PY) -m pytest -q

@@ -127,7 +127,7 @@ class SEMDataModule(pl.LightningDataModule):
         s = self.cfg.split
         return assign_subsets(self.y[:, 0].numpy(), self.patches[column].to_numpy(),
                               dict(s.fractions), int(self.cfg.seed), s.folds, int(s.fold),
-                              what=kind)
+                              what=kind, min_groups_per_class=int(s.min_groups_per_class))
 
     def subset_mask(self, subset: str, subsets: np.ndarray | None = None) -> np.ndarray:
         return (self.subsets if subsets is None else subsets) == subset

@@ -16,18 +16,15 @@ from sinterlab.errors import SinterlabError
 
 SUBSETS = ("train", "val", "test")
 KINDS = ("patch", "image", "sample", "slide")
-#: a label stratifies the split only when each label holds at least this many groups
-MIN_GROUPS_PER_STRATUM = 3
-
-
-def _strata(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _strata(labels: np.ndarray, groups: np.ndarray,
+            min_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Unique groups and each one's stratum: its label when every group has a single label and
     every label has enough groups, otherwise one stratum for all."""
     table = pd.DataFrame({"group": groups, "label": labels}).groupby("group", sort=True)
     unique = np.asarray(table.size().index)
     group_label = table["label"].first().to_numpy()
     pure = bool((table["label"].nunique() == 1).all())
-    if pure and pd.Series(group_label).value_counts().min() >= MIN_GROUPS_PER_STRATUM:
+    if pure and pd.Series(group_label).value_counts().min() >= min_groups:
         return unique, group_label
     return unique, np.zeros(len(unique), dtype=np.int64)
 
@@ -53,11 +50,12 @@ def _allocate(strata: np.ndarray, fractions: dict, rng: np.random.Generator,
 
 
 def assign_subsets(labels: np.ndarray, groups: np.ndarray, fractions: dict, seed: int,
-                   folds: int | None = None, fold: int = 0, what: str = "") -> np.ndarray:
+                   folds: int | None = None, fold: int = 0, what: str = "",
+                   min_groups_per_class: int = 3) -> np.ndarray:
     """Subset ('train'/'val'/'test') per row; rows of one group always share a subset."""
     labels, groups = np.asarray(labels), np.asarray(groups).astype(str)
     rng = np.random.default_rng(seed)
-    unique, strata = _strata(labels, groups)
+    unique, strata = _strata(labels, groups, min_groups_per_class)
     position = np.searchsorted(unique, groups)
     if folds:
         if not 0 <= fold < folds:

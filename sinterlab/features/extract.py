@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset
 
 from sinterlab.data.crop import CropBox
@@ -86,7 +86,7 @@ class CacheWriter(BasePredictionWriter):
         self.patches += len(entry.embeddings)
         bar = trainer.progress_bar_callback
         rate = self.patches / max(time.perf_counter() - self.started, 1e-9)
-        if bar is not None and getattr(bar, "predict_progress_bar", None) is not None:
+        if isinstance(bar, TQDMProgressBar) and bar.predict_progress_bar is not None:
             bar.predict_progress_bar.set_postfix(patches_per_s=f"{rate:.1f}")
 
 
@@ -103,7 +103,8 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Ba
     writer = CacheWriter(cache)
     trainer = pl.Trainer(accelerator=features_cfg.accelerator, devices=features_cfg.devices,
                          strategy=features_cfg.strategy, precision=features_cfg.precision,
-                         logger=False, enable_checkpointing=False, callbacks=[writer],
+                         logger=False, enable_checkpointing=False,
+                         callbacks=[writer] + ([TQDMProgressBar()] if progress else []),
                          enable_progress_bar=progress, enable_model_summary=False)
     loader = DataLoader(ImagePatches(missing, preprocess_cfg, sampler), batch_size=None,
                         num_workers=features_cfg.num_workers,
