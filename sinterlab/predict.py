@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.datamodule import cache_settings, patch_spec
@@ -106,8 +107,6 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean, backbone.std),
                      run_cfg.preprocess, features)
     entries = [cache.load(ref.sha) for ref in refs]
-    import torch
-
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
     outputs = head.predict_outputs(x)

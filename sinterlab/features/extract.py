@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from torch.utils.data import DataLoader, Dataset
@@ -115,10 +114,3 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Ba
     stats["patches_per_s"] = writer.patches / (time.perf_counter() - started)
     return stats
 
-
-def load_entries(images: list[ImageRef], cache: EmbeddingCache) -> list[CacheEntry]:
-    return [cache.load(ref.sha) for ref in images]
-
-
-def patch_count(entries: list[CacheEntry]) -> np.ndarray:
-    return np.array([len(e.embeddings) for e in entries])
