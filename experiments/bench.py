@@ -10,7 +10,8 @@ a plain PyTorch loop over the same tensors; epochs are a sample (BENCH_EPOCHS) a
 
 Sizes come from the environment so that a quick check and a full run use the same code:
 BENCH_IMAGES (images per backbone, default 8), BENCH_EPOCHS (head epochs, default 30),
-BENCH_BACKBONES (comma list, default convnext_tiny,tf_efficientnet_lite0).
+BENCH_BACKBONES (comma list, default convnext_tiny,tf_efficientnet_lite0), BENCH_SEEDS (members
+of the vectorized seed ensemble, default 5; its time is compared with one plain run).
 Random-init weights are used for timing (speed does not depend on the weights' values).
 """
 
@@ -38,6 +39,7 @@ from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
 from sinterlab.features.extract import ImageRef, extract_to_cache
 from sinterlab.models.batches import TensorBatches
+from sinterlab.models.ensemble import SeedEnsemble
 from sinterlab.models.head import ProcessParameterHead
 from sinterlab.models.mlp import mlp_trunk
 
@@ -47,6 +49,7 @@ OUT = ROOT / "experiments" / "benchmarks.md"
 N_IMAGES = int(os.environ.get("BENCH_IMAGES", 8))
 EPOCHS = int(os.environ.get("BENCH_EPOCHS", 30))
 BACKBONES = os.environ.get("BENCH_BACKBONES", "convnext_tiny,tf_efficientnet_lite0").split(",")
+ENSEMBLE_SEEDS = int(os.environ.get("BENCH_SEEDS", 5))
 PAPER_EPOCHS = 1000
 
 
@@ -166,6 +169,19 @@ def lightning_head(x, y, xv, yv, classes: int, epochs: int, cfg) -> float:
     return time.perf_counter() - start
 
 
+def ensemble_loop(x, y, classes: int, epochs: int, cfg, seeds: list[int]) -> float:
+    def make():
+        return torch.nn.Sequential(mlp_trunk(x.shape[1], list(cfg.hidden), cfg.dropout, True),
+                                   torch.nn.Linear(cfg.hidden[-1], classes))
+
+    ensemble = SeedEnsemble(make, seeds, cfg.lr, cfg.weight_decay)
+    generators = [torch.Generator().manual_seed(s) for s in seeds]
+    start = time.perf_counter()
+    for _ in range(epochs):
+        ensemble.train_epoch(x, y, cfg.batch_size, generators)
+    return time.perf_counter() - start
+
+
 def bench_head(rows: int, classes: int, dim: int = 768) -> dict:
     cfg = OmegaConf.load(CONF / "model" / "mlp.yaml")
     gen = torch.Generator().manual_seed(0)
@@ -175,12 +191,14 @@ def bench_head(rows: int, classes: int, dim: int = 768) -> dict:
     xt, yt, xv, yv = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     plain = plain_loop(xt, yt, xv, yv, classes, EPOCHS, cfg)
     ours = lightning_head(xt, yt, xv, yv, classes, EPOCHS, cfg)
+    ensemble = ensemble_loop(xt, yt, classes, EPOCHS, cfg, list(range(ENSEMBLE_SEEDS)))
     steps = EPOCHS * -(-n_train // cfg.batch_size)
     flops = mlp_flops_per_step([dim, *cfg.hidden, classes], cfg.batch_size) * steps
     return {"rows": rows, "classes": classes, "train_rows": n_train, "epochs": EPOCHS,
             "plain_s": plain, "sinterlab_s": ours, "ratio": ours / plain,
             "plain_gflops": flops / plain / 1e9, "sinterlab_gflops": flops / ours / 1e9,
-            "paper_min": ours / EPOCHS * PAPER_EPOCHS / 60}
+            "paper_min": ours / EPOCHS * PAPER_EPOCHS / 60,
+            "ensemble_s": ensemble, "ensemble_vs_one": ensemble / plain}
 
 
 def main() -> None:
@@ -205,11 +223,13 @@ def main() -> None:
     lines += ["", f"### MLP head (768-512-256-128-C, batch 32, val every 10 epochs; {EPOCHS} "
               "epochs measured, 1000 extrapolated)\n",
               "| rows x dim | classes | plain loop s | sinterlab s | sinterlab / plain | "
-              "plain GFLOP/s | sinterlab GFLOP/s | paper protocol (1000 ep), min |",
-              "|---|---|---|---|---|---|---|---|"]
+              "plain GFLOP/s | sinterlab GFLOP/s | paper protocol (1000 ep), min | "
+              f"{ENSEMBLE_SEEDS}-seed vmap ensemble s | ensemble / one plain run |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['rows']} x 768 | {r['classes']} | {r['plain_s']:.1f} | "
               f"{r['sinterlab_s']:.1f} | {r['ratio']:.2f}x | {r['plain_gflops']:.1f} | "
-              f"{r['sinterlab_gflops']:.1f} | {r['paper_min']:.1f} |" for r in heads]
+              f"{r['sinterlab_gflops']:.1f} | {r['paper_min']:.1f} | {r['ensemble_s']:.1f} | "
+              f"{r['ensemble_vs_one']:.2f}x |" for r in heads]
     text = "\n".join(lines) + "\n"
     print(text)
     if not OUT.exists():
