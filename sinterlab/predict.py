@@ -97,13 +97,14 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.hparams.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}")
     spec = patch_spec(run_cfg.preprocess, backbone)
-    cache = EmbeddingCache(run_cfg.features.cache_dir, backbone.name, backbone.weights.sha256,
-                           cache_settings(run_cfg.preprocess, spec, backbone))
+    # runs older than features.channels_last extracted in the default memory format
+    features = OmegaConf.merge({"channels_last": False}, run_cfg.features, cfg.features or {})
+    cache = EmbeddingCache(features.cache_dir, backbone.name, backbone.weights.sha256,
+                           cache_settings(run_cfg.preprocess, spec, backbone, features))
     refs = [ImageRef(str(p), file_sha256(p)) for p in paths]
     for ref in refs:
         if not cache.has(ref.sha):
             read_gray8(ref.path, tuple(run_cfg.preprocess.read.percentiles))
-    features = OmegaConf.merge(run_cfg.features, cfg.features or {})
     extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean, backbone.std),
                      run_cfg.preprocess, features)
     entries = [cache.load(ref.sha) for ref in refs]

@@ -28,7 +28,7 @@ def setup(make_cfg, tiny_descriptor, tmp_path):
 def run(cfg, backbone, images):
     spec = patch_spec(cfg.preprocess, backbone)
     cache = EmbeddingCache(cfg.features.cache_dir, backbone.name, backbone.weights.sha256,
-                           cache_settings(cfg.preprocess, spec, backbone))
+                           cache_settings(cfg.preprocess, spec, backbone, cfg.features))
     refs = [ImageRef(str(p), file_sha256(p)) for p in images]
     stats = extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean,
                                                                  backbone.std),
@@ -97,8 +97,10 @@ def test_cached_features_equal_fresh_features(setup):
     sampler = PatchSampler(spec, backbone.mean, backbone.std)
     image, box = preprocess_image(images[0], cfg.preprocess)
     params = sampler.params(*image.shape, refs[0].sha)
+    fmt = torch.channels_last if cfg.features.channels_last else torch.contiguous_format
+    model = backbone.model.to(memory_format=fmt)
     with torch.inference_mode():
-        fresh = torch.cat([backbone.model(c) for c in
+        fresh = torch.cat([model(c.contiguous(memory_format=fmt)) for c in
                            sampler.cut(image, params).split(cfg.features.batch_size)])
     entry = cache.load(refs[0].sha)
     np.testing.assert_array_equal(entry.params, params)

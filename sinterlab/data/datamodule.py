@@ -35,11 +35,14 @@ def patch_spec(preprocess_cfg, backbone: Backbone) -> PatchSpec:
                      bool(p.hflip), float(p.rotation), int(p.seed))
 
 
-def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone) -> dict:
-    """Everything besides the image and the weights that changes a patch's embedding."""
+def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
+                   features_cfg) -> dict:
+    """Everything besides the image and the weights that changes a patch's embedding (the
+    memory format moves the last bits of the floats, so it counts too)."""
     settings = OmegaConf.to_container(preprocess_cfg, resolve=True)
     settings["patches"] = spec.__dict__ | {"mean": list(backbone.mean),
                                            "std": list(backbone.std)}
+    settings["channels_last"] = bool(features_cfg.channels_last)
     return settings
 
 
@@ -69,7 +72,8 @@ class SEMDataModule(pl.LightningDataModule):
         self.spec = patch_spec(cfg.preprocess, self.backbone)
         self.cache = EmbeddingCache(cfg.features.cache_dir, self.backbone.name,
                                     self.backbone.weights.sha256,
-                                    cache_settings(cfg.preprocess, self.spec, self.backbone))
+                                    cache_settings(cfg.preprocess, self.spec, self.backbone,
+                                                   cfg.features))
         table = self.descriptor.table
         self.refs = [ImageRef(p, file_sha256(p)) for p in table[PATH]]
         for ref in self.refs:  # fail on an unreadable file before any extraction starts

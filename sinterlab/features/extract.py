@@ -57,14 +57,16 @@ def _box_array(box: CropBox) -> list[int]:
 class FrozenFeatures(pl.LightningModule):
     """Wraps the frozen backbone for ``Trainer.predict``; one batch is one image."""
 
-    def __init__(self, backbone: Backbone, batch_size: int):
+    def __init__(self, backbone: Backbone, batch_size: int, channels_last: bool):
         super().__init__()
-        self.backbone = backbone.model
+        self.format = torch.channels_last if channels_last else torch.contiguous_format
+        self.backbone = backbone.model.to(memory_format=self.format)
         self.batch_size = batch_size
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         chunks = batch["patches"].split(self.batch_size)
-        embeddings = torch.cat([self.backbone(chunk) for chunk in chunks])
+        embeddings = torch.cat([self.backbone(chunk.contiguous(memory_format=self.format))
+                                for chunk in chunks])
         return batch | {"embeddings": embeddings.float().cpu(), "patches": None}
 
 
@@ -109,7 +111,8 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Ba
                         num_workers=features_cfg.num_workers,
                         persistent_workers=False)
     started = time.perf_counter()
-    trainer.predict(FrozenFeatures(backbone, features_cfg.batch_size), loader,
+    model = FrozenFeatures(backbone, features_cfg.batch_size, features_cfg.channels_last)
+    trainer.predict(model, loader,
                     return_predictions=False)
     stats["patches_per_s"] = writer.patches / (time.perf_counter() - started)
     return stats
