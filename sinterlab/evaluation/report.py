@@ -499,31 +499,29 @@ def _paper_section(metrics: dict, blocks: list[_Block], digits: int) -> None:
     paper = metrics.get("paper")
     if not isinstance(paper, Mapping) or not paper:
         return
-    test = _by_target(metrics.get("test"))
-    levels = next(iter(test.values()), {})
+    # the paper split patches at random: compare like with like, and show the grouped split too
+    runs = [(f"{_get(metrics, 'split', 'kind') or 'this run'} split", metrics.get("test"))]
+    contrast = metrics.get("contrast") or {}
+    if contrast.get("test"):
+        runs.append((f"{_get(contrast, 'split', 'kind')} split", contrast.get("test")))
+    runs = [(name, next(iter(_by_target(test).values()), {})) for name, test in runs if test]
     blocks.append(_Block("h2", "Paper"))
+    if paper.get("split"):
+        blocks.append(_Block("p", f"The paper's figures come from a split by {paper['split']} "
+                                  "(leaky: patches of one image in train and test); compare them "
+                                  f"with the {paper['split']} split column."))
     rows = []
     notes = []
     for key, value in paper.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
             ours_key = PAPER_KEY_ALIASES.get(key, key)
-            rows.append(
-                [
-                    key,
-                    _fmt(float(value), digits),
-                    *(_fmt(_get(levels, lv, ours_key), digits) for lv in LEVELS),
-                ]
-            )
-        elif value is not None:
+            rows.append([key, _fmt(float(value), digits),
+                         *(_fmt(_get(levels, "patch", ours_key), digits) for _, levels in runs)])
+        elif value is not None and key != "split":
             notes.append(f"{key}: {value}")
     if rows:
-        blocks.append(
-            _Block(
-                "table",
-                headers=["metric", "paper", *(f"this run, {lv}" for lv in LEVELS)],
-                rows=rows,
-            )
-        )
+        blocks.append(_Block("table", headers=["metric (patch level)", "paper",
+                                               *(name for name, _ in runs)], rows=rows))
     if notes:
         blocks.append(_Block("ul", items=notes))
 
