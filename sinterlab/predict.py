@@ -57,7 +57,7 @@ def collect_images(images, descriptor, suffixes) -> list[Path]:
     else:
         raise SinterlabError("nothing to predict: give images=[a.tif,b.tif], images=FOLDER or "
                              "descriptor=CSV")
-    paths = [p.expanduser().resolve() for p in paths]
+    paths = list(dict.fromkeys(p.expanduser().resolve() for p in paths))  # each image once
     for p in paths:
         if not p.is_file():
             raise SinterlabError(f"{p}: image not found; check the path")

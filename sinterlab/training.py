@@ -132,9 +132,9 @@ def evaluate_split(cfg: DictConfig, dm: SEMDataModule, subsets: np.ndarray, run_
 def split_info(cfg: DictConfig, dm: SEMDataModule, kind: str) -> dict:
     s = cfg.split
     note = "; ".join(dm.descriptor.notes) or None
-    return {"kind": kind, "leaky": kind == "patch",
-            "group_column": None if kind == "patch" else
-            {"image": "image", "sample": "sample_id", "slide": "slide"}[kind],
+    columns = {"image": cfg.data.image_column, "sample": cfg.data.sample_column,
+               "slide": cfg.data.slide_column}
+    return {"kind": kind, "leaky": kind == "patch", "group_column": columns.get(kind),
             "fractions": OmegaConf.to_container(s.fractions), "fold": s.fold if s.folds else None,
             "folds": s.folds, "seed": int(cfg.seed), "note": note}
 

@@ -27,6 +27,8 @@ from sinterlab.models.batches import TensorBatches
 
 log = logging.getLogger(__name__)
 CROP_COLUMNS = ("crop_top", "crop_bottom", "crop_left", "crop_right")
+#: the per-patch column whose values form the groups of each split kind
+GROUP_COLUMNS = {"patch": "patch_id", "image": IMAGE, "sample": SAMPLE, "slide": SLIDE}
 
 
 def patch_spec(preprocess_cfg, backbone: Backbone) -> PatchSpec:
@@ -124,10 +126,11 @@ class SEMDataModule(pl.LightningDataModule):
         """Subset name per patch for a split ``kind`` (patch/image/sample/slide)."""
         if kind not in KINDS:
             raise SinterlabError(f"split.kind={kind!r} is unknown; use one of {list(KINDS)}")
-        column = {"patch": "patch_id", "image": IMAGE, "sample": SAMPLE, "slide": SLIDE}[kind]
+        column = GROUP_COLUMNS[kind]
         if column not in self.patches.columns:
-            raise SinterlabError(f"{self.descriptor.csv}: split={kind} needs a '{kind}' column;"
-                                 " add it or use split=sample")
+            raise SinterlabError(f"{self.descriptor.csv}: split={kind} needs a "
+                                 f"'{self.cfg.data.slide_column}' column; add it (or set "
+                                 "data.slide_column) or use split=sample")
         s = self.cfg.split
         return assign_subsets(self.y[:, 0].numpy(), self.patches[column].to_numpy(),
                               dict(s.fractions), int(self.cfg.seed), s.folds, int(s.fold),

@@ -506,10 +506,9 @@ def _paper_section(metrics: dict, blocks: list[_Block], digits: int) -> None:
         runs.append((f"{_get(contrast, 'split', 'kind')} split", contrast.get("test")))
     runs = [(name, next(iter(_by_target(test).values()), {})) for name, test in runs if test]
     blocks.append(_Block("h2", "Paper"))
-    if paper.get("split"):
-        blocks.append(_Block("p", f"The paper's figures come from a split by {paper['split']} "
-                                  "(leaky: patches of one image in train and test); compare them "
-                                  f"with the {paper['split']} split column."))
+    if paper.get("split") and f"{paper['split']} split" in [name for name, _ in runs]:
+        blocks.append(_Block("p", f"The paper's figures come from a split by {paper['split']}; "
+                                  f"compare them with the {paper['split']} split column."))
     rows = []
     notes = []
     for key, value in paper.items():

@@ -18,7 +18,7 @@ import numpy as np
 
 from sinterlab.atomic import write_text, write_with
 
-ENTRY_FIELDS = ("embeddings", "params", "crop", "shape")
+ENTRY_FIELDS = ("embeddings", "params", "crop")
 HASH_CHUNK = 1 << 20
 
 
@@ -39,7 +39,6 @@ class CacheEntry:
     embeddings: np.ndarray  # (patches, dim) float32
     params: np.ndarray  # (patches, 5): x0, y0, side, flip, angle in micrograph pixels
     crop: np.ndarray  # (4,): top, bottom, left, right in source pixels
-    shape: np.ndarray  # (2,): source height, width
 
 
 class EmbeddingCache:

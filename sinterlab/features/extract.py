@@ -46,8 +46,7 @@ class ImagePatches(Dataset):
         image, box = preprocess_image(ref.path, self.cfg)
         params = self.sampler.params(*image.shape, ref.sha)
         return {"sha": ref.sha, "patches": self.sampler.cut(image, params),
-                "params": torch.from_numpy(params), "crop": torch.tensor(_box_array(box)),
-                "shape": torch.tensor([box.bottom, box.right])}
+                "params": torch.from_numpy(params), "crop": torch.tensor(_box_array(box))}
 
 
 def _box_array(box: CropBox) -> list[int]:
@@ -82,7 +81,7 @@ class CacheWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx=0):
         entry = CacheEntry(prediction["embeddings"].numpy(), prediction["params"].numpy(),
-                           prediction["crop"].numpy(), prediction["shape"].numpy())
+                           prediction["crop"].numpy())
         self.cache.save(prediction["sha"], entry)
         self.patches += len(entry.embeddings)
         bar = trainer.progress_bar_callback

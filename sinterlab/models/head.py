@@ -115,7 +115,11 @@ class ProcessParameterHead(pl.LightningModule):
     def on_train_epoch_end(self):
         loss = self._epoch_loss("train")
         self.log("train/loss", loss)
-        self.history.append({"epoch": self.current_epoch, "train_loss": loss})
+        # validation (when due) runs before this hook: complete its row rather than add one
+        if self.history and self.history[-1]["epoch"] == self.current_epoch:
+            self.history[-1]["train_loss"] = loss
+        else:
+            self.history.append({"epoch": self.current_epoch, "train_loss": loss})
         scheduler = self.lr_schedulers()
         if scheduler is not None and not isinstance(
                 scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -131,9 +135,7 @@ class ProcessParameterHead(pl.LightningModule):
         for metrics in self.val_metrics:
             self.log_dict(_finite(metrics.compute()))
             metrics.reset()
-        if self.history and self.history[-1]["epoch"] == self.current_epoch:
-            self.history[-1]["val_loss"] = loss
-        elif not self.trainer.sanity_checking:
+        if not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "val_loss": loss})
 
     def on_test_epoch_end(self):
