@@ -32,12 +32,11 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from sinterlab.data.datamodule import cache_settings, patch_spec
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
-from sinterlab.features.extract import ImageRef, extract_to_cache
+from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
 from sinterlab.models.batches import TensorBatches
 from sinterlab.models.ensemble import SeedEnsemble
 from sinterlab.models.head import ProcessParameterHead

@@ -15,15 +15,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.data.datamodule import cache_settings, patch_spec
 from sinterlab.data.descriptor import IMAGE
-from sinterlab.data.images import read_gray8
-from sinterlab.data.patches import PatchSampler
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group
 from sinterlab.features.backbone import build_backbone
-from sinterlab.features.cache import EmbeddingCache, file_sha256
-from sinterlab.features.extract import ImageRef, extract_to_cache
+from sinterlab.features.extract import embed_images
 from sinterlab.models.head import ProcessParameterHead
 
 
@@ -96,18 +92,10 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     if head.hparams.in_features != backbone.embedding_dim:
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.hparams.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}")
-    spec = patch_spec(run_cfg.preprocess, backbone)
     # runs older than features.channels_last extracted in the default memory format
     features = OmegaConf.merge({"channels_last": False}, run_cfg.features, cfg.features or {})
-    cache = EmbeddingCache(features.cache_dir, backbone.name, backbone.weights.sha256,
-                           cache_settings(run_cfg.preprocess, spec, backbone, features))
-    refs = [ImageRef(str(p), file_sha256(p)) for p in paths]
-    for ref in refs:
-        if not cache.has(ref.sha):
-            read_gray8(ref.path, tuple(run_cfg.preprocess.read.percentiles))
-    extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean, backbone.std),
-                     run_cfg.preprocess, features)
-    entries = [cache.load(ref.sha) for ref in refs]
+    embedded = embed_images(paths, run_cfg.preprocess, backbone, features)
+    entries = [embedded.cache.load(ref.sha) for ref in embedded.refs]
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
     outputs = head.predict_outputs(x)

@@ -8,12 +8,11 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from sinterlab.data.datamodule import cache_settings, patch_spec
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
-from sinterlab.features.extract import ImageRef, extract_to_cache
+from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
 
 
 @pytest.fixture

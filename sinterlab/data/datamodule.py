@@ -16,36 +16,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.descriptor import IMAGE, PATH, SAMPLE, SLIDE, Descriptor, load_descriptor
-from sinterlab.data.images import read_gray8
-from sinterlab.data.patches import PARAM_COLUMNS, PatchSampler, PatchSpec
+from sinterlab.data.patches import PARAM_COLUMNS
 from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone, build_backbone
-from sinterlab.features.cache import EmbeddingCache, file_sha256
-from sinterlab.features.extract import ImageRef, extract_to_cache
+from sinterlab.features.extract import embed_images
 from sinterlab.models.batches import TensorBatches
 
 log = logging.getLogger(__name__)
 CROP_COLUMNS = ("crop_top", "crop_bottom", "crop_left", "crop_right")
 #: the per-patch column whose values form the groups of each split kind
 GROUP_COLUMNS = {"patch": "patch_id", "image": IMAGE, "sample": SAMPLE, "slide": SLIDE}
-
-
-def patch_spec(preprocess_cfg, backbone: Backbone) -> PatchSpec:
-    p = preprocess_cfg.patches
-    return PatchSpec(int(p.per_image), int(p.size), int(p.output_size or backbone.input_size),
-                     bool(p.hflip), float(p.rotation), int(p.seed))
-
-
-def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
-                   features_cfg) -> dict:
-    """Everything besides the image and the weights that changes a patch's embedding (the
-    memory format moves the last bits of the floats, so it counts too)."""
-    settings = OmegaConf.to_container(preprocess_cfg, resolve=True)
-    settings["patches"] = spec.__dict__ | {"mean": list(backbone.mean),
-                                           "std": list(backbone.std)}
-    settings["channels_last"] = bool(features_cfg.channels_last)
-    return settings
 
 
 class SEMDataModule(pl.LightningDataModule):
@@ -71,20 +52,10 @@ class SEMDataModule(pl.LightningDataModule):
             OmegaConf.to_container(cfg.data.units))
         if self.backbone is None:
             self.backbone = build_backbone(cfg.backbone)
-        self.spec = patch_spec(cfg.preprocess, self.backbone)
-        self.cache = EmbeddingCache(cfg.features.cache_dir, self.backbone.name,
-                                    self.backbone.weights.sha256,
-                                    cache_settings(cfg.preprocess, self.spec, self.backbone,
-                                                   cfg.features))
-        table = self.descriptor.table
-        self.refs = [ImageRef(p, file_sha256(p)) for p in table[PATH]]
-        for ref in self.refs:  # fail on an unreadable file before any extraction starts
-            if not self.cache.has(ref.sha):
-                read_gray8(ref.path, tuple(cfg.preprocess.read.percentiles))
-        sampler = PatchSampler(self.spec, self.backbone.mean, self.backbone.std)
-        self.cache_stats = extract_to_cache(self.refs, self.cache, self.backbone, sampler,
-                                            cfg.preprocess, cfg.features,
-                                            progress=bool(cfg.trainer.enable_progress_bar))
+        embedded = embed_images(self.descriptor.table[PATH], cfg.preprocess, self.backbone,
+                                cfg.features, progress=bool(cfg.trainer.enable_progress_bar))
+        self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
+        self.cache_stats = embedded.stats
         log.info("embeddings: %d images, %d from cache, %d extracted",
                  self.cache_stats["images"], self.cache_stats["from_cache"],
                  self.cache_stats["extracted"])

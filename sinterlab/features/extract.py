@@ -15,13 +15,15 @@ from dataclasses import dataclass
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from sinterlab.data.crop import CropBox
-from sinterlab.data.patches import PatchSampler
+from sinterlab.data.images import read_gray8
+from sinterlab.data.patches import PatchSampler, PatchSpec
 from sinterlab.data.preprocess import preprocess_image
 from sinterlab.features.backbone import Backbone
-from sinterlab.features.cache import CacheEntry, EmbeddingCache
+from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +118,48 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Ba
     stats["patches_per_s"] = writer.patches / (time.perf_counter() - started)
     return stats
 
+
+
+def patch_spec(preprocess_cfg, backbone: Backbone) -> PatchSpec:
+    p = preprocess_cfg.patches
+    return PatchSpec(int(p.per_image), int(p.size), int(p.output_size or backbone.input_size),
+                     bool(p.hflip), float(p.rotation), int(p.seed))
+
+
+def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
+                   features_cfg) -> dict:
+    """Everything besides the image and the weights that changes a patch's embedding (the
+    memory format moves the last bits of the floats, so it counts too)."""
+    settings = OmegaConf.to_container(preprocess_cfg, resolve=True)
+    settings["patches"] = spec.__dict__ | {"mean": list(backbone.mean),
+                                           "std": list(backbone.std)}
+    settings["channels_last"] = bool(features_cfg.channels_last)
+    return settings
+
+
+@dataclass
+class Embedded:
+    """Where a list of images' embeddings are: the cache, its entry keys, and how they got there."""
+
+    spec: PatchSpec
+    cache: EmbeddingCache
+    refs: list[ImageRef]
+    stats: dict
+
+
+def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
+                 progress: bool = True) -> Embedded:
+    """Make sure every image in ``paths`` has a cache entry for these settings and weights.
+
+    Unreadable files fail before any extraction starts, so a bad row costs no backbone time.
+    """
+    spec = patch_spec(preprocess_cfg, backbone)
+    cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
+                           cache_settings(preprocess_cfg, spec, backbone, features_cfg))
+    refs = [ImageRef(str(p), file_sha256(p)) for p in paths]
+    for ref in refs:
+        if not cache.has(ref.sha):
+            read_gray8(ref.path, tuple(preprocess_cfg.read.percentiles))
+    stats = extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean, backbone.std),
+                             preprocess_cfg, features_cfg, progress=progress)
+    return Embedded(spec, cache, refs, stats)
