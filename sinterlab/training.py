@@ -198,8 +198,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
         "targets": [t.as_dict() for t in dm.descriptor.targets],
         "split": main["split"], "backbone": dm.backbone.describe(),
-        "preprocess": OmegaConf.to_container(cfg.preprocess, resolve=True)
-        | {"patches": dm.spec.__dict__},
+        "preprocess": dm.cache.settings,  # exactly what keyed the embeddings
         "data": {"descriptor": str(dm.descriptor.csv), "n_images": len(dm.descriptor.table),
                  "n_samples": int(dm.descriptor.table[SAMPLE].nunique()),
                  "n_patches": int(len(dm.x)), "counts": dm.counts(dm.subsets, "image"),
