@@ -30,6 +30,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from sinterlab.models.ensemble import SeedEnsemble
 from torch.utils.flop_counter import FlopCounterMode
 
 from sinterlab.data.patches import PatchSampler
@@ -38,7 +39,6 @@ from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
 from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
 from sinterlab.models.batches import TensorBatches
-from sinterlab.models.ensemble import SeedEnsemble
 from sinterlab.models.head import ProcessParameterHead
 from sinterlab.models.mlp import mlp_trunk
 

@@ -1,8 +1,9 @@
-"""Apply a finished run to new micrographs: same preprocessing, backbone and head checkpoint.
+"""Apply a finished run to new micrographs: same preprocessing, backbone and head ensemble.
 
-Patches are predicted one by one and aggregated per image: mean class probabilities (prediction,
-confidence = its mean probability, agreement = share of patches voting for it), or for
-regression the mean prediction and the patches' standard deviation.
+Every member of the run (under cross-validation: folds x seeds, each trained without one fold)
+predicts every patch; the members' outputs are averaged, then aggregated per image: mean class
+probabilities (prediction, confidence = its mean probability, agreement = share of patches
+voting for it), or for regression the mean prediction and the patches' standard deviation.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.extract import embed_images
-from sinterlab.models.head import ProcessParameterHead
+from sinterlab.models.head import HeadEnsemble
 
 
 def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
@@ -88,7 +89,7 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     if not checkpoint:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
-    head = ProcessParameterHead.load_from_checkpoint(run_dir / checkpoint, map_location="cpu")
+    head = HeadEnsemble.load_from_checkpoint(run_dir / checkpoint, map_location="cpu")
     if head.hparams.in_features != backbone.embedding_dim:
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.hparams.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}")
@@ -98,7 +99,7 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     entries = [embedded.cache.load(ref.sha) for ref in embedded.refs]
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
-    outputs = head.predict_outputs(x)
+    outputs = [member.mean(axis=0) for member in head.predict_members(x)]
     table = pd.DataFrame({"image": [str(p) for p in paths]})
     for target, output in zip(head.targets, outputs, strict=True):
         _, mean = aggregate_by_group(output, groups)
@@ -117,4 +118,5 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
             table[f"{name}_patch_sd"] = [float(np.std(output[groups == g]))
                                          for g in table["image"]]
     table["patches"] = [len(e.embeddings) for e in entries]
+    table["model"] = f"MLP head, mean of {head.members} members"
     return table, run_dir

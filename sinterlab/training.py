@@ -1,8 +1,15 @@
-"""One experiment end to end: embeddings -> split -> MLP head -> evaluation -> run folder.
+"""One experiment end to end: embeddings -> folds -> head ensemble and baselines -> out-of-fold
+evaluation -> run folder.
+
+Under ``protocol=cv`` every group (sample by default) is tested once, by heads that never saw
+it: the folds x seeds heads train together as one ensemble, the baselines are fitted on the
+same folds, and every model is scored on its pooled out-of-fold predictions with intervals that
+resample samples. ``protocol=holdout`` (the paper's single 80/10/10 split) is the one-fold case of
+the same path.
 
 The run folder receives ``metrics.json``, ``report.md``/``report.html``, ``figures/*.png``,
-``images.csv`` (crop box and subset per image), ``patches.csv`` (the patch descriptor),
-``config.yaml`` (resolved), the best Lightning checkpoint and the TensorBoard logs.
+``oof_predictions.csv`` (one row per tested image), ``oof_patches.csv``, ``oof_samples.csv``,
+``images.csv``, ``patches.csv``, ``config.yaml``, the ensemble checkpoint and TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -13,14 +20,23 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_json, write_text, write_with
-from sinterlab.data.datamodule import SEMDataModule
-from sinterlab.data.descriptor import IMAGE, SAMPLE
-from sinterlab.evaluation.baselines import run_baselines
+from sinterlab.data.datamodule import GROUP_COLUMNS, SEMDataModule
+from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE
+from sinterlab.evaluation.baselines import baseline_outputs
+from sinterlab.evaluation.crossval import (
+    LevelTables,
+    bootstrap_intervals,
+    fold_statistics,
+    main_metric,
+    per_fold_metrics,
+    permutation_test,
+    sample_table,
+)
 from sinterlab.evaluation.figures import (
     plot_confusion,
     plot_loss_curves,
@@ -28,132 +44,315 @@ from sinterlab.evaluation.figures import (
     plot_pca,
     plot_roc,
 )
-from sinterlab.evaluation.metrics import evaluate_targets
+from sinterlab.evaluation.metrics import aggregate_by_group, evaluate_levels, evaluate_targets
 from sinterlab.evaluation.report import write_report
-from sinterlab.models.head import ProcessParameterHead
+from sinterlab.models.head import HeadEnsemble
 
 log = logging.getLogger(__name__)
 PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
                   "check_val_every_n_epoch": 10}
+HEAD = "head"
+BASELINES = ("pca_logreg", "linear_probe")
 
 
-def head_targets(dm: SEMDataModule, subsets: np.ndarray, cfg: DictConfig) -> list[dict]:
-    """Target specs for the head: classes, train-set mean/std, loss and class weights."""
-    train = dm.subset_mask("train", subsets)
+# -- the head ensemble ------------------------------------------------------------------------
+def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[int],
+                 cfg: DictConfig) -> list[dict]:
+    """Target specs: classes, and per member its fold's train mean/std or class weights."""
     weights = OmegaConf.to_container(cfg.model.loss_weights) or {}
     specs = []
     for i, target in enumerate(dm.descriptor.targets):
         spec = target.as_dict() | {"loss_weight": float(weights.get(target.name, 1.0))}
-        column = dm.y[train, i].numpy()
+        columns = [dm.y[rows, i].numpy() for rows in train_rows for _ in seeds]
         if target.kind == "classification":
-            spec["num_classes"] = len(target.classes)
+            c = len(target.classes)
+            spec["num_classes"] = c
+            spec["class_weights"] = None
             if cfg.model.class_weights == "balanced":
-                counts = np.bincount(column.astype(int), minlength=len(target.classes))
-                spec["class_weights"] = (len(column) / (len(counts) * np.maximum(counts, 1))
-                                         ).tolist()
+                spec["class_weights"] = [
+                    (len(col) / (c * np.maximum(np.bincount(col.astype(int), minlength=c), 1))
+                     ).tolist() for col in columns]
         else:
-            spec["mean"] = float(column.mean())
-            spec["std"] = float(column.std()) or 1.0
+            spec["mean"] = [float(col.mean()) for col in columns]
+            spec["std"] = [float(col.std()) or 1.0 for col in columns]
         specs.append(spec)
     return specs
 
 
-def fit_head(cfg: DictConfig, dm: SEMDataModule, subsets: np.ndarray, run_dir: Path,
-             tag: str) -> tuple[ProcessParameterHead, dict]:
-    """Train a head on ``subsets``; the best checkpoint by validation loss is the one returned."""
+def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
+             tag: str) -> tuple[HeadEnsemble, dict]:
+    """Train every member (folds x seeds) at once; members end with their best weights."""
     # seeded here, not only at start: extraction (cache misses) consumes random numbers, and a
     # run must not depend on whether its embeddings came from the cache
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    targets = head_targets(dm, subsets, cfg)
-    m = cfg.model
-    head = ProcessParameterHead(dm.x.shape[1], targets, list(m.hidden), m.dropout, m.batch_norm,
-                                m.optimizer, m.lr, m.weight_decay,
-                                OmegaConf.to_container(m.scheduler), cfg.trainer.max_epochs)
-    c = cfg.callbacks
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename=f"{tag}-best",
-                                 monitor=c.checkpoint.monitor, mode=c.checkpoint.mode,
-                                 save_top_k=1, save_last=c.checkpoint.save_last)
-    callbacks = [checkpoint]
-    if c.early_stopping.enabled:
-        callbacks.append(EarlyStopping(monitor=c.early_stopping.monitor,
-                                       mode=c.early_stopping.mode,
-                                       patience=c.early_stopping.patience))
+    seeds = [int(s) for s in cfg.protocol.seeds]
+    train_rows = dm.rows(assignment, "train")
+    m, stop = cfg.model, cfg.protocol.early_stopping
+    head = HeadEnsemble(dm.x.shape[1], head_targets(dm, train_rows, seeds, cfg), list(m.hidden),
+                        m.dropout, m.batch_norm, m.optimizer, m.lr, m.weight_decay,
+                        OmegaConf.to_container(m.scheduler), cfg.trainer.max_epochs,
+                        groups=len(assignment), seeds=seeds, patience=stop.patience,
+                        min_delta=float(stop.min_delta))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
                for spec in (cfg.logger or {}).values()]
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
+                                      enable_checkpointing=False)
     started = time.perf_counter()
-    trainer.fit(head, dm.loader("train", subsets, shuffle=True), dm.loader("val", subsets))
+    trainer.fit(head, dm.train_dataloader(assignment), dm.val_dataloader(assignment))
     wall = time.perf_counter() - started
-    best = checkpoint.best_model_path or None
-    trainer.test(head, dm.loader("test", subsets), ckpt_path=best, verbose=False)
-    val_rows = [r for r in head.history if "val_loss" in r]
-    best_row = min(val_rows, key=lambda r: r["val_loss"]) if val_rows else None
-    info = {"max_epochs": int(cfg.trainer.max_epochs), "epochs_run": trainer.current_epoch,
-            "best_epoch": best_row["epoch"] if best_row else None,
-            "best_val_loss": best_row["val_loss"] if best_row else None,
-            "checkpoint": str(Path(best).relative_to(run_dir)) if best else None,
-            "wall_s": round(wall, 2), "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
-            "protocol": protocol_name(cfg), "history": head.history}
+    checkpoint = run_dir / "checkpoints" / f"{tag}-ensemble.ckpt"
+    trainer.save_checkpoint(checkpoint, weights_only=True)
+    members = head.member_summary()
+    validated = [r for r in members if r["best_val_loss"] is not None]
+    info = {"protocol": protocol_name(cfg), "members": members, "n_members": len(members),
+            "max_epochs": int(cfg.trainer.max_epochs), "epochs_run": trainer.current_epoch,
+            "early_stopping_patience": stop.patience,
+            "best_val_loss": (float(np.mean([r["best_val_loss"] for r in validated]))
+                              if validated else None),
+            "checkpoint": str(checkpoint.relative_to(run_dir)),
+            "wall_s": round(wall, 2),
+            "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
+            "history": head.history}
     return head, info
 
 
 def protocol_name(cfg: DictConfig) -> str:
     used = {"max_epochs": cfg.trainer.max_epochs, "batch_size": cfg.model.batch_size,
             "lr": cfg.model.lr, "check_val_every_n_epoch": cfg.trainer.check_val_every_n_epoch}
+    stop = cfg.protocol.early_stopping.patience
+    stopping = f"; early stopping after {stop} validations without improvement" if stop else ""
     if used == PAPER_PROTOCOL:
-        return "paper protocol (1000 epochs, batch 32, lr 1e-3, validation every 10 epochs)"
+        return ("paper training (1000 epochs, batch 32, lr 1e-3, validation every 10 epochs)"
+                + stopping)
     changed = ", ".join(f"{k}={v}" for k, v in used.items() if PAPER_PROTOCOL[k] != v)
-    return f"reduced/changed protocol ({changed}); not the paper's"
+    return f"reduced/changed training ({changed}); not the paper's" + stopping
 
 
-def evaluate_split(cfg: DictConfig, dm: SEMDataModule, subsets: np.ndarray, run_dir: Path,
-                   tag: str, train_head: bool) -> dict:
-    """Head (optional) and baselines on one split; returns the metrics block of that split."""
-    test = dm.subset_mask("test", subsets)
-    train = dm.subset_mask("train", subsets)
-    image_ids = dm.patches[IMAGE].to_numpy()[test]
-    sample_ids = dm.patches[SAMPLE].to_numpy()[test]
-    y_test = dm.y[test].numpy()
-    block: dict = {"split": split_info(cfg, dm, tag)}
+def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray) -> list[np.ndarray]:
+    """Per target, each tested patch's output from its own fold's members (mean over seeds)."""
+    test_rows = dm.rows(assignment, "test")
+    x = dm.test_dataloader(assignment)
+    index = x.index
+    per_member = head.predict_members(dm.x[index])  # (M, N_max, ...) per target
+    seeds = head.stack.per_group
+    out = []
+    for members in per_member:
+        full = np.full((len(dm.x), *members.shape[2:]), np.nan)
+        for g, rows in enumerate(test_rows):
+            full[rows] = members[g * seeds:(g + 1) * seeds, :len(rows)].mean(axis=0)
+        out.append(full)
+    return out
+
+
+def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
+                  ) -> tuple[dict[str, np.ndarray], dict]:
+    """Both baselines per fold, fitted on the fold's training and validation rows."""
     first = dm.descriptor.targets[0]
-    block["baseline"] = run_baselines(
-        first.kind, dm.x[train].numpy(), dm.y[train, 0].numpy(), dm.x[test].numpy(),
-        y_test[:, 0], image_ids, sample_ids, int(cfg.evaluation.pca_components),
-        int(cfg.evaluation.baseline_max_iter), int(cfg.seed))
+    num_classes = len(first.classes) if first.kind == "classification" else None
+    shape = (len(dm.x), num_classes) if num_classes else (len(dm.x),)
+    out = {name: np.full(shape, np.nan) for name in BASELINES}
+    info = {}
+    x, y = dm.x.numpy(), dm.y[:, 0].numpy()
+    for fold in assignment:
+        fit, test = np.flatnonzero(fold != "test"), np.flatnonzero(fold == "test")
+        outputs, info = baseline_outputs(first.kind, x[fit], y[fit], x[test],
+                                         int(cfg.evaluation.pca_components),
+                                         int(cfg.evaluation.baseline_max_iter), int(cfg.seed),
+                                         num_classes)
+        for name in BASELINES:
+            out[name][test] = outputs[name]
+    return out, info
+
+
+# -- evaluation of one split kind ---------------------------------------------------------------
+def bootstrap_unit(kind: str) -> str:
+    """Slides when the split is by slide; otherwise samples (images of a sample are not
+    independent, so image and patch splits are resampled by sample too)."""
+    return SLIDE if kind == "slide" else SAMPLE
+
+
+def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Path,
+                      train_head: bool) -> dict:
+    """Head (optional) and baselines on the folds of split ``kind``: the block of metrics.json."""
+    assignment = dm.assignment if kind == cfg.split.kind else dm.split(kind)
+    test_fold = dm.test_fold(assignment)
+    tested = test_fold >= 0
+    first = dm.descriptor.targets[0]
+    y = dm.y.numpy()
+    ids = {level: dm.patches[column].to_numpy().astype(str)
+           for level, column in (("image", IMAGE), ("sample", SAMPLE))}
+    units = dm.patches[bootstrap_unit(kind)].to_numpy().astype(str)
+    outputs, pca = baselines_oof(cfg, dm, assignment)
+    block: dict = {"split": split_info(cfg, dm, kind, assignment),
+                   "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
+    head_outputs = None
     if train_head:
-        head, info = fit_head(cfg, dm, subsets, run_dir, tag)
-        outputs = head.predict_outputs(dm.x[test])
-        block["test"] = evaluate_targets(head.targets, y_test, outputs, image_ids, sample_ids)
-        block["training"] = info
-        block["outputs"] = outputs  # for figures; not written to metrics.json
+        head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind)
+        head_outputs = head_oof(head, dm, assignment)
+        outputs = {HEAD: head_outputs[0]} | outputs
+        targets = [t.as_dict() for t in dm.descriptor.targets]
+        block["test"] = evaluate_targets(targets, y[tested],
+                                         [o[tested] for o in head_outputs],
+                                         ids["image"][tested], ids["sample"][tested])
+    block["baseline"] = {name: evaluate_levels(first.kind, y[tested, 0], outputs[name][tested],
+                                               ids["image"][tested], ids["sample"][tested])
+                         for name in BASELINES}
+    tables = {name: LevelTables(first.kind, y[tested, 0], out[tested], ids["image"][tested],
+                                ids["sample"][tested], units[tested])
+              for name, out in outputs.items()}
+    b = cfg.evaluation.bootstrap
+    pooled = bootstrap_intervals(tables, int(b.n), int(b.seed), float(b.confidence),
+                                 reference=HEAD if train_head else None)
+    per_fold = {name: per_fold_metrics(first.kind, y[:, 0], out, ids["image"], ids["sample"],
+                                       test_fold) for name, out in outputs.items()}
+    block["cv"] = {
+        "protocol": cfg.protocol.name, "folds": len(assignment),
+        "seeds": [int(s) for s in cfg.protocol.seeds], "split_seed": int(cfg.protocol.split_seed),
+        "target": first.name,
+        "per_fold": [{"fold": f, **fold_sizes(dm, assignment[f], kind),
+                      **{name: per_fold[name][f] for name in outputs}}
+                     for f in range(len(assignment))],
+        "fold_statistics": {name: fold_statistics(per_fold[name], first.kind)
+                            for name in outputs},
+        "pooled": pooled,
+        "bootstrap": {"n": int(b.n), "unit": "slide" if kind == "slide" else "sample",
+                      "confidence": float(b.confidence),
+                      "seed": int(b.seed),
+                      "units": int(len(np.unique(units[tested])))},
+        "verdict": verdict(pooled, first.kind, cfg.evaluation.headline_level, train_head),
+    }
+    if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
+        block["cv"]["permutation"] = image_permutation_test(cfg, dm, test_fold)
+    block["outputs"] = {"head": head_outputs, "models": outputs, "test_fold": test_fold}
     return block
 
 
-def split_info(cfg: DictConfig, dm: SEMDataModule, kind: str) -> dict:
-    s = cfg.split
-    note = "; ".join(dm.descriptor.notes) or None
+def fold_sizes(dm: SEMDataModule, fold: np.ndarray, kind: str) -> dict:
+    test = fold == "test"
+    return {"test_groups": int(dm.patches[GROUP_COLUMNS[kind]][test].nunique()),
+            "test_images": int(dm.patches[IMAGE][test].nunique()),
+            "test_patches": int(test.sum()), "train_patches": int((fold == "train").sum()),
+            "val_patches": int((fold == "val").sum())}
+
+
+def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) -> dict:
+    """The permutation test on image-mean embeddings (images of patch-split folds: skipped)."""
+    image_ids = dm.patches[IMAGE].to_numpy().astype(str)
+    folds_per_image = pd.Series(test_fold).groupby(image_ids, sort=False).nunique()
+    if (folds_per_image > 1).any():
+        return {"skipped": "the patches of one image sit in several folds (patch split)"}
+    names, x_image = aggregate_by_group(dm.x.numpy(), image_ids)
+    first = pd.Series(np.arange(len(image_ids))).groupby(image_ids, sort=False).first()
+    rows = first.loc[names].to_numpy()
+    p = cfg.evaluation.permutation
+    return permutation_test(x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
+                            test_fold[rows], int(p.n), int(p.seed), float(p.alpha))
+
+
+def verdict(pooled: dict, kind: str, level: str, has_head: bool) -> dict:
+    """Which model is best at ``level`` on the main metric, and does the head beat the best
+    baseline by more than its interval width."""
+    metric, higher = main_metric(kind)
+    scores = {name: levels[level][metric]["value"] for name, levels in pooled.items()}
+    ranked = sorted((n for n in scores if scores[n] is not None),
+                    key=lambda n: scores[n], reverse=higher)
+    out = {"level": level, "metric": metric, "higher_is_better": higher,
+           "best_model": ranked[0] if ranked else None, "scores": scores}
+    if not has_head:
+        return out
+    baselines = [n for n in ranked if n != HEAD]
+    if not baselines or scores[HEAD] is None:
+        return out
+    best = baselines[0]
+    cell, head_cell = pooled[best][level][metric], pooled[HEAD][level][metric]
+    margin = (scores[HEAD] - scores[best]) * (1 if higher else -1)
+    width = (head_cell["high"] - head_cell["low"]) if head_cell["low"] is not None else None
+    # the paired interval of (baseline - head) from the same bootstrap draws
+    low, high = cell.get("diff_low"), cell.get("diff_high")
+    clear = low is not None and ((high < 0) if higher else (low > 0))
+    out |= {"best_baseline": best, "head_margin": margin, "head_interval_width": width,
+            "head_beats_by_more_than_interval": bool(width is not None and margin > width),
+            "baseline_minus_head_interval": [low, high],
+            "head_clearly_better": bool(clear)}
+    return out
+
+
+def split_info(cfg: DictConfig, dm: SEMDataModule, kind: str, assignment: np.ndarray) -> dict:
     columns = {"image": cfg.data.image_column, "sample": cfg.data.sample_column,
                "slide": cfg.data.slide_column}
     return {"kind": kind, "leaky": kind == "patch", "group_column": columns.get(kind),
-            "fractions": OmegaConf.to_container(s.fractions), "fold": s.fold if s.folds else None,
-            "folds": s.folds, "seed": int(cfg.seed), "note": note}
+            "protocol": cfg.protocol.name, "folds": len(assignment),
+            "fractions": OmegaConf.to_container(cfg.split.fractions),
+            "split_seed": int(cfg.protocol.split_seed),
+            "note": "; ".join(dm.descriptor.notes) or None}
+
+
+# -- records -------------------------------------------------------------------------------------
+def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Out-of-fold predictions of the head (or, without one, the linear probe) per image and
+    per patch: truth, fold, predicted value and class probabilities."""
+    outputs, test_fold = block["outputs"], block["outputs"]["test_fold"]
+    head = outputs["head"] or [outputs["models"]["linear_probe"]]
+    tested = test_fold >= 0
+    patches = dm.patches.loc[tested, ["patch_id", IMAGE, SAMPLE]].copy()
+    patches["fold"] = test_fold[tested]
+    model = "head" if outputs["head"] else "linear_probe"
+    patches["model"] = model
+    for target, output in zip(dm.descriptor.targets, head, strict=False):
+        out = output[tested]
+        patches[f"{target.name}_true"] = dm.patches.loc[tested, target.name].to_numpy()
+        if target.kind == "classification":
+            classes = np.asarray(target.classes)
+            patches[f"{target.name}_predicted"] = classes[out.argmax(axis=1)]
+            for c, name in enumerate(target.classes):
+                patches[f"{target.name}_p_{name}"] = out[:, c].round(5)
+        else:
+            patches[f"{target.name}_predicted"] = out.round(4)
+    values = [c for c in patches.columns if "_p_" in c] + [
+        f"{t.name}_predicted" for t in dm.descriptor.targets if t.kind == "regression"]
+    images = patches.groupby(IMAGE, sort=False).agg(
+        {SAMPLE: "first", "fold": "first", "model": "first", "patch_id": "size",
+         **{f"{t.name}_true": "first" for t in dm.descriptor.targets},
+         **dict.fromkeys(values, "mean")}).rename(columns={"patch_id": "patches"}).reset_index()
+    for target in dm.descriptor.targets:
+        if target.kind == "classification":
+            probs = images[[f"{target.name}_p_{c}" for c in target.classes]].to_numpy()
+            images[f"{target.name}_predicted"] = np.asarray(target.classes)[probs.argmax(axis=1)]
+            images[f"{target.name}_confidence"] = probs.max(axis=1).round(4)
+    return images, patches
 
 
 def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path) -> dict[str, Path]:
-    test = dm.subset_mask("test", dm.subsets)
-    y_test = dm.y[test].numpy()
-    figures = {"loss": plot_loss_curves(block["training"]["history"], fig_dir / "loss.png")}
-    for i, (target, output) in enumerate(zip(dm.descriptor.targets, block["outputs"], strict=True)):
+    """Figures of the pooled out-of-fold predictions (every tested patch and image)."""
+    figures = {}
+    if "training" in block:
+        figures["loss"] = plot_loss_curves(block["training"]["history"], fig_dir / "loss.png")
+    test_fold = block["outputs"]["test_fold"]
+    tested = test_fold >= 0
+    image_ids = dm.patches[IMAGE].to_numpy().astype(str)[tested]
+    head = block["outputs"]["head"] or [block["outputs"]["models"]["linear_probe"]]
+    y = dm.y.numpy()[tested]
+    for i, (target, output) in enumerate(zip(dm.descriptor.targets, head, strict=False)):
         suffix = "" if len(dm.descriptor.targets) == 1 else f"_{target.name}"
+        out = output[tested]
         if target.kind == "classification":
-            truth = y_test[:, i].astype(int)
-            figures[f"roc{suffix}"] = plot_roc(truth, output, target.class_names,
+            truth = y[:, i].astype(int)
+            _, image_out = aggregate_by_group(out, image_ids)
+            _, image_truth = aggregate_by_group(truth.astype(float), image_ids)
+            image_truth = image_truth.astype(int)
+            figures[f"roc{suffix}"] = plot_roc(image_truth, image_out, target.class_names,
                                                fig_dir / f"roc{suffix}.png")
-            figures[f"confusion{suffix}"] = plot_confusion(
-                truth, output.argmax(axis=1), target.class_names,
-                fig_dir / f"confusion{suffix}.png")
+            figures[f"confusion_images{suffix}"] = plot_confusion(
+                image_truth, image_out.argmax(axis=1), target.class_names,
+                fig_dir / f"confusion_images{suffix}.png")
+            figures[f"confusion_patches{suffix}"] = plot_confusion(
+                truth, out.argmax(axis=1), target.class_names,
+                fig_dir / f"confusion_patches{suffix}.png")
         else:
-            figures[f"parity{suffix}"] = plot_parity(y_test[:, i], output, target.name,
+            _, image_out = aggregate_by_group(out, image_ids)
+            _, image_truth = aggregate_by_group(y[:, i], image_ids)
+            figures[f"parity{suffix}"] = plot_parity(image_truth, image_out, target.name,
                                                      target.unit, fig_dir / f"parity{suffix}.png")
     first = dm.descriptor.targets[0]
     if first.kind == "classification":
@@ -182,30 +381,40 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     dm = SEMDataModule(cfg)
     dm.setup("fit")
     kind = cfg.split.kind
-    main = evaluate_split(cfg, dm, dm.subsets, run_dir, kind, train_head=True)
+    main = evaluate_protocol(cfg, dm, kind, run_dir, train_head=True)
     contrast = None
     if cfg.evaluation.contrast.enabled:
         other = "sample" if kind == "patch" else "patch"
-        other_subsets = dm.split(other)
-        contrast = evaluate_split(cfg, dm, other_subsets, run_dir, other,
-                                  bool(cfg.evaluation.contrast.train_head))
-        contrast.pop("outputs", None)
-    write_with(run_dir / "images.csv", lambda p: dm.image_table().to_csv(p, index=False))
-    write_with(run_dir / "patches.csv", lambda p: dm.patch_table().to_csv(p, index=False))
+        contrast = evaluate_protocol(cfg, dm, other, run_dir,
+                                     bool(cfg.evaluation.contrast.train_head))
+        contrast.pop("outputs")
+    images, patches = oof_tables(dm, main)
+    first = dm.descriptor.targets[0]
+    outputs = main["outputs"]
+    samples = sample_table(first.as_dict(), dm.y[:, 0].numpy(), (outputs["head"] or [
+        outputs["models"]["linear_probe"]])[0], dm.patches[IMAGE].to_numpy().astype(str),
+        dm.patches[SAMPLE].to_numpy().astype(str), outputs["test_fold"])
+    for name, frame in (("oof_predictions", images), ("oof_patches", patches),
+                        ("oof_samples", samples), ("images", dm.image_table()),
+                        ("patches", dm.patch_table())):
+        write_with(run_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     figures = make_figures(dm, main, run_dir / "figures")
     main.pop("outputs")
     metrics = {
         "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
+        "protocol": OmegaConf.to_container(cfg.protocol, resolve=True),
         "targets": [t.as_dict() for t in dm.descriptor.targets],
         "split": main["split"], "backbone": dm.backbone.describe(),
         "preprocess": dm.cache.settings,  # exactly what keyed the embeddings
         "data": {"descriptor": str(dm.descriptor.csv), "n_images": len(dm.descriptor.table),
                  "n_samples": int(dm.descriptor.table[SAMPLE].nunique()),
-                 "n_patches": int(len(dm.x)), "counts": dm.counts(dm.subsets, "image"),
-                 "patch_counts": dm.counts(dm.subsets, "patch"),
+                 "n_patches": int(len(dm.x)), "counts": dm.counts(dm.assignment, "image"),
+                 "patch_counts": dm.counts(dm.assignment, "patch"),
                  "sample_id_note": "; ".join(dm.descriptor.notes) or None},
-        "cache": {k: v for k, v in dm.cache_stats.items()} | {"folder": str(dm.cache.folder)},
+        "cache": dict(dm.cache_stats) | {"folder": str(dm.cache.folder)},
         "training": main["training"], "test": main["test"], "baseline": main["baseline"],
+        "baseline_info": main["baseline_info"], "cv": main["cv"],
+        "samples": samples.to_dict(orient="records"),
         "contrast": contrast,
         "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
     }

@@ -37,8 +37,10 @@ def trained_run(tmp_path_factory, tiny_descriptor, shared_cache) -> Path:
 def test_train_cli_writes_the_contracted_metrics(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert {"accuracy", "f1_macro", "auroc"} <= set(metrics["test"]["patch"])
+    assert metrics["cv"]["protocol"] == "cv" and metrics["cv"]["folds"] == 5
     assert metrics["backbone"]["weights"]["source"] == "random"
-    for name in ("report.md", "report.html", "images.csv", "patches.csv", "config.yaml"):
+    for name in ("report.md", "report.html", "images.csv", "patches.csv", "config.yaml",
+                 "oof_predictions.csv", "oof_patches.csv", "oof_samples.csv"):
         assert (trained_run / name).stat().st_size > 0
     assert list((trained_run / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
 
@@ -88,15 +90,12 @@ def test_bad_descriptor_is_one_clear_line(tmp_path):
     assert len(error) == 1 and "missing.csv" in error[0] and "data.descriptor" in error[0]
 
 
-def test_summary_lines_cover_every_target_of_a_multi_target_run():
-    levels = {"patch": {"burst_count": {"mae": 12.0, "r2": 0.9},
-                        "duty_cycle": {"mae": 3.0, "r2": 0.8}},
-              "image": {"burst_count": {"mae": 10.0}, "duty_cycle": {"mae": 2.0}}}
-    metrics = {"backbone": {"name": "b", "weights": {"source": "random", "identity": "x",
-                                                     "transfer_learning": False}},
-               "cache": {"images": 1, "from_cache": 0, "extracted": 1},
-               "split": {"kind": "sample", "leaky": False}, "test": levels, "contrast": None}
+def test_summary_lines_give_every_model_with_its_interval(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
     lines = summary_lines(metrics, Path("run"))
-    assert any("burst_count: patch MAE 12.000" in line for line in lines)
-    assert any("duty_cycle: patch MAE 3.000" in line for line in lines)
+    head = metrics["cv"]["pooled"]["head"]["image"]["accuracy"]
+    assert any(line.startswith("5-fold CV by sample") and "head" in line
+               and f"{head['value']:.3f} [{head['low']:.3f}, {head['high']:.3f}]" in line
+               for line in lines)
+    assert any("5-fold CV by patch (LEAKY)" in line and "linear probe" in line for line in lines)
     assert any("NOT transfer learning" in line for line in lines)

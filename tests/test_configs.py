@@ -9,8 +9,8 @@ from sinterlab.cli import CONF_DIR
 from sinterlab.features.backbone import build_backbone
 from tests.conftest import compose_train
 
-GROUPS = ["data", "preprocess", "backbone", "features", "model", "split", "trainer",
-          "callbacks", "logger", "evaluation", "paths", "debug", "hparams_search"]
+GROUPS = ["data", "preprocess", "backbone", "features", "model", "split", "protocol", "trainer",
+          "logger", "evaluation", "paths", "debug", "hparams_search"]
 
 
 def options(group: str) -> list[str]:

@@ -36,7 +36,7 @@ def setup(cfg) -> SEMDataModule:
 
 
 def test_setup_shapes_and_tables(make_cfg, tiny_descriptor):
-    cfg = make_cfg("split=sample")
+    cfg = make_cfg("split=sample", "protocol=holdout")
     dm = setup(cfg)
     descriptor = pd.read_csv(tiny_descriptor)
     per_image = int(cfg.preprocess.patches.per_image)
@@ -44,7 +44,7 @@ def test_setup_shapes_and_tables(make_cfg, tiny_descriptor):
     assert dm.x.ndim == 2 and dm.x.shape[0] == n and dm.x.shape[1] > 0
     assert dm.x.dtype == torch.float32 and torch.isfinite(dm.x).all()
     assert dm.y.shape == (n, 1)
-    assert dm.subsets.shape == (n,)
+    assert dm.assignment.shape == (1, n)
     # y aligned with the patch table: the class index of each patch's burst count
     classes = [int(c) for c in dm.descriptor.targets[0].classes]
     assert classes == [50, 150, 250]
@@ -80,20 +80,37 @@ def test_setup_shapes_and_tables(make_cfg, tiny_descriptor):
 @pytest.mark.parametrize("kind", ["sample", "image", "slide"])
 def test_grouped_splits_keep_groups_whole(make_cfg, tiny_descriptor, tmp_path, kind):
     descriptor = four_slides(tiny_descriptor, tmp_path)
-    dm = setup(make_cfg(f"split={kind}", f"data.descriptor={descriptor}"))
+    dm = setup(make_cfg(f"split={kind}", f"data.descriptor={descriptor}", "protocol.folds=4"))
     column = {"sample": "sample_id", "image": "image", "slide": "slide"}[kind]
-    frame = dm.patch_table()
-    per_group = frame.groupby(column)["subset"].nunique()
-    assert per_group.max() == 1, per_group[per_group > 1]
-    assert set(frame["subset"]) == set(SUBSETS)
+    assert dm.assignment.shape[0] == 4
+    groups = dm.patches[column].to_numpy()
+    for fold in dm.assignment:
+        per_group = pd.Series(fold).groupby(groups).nunique()
+        assert per_group.max() == 1, per_group[per_group > 1]
+        assert set(fold) == set(SUBSETS)
+    # every group is tested by exactly one fold
+    tested = pd.Series(dm.test_fold(dm.assignment)).groupby(groups).agg(set)
+    assert all(len(f) == 1 and -1 not in f for f in tested)
     assert dm.patches["slide"].nunique() == 4
-    # the loaders serve exactly the rows of their subset
-    sizes = {s: sum(len(xb) for xb, _ in dm.loader(s)) for s in SUBSETS}
-    assert sizes == {s: int((dm.subsets == s).sum()) for s in SUBSETS}
+    # the training loader serves one full batch of each fold's own training rows per step
+    train_rows = dm.rows(dm.assignment, "train")
+    loader = dm.train_dataloader()
+    order = loader.order(0)
+    for g, rows in enumerate(train_rows):
+        assert set(order[g].tolist()) == set(rows.tolist())
+    x, y = next(iter(loader))
+    assert x.shape == (4, cfg_batch(dm), dm.x.shape[1]) and y.shape[:2] == x.shape[:2]
+    # the validation loader pads each fold's rows and weighs the padding 0
+    xv, _, w = next(iter(dm.val_dataloader()))
+    assert w.sum(axis=1).tolist() == [len(r) for r in dm.rows(dm.assignment, "val")]
+
+
+def cfg_batch(dm) -> int:
+    return int(dm.cfg.model.batch_size)
 
 
 def test_patch_split_has_no_image_subsets(make_cfg):
-    dm = setup(make_cfg("split=patch"))
+    dm = setup(make_cfg("split=patch", "protocol=holdout"))
     assert "subset" not in dm.image_table().columns
     patches = dm.patch_table()
     assert set(patches["subset"]) == set(SUBSETS)

@@ -15,12 +15,20 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+MODEL_NAMES = {"head": "head", "pca_logreg": "PCA+LR", "linear_probe": "linear probe"}
+
+
+def _ci(cell: dict | None) -> str:
+    if not cell or cell.get("value") is None:
+        return "n/a"
+    if cell.get("low") is None:
+        return f"{cell['value']:.3f}"
+    return f"{cell['value']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
 
 
 def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
-    """The key numbers of a finished run, as printed at the end of ``sinterlab-train``."""
+    """The key numbers of a finished run, as printed at the end of ``sinterlab-train``: the
+    pooled out-of-fold main metric per model with its interval, for each split evaluated."""
     weights = metrics["backbone"]["weights"]
     lines = [f"run: {run_dir}", f"report: {run_dir / 'report.md'}",
              f"backbone: {metrics['backbone']['name']} weights={weights['source']} "
@@ -29,25 +37,19 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
              f"embeddings: {metrics['cache']['images']} images, "
              f"{metrics['cache']['from_cache']} from cache, "
              f"{metrics['cache']['extracted']} extracted"]
-    blocks = [metrics] + ([metrics["contrast"]] if metrics.get("contrast") else [])
-    for block in blocks:
-        split = block["split"]
-        label = f"split={split['kind']}" + (" (LEAKY)" if split["leaky"] else "")
-        for name, source in (("head", block.get("test")),
-                             ("linear probe", (block.get("baseline") or {}).get("linear_probe"))):
-            if source:
-                lines += [f"{label:<22} {name:<13} {line}" for line in _level_lines(source)]
+    for block in [metrics] + ([metrics["contrast"]] if metrics.get("contrast") else []):
+        cv, split = block["cv"], block["split"]
+        verdict = cv["verdict"]
+        label = (f"{cv['folds']}-fold CV" if cv["protocol"] == "cv" else "holdout") + \
+            f" by {split['kind']}" + (" (LEAKY)" if split["leaky"] else "")
+        for name, levels in cv["pooled"].items():
+            cell = levels[verdict["level"]][verdict["metric"]]
+            lines.append(f"{label:<26} {MODEL_NAMES.get(name, name):<13} "
+                         f"{verdict['level']} {verdict['metric']} {_ci(cell)}")
+        if "p_value" in cv.get("permutation", {}):
+            lines.append(f"{label:<26} p-value against chance {cv['permutation']['p_value']:.4f}")
+    best = metrics["cv"]["verdict"]
+    if "best_baseline" in best and not best["head_beats_by_more_than_interval"]:
+        lines.append(f"note: the MLP head does not beat the {MODEL_NAMES[best['best_baseline']]} "
+                     "by more than its interval width")
     return lines
-
-
-def _level_lines(levels: dict) -> list[str]:
-    """One line per target: patch- and image-level main metrics."""
-    patch, image = levels["patch"], levels["image"]
-    if "accuracy" in patch:
-        return [f"patch acc {_fmt(patch['accuracy'])} F1 {_fmt(patch['f1_macro'])} "
-                f"AUROC {_fmt(patch['auroc'])} | image acc {_fmt(image['accuracy'])}"]
-    if "mae" in patch:
-        return [f"patch MAE {_fmt(patch['mae'])} R2 {_fmt(patch['r2'])} | "
-                f"image MAE {_fmt(image['mae'])}"]
-    return [f"{target}: {line}" for target in patch
-            for line in _level_lines({"patch": patch[target], "image": image[target]})]

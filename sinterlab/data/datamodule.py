@@ -1,8 +1,9 @@
-"""``SEMDataModule``: descriptor -> cached patch embeddings -> split -> in-memory batches.
+"""``SEMDataModule``: descriptor -> cached patch embeddings -> folds -> in-memory batches.
 
 ``prepare_data`` validates the descriptor, then asks the embedding cache for every image and
-extracts only the missing ones; ``setup`` loads the embeddings and makes the split; the
-dataloaders serve whole batches of embeddings and labels from memory.
+extracts only the missing ones; ``setup`` loads the embeddings and assigns the protocol's folds
+(one train/val/test assignment per fold; holdout is one fold); the dataloaders serve batches of
+every fold at once (one per ensemble group) from memory.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.descriptor import IMAGE, PATH, SAMPLE, SLIDE, Descriptor, load_descriptor
 from sinterlab.data.patches import PARAM_COLUMNS
-from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets
+from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignments
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
-from sinterlab.models.batches import TensorBatches
+from sinterlab.models.batches import GroupBatches, GroupRows
 
 log = logging.getLogger(__name__)
 CROP_COLUMNS = ("crop_top", "crop_bottom", "crop_left", "crop_right")
@@ -36,7 +37,7 @@ class SEMDataModule(pl.LightningDataModule):
         self.backbone = backbone
         self.descriptor: Descriptor | None = None
         self.cache_stats: dict = {}
-        self.subsets: np.ndarray | None = None
+        self.assignment: np.ndarray | None = None
         self.x: torch.Tensor | None = None
 
     # -- prepare: descriptor, backbone, cache -----------------------------------------------
@@ -91,10 +92,11 @@ class SEMDataModule(pl.LightningDataModule):
         self.patches = patches
         self.x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
         self.y = torch.from_numpy(self.descriptor.target_matrix()[rows]).float()
-        self.subsets = self.split(self.cfg.split.kind)
+        self.assignment = self.split(self.cfg.split.kind)
 
     def split(self, kind: str) -> np.ndarray:
-        """Subset name per patch for a split ``kind`` (patch/image/sample/slide)."""
+        """(folds, patches) subset names for a split ``kind`` (patch/image/sample/slide) under
+        the configured protocol: k grouped folds (cv) or one train/val/test split (holdout)."""
         if kind not in KINDS:
             raise SinterlabError(f"split.kind={kind!r} is unknown; use one of {list(KINDS)}")
         column = GROUP_COLUMNS[kind]
@@ -102,50 +104,71 @@ class SEMDataModule(pl.LightningDataModule):
             raise SinterlabError(f"{self.descriptor.csv}: split={kind} needs a "
                                  f"'{self.cfg.data.slide_column}' column; add it (or set "
                                  "data.slide_column) or use split=sample")
-        s = self.cfg.split
-        return assign_subsets(self.y[:, 0].numpy(), self.patches[column].to_numpy(),
-                              dict(s.fractions), int(self.cfg.seed), s.folds, int(s.fold),
-                              what=kind, min_groups_per_class=int(s.min_groups_per_class))
+        s, p = self.cfg.split, self.cfg.protocol
+        labels, groups = self.y[:, 0].numpy(), self.patches[column].to_numpy()
+        common = {"what": kind, "min_groups_per_class": int(s.min_groups_per_class)}
+        if p.name == "cv":
+            return fold_assignments(labels, groups, dict(s.fractions), int(p.split_seed),
+                                    int(p.folds), **common)
+        if p.name == "holdout":
+            return assign_subsets(labels, groups, dict(s.fractions), int(p.split_seed),
+                                  **common)[None]
+        raise SinterlabError(f"protocol.name={p.name!r} is unknown; use protocol=cv or "
+                             "protocol=holdout")
 
-    def subset_mask(self, subset: str, subsets: np.ndarray | None = None) -> np.ndarray:
-        return (self.subsets if subsets is None else subsets) == subset
+    @staticmethod
+    def rows(assignment: np.ndarray, subset: str) -> list[np.ndarray]:
+        """Per fold, the patch rows of ``subset``."""
+        return [np.flatnonzero(fold == subset) for fold in assignment]
 
-    # -- dataloaders ------------------------------------------------------------------------
-    def loader(self, subset: str, subsets: np.ndarray | None = None,
-               shuffle: bool = False) -> TensorBatches:
-        mask = torch.from_numpy(self.subset_mask(subset, subsets))
-        return TensorBatches(self.x[mask], self.y[mask], int(self.cfg.model.batch_size),
-                             shuffle=shuffle, seed=int(self.cfg.seed))
+    @staticmethod
+    def test_fold(assignment: np.ndarray) -> np.ndarray:
+        """Per patch, the fold that tests it (-1: none, e.g. holdout train rows)."""
+        tested = assignment == "test"
+        return np.where(tested.any(axis=0), tested.argmax(axis=0), -1)
 
-    def train_dataloader(self):
-        return self.loader("train", shuffle=True)
+    # -- dataloaders: one batch of every fold per step ----------------------------------------
+    def train_dataloader(self, assignment: np.ndarray | None = None) -> GroupBatches:
+        assignment = self.assignment if assignment is None else assignment
+        return GroupBatches(self.x, self.y, self.rows(assignment, "train"),
+                            int(self.cfg.model.batch_size), seed=int(self.cfg.seed))
 
-    def val_dataloader(self):
-        return self.loader("val")
+    def val_dataloader(self, assignment: np.ndarray | None = None) -> GroupRows:
+        assignment = self.assignment if assignment is None else assignment
+        return GroupRows(self.x, self.y, self.rows(assignment, "val"))
 
-    def test_dataloader(self):
-        return self.loader("test")
+    def test_dataloader(self, assignment: np.ndarray | None = None) -> GroupRows:
+        assignment = self.assignment if assignment is None else assignment
+        return GroupRows(self.x, self.y, self.rows(assignment, "test"))
 
     # -- records ----------------------------------------------------------------------------
-    def image_table(self, subsets: np.ndarray | None = None) -> pd.DataFrame:
-        """One row per image with its crop box and subset (images.csv); patch splits have none."""
-        subsets = self.subsets if subsets is None else subsets
+    def image_table(self, assignment: np.ndarray | None = None) -> pd.DataFrame:
+        """One row per image with its crop box and the fold that tests it (images.csv); under
+        holdout also its subset. Patch splits put an image's patches in several folds: none."""
+        assignment = self.assignment if assignment is None else assignment
         images = self.images.copy()
         if self.cfg.split.kind != "patch":
-            first = self.patches.groupby(IMAGE, sort=False).head(1).index
-            images["subset"] = images[IMAGE].map(
-                dict(zip(self.patches[IMAGE][first], subsets[first], strict=True)))
+            first = self.patches.groupby(IMAGE, sort=False).head(1).index.to_numpy()
+            tested = dict(zip(self.patches[IMAGE].to_numpy()[first],
+                              self.test_fold(assignment)[first], strict=True))
+            images["test_fold"] = images[IMAGE].map(tested)
+            if len(assignment) == 1:
+                images["subset"] = images[IMAGE].map(dict(zip(
+                    self.patches[IMAGE].to_numpy()[first], assignment[0][first], strict=True)))
         return images
 
-    def patch_table(self, subsets: np.ndarray | None = None) -> pd.DataFrame:
+    def patch_table(self, assignment: np.ndarray | None = None) -> pd.DataFrame:
+        assignment = self.assignment if assignment is None else assignment
         patches = self.patches.copy()
-        patches["subset"] = self.subsets if subsets is None else subsets
+        patches["test_fold"] = self.test_fold(assignment)
+        if len(assignment) == 1:
+            patches["subset"] = assignment[0]
         return patches
 
-    def counts(self, subsets: np.ndarray, unit: str) -> dict:
-        """Images (unit='image') or patches per class per subset, for the report."""
+    def counts(self, assignment: np.ndarray, unit: str) -> dict:
+        """Images (unit='image') or patches per class per subset of fold 0, for the report."""
         target = self.descriptor.targets[0]
-        frame = pd.DataFrame({"subset": subsets, IMAGE: self.patches[IMAGE],
+        frame = pd.DataFrame({"subset": assignment[0], IMAGE: self.patches[IMAGE],
                               "label": self.patches[target.name].astype(str)})
         if unit == "image":
             frame = frame.drop_duplicates([IMAGE, "subset"])

@@ -16,6 +16,8 @@ from sinterlab.errors import SinterlabError
 
 SUBSETS = ("train", "val", "test")
 KINDS = ("patch", "image", "sample", "slide")
+
+
 def _strata(labels: np.ndarray, groups: np.ndarray,
             min_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Unique groups and each one's stratum: its label when every group has a single label and
@@ -42,7 +44,7 @@ def _allocate(strata: np.ndarray, fractions: dict, rng: np.random.Generator,
             raise SinterlabError(
                 f"too few {what} groups to split: {n} in stratum {stratum!r}, but train, val "
                 f"and test each need one; add data, use a finer split (e.g. split=image) or "
-                f"split.folds")
+                f"protocol.folds")
         out[members[:counts["test"]]] = "test"
         out[members[counts["test"]:counts["test"] + counts["val"]]] = "val"
         out[members[counts["test"] + counts["val"]:]] = "train"
@@ -53,29 +55,52 @@ def assign_subsets(labels: np.ndarray, groups: np.ndarray, fractions: dict, seed
                    folds: int | None = None, fold: int = 0, what: str = "",
                    min_groups_per_class: int = 3) -> np.ndarray:
     """Subset ('train'/'val'/'test') per row; rows of one group always share a subset."""
-    labels, groups = np.asarray(labels), np.asarray(groups).astype(str)
-    rng = np.random.default_rng(seed)
-    unique, strata = _strata(labels, groups, min_groups_per_class)
-    position = np.searchsorted(unique, groups)
     if folds:
         if not 0 <= fold < folds:
             raise SinterlabError(f"split.fold={fold} is outside 0..{folds - 1}")
-        if len(unique) < folds:
-            raise SinterlabError(f"too few {what} groups ({len(unique)}) for split.folds="
-                                 f"{folds}; lower split.folds or use a finer split")
-        kfold = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        test_rows = list(kfold.split(np.zeros(len(unique)), strata, np.arange(len(unique))))
-        test_rows = test_rows[fold][1]
+        return fold_assignments(labels, groups, fractions, seed, folds, what,
+                                min_groups_per_class)[fold]
+    labels, groups = np.asarray(labels), np.asarray(groups).astype(str)
+    unique, strata = _strata(labels, groups, min_groups_per_class)
+    group_subset = _allocate(strata, fractions, np.random.default_rng(seed), what)
+    subsets = group_subset[np.searchsorted(unique, groups)].astype(str)
+    check_disjoint(groups, subsets)
+    return subsets
+
+
+def fold_assignments(labels: np.ndarray, groups: np.ndarray, fractions: dict, seed: int,
+                     folds: int, what: str = "", min_groups_per_class: int = 3) -> np.ndarray:
+    """(folds, rows) subset names of grouped k-fold cross-validation.
+
+    Fold ``i`` tests on the i-th part of scikit-learn's ``StratifiedGroupKFold`` (stratified by
+    label where every group has one label and every label at least ``folds`` groups); its
+    validation groups
+    are drawn, per stratum, from its own training groups at ``val / (train + val)`` of them.
+    The assignment depends on the labels, the groups and ``seed`` only.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups).astype(str)
+    unique, strata = _strata(labels, groups, min_groups_per_class)
+    if len(unique) < folds:
+        raise SinterlabError(f"too few {what} groups ({len(unique)}) for {folds} folds; lower "
+                             "protocol.folds or use a finer split")
+    kfold = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    # stratify the folds only where every stratum can give each fold a group
+    fold_strata = strata if np.unique(strata, return_counts=True)[1].min() >= folds else \
+        np.zeros_like(strata)
+    position = np.searchsorted(unique, groups)
+    share = fractions["val"] / (fractions["train"] + fractions["val"])
+    rng = np.random.default_rng(seed)
+    out = []
+    for _, test_rows in kfold.split(np.zeros(len(unique)), fold_strata,
+                                        np.arange(len(unique))):
         group_subset = np.empty(len(unique), dtype=object)
         group_subset[test_rows] = "test"
         rest = np.setdiff1d(np.arange(len(unique)), test_rows)
-        share = fractions["val"] / (fractions["train"] + fractions["val"])
         group_subset[rest] = _allocate(strata[rest], {"val": share}, rng, what)
-    else:
-        group_subset = _allocate(strata, fractions, rng, what)
-    subsets = group_subset[position].astype(str)
-    check_disjoint(groups, subsets)
-    return subsets
+        subsets = group_subset[position].astype(str)
+        check_disjoint(groups, subsets)
+        out.append(subsets)
+    return np.stack(out)
 
 
 def check_disjoint(groups: np.ndarray, subsets: np.ndarray) -> None:

@@ -3,19 +3,18 @@
 * ``pca_logreg``: StandardScaler -> PCA(k) -> LogisticRegression (Ridge for regression),
   the paper's "PCA first" baseline made into a classifier.
 * ``linear_probe``: StandardScaler -> LogisticRegression (Ridge) on the full embeddings.
+
+They are fitted per fold on the same rows as the head (its training and validation rows: they
+need no validation set) and scored on the same test rows.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-
-from sinterlab.evaluation.metrics import evaluate_levels
 
 
 def _head(kind: str, max_iter: int, seed: int):
@@ -34,66 +33,46 @@ def _full_probs(pipe: Pipeline, x: np.ndarray, num_classes: int) -> np.ndarray:
     return probs
 
 
-def run_baselines(
+def baseline_outputs(
     kind: str,
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_test: np.ndarray,
-    y_test: np.ndarray,
-    image_ids_test: Sequence[str],
-    sample_ids_test: Sequence[str],
     pca_components: int,
     max_iter: int,
     seed: int,
     num_classes: int | None = None,
-) -> dict:
-    """Fit both baselines on train, evaluate on test at patch/image/sample level.
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Fit both baselines on the training rows; their outputs on ``x_test``.
 
-    ``num_classes`` (classification only) fixes the number of probability columns; by default
-    it is ``max(y_train, y_test) + 1``.  ``pca_components`` is clipped to
+    Outputs: class probabilities (n, ``num_classes``) or predictions (n,). Also returns the PCA
+    facts (components, explained variance). ``pca_components`` is clipped to
     ``min(k, n_features, n_train)``.
     """
     x_train = np.asarray(x_train, dtype=np.float64)
     x_test = np.asarray(x_test, dtype=np.float64)
     y_train = np.asarray(y_train).reshape(-1)
-    y_test = np.asarray(y_test).reshape(-1)
     if x_train.ndim != 2 or x_test.ndim != 2:
         raise ValueError("x_train and x_test must be 2-D (n_patches, embedding_dim)")
     n_train, n_features = x_train.shape
     k = max(1, min(int(pca_components), n_features, n_train))
-
     pipes = {
-        "pca_logreg": Pipeline(
-            [
-                ("scale", StandardScaler()),
-                ("pca", PCA(n_components=k, random_state=seed)),
-                ("head", _head(kind, max_iter, seed)),
-            ]
-        ),
-        "linear_probe": Pipeline(
-            [("scale", StandardScaler()), ("head", _head(kind, max_iter, seed))]
-        ),
+        "pca_logreg": Pipeline([("scale", StandardScaler()),
+                                ("pca", PCA(n_components=k, random_state=seed)),
+                                ("head", _head(kind, max_iter, seed))]),
+        "linear_probe": Pipeline([("scale", StandardScaler()),
+                                  ("head", _head(kind, max_iter, seed))]),
     }
-
     if kind == "classification":
         y_train = y_train.astype(np.int64)
-        y_test = y_test.astype(np.int64)
-        if num_classes is None:
-            num_classes = int(max(y_train.max(), y_test.max())) + 1
+        num_classes = int(y_train.max()) + 1 if num_classes is None else num_classes
     else:
         y_train = y_train.astype(np.float64)
-        y_test = y_test.astype(np.float64)
-
-    result: dict = {}
+    outputs = {}
     for name, pipe in pipes.items():
         pipe.fit(x_train, y_train)
-        if kind == "classification":
-            output = _full_probs(pipe, x_test, num_classes)
-        else:
-            output = pipe.predict(x_test)
-        result[name] = evaluate_levels(kind, y_test, output, image_ids_test, sample_ids_test)
-    result["pca_explained_variance"] = float(
-        pipes["pca_logreg"].named_steps["pca"].explained_variance_ratio_.sum()
-    )
-    result["pca_components"] = k
-    return result
+        outputs[name] = (_full_probs(pipe, x_test, num_classes) if kind == "classification"
+                         else pipe.predict(x_test))
+    info = {"pca_components": k, "pca_explained_variance": float(
+        pipes["pca_logreg"].named_steps["pca"].explained_variance_ratio_.sum())}
+    return outputs, info

@@ -40,23 +40,29 @@ def plot_loss_curves(
     log_span: float = 10.0,
     dpi: int = 120,
 ) -> Path:
-    """Train (and, where logged, validation) loss per epoch.
+    """Train (and, where logged, validation) loss per epoch: one thin line per ensemble member
+    (a history value may be a list, one loss per member) and their mean in bold.
 
     ``log_scale=None`` picks a log y axis when all losses are positive and they span at least
     ``log_span`` (max / min).
     """
     fig, ax = plt.subplots(figsize=(6, 4), dpi=dpi)
     values: list[float] = []
-    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
-        rows = [
-            (r["epoch"], float(r[key]))
-            for r in history
-            if r.get(key) is not None and "epoch" in r and math.isfinite(float(r[key]))
-        ]
-        if rows:
-            epochs, losses = zip(*rows, strict=True)
-            ax.plot(epochs, losses, marker="o" if len(rows) < 30 else None, ms=3, label=label)
-            values.extend(losses)
+    for (key, label), color in zip((("train_loss", "train"), ("val_loss", "validation")),
+                                   ("C0", "C1"), strict=True):
+        rows = [(r["epoch"], np.atleast_1d(np.asarray(r[key], dtype=float)))
+                for r in history if r.get(key) is not None and "epoch" in r]
+        if not rows:
+            continue
+        epochs = np.array([e for e, _ in rows])
+        losses = np.stack([v for _, v in rows])  # (epochs, members)
+        losses = np.where(np.isfinite(losses), losses, np.nan)
+        if losses.shape[1] > 1:
+            ax.plot(epochs, losses, color=color, lw=0.5, alpha=0.35)
+        marker = "o" if len(rows) < 30 else None
+        ax.plot(epochs, np.nanmean(losses, axis=1), color=color, lw=2, marker=marker, ms=3,
+                label=label + (f" (mean of {losses.shape[1]})" if losses.shape[1] > 1 else ""))
+        values.extend(v for v in losses.ravel() if math.isfinite(v))
     if log_scale is None:
         log_scale = bool(values) and min(values) > 0 and max(values) / min(values) >= log_span
     if log_scale:

@@ -1,10 +1,17 @@
-"""LightningModule of the MLP head: classification, regression, or several parameters at once.
+"""LightningModule of the MLP head: every member of a run (folds x seeds) trained as one.
 
-A shared trunk feeds one linear output per target. Classification uses cross-entropy (optional
-class weights); regression standardizes the target inside and reports in the parameter's units;
-several targets sum their losses with per-target weights. A step costs a few milliseconds on a CPU,
-so Lightning's per-step machinery would show: the head optimizes manually (no closure), and
-losses are accumulated on the module and logged once per epoch.
+A holdout run is the one-member case; cross-validation stacks ``groups`` (folds) x ``seeds``
+members (:class:`~sinterlab.models.stacked.StackedMLP`). Each member has its own training rows
+(its fold's), initialisation (its seed), dropout masks, batch-norm statistics and Adam state
+(Adam is element-wise, so one optimizer over stacked tensors equals one per member), its own
+best weights by its own validation loss, and its own early stopping: a member whose
+validation loss has not improved for ``patience`` validations stops (its loss is masked out of
+the step and its best weights are frozen); the run ends when every member has stopped.
+
+Targets: classification (cross-entropy, optional class weights per member), regression
+(standardised with the member's training mean/std, reported in the parameter's units), or
+several at once (weighted loss sum). A step costs milliseconds on a CPU, so the module
+optimizes manually and accumulates losses on the device, read once per epoch.
 """
 
 from __future__ import annotations
@@ -13,146 +20,189 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC, MulticlassF1Score
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
-from sinterlab.models.mlp import mlp_trunk
+from sinterlab.models.mlp import MemberMLP
+from sinterlab.models.stacked import StackedMLP
 
 
-def _metrics(target: dict) -> MetricCollection:
-    if target["kind"] == "classification":
-        c = target["num_classes"]
-        return MetricCollection({"accuracy": MulticlassAccuracy(c, average="micro"),
-                                 "f1_macro": MulticlassF1Score(c, average="macro"),
-                                 "auroc": MulticlassAUROC(c, average="macro")})
-    return MetricCollection({"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
-                             "r2": R2Score()})
-
-
-class ProcessParameterHead(pl.LightningModule):
-    """``targets``: dicts with name, kind, and num_classes | mean/std, loss_weight,
-    class_weights (list or None)."""
+class HeadEnsemble(pl.LightningModule):
+    """``targets``: dicts with name, kind, loss_weight, and per member (lists of length M):
+    ``num_classes`` + ``class_weights`` (or None) for classification, ``mean``/``std`` for
+    regression. ``seeds``: the seeds of each group; members are ordered group-major."""
 
     def __init__(self, in_features: int, targets: list[dict], hidden: list[int], dropout: float,
                  batch_norm: bool, optimizer: str, lr: float, weight_decay: float,
-                 scheduler: dict | None = None, max_epochs: int = 1):
+                 scheduler: dict | None = None, max_epochs: int = 1, groups: int = 1,
+                 seeds: tuple[int, ...] = (0,), patience: int | None = None,
+                 min_delta: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.targets = targets
-        self.trunk = mlp_trunk(in_features, hidden, dropout, batch_norm)
-        width = hidden[-1] if hidden else in_features
-        self.outputs = nn.ModuleList(
-            nn.Linear(width, t["num_classes"] if t["kind"] == "classification" else 1)
-            for t in targets)
+        out_sizes = [t["num_classes"] if t["kind"] == "classification" else 1 for t in targets]
+        members = []
+        for _ in range(groups):
+            for seed in seeds:
+                torch.manual_seed(int(seed))
+                members.append(MemberMLP(in_features, list(hidden), dropout, batch_norm,
+                                         out_sizes))
+        self.stack = StackedMLP(members, groups, dropout)
+        M = self.stack.members
         for i, t in enumerate(targets):
-            weights = t.get("class_weights")
-            self.register_buffer(f"class_weights_{i}",
-                                 torch.tensor(weights, dtype=torch.float32) if weights else None)
-        self.val_metrics = nn.ModuleList(_metrics(t).clone(prefix=f"val/{t['name']}/")
-                                         for t in targets)
-        self.test_metrics = nn.ModuleList(_metrics(t).clone(prefix=f"test/{t['name']}/")
-                                          for t in targets)
+            if t["kind"] == "classification":
+                weights = t.get("class_weights")
+                self.register_buffer(f"class_weights_{i}", None if weights is None else
+                                     torch.tensor(weights, dtype=torch.float32).view(M, -1))
+            else:
+                self.register_buffer(f"mean_{i}", torch.tensor(t["mean"], dtype=torch.float32))
+                self.register_buffer(f"std_{i}", torch.tensor(t["std"], dtype=torch.float32))
+        self.register_buffer("stopped", torch.zeros(M, dtype=torch.bool))
+        self.register_buffer("best_loss", torch.full((M,), float("inf")))
+        self.register_buffer("best_epoch", torch.full((M,), -1, dtype=torch.long))
+        self.register_buffer("stop_epoch", torch.full((M,), -1, dtype=torch.long))
+        self.register_buffer("waited", torch.zeros(M, dtype=torch.long))
         self.automatic_optimization = False
         self.history: list[dict] = []
-        self._sums: dict[str, list] = {"train": [0.0, 0], "val": [0.0, 0]}
+        self._best: dict[str, torch.Tensor] | None = None
+        self._sums = {"train": [torch.zeros(M), torch.zeros(M)],
+                      "val": [torch.zeros(M), torch.zeros(M)]}
+
+    @property
+    def members(self) -> int:
+        return self.stack.members
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features = self.trunk(x)
-        return [out(features) for out in self.outputs]
+        return self.stack(x)
 
-    def _loss(self, outputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-        total = 0.0
+    # -- loss ------------------------------------------------------------------------------
+    def _member_losses(self, outputs: list[torch.Tensor], y: torch.Tensor,
+                       weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-member weighted loss sums (M,) and weight sums (M,); ``y`` (G, B, T)."""
+        S = self.stack.per_group
+        y = y.repeat_interleave(S, dim=0)  # (M, B, T): a group's rows for each of its seeds
+        w = torch.ones(y.shape[:2], device=y.device) if weight is None else \
+            weight.repeat_interleave(S, dim=0)
+        total, norm = 0.0, None
         for i, (t, out) in enumerate(zip(self.targets, outputs, strict=True)):
             if t["kind"] == "classification":
-                loss = F.cross_entropy(out, y[:, i].long(),
-                                       weight=getattr(self, f"class_weights_{i}"))
+                labels = y[:, :, i].long()
+                row = F.cross_entropy(out.flatten(0, 1), labels.flatten(),
+                                      reduction="none").view_as(labels)
+                class_weights = getattr(self, f"class_weights_{i}")
+                rw = w if class_weights is None else w * class_weights.gather(1, labels)
             else:
-                loss = F.mse_loss(out.squeeze(1), (y[:, i] - t["mean"]) / t["std"])
-            total = total + t.get("loss_weight", 1.0) * loss
-        return total
-
-    def _accumulate(self, stage: str, loss: torch.Tensor, n: int) -> None:
-        """Sum on the device; read back once per epoch (no host sync per step)."""
-        self._sums[stage][0] = self._sums[stage][0] + loss.detach() * n
-        self._sums[stage][1] += n
+                mean, std = getattr(self, f"mean_{i}")[:, None], getattr(self, f"std_{i}")[:, None]
+                row = (out.squeeze(2) - (y[:, :, i] - mean) / std) ** 2
+                rw = w
+            s, n = (row * rw).sum(1), rw.sum(1)
+            total = total + t.get("loss_weight", 1.0) * s / n.clamp_min(1e-12)
+            norm = n if norm is None else norm
+        return total, norm
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         optimizer = self.optimizers()  # the Lightning wrapper counts global steps
-        loss = self._loss(self(x), y)
+        losses, _ = self._member_losses(self(x), y)
+        active = (~self.stopped).float()
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        # members share no parameters: the sum gives each member its own gradient
+        self.manual_backward((losses * active).sum())
         optimizer.step()
-        self._accumulate("train", loss, len(x))
-        return loss
-
-    def _update_metrics(self, collections: nn.ModuleList, outputs, y) -> None:
-        for i, (t, out, metrics) in enumerate(zip(self.targets, outputs, collections, strict=True)):
-            if t["kind"] == "classification":
-                metrics.update(out.softmax(dim=1), y[:, i].long())
-            else:
-                metrics.update(out.squeeze(1) * t["std"] + t["mean"], y[:, i])
+        self._accumulate("train", losses.detach(), torch.ones_like(losses))
 
     def validation_step(self, batch, batch_idx):
-        x, y = batch
-        outputs = self(x)
-        self._accumulate("val", self._loss(outputs, y), len(x))
-        self._update_metrics(self.val_metrics, outputs, y)
+        x, y, w = batch
+        sums, n = self._member_losses(self(x), y, w)
+        self._accumulate("val", sums * n, n)
 
-    def test_step(self, batch, batch_idx):
-        x, y = batch
-        outputs = self(x)
-        self.log("test/loss", self._loss(outputs, y), on_epoch=True, batch_size=len(x))
-        self._update_metrics(self.test_metrics, outputs, y)
+    def _accumulate(self, stage: str, sums: torch.Tensor, n: torch.Tensor) -> None:
+        """Sum on the device; read back once per epoch (no host sync per step)."""
+        acc = self._sums[stage]
+        acc[0] = acc[0].to(sums.device) + sums
+        acc[1] = acc[1].to(sums.device) + n
 
-    def _epoch_loss(self, stage: str) -> float:
+    def _epoch_losses(self, stage: str) -> torch.Tensor:
         total, n = self._sums[stage]
-        self._sums[stage] = [0.0, 0]
-        return float(total) / max(n, 1)
+        self._sums[stage] = [torch.zeros_like(total), torch.zeros_like(n)]
+        return (total / n.clamp_min(1e-12)).detach().cpu()
 
+    # -- epochs, early stopping, best weights ------------------------------------------------
     def on_train_epoch_end(self):
-        loss = self._epoch_loss("train")
-        self.log("train/loss", loss)
+        losses = self._epoch_losses("train")
+        self.log("train/loss", float(losses.mean()))
         # validation (when due) runs before this hook: complete its row rather than add one
         if self.history and self.history[-1]["epoch"] == self.current_epoch:
-            self.history[-1]["train_loss"] = loss
+            self.history[-1]["train_loss"] = losses.tolist()
         else:
-            self.history.append({"epoch": self.current_epoch, "train_loss": loss})
+            self.history.append({"epoch": self.current_epoch, "train_loss": losses.tolist()})
         scheduler = self.lr_schedulers()
         if scheduler is not None and not isinstance(
                 scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step()
 
     def on_validation_epoch_end(self):
-        loss = self._epoch_loss("val")
-        self.log("val/loss", loss)
+        losses = self._epoch_losses("val")
+        if self.trainer.sanity_checking:
+            return
+        active = ~self.stopped.cpu()
+        self.log("val/loss", float(losses[active].mean()) if active.any() else float("nan"))
+        self.history.append({"epoch": self.current_epoch, "val_loss": losses.tolist()})
+        improved = active & (losses < self.best_loss.cpu() - self.hparams.min_delta)
+        if self._best is None:
+            self._best = self.stack.snapshot()
+        self.stack.copy_members(self._best, improved.nonzero().flatten().tolist(),
+                                into_self=False)
+        self.best_loss[improved] = losses[improved].to(self.best_loss)
+        self.best_epoch[improved] = self.current_epoch
+        self.waited[improved] = 0
+        self.waited[active & ~improved] += 1
+        if self.hparams.patience:
+            newly = active & (self.waited.cpu() >= self.hparams.patience)
+            self.stopped[newly] = True
+            self.stop_epoch[newly] = self.current_epoch
+            if bool(self.stopped.all()):
+                self.trainer.should_stop = True
         scheduler = self.lr_schedulers()
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and \
-                not self.trainer.sanity_checking:
-            scheduler.step(loss)
-        for metrics in self.val_metrics:
-            self.log_dict(_finite(metrics.compute()))
-            metrics.reset()
-        if not self.trainer.sanity_checking:
-            self.history.append({"epoch": self.current_epoch, "val_loss": loss})
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and active.any():
+            scheduler.step(float(losses[active].mean()))  # one learning rate for all members
 
-    def on_test_epoch_end(self):
-        for metrics in self.test_metrics:
-            self.log_dict(_finite(metrics.compute()))
-            metrics.reset()
+    def on_train_end(self):
+        """Every member ends with its best weights (those of its lowest validation loss)."""
+        if self._best is not None:
+            self.stack.copy_members(self._best, list(range(self.members)), into_self=True)
+        still = self.stop_epoch < 0
+        self.stop_epoch[still] = self.current_epoch
 
+    def member_summary(self) -> list[dict]:
+        """Per member: group, seed, best epoch and loss, epoch it stopped."""
+        seeds = list(self.hparams.seeds)
+        rows = []
+        for m in range(self.members):
+            g, s = divmod(m, len(seeds))
+            best = float(self.best_loss[m])
+            rows.append({"member": m, "fold": g, "seed": int(seeds[s]),
+                         "best_epoch": int(self.best_epoch[m]) if best < float("inf") else None,
+                         "best_val_loss": best if best < float("inf") else None,
+                         "stopped_epoch": int(self.stop_epoch[m]),
+                         "early_stopped": bool(self.stopped[m])})
+        return rows
+
+    # -- prediction --------------------------------------------------------------------------
     @torch.inference_mode()
-    def predict_outputs(self, x: torch.Tensor, batch_size: int = 4096) -> list[np.ndarray]:
-        """Per target: class probabilities (n, C), or predictions (n,) in the parameter's units."""
+    def predict_members(self, x: torch.Tensor, batch_size: int = 4096) -> list[np.ndarray]:
+        """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target
+        (M, N, C) class probabilities or (M, N) predictions in the parameter's units."""
         self.eval()
-        chunks = [self(part.to(self.device)) for part in x.split(batch_size)]
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.stack.groups, *x.shape)
+        chunks = [self(part.to(self.device)) for part in x.split(batch_size, dim=1)]
         result = []
         for i, t in enumerate(self.targets):
-            out = torch.cat([c[i] for c in chunks]).float().cpu()
-            result.append(out.softmax(dim=1).numpy() if t["kind"] == "classification"
-                          else (out.squeeze(1) * t["std"] + t["mean"]).numpy())
+            out = torch.cat([c[i] for c in chunks], dim=1).float()
+            if t["kind"] == "classification":
+                result.append(out.softmax(dim=2).cpu().numpy())
+            else:
+                mean, std = getattr(self, f"mean_{i}")[:, None], getattr(self, f"std_{i}")[:, None]
+                result.append((out.squeeze(2) * std + mean).cpu().numpy())
         return result
 
     def configure_optimizers(self):
@@ -160,9 +210,10 @@ class ProcessParameterHead(pl.LightningModule):
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
         if hp.optimizer not in optimizers:
             raise ValueError(f"model.optimizer={hp.optimizer!r}: use one of {list(optimizers)}")
+        # fused Adam is several times faster per step on CPU and GPU alike
         optimizer = optimizers[hp.optimizer](self.parameters(), lr=hp.lr,
                                              weight_decay=hp.weight_decay,
-                                             fused=_fused_available(self.device))
+                                             fused=self.device.type in ("cpu", "cuda"))
         schedule = dict(hp.scheduler or {})
         name = schedule.get("name")
         if not name:
@@ -178,14 +229,4 @@ class ProcessParameterHead(pl.LightningModule):
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
         raise ValueError(f"model.scheduler.name={name!r}: use null, cosine or plateau")
     # schedulers are stepped by the hooks above (manual optimization): once per epoch, and
-    # plateau once per validation
-
-
-def _fused_available(device: torch.device) -> bool:
-    """Fused Adam is several times faster per step on CPU and GPU alike where it exists."""
-    return device.type in ("cpu", "cuda")
-
-
-def _finite(values: dict) -> dict:
-    """Drop NaN metrics (AUROC of a one-class validation set) instead of logging them."""
-    return {k: v for k, v in values.items() if torch.isfinite(v).all()}
+    # plateau once per validation on the mean loss of the active members

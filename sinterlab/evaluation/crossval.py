@@ -1,0 +1,214 @@
+"""Out-of-fold evaluation: per-fold and pooled metrics, group bootstrap intervals, a permutation
+test against chance, and the per-sample table.
+
+Every model of a run (the MLP head and the baselines) leaves one out-of-fold output per tested
+patch. The pooled metrics use all of them at once; their 95% intervals come from a seeded
+bootstrap that resamples whole *units* (samples by default): the patches and images of one
+sample are not independent observations, so resampling them would overstate the evidence.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import RidgeClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sinterlab.evaluation.metrics import (
+    LEVELS,
+    aggregate_by_group,
+    classification_metrics,
+    evaluate_levels,
+    regression_metrics,
+)
+
+#: scalar metrics that get intervals and fold statistics; (name, higher is better)
+SCALARS = {"classification": (("accuracy", True), ("f1_macro", True), ("auroc", True)),
+           "regression": (("mae", False), ("rmse", False), ("r2", True))}
+
+
+def main_metric(kind: str) -> tuple[str, bool]:
+    return SCALARS[kind][0]
+
+
+def _scalars(kind: str, y: np.ndarray, output: np.ndarray) -> dict[str, float | None]:
+    if kind == "classification":
+        m = classification_metrics(y, output)
+    else:
+        m = regression_metrics(y, output)
+    return {name: m[name] for name, _ in SCALARS[kind]}
+
+
+class LevelTables:
+    """Truth, output and bootstrap unit per row at patch, image and sample level."""
+
+    def __init__(self, kind: str, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
+                 sample_ids: np.ndarray, units: np.ndarray):
+        self.kind = kind
+        y, output = np.asarray(y), np.asarray(output, dtype=np.float64)
+        if kind == "classification":
+            y = y.astype(np.int64)
+        self.levels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
+            "patch": (y, output, np.asarray(units).astype(str))}
+        for level, ids in (("image", image_ids), ("sample", sample_ids)):
+            names, mean = aggregate_by_group(output, ids)
+            first = pd.Series(np.arange(len(ids))).groupby(
+                pd.Index(np.asarray(ids).astype(str)), sort=False).first()
+            rows = first.loc[names].to_numpy()
+            self.levels[level] = (y[rows], mean, np.asarray(units).astype(str)[rows])
+
+    def metrics(self, draw: dict[str, np.ndarray] | None = None) -> dict:
+        """Scalar metrics per level, on all rows or on the rows of a bootstrap ``draw``."""
+        out = {}
+        for level, (y, output, _) in self.levels.items():
+            rows = slice(None) if draw is None else draw[level]
+            out[level] = _scalars(self.kind, y[rows], output[rows])
+        return out
+
+    def draws(self, n: int, seed: int) -> list[dict[str, np.ndarray]]:
+        """``n`` bootstrap draws of units with replacement, as row indices per level."""
+        rng = np.random.default_rng(seed)
+        unit_names = np.unique(self.levels["patch"][2])
+        members = {level: {u: np.flatnonzero(units == u) for u in unit_names}
+                   for level, (_, _, units) in self.levels.items()}
+        draws = []
+        for _ in range(n):
+            chosen = rng.choice(unit_names, size=len(unit_names), replace=True)
+            draws.append({level: np.concatenate([rows[u] for u in chosen])
+                          for level, rows in members.items()})
+        return draws
+
+
+def bootstrap_intervals(tables: dict[str, LevelTables], n: int, seed: int,
+                        confidence: float = 0.95, reference: str | None = None) -> dict:
+    """Pooled metrics with percentile intervals for every model, from the same unit draws.
+
+    ``tables``: model name -> its :class:`LevelTables` (same rows and units). With
+    ``reference`` (a model name), each other model also gets the paired interval of its
+    difference to it (other minus reference), from the same draws.
+    Returns ``{model: {level: {metric: {"value", "low", "high"[, "diff_low", "diff_high"]}}}}``.
+    """
+    first = next(iter(tables.values()))
+    draws = first.draws(n, seed)
+    alpha = (1 - confidence) / 2
+    point = {name: t.metrics() for name, t in tables.items()}
+    boot = {name: [t.metrics(d) for d in draws] for name, t in tables.items()}
+    out: dict = {}
+    for name, t in tables.items():
+        out[name] = {}
+        for level in LEVELS:
+            out[name][level] = {}
+            for metric, _ in SCALARS[t.kind]:
+                values = np.array([b[level][metric] for b in boot[name]], dtype=float)
+                cell = {"value": point[name][level][metric],
+                        **_interval(values, alpha)}
+                if reference and name != reference:
+                    ref = np.array([b[level][metric] for b in boot[reference]], dtype=float)
+                    diff = _interval(values - ref, alpha)
+                    cell |= {"diff": _sub(point[name][level][metric],
+                                          point[reference][level][metric]),
+                             "diff_low": diff["low"], "diff_high": diff["high"]}
+                out[name][level][metric] = cell
+    return out
+
+
+def _sub(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _interval(values: np.ndarray, alpha: float) -> dict:
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {"low": None, "high": None}
+    low, high = np.quantile(values, [alpha, 1 - alpha])
+    return {"low": float(low), "high": float(high)}
+
+
+def fold_statistics(per_fold: list[dict], kind: str) -> dict:
+    """Mean and sd over folds of each level's scalar metrics (``per_fold``: evaluate_levels)."""
+    out = {}
+    for level in LEVELS:
+        out[level] = {}
+        for metric, _ in SCALARS[kind]:
+            values = np.array([f[level][metric] for f in per_fold
+                               if f[level][metric] is not None], dtype=float)
+            out[level][metric] = {
+                "mean": float(values.mean()) if len(values) else None,
+                "sd": float(values.std(ddof=1)) if len(values) > 1 else None}
+    return out
+
+
+def per_fold_metrics(kind: str, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
+                     sample_ids: np.ndarray, test_fold: np.ndarray) -> list[dict]:
+    """``evaluate_levels`` on each fold's test rows."""
+    out = []
+    for f in range(int(test_fold.max()) + 1):
+        rows = test_fold == f
+        out.append(evaluate_levels(kind, y[rows], output[rows], image_ids[rows],
+                                   sample_ids[rows]))
+    return out
+
+
+def permutation_test(x_image: np.ndarray, y_image: np.ndarray, groups: np.ndarray,
+                     image_fold: np.ndarray, n: int, seed: int, alpha: float) -> dict:
+    """Is the out-of-fold accuracy above chance? Labels permuted between groups, folds kept.
+
+    The model refitted for every permutation is a ridge classifier on standardised image-mean
+    embeddings (milliseconds per fit), trained on each fold's non-test images and scored on its
+    test images; p = (1 + #{permuted accuracy >= observed}) / (1 + n).
+    """
+    groups = np.asarray(groups).astype(str)
+    names, first = np.unique(groups, return_index=True)
+    group_label = y_image[first]
+    position = np.searchsorted(names, groups)
+
+    def accuracy(labels: np.ndarray) -> float:
+        correct = 0
+        for f in range(int(image_fold.max()) + 1):
+            test = image_fold == f
+            train = ~test
+            if len(np.unique(labels[train])) < 2:
+                correct += int(np.sum(labels[test] == labels[train][0]))
+                continue
+            model = make_pipeline(StandardScaler(), RidgeClassifier(alpha=alpha))
+            model.fit(x_image[train], labels[train])
+            correct += int(np.sum(model.predict(x_image[test]) == labels[test]))
+        return correct / int(np.sum(image_fold >= 0))
+
+    observed = accuracy(y_image)
+    rng = np.random.default_rng(seed)
+    permuted = np.array([accuracy(rng.permutation(group_label)[position]) for _ in range(n)])
+    return {"model": "ridge classifier on image-mean embeddings",
+            "observed_accuracy": observed, "n_permutations": int(n),
+            "permuted_accuracy_mean": float(permuted.mean()) if n else None,
+            "p_value": float((1 + np.sum(permuted >= observed)) / (1 + n))}
+
+
+def sample_table(target: dict, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
+                 sample_ids: np.ndarray, test_fold: np.ndarray) -> pd.DataFrame:
+    """One row per tested sample: its truth, fold, images, and what its images were read as."""
+    tested = test_fold >= 0
+    names, image_out = aggregate_by_group(output[tested], image_ids[tested])
+    frame = pd.DataFrame({"image": names})
+    first = pd.DataFrame({"image": image_ids[tested].astype(str),
+                          "sample": sample_ids[tested].astype(str), "y": y[tested],
+                          "fold": test_fold[tested]}).drop_duplicates("image").set_index("image")
+    frame = frame.join(first, on="image")
+    rows = []
+    for sample, part in frame.groupby("sample", sort=True):
+        index = part.index.to_numpy()
+        row = {"sample": sample, "fold": int(part["fold"].iloc[0]), "images": len(part)}
+        if target["kind"] == "classification":
+            classes = target["class_names"]
+            truth = int(part["y"].iloc[0])
+            votes = np.bincount(image_out[index].argmax(axis=1), minlength=len(classes))
+            row |= {"true": classes[truth], "images_correct": float(votes[truth] / len(part)),
+                    "read_as": ", ".join(f"{classes[c]} x{v}" for c, v in enumerate(votes) if v),
+                    "mean_probability_true": float(image_out[index, truth].mean())}
+        else:
+            predicted = image_out[index]
+            row |= {"true": float(part["y"].iloc[0]), "predicted_mean": float(predicted.mean()),
+                    "predicted_sd": float(predicted.std())}
+        rows.append(row)
+    return pd.DataFrame(rows)

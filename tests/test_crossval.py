@@ -1,0 +1,124 @@
+"""Out-of-fold evaluation: folds, group bootstrap, permutation test, verdict."""
+
+import numpy as np
+import pytest
+
+from sinterlab.data.splits import fold_assignments
+from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.crossval import (
+    LevelTables,
+    bootstrap_intervals,
+    permutation_test,
+)
+from sinterlab.training import verdict
+
+FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def design(samples_per_class=6, classes=3, images=2, patches=4):
+    """Rows of patches: label, sample, image."""
+    labels, samples, images_ = [], [], []
+    for c in range(classes):
+        for s in range(samples_per_class):
+            for i in range(images):
+                for _ in range(patches):
+                    labels.append(c)
+                    samples.append(f"c{c}s{s}")
+                    images_.append(f"c{c}s{s}i{i}")
+    return np.array(labels), np.array(samples), np.array(images_)
+
+
+def test_folds_test_every_group_once_and_validate_inside_training():
+    labels, samples, _ = design()
+    assignment = fold_assignments(labels, samples, FRACTIONS, seed=0, folds=3)
+    assert assignment.shape == (3, len(labels))
+    tested = assignment == "test"
+    assert (tested.sum(axis=0) == 1).all()  # every row tested exactly once
+    for fold in assignment:
+        for subset in ("train", "val", "test"):
+            groups = set(samples[fold == subset])
+            others = set(samples[fold != subset])
+            assert not groups & others  # groups whole
+        # stratified: each fold tests 2 samples of each class
+        test_samples = np.unique(samples[fold == "test"])
+        assert sorted(s[:2] for s in test_samples) == ["c0", "c0", "c1", "c1", "c2", "c2"]
+        assert len(np.unique(samples[fold == "val"])) >= 3  # validation from training groups
+
+
+def test_folds_depend_on_the_split_seed_only():
+    labels, samples, _ = design()
+    a = fold_assignments(labels, samples, FRACTIONS, seed=4, folds=3)
+    b = fold_assignments(labels, samples, FRACTIONS, seed=4, folds=3)
+    c = fold_assignments(labels, samples, FRACTIONS, seed=5, folds=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_too_few_groups_for_the_folds_is_a_clear_error():
+    labels, samples, _ = design(samples_per_class=1, classes=2)
+    with pytest.raises(SinterlabError, match="too few sample groups .2. for 3 folds"):
+        fold_assignments(labels, samples, FRACTIONS, seed=0, folds=3, what="sample")
+
+
+def test_bootstrap_resamples_whole_samples_not_patches():
+    labels, samples, images = design(samples_per_class=4, classes=2)
+    probs = np.eye(2)[labels] * 0.8 + 0.1
+    table = LevelTables("classification", labels, probs, images, samples, samples)
+    for draw in table.draws(20, seed=0):
+        drawn = samples[draw["patch"]]
+        units, counts = np.unique(drawn, return_counts=True)
+        # each drawn sample comes with all of its 8 patches (a multiple when drawn twice)
+        assert (counts % 8 == 0).all()
+        assert counts.sum() == len(labels)
+        # image and sample levels draw the same samples
+        per_sample = dict(zip(units, counts // 8, strict=True))
+        image_units = table.levels["image"][2][draw["image"]]
+        assert all((image_units == u).sum() == 2 * k for u, k in per_sample.items())
+
+
+def test_bootstrap_interval_width_reflects_samples_not_patches():
+    """Same predictions, patches x10: a patch bootstrap would narrow; a sample one does not."""
+    rng = np.random.default_rng(0)
+    labels, samples, images = design(samples_per_class=5, classes=2, patches=2)
+    sample_correct = {s: rng.random() < 0.7 for s in np.unique(samples)}
+    right = np.array([sample_correct[s] for s in samples])
+    probs = np.where(right[:, None], np.eye(2)[labels], np.eye(2)[1 - labels]) * 0.8 + 0.1
+
+    def width(repeat):
+        table = LevelTables("classification", np.repeat(labels, repeat),
+                            np.repeat(probs, repeat, axis=0), np.repeat(images, repeat),
+                            np.repeat(samples, repeat), np.repeat(samples, repeat))
+        cell = bootstrap_intervals({"m": table}, 300, seed=1)["m"]["patch"]["accuracy"]
+        assert cell["low"] <= cell["value"] <= cell["high"]
+        return cell["high"] - cell["low"]
+
+    assert width(10) == pytest.approx(width(1), abs=0.05)
+    assert width(1) > 0.2  # 10 samples: the interval is wide, as it should be
+
+
+def test_paired_difference_and_verdict():
+    labels, samples, images = design(samples_per_class=6, classes=2)
+    good = np.eye(2)[labels] * 0.8 + 0.1
+    rng = np.random.default_rng(0)
+    noisy = rng.dirichlet([1, 1], size=len(labels))
+    tables = {name: LevelTables("classification", labels, out, images, samples, samples)
+              for name, out in (("head", noisy), ("linear_probe", good))}
+    pooled = bootstrap_intervals(tables, 200, seed=0, reference="head")
+    cell = pooled["linear_probe"]["image"]["accuracy"]
+    assert cell["value"] == 1.0 and cell["diff"] > 0 and cell["diff_low"] > 0
+    v = verdict(pooled, "classification", "image", has_head=True)
+    assert v["best_model"] == "linear_probe" and v["best_baseline"] == "linear_probe"
+    assert not v["head_beats_by_more_than_interval"] and not v["head_clearly_better"]
+
+
+def test_permutation_test_separates_signal_from_chance():
+    rng = np.random.default_rng(0)
+    labels, samples, images = design(samples_per_class=6, classes=2, images=2, patches=1)
+    fold = fold_assignments(labels, samples, FRACTIONS, seed=0, folds=3)
+    image_fold = (fold == "test").argmax(axis=0)
+    signal = rng.normal(size=(len(labels), 16)) + 2.0 * labels[:, None]
+    noise = rng.normal(size=(len(labels), 16))
+    strong = permutation_test(signal, labels, samples, image_fold, 50, seed=0, alpha=1.0)
+    none = permutation_test(noise, labels, samples, image_fold, 50, seed=0, alpha=1.0)
+    assert strong["observed_accuracy"] > 0.9 and strong["p_value"] < 0.05
+    assert none["p_value"] > 0.05
