@@ -3,15 +3,18 @@
 Part one: patches/s of ConvNeXt-T and EfficientNet-Lite0 through sinterlab's extraction
 (patch cutting + Lightning predict + cache writes) versus a naive timm loop over the same patch
 tensors in the same process; achieved GFLOP/s versus a measured SGEMM figure; cache-hit time.
-Part two: the MLP head under the paper protocol (batch 32, validation every 10 epochs) on
-4,800 x 768 (2 classes) and 12,000 x 768 (5 classes) through sinterlab's Lightning module versus
-a plain PyTorch loop over the same tensors; epochs are a sample (BENCH_EPOCHS) and the paper's
-1000 epochs are extrapolated from them. Results are appended to experiments/benchmarks.md.
+Part two: the head ensemble of cross-validation (folds x seeds members, batch 32) on 12,000 rows
+of 768-d (ConvNeXt-T) and 1280-d (EfficientNet-Lite0) embeddings, 5 classes: its step divided by
+the members against one head's step in a plain loop (per-member cost), the same ensemble through
+Lightning against a plain loop, achieved GFLOP/s beside the SGEMM figure, and a profile.
+Part three: the wall time of `experiment=five_class` under protocol=cv on the paper preset
+(needs data/paper and its cached embeddings). Results are appended to experiments/benchmarks.md.
 
 Sizes come from the environment so that a quick check and a full run use the same code:
-BENCH_IMAGES (images per backbone, default 8), BENCH_EPOCHS (head epochs, default 30),
-BENCH_BACKBONES (comma list, default convnext_tiny,tf_efficientnet_lite0), BENCH_SEEDS (members
-of the vectorized seed ensemble, default 5; its time is compared with one plain run).
+BENCH_IMAGES (images per backbone, default 8), BENCH_EPOCHS (head epochs, default 3),
+BENCH_BACKBONES (comma list, default convnext_tiny,tf_efficientnet_lite0), BENCH_FOLDS (5),
+BENCH_SEEDS (3), BENCH_REPEATS (head timings: best of 3), BENCH_PARTS (comma list of
+extraction,head,cv; default all).
 Random-init weights are used for timing (speed does not depend on the weights' values).
 """
 
@@ -27,10 +30,10 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
-from sinterlab.models.ensemble import SeedEnsemble
 from torch.utils.flop_counter import FlopCounterMode
 
 from sinterlab.data.patches import PatchSampler
@@ -38,18 +41,20 @@ from sinterlab.data.preprocess import preprocess_image
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
 from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
-from sinterlab.models.batches import TensorBatches
-from sinterlab.models.head import ProcessParameterHead
-from sinterlab.models.mlp import mlp_trunk
+from sinterlab.models.batches import GroupBatches, GroupRows
+from sinterlab.models.head import HeadEnsemble
+from sinterlab.models.mlp import MemberMLP
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 OUT = ROOT / "experiments" / "benchmarks.md"
 N_IMAGES = int(os.environ.get("BENCH_IMAGES", 8))
-EPOCHS = int(os.environ.get("BENCH_EPOCHS", 30))
+EPOCHS = int(os.environ.get("BENCH_EPOCHS", 3))
 BACKBONES = os.environ.get("BENCH_BACKBONES", "convnext_tiny,tf_efficientnet_lite0").split(",")
-ENSEMBLE_SEEDS = int(os.environ.get("BENCH_SEEDS", 5))
-PAPER_EPOCHS = 1000
+FOLDS = int(os.environ.get("BENCH_FOLDS", 5))
+SEEDS = int(os.environ.get("BENCH_SEEDS", 3))
+PARTS = os.environ.get("BENCH_PARTS", "extraction,head,cv").split(",")
+REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
 
 
 def machine() -> str:
@@ -137,109 +142,209 @@ def mlp_flops_per_step(dims: list[int], batch: int) -> float:
     return 6 * batch * sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
 
 
-def plain_loop(x, y, xv, yv, classes: int, epochs: int, cfg) -> float:
+def fake_folds(rows: int, folds: int, val_share: float = 0.1) -> list[dict]:
+    """Fold f tests every folds-th row; validation is a share of the rest (timing only)."""
+    out = []
+    for f in range(folds):
+        rest = np.setdiff1d(np.arange(rows), np.arange(f, rows, folds))
+        n_val = int(len(rest) * val_share)
+        out.append({"train": rest[n_val:], "val": rest[:n_val]})
+    return out
+
+
+def plain_head_loop(x, y, fold: dict, classes: int, epochs: int, cfg) -> float:
+    """One head in a plain PyTorch loop (fused Adam, validation every epoch): seconds/step."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(mlp_trunk(x.shape[1], list(cfg.hidden), cfg.dropout, True),
-                                torch.nn.Linear(cfg.hidden[-1], classes))
+    model = MemberMLP(x.shape[1], list(cfg.hidden), cfg.dropout, True, [classes])
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                            fused=True)
-    gen = torch.Generator().manual_seed(0)
+    loader = GroupBatches(x, y[:, None].float(), [fold["train"]], cfg.batch_size)
+    xv, yv = x[fold["val"]], y[fold["val"]]
     start = time.perf_counter()
-    for epoch in range(epochs):
+    for _ in range(epochs):
         model.train()
-        order = torch.randperm(len(x), generator=gen)
-        xs, ys = x[order], y[order]
-        for i in range(0, len(x) - 1, cfg.batch_size):
-            loss = F.cross_entropy(model(xs[i:i + cfg.batch_size]), ys[i:i + cfg.batch_size])
+        for xb, yb in loader:
+            loss = F.cross_entropy(model(xb[0])[0], yb[0, :, 0].long())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        if (epoch + 1) % 10 == 0:
-            model.eval()
-            with torch.inference_mode():
-                F.cross_entropy(model(xv), yv)
-    return time.perf_counter() - start
+        model.eval()
+        with torch.inference_mode():
+            F.cross_entropy(model(xv)[0], yv)
+    return (time.perf_counter() - start) / (epochs * loader.steps)
 
 
-def lightning_head(x, y, xv, yv, classes: int, epochs: int, cfg) -> float:
+def make_ensemble(dim: int, classes: int, folds: int, seeds: list[int], cfg) -> HeadEnsemble:
+    target = {"name": "c", "kind": "classification", "num_classes": classes,
+              "class_weights": None, "loss_weight": 1.0}
+    return HeadEnsemble(dim, [target], list(cfg.hidden), cfg.dropout, True, "adam", cfg.lr,
+                        cfg.weight_decay, None, EPOCHS, groups=folds, seeds=seeds,
+                        patience=None)
+
+
+def ensemble_plain_loop(x, y, folds: list[dict], classes: int, epochs: int, cfg,
+                        seeds: list[int], profile: bool = False):
+    """The same HeadEnsemble stepped by hand (no Lightning): seconds/step (and a profile)."""
     pl.seed_everything(0, verbose=False)
-    head = ProcessParameterHead(x.shape[1], [{"name": "c", "kind": "classification",
-                                              "num_classes": classes}], list(cfg.hidden),
-                                cfg.dropout, True, "adam", cfg.lr, cfg.weight_decay)
-    trainer = pl.Trainer(max_epochs=epochs, check_val_every_n_epoch=10, accelerator="cpu",
+    head = make_ensemble(x.shape[1], classes, len(folds), seeds, cfg)
+    opt = head.configure_optimizers()
+    yf = y[:, None].float()
+    loader = GroupBatches(x, yf, [f["train"] for f in folds], cfg.batch_size)
+    val = GroupRows(x, yf, [f["val"] for f in folds])
+
+    def epoch():
+        head.train()
+        for xb, yb in loader:
+            losses, _ = head._member_losses(head(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            opt.step()
+        head.eval()
+        with torch.inference_mode():
+            for xv, yv, wv in val:
+                head._member_losses(head(xv), yv, wv)
+
+    table = None
+    start = time.perf_counter()
+    for _ in range(epochs if not profile else 0):
+        epoch()
+    per_step = (time.perf_counter() - start) / (epochs * loader.steps)
+    if profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            epoch()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
+    return per_step, table
+
+
+def ensemble_lightning(x, y, folds: list[dict], classes: int, epochs: int, cfg,
+                       seeds: list[int]) -> float:
+    """The ensemble through Lightning's Trainer.fit, as sinterlab trains it: seconds/step."""
+    pl.seed_everything(0, verbose=False)
+    head = make_ensemble(x.shape[1], classes, len(folds), seeds, cfg)
+    yf = y[:, None].float()
+    loader = GroupBatches(x, yf, [f["train"] for f in folds], cfg.batch_size)
+    trainer = pl.Trainer(max_epochs=epochs, check_val_every_n_epoch=1, accelerator="cpu",
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0)
     start = time.perf_counter()
-    trainer.fit(head, TensorBatches(x, y[:, None].float(), cfg.batch_size, shuffle=True),
-                TensorBatches(xv, yv[:, None].float(), 4096, shuffle=False))
-    return time.perf_counter() - start
+    trainer.fit(head, loader, GroupRows(x, yf, [f["val"] for f in folds]))
+    return (time.perf_counter() - start) / (epochs * loader.steps)
 
 
-def ensemble_loop(x, y, classes: int, epochs: int, cfg, seeds: list[int]) -> float:
-    def make():
-        return torch.nn.Sequential(mlp_trunk(x.shape[1], list(cfg.hidden), cfg.dropout, True),
-                                   torch.nn.Linear(cfg.hidden[-1], classes))
-
-    ensemble = SeedEnsemble(make, seeds, cfg.lr, cfg.weight_decay)
-    generators = [torch.Generator().manual_seed(s) for s in seeds]
-    start = time.perf_counter()
-    for _ in range(epochs):
-        ensemble.train_epoch(x, y, cfg.batch_size, generators)
-    return time.perf_counter() - start
-
-
-def bench_head(rows: int, classes: int, dim: int = 768) -> dict:
+def bench_head(rows: int, classes: int, dim: int, peak: float) -> dict:
+    """Per-member cost of FOLDS x SEEDS members stacked, against one head alone."""
     cfg = OmegaConf.load(CONF / "model" / "mlp.yaml")
     gen = torch.Generator().manual_seed(0)
-    n_train = int(rows * 0.8)
     x = torch.randn(rows, dim, generator=gen)
     y = torch.randint(0, classes, (rows,), generator=gen)
-    xt, yt, xv, yv = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-    plain = plain_loop(xt, yt, xv, yv, classes, EPOCHS, cfg)
-    ours = lightning_head(xt, yt, xv, yv, classes, EPOCHS, cfg)
-    ensemble = ensemble_loop(xt, yt, classes, EPOCHS, cfg, list(range(ENSEMBLE_SEEDS)))
-    steps = EPOCHS * -(-n_train // cfg.batch_size)
-    flops = mlp_flops_per_step([dim, *cfg.hidden, classes], cfg.batch_size) * steps
-    return {"rows": rows, "classes": classes, "train_rows": n_train, "epochs": EPOCHS,
-            "plain_s": plain, "sinterlab_s": ours, "ratio": ours / plain,
-            "plain_gflops": flops / plain / 1e9, "sinterlab_gflops": flops / ours / 1e9,
-            "paper_min": ours / EPOCHS * PAPER_EPOCHS / 60,
-            "ensemble_s": ensemble, "ensemble_vs_one": ensemble / plain}
+    folds = fake_folds(rows, FOLDS)
+    seeds = list(range(SEEDS))
+    members = FOLDS * SEEDS
+    # best of REPEATS: the shortest time is the least disturbed by the rest of the machine
+    one = min(plain_head_loop(x, y, folds[0], classes, EPOCHS, cfg) for _ in range(REPEATS))
+    stacked = min(ensemble_plain_loop(x, y, folds, classes, EPOCHS, cfg, seeds)[0]
+                  for _ in range(REPEATS))
+    _, profile = ensemble_plain_loop(x, y, folds, classes, 1, cfg, seeds, profile=True)
+    lightning = min(ensemble_lightning(x, y, folds, classes, EPOCHS, cfg, seeds)
+                    for _ in range(REPEATS))
+    flops = mlp_flops_per_step([dim, *cfg.hidden, classes], cfg.batch_size)
+    return {"rows": rows, "dim": dim, "classes": classes, "members": members,
+            "train_rows": len(folds[0]["train"]),
+            "one_ms": one * 1e3, "stacked_ms": stacked * 1e3, "lightning_ms": lightning * 1e3,
+            "per_member": stacked / members / one, "lightning_vs_plain": lightning / stacked,
+            "one_gflops": flops / one / 1e9, "stacked_gflops": flops * members / stacked / 1e9,
+            "sgemm": peak, "profile": profile,
+            "epoch_s": lightning * -(-len(folds[0]["train"]) // cfg.batch_size)}
+
+
+def bench_cv_run() -> dict | None:
+    """Wall time of `experiment=five_class` under protocol=cv on the synthetic paper preset,
+    embeddings from the cache (run `make sweep` or the demo once to fill it)."""
+    descriptor = ROOT / "data" / "paper" / "descriptor.csv"
+    if not descriptor.is_file():
+        return None
+    from hydra import compose, initialize_config_dir
+
+    from sinterlab.training import run_experiment
+
+    run_dir = Path(tempfile.mkdtemp(prefix="sinterlab-bench-cv-"))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "experiment=five_class", "backbone=efficientnet_lite0_offline",
+            f"data.descriptor={descriptor}", "trainer.enable_progress_bar=false",
+            "evaluation.contrast.train_head=false", "logger=null",
+            f"paths.output_dir={run_dir}", f"paths.root_dir={ROOT}"])
+    start = time.perf_counter()
+    metrics = run_experiment(cfg, run_dir)
+    wall = time.perf_counter() - start
+    members = metrics["training"]["members"]
+    return {"wall_s": wall, "train_s": metrics["training"]["wall_s"],
+            "epochs": metrics["training"]["epochs_run"],
+            "extracted": metrics["cache"]["extracted"],
+            "best_epochs": sorted({m["best_epoch"] for m in members}),
+            "stopped": sorted({m["stopped_epoch"] for m in members}),
+            "image_accuracy": metrics["cv"]["pooled"]["head"]["image"]["accuracy"]}
 
 
 def main() -> None:
     peak = sgemm_gflops()
-    print(f"SGEMM peak: {peak:.1f} GFLOP/s")
-    images = demo_images()
-    extraction = [bench_extraction(name, images, peak) for name in BACKBONES]
-    heads = [bench_head(4800, 2), bench_head(12000, 5)]
+    print(f"SGEMM peak: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
     lines = [f"\n## {datetime.now():%Y-%m-%d %H:%M} — {machine()}\n",
-             f"Measured SGEMM (2048², fp32): **{peak:.1f} GFLOP/s**.\n",
-             "### Feature extraction (224 px patches, batch "
-             f"{OmegaConf.load(CONF / 'features' / 'default.yaml').batch_size}, "
-             f"{N_IMAGES} demo images x 40 patches)\n",
-             "Naive loops run timm over the already-cut patch tensors (NCHW, and NHWC as sinterlab "
-             "uses with features.channels_last); sinterlab's figure includes reading, cropping, "
-             "equalizing and cutting the patches, Lightning's predict loop and the cache writes.\n",
-             "| backbone | GFLOP/patch | naive NCHW (patches/s) | naive NHWC (patches/s) | "
-             "sinterlab (patches/s) | sinterlab / naive NCHW | sinterlab / naive NHWC | "
-             "sinterlab GFLOP/s | share of SGEMM | extraction s | cache hit s | hit speed-up |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['backbone']} | {r['gflop_per_patch']:.2f} | {r['naive_pps']:.1f} | "
-              f"{r['naive_nhwc_pps']:.1f} | {r['sinterlab_pps']:.1f} | {r['ratio']:.2f}x | "
-              f"{r['ratio_nhwc']:.2f}x | {r['gflops']:.0f} | "
-              f"{r['peak_share']:.0%} | {r['extract_s']:.1f} | {r['hit_s']:.3f} | "
-              f"{r['hit_speedup']:.0f}x |" for r in extraction]
-    lines += ["", f"### MLP head (768-512-256-128-C, batch 32, val every 10 epochs; {EPOCHS} "
-              "epochs measured, 1000 extrapolated)\n",
-              "| rows x dim | classes | plain loop s | sinterlab s | sinterlab / plain | "
-              "plain GFLOP/s | sinterlab GFLOP/s | paper protocol (1000 ep), min | "
-              f"{ENSEMBLE_SEEDS}-seed vmap ensemble s | ensemble / one plain run |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['rows']} x 768 | {r['classes']} | {r['plain_s']:.1f} | "
-              f"{r['sinterlab_s']:.1f} | {r['ratio']:.2f}x | {r['plain_gflops']:.1f} | "
-              f"{r['sinterlab_gflops']:.1f} | {r['paper_min']:.1f} | {r['ensemble_s']:.1f} | "
-              f"{r['ensemble_vs_one']:.2f}x |" for r in heads]
+             f"Measured SGEMM (2048², fp32, {torch.get_num_threads()} threads): "
+             f"**{peak:.1f} GFLOP/s**.\n"]
+    if "extraction" in PARTS:
+        images = demo_images()
+        extraction = [bench_extraction(name, images, peak) for name in BACKBONES]
+        lines += [
+            "### Feature extraction (224 px patches, batch "
+            f"{OmegaConf.load(CONF / 'features' / 'default.yaml').batch_size}, "
+            f"{N_IMAGES} demo images x 40 patches)\n",
+            "Naive loops run timm over the already-cut patch tensors (NCHW, and NHWC as "
+            "sinterlab uses with features.channels_last); sinterlab's figure includes reading, "
+            "cropping, equalizing and cutting the patches, Lightning's predict loop and the "
+            "cache writes.\n",
+            "| backbone | GFLOP/patch | naive NCHW (patches/s) | naive NHWC (patches/s) | "
+            "sinterlab (patches/s) | sinterlab / naive NCHW | sinterlab / naive NHWC | "
+            "sinterlab GFLOP/s | share of SGEMM | extraction s | cache hit s | hit speed-up |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['backbone']} | {r['gflop_per_patch']:.2f} | {r['naive_pps']:.1f} | "
+                  f"{r['naive_nhwc_pps']:.1f} | {r['sinterlab_pps']:.1f} | {r['ratio']:.2f}x | "
+                  f"{r['ratio_nhwc']:.2f}x | {r['gflops']:.0f} | "
+                  f"{r['peak_share']:.0%} | {r['extract_s']:.1f} | {r['hit_s']:.3f} | "
+                  f"{r['hit_speedup']:.0f}x |" for r in extraction]
+    if "head" in PARTS:
+        heads = [bench_head(12000, 5, 768, peak), bench_head(12000, 5, 1280, peak)]
+        lines += [
+            "", f"### Head ensemble: {FOLDS} folds x {SEEDS} seeds = {FOLDS * SEEDS} members "
+            f"(D-512-256-128-5, batch 32, validation every epoch; {EPOCHS} epochs timed)\n",
+            f"Best of {REPEATS} timings each. "
+            "one head = one MemberMLP in a plain PyTorch loop on fold 0's training rows; "
+            "stacked = the HeadEnsemble stepped in a plain loop; Lightning = the same ensemble "
+            "through Trainer.fit, as sinterlab trains it. Per member = stacked step / members "
+            "/ one-head step (the target is <= 0.6x).\n",
+            "| rows x dim | members | one head ms/step | stacked ms/step | per member | "
+            "Lightning ms/step | Lightning / plain | one head GFLOP/s | stacked GFLOP/s | SGEMM "
+            "GFLOP/s | s/epoch (Lightning) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['rows']} x {r['dim']} | {r['members']} | {r['one_ms']:.2f} | "
+                  f"{r['stacked_ms']:.1f} | {r['per_member']:.2f}x | {r['lightning_ms']:.1f} | "
+                  f"{r['lightning_vs_plain']:.2f}x | {r['one_gflops']:.0f} | "
+                  f"{r['stacked_gflops']:.0f} | {r['sgemm']:.0f} | {r['epoch_s']:.1f} |"
+                  for r in heads]
+        lines += ["", f"Profile of one stacked epoch ({heads[-1]['dim']}-d):\n", "```",
+                  heads[-1]["profile"].strip(), "```"]
+    if "cv" in PARTS:
+        cv = bench_cv_run()
+        if cv:
+            lines += ["", "### `experiment=five_class protocol=cv` on the paper preset "
+                      "(5 folds x 3 seeds, cached EfficientNet-Lite0 embeddings, contrast "
+                      "baselines only)\n",
+                      f"Wall time {cv['wall_s'] / 60:.1f} min (head training "
+                      f"{cv['train_s'] / 60:.1f} min, {cv['epochs']} epochs; best epochs "
+                      f"{cv['best_epochs']}, members stopped at {cv['stopped']}); "
+                      f"{cv['extracted']} images extracted. Pooled out-of-fold image accuracy "
+                      f"{cv['image_accuracy']['value']:.3f} [{cv['image_accuracy']['low']:.3f}, "
+                      f"{cv['image_accuracy']['high']:.3f}].\n"]
     text = "\n".join(lines) + "\n"
     print(text)
     if not OUT.exists():

@@ -52,9 +52,9 @@ def _block_row(path: Path, root: Path, metrics: Mapping, block: Mapping) -> dict
 
 
 def summarize_runs(root: Path) -> pd.DataFrame:
-    """One row per evaluated split of each ``metrics.json`` under ``root`` (the run's own
-    split and its leak contrast). Files that cannot be read,
-    or that are not cross-validated runs, are skipped with a warning."""
+    """One row per evaluated split of each ``metrics.json`` under ``root``: the run's own split,
+    and its leak contrast unless another run evaluated that split as its own. Files that cannot
+    be read, or that are not cross-validated runs, are skipped with a warning."""
     root = Path(root)
     rows = []
     for path in sorted(root.rglob("metrics.json")):
@@ -66,10 +66,18 @@ def summarize_runs(root: Path) -> pd.DataFrame:
         if not isinstance(metrics, Mapping) or "cv" not in metrics:
             warnings.warn(f"skipping {path}: not a cross-validated sinterlab run", stacklevel=2)
             continue
-        rows.append(_block_row(path, root, metrics, metrics))
+        rows.append(_block_row(path, root, metrics, metrics) | {"source": "run"})
         if isinstance(metrics.get("contrast"), Mapping):
-            rows.append(_block_row(path, root, metrics, metrics["contrast"]))
-    return pd.DataFrame(rows)
+            rows.append(_block_row(path, root, metrics, metrics["contrast"])
+                        | {"source": "contrast"})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    # a split that some run evaluated as its own is not repeated from another run's contrast
+    key = ["experiment", "split_kind", "protocol", "backbone"]
+    own = frame.loc[frame["source"] == "run", key].drop_duplicates()
+    repeated = frame.merge(own, on=key, how="left", indicator=True)["_merge"] == "both"
+    return frame[~(repeated.to_numpy() & (frame["source"] == "contrast").to_numpy())]
 
 
 def _cell(part: pd.DataFrame, model: str, digits: int) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sinterlab.models.allocator import reuse_freed_memory
 from sinterlab.models.mlp import MemberMLP
 from sinterlab.models.stacked import StackedMLP
 
@@ -126,6 +127,10 @@ class HeadEnsemble(pl.LightningModule):
         return (total / n.clamp_min(1e-12)).detach().cpu()
 
     # -- epochs, early stopping, best weights ------------------------------------------------
+    def on_fit_start(self):
+        if self.device.type == "cpu":
+            reuse_freed_memory()
+
     def on_train_epoch_end(self):
         losses = self._epoch_losses("train")
         self.log("train/loss", float(losses.mean()))
