@@ -54,16 +54,23 @@ $(PAPER_DATA): | $(STAMP)
 SWEEP_BACKBONE ?= efficientnet_lite0_offline
 
 # the patch split's heads keep improving on leaked validation patches: cap their epochs
-SWEEP_ARGS ?= trainer.max_epochs=100
+PATCH_ARGS ?= trainer.max_epochs=100
+SWEEP_STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
+SWEEP_DIR ?= logs/train/multiruns/sweep_$(SWEEP_STAMP)
 
-sweep: $(STAMP) $(PAPER_DATA) ## the paper's 3 experiments, 5-fold CV x 3 seeds, by sample and by patch (leaky), then the summary
+sweep: $(STAMP) $(PAPER_DATA) ## the paper's 3 experiments: model=auto by sample (nested 5-fold CV), the paper's MLP by patch (leaky), then the summary
 	$(VENV)/bin/sinterlab-train -m experiment=binary_100_250,binary_150_200,five_class \
-		protocol=cv split=sample,patch data.descriptor=$(abspath $(PAPER_DATA)) \
+		protocol=cv split=sample model=auto data.descriptor=$(abspath $(PAPER_DATA)) \
 		backbone=$(SWEEP_BACKBONE) evaluation.contrast.train_head=false \
-		trainer.enable_progress_bar=false $(SWEEP_ARGS)
-	$(VENV)/bin/sinterlab-report $$(ls -td logs/train/multiruns/*/ | head -1)
+		trainer.enable_progress_bar=false hydra.sweep.dir=$(SWEEP_DIR)/by_sample $(SWEEP_ARGS)
+	$(VENV)/bin/sinterlab-train -m experiment=binary_100_250,binary_150_200,five_class \
+		protocol=cv split=patch model=mlp data.descriptor=$(abspath $(PAPER_DATA)) \
+		backbone=$(SWEEP_BACKBONE) evaluation.contrast.train_head=false \
+		trainer.enable_progress_bar=false hydra.sweep.dir=$(SWEEP_DIR)/by_patch \
+		$(PATCH_ARGS) $(SWEEP_ARGS)
+	$(VENV)/bin/sinterlab-report $(SWEEP_DIR)
 
-results: $(STAMP) ## summary table of the newest multirun (or DIR=...)
+results: $(STAMP) ## summary table of the newest multirun or sweep (or DIR=...)
 	$(VENV)/bin/sinterlab-report $${DIR:-$$(ls -td logs/train/multiruns/*/ | head -1)}
 
 tensorboard: $(STAMP) ## serve the TensorBoard logs of every run

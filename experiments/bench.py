@@ -233,7 +233,8 @@ def ensemble_lightning(x, y, folds: list[dict], classes: int, epochs: int, cfg,
 
 def bench_head(rows: int, classes: int, dim: int, peak: float) -> dict:
     """Per-member cost of FOLDS x SEEDS members stacked, against one head alone."""
-    cfg = OmegaConf.load(CONF / "model" / "mlp.yaml")
+    model = OmegaConf.load(CONF / "model" / "mlp.yaml")
+    cfg = OmegaConf.merge(model.module, {"batch_size": model.batch_size})
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(rows, dim, generator=gen)
     y = torch.randint(0, classes, (rows,), generator=gen)

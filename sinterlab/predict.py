@@ -1,9 +1,10 @@
 """Apply a finished run to new micrographs: same preprocessing, backbone and head ensemble.
 
-Every member of the run (under cross-validation: folds x seeds, each trained without one fold)
-predicts every patch; the members' outputs are averaged, then aggregated per image: mean class
-probabilities (prediction, confidence = its mean probability, agreement = share of patches
-voting for it), or for regression the mean prediction and the patches' standard deviation.
+Every member of the run predicts every patch (under cross-validation: folds x seeds, each
+trained without one fold; with ``model=auto``: the selected candidate refitted on all groups).
+The members' outputs are averaged, then aggregated per image: mean class probabilities
+(prediction, confidence = its mean probability, agreement = share of patches voting for it), or
+for regression the mean prediction and the patches' standard deviation.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
         raise SinterlabError(f"{run_dir}: backbone weights differ from the run's (sha256 "
                              f"{backbone.weights.sha256[:12]} vs {recorded[:12]}); restore the "
                              "weights the run used or retrain")
-    checkpoint = metrics["training"].get("checkpoint")
+    final = (metrics.get("selection") or {}).get("final")
+    # model=auto: the selected candidate refitted on all groups; otherwise the CV heads
+    checkpoint = final["checkpoint"] if final else metrics["training"].get("checkpoint")
     if not checkpoint:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
@@ -118,5 +121,7 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
             table[f"{name}_patch_sd"] = [float(np.std(output[groups == g]))
                                          for g in table["image"]]
     table["patches"] = [len(e.embeddings) for e in entries]
-    table["model"] = f"MLP head, mean of {head.members} members"
+    name = final["model"] if final else metrics["training"].get("model", "mlp")
+    how = "refitted on all groups (model=auto)" if final else "cross-validation heads"
+    table["model"] = f"{name}: mean of {head.members} {how}"
     return table, run_dir

@@ -51,7 +51,7 @@ from sinterlab.models.head import HeadEnsemble
 log = logging.getLogger(__name__)
 PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
                   "check_val_every_n_epoch": 10}
-HEAD = "head"
+HEAD, AUTO = "head", "auto"
 BASELINES = ("pca_logreg", "linear_probe")
 
 
@@ -80,33 +80,40 @@ def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[in
 
 
 def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
-             tag: str) -> tuple[HeadEnsemble, dict]:
-    """Train every member (folds x seeds) at once; members end with their best weights."""
+             tag: str, model: DictConfig | None = None, seeds: list[int] | None = None,
+             max_epochs: int | None = None) -> tuple[HeadEnsemble, dict]:
+    """Train every member (folds x seeds) of ``model`` (default: ``cfg.model``) at once on the
+    train rows of ``assignment``; members end with their best weights by their validation
+    rows, or, without validation rows, with their weights after ``max_epochs``."""
     # seeded here, not only at start: extraction (cache misses) consumes random numbers, and a
     # run must not depend on whether its embeddings came from the cache
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    seeds = [int(s) for s in cfg.protocol.seeds]
+    model = cfg.model if model is None else model
+    seeds = [int(s) for s in (cfg.protocol.seeds if seeds is None else seeds)]
+    max_epochs = int(cfg.trainer.max_epochs if max_epochs is None else max_epochs)
     train_rows = dm.rows(assignment, "train")
-    m, stop = cfg.model, cfg.protocol.early_stopping
-    head = HeadEnsemble(dm.x.shape[1], head_targets(dm, train_rows, seeds, cfg), list(m.hidden),
-                        m.dropout, m.batch_norm, m.optimizer, m.lr, m.weight_decay,
-                        OmegaConf.to_container(m.scheduler), cfg.trainer.max_epochs,
-                        groups=len(assignment), seeds=seeds, patience=stop.patience,
-                        min_delta=float(stop.min_delta))
+    validate = bool((assignment == "val").any())
+    stop = cfg.protocol.early_stopping
+    head: HeadEnsemble = instantiate(model.module)(
+        in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, cfg),
+        max_epochs=max_epochs, groups=len(assignment), seeds=seeds,
+        patience=stop.patience if validate else None, min_delta=float(stop.min_delta))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
                for spec in (cfg.logger or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      enable_checkpointing=False)
+                                      enable_checkpointing=False, max_epochs=max_epochs)
     started = time.perf_counter()
-    trainer.fit(head, dm.train_dataloader(assignment), dm.val_dataloader(assignment))
+    trainer.fit(head, dm.train_dataloader(assignment),
+                dm.val_dataloader(assignment) if validate else None)
     wall = time.perf_counter() - started
     checkpoint = run_dir / "checkpoints" / f"{tag}-ensemble.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=True)
     members = head.member_summary()
     validated = [r for r in members if r["best_val_loss"] is not None]
-    info = {"protocol": protocol_name(cfg), "members": members, "n_members": len(members),
-            "max_epochs": int(cfg.trainer.max_epochs), "epochs_run": trainer.current_epoch,
+    info = {"model": model.name, "protocol": protocol_name(cfg, model),
+            "members": members, "n_members": len(members),
+            "max_epochs": max_epochs, "epochs_run": trainer.current_epoch,
             "early_stopping_patience": stop.patience,
             "best_val_loss": (float(np.mean([r["best_val_loss"] for r in validated]))
                               if validated else None),
@@ -117,9 +124,9 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     return head, info
 
 
-def protocol_name(cfg: DictConfig) -> str:
-    used = {"max_epochs": cfg.trainer.max_epochs, "batch_size": cfg.model.batch_size,
-            "lr": cfg.model.lr, "check_val_every_n_epoch": cfg.trainer.check_val_every_n_epoch}
+def protocol_name(cfg: DictConfig, model: DictConfig) -> str:
+    used = {"max_epochs": cfg.trainer.max_epochs, "batch_size": model.batch_size,
+            "lr": model.module.lr, "check_val_every_n_epoch": cfg.trainer.check_val_every_n_epoch}
     stop = cfg.protocol.early_stopping.patience
     stopping = f"; early stopping after {stop} validations without improvement" if stop else ""
     if used == PAPER_PROTOCOL:
@@ -165,6 +172,60 @@ def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
     return out, info
 
 
+# -- model selection (model=auto) ------------------------------------------------------------
+def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kind: str,
+                 run_dir: Path) -> tuple[dict, list[np.ndarray], dict, dict[str, np.ndarray]]:
+    """Nested grouped CV over ``cfg.model.candidates``.
+
+    Per candidate: one ensemble over (outer x inner folds) x inner seeds, trained on the inner
+    training groups of each outer fold's non-test groups and scored by its loss on the inner
+    held-out groups (outer test rows are never read); and its plain CV ensemble over the outer
+    folds. Outer fold f takes the out-of-fold predictions of the candidate with the lowest mean
+    inner loss on f. The final model is the candidate with the lowest held-out loss of its plain
+    CV on all data, refitted on every group for the median of its members' best epoch counts.
+    Returns the selection record, the nested out-of-fold outputs (per target), the chosen
+    candidate's CV training record and every candidate's out-of-fold output (first target).
+    """
+    started = time.perf_counter()
+    sel = cfg.model.selection
+    inner_seeds = [int(s) for s in sel.inner_seeds]
+    inner = dm.inner_folds(assignment, kind, int(sel.inner_folds))
+    folds, names = len(assignment), list(cfg.model.candidates)
+    inner_scores, outputs, infos = {}, {}, {}
+    for name in names:
+        model = cfg.model.candidates[name]
+        head, _ = fit_head(cfg, dm, inner, run_dir, f"{kind}-inner-{name}", model=model,
+                           seeds=inner_seeds)
+        losses = head.evaluate_loss(dm.test_dataloader(inner)).numpy()  # group-major members
+        inner_scores[name] = losses.reshape(folds, -1).mean(axis=1)
+        head, infos[name] = fit_head(cfg, dm, assignment, run_dir, f"{kind}-{name}", model=model)
+        outputs[name] = head_oof(head, dm, assignment)
+        infos[name]["held_out_loss"] = float(
+            head.evaluate_loss(dm.test_dataloader(assignment)).mean())
+    winners = [min(names, key=lambda n, f=f: inner_scores[n][f]) for f in range(folds)]
+    test_fold = dm.test_fold(assignment)
+    nested = [np.full_like(out, np.nan) for out in outputs[names[0]]]
+    for f, winner in enumerate(winners):
+        rows = test_fold == f
+        for target, out in enumerate(outputs[winner]):
+            nested[target][rows] = out[rows]
+    chosen = min(names, key=lambda n: infos[n]["held_out_loss"])
+    best = [m["best_epoch"] for m in infos[chosen]["members"] if m["best_epoch"] is not None]
+    epochs = int(np.median(best)) + 1 if best else int(cfg.trainer.max_epochs)
+    everything = np.full((1, len(dm.x)), "train")
+    _, final = fit_head(cfg, dm, everything, run_dir, "final", model=cfg.model.candidates[chosen],
+                        max_epochs=epochs)
+    record = {
+        "candidates": names, "inner_folds": int(sel.inner_folds), "inner_seeds": inner_seeds,
+        "inner_scores": {n: [float(v) for v in inner_scores[n]] for n in names},
+        "winners": winners,
+        "cv_held_out_loss": {n: infos[n]["held_out_loss"] for n in names},
+        "final": {"model": chosen, "epochs": epochs, "members": final["n_members"],
+                  "checkpoint": final["checkpoint"], "wall_s": final["wall_s"]},
+        "wall_s": round(time.perf_counter() - started, 2)}
+    return record, nested, infos[chosen], {n: outputs[n][0] for n in names}
+
+
 # -- evaluation of one split kind ---------------------------------------------------------------
 def bootstrap_unit(kind: str) -> str:
     """Slides when the split is by slide; otherwise samples (images of a sample are not
@@ -186,11 +247,18 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     outputs, pca = baselines_oof(cfg, dm, assignment)
     block: dict = {"split": split_info(cfg, dm, kind, assignment),
                    "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
-    head_outputs = None
-    if train_head:
+    head_outputs, primary = None, None
+    if train_head and cfg.model.name == "auto" and kind == cfg.split.kind:
+        primary = AUTO
+        block["selection"], head_outputs, block["training"], candidates = select_model(
+            cfg, dm, assignment, kind, run_dir)
+        outputs = {AUTO: head_outputs[0]} | candidates | outputs
+    elif train_head:
+        primary = HEAD
         head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind)
         head_outputs = head_oof(head, dm, assignment)
         outputs = {HEAD: head_outputs[0]} | outputs
+    if head_outputs is not None:
         targets = [t.as_dict() for t in dm.descriptor.targets]
         block["test"] = evaluate_targets(targets, y[tested],
                                          [o[tested] for o in head_outputs],
@@ -203,11 +271,12 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
               for name, out in outputs.items()}
     b = cfg.evaluation.bootstrap
     pooled = bootstrap_intervals(tables, int(b.n), int(b.seed), float(b.confidence),
-                                 reference=HEAD if train_head else None)
+                                 reference=primary)
     per_fold = {name: per_fold_metrics(first.kind, y[:, 0], out, ids["image"], ids["sample"],
                                        test_fold) for name, out in outputs.items()}
     block["cv"] = {
-        "protocol": cfg.protocol.name, "folds": len(assignment),
+        "protocol": cfg.protocol.name, "folds": len(assignment), "primary": primary,
+        "head_model": (block.get("training") or {}).get("model"),
         "seeds": [int(s) for s in cfg.protocol.seeds], "split_seed": int(cfg.protocol.split_seed),
         "target": first.name,
         "per_fold": [{"fold": f, **fold_sizes(dm, assignment[f], kind),
@@ -220,7 +289,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                       "confidence": float(b.confidence),
                       "seed": int(b.seed),
                       "units": int(len(np.unique(units[tested])))},
-        "verdict": verdict(pooled, first.kind, cfg.evaluation.headline_level, train_head),
+        "verdict": verdict(pooled, first.kind, cfg.evaluation.headline_level, primary),
     }
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
         block["cv"]["permutation"] = image_permutation_test(cfg, dm, test_fold)
@@ -250,28 +319,29 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
                             test_fold[rows], int(p.n), int(p.seed), float(p.alpha))
 
 
-def verdict(pooled: dict, kind: str, level: str, has_head: bool) -> dict:
-    """Which model is best at ``level`` on the main metric, and does the head beat the best
-    baseline by more than its interval width."""
+def verdict(pooled: dict, kind: str, level: str, primary: str | None) -> dict:
+    """Which model is best at ``level`` on the main metric, and does the ``primary`` model (the
+    head, or the auto-selected one) beat the best baseline by more than its interval width."""
     metric, higher = main_metric(kind)
     scores = {name: levels[level][metric]["value"] for name, levels in pooled.items()}
     ranked = sorted((n for n in scores if scores[n] is not None),
                     key=lambda n: scores[n], reverse=higher)
     out = {"level": level, "metric": metric, "higher_is_better": higher,
            "best_model": ranked[0] if ranked else None, "scores": scores}
-    if not has_head:
+    if primary is None:
         return out
-    baselines = [n for n in ranked if n != HEAD]
-    if not baselines or scores[HEAD] is None:
+    baselines = [n for n in ranked if n in BASELINES]
+    if not baselines or scores[primary] is None:
         return out
     best = baselines[0]
-    cell, head_cell = pooled[best][level][metric], pooled[HEAD][level][metric]
-    margin = (scores[HEAD] - scores[best]) * (1 if higher else -1)
+    cell, head_cell = pooled[best][level][metric], pooled[primary][level][metric]
+    margin = (scores[primary] - scores[best]) * (1 if higher else -1)
     width = (head_cell["high"] - head_cell["low"]) if head_cell["low"] is not None else None
     # the paired interval of (baseline - head) from the same bootstrap draws
     low, high = cell.get("diff_low"), cell.get("diff_high")
     clear = low is not None and ((high < 0) if higher else (low > 0))
-    out |= {"best_baseline": best, "head_margin": margin, "head_interval_width": width,
+    out |= {"primary": primary, "best_baseline": best, "head_margin": margin,
+            "head_interval_width": width,
             "head_beats_by_more_than_interval": bool(width is not None and margin > width),
             "baseline_minus_head_interval": [low, high],
             "head_clearly_better": bool(clear)}
@@ -297,8 +367,7 @@ def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFra
     tested = test_fold >= 0
     patches = dm.patches.loc[tested, ["patch_id", IMAGE, SAMPLE]].copy()
     patches["fold"] = test_fold[tested]
-    model = "head" if outputs["head"] else "linear_probe"
-    patches["model"] = model
+    patches["model"] = block["cv"]["primary"] or "linear_probe"
     for target, output in zip(dm.descriptor.targets, head, strict=False):
         out = output[tested]
         patches[f"{target.name}_true"] = dm.patches.loc[tested, target.name].to_numpy()
@@ -414,6 +483,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         "cache": dict(dm.cache_stats) | {"folder": str(dm.cache.folder)},
         "training": main["training"], "test": main["test"], "baseline": main["baseline"],
         "baseline_info": main["baseline_info"], "cv": main["cv"],
+        "selection": main.get("selection"),
         "samples": samples.to_dict(orient="records"),
         "contrast": contrast,
         "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,

@@ -41,8 +41,8 @@ def test_slurm_launcher_and_optuna_sweeper_compose(tmp_path):
     cfg = compose_train(["hydra/launcher=slurm", "hparams_search=optuna"], tmp_path)
     assert "submitit" in cfg.hydra.launcher._target_.lower()
     assert "optuna" in cfg.hydra.sweeper._target_.lower()
-    assert set(cfg.hydra.sweeper.params) == {"model.hidden", "model.dropout",
-                                             "model.weight_decay", "model.lr"}
+    assert set(cfg.hydra.sweeper.params) == {"model.module.hidden", "model.module.dropout",
+                                             "model.module.weight_decay", "model.module.lr"}
 
 
 def test_outputs_never_land_in_the_source_tree(tmp_path):

@@ -106,7 +106,7 @@ def test_paired_difference_and_verdict():
     pooled = bootstrap_intervals(tables, 200, seed=0, reference="head")
     cell = pooled["linear_probe"]["image"]["accuracy"]
     assert cell["value"] == 1.0 and cell["diff"] > 0 and cell["diff_low"] > 0
-    v = verdict(pooled, "classification", "image", has_head=True)
+    v = verdict(pooled, "classification", "image", "head")
     assert v["best_model"] == "linear_probe" and v["best_baseline"] == "linear_probe"
     assert not v["head_beats_by_more_than_interval"] and not v["head_clearly_better"]
 

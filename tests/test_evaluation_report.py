@@ -94,6 +94,7 @@ def test_summary_of_a_multirun_gives_value_and_interval_per_model(finished_run, 
     md = md_path.read_text()
     value = metrics_of(finished_run)["cv"]["pooled"]["head"]["image"]["accuracy"]["value"]
     assert f"| custom | sample | cv (3 folds) | 2 | image accuracy | {value:.3f} ± 0.000" in md
+    assert "| — | — | — |" in md  # no model=auto candidates in a plain run
     assert "| custom | patch (leaky) |" in md
     assert len(pd.read_csv(csv_path)) == 4
     single = write_summary(tmp_path / "multirun" / "0")[0].read_text()

@@ -75,7 +75,7 @@ def test_changed_setting_invalidates_exactly_what_it_affects(setup, tmp_path):
     # settings that do not touch the embeddings (training seed, split, head): all hit
     other = cfg.copy()
     with open_dict(other):
-        other.seed, other.split.kind, other.model.lr = 7, "image", 0.5
+        other.seed, other.split.kind, other.model.module.lr = 7, "image", 0.5
     assert run(other, backbone, images)[0]["from_cache"] == 3
     # one image file changed: only that one misses
     edited = [tmp_path / p.name for p in images]

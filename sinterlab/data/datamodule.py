@@ -116,6 +116,22 @@ class SEMDataModule(pl.LightningDataModule):
         raise SinterlabError(f"protocol.name={p.name!r} is unknown; use protocol=cv or "
                              "protocol=holdout")
 
+    def inner_folds(self, assignment: np.ndarray, kind: str, folds: int) -> np.ndarray:
+        """(outer x inner folds, patches): grouped k-fold inside each outer fold's non-test
+        groups, for model selection; the outer fold's test rows are '-' (never seen)."""
+        s, column = self.cfg.split, GROUP_COLUMNS[kind]
+        labels, groups = self.y[:, 0].numpy(), self.patches[column].to_numpy()
+        out = []
+        for outer in assignment:
+            inside = outer != "test"
+            for inner in fold_assignments(labels[inside], groups[inside], dict(s.fractions),
+                                          int(self.cfg.protocol.split_seed), folds, what=kind,
+                                          min_groups_per_class=int(s.min_groups_per_class)):
+                full = np.full(len(outer), "-", dtype=object)
+                full[inside] = inner
+                out.append(full.astype(str))
+        return np.stack(out)
+
     @staticmethod
     def rows(assignment: np.ndarray, subset: str) -> list[np.ndarray]:
         """Per fold, the patch rows of ``subset``."""

@@ -19,8 +19,16 @@ import markdown
 from sinterlab.atomic import write_text
 
 LEVELS = ("patch", "image", "sample")
-MODEL_NAMES = {"head": "MLP head", "pca_logreg": "PCA + logistic/ridge",
-               "linear_probe": "linear probe"}
+MODEL_NAMES = {"head": "MLP head", "auto": "auto-selected head (nested CV)",
+               "mlp": "MLP head (paper)", "linear": "linear head", "mlp_small": "small MLP head",
+               "pca_logreg": "PCA + logistic/ridge", "linear_probe": "linear probe"}
+
+
+def model_name(key: str, cv: Mapping) -> str:
+    """Display name; the plain head is named after its model config when not the paper's."""
+    if key == "head" and cv.get("head_model") not in (None, "mlp"):
+        return f"{cv['head_model']} head"
+    return MODEL_NAMES.get(key, key)
 LEAK_WARNING = ("⚠ split by patch: patches of one image are in train and test, so these scores "
                 "are optimistic (leaky)")
 RANDOM_INIT_WARNING = "⚠ random-init backbone: not transfer learning"
@@ -83,24 +91,25 @@ def _verdict_text(cv: Mapping) -> str:
     if not v.get("best_model"):
         return ""
     metric, level = v["metric"], v["level"]
-    lines = [f"Best model on {level}-level {metric}: **{MODEL_NAMES.get(v['best_model'])}**."]
+    lines = [f"Best model on {level}-level {metric}: **{model_name(v['best_model'], cv)}**."]
     if "best_baseline" in v:
         base = MODEL_NAMES.get(v["best_baseline"])
+        head = model_name(v["primary"], cv)
         low, high = v["baseline_minus_head_interval"]
         paired = (f"{base} minus head: [{_fmt(low)}, {_fmt(high)}] (paired bootstrap)"
                   if low is not None else "")
         if v["head_beats_by_more_than_interval"]:
-            lines.append(f"The MLP head beats the best baseline ({base}) by "
+            lines.append(f"The {head} beats the best baseline ({base}) by "
                          f"{_fmt(v['head_margin'])}, more than its interval width "
                          f"({_fmt(v['head_interval_width'])}); "
                          f"{paired}.")
         elif v["head_margin"] > 0:
-            lines.append(f"The MLP head is ahead of the best baseline ({base}) by only "
+            lines.append(f"The {head} is ahead of the best baseline ({base}) by only "
                          f"{_fmt(v['head_margin'])}, less than its interval width "
                          f"({_fmt(v['head_interval_width'])}): **no clear gain over the "
                          f"{base}**; {paired}.")
         else:
-            lines.append(f"**The MLP head does not beat the {base}** (behind by "
+            lines.append(f"**The {head} does not beat the {base}** (behind by "
                          f"{_fmt(-v['head_margin'])}); {paired}.")
     return " ".join(lines) + "\n"
 
@@ -109,11 +118,11 @@ def _headline(m: Mapping) -> list[str]:
     cv = m.get("cv") or {}
     v = cv.get("verdict") or {}
     pooled = cv.get("pooled") or {}
-    model = "head" if "head" in pooled else "linear_probe"
+    model = cv.get("primary") or "linear_probe"
     level, metric = v.get("level", "image"), v.get("metric", "accuracy")
     b = cv.get("bootstrap") or {}
     out = ["## Headline\n",
-           f"**{MODEL_NAMES[model]}, {level}-level {metric}: "
+           f"**{model_name(model, cv)}, {level}-level {metric}: "
            f"{_ci((pooled.get(model) or {}).get(level, {}).get(metric))}** "
            f"({_split_label(m)}; every tested {level} predicted by heads that never saw its "
            f"group; {int(b.get('confidence', 0.95) * 100)}% interval from {b.get('n')} bootstrap "
@@ -126,11 +135,12 @@ def _headline(m: Mapping) -> list[str]:
                    f"{_fmt(perm['permuted_accuracy_mean'])} on average over "
                    f"{perm['n_permutations']} label permutations between samples, folds kept).\n")
     contrast = m.get("contrast") or {}
-    c_pooled = (contrast.get("cv") or {}).get("pooled") or {}
-    c_model = "head" if "head" in c_pooled else "linear_probe"
+    c_cv = contrast.get("cv") or {}
+    c_pooled = c_cv.get("pooled") or {}
+    c_model = c_cv.get("primary") or "linear_probe"
     if c_pooled:
-        out.append(f"Beside it, {_split_label(contrast)}: {MODEL_NAMES[c_model]} {level}-level "
-                   f"{metric} {_ci(c_pooled[c_model][level][metric])}"
+        out.append(f"Beside it, {_split_label(contrast)}: {model_name(c_model, c_cv)} "
+                   f"{level}-level {metric} {_ci(c_pooled[c_model][level][metric])}"
                    + (" — the paper's kind of split, optimistic because patches of one image "
                       "sit in training and test." if contrast["split"].get("leaky") else ".")
                    + "\n")
@@ -148,7 +158,7 @@ def _models_table(block: Mapping, title: str) -> list[str]:
         [f"image {mt}" for mt in metrics[1:]]
     rows = []
     for name, levels in pooled.items():
-        rows.append([MODEL_NAMES.get(name, name)]
+        rows.append([model_name(name, cv)]
                     + [_ci(levels[lvl][metrics[0]]) for lvl in LEVELS]
                     + [_ci(levels["image"][mt]) for mt in metrics[1:]])
     return [f"## {title}\n",
@@ -163,7 +173,7 @@ def _folds_table(m: Mapping) -> list[str]:
     if not folds:
         return []
     level, metric = cv["verdict"]["level"], cv["verdict"]["metric"]
-    models = [k for k in ("head", "pca_logreg", "linear_probe") if k in folds[0]]
+    models = [k for k in cv["pooled"] if k in folds[0]]
     rows = [[f["fold"], f["test_groups"], f["test_images"], f["test_patches"]]
             + [_fmt(f[k][level][metric]) for k in models] for f in folds]
     stats = cv.get("fold_statistics") or {}
@@ -172,7 +182,7 @@ def _folds_table(m: Mapping) -> list[str]:
         for k in models])
     return ["## Per fold\n", f"{level}-level {metric} on each fold's test groups.\n",
             _table(["fold", "test groups", "test images", "test patches",
-                    *(MODEL_NAMES[k] for k in models)], rows)]
+                    *(model_name(k, cv) for k in models)], rows)]
 
 
 def _samples_table(m: Mapping) -> list[str]:
@@ -184,6 +194,33 @@ def _samples_table(m: Mapping) -> list[str]:
     return ["## Per sample\n", "Each tested sample, what its images were read as out of fold "
             "(`oof_samples.csv`; per image: `oof_predictions.csv`).\n",
             _table(["sample", *columns], rows)]
+
+
+def _selection(m: Mapping) -> list[str]:
+    sel = m.get("selection")
+    if not sel:
+        return []
+    names = sel["candidates"]
+    rows = [[f, MODEL_NAMES.get(w, w), *(_fmt(sel["inner_scores"][n][f]) for n in names)]
+            for f, w in enumerate(sel["winners"])]
+    final = sel["final"]
+    losses = ", ".join(f"{MODEL_NAMES.get(n, n)} {_fmt(v)}"
+                       for n, v in sel["cv_held_out_loss"].items())
+    return ["## Model selection (nested CV)\n",
+            f"For each outer fold, the candidates were compared by their loss on held-out groups "
+            f"of a {sel['inner_folds']}-fold grouped CV inside that fold's training groups "
+            f"(seeds {sel['inner_seeds']}); no outer test row was read. The winner's heads, "
+            "trained on the outer training groups, predicted the outer test fold: that is the "
+            "auto-selected row above, the honest score of choosing a model this way (each "
+            "candidate's own row is optimistic for the best of them).\n",
+            _table(["outer fold", "winner", *(f"inner loss: {MODEL_NAMES.get(n, n)}"
+                                             for n in names)], rows),
+            f"Final model (used by `sinterlab-predict`): **{MODEL_NAMES.get(final['model'])}**, "
+            f"the lowest cross-validated loss on all data "
+            f"({losses}), "
+            f"refitted on every group for {final['epochs']} epochs (the median best epoch of its "
+            f"CV heads), {final['members']} seeds (`{final['checkpoint']}`). Selection took "
+            f"{_fmt(sel['wall_s'], 1)} s.\n"]
 
 
 def _paper(m: Mapping) -> list[str]:
@@ -210,7 +247,8 @@ def _training(m: Mapping) -> list[str]:
     rows = [[r["fold"], r["seed"], _fmt(r["best_epoch"]), _fmt(r["best_val_loss"]),
              r["stopped_epoch"], _fmt(r["early_stopped"])] for r in members]
     return ["## Training\n",
-            f"{tr.get('protocol')}. {tr.get('n_members')} heads (folds x seeds) trained as one "
+            f"{tr.get('protocol')}. {MODEL_NAMES.get(tr.get('model'), tr.get('model'))}: "
+            f"{tr.get('n_members')} heads (folds x seeds) trained as one "
             f"ensemble in {_fmt(tr.get('wall_s'), 1)} s ({tr.get('epochs_run')} epochs of at most "
             f"{tr.get('max_epochs')}); each kept the weights of its lowest validation loss.\n",
             _table(["fold", "seed", "best epoch", "best val loss", "stopped at epoch",
@@ -257,7 +295,7 @@ def _figures(figures: Mapping[str, Path] | None, run_dir: Path) -> list[str]:
 def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_dir: Path) -> str:
     parts = [*_header(metrics), *_headline(metrics),
              *_models_table(metrics, "Models on the same folds"), *_folds_table(metrics),
-             *_samples_table(metrics)]
+             *_samples_table(metrics), *_selection(metrics)]
     contrast = metrics.get("contrast")
     if contrast:
         parts += _models_table(contrast, f"Leak contrast: {_split_label(contrast)}")

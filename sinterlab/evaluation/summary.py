@@ -16,7 +16,9 @@ import pandas as pd
 
 from sinterlab.atomic import write_text
 
-MODELS = ("head", "pca_logreg", "linear_probe")
+#: the run's own model (the head, or the auto-selected one), the candidates of model=auto
+#: (their plain CV scores), then the baselines
+MODELS = ("primary", "mlp", "linear", "mlp_small", "pca_logreg", "linear_probe")
 GROUP_COLUMNS = ("experiment", "split_kind", "protocol")
 
 
@@ -41,10 +43,12 @@ def _block_row(path: Path, root: Path, metrics: Mapping, block: Mapping) -> dict
         "weights_source": _get(metrics, "backbone.weights.source"),
         "level": level, "metric": metric, "best_model": verdict.get("best_model"),
         "p_value": _get(cv, "permutation.p_value"),
-        "wall_s": _get(block, "training.wall_s"),
+        "wall_s": _get(block, "selection.wall_s") or _get(block, "training.wall_s"),
     }
+    row["primary_model"] = cv.get("primary")
     for model in MODELS:
-        cell = _get(cv, f"pooled.{model}.{level}.{metric}") or {}
+        key = cv.get("primary") if model == "primary" else model
+        cell = (_get(cv, f"pooled.{key}.{level}.{metric}") if key else None) or {}
         for key in ("value", "low", "high"):
             value = cell.get(key)
             row[f"{model}.{key}"] = math.nan if value is None else float(value)
@@ -92,9 +96,15 @@ def _cell(part: pd.DataFrame, model: str, digits: int) -> str:
     return f"{values.mean():.{digits}f} ± {sd:.{digits}f} (mean ± sd of {len(values)})"
 
 
+def _primary_label(part: pd.DataFrame) -> str:
+    names = part["primary_model"].dropna().unique()
+    return f" ({', '.join(names)})" if len(names) and set(names) != {"head"} else ""
+
+
 def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    headers = ["experiment", "split", "protocol", "runs", "level metric", "MLP head",
-               "PCA + LR", "linear probe", "best", "p (chance)", "head train s"]
+    headers = ["experiment", "split", "protocol", "runs", "level metric", "head",
+               "MLP (CV)", "linear head (CV)", "small MLP (CV)", "PCA + LR", "linear probe",
+               "best", "p (chance)", "head train s"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     keys = list(GROUP_COLUMNS)
     for key, part in frame.groupby(keys, sort=True, dropna=False):
@@ -103,7 +113,8 @@ def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
         cells = [str(experiment), f"{split}{' (leaky)' if part['leaky'].any() else ''}",
                  str(protocol), str(len(part)),
                  f"{part['level'].iloc[0]} {part['metric'].iloc[0]}",
-                 *(_cell(part, m, digits) for m in MODELS),
+                 _cell(part, "primary", digits) + _primary_label(part),
+                 *(_cell(part, m, digits) for m in MODELS[1:]),
                  best.iloc[0] if len(best) else "—",
                  "—" if part["p_value"].isna().all() else f"{part['p_value'].max():.4f}",
                  "—" if part["wall_s"].isna().all() else f"{part['wall_s'].sum():.0f}"]

@@ -193,6 +193,18 @@ class HeadEnsemble(pl.LightningModule):
 
     # -- prediction --------------------------------------------------------------------------
     @torch.inference_mode()
+    def evaluate_loss(self, rows) -> torch.Tensor:
+        """Each member's loss on its own group's rows of ``rows`` (a ``GroupRows``): (M,)."""
+        self.eval()
+        sums, n = torch.zeros(self.members), torch.zeros(self.members)
+        for x, y, w in rows:
+            loss, count = self._member_losses(self(x.to(self.device)), y.to(self.device),
+                                              w.to(self.device))
+            sums += (loss * count).cpu()
+            n += count.cpu()
+        return sums / n.clamp_min(1e-12)
+
+    @torch.inference_mode()
     def predict_members(self, x: torch.Tensor, batch_size: int = 4096) -> list[np.ndarray]:
         """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target
         (M, N, C) class probabilities or (M, N) predictions in the parameter's units."""
@@ -214,7 +226,8 @@ class HeadEnsemble(pl.LightningModule):
         hp = self.hparams
         optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
         if hp.optimizer not in optimizers:
-            raise ValueError(f"model.optimizer={hp.optimizer!r}: use one of {list(optimizers)}")
+            raise ValueError(f"model.module.optimizer={hp.optimizer!r}: use one of "
+                             f"{list(optimizers)}")
         # fused Adam is several times faster per step on CPU and GPU alike
         optimizer = optimizers[hp.optimizer](self.parameters(), lr=hp.lr,
                                              weight_decay=hp.weight_decay,
@@ -232,6 +245,6 @@ class HeadEnsemble(pl.LightningModule):
                 optimizer, factor=schedule["factor"], patience=schedule["patience"],
                 min_lr=schedule["min_lr"])
             return {"optimizer": optimizer, "lr_scheduler": scheduler}
-        raise ValueError(f"model.scheduler.name={name!r}: use null, cosine or plateau")
+        raise ValueError(f"model.module.scheduler.name={name!r}: use null, cosine or plateau")
     # schedulers are stepped by the hooks above (manual optimization): once per epoch, and
     # plateau once per validation on the mean loss of the active members

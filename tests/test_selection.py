@@ -1,0 +1,65 @@
+"""model=auto: nested grouped CV chooses among the candidate heads without reading a test row,
+and predict serves the final model."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from sinterlab.cli import CONF_DIR
+from sinterlab.data.datamodule import SEMDataModule
+from sinterlab.predict import predict
+from sinterlab.training import run_experiment, select_model
+
+AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
+CANDIDATES = {"mlp", "linear", "mlp_small"}
+
+
+def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
+        make_cfg, tiny_descriptor, tmp_path):
+    run_dir = tmp_path / "run"
+    run_experiment(make_cfg(*AUTO), run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    selection, cv = metrics["selection"], metrics["cv"]
+    assert set(selection["candidates"]) == CANDIDATES
+    assert len(selection["winners"]) == 3 and set(selection["winners"]) <= CANDIDATES
+    assert all(len(v) == 3 for v in selection["inner_scores"].values())
+    final = selection["final"]
+    assert final["model"] in CANDIDATES and final["epochs"] >= 1
+    assert (run_dir / final["checkpoint"]).is_file()
+    # the nested score, each candidate's plain CV score and the baselines, on the same folds
+    assert cv["primary"] == "auto" and cv["verdict"]["primary"] == "auto"
+    assert {"auto", *CANDIDATES, "pca_logreg", "linear_probe"} == set(cv["pooled"])
+    # outer fold f's out-of-fold predictions are its winner's
+    for fold, winner in enumerate(selection["winners"]):
+        assert cv["per_fold"][fold]["auto"] == cv["per_fold"][fold][winner]
+    report = (run_dir / "report.md").read_text()
+    assert "## Model selection (nested CV)" in report and "Final model" in report
+    assert "auto-selected head (nested CV), image-level accuracy" in report
+
+    images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
+    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
+    cfg.run, cfg.images = str(run_dir), [str(p) for p in images]
+    table, _ = predict(cfg)
+    assert table["model"].str.startswith(f"{final['model']}: mean of 1 refitted").all()
+
+
+def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
+    cfg = make_cfg(*AUTO)
+    dm = SEMDataModule(cfg)
+    dm.setup()
+    clean, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
+    fold0 = torch.from_numpy(dm.assignment[0] == "test")
+    dm.x[fold0] = torch.randn(int(fold0.sum()), dm.x.shape[1]) * 10
+    scrambled, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
+    for name in CANDIDATES:
+        assert scrambled["inner_scores"][name][0] == clean["inner_scores"][name][0]
+        assert scrambled["inner_scores"][name][1:] != clean["inner_scores"][name][1:]
+    assert scrambled["winners"][0] == clean["winners"][0]
+    # the inner folds never hold an outer test row
+    inner = dm.inner_folds(dm.assignment, "sample", 2)
+    outer_test = np.repeat(dm.assignment == "test", 2, axis=0)
+    assert (inner[outer_test] == "-").all() and not (inner[~outer_test] == "-").any()
+    assert pd.Series(inner[0]).isin(["train", "val", "test", "-"]).all()
