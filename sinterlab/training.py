@@ -5,7 +5,7 @@ Under ``protocol=cv`` every group (sample by default) is tested once, by heads t
 it: the folds x seeds heads train together as one ensemble, the baselines are fitted on the
 same folds, and every model is scored on its pooled out-of-fold predictions with intervals that
 resample samples. ``protocol=holdout`` (the paper's single 80/10/10 split) is the one-fold case of
-the same path.
+the same path. ``model=auto`` chooses the head by nested CV (:mod:`sinterlab.models.selection`).
 
 The run folder receives ``metrics.json``, ``report.md``/``report.html``, ``figures/*.png``,
 ``oof_predictions.csv`` (one row per tested image), ``oof_patches.csv``, ``oof_samples.csv``,
@@ -15,27 +15,25 @@ The run folder receives ``metrics.json``, ``report.md``/``report.html``, ``figur
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_json, write_text, write_with
 from sinterlab.data.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE
-from sinterlab.evaluation.baselines import baseline_outputs
+from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
 from sinterlab.evaluation.crossval import (
     LevelTables,
     bootstrap_intervals,
     fold_statistics,
-    main_metric,
     per_fold_metrics,
     permutation_test,
     sample_table,
+    verdict,
 )
 from sinterlab.evaluation.figures import (
     plot_confusion,
@@ -46,110 +44,11 @@ from sinterlab.evaluation.figures import (
 )
 from sinterlab.evaluation.metrics import aggregate_by_group, evaluate_levels, evaluate_targets
 from sinterlab.evaluation.report import write_report
-from sinterlab.models.head import HeadEnsemble
+from sinterlab.models.fit import fit_head, head_oof
+from sinterlab.models.selection import select_model
 
 log = logging.getLogger(__name__)
-PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
-                  "check_val_every_n_epoch": 10}
 HEAD, AUTO = "head", "auto"
-BASELINES = ("pca_logreg", "linear_probe")
-
-
-# -- the head ensemble ------------------------------------------------------------------------
-def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[int],
-                 cfg: DictConfig) -> list[dict]:
-    """Target specs: classes, and per member its fold's train mean/std or class weights."""
-    weights = OmegaConf.to_container(cfg.model.loss_weights) or {}
-    specs = []
-    for i, target in enumerate(dm.descriptor.targets):
-        spec = target.as_dict() | {"loss_weight": float(weights.get(target.name, 1.0))}
-        columns = [dm.y[rows, i].numpy() for rows in train_rows for _ in seeds]
-        if target.kind == "classification":
-            c = len(target.classes)
-            spec["num_classes"] = c
-            spec["class_weights"] = None
-            if cfg.model.class_weights == "balanced":
-                spec["class_weights"] = [
-                    (len(col) / (c * np.maximum(np.bincount(col.astype(int), minlength=c), 1))
-                     ).tolist() for col in columns]
-        else:
-            spec["mean"] = [float(col.mean()) for col in columns]
-            spec["std"] = [float(col.std()) or 1.0 for col in columns]
-        specs.append(spec)
-    return specs
-
-
-def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
-             tag: str, model: DictConfig | None = None, seeds: list[int] | None = None,
-             max_epochs: int | None = None) -> tuple[HeadEnsemble, dict]:
-    """Train every member (folds x seeds) of ``model`` (default: ``cfg.model``) at once on the
-    train rows of ``assignment``; members end with their best weights by their validation
-    rows, or, without validation rows, with their weights after ``max_epochs``."""
-    # seeded here, not only at start: extraction (cache misses) consumes random numbers, and a
-    # run must not depend on whether its embeddings came from the cache
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    model = cfg.model if model is None else model
-    seeds = [int(s) for s in (cfg.protocol.seeds if seeds is None else seeds)]
-    max_epochs = int(cfg.trainer.max_epochs if max_epochs is None else max_epochs)
-    train_rows = dm.rows(assignment, "train")
-    validate = bool((assignment == "val").any())
-    stop = cfg.protocol.early_stopping
-    head: HeadEnsemble = instantiate(model.module)(
-        in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, cfg),
-        max_epochs=max_epochs, groups=len(assignment), seeds=seeds,
-        patience=stop.patience if validate else None, min_delta=float(stop.min_delta))
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
-               for spec in (cfg.logger or {}).values()]
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      enable_checkpointing=False, max_epochs=max_epochs)
-    started = time.perf_counter()
-    trainer.fit(head, dm.train_dataloader(assignment),
-                dm.val_dataloader(assignment) if validate else None)
-    wall = time.perf_counter() - started
-    checkpoint = run_dir / "checkpoints" / f"{tag}-ensemble.ckpt"
-    trainer.save_checkpoint(checkpoint, weights_only=True)
-    members = head.member_summary()
-    validated = [r for r in members if r["best_val_loss"] is not None]
-    info = {"model": model.name, "protocol": protocol_name(cfg, model),
-            "members": members, "n_members": len(members),
-            "max_epochs": max_epochs, "epochs_run": trainer.current_epoch,
-            "early_stopping_patience": stop.patience,
-            "best_val_loss": (float(np.mean([r["best_val_loss"] for r in validated]))
-                              if validated else None),
-            "checkpoint": str(checkpoint.relative_to(run_dir)),
-            "wall_s": round(wall, 2),
-            "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
-            "history": head.history}
-    return head, info
-
-
-def protocol_name(cfg: DictConfig, model: DictConfig) -> str:
-    used = {"max_epochs": cfg.trainer.max_epochs, "batch_size": model.batch_size,
-            "lr": model.module.lr, "check_val_every_n_epoch": cfg.trainer.check_val_every_n_epoch}
-    stop = cfg.protocol.early_stopping.patience
-    stopping = f"; early stopping after {stop} validations without improvement" if stop else ""
-    if used == PAPER_PROTOCOL:
-        return ("paper training (1000 epochs, batch 32, lr 1e-3, validation every 10 epochs)"
-                + stopping)
-    changed = ", ".join(f"{k}={v}" for k, v in used.items() if PAPER_PROTOCOL[k] != v)
-    return f"reduced/changed training ({changed}); not the paper's" + stopping
-
-
-def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray) -> list[np.ndarray]:
-    """Per target, each tested patch's output from its own fold's members (mean over seeds)."""
-    test_rows = dm.rows(assignment, "test")
-    x = dm.test_dataloader(assignment)
-    index = x.index
-    per_member = head.predict_members(dm.x[index])  # (M, N_max, ...) per target
-    seeds = head.stack.per_group
-    out = []
-    for members in per_member:
-        full = np.full((len(dm.x), *members.shape[2:]), np.nan)
-        for g, rows in enumerate(test_rows):
-            full[rows] = members[g * seeds:(g + 1) * seeds, :len(rows)].mean(axis=0)
-        out.append(full)
-    return out
 
 
 def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
@@ -170,60 +69,6 @@ def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
         for name in BASELINES:
             out[name][test] = outputs[name]
     return out, info
-
-
-# -- model selection (model=auto) ------------------------------------------------------------
-def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kind: str,
-                 run_dir: Path) -> tuple[dict, list[np.ndarray], dict, dict[str, np.ndarray]]:
-    """Nested grouped CV over ``cfg.model.candidates``.
-
-    Per candidate: one ensemble over (outer x inner folds) x inner seeds, trained on the inner
-    training groups of each outer fold's non-test groups and scored by its loss on the inner
-    held-out groups (outer test rows are never read); and its plain CV ensemble over the outer
-    folds. Outer fold f takes the out-of-fold predictions of the candidate with the lowest mean
-    inner loss on f. The final model is the candidate with the lowest held-out loss of its plain
-    CV on all data, refitted on every group for the median of its members' best epoch counts.
-    Returns the selection record, the nested out-of-fold outputs (per target), the chosen
-    candidate's CV training record and every candidate's out-of-fold output (first target).
-    """
-    started = time.perf_counter()
-    sel = cfg.model.selection
-    inner_seeds = [int(s) for s in sel.inner_seeds]
-    inner = dm.inner_folds(assignment, kind, int(sel.inner_folds))
-    folds, names = len(assignment), list(cfg.model.candidates)
-    inner_scores, outputs, infos = {}, {}, {}
-    for name in names:
-        model = cfg.model.candidates[name]
-        head, _ = fit_head(cfg, dm, inner, run_dir, f"{kind}-inner-{name}", model=model,
-                           seeds=inner_seeds)
-        losses = head.evaluate_loss(dm.test_dataloader(inner)).numpy()  # group-major members
-        inner_scores[name] = losses.reshape(folds, -1).mean(axis=1)
-        head, infos[name] = fit_head(cfg, dm, assignment, run_dir, f"{kind}-{name}", model=model)
-        outputs[name] = head_oof(head, dm, assignment)
-        infos[name]["held_out_loss"] = float(
-            head.evaluate_loss(dm.test_dataloader(assignment)).mean())
-    winners = [min(names, key=lambda n, f=f: inner_scores[n][f]) for f in range(folds)]
-    test_fold = dm.test_fold(assignment)
-    nested = [np.full_like(out, np.nan) for out in outputs[names[0]]]
-    for f, winner in enumerate(winners):
-        rows = test_fold == f
-        for target, out in enumerate(outputs[winner]):
-            nested[target][rows] = out[rows]
-    chosen = min(names, key=lambda n: infos[n]["held_out_loss"])
-    best = [m["best_epoch"] for m in infos[chosen]["members"] if m["best_epoch"] is not None]
-    epochs = int(np.median(best)) + 1 if best else int(cfg.trainer.max_epochs)
-    everything = np.full((1, len(dm.x)), "train")
-    _, final = fit_head(cfg, dm, everything, run_dir, "final", model=cfg.model.candidates[chosen],
-                        max_epochs=epochs)
-    record = {
-        "candidates": names, "inner_folds": int(sel.inner_folds), "inner_seeds": inner_seeds,
-        "inner_scores": {n: [float(v) for v in inner_scores[n]] for n in names},
-        "winners": winners,
-        "cv_held_out_loss": {n: infos[n]["held_out_loss"] for n in names},
-        "final": {"model": chosen, "epochs": epochs, "members": final["n_members"],
-                  "checkpoint": final["checkpoint"], "wall_s": final["wall_s"]},
-        "wall_s": round(time.perf_counter() - started, 2)}
-    return record, nested, infos[chosen], {n: outputs[n][0] for n in names}
 
 
 # -- evaluation of one split kind ---------------------------------------------------------------
@@ -317,35 +162,6 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     p = cfg.evaluation.permutation
     return permutation_test(x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
                             test_fold[rows], int(p.n), int(p.seed), float(p.alpha))
-
-
-def verdict(pooled: dict, kind: str, level: str, primary: str | None) -> dict:
-    """Which model is best at ``level`` on the main metric, and does the ``primary`` model (the
-    head, or the auto-selected one) beat the best baseline by more than its interval width."""
-    metric, higher = main_metric(kind)
-    scores = {name: levels[level][metric]["value"] for name, levels in pooled.items()}
-    ranked = sorted((n for n in scores if scores[n] is not None),
-                    key=lambda n: scores[n], reverse=higher)
-    out = {"level": level, "metric": metric, "higher_is_better": higher,
-           "best_model": ranked[0] if ranked else None, "scores": scores}
-    if primary is None:
-        return out
-    baselines = [n for n in ranked if n in BASELINES]
-    if not baselines or scores[primary] is None:
-        return out
-    best = baselines[0]
-    cell, head_cell = pooled[best][level][metric], pooled[primary][level][metric]
-    margin = (scores[primary] - scores[best]) * (1 if higher else -1)
-    width = (head_cell["high"] - head_cell["low"]) if head_cell["low"] is not None else None
-    # the paired interval of (baseline - head) from the same bootstrap draws
-    low, high = cell.get("diff_low"), cell.get("diff_high")
-    clear = low is not None and ((high < 0) if higher else (low > 0))
-    out |= {"primary": primary, "best_baseline": best, "head_margin": margin,
-            "head_interval_width": width,
-            "head_beats_by_more_than_interval": bool(width is not None and margin > width),
-            "baseline_minus_head_interval": [low, high],
-            "head_clearly_better": bool(clear)}
-    return out
 
 
 def split_info(cfg: DictConfig, dm: SEMDataModule, kind: str, assignment: np.ndarray) -> dict:

@@ -9,8 +9,8 @@ from sinterlab.evaluation.crossval import (
     LevelTables,
     bootstrap_intervals,
     permutation_test,
+    verdict,
 )
-from sinterlab.training import verdict
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from sinterlab.data.datamodule import SEMDataModule
-from sinterlab.training import fit_head, run_experiment
+from sinterlab.models.fit import fit_head
+from sinterlab.training import run_experiment
 
 
 def read(run_dir):

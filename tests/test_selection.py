@@ -10,8 +10,9 @@ from omegaconf import OmegaConf
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.data.datamodule import SEMDataModule
+from sinterlab.models.selection import select_model
 from sinterlab.predict import predict
-from sinterlab.training import run_experiment, select_model
+from sinterlab.training import run_experiment
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 CANDIDATES = {"mlp", "linear", "mlp_small"}

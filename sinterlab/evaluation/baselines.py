@@ -16,6 +16,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+#: the baselines' names, as they appear in metrics.json and reports
+BASELINES = ("pca_logreg", "linear_probe")
+
 
 def _head(kind: str, max_iter: int, seed: int):
     if kind == "classification":

@@ -15,6 +15,7 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from sinterlab.evaluation.baselines import BASELINES
 from sinterlab.evaluation.metrics import (
     LEVELS,
     aggregate_by_group,
@@ -212,3 +213,33 @@ def sample_table(target: dict, y: np.ndarray, output: np.ndarray, image_ids: np.
                     "predicted_sd": float(predicted.std())}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def verdict(pooled: dict, kind: str, level: str, primary: str | None,
+            baselines: tuple[str, ...] = BASELINES) -> dict:
+    """Which model is best at ``level`` on the main metric, and does the ``primary`` model (the
+    head, or the auto-selected one) beat the best baseline by more than its interval width."""
+    metric, higher = main_metric(kind)
+    scores = {name: levels[level][metric]["value"] for name, levels in pooled.items()}
+    ranked = sorted((n for n in scores if scores[n] is not None),
+                    key=lambda n: scores[n], reverse=higher)
+    out = {"level": level, "metric": metric, "higher_is_better": higher,
+           "best_model": ranked[0] if ranked else None, "scores": scores}
+    if primary is None:
+        return out
+    ranked_baselines = [n for n in ranked if n in baselines]
+    if not ranked_baselines or scores[primary] is None:
+        return out
+    best = ranked_baselines[0]
+    cell, head_cell = pooled[best][level][metric], pooled[primary][level][metric]
+    margin = (scores[primary] - scores[best]) * (1 if higher else -1)
+    width = (head_cell["high"] - head_cell["low"]) if head_cell["low"] is not None else None
+    # the paired interval of (baseline - head) from the same bootstrap draws
+    low, high = cell.get("diff_low"), cell.get("diff_high")
+    clear = low is not None and ((high < 0) if higher else (low > 0))
+    out |= {"primary": primary, "best_baseline": best, "head_margin": margin,
+            "head_interval_width": width,
+            "head_beats_by_more_than_interval": bool(width is not None and margin > width),
+            "baseline_minus_head_interval": [low, high],
+            "head_clearly_better": bool(clear)}
+    return out

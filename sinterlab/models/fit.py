@@ -1,0 +1,118 @@
+"""Train the head ensemble on the folds of an assignment, and read its out-of-fold outputs.
+
+One call trains every member of a run (folds x seeds) as one stacked
+:class:`~sinterlab.models.head.HeadEnsemble`, through Lightning, with the module named by the
+model config (``model.module._target_``); holdout is the one-fold case.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from sinterlab.data.datamodule import SEMDataModule
+from sinterlab.models.head import HeadEnsemble
+
+PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
+                  "check_val_every_n_epoch": 10}
+
+
+def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[int],
+                 cfg: DictConfig) -> list[dict]:
+    """Target specs: classes, and per member its fold's train mean/std or class weights."""
+    weights = OmegaConf.to_container(cfg.model.loss_weights) or {}
+    specs = []
+    for i, target in enumerate(dm.descriptor.targets):
+        spec = target.as_dict() | {"loss_weight": float(weights.get(target.name, 1.0))}
+        columns = [dm.y[rows, i].numpy() for rows in train_rows for _ in seeds]
+        if target.kind == "classification":
+            c = len(target.classes)
+            spec["num_classes"] = c
+            spec["class_weights"] = None
+            if cfg.model.class_weights == "balanced":
+                spec["class_weights"] = [
+                    (len(col) / (c * np.maximum(np.bincount(col.astype(int), minlength=c), 1))
+                     ).tolist() for col in columns]
+        else:
+            spec["mean"] = [float(col.mean()) for col in columns]
+            spec["std"] = [float(col.std()) or 1.0 for col in columns]
+        specs.append(spec)
+    return specs
+
+
+def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
+             tag: str, model: DictConfig | None = None, seeds: list[int] | None = None,
+             max_epochs: int | None = None) -> tuple[HeadEnsemble, dict]:
+    """Train every member (folds x seeds) of ``model`` (default: ``cfg.model``) at once on the
+    train rows of ``assignment``; members end with their best weights by their validation
+    rows, or, without validation rows, with their weights after ``max_epochs``."""
+    # seeded here, not only at start: extraction (cache misses) consumes random numbers, and a
+    # run must not depend on whether its embeddings came from the cache
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    model = cfg.model if model is None else model
+    seeds = [int(s) for s in (cfg.protocol.seeds if seeds is None else seeds)]
+    max_epochs = int(cfg.trainer.max_epochs if max_epochs is None else max_epochs)
+    train_rows = dm.rows(assignment, "train")
+    validate = bool((assignment == "val").any())
+    stop = cfg.protocol.early_stopping
+    head: HeadEnsemble = instantiate(model.module)(
+        in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, cfg),
+        max_epochs=max_epochs, groups=len(assignment), seeds=seeds,
+        patience=stop.patience if validate else None, min_delta=float(stop.min_delta))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
+               for spec in (cfg.logger or {}).values()]
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
+                                      enable_checkpointing=False, max_epochs=max_epochs)
+    started = time.perf_counter()
+    trainer.fit(head, dm.train_dataloader(assignment),
+                dm.val_dataloader(assignment) if validate else None)
+    wall = time.perf_counter() - started
+    checkpoint = run_dir / "checkpoints" / f"{tag}-ensemble.ckpt"
+    trainer.save_checkpoint(checkpoint, weights_only=True)
+    members = head.member_summary()
+    validated = [r for r in members if r["best_val_loss"] is not None]
+    info = {"model": model.name, "protocol": protocol_name(cfg, model),
+            "members": members, "n_members": len(members),
+            "max_epochs": max_epochs, "epochs_run": trainer.current_epoch,
+            "early_stopping_patience": stop.patience,
+            "best_val_loss": (float(np.mean([r["best_val_loss"] for r in validated]))
+                              if validated else None),
+            "checkpoint": str(checkpoint.relative_to(run_dir)),
+            "wall_s": round(wall, 2),
+            "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
+            "history": head.history}
+    return head, info
+
+
+def protocol_name(cfg: DictConfig, model: DictConfig) -> str:
+    used = {"max_epochs": cfg.trainer.max_epochs, "batch_size": model.batch_size,
+            "lr": model.module.lr, "check_val_every_n_epoch": cfg.trainer.check_val_every_n_epoch}
+    stop = cfg.protocol.early_stopping.patience
+    stopping = f"; early stopping after {stop} validations without improvement" if stop else ""
+    if used == PAPER_PROTOCOL:
+        return ("paper training (1000 epochs, batch 32, lr 1e-3, validation every 10 epochs)"
+                + stopping)
+    changed = ", ".join(f"{k}={v}" for k, v in used.items() if PAPER_PROTOCOL[k] != v)
+    return f"reduced/changed training ({changed}); not the paper's" + stopping
+
+
+def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray) -> list[np.ndarray]:
+    """Per target, each tested patch's output from its own fold's members (mean over seeds)."""
+    test_rows = dm.rows(assignment, "test")
+    x = dm.test_dataloader(assignment)
+    index = x.index
+    per_member = head.predict_members(dm.x[index])  # (M, N_max, ...) per target
+    seeds = head.stack.per_group
+    out = []
+    for members in per_member:
+        full = np.full((len(dm.x), *members.shape[2:]), np.nan)
+        for g, rows in enumerate(test_rows):
+            full[rows] = members[g * seeds:(g + 1) * seeds, :len(rows)].mean(axis=0)
+        out.append(full)
+    return out
