@@ -273,7 +273,7 @@ def bench_cv_run() -> dict | None:
         cfg = compose("train", overrides=[
             "experiment=five_class", "backbone=efficientnet_lite0_offline",
             f"data.descriptor={descriptor}", "trainer.enable_progress_bar=false",
-            "evaluation.contrast.train_head=false", "logger=null",
+            "evaluation.contrast.train_head=false", "~logger",
             f"paths.output_dir={run_dir}", f"paths.root_dir={ROOT}"])
     start = time.perf_counter()
     metrics = run_experiment(cfg, run_dir)
