@@ -273,8 +273,8 @@ def bench_cv_run() -> dict | None:
         cfg = compose("train", overrides=[
             "experiment=five_class", "backbone=efficientnet_lite0_offline",
             f"data.descriptor={descriptor}", "trainer.enable_progress_bar=false",
-            "evaluation.contrast.train_head=false", "~logger",
-            f"paths.output_dir={run_dir}", f"paths.root_dir={ROOT}"])
+            "evaluation.contrast.train_head=false", f"paths.output_dir={run_dir}",
+            f"paths.log_dir={run_dir / 'logs'}", f"paths.root_dir={ROOT}"])
     start = time.perf_counter()
     metrics = run_experiment(cfg, run_dir)
     wall = time.perf_counter() - start
@@ -285,6 +285,17 @@ def bench_cv_run() -> dict | None:
             "best_epochs": sorted({m["best_epoch"] for m in members}),
             "stopped": sorted({m["stopped_epoch"] for m in members}),
             "image_accuracy": metrics["cv"]["pooled"]["head"]["image"]["accuracy"]}
+
+
+def append(lines: list[str]) -> None:
+    """Print and append one part's lines to benchmarks.md (a later part's failure keeps it)."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not OUT.exists():
+        OUT.write_text("# Benchmarks\n\nAppended by `make bench` (experiments/bench.py).\n")
+    with OUT.open("a") as handle:
+        handle.write(text)
+    lines.clear()
 
 
 def main() -> None:
@@ -313,6 +324,7 @@ def main() -> None:
                   f"{r['ratio_nhwc']:.2f}x | {r['gflops']:.0f} | "
                   f"{r['peak_share']:.0%} | {r['extract_s']:.1f} | {r['hit_s']:.3f} | "
                   f"{r['hit_speedup']:.0f}x |" for r in extraction]
+        append(lines)
     if "head" in PARTS:
         heads = [bench_head(12000, 5, 768, peak), bench_head(12000, 5, 1280, peak)]
         lines += [
@@ -334,6 +346,7 @@ def main() -> None:
                   for r in heads]
         lines += ["", f"Profile of one stacked epoch ({heads[-1]['dim']}-d):\n", "```",
                   heads[-1]["profile"].strip(), "```"]
+        append(lines)
     if "cv" in PARTS:
         cv = bench_cv_run()
         if cv:
@@ -346,12 +359,7 @@ def main() -> None:
                       f"{cv['extracted']} images extracted. Pooled out-of-fold image accuracy "
                       f"{cv['image_accuracy']['value']:.3f} [{cv['image_accuracy']['low']:.3f}, "
                       f"{cv['image_accuracy']['high']:.3f}].\n"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not OUT.exists():
-        OUT.write_text("# Benchmarks\n\nAppended by `make bench` (experiments/bench.py).\n")
-    with OUT.open("a") as handle:
-        handle.write(text)
+    append(lines)
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     y = dm.y.numpy()
     ids = {level: dm.patches[column].to_numpy().astype(str)
            for level, column in (("image", IMAGE), ("sample", SAMPLE))}
-    units = dm.patches[bootstrap_unit(kind)].to_numpy().astype(str)
+    unit_column = bootstrap_unit(kind)
+    units = dm.patches[unit_column].to_numpy().astype(str)
     outputs, pca = baselines_oof(cfg, dm, assignment)
     block: dict = {"split": split_info(cfg, dm, kind, assignment),
                    "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
@@ -100,7 +101,10 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         outputs = {AUTO: head_outputs[0]} | candidates | outputs
     elif train_head:
         primary = HEAD
-        head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind)
+        # under model=auto the other split's head is the first candidate
+        model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
+                 else cfg.model)
+        head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind, model=model)
         head_outputs = head_oof(head, dm, assignment)
         outputs = {HEAD: head_outputs[0]} | outputs
     if head_outputs is not None:
@@ -130,7 +134,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         "fold_statistics": {name: fold_statistics(per_fold[name], first.kind)
                             for name in outputs},
         "pooled": pooled,
-        "bootstrap": {"n": int(b.n), "unit": "slide" if kind == "slide" else "sample",
+        "bootstrap": {"n": int(b.n), "unit": {SLIDE: "slide", SAMPLE: "sample"}[unit_column],
                       "confidence": float(b.confidence),
                       "seed": int(b.seed),
                       "units": int(len(np.unique(units[tested])))},

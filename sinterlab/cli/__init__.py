@@ -51,7 +51,8 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
             lines.append(f"{label:<26} p-value against chance {cv['permutation']['p_value']:.4f}")
     best = metrics["cv"]["verdict"]
     if "best_baseline" in best and not best["head_beats_by_more_than_interval"]:
-        lines.append(f"note: the {MODEL_NAMES.get(best['primary'])} does not beat the "
+        primary = {"head": "MLP head", "auto": "auto-selected head"}[best["primary"]]
+        lines.append(f"note: the {primary} does not beat the "
                      f"{MODEL_NAMES[best['best_baseline']]} by more than its interval width")
     final = (metrics.get("selection") or {}).get("final")
     if final:

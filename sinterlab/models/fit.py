@@ -66,7 +66,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
         patience=stop.patience if validate else None, min_delta=float(stop.min_delta))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
-               for spec in (cfg.logger or {}).values()]
+               for spec in (cfg.get("logger") or {}).values()]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
                                       enable_checkpointing=False, max_epochs=max_epochs)
     started = time.perf_counter()
