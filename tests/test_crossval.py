@@ -54,6 +54,13 @@ def test_folds_depend_on_the_split_seed_only():
     assert not np.array_equal(a, c)
 
 
+def test_folds_say_when_they_cannot_be_stratified(caplog):
+    labels, samples, _ = design(samples_per_class=5, classes=3)  # 5 samples a class, 6 folds
+    assignment = fold_assignments(labels, samples, FRACTIONS, seed=0, folds=6, what="sample")
+    assert (assignment == "test").sum(axis=0).tolist() == [1] * len(labels)
+    assert "6 folds are not stratified by label" in caplog.text
+
+
 def test_too_few_groups_for_the_folds_is_a_clear_error():
     labels, samples, _ = design(samples_per_class=1, classes=2)
     with pytest.raises(SinterlabError, match="too few sample groups .2. for 3 folds"):

@@ -8,12 +8,15 @@ drawn from the rest. The result is checked: a group found in two subsets is an e
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from sinterlab.errors import SinterlabError
 
+log = logging.getLogger(__name__)
 SUBSETS = ("train", "val", "test")
 KINDS = ("patch", "image", "sample", "slide")
 
@@ -85,8 +88,11 @@ def fold_assignments(labels: np.ndarray, groups: np.ndarray, fractions: dict, se
                              "protocol.folds or use a finer split")
     kfold = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     # stratify the folds only where every stratum can give each fold a group
-    fold_strata = strata if np.unique(strata, return_counts=True)[1].min() >= folds else \
-        np.zeros_like(strata)
+    fold_strata = strata
+    if np.unique(strata, return_counts=True)[1].min() < folds:
+        log.warning("%d folds are not stratified by label: some label has fewer than %d %s "
+                    "groups", folds, folds, what or "")
+        fold_strata = np.zeros_like(strata)
     position = np.searchsorted(unique, groups)
     share = fractions["val"] / (fractions["train"] + fractions["val"])
     rng = np.random.default_rng(seed)
