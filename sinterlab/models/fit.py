@@ -23,9 +23,9 @@ PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
 
 
 def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[int],
-                 cfg: DictConfig) -> list[dict]:
+                 model: DictConfig) -> list[dict]:
     """Target specs: classes, and per member its fold's train mean/std or class weights."""
-    weights = OmegaConf.to_container(cfg.model.loss_weights) or {}
+    weights = OmegaConf.to_container(model.loss_weights) or {}
     specs = []
     for i, target in enumerate(dm.descriptor.targets):
         spec = target.as_dict() | {"loss_weight": float(weights.get(target.name, 1.0))}
@@ -34,7 +34,7 @@ def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[in
             c = len(target.classes)
             spec["num_classes"] = c
             spec["class_weights"] = None
-            if cfg.model.class_weights == "balanced":
+            if model.class_weights == "balanced":
                 spec["class_weights"] = [
                     (len(col) / (c * np.maximum(np.bincount(col.astype(int), minlength=c), 1))
                      ).tolist() for col in columns]
@@ -61,7 +61,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     validate = bool((assignment == "val").any())
     stop = cfg.protocol.early_stopping
     head: HeadEnsemble = instantiate(model.module)(
-        in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, cfg),
+        in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, model),
         max_epochs=max_epochs, groups=len(assignment), seeds=seeds,
         patience=stop.patience if validate else None, min_delta=float(stop.min_delta))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
