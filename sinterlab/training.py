@@ -42,7 +42,12 @@ from sinterlab.evaluation.figures import (
     plot_pca,
     plot_roc,
 )
-from sinterlab.evaluation.metrics import aggregate_by_group, evaluate_levels, evaluate_targets
+from sinterlab.evaluation.metrics import (
+    aggregate_by_group,
+    evaluate_levels,
+    evaluate_targets,
+    first_rows,
+)
 from sinterlab.evaluation.report import write_report
 from sinterlab.models.fit import fit_head, head_oof
 from sinterlab.models.selection import select_model
@@ -160,9 +165,8 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     folds_per_image = pd.Series(test_fold).groupby(image_ids, sort=False).nunique()
     if (folds_per_image > 1).any():
         return {"skipped": "the patches of one image sit in several folds (patch split)"}
-    names, x_image = aggregate_by_group(dm.x.numpy(), image_ids)
-    first = pd.Series(np.arange(len(image_ids))).groupby(image_ids, sort=False).first()
-    rows = first.loc[names].to_numpy()
+    _, x_image = aggregate_by_group(dm.x.numpy(), image_ids)
+    rows = first_rows(image_ids)
     p = cfg.evaluation.permutation
     return permutation_test(x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
                             test_fold[rows], int(p.n), int(p.seed), float(p.alpha))

@@ -21,6 +21,7 @@ from sinterlab.evaluation.metrics import (
     aggregate_by_group,
     classification_metrics,
     evaluate_levels,
+    first_rows,
     regression_metrics,
 )
 
@@ -53,10 +54,8 @@ class LevelTables:
         self.levels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
             "patch": (y, output, np.asarray(units).astype(str))}
         for level, ids in (("image", image_ids), ("sample", sample_ids)):
-            names, mean = aggregate_by_group(output, ids)
-            first = pd.Series(np.arange(len(ids))).groupby(
-                pd.Index(np.asarray(ids).astype(str)), sort=False).first()
-            rows = first.loc[names].to_numpy()
+            _, mean = aggregate_by_group(output, ids)
+            rows = first_rows(ids)
             self.levels[level] = (y[rows], mean, np.asarray(units).astype(str)[rows])
 
     def metrics(self, draw: dict[str, np.ndarray] | None = None) -> dict:

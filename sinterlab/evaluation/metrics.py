@@ -139,6 +139,13 @@ def aggregate_by_group(values: np.ndarray, groups: Sequence[str]) -> tuple[list[
     return names, means.to_numpy().reshape((len(names), *values.shape[1:]))
 
 
+def first_rows(groups: Sequence[str]) -> np.ndarray:
+    """Index of each group's first row, groups in order of first appearance (the order of
+    :func:`aggregate_by_group`)."""
+    _, index = np.unique(np.asarray(groups).astype(str), return_index=True)
+    return np.sort(index)
+
+
 def _group_truth(y_true: np.ndarray, groups: Sequence[str], level: str) -> np.ndarray:
     """The single true label of each group (order of first appearance); raise if mixed."""
     frame = pd.DataFrame({"g": [str(g) for g in groups], "y": np.asarray(y_true).reshape(-1)})
