@@ -1,6 +1,8 @@
 """Atomic file writes: a temp file in the same folder, then ``os.replace``.
 
-A killed run never leaves a half-written file behind, so caches and reports stay valid.
+A killed run never leaves a half-written file behind, so caches and reports stay valid. Files get
+the permissions the user's umask gives a new file (``mkstemp`` alone makes them 0600), so a lab
+group can share one cache folder.
 """
 
 from __future__ import annotations
@@ -13,6 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: permissions of a file created the ordinary way (``open(path, "w")``) under this umask
+FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_path(path: str | Path, suffix: str = ""):
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
@@ -23,6 +35,7 @@ def atomic_path(path: str | Path, suffix: str = ""):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -10,6 +10,7 @@ for regression the mean prediction and the patches' standard deviation.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +18,41 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.data.descriptor import IMAGE
+from sinterlab.data.descriptor import IMAGE, read_table
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.runs import failure
 
 
 def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
     run_dir = Path(run_dir).expanduser().resolve()
     config, metrics = run_dir / "config.yaml", run_dir / "metrics.json"
+    reason = failure(run_dir)
+    if reason:
+        raise SinterlabError(f"{run_dir}: this run failed ({reason}); pass a finished run "
+                             "(one with metrics.json)")
     if not (config.is_file() and metrics.is_file()):
         raise SinterlabError(f"{run_dir}: not a finished sinterlab-train run (config.yaml and "
                              "metrics.json missing); pass run=logs/train/runs/<stamp>")
     return run_dir, OmegaConf.load(config), json.loads(metrics.read_text())
+
+
+def load_head(path: Path) -> HeadEnsemble:
+    """The run's head ensemble; a missing or damaged checkpoint is a one-line error."""
+    if not path.is_file():
+        raise SinterlabError(f"{path}: checkpoint missing; the run did not finish saving it or "
+                             "the file was moved; restore it or train again")
+    try:
+        return HeadEnsemble.load_from_checkpoint(path, map_location="cpu")
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError,
+            pickle.UnpicklingError) as err:
+        reason = " ".join(str(err).split())[:120]
+        raise SinterlabError(f"{path}: checkpoint unreadable ({type(err).__name__}: {reason}); "
+                             "the file is truncated or damaged; restore it or train "
+                             "again") from None
 
 
 def collect_images(images, descriptor, suffixes) -> list[Path]:
@@ -40,10 +61,15 @@ def collect_images(images, descriptor, suffixes) -> list[Path]:
         csv = Path(descriptor).expanduser().resolve()
         if not csv.is_file():
             raise SinterlabError(f"{csv}: descriptor not found; give descriptor=PATH")
-        table = pd.read_csv(csv)
+        table = read_table(csv)
         if IMAGE not in table.columns:
             raise SinterlabError(f"{csv}: no 'image' column; list image paths relative to the "
                                  "CSV's folder in a column named image")
+        empty = table[IMAGE].isna() | (table[IMAGE].astype(str).str.strip() == "")
+        if empty.any():
+            raise SinterlabError(f"{csv}:{int(empty.idxmax()) + 2}: empty 'image' cell; give "
+                                 "the image path (relative to the CSV's folder) or remove the "
+                                 "row")
         paths = [csv.parent / p for p in table[IMAGE].astype(str)]
     elif isinstance(images, str) and Path(images).expanduser().is_dir():
         folder = Path(images).expanduser()
@@ -79,7 +105,7 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     run_dir, run_cfg, metrics = load_run(cfg.run)
     check_same("backbone", cfg.backbone, run_cfg.backbone)
     check_same("preprocess", cfg.preprocess, run_cfg.preprocess)
-    paths = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
+    paths = asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
     backbone = build_backbone(run_cfg.backbone)
     recorded = metrics["backbone"]["weights"]["sha256"]
     if backbone.weights.sha256 != recorded:
@@ -92,14 +118,20 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     if not checkpoint:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
-    head = HeadEnsemble.load_from_checkpoint(run_dir / checkpoint, map_location="cpu")
+    head = load_head(run_dir / checkpoint)
     if head.hparams.in_features != backbone.embedding_dim:
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.hparams.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}")
     # runs older than features.channels_last extracted in the default memory format
     features = OmegaConf.merge({"channels_last": False}, run_cfg.features, cfg.features or {})
-    embedded = embed_images(paths, run_cfg.preprocess, backbone, features)
-    entries = [embedded.cache.load(ref.sha) for ref in embedded.refs]
+    embedded = embed_images(paths, run_cfg.preprocess, backbone, features,
+                            fix="leave it out (or strict=false to predict the others)",
+                            skip_bad=not cfg.strict)
+    if not embedded.refs:
+        raise SinterlabError(f"{next(iter(embedded.bad))}: {next(iter(embedded.bad.values()))}"
+                             f"; no image could be predicted ({len(embedded.bad)} bad)")
+    paths = [Path(ref.path) for ref in embedded.refs]
+    entries = embedded.entries
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
     outputs = [member.mean(axis=0) for member in head.predict_members(x)]
@@ -124,4 +156,11 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     name = final["model"] if final else metrics["training"].get("model", "mlp")
     how = "refitted on all groups (model=auto)" if final else "cross-validation heads"
     table["model"] = f"{name}: mean of {head.members} {how}"
+    table["error"] = ""
+    if embedded.bad:  # unreadable images keep their row, in the order asked, with the reason
+        failed = pd.DataFrame({"image": list(embedded.bad), "error": list(embedded.bad.values())})
+        order = {str(p): i for i, p in enumerate(asked)}
+        table = pd.concat([table, failed], ignore_index=True)
+        table = table.sort_values("image", key=lambda c: c.map(order), kind="stable")
+        table = table.reset_index(drop=True)
     return table, run_dir

@@ -51,6 +51,7 @@ from sinterlab.evaluation.metrics import (
 from sinterlab.evaluation.report import write_report
 from sinterlab.models.fit import fit_head, head_oof
 from sinterlab.models.selection import select_model
+from sinterlab.runs import RunInterrupted, claim
 
 log = logging.getLogger(__name__)
 HEAD, AUTO = "head", "auto"
@@ -269,10 +270,20 @@ def resolved_yaml(cfg: DictConfig) -> str:
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     """Train and evaluate one configured experiment into ``run_dir``; returns the metrics."""
     run_dir = Path(run_dir)
+    claim(run_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
     write_text(run_dir / "config.yaml", resolved_yaml(cfg))
     dm = SEMDataModule(cfg)
     dm.setup("fit")
+    try:
+        return _train_and_evaluate(cfg, dm, run_dir)
+    except RunInterrupted as err:
+        err.cached = err.cached or (dm.cache_stats["images"], dm.cache_stats["images"],
+                                    dm.cache.folder)
+        raise
+
+
+def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> dict:
     kind = cfg.split.kind
     main = evaluate_protocol(cfg, dm, kind, run_dir, train_head=True)
     contrast = None
@@ -303,7 +314,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
                  "n_samples": int(dm.descriptor.table[SAMPLE].nunique()),
                  "n_patches": int(len(dm.x)), "counts": dm.counts(dm.assignment, "image"),
                  "patch_counts": dm.counts(dm.assignment, "patch"),
-                 "sample_id_note": "; ".join(dm.descriptor.notes) or None},
+                 "sample_id_note": "; ".join(dm.descriptor.notes) or None,
+                 "warnings": dm.warnings},
         "cache": dict(dm.cache_stats) | {"folder": str(dm.cache.folder)},
         "training": main["training"], "test": main["test"], "baseline": main["baseline"],
         "baseline_info": main["baseline_info"], "cv": main["cv"],

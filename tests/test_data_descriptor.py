@@ -188,7 +188,7 @@ image,sample_id,grade
 i/1.png,a,1.5
 i/2.png,b,C101
 """)
-    message = expect_error(csv, "is not a number", "grade", "regression")
+    message = expect_error(csv, "are not numbers", "grade", "regression")
     assert "'C101'" in message and f"{csv.resolve()}:3:" in message
 
 

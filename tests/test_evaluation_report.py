@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -93,9 +94,11 @@ def test_summary_of_a_multirun_gives_value_and_interval_per_model(finished_run, 
     md_path, csv_path = write_summary(tmp_path / "multirun")
     md = md_path.read_text()
     value = metrics_of(finished_run)["cv"]["pooled"]["head"]["image"]["accuracy"]["value"]
-    assert f"| custom | sample | cv (3 folds) | 2 | image accuracy | {value:.3f} ± 0.000" in md
+    data = data_cells(finished_run)
+    assert f"| custom | {data} | sample | cv (3 folds) | 2 | image accuracy | {value:.3f} ± 0.000" \
+        in md
     assert "| — | — | — |" in md  # no model=auto candidates in a plain run
-    assert "| custom | patch (leaky) |" in md
+    assert f"| custom | {data} | patch (leaky) |" in md
     assert len(pd.read_csv(csv_path)) == 4
     single = write_summary(tmp_path / "multirun" / "0")[0].read_text()
     low = metrics_of(finished_run)["cv"]["pooled"]["head"]["image"]["accuracy"]["low"]
@@ -106,7 +109,33 @@ def test_report_cli_writes_and_prints_the_summary(finished_run, tmp_path, capsys
     shutil.copytree(finished_run, tmp_path / "multirun" / "0")
     assert report_main([str(tmp_path / "multirun"), "--out", str(tmp_path / "out" / "s")]) == 0
     assert (tmp_path / "out" / "s.md").is_file() and (tmp_path / "out" / "s.csv").is_file()
-    assert "| custom | sample | cv (3 folds) |" in capsys.readouterr().out
+    assert f"| custom | {data_cells(finished_run)} | sample | cv (3 folds) |" in \
+        capsys.readouterr().out
+
+
+def data_cells(run: Path) -> str:
+    """The data and classes cells of a run's rows in the sweep summary."""
+    metrics = metrics_of(run)
+    target = metrics["targets"][0]
+    return (f"{'/'.join(Path(metrics['data']['descriptor']).parts[-2:])} | "
+            f"{target['name']}: {', '.join(target['classes'])}")
+
+
+def test_summary_keeps_runs_on_other_data_apart_and_lists_failed_runs(finished_run, tmp_path):
+    for job in ("0", "1", "2"):
+        shutil.copytree(finished_run, tmp_path / "multirun" / job)
+    other = tmp_path / "multirun" / "1" / "metrics.json"
+    metrics = json.loads(other.read_text())
+    metrics["data"]["descriptor"] = "/elsewhere/lab_b/descriptor.csv"
+    other.write_text(json.dumps(metrics))
+    failed = tmp_path / "multirun" / "2"
+    (failed / "metrics.json").unlink()
+    (failed / "error.txt").write_text("error: too few sample groups (2) for 5 folds\n")
+    md = write_summary(tmp_path / "multirun")[0].read_text()
+    rows = [line for line in md.splitlines() if "| sample | cv" in line]
+    assert len(rows) == 2 and all("| 1 | image accuracy" in row for row in rows)
+    assert "lab_b/descriptor.csv" in md
+    assert "## Failed runs, not summarised (1)" in md and "`2`: error: too few sample" in md
 
 
 @pytest.mark.parametrize("make_dir", [False, True])

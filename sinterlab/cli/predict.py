@@ -1,4 +1,9 @@
-"""``sinterlab-predict run=RUN_DIR images=[a.tif,b.tif]``: predict with a finished run."""
+"""``sinterlab-predict run=RUN_DIR images=[a.tif,b.tif]``: predict with a finished run.
+
+Exit status: 0 every image predicted; 1 predictions written, but some images could not be read
+(their rows carry the reason in ``error``); 2 bad input, nothing predicted (``strict=true``
+makes one bad image stop everything).
+"""
 
 from __future__ import annotations
 
@@ -22,12 +27,19 @@ def main(cfg: DictConfig) -> None:
     except SinterlabError as err:
         print(f"sinterlab-predict: error: {err}", file=sys.stderr)
         sys.exit(2)
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"
     write_with(out, lambda p: table.to_csv(p, index=False))
     shown = table.assign(image=[Path(p).name for p in table["image"]])
     print(shown.to_string(index=False))
     print(f"predictions: {out}")
+    failed = table[table["error"] != ""]
+    for image, reason in zip(failed["image"], failed["error"], strict=True):
+        print(f"sinterlab-predict: not predicted: {image}: {reason}", file=sys.stderr)
+    if len(failed):
+        print(f"sinterlab-predict: {len(failed)} of {len(table)} images not predicted (see the "
+              f"error column of {out})", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

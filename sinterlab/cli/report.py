@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sinterlab.evaluation.summary import write_summary
+from sinterlab.evaluation.summary import failed_runs, write_summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(2)
     try:
         md_path, csv_path = write_summary(root, args.out)
-    except FileNotFoundError:
-        print(f"sinterlab-report: no metrics.json found under {root}", file=sys.stderr)
+    except FileNotFoundError as err:
+        print(f"sinterlab-report: {err}", file=sys.stderr)
         sys.exit(2)
     print(md_path.read_text(encoding="utf-8"), end="")
+    for run, reason in failed_runs(root):
+        print(f"sinterlab-report: skipped failed run {run}: {reason}", file=sys.stderr)
     print(f"\nwrote {md_path} and {csv_path}", file=sys.stderr)
     return 0
 

@@ -1,29 +1,73 @@
-"""``sinterlab-train``: train and evaluate one experiment (Hydra app; multirun for sweeps)."""
+"""``sinterlab-train``: train and evaluate one experiment (Hydra app; multirun for sweeps).
+
+Exit status: 0 done; 2 bad input or configuration (one line on screen, the same in the run's
+``train.log`` and ``error.txt``); 130 Ctrl-C (cached embeddings are kept, the same command
+resumes). In a multirun a failed run does not stop the sweep: it leaves ``error.txt``, and the
+sweep exits 2 at the end (:class:`FailedRunsCallback`).
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from sinterlab.cli import CONF_DIR, summary_lines
 from sinterlab.errors import SinterlabError
+from sinterlab.runs import ERROR, RunInterrupted, record_failure, sigint_raises_interrupted
 from sinterlab.training import run_experiment
+
+log = logging.getLogger("sinterlab-train")
+PROG = "sinterlab-train"
+
+
+def _stop(run_dir: Path, message: str, code: int) -> float:
+    """Say why the run stopped (screen, log, error.txt); exit unless other runs of a sweep
+    are still to come."""
+    print(f"{PROG}: {message}", file=sys.stderr)
+    log.error(message)
+    record_failure(run_dir, message)
+    if code == 2 and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return float("nan")  # the sweep goes on; an Optuna trial counts as failed
+    sys.exit(code)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        metrics = run_experiment(cfg, run_dir)
+        with sigint_raises_interrupted():
+            metrics = run_experiment(cfg, run_dir)
     except SinterlabError as err:
-        print(f"sinterlab-train: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return _stop(run_dir, f"error: {err}", 2)
+    except RunInterrupted as err:
+        return _stop(run_dir, err.describe(), 130)
+    except Exception:
+        record_failure(run_dir, "crashed (a bug; please report it with this file):\n"
+                       + traceback.format_exc())
+        log.exception("crashed")
+        raise
     print("\n".join(summary_lines(metrics, run_dir)))
     return metrics["training"]["best_val_loss"]  # what hparams_search minimizes
+
+
+class FailedRunsCallback(Callback):
+    """At the end of a multirun, name the runs that failed and exit 2 if any did."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        failed = sorted(sweep.glob(f"**/{ERROR}"))
+        if failed:
+            print(f"{PROG}: {len(failed)} run(s) of the sweep failed; their reasons: "
+                  f"{', '.join(str(p) for p in failed)}", file=sys.stderr)
+            sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,15 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.data.descriptor import IMAGE, PATH, SAMPLE, SLIDE, Descriptor, load_descriptor
+from sinterlab.data.descriptor import (
+    IMAGE,
+    PATH,
+    ROW,
+    SAMPLE,
+    SLIDE,
+    Descriptor,
+    load_descriptor,
+)
 from sinterlab.data.patches import PARAM_COLUMNS
 from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignments
 from sinterlab.errors import SinterlabError
@@ -39,6 +47,8 @@ class SEMDataModule(pl.LightningDataModule):
         self.cache_stats: dict = {}
         self.assignment: np.ndarray | None = None
         self.x: torch.Tensor | None = None
+        self.warnings: list[str] = []
+        self._planned: dict[str, np.ndarray] = {}
 
     # -- prepare: descriptor, backbone, cache -----------------------------------------------
     def prepare_data(self) -> None:
@@ -51,22 +61,44 @@ class SEMDataModule(pl.LightningDataModule):
             OmegaConf.to_container(cfg.data.classes) if cfg.data.classes is not None else None,
             cfg.data.image_column, cfg.data.sample_column, cfg.data.slide_column,
             OmegaConf.to_container(cfg.data.units))
+        self.plan_splits()
         if self.backbone is None:
             self.backbone = build_backbone(cfg.backbone)
         embedded = embed_images(self.descriptor.table[PATH], cfg.preprocess, self.backbone,
-                                cfg.features, progress=bool(cfg.trainer.enable_progress_bar))
+                                cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
+                                fix=f"remove its row from {self.descriptor.csv}")
         self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
+        self.entries = embedded.entries
         self.cache_stats = embedded.stats
+        self.warnings += self.duplicate_images()
+        for warning in self.warnings:
+            log.warning(warning)
         log.info("embeddings: %d images, %d from cache, %d extracted",
                  self.cache_stats["images"], self.cache_stats["from_cache"],
                  self.cache_stats["extracted"])
+
+    def duplicate_images(self) -> list[str]:
+        """Byte-identical image files filed under different samples or labels: a leak that no
+        grouped split can see (the same micrograph may be tested by heads trained on it)."""
+        d = self.descriptor
+        frame = pd.DataFrame({"sha": [ref.sha for ref in self.refs], IMAGE: d.table[IMAGE],
+                              SAMPLE: d.table[SAMPLE],
+                              "label": d.table[d.targets[0].name].astype(str)})
+        out = []
+        for _, same in frame.groupby("sha", sort=False):
+            if len(same) > 1 and (same[SAMPLE].nunique() > 1 or same["label"].nunique() > 1):
+                out.append(f"{d.csv}: images {same[IMAGE].tolist()} are byte-identical but "
+                           f"filed under samples {sorted(set(same[SAMPLE]))} and labels "
+                           f"{sorted(set(same['label']))}; a grouped split cannot keep them "
+                           "apart (a leak): keep one row")
+        return out
 
     # -- setup: embeddings, per-patch table, split -------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.x is not None:
             return
         self.prepare_data()
-        entries = [self.cache.load(ref.sha) for ref in self.refs]
+        entries = self.entries
         table = self.descriptor.table
         counts = np.array([len(e.embeddings) for e in entries])
         rows = np.repeat(np.arange(len(table)), counts)
@@ -97,15 +129,21 @@ class SEMDataModule(pl.LightningDataModule):
     def split(self, kind: str) -> np.ndarray:
         """(folds, patches) subset names for a split ``kind`` (patch/image/sample/slide) under
         the configured protocol: k grouped folds (cv) or one train/val/test split (holdout)."""
+        planned = self._planned.get(kind)
+        if planned is not None and planned.shape[1] == len(self.patches):
+            return planned
+        return self._assign(kind, self.y[:, 0].numpy(), self.patches)
+
+    def _assign(self, kind: str, labels: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
         if kind not in KINDS:
             raise SinterlabError(f"split.kind={kind!r} is unknown; use one of {list(KINDS)}")
         column = GROUP_COLUMNS[kind]
-        if column not in self.patches.columns:
+        if column not in rows.columns:
             raise SinterlabError(f"{self.descriptor.csv}: split={kind} needs a "
                                  f"'{self.cfg.data.slide_column}' column; add it (or set "
                                  "data.slide_column) or use split=sample")
         s, p = self.cfg.split, self.cfg.protocol
-        labels, groups = self.y[:, 0].numpy(), self.patches[column].to_numpy()
+        groups = rows[column].to_numpy()
         common = {"what": kind, "min_groups_per_class": int(s.min_groups_per_class)}
         if p.name == "cv":
             return fold_assignments(labels, groups, dict(s.fractions), int(p.split_seed),
@@ -116,11 +154,40 @@ class SEMDataModule(pl.LightningDataModule):
         raise SinterlabError(f"protocol.name={p.name!r} is unknown; use protocol=cv or "
                              "protocol=holdout")
 
+    def plan_splits(self) -> None:
+        """Assign the folds of every split the run evaluates (and model selection's inner
+        folds) from the descriptor alone, before any backbone time is spent: an unknown split
+        kind, a missing or empty group column, or too few groups for the folds stops the run
+        here. Every image gives ``preprocess.patches.per_image`` patches in row order, so these
+        are the assignments ``setup`` uses."""
+        cfg, table = self.cfg, self.descriptor.table
+        kinds = [cfg.split.kind]
+        if cfg.evaluation.contrast.enabled:
+            kinds.append("sample" if cfg.split.kind == "patch" else "patch")
+        if "slide" in kinds and SLIDE in table.columns and (table[SLIDE] == "").any():
+            empty = table[ROW][table[SLIDE] == ""].tolist()
+            raise SinterlabError(f"{self.descriptor.csv}:{','.join(map(str, empty[:5]))}: empty "
+                                 f"'{cfg.data.slide_column}' cell; split=slide needs every "
+                                 "image's slide (or use split=sample)")
+        rows = np.repeat(np.arange(len(table)), int(cfg.preprocess.patches.per_image))
+        frame = table.iloc[rows][[c for c in (IMAGE, SAMPLE, SLIDE) if c in table.columns]]
+        frame = frame.reset_index(drop=True).assign(patch_id=np.arange(len(rows)))
+        labels = self.descriptor.target_matrix()[rows, 0]
+        for kind in kinds:
+            self._planned[kind] = self._assign(kind, labels, frame)
+        selection = cfg.model.get("selection")
+        if selection is not None:
+            self._inner(self._planned[kinds[0]], kinds[0], int(selection.inner_folds), labels,
+                        frame)
+
     def inner_folds(self, assignment: np.ndarray, kind: str, folds: int) -> np.ndarray:
         """(outer x inner folds, patches): grouped k-fold inside each outer fold's non-test
         groups, for model selection; the outer fold's test rows are '-' (never seen)."""
-        s, column = self.cfg.split, GROUP_COLUMNS[kind]
-        labels, groups = self.y[:, 0].numpy(), self.patches[column].to_numpy()
+        return self._inner(assignment, kind, folds, self.y[:, 0].numpy(), self.patches)
+
+    def _inner(self, assignment: np.ndarray, kind: str, folds: int, labels: np.ndarray,
+               rows: pd.DataFrame) -> np.ndarray:
+        s, groups = self.cfg.split, rows[GROUP_COLUMNS[kind]].to_numpy()
         out = []
         for outer in assignment:
             inside = outer != "test"

@@ -8,6 +8,7 @@ follow the numeric order when every value is numeric.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,12 +69,59 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+def _natural_key(text: str) -> tuple:
+    """'50 BC' < '100 BC' < 'C9' < 'C10': digit runs compare as numbers."""
+    return tuple((0, float(part), "") if part[:1].isdigit() else (1, 0.0, part)
+                 for part in re.split(r"(\d+(?:\.\d+)?)", text) if part)
+
+
 def _ordered_classes(values: pd.Series) -> list[str]:
+    """Numbers in numeric order; names in natural order (so '50 BC' precedes '100 BC')."""
     numeric = pd.to_numeric(values, errors="coerce")
-    unique = pd.unique(values)
     if numeric.notna().all():
         return [_as_text(v) for v in sorted(pd.unique(numeric))]
-    return sorted(_as_text(v) for v in unique)
+    return sorted({_as_text(v) for v in pd.unique(values)}, key=_natural_key)
+
+
+def _rows(csv: Path, table: pd.DataFrame, mask: pd.Series, limit: int = 5) -> str:
+    """'rows 3, 7 and 2 more' for the rows where ``mask`` holds (CSV line numbers)."""
+    lines = [str(r) for r in table[ROW][mask]]
+    more = f" and {len(lines) - limit} more" if len(lines) > limit else ""
+    return f"{csv}:{','.join(lines[:limit])}{more}"
+
+
+def _check_numeric_target(csv: Path, table: pd.DataFrame, name: str) -> None:
+    """A column of numbers with a few stray texts ('150 BC') must not become text classes."""
+    numeric = pd.to_numeric(table[name], errors="coerce")
+    stray = numeric.isna() & table[name].notna()
+    if stray.any() and numeric.notna().sum() > stray.sum():
+        values = sorted({str(v) for v in table[name][stray]})[:5]
+        raise SinterlabError(
+            f"{_rows(csv, table, stray)}: {name!r} values {values} are not numbers while "
+            f"{int(numeric.notna().sum())} others are; write plain numbers (units belong in "
+            f"data.units) so they are not read as extra classes")
+
+
+def read_table(csv: Path) -> pd.DataFrame:
+    """Read a descriptor CSV; a wrong delimiter, an empty file or no rows is a one-line error."""
+    try:
+        table = pd.read_csv(csv)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        reason = " ".join(str(err).split()) or "empty file"  # pandas' messages end with "\n"
+        raise SinterlabError(f"{csv}: not a readable CSV ({reason}); save it as UTF-8 CSV with "
+                             "a header row") from err
+    if len(table.columns) == 1:
+        header = str(table.columns[0])
+        for delimiter, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+            if delimiter in header:
+                raise SinterlabError(
+                    f"{csv}: columns are separated by {name}, not commas (header "
+                    f"{header[:60]!r}); save it as comma-separated CSV (e.g. in Excel: "
+                    "'CSV UTF-8 (Comma delimited)')")
+    if table.empty:
+        raise SinterlabError(f"{csv}: the descriptor has a header but no image rows; add one "
+                             "row per image")
+    return table
 
 
 def load_descriptor(
@@ -95,12 +143,7 @@ def load_descriptor(
     if not csv.is_file():
         raise SinterlabError(f"{csv}: descriptor CSV not found; set data.descriptor=PATH "
                              "(or run `make demo` to generate the demo data)")
-    try:
-        table = pd.read_csv(csv)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        reason = " ".join(str(err).split())  # pandas' messages end with a newline
-        raise SinterlabError(f"{csv}: not a readable CSV ({reason}); save it as UTF-8 CSV with "
-                             "a header row") from err
+    table = read_table(csv)
     names = [target] if isinstance(target, str) else list(target)
     missing = [c for c in [image_column, *names] if c not in table.columns]
     if missing:
@@ -109,15 +152,26 @@ def load_descriptor(
     table = table.rename(columns={image_column: IMAGE})
     table[ROW] = table.index + 2  # line in the CSV, for error messages
     notes: list[str] = []
+    empty_images = table[IMAGE].isna() | (table[IMAGE].astype(str).str.strip() == "")
+    if empty_images.any():
+        raise SinterlabError(f"{_rows(csv, table, empty_images)}: empty '{image_column}' cell; "
+                             "give the image path (relative to the CSV's folder) or remove the "
+                             "row")
     if sample_column in table.columns:
         table = table.rename(columns={sample_column: SAMPLE})
+        empty = table[SAMPLE].isna() | (table[SAMPLE].astype(str).str.strip() == "")
+        if empty.any():
+            raise SinterlabError(
+                f"{_rows(csv, table, empty)}: empty '{sample_column}' cell; name the sample "
+                "every image was taken from (or drop the column: each image is then its own "
+                "sample)")
     else:
         table[SAMPLE] = table[IMAGE]
         notes.append(f"no '{sample_column}' column: each image is its own sample")
     table[SAMPLE] = table[SAMPLE].astype(str)
     if slide_column in table.columns:
         table = table.rename(columns={slide_column: SLIDE})
-        table[SLIDE] = table[SLIDE].astype(str)
+        table[SLIDE] = table[SLIDE].map(lambda v: "" if pd.isna(v) else _as_text(v))
     table[IMAGE] = table[IMAGE].astype(str)
 
     # compare resolved paths: 'images/a.tif' and './images/a.tif' are the same image
@@ -128,6 +182,7 @@ def load_descriptor(
         raise SinterlabError(f"{csv}:{row}: image {duplicated.iloc[0]!r} is listed twice; "
                              "keep one row per image")
     for name in names:
+        _check_numeric_target(csv, table, name)
         empty = table[name].isna()
         if empty.any():
             row = int(empty.idxmax()) + 2
@@ -157,10 +212,10 @@ def load_descriptor(
         else:
             numeric = pd.to_numeric(table[name], errors="coerce")
             if numeric.isna().any():
-                bad = int(numeric.isna().idxmax())
-                raise SinterlabError(f"{csv}:{table[ROW][bad]}: {name!r} value "
-                                     f"{table[name][bad]!r}"
-                                     " is not a number; regression needs numbers (or use "
+                bad = numeric.isna()
+                values = sorted({str(v) for v in table[name][bad]})[:5]
+                raise SinterlabError(f"{_rows(csv, table, bad)}: {name!r} values {values} are "
+                                     "not numbers; regression needs numbers (or use "
                                      "task=classification)")
             table[name] = numeric
             targets.append(Target(name, task, (), unit))

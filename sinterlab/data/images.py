@@ -20,12 +20,11 @@ def read_gray8(path: str | Path, percentiles: tuple[float, float] = (0.0, 100.0)
     path = Path(path)
     data = np.fromfile(path, dtype=np.uint8) if path.is_file() else None
     if data is None:
-        raise SinterlabError(f"{path}: image file not found; fix the 'image' path in the "
-                             "descriptor")
+        raise SinterlabError(f"{path}: image file not found; check the path")
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
         raise SinterlabError(f"{path}: cannot decode the image (corrupt or unsupported format); "
-                             "re-export it as TIFF/PNG/JPEG or drop its row from the descriptor")
+                             "re-export it as TIFF, PNG or JPEG")
     if image.ndim == 3:
         code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
         image = cv2.cvtColor(image, code) if image.shape[2] in (3, 4) else image[..., 0]

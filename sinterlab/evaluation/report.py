@@ -270,6 +270,7 @@ def _data(m: Mapping) -> list[str]:
     for note in (d.get("sample_id_note"), (m.get("split") or {}).get("note")):
         if note:
             items.append(f"note: {note}")
+    items += [f"**warning:** {warning}" for warning in d.get("warnings") or []]
     return ["## Data, backbone, preprocessing\n", "\n".join(f"- {i}" for i in items) + "\n"]
 
 

@@ -1,6 +1,8 @@
-"""Sweep summary: every ``metrics.json`` under a folder -> one table per (experiment, split,
-protocol): the pooled out-of-fold headline metric of every model with its interval (one run),
-or the mean ± sd of the runs' values (several runs, e.g. backbones or seeds of a holdout sweep).
+"""Sweep summary: every ``metrics.json`` under a folder -> one table row per (experiment, data,
+classes, split, protocol): the pooled out-of-fold headline metric of every model with its
+interval (one run), or the mean ± sd of the runs' values (several runs, e.g. backbones or seeds
+of a holdout sweep). Runs on other descriptors or class sets are never averaged together.
+Failed runs (``error.txt``, no ``metrics.json``) are listed with their reason, not averaged.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from typing import Any
 import pandas as pd
 
 from sinterlab.atomic import write_text
+from sinterlab.runs import ERROR, failure
 
 #: the run's own model (the head, or the auto-selected one), the candidates of model=auto
 #: (their plain CV scores), then the baselines
 MODELS = ("primary", "mlp", "linear", "mlp_small", "pca_logreg", "linear_probe")
-GROUP_COLUMNS = ("experiment", "split_kind", "protocol")
+GROUP_COLUMNS = ("experiment", "data", "classes", "split_kind", "protocol")
 
 
 def _get(d: Any, dotted: str) -> Any:
@@ -30,6 +33,31 @@ def _get(d: Any, dotted: str) -> Any:
     return d
 
 
+def _classes(metrics: Mapping) -> str:
+    """'burst_count: 50, 150, 250' (classification) or 'burst_count (regression)'."""
+    parts = []
+    for target in metrics.get("targets") or []:
+        classes = target.get("classes")
+        parts.append(f"{target.get('name')}: {', '.join(map(str, classes))}" if classes
+                     else f"{target.get('name')} ({target.get('kind')})")
+    return "; ".join(parts)
+
+
+def _short(path: object) -> str:
+    """The last two parts of a descriptor path, for the table (the CSV keeps it whole)."""
+    return "/".join(Path(str(path)).parts[-2:]) if path else "—"
+
+
+def failed_runs(root: Path) -> list[tuple[str, str]]:
+    """(run folder relative to ``root``, first line of its error.txt) of every failed run."""
+    out = []
+    for path in sorted(Path(root).rglob(ERROR)):
+        reason = failure(path.parent)
+        if reason:
+            out.append((path.parent.relative_to(root).as_posix() or ".", reason))
+    return out
+
+
 def _block_row(path: Path, root: Path, metrics: Mapping, block: Mapping) -> dict[str, Any]:
     cv = block.get("cv") or {}
     verdict = cv.get("verdict") or {}
@@ -37,6 +65,7 @@ def _block_row(path: Path, root: Path, metrics: Mapping, block: Mapping) -> dict
     row: dict[str, Any] = {
         "run": path.parent.relative_to(root).as_posix() or ".",
         "experiment": metrics.get("experiment"),
+        "data": _get(metrics, "data.descriptor"), "classes": _classes(metrics),
         "split_kind": _get(block, "split.kind"), "leaky": bool(_get(block, "split.leaky")),
         "protocol": f"{cv.get('protocol')} ({cv.get('folds')} folds)" if cv else None,
         "backbone": _get(metrics, "backbone.name"),
@@ -78,7 +107,7 @@ def summarize_runs(root: Path) -> pd.DataFrame:
     if frame.empty:
         return frame
     # a split that some run evaluated as its own is not repeated from another run's contrast
-    key = ["experiment", "split_kind", "protocol", "backbone"]
+    key = [*GROUP_COLUMNS, "backbone"]
     own = frame.loc[frame["source"] == "run", key].drop_duplicates()
     repeated = frame.merge(own, on=key, how="left", indicator=True)["_merge"] == "both"
     return frame[~(repeated.to_numpy() & (frame["source"] == "contrast").to_numpy())]
@@ -102,15 +131,16 @@ def _primary_label(part: pd.DataFrame) -> str:
 
 
 def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
-    headers = ["experiment", "split", "protocol", "runs", "level metric", "head",
+    headers = ["experiment", "data", "classes", "split", "protocol", "runs", "level metric", "head",
                "MLP (CV)", "linear head (CV)", "small MLP (CV)", "PCA + LR", "linear probe",
                "best", "p (chance)", "head train s"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     keys = list(GROUP_COLUMNS)
     for key, part in frame.groupby(keys, sort=True, dropna=False):
-        experiment, split, protocol = key
+        experiment, data, classes, split, protocol = key
         best = part["best_model"].mode()
-        cells = [str(experiment), f"{split}{' (leaky)' if part['leaky'].any() else ''}",
+        cells = [str(experiment), _short(data), str(classes),
+                 f"{split}{' (leaky)' if part['leaky'].any() else ''}",
                  str(protocol), str(len(part)),
                  f"{part['level'].iloc[0]} {part['metric'].iloc[0]}",
                  _cell(part, "primary", digits) + _primary_label(part),
@@ -136,12 +166,16 @@ def write_summary(root: Path, out_stem: Path | None = None, digits: int = 3) -> 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
-    frame = summarize_runs(root)
+    frame, failed = summarize_runs(root), failed_runs(root)
     if frame.empty:
-        raise FileNotFoundError(f"no metrics.json found under {root}")
+        raise FileNotFoundError(f"no metrics.json found under {root}" + (
+            f" ({len(failed)} failed run(s): {failed[0][0]}: {failed[0][1]})" if failed else ""))
     md_path, csv_path = _out_paths(root, out_stem)
     title = (f"# Sweep summary: {root}\n\nPooled out-of-fold metric per model; one run: value "
              "[95% interval resampling samples]; several runs: mean ± sd of their values.\n\n")
-    write_text(md_path, title + summary_markdown(frame, digits))
+    skipped = "" if not failed else (
+        f"\n## Failed runs, not summarised ({len(failed)})\n\n"
+        + "".join(f"- `{run}`: {reason}\n" for run, reason in failed))
+    write_text(md_path, title + summary_markdown(frame, digits) + skipped)
     write_text(csv_path, frame.to_csv(index=False))
     return md_path, csv_path

@@ -4,19 +4,28 @@ An entry's path is ``<root>/<backbone>-<weights sha>/<settings hash>/<image sha>
 image file's bytes, the crop/equalize/patch settings and the backbone's weights all enter the
 key, so changing one setting only misses the entries it affects, while the runs of a sweep (other
 classes, splits, seeds, heads) hit the same files. Entries are written atomically, so a killed
-extraction resumes with the images already done.
+extraction resumes with the images already done. An entry that cannot be read (a damaged disk, a
+copy cut short) is moved to ``<folder>/corrupt/`` with a warning and extracted again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import tempfile
+import zipfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from sinterlab.atomic import write_text, write_with
+from sinterlab.errors import SinterlabError
+
+log = logging.getLogger(__name__)
 
 ENTRY_FIELDS = ("embeddings", "params", "crop")
 HASH_CHUNK = 1 << 20
@@ -59,6 +68,38 @@ class EmbeddingCache:
     def load(self, image_sha: str) -> CacheEntry:
         with np.load(self.path(image_sha)) as data:
             return CacheEntry(*(data[name] for name in ENTRY_FIELDS))
+
+    def load_or_set_aside(self, image_sha: str, image: str) -> CacheEntry | None:
+        """The entry if present and readable; a damaged one is moved to ``corrupt/`` with a
+        warning naming it (None: extract ``image`` again)."""
+        if not self.has(image_sha):
+            return None
+        try:
+            entry = self.load(image_sha)
+            if entry.embeddings.ndim != 2 or len(entry.embeddings) != len(entry.params) or \
+                    not len(entry.embeddings):
+                raise ValueError(f"shapes {entry.embeddings.shape} and {entry.params.shape}")
+            return entry
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            aside = self.folder / "corrupt" / \
+                f"{image_sha}.{datetime.now():%Y%m%d-%H%M%S-%f}.npz"
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(self.path(image_sha), aside)
+            log.warning("%s: unreadable cache entry (%s: %s) moved to %s; extracting %s again",
+                        self.path(image_sha), type(err).__name__, err, aside, image)
+            return None
+
+    def check_writable(self) -> None:
+        """Fail before any extraction when new entries could not be saved."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.folder, prefix=".write-test-"):
+                pass
+        except OSError as err:
+            raise SinterlabError(
+                f"{self.folder}: embedding cache folder cannot be written ({err.strerror}); set "
+                "features.cache_dir to a folder you can write (or ask its owner for group "
+                "write access)") from None
 
     def save(self, image_sha: str, entry: CacheEntry) -> Path:
         settings_file = self.folder / "settings.json"

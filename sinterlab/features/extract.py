@@ -18,12 +18,14 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from sinterlab.data.crop import CropBox
+from sinterlab.data.crop import CropBox, crop_box
 from sinterlab.data.images import read_gray8
 from sinterlab.data.patches import PatchSampler, PatchSpec
 from sinterlab.data.preprocess import preprocess_image
+from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
+from sinterlab.runs import RunInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class CacheWriter(BasePredictionWriter):
     def __init__(self, cache: EmbeddingCache):
         super().__init__(write_interval="batch")
         self.cache = cache
-        self.patches = 0
+        self.patches = self.images = 0
         self.started = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
@@ -86,6 +88,7 @@ class CacheWriter(BasePredictionWriter):
                            prediction["crop"].numpy())
         self.cache.save(prediction["sha"], entry)
         self.patches += len(entry.embeddings)
+        self.images += 1
         bar = trainer.progress_bar_callback
         rate = self.patches / max(time.perf_counter() - self.started, 1e-9)
         if isinstance(bar, TQDMProgressBar) and bar.predict_progress_bar is not None:
@@ -94,11 +97,13 @@ class CacheWriter(BasePredictionWriter):
 
 def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Backbone,
                      sampler: PatchSampler, preprocess_cfg, features_cfg,
-                     progress: bool = True) -> dict:
-    """Extract and cache every image of ``images`` not cached yet; returns throughput figures."""
+                     progress: bool = True, total: int | None = None) -> dict:
+    """Extract and cache every image of ``images`` not cached yet; returns throughput figures.
+    ``total``: the images of the whole request (default ``images``), for the counts."""
+    unique = len(set(images)) if total is None else total
     missing = [ref for ref in dict.fromkeys(images) if not cache.has(ref.sha)]
-    stats = {"images": len(set(images)), "extracted": len(missing),
-             "from_cache": len(set(images)) - len(missing), "patches_per_s": None}
+    stats = {"images": unique, "extracted": len(missing),
+             "from_cache": unique - len(missing), "patches_per_s": None}
     if not missing:
         return stats
     log.info("extracting %d of %d images with %s", len(missing), stats["images"], backbone.name)
@@ -113,11 +118,13 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Ba
                         persistent_workers=False)
     started = time.perf_counter()
     model = FrozenFeatures(backbone, features_cfg.batch_size, features_cfg.channels_last)
-    trainer.predict(model, loader,
-                    return_predictions=False)
+    try:
+        trainer.predict(model, loader, return_predictions=False)
+    except RunInterrupted as err:
+        err.cached = (stats["from_cache"] + writer.images, unique, cache.folder)
+        raise
     stats["patches_per_s"] = writer.patches / (time.perf_counter() - started)
     return stats
-
 
 
 def patch_spec(preprocess_cfg, backbone: Backbone) -> PatchSpec:
@@ -139,27 +146,58 @@ def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
 
 @dataclass
 class Embedded:
-    """Where a list of images' embeddings are: the cache, its entry keys, and how they got there."""
+    """A list of images' embeddings: the cache, entry keys and entries, how they got there,
+    and the images left out (``skip_bad``) with the reason."""
 
     spec: PatchSpec
     cache: EmbeddingCache
     refs: list[ImageRef]
+    entries: list[CacheEntry]
     stats: dict
+    bad: dict[str, str]
+
+
+def image_problem(ref: ImageRef, preprocess_cfg, sampler: PatchSampler) -> str | None:
+    """Why ``ref`` cannot give patches (unreadable, too small after the crop), or None."""
+    try:
+        image = read_gray8(ref.path, tuple(preprocess_cfg.read.percentiles))
+        crop = preprocess_cfg.crop
+        box = crop_box(image, crop.mode, crop.top, crop.bottom, crop.left, crop.right,
+                       dict(crop.auto))
+        sampler.params(box.height, box.width, ref.sha)
+    except SinterlabError as err:
+        return str(err).removeprefix(f"{ref.path}: ")
+    return None
 
 
 def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
-                 progress: bool = True) -> Embedded:
-    """Make sure every image in ``paths`` has a cache entry for these settings and weights.
+                 progress: bool = True, fix: str = "remove it", skip_bad: bool = False,
+                 ) -> Embedded:
+    """Every image of ``paths`` with its cache entry for these settings and weights.
 
-    Unreadable files fail before any extraction starts, so a bad row costs no backbone time.
+    Before any extraction: damaged cache entries are set aside, every image still to extract is
+    read and checked against the patch size, and the cache folder must be writable. A bad image
+    is an error naming it (and ``fix``), or with ``skip_bad`` is left out and named in ``bad``.
     """
     spec = patch_spec(preprocess_cfg, backbone)
     cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
                            cache_settings(preprocess_cfg, spec, backbone, features_cfg))
+    sampler = PatchSampler(spec, backbone.mean, backbone.std)
     refs = [ImageRef(str(p), file_sha256(p)) for p in paths]
-    for ref in refs:
-        if not cache.has(ref.sha):
-            read_gray8(ref.path, tuple(preprocess_cfg.read.percentiles))
-    stats = extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean, backbone.std),
-                             preprocess_cfg, features_cfg, progress=progress)
-    return Embedded(spec, cache, refs, stats)
+    entries = {ref.sha: cache.load_or_set_aside(ref.sha, ref.path) for ref in refs}
+    bad = {}
+    for ref in dict.fromkeys(refs):
+        if entries[ref.sha] is None and (problem := image_problem(ref, preprocess_cfg, sampler)):
+            bad[ref.path] = problem
+    if bad and not skip_bad:
+        (first, reason), others = next(iter(bad.items())), list(bad)[1:]
+        more = f" ({len(others)} more: {', '.join(others[:3])})" if others else ""
+        raise SinterlabError(f"{first}: {reason}; or {fix}{more}")
+    good = [ref for ref in refs if ref.path not in bad]
+    if any(entries[ref.sha] is None for ref in good):
+        cache.check_writable()
+    stats = extract_to_cache([ref for ref in good if entries[ref.sha] is None], cache, backbone,
+                             sampler, preprocess_cfg, features_cfg, progress=progress,
+                             total=len({ref.sha for ref in good}))
+    loaded = [entries[ref.sha] or cache.load(ref.sha) for ref in good]
+    return Embedded(spec, cache, good, loaded, stats, bad)
