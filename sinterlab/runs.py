@@ -22,6 +22,10 @@ from sinterlab.errors import SinterlabError
 CLAIM, ERROR, METRICS = ".sinterlab-run", "error.txt", "metrics.json"
 
 
+class FolderTaken(SinterlabError):
+    """The run folder belongs to another run: this run writes nothing into it."""
+
+
 def claim(run_dir: str | Path) -> None:
     """Mark ``run_dir`` as this process's run; refuse a folder another run already holds."""
     run_dir = Path(run_dir)
@@ -35,7 +39,7 @@ def claim(run_dir: str | Path) -> None:
             other = json.loads((run_dir / CLAIM).read_text())
         except (OSError, ValueError):
             other = {}
-        raise SinterlabError(
+        raise FolderTaken(
             f"{run_dir}: folder already holds another run (pid {other.get('pid', '?')} on "
             f"{other.get('host', '?')}, started {other.get('started', '?')}); give this run "
             "its own folder (hydra.run.dir=...) or delete the old one") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,24 @@ def make_cfg(tmp_path, tiny_descriptor, shared_cache):
         return compose_train(base + list(overrides), tmp_path)
 
     return make
+
+
+BIN = Path(sys.executable).parent
+
+
+def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """A console script as a user runs it, in its own process."""
+    return subprocess.run([str(BIN / script), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_descriptor, shared_cache) -> Path:
+    """`sinterlab-train debug=fast` on the tiny data, as a user would type it."""
+    run_dir = tmp_path_factory.mktemp("run")
+    done = run("sinterlab-train", *FAST, f"data.descriptor={tiny_descriptor}",
+               f"features.cache_dir={shared_cache}", f"hydra.run.dir={run_dir}",
+               f"paths.log_dir={run_dir / 'logs'}", cwd=run_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"report: {run_dir / 'report.md'}" in done.stdout
+    return run_dir

@@ -1,8 +1,6 @@
 """The console scripts as users run them: sinterlab-train, sinterlab-predict, bad input."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,26 +10,7 @@ from omegaconf import OmegaConf
 from sinterlab.cli import summary_lines
 from sinterlab.errors import SinterlabError
 from sinterlab.predict import predict
-from tests.conftest import FAST
-
-BIN = Path(sys.executable).parent
-
-
-def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / script), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, tiny_descriptor, shared_cache) -> Path:
-    """`sinterlab-train debug=fast` on the tiny data, as a user would type it."""
-    run_dir = tmp_path_factory.mktemp("run")
-    done = run("sinterlab-train", *FAST, f"data.descriptor={tiny_descriptor}",
-               f"features.cache_dir={shared_cache}", f"hydra.run.dir={run_dir}",
-               f"paths.log_dir={run_dir / 'logs'}", cwd=run_dir)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"report: {run_dir / 'report.md'}" in done.stdout
-    return run_dir
+from tests.conftest import run
 
 
 def test_train_cli_writes_the_contracted_metrics(trained_run):

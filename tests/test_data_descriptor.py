@@ -204,3 +204,44 @@ def test_malformed_csv_is_a_one_line_error(tmp_path):
     csv = tmp_path / "broken.csv"
     csv.write_text("image,burst_count\ni/1.png,100\ni/2.png,250,7,8\n")
     expect_error(csv, "not a readable CSV", "burst_count", "classification")
+
+
+def test_a_stray_unit_among_numbers_is_an_error_naming_rows(tmp_path):
+    csv = write(tmp_path, """
+image,sample_id,burst_count
+i/1.png,a,50
+i/2.png,b,150 BC
+i/3.png,c,250
+i/4.png,d,150
+""")
+    message = expect_error(csv, "not numbers", "burst_count", "classification")
+    assert f"{csv.resolve()}:3:" in message and "'150 BC'" in message and "data.units" in message
+
+
+def test_named_classes_with_numbers_sort_naturally(tmp_path):
+    csv = write(tmp_path, """
+image,sample_id,burst_count
+i/1.png,a,100 BC
+i/2.png,b,50 BC
+i/3.png,c,250 BC
+""")
+    d = load_descriptor(csv, "burst_count", "classification")
+    assert d.targets[0].classes == ("50 BC", "100 BC", "250 BC")
+
+
+@pytest.mark.parametrize("column", ["image", "sample_id"])
+def test_empty_image_or_sample_cell_is_an_error(tmp_path, column):
+    text = VALID.replace("images/b1.png,s1-250", "images/b1.png," if column == "sample_id"
+                         else ",s1-250")
+    csv = write(tmp_path, text, images=["images/a1.png", "images/a2.png", "images/b1.png",
+                                        "images/c1.png", "images/c2.png"])
+    message = expect_error(csv, f"empty '{column}' cell", "burst_count", "classification")
+    assert f"{csv.resolve()}:4:" in message
+
+
+def test_wrong_delimiter_and_no_rows(tmp_path):
+    csv = write(tmp_path, VALID.replace(",", ";"), images=[])
+    assert "semicolons" in expect_error(csv, "separated by", "burst_count", "classification")
+    header = tmp_path / "header.csv"
+    header.write_text("image,sample_id,burst_count\n")
+    expect_error(header, "no image rows", "burst_count", "regression")

@@ -21,19 +21,26 @@ from omegaconf import DictConfig
 
 from sinterlab.cli import CONF_DIR, summary_lines
 from sinterlab.errors import SinterlabError
-from sinterlab.runs import ERROR, RunInterrupted, record_failure, sigint_raises_interrupted
+from sinterlab.runs import (
+    ERROR,
+    FolderTaken,
+    RunInterrupted,
+    record_failure,
+    sigint_raises_interrupted,
+)
 from sinterlab.training import run_experiment
 
 log = logging.getLogger("sinterlab-train")
 PROG = "sinterlab-train"
 
 
-def _stop(run_dir: Path, message: str, code: int) -> float:
+def _stop(run_dir: Path, message: str, code: int, own_folder: bool = True) -> float:
     """Say why the run stopped (screen, log, error.txt); exit unless other runs of a sweep
     are still to come."""
     print(f"{PROG}: {message}", file=sys.stderr)
     log.error(message)
-    record_failure(run_dir, message)
+    if own_folder:
+        record_failure(run_dir, message)
     if code == 2 and HydraConfig.get().mode == RunMode.MULTIRUN:
         return float("nan")  # the sweep goes on; an Optuna trial counts as failed
     sys.exit(code)
@@ -46,7 +53,7 @@ def main(cfg: DictConfig) -> float | None:
         with sigint_raises_interrupted():
             metrics = run_experiment(cfg, run_dir)
     except SinterlabError as err:
-        return _stop(run_dir, f"error: {err}", 2)
+        return _stop(run_dir, f"error: {err}", 2, own_folder=not isinstance(err, FolderTaken))
     except RunInterrupted as err:
         return _stop(run_dir, err.describe(), 130)
     except Exception:

@@ -252,9 +252,10 @@ class SEMDataModule(pl.LightningDataModule):
         """Images (unit='image') or patches per class per subset of fold 0, for the report."""
         target = self.descriptor.targets[0]
         frame = pd.DataFrame({"subset": assignment[0], IMAGE: self.patches[IMAGE],
+                              "order": self.y[:, 0].numpy(),  # class index or value
                               "label": self.patches[target.name].astype(str)})
         if unit == "image":
             frame = frame.drop_duplicates([IMAGE, "subset"])
-        table = frame.groupby(["subset", "label"]).size()
+        table = frame.groupby(["subset", "order", "label"]).size().droplevel("order")
         return {s: {str(k): int(v) for k, v in table[s].items()} for s in SUBSETS
                 if s in table.index.get_level_values(0)}

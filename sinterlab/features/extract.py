@@ -79,7 +79,7 @@ class CacheWriter(BasePredictionWriter):
     def __init__(self, cache: EmbeddingCache):
         super().__init__(write_interval="batch")
         self.cache = cache
-        self.patches = self.images = 0
+        self.patches = 0
         self.started = time.perf_counter()
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
@@ -88,7 +88,6 @@ class CacheWriter(BasePredictionWriter):
                            prediction["crop"].numpy())
         self.cache.save(prediction["sha"], entry)
         self.patches += len(entry.embeddings)
-        self.images += 1
         bar = trainer.progress_bar_callback
         rate = self.patches / max(time.perf_counter() - self.started, 1e-9)
         if isinstance(bar, TQDMProgressBar) and bar.predict_progress_bar is not None:
@@ -121,7 +120,8 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Ba
     try:
         trainer.predict(model, loader, return_predictions=False)
     except RunInterrupted as err:
-        err.cached = (stats["from_cache"] + writer.images, unique, cache.folder)
+        done = sum(cache.has(ref.sha) for ref in missing)  # on disk, whatever the writer saw
+        err.cached = (stats["from_cache"] + done, unique, cache.folder)
         raise
     stats["patches_per_s"] = writer.patches / (time.perf_counter() - started)
     return stats

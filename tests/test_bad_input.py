@@ -1,0 +1,292 @@
+"""Bad input as users make it, one row each: how it is made, the exit status, and the words the
+message must hold. The console scripts run in this process as typed (``sys.argv``), so a row
+costs a config composition, not an interpreter start.
+
+Every row that stops a training run (status 2 or 130) must also leave the reason in the run
+folder (``error.txt`` and ``train.log``), no ``metrics.json``, and, for status 2, no extracted
+embedding: everything that depends on the descriptor and the config is checked before the
+backbone runs. Adding a case is one ``Case(...)`` line (and a maker when none fits).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from sinterlab.cli.predict import main as predict_main
+from sinterlab.cli.train import main as train_main
+from sinterlab.features.cache import EmbeddingCache
+from tests.conftest import FAST
+
+SCRIPTS = {"train": train_main, "predict": predict_main}
+
+
+@dataclass
+class World:
+    """What a maker may use: a fresh folder, the tiny data, a finished run, pytest's patcher."""
+
+    tmp: Path
+    descriptor: Path
+    trained_run: Path
+    filled_cache: Path
+    monkeypatch: pytest.MonkeyPatch
+    cache: Path = field(init=False)
+
+    def __post_init__(self):
+        self.cache = self.tmp / "cache"
+
+    def table(self) -> pd.DataFrame:
+        """The tiny descriptor with absolute image paths, ready to be spoilt and saved."""
+        table = pd.read_csv(self.descriptor)
+        table["image"] = [str(self.descriptor.parent / p) for p in table["image"]]
+        return table
+
+    def save(self, table: pd.DataFrame, name: str = "descriptor.csv", **kwargs) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False, **kwargs)
+        return path
+
+    def images(self, n: int = 3) -> list[Path]:
+        return sorted((self.descriptor.parent / "images").glob("*.tif"))[:n]
+
+    def run_copy(self) -> Path:
+        """A copy of the finished run, to damage."""
+        return Path(shutil.copytree(self.trained_run, self.tmp / "run_copy"))
+
+
+# -- makers: each spoils one thing and returns the command line's arguments -------------------
+def with_table(edit: Callable[[pd.DataFrame], object], **save) -> Callable[[World], list[str]]:
+    def make(w: World) -> list[str]:
+        table = w.table()
+        table = edit(table) if edit(table) is not None else table
+        return [f"data.descriptor={w.save(table, **save)}"]
+    return make
+
+
+def cell(row: int, column: str, value) -> Callable[[pd.DataFrame], None]:
+    def edit(table: pd.DataFrame) -> None:
+        table[column] = table[column].astype(object)
+        table.loc[row, column] = value
+    return edit
+
+
+def descriptor_text(text: str, name: str = "descriptor.csv") -> Callable[[World], list[str]]:
+    def make(w: World) -> list[str]:
+        path = w.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode())
+        return [f"data.descriptor='{path}'"]  # quoted: the path may hold spaces
+    return make
+
+
+def overrides(*args: str) -> Callable[[World], list[str]]:
+    return lambda w: [f"data.descriptor={w.descriptor}", *args]
+
+
+def held_folder(w: World) -> list[str]:
+    run_dir = w.tmp / "run"
+    run_dir.mkdir()
+    (run_dir / ".sinterlab-run").write_text('{"pid": 4242, "host": "lab-pc", "started": "t"}')
+    return [f"data.descriptor={w.descriptor}"]
+
+
+def cache_under_a_file(w: World) -> list[str]:
+    (w.tmp / "not_a_folder").write_text("")
+    return [f"data.descriptor={w.descriptor}",
+            f"features.cache_dir={w.tmp / 'not_a_folder' / 'cache'}"]
+
+
+def interrupted_after_two_images(w: World) -> list[str]:
+    save, calls = EmbeddingCache.save, []
+
+    def save_then_ctrl_c(self, sha, entry):
+        save(self, sha, entry)
+        calls.append(sha)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C
+    w.monkeypatch.setattr(EmbeddingCache, "save", save_then_ctrl_c)
+    return [f"data.descriptor={w.descriptor}"]
+
+
+def predict_args(w: World, run: Path, images: list[Path]) -> list[str]:
+    return [f"run={run}", f"images=[{','.join(str(p) for p in images)}]",
+            f"out={w.tmp / 'predictions.csv'}", f"hydra.run.dir={w.tmp / 'hydra'}"]
+
+
+def one_unreadable_image(*extra: str) -> Callable[[World], list[str]]:
+    def make(w: World) -> list[str]:
+        bad = w.tmp / "broken.tif"
+        bad.write_bytes(b"II*\x00 cut short by a full disk")
+        return predict_args(w, w.trained_run, [*w.images(2), bad]) + list(extra)
+    return make
+
+
+def one_tiny_image(w: World) -> list[str]:
+    small = w.tmp / "thumbnail.png"
+    cv2.imwrite(str(small), np.full((30, 40), 128, np.uint8))
+    return predict_args(w, w.trained_run, [*w.images(2), small]) + ["strict=true"]
+
+
+def zero_byte_descriptor(w: World) -> list[str]:
+    (w.tmp / "empty.csv").write_bytes(b"")
+    return [f"run={w.trained_run}", f"descriptor={w.tmp / 'empty.csv'}",
+            f"hydra.run.dir={w.tmp / 'hydra'}"]
+
+
+def damaged_checkpoint(how: str) -> Callable[[World], list[str]]:
+    def make(w: World) -> list[str]:
+        run = w.run_copy()
+        checkpoint = run / json.loads((run / "metrics.json").read_text())["training"]["checkpoint"]
+        if how == "missing":
+            checkpoint.unlink()
+        else:
+            checkpoint.write_bytes(checkpoint.read_bytes()[:2000])
+        return predict_args(w, run, w.images(2))
+    return make
+
+
+def identical_images_in_two_samples(w: World) -> list[str]:
+    table = w.table()
+    copy = w.tmp / "copy_of_first.tif"
+    shutil.copy(table.loc[0, "image"], copy)
+    other = table.index[table["burst_count"] != table.loc[0, "burst_count"]][0]
+    table.loc[other, "image"] = str(copy)  # the first image's bytes, filed as another sample
+    return [f"data.descriptor={w.save(table)}"]
+
+
+def one_corrupt_cache_entry(w: World) -> list[str]:
+    """The finished run's cache, one of its entries cut short (a full disk, a broken copy)."""
+    shutil.copytree(w.filled_cache, w.cache)
+    used = json.loads((w.trained_run / "metrics.json").read_text())["cache"]["folder"]
+    entry = sorted((w.cache / Path(used).relative_to(w.filled_cache)).glob("*.npz"))[0]
+    entry.write_bytes(entry.read_bytes()[:100])
+    return [f"data.descriptor={w.descriptor}"]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    script: str
+    make: Callable[[World], list[str]]
+    code: int
+    words: tuple[str, ...]
+    absent: tuple[str, ...] = ()
+    leaves_error_txt: bool = True  # False: the folder is another run's, nothing is written
+
+
+CASES = [
+    # 1. a stray unit among numbers: not a fourth class
+    Case("stray unit in numeric target", "train", with_table(cell(2, "burst_count", "150 BC")),
+         2, ("'150 BC'", "not numbers", "data.units", ":4")),
+    # 2. a folder another run holds
+    Case("run folder already held", "train", held_folder, 2,
+         ("already holds another run", "4242", "hydra.run.dir"), leaves_error_txt=False),
+    # 3. empty sample cells; identical bytes under two samples
+    Case("empty sample_id", "train", with_table(cell(3, "sample_id", np.nan)), 2,
+         ("empty 'sample_id' cell", ":5")),
+    Case("identical images in two samples", "train", identical_images_in_two_samples, 0,
+         ("byte-identical", "copy_of_first.tif")),
+    # 4. tracebacks before
+    Case("empty image cell", "train", with_table(cell(1, "image", np.nan)), 2,
+         ("empty 'image' cell", ":3")),
+    Case("header-only descriptor, regression", "train",
+         lambda w: descriptor_text("image,sample_id,burst_count\n")(w) + ["task=regression"],
+         2, ("no image rows",)),
+    Case("zero-byte descriptor to predict", "predict", zero_byte_descriptor, 2,
+         ("empty.csv", "not a readable CSV")),
+    Case("checkpoint missing", "predict", damaged_checkpoint("missing"), 2,
+         ("checkpoint missing", ".ckpt")),
+    Case("checkpoint truncated", "predict", damaged_checkpoint("truncated"), 2,
+         ("checkpoint unreadable", "truncated", ".ckpt")),
+    # 5. cache faults
+    Case("cache folder not writable", "train", cache_under_a_file, 2,
+         ("cannot be written", "features.cache_dir")),
+    Case("one corrupt cache entry", "train", one_corrupt_cache_entry, 0,
+         ("unreadable cache entry", "BadZipFile", "moved to", "/corrupt/")),
+    # 6. delimiter
+    Case("semicolon delimiter", "train", with_table(lambda t: None, sep=";"), 2,
+         ("separated by semicolons", "comma-separated"), ("data.target",)),
+    # 7. checks before the backbone
+    Case("split=slide without a slide column", "train",
+         lambda w: with_table(lambda t: t.drop(columns="slide"))(w) + ["split=slide"], 2,
+         ("split=slide needs a 'slide' column",)),
+    Case("typo in split.kind", "train", overrides("split.kind=sampel"), 2,
+         ("split.kind='sampel' is unknown",)),
+    Case("too few samples for the folds", "train", overrides("protocol.folds=50"), 2,
+         ("too few sample groups", "50 folds", "protocol.folds")),
+    Case("images too small for the patches", "train",
+         overrides("preprocess.patches.size=150", "preprocess.patches.rotation=0"), 2,
+         ("too small for 150px patches", ".tif", "23 more", "remove its row from")),
+    Case("image too small in predict", "predict", one_tiny_image, 2,
+         ("thumbnail.png", "too small", "leave it out")),
+    # 9. Ctrl-C during extraction
+    Case("Ctrl-C during extraction", "train", interrupted_after_two_images, 130,
+         ("interrupted: 2 of 24 images have cached embeddings", "same command")),
+    # 10. one unreadable image among good ones
+    Case("unreadable image in predict", "predict", one_unreadable_image(), 1,
+         ("not predicted", "broken.tif", "cannot decode", "1 of 3 images"), ("descriptor",)),
+    Case("unreadable image in predict, strict", "predict", one_unreadable_image("strict=true"),
+         2, ("broken.tif", "cannot decode"), ("descriptor",)),
+    # 13. a path with spaces and non-ASCII characters reaches the loader whole
+    Case("path with spaces and non-ASCII", "train",
+         descriptor_text("image;burst_count\n", "my scans/Probe µ-SLS é/descriptor.csv"), 2,
+         ("my scans/Probe µ-SLS é/descriptor.csv", "semicolons")),
+]
+
+
+def run_script(script: str, args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
+    """``sinterlab-<script> ARGS`` in this process: (exit status, stdout, stderr)."""
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", [f"sinterlab-{script}", *args])
+    try:
+        SCRIPTS[script]()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, tmp_path, tiny_descriptor, trained_run, shared_cache, monkeypatch,
+                   capsys):
+    world = World(tmp_path, tiny_descriptor, trained_run, shared_cache, monkeypatch)
+    args = case.make(world)
+    run_dir = tmp_path / "run"
+    if case.script == "train":
+        args = [*FAST, f"features.cache_dir={world.cache}", *args, f"hydra.run.dir={run_dir}",
+                f"paths.log_dir={tmp_path / 'logs'}"]
+    code, out, err = run_script(case.script, args, monkeypatch, capsys)
+    said = err + out
+    if case.script == "train" and code == 0:
+        said += (run_dir / "train.log").read_text() + (run_dir / "report.md").read_text()
+    assert code == case.code, said[-3000:]
+    for words in case.words:
+        assert words in said, f"{words!r} not in: {said[-3000:]}"
+    for words in case.absent:
+        assert words not in err, f"{words!r} in: {err[-3000:]}"
+    if case.script == "train" and code:
+        error = [line for line in err.splitlines() if line.startswith("sinterlab-train:")]
+        assert len(error) == 1, err
+        assert not (run_dir / "metrics.json").exists()
+        if case.leaves_error_txt:
+            message = error[0].removeprefix("sinterlab-train: ")
+            assert (run_dir / "error.txt").read_text().strip() == message
+            assert message in (run_dir / "train.log").read_text()
+        else:
+            assert not (run_dir / "error.txt").exists()
+        if code == 2:
+            assert not list(world.cache.rglob("*.npz")), "extraction ran before the check"
