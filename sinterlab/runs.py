@@ -27,9 +27,16 @@ class FolderTaken(SinterlabError):
 
 
 def claim(run_dir: str | Path) -> None:
-    """Mark ``run_dir`` as this process's run; refuse a folder another run already holds."""
+    """Mark ``run_dir`` as this process's run; refuse a folder another run holds, unless that
+    run failed (``error.txt``, no results), which this run then takes over."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if failure(run_dir):  # a failed or interrupted run left no results: the same command resumes
+        try:
+            os.replace(run_dir / CLAIM, run_dir / f"{CLAIM}.failed-{os.getpid()}")
+            os.replace(run_dir / ERROR, run_dir / f"{ERROR}.earlier")
+        except FileNotFoundError:
+            pass  # another process took the folder over first: the exclusive create decides
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": datetime.now().isoformat(timespec="seconds")}
     try:

@@ -41,6 +41,15 @@ def test_a_folder_holds_one_run(tmp_path):
         claim(tmp_path / "run")
 
 
+def test_a_failed_runs_folder_is_taken_over_by_the_same_command(tmp_path):
+    claim(tmp_path)
+    record_failure(tmp_path, "interrupted: 3 of 24 images have cached embeddings")
+    claim(tmp_path)  # the user runs the same command (same hydra.run.dir) again
+    assert failure(tmp_path) is None
+    with pytest.raises(SinterlabError, match="already holds another run"):
+        claim(tmp_path)
+
+
 def test_failure_is_read_back_unless_the_run_finished(tmp_path):
     record_failure(tmp_path, "error: something\nmore detail")
     assert failure(tmp_path) == "error: something"

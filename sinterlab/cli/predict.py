@@ -2,7 +2,7 @@
 
 Exit status: 0 every image predicted; 1 predictions written, but some images could not be read
 (their rows carry the reason in ``error``); 2 bad input, nothing predicted (``strict=true``
-makes one bad image stop everything).
+makes one bad image stop everything); 130 Ctrl-C (embeddings already extracted stay cached).
 """
 
 from __future__ import annotations
@@ -18,15 +18,20 @@ from sinterlab.atomic import write_with
 from sinterlab.cli import CONF_DIR
 from sinterlab.errors import SinterlabError
 from sinterlab.predict import predict
+from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
     try:
-        table, run_dir = predict(cfg)
+        with sigint_raises_interrupted():
+            table, run_dir = predict(cfg)
     except SinterlabError as err:
         print(f"sinterlab-predict: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except RunInterrupted as err:
+        print(f"sinterlab-predict: {err.describe()}", file=sys.stderr)
+        sys.exit(130)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"
     write_with(out, lambda p: table.to_csv(p, index=False))

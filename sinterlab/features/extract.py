@@ -9,6 +9,7 @@ image's entry is written as soon as it is done. Going through Lightning means
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import dataclass
 
@@ -94,6 +95,11 @@ class CacheWriter(BasePredictionWriter):
             bar.predict_progress_bar.set_postfix(patches_per_s=f"{rate:.1f}")
 
 
+def _leave_ctrl_c_to_the_main(worker_id: int) -> None:
+    """Patch-cutting workers ignore Ctrl-C: the main process stops cleanly and ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Backbone,
                      sampler: PatchSampler, preprocess_cfg, features_cfg,
                      progress: bool = True, total: int | None = None) -> dict:
@@ -114,7 +120,7 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Ba
                          enable_progress_bar=progress, enable_model_summary=False)
     loader = DataLoader(ImagePatches(missing, preprocess_cfg, sampler), batch_size=None,
                         num_workers=features_cfg.num_workers,
-                        persistent_workers=False)
+                        persistent_workers=False, worker_init_fn=_leave_ctrl_c_to_the_main)
     started = time.perf_counter()
     model = FrozenFeatures(backbone, features_cfg.batch_size, features_cfg.channels_last)
     try:
