@@ -129,3 +129,37 @@ def test_too_small_image_is_an_error():
         s.params(80, 400, KEY)
     assert "80" in str(info.value) and "\n" not in str(info.value)
     sampler(size=64, rotation=0).params(64, 64, KEY)  # an exact fit is fine unrotated
+
+
+def albumentations_reference(image, params, size, output_size, mean, std) -> torch.Tensor:
+    """The per-patch albumentations pipeline the vectorised cutter replaces: cut the square,
+    flip, rotate about its centre, centre-crop, area-resize, gray -> RGB, normalize."""
+    import albumentations as A
+    from albumentations.pytorch import ToTensorV2
+
+    finish = A.Compose([A.CenterCrop(size, size),
+                        A.Resize(output_size, output_size, interpolation=cv2.INTER_AREA),
+                        A.ToRGB(num_output_channels=3),
+                        A.Normalize(mean=mean, std=std, max_pixel_value=255.0), ToTensorV2()])
+    out = []
+    for x0, y0, side, flip, angle in params:
+        x0, y0, side = int(x0), int(y0), int(side)
+        orient = A.Compose([A.HorizontalFlip(p=float(flip)),
+                            A.Rotate(limit=(angle, angle), p=1.0,
+                                     border_mode=cv2.BORDER_REFLECT_101)])
+        patch = np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side])
+        out.append(finish(image=orient(image=patch)["image"])["image"])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("size,output_size,rotation", [(32, 24, 180.0), (32, 32, 30.0),
+                                                       (40, 24, 0.0)])
+def test_patches_are_bit_identical_to_the_albumentations_pipeline(size, output_size, rotation):
+    """So the embedding cache written by the per-patch pipeline stays valid."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    s = sampler(per_image=40, size=size, output_size=output_size, rotation=rotation, mean=mean,
+                std=std)
+    image = cv2.GaussianBlur(texture(), (5, 5), 1.5)
+    params = s.params(*image.shape, KEY)
+    assert torch.equal(s.cut(image, params),
+                       albumentations_reference(image, params, size, output_size, mean, std))

@@ -2,10 +2,13 @@
 
 Each patch draws its position, flip and angle from a generator seeded by (patch seed, image
 content hash, patch index), so patch *i* of an image is the same whatever else changes. To
-rotate without black corners, a square large enough to contain the rotated patch is cut,
-flipped, rotated about its centre, and its centre kept. Then resize to the backbone's input,
-gray -> 3 channels, normalize with the backbone's mean/std, and convert to a tensor, with
-albumentations.
+rotate without black corners, the patch is the centre of a square large enough to contain it
+rotated: the square is sliced out (and mirrored), one affine warp rotates it about its centre
+(albumentations' rotation matrix and border), and its centre is kept; then an area resize to
+the backbone's input, and one batched normalization with the backbone's mean/std for all
+patches of the image (gray -> 3 channels), in float32 exactly as albumentations' Normalize.
+The patches are bit-identical to the albumentations pipeline run per patch (tested), at about
+half its time, so cached embeddings stay valid.
 """
 
 from __future__ import annotations
@@ -13,11 +16,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
-from albumentations.pytorch import ToTensorV2
+from albumentations.augmentations.geometric import functional as fgeometric
 
 from sinterlab.errors import SinterlabError
 
@@ -47,13 +49,9 @@ class PatchSampler:
 
     def __init__(self, spec: PatchSpec, mean: tuple[float, ...], std: tuple[float, ...]):
         self.spec = spec
-        self.finish = A.Compose([
-            A.CenterCrop(spec.size, spec.size),
-            A.Resize(spec.output_size, spec.output_size, interpolation=cv2.INTER_AREA),
-            A.ToRGB(num_output_channels=3),
-            A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
-            ToTensorV2(),
-        ])
+        # (x - 255 mean) * 1 / (255 std) in float32: albumentations' Normalize, to the bit
+        self.shift = torch.tensor(mean, dtype=torch.float32)[:, None, None] * 255
+        self.scale = 1 / (torch.tensor(std, dtype=torch.float32)[:, None, None] * 255)
 
     def params(self, height: int, width: int, image_key: str) -> np.ndarray:
         """(per_image, 5) array of x0, y0, side, flip, angle in micrograph pixels."""
@@ -75,16 +73,29 @@ class PatchSampler:
             rows.append((x0, y0, side, float(flip), angle))
         return np.asarray(rows, dtype=np.float64).reshape(-1, len(PARAM_COLUMNS))
 
+    @staticmethod
+    def rotation(side: int, angle: float) -> np.ndarray:
+        """Rotation of a ``side`` square about its centre by ``angle`` degrees, as
+        albumentations' Rotate computes it."""
+        return fgeometric.create_affine_transformation_matrix(
+            {"x": 0, "y": 0}, {"x": 0, "y": 0}, {"x": 1, "y": 1}, angle,
+            fgeometric.center((side, side)))
+
     def cut(self, image: np.ndarray, params: np.ndarray) -> torch.Tensor:
         """Patch tensors (n, 3, output_size, output_size) for the given parameter rows."""
-        out = []
-        for x0, y0, side, flip, angle in params:
+        size, out = self.spec.size, self.spec.output_size
+        gray = np.empty((len(params), out, out), np.uint8)
+        for i, (x0, y0, side, flip, angle) in enumerate(params):
             x0, y0, side = int(x0), int(y0), int(side)
-            patch = np.ascontiguousarray(image[y0:y0 + side, x0:x0 + side])
-            # flip and angle are drawn above, so the transforms are fixed (p=1, one angle)
-            orient = A.Compose([
-                A.HorizontalFlip(p=float(flip)),
-                A.Rotate(limit=(angle, angle), p=1.0, border_mode=cv2.BORDER_REFLECT_101),
-            ])
-            out.append(self.finish(image=orient(image=patch)["image"])["image"])
-        return torch.stack(out)
+            square = image[y0:y0 + side, x0:x0 + side]
+            square = np.ascontiguousarray(square[:, ::-1] if flip else square)
+            if angle:  # the one resampling step; the square's own border is reflected
+                square = cv2.warpAffine(square, self.rotation(side, angle)[:2], (side, side),
+                                        flags=cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REFLECT_101)
+            c = (side - size) // 2
+            patch = square[c:c + size, c:c + size]
+            gray[i] = patch if size == out else cv2.resize(
+                np.ascontiguousarray(patch), (out, out), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(gray)[:, None].float()
+        return ((x - self.shift) * self.scale).contiguous()
