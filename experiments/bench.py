@@ -1,8 +1,10 @@
 """`make bench`: extraction and head-training speed through sinterlab vs plain loops.
 
-Part one: patches/s of ConvNeXt-T and EfficientNet-Lite0 through sinterlab's extraction
-(patch cutting + Lightning predict + cache writes) versus a naive timm loop over the same patch
-tensors in the same process; achieved GFLOP/s versus a measured SGEMM figure; cache-hit time.
+Part one: patches/s of ConvNeXt-T and EfficientNet-Lite0 per inference runtime (eager torch in
+NCHW and NHWC, ONNX Runtime, OpenVINO), alone on ready patch tensors and through sinterlab's
+whole extraction (reading, cutting, Lightning predict, cache writes), against the best naive timm
+loop in the same process; GFLOP/s against a measured SGEMM figure; patch-cutting cost; 0 vs 1
+cutting workers; cache-hit time.
 Part two: the head ensemble of cross-validation (folds x seeds members, batch 32) on 12,000 rows
 of 768-d (ConvNeXt-T) and 1280-d (EfficientNet-Lite0) embeddings, 5 classes: its step divided by
 the members against one head's step in a plain loop (per-member cost), the same ensemble through
@@ -41,6 +43,7 @@ from sinterlab.data.preprocess import preprocess_image
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
 from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
+from sinterlab.features.runtime import build_runner
 from sinterlab.models.batches import GroupBatches, GroupRows
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.mlp import MemberMLP
@@ -55,6 +58,8 @@ FOLDS = int(os.environ.get("BENCH_FOLDS", 5))
 SEEDS = int(os.environ.get("BENCH_SEEDS", 3))
 PARTS = os.environ.get("BENCH_PARTS", "extraction,head,cv").split(",")
 REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
+#: ONNX exports of the random-init backbones timed here (made once, kept between runs)
+EXPORTS = Path(tempfile.gettempdir()) / "sinterlab-bench-exports"
 
 
 def machine() -> str:
@@ -88,53 +93,99 @@ def demo_images() -> list[Path]:
     return sorted((descriptor.parent / "images").glob("*.tif"))[:N_IMAGES]
 
 
-def naive_loop(model, patches, batch_size: int, fmt) -> float:
-    """Patches/s of a plain timm forward loop over ready tensors (after one warm-up batch)."""
-    model = model.to(memory_format=fmt)
+def exports(backbone) -> Path:
+    return EXPORTS / f"{backbone.name}-{backbone.weights.sha256[:12]}"
+
+
+def loop(run, patches, batch_size: int) -> float:
+    """Patches/s of ``run`` over ready patch tensors in batches (after one warm-up batch)."""
     with torch.inference_mode():
-        model(patches[:batch_size].contiguous(memory_format=fmt))
+        run(patches[:batch_size])
         start = time.perf_counter()
         for chunk in patches.split(batch_size):
-            model(chunk.contiguous(memory_format=fmt))
+            run(chunk)
     return len(patches) / (time.perf_counter() - start)
 
 
-def bench_extraction(name: str, images: list[Path], peak: float) -> dict:
+def naive_loop(model, patches, batch_size: int, fmt) -> float:
+    """A plain timm forward loop in memory format ``fmt``."""
+    model = model.to(memory_format=fmt)
+    return loop(lambda c: model(c.contiguous(memory_format=fmt)), patches, batch_size)
+
+
+def cut_patches(refs, preprocess, sampler) -> tuple[torch.Tensor, float]:
+    """Every image's patches, and the milliseconds per patch of cutting them (after reading,
+    cropping and equalizing, which are timed apart)."""
+    images = [(preprocess_image(ref.path, preprocess)[0], ref.sha) for ref in refs]
+    start = time.perf_counter()
+    tensors = [sampler.cut(image, sampler.params(*image.shape, sha)) for image, sha in images]
+    patches = torch.cat(tensors)
+    return patches, 1000 * (time.perf_counter() - start) / len(patches)
+
+
+def through_sinterlab(refs, backbone, sampler, spec, preprocess, features, runtime: str,
+                      workers: int) -> tuple[float, float]:
+    """Seconds to extract ``refs`` into a fresh cache the way a run does (reading, cropping,
+    equalizing, cutting, Lightning's predict loop, cache writes; the ONNX export excluded),
+    and seconds for the cache hit that follows (hashing, finding, loading every entry)."""
+    features = OmegaConf.merge(features, {"runtime": runtime, "num_workers": workers,
+                                          "cache_dir": tempfile.mkdtemp(prefix="sinterlab-")})
+    cache = EmbeddingCache(features.cache_dir, backbone.name, backbone.weights.sha256,
+                           cache_settings(preprocess, spec, backbone, runtime))
+    runner = build_runner(runtime, backbone, exports(backbone), spec.output_size)  # exported once
+    start = time.perf_counter()
+    extract_to_cache(refs, cache, runner, sampler, preprocess, features, progress=False)
+    extract_s = time.perf_counter() - start
+    start = time.perf_counter()
+    hits = [ImageRef(r.path, file_sha256(r.path)) for r in refs]
+    assert extract_to_cache(hits, cache, runner, sampler, preprocess, features,
+                            progress=False)["extracted"] == 0
+    [cache.load(r.sha) for r in hits]
+    hit_s = time.perf_counter() - start
+    shutil.rmtree(features.cache_dir)
+    return extract_s, hit_s
+
+
+def bench_extraction(name: str, images: list[Path], peak: float) -> list[dict]:
+    """Per runtime (torch in both memory formats, ONNX Runtime, OpenVINO): the runtime alone on
+    ready patch tensors, and sinterlab's whole extraction with it, against the best naive torch
+    loop; with 0 and 1 patch-cutting workers for the fastest runtime."""
     preprocess = OmegaConf.load(CONF / "preprocess" / "default.yaml")
     features = OmegaConf.load(CONF / "features" / "default.yaml")
-    features.cache_dir = tempfile.mkdtemp(prefix="sinterlab-bench-")
     features.accelerator = "cpu"
     backbone = build_backbone(OmegaConf.create({"name": name, "pretrained": False}))
     spec = patch_spec(preprocess, backbone)
     sampler = PatchSampler(spec, backbone.mean, backbone.std)
     refs = [ImageRef(str(p), file_sha256(p)) for p in images]
-    tensors = []
-    for ref in refs:
-        image, _ = preprocess_image(ref.path, preprocess)
-        tensors.append(sampler.cut(image, sampler.params(*image.shape, ref.sha)))
-    patches = torch.cat(tensors)
-    naive = naive_loop(backbone.model, patches, features.batch_size, torch.contiguous_format)
-    naive_nhwc = naive_loop(backbone.model, patches, features.batch_size, torch.channels_last)
-    cache = EmbeddingCache(features.cache_dir, name, backbone.weights.sha256,
-                           cache_settings(preprocess, spec, backbone, features))
-    start = time.perf_counter()
-    extract_to_cache(refs, cache, backbone, sampler, preprocess, features, progress=False)
-    extract_s = time.perf_counter() - start
-    start = time.perf_counter()  # a cache hit: hash the files, find and load every entry
-    hit_refs = [ImageRef(str(p), file_sha256(p)) for p in images]
-    stats = extract_to_cache(hit_refs, cache, backbone, sampler, preprocess, features,
-                             progress=False)
-    [cache.load(r.sha) for r in hit_refs]
-    hit_s = time.perf_counter() - start
-    assert stats["extracted"] == 0
-    shutil.rmtree(features.cache_dir)
-    ours = len(patches) / extract_s
+    patches, cut_ms = cut_patches(refs, preprocess, sampler)
     gflop = flops_per_patch(backbone.model, spec.output_size) / 1e9
-    return {"backbone": name, "patches": len(patches), "gflop_per_patch": gflop,
-            "naive_pps": naive, "naive_nhwc_pps": naive_nhwc, "sinterlab_pps": ours,
-            "ratio": ours / naive, "ratio_nhwc": ours / naive_nhwc,
-            "gflops": ours * gflop, "peak_share": ours * gflop / peak,
-            "extract_s": extract_s, "hit_s": hit_s, "hit_speedup": extract_s / hit_s}
+    batch = int(features.batch_size)
+    naive = {"NCHW": naive_loop(backbone.model, patches, batch, torch.contiguous_format),
+             "NHWC": naive_loop(backbone.model, patches, batch, torch.channels_last)}
+    best_naive = max(naive.values())
+    rows = []
+    for runtime, fmt in (("torch", "NCHW"), ("torch", "NHWC"), ("onnxruntime", "-"),
+                         ("openvino", "-")):
+        backbone.channels_last = fmt == "NHWC"
+        alone = naive[fmt] if runtime == "torch" else loop(
+            build_runner(runtime, backbone, exports(backbone), spec.output_size), patches, batch)
+        extract_s, hit_s = through_sinterlab(refs, backbone, sampler, spec, preprocess,
+                                             features, runtime, int(features.num_workers))
+        ours = len(patches) / extract_s
+        rows.append({"backbone": name, "runtime": runtime, "format": fmt, "gflop": gflop,
+                     "patches": len(patches), "alone": alone, "sinterlab": ours,
+                     "vs_naive": ours / best_naive, "gflops": alone * gflop,
+                     "share": alone * gflop / peak, "extract_s": extract_s, "hit_s": hit_s,
+                     "cut_ms": cut_ms, "workers": int(features.num_workers)})
+    fastest = max(rows, key=lambda r: r["sinterlab"])
+    other = 1 - fastest["workers"]
+    backbone.channels_last = fastest["format"] == "NHWC"
+    extract_s, _ = through_sinterlab(refs, backbone, sampler, spec, preprocess, features,
+                                     fastest["runtime"], other)
+    rows.append(fastest | {"workers": other, "sinterlab": len(patches) / extract_s,
+                           "vs_naive": len(patches) / extract_s / best_naive,
+                           "extract_s": extract_s, "hit_s": float("nan")})
+    return rows
 
 
 def mlp_flops_per_step(dims: list[int], batch: int) -> float:
@@ -306,24 +357,24 @@ def main() -> None:
              f"**{peak:.1f} GFLOP/s**.\n"]
     if "extraction" in PARTS:
         images = demo_images()
-        extraction = [bench_extraction(name, images, peak) for name in BACKBONES]
+        rows = [row for name in BACKBONES for row in bench_extraction(name, images, peak)]
         lines += [
-            "### Feature extraction (224 px patches, batch "
+            "### Feature extraction per runtime and memory format (224 px patches, batch "
             f"{OmegaConf.load(CONF / 'features' / 'default.yaml').batch_size}, "
-            f"{N_IMAGES} demo images x 40 patches)\n",
-            "Naive loops run timm over the already-cut patch tensors (NCHW, and NHWC as "
-            "sinterlab uses with features.channels_last); sinterlab's figure includes reading, "
-            "cropping, equalizing and cutting the patches, Lightning's predict loop and the "
-            "cache writes.\n",
-            "| backbone | GFLOP/patch | naive NCHW (patches/s) | naive NHWC (patches/s) | "
-            "sinterlab (patches/s) | sinterlab / naive NCHW | sinterlab / naive NHWC | "
-            "sinterlab GFLOP/s | share of SGEMM | extraction s | cache hit s | hit speed-up |",
+            f"{N_IMAGES} demo images x 40 patches, {torch.get_num_threads()} threads)\n",
+            "*alone*: the runtime over already-cut patch tensors (for torch: the naive timm "
+            "loop); *sinterlab*: the whole extraction with that runtime (reading, cropping, "
+            "equalizing, cutting, Lightning's predict loop, cache writes; the one-time ONNX "
+            "export excluded), over the best naive torch loop of the same backbone. GFLOP/s "
+            "and the share of SGEMM are the runtime's own (*alone*).\n",
+            "| backbone | runtime | format | workers | alone (patches/s) | sinterlab "
+            "(patches/s) | sinterlab / best naive torch | GFLOP/s | share of SGEMM | cut ms/patch "
+            "| extraction s | cache hit s |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['backbone']} | {r['gflop_per_patch']:.2f} | {r['naive_pps']:.1f} | "
-                  f"{r['naive_nhwc_pps']:.1f} | {r['sinterlab_pps']:.1f} | {r['ratio']:.2f}x | "
-                  f"{r['ratio_nhwc']:.2f}x | {r['gflops']:.0f} | "
-                  f"{r['peak_share']:.0%} | {r['extract_s']:.1f} | {r['hit_s']:.3f} | "
-                  f"{r['hit_speedup']:.0f}x |" for r in extraction]
+        lines += [f"| {r['backbone']} | {r['runtime']} | {r['format']} | {r['workers']} | "
+                  f"{r['alone']:.1f} | {r['sinterlab']:.1f} | {r['vs_naive']:.2f}x | "
+                  f"{r['gflops']:.0f} | {r['share']:.0%} | {r['cut_ms']:.2f} | "
+                  f"{r['extract_s']:.1f} | {r['hit_s']:.3f} |" for r in rows]
         append(lines)
     if "head" in PARTS:
         heads = [bench_head(12000, 5, 768, peak), bench_head(12000, 5, 1280, peak)]

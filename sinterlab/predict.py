@@ -106,7 +106,9 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     check_same("backbone", cfg.backbone, run_cfg.backbone)
     check_same("preprocess", cfg.preprocess, run_cfg.preprocess)
     paths = asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
-    backbone = build_backbone(run_cfg.backbone)
+    # runs from before backbone.channels_last set the memory format in features
+    backbone = build_backbone(OmegaConf.merge(
+        {"channels_last": run_cfg.features.get("channels_last", False)}, run_cfg.backbone))
     recorded = metrics["backbone"]["weights"]["sha256"]
     if backbone.weights.sha256 != recorded:
         raise SinterlabError(f"{run_dir}: backbone weights differ from the run's (sha256 "
@@ -122,8 +124,10 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     if head.hparams.in_features != backbone.embedding_dim:
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.hparams.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}")
-    # runs older than features.channels_last extracted in the default memory format
-    features = OmegaConf.merge({"channels_last": False}, run_cfg.features, cfg.features or {})
+    # the runtime the run's embeddings came from (runs before runtimes existed: torch)
+    features = OmegaConf.merge(run_cfg.features,
+                               {"runtime": metrics["cache"].get("runtime", "torch")},
+                               cfg.features or {})
     embedded = embed_images(paths, run_cfg.preprocess, backbone, features,
                             fix="leave it out (or strict=false to predict the others)",
                             skip_bad=not cfg.strict)

@@ -13,6 +13,7 @@ from sinterlab.data.preprocess import preprocess_image
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
 from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
+from sinterlab.features.runtime import build_runner
 
 
 @pytest.fixture
@@ -27,10 +28,11 @@ def setup(make_cfg, tiny_descriptor, tmp_path):
 def run(cfg, backbone, images):
     spec = patch_spec(cfg.preprocess, backbone)
     cache = EmbeddingCache(cfg.features.cache_dir, backbone.name, backbone.weights.sha256,
-                           cache_settings(cfg.preprocess, spec, backbone, cfg.features))
+                           cache_settings(cfg.preprocess, spec, backbone))
     refs = [ImageRef(str(p), file_sha256(p)) for p in images]
-    stats = extract_to_cache(refs, cache, backbone, PatchSampler(spec, backbone.mean,
-                                                                 backbone.std),
+    runner = build_runner("torch", backbone, cache.folder.parent, spec.output_size)
+    stats = extract_to_cache(refs, cache, runner, PatchSampler(spec, backbone.mean,
+                                                               backbone.std),
                              cfg.preprocess, cfg.features, progress=False)
     return stats, cache, refs
 
@@ -96,7 +98,7 @@ def test_cached_features_equal_fresh_features(setup):
     sampler = PatchSampler(spec, backbone.mean, backbone.std)
     image, box = preprocess_image(images[0], cfg.preprocess)
     params = sampler.params(*image.shape, refs[0].sha)
-    fmt = torch.channels_last if cfg.features.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if backbone.channels_last else torch.contiguous_format
     model = backbone.model.to(memory_format=fmt)
     with torch.inference_mode():
         fresh = torch.cat([model(c.contiguous(memory_format=fmt)) for c in

@@ -37,7 +37,8 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
                                            else "  [random init: NOT transfer learning]"),
              f"embeddings: {metrics['cache']['images']} images, "
              f"{metrics['cache']['from_cache']} from cache, "
-             f"{metrics['cache']['extracted']} extracted"]
+             f"{metrics['cache']['extracted']} extracted "
+             f"(runtime {metrics['cache'].get('runtime', 'torch')})"]
     for block in [metrics] + ([metrics["contrast"]] if metrics.get("contrast") else []):
         cv, split = block["cv"], block["split"]
         verdict = cv["verdict"]

@@ -265,7 +265,7 @@ def _data(m: Mapping) -> list[str]:
              f"`{str(weights.get('sha256'))[:16]}…`, transfer learning: "
              f"{_fmt(weights.get('transfer_learning'))}",
              f"embeddings: {cache.get('from_cache')} images from cache, {cache.get('extracted')} "
-             f"extracted (`{cache.get('folder')}`)",
+             f"extracted, runtime {cache.get('runtime', 'torch')} (`{cache.get('folder')}`)",
              "preprocessing: " + ", ".join(f"{k} `{v}`" for k, v in _flat(m.get("preprocess")))]
     for note in (d.get("sample_id_note"), (m.get("split") or {}).get("note")):
         if note:

@@ -19,6 +19,7 @@ class Backbone:
     std: tuple[float, ...]
     input_size: int
     embedding_dim: int
+    channels_last: bool = False  # the faster memory format for eager torch (backbone config)
 
     def describe(self) -> dict:
         return {"name": self.name, "embedding_dim": self.embedding_dim,
@@ -35,4 +36,5 @@ def build_backbone(cfg, keep_classifier: bool = False) -> Backbone:
     model.eval().requires_grad_(False)
     data = timm.data.resolve_model_data_config(model)
     return Backbone(model, cfg.name, weights, tuple(data["mean"]), tuple(data["std"]),
-                    int(data["input_size"][-1]), int(model.num_features))
+                    int(data["input_size"][-1]), int(model.num_features),
+                    bool(cfg.get("channels_last", False)))

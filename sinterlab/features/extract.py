@@ -26,6 +26,7 @@ from sinterlab.data.preprocess import preprocess_image
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
+from sinterlab.features.runtime import Runner, build_runner, resolve_runtime
 from sinterlab.runs import RunInterrupted
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,15 @@ def _box_array(box: CropBox) -> list[int]:
 
 
 class FrozenFeatures(pl.LightningModule):
-    """Wraps the frozen backbone for ``Trainer.predict``; one batch is one image."""
+    """Wraps the frozen backbone's runner for ``Trainer.predict``; one batch is one image."""
 
-    def __init__(self, backbone: Backbone, batch_size: int, channels_last: bool):
+    def __init__(self, runner: Runner, batch_size: int):
         super().__init__()
-        self.format = torch.channels_last if channels_last else torch.contiguous_format
-        self.backbone = backbone.model.to(memory_format=self.format)
-        self.batch_size = batch_size
+        self.runner, self.batch_size = runner, batch_size
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         chunks = batch["patches"].split(self.batch_size)
-        embeddings = torch.cat([self.backbone(chunk.contiguous(memory_format=self.format))
-                                for chunk in chunks])
+        embeddings = torch.cat([self.runner(chunk) for chunk in chunks])
         return batch | {"embeddings": embeddings.float().cpu(), "patches": None}
 
 
@@ -100,7 +98,7 @@ def _leave_ctrl_c_to_the_main(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Backbone,
+def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, runner: Runner,
                      sampler: PatchSampler, preprocess_cfg, features_cfg,
                      progress: bool = True, total: int | None = None) -> dict:
     """Extract and cache every image of ``images`` not cached yet; returns throughput figures.
@@ -111,18 +109,22 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, backbone: Ba
              "from_cache": unique - len(missing), "patches_per_s": None}
     if not missing:
         return stats
-    log.info("extracting %d of %d images with %s", len(missing), stats["images"], backbone.name)
+    log.info("extracting %d of %d images (runtime %s)", len(missing), stats["images"],
+             cache.settings.get("runtime", "torch"))
     writer = CacheWriter(cache)
-    trainer = pl.Trainer(accelerator=features_cfg.accelerator, devices=features_cfg.devices,
-                         strategy=features_cfg.strategy, precision=features_cfg.precision,
-                         logger=False, enable_checkpointing=False,
+    on_cpu = cache.settings.get("runtime", "torch") != "torch"  # ONNX Runtime / OpenVINO
+    trainer = pl.Trainer(accelerator="cpu" if on_cpu else features_cfg.accelerator,
+                         devices=1 if on_cpu else features_cfg.devices,
+                         strategy="auto" if on_cpu else features_cfg.strategy,
+                         precision=features_cfg.precision, logger=False,
+                         enable_checkpointing=False,
                          callbacks=[writer] + ([TQDMProgressBar()] if progress else []),
                          enable_progress_bar=progress, enable_model_summary=False)
     loader = DataLoader(ImagePatches(missing, preprocess_cfg, sampler), batch_size=None,
                         num_workers=features_cfg.num_workers,
                         persistent_workers=False, worker_init_fn=_leave_ctrl_c_to_the_main)
     started = time.perf_counter()
-    model = FrozenFeatures(backbone, features_cfg.batch_size, features_cfg.channels_last)
+    model = FrozenFeatures(runner, features_cfg.batch_size)
     try:
         trainer.predict(model, loader, return_predictions=False)
     except RunInterrupted as err:
@@ -140,13 +142,17 @@ def patch_spec(preprocess_cfg, backbone: Backbone) -> PatchSpec:
 
 
 def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
-                   features_cfg) -> dict:
-    """Everything besides the image and the weights that changes a patch's embedding (the
-    memory format moves the last bits of the floats, so it counts too)."""
+                   runtime: str = "torch") -> dict:
+    """Everything besides the image and the weights that changes a patch's embedding: the
+    runtime and (for torch) the memory format move the last bits of the floats, so they count
+    too (torch's entries keep the keys they had before runtimes existed)."""
     settings = OmegaConf.to_container(preprocess_cfg, resolve=True)
     settings["patches"] = spec.__dict__ | {"mean": list(backbone.mean),
                                            "std": list(backbone.std)}
-    settings["channels_last"] = bool(features_cfg.channels_last)
+    if runtime == "torch":
+        settings["channels_last"] = bool(backbone.channels_last)
+    else:
+        settings["runtime"] = runtime
     return settings
 
 
@@ -186,24 +192,43 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
     is an error naming it (and ``fix``), or with ``skip_bad`` is left out and named in ``bad``.
     """
     spec = patch_spec(preprocess_cfg, backbone)
-    cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
-                           cache_settings(preprocess_cfg, spec, backbone, features_cfg))
+    requested = str(features_cfg.get("runtime", "torch"))
+    runtime = resolve_runtime(requested, str(features_cfg.accelerator))
     sampler = PatchSampler(spec, backbone.mean, backbone.std)
     refs = [ImageRef(str(p), file_sha256(p)) for p in paths]
-    entries = {ref.sha: cache.load_or_set_aside(ref.sha, ref.path) for ref in refs}
-    bad = {}
-    for ref in dict.fromkeys(refs):
-        if entries[ref.sha] is None and (problem := image_problem(ref, preprocess_cfg, sampler)):
-            bad[ref.path] = problem
-    if bad and not skip_bad:
-        (first, reason), others = next(iter(bad.items())), list(bad)[1:]
-        more = f" ({len(others)} more: {', '.join(others[:3])})" if others else ""
-        raise SinterlabError(f"{first}: {reason}; or {fix}{more}")
-    good = [ref for ref in refs if ref.path not in bad]
-    if any(entries[ref.sha] is None for ref in good):
+    while True:
+        cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
+                               cache_settings(preprocess_cfg, spec, backbone, runtime))
+        entries = {ref.sha: cache.load_or_set_aside(ref.sha, ref.path) for ref in refs}
+        bad = {}
+        for ref in dict.fromkeys(refs):
+            if entries[ref.sha] is None and (
+                    problem := image_problem(ref, preprocess_cfg, sampler)):
+                bad[ref.path] = problem
+        if bad and not skip_bad:
+            (first, reason), others = next(iter(bad.items())), list(bad)[1:]
+            more = f" ({len(others)} more: {', '.join(others[:3])})" if others else ""
+            raise SinterlabError(f"{first}: {reason}; or {fix}{more}")
+        good = [ref for ref in refs if ref.path not in bad]
+        missing = [ref for ref in good if entries[ref.sha] is None]
+        if not missing:
+            runner = None
+            break
         cache.check_writable()
-    stats = extract_to_cache([ref for ref in good if entries[ref.sha] is None], cache, backbone,
-                             sampler, preprocess_cfg, features_cfg, progress=progress,
-                             total=len({ref.sha for ref in good}))
+        try:
+            runner = build_runner(runtime, backbone, cache.folder.parent, spec.output_size)
+            break
+        except Exception as err:  # an export the runtime cannot take: torch always can
+            if requested != "auto" or runtime == "torch":
+                raise SinterlabError(
+                    f"{backbone.name}: cannot run under features.runtime={runtime} "
+                    f"({type(err).__name__}: {' '.join(str(err).split())[:160]}); use "
+                    "features.runtime=torch") from err
+            log.warning("%s: %s export failed (%s); extracting with torch instead",
+                        backbone.name, runtime, err)
+            runtime = "torch"
+    stats = extract_to_cache(missing, cache, runner, sampler, preprocess_cfg, features_cfg,
+                             progress=progress, total=len({ref.sha for ref in good}))
+    stats["runtime"] = runtime
     loaded = [entries[ref.sha] or cache.load(ref.sha) for ref in good]
     return Embedded(spec, cache, good, loaded, stats, bad)

@@ -1,0 +1,90 @@
+"""How the frozen backbone runs: eager torch, ONNX Runtime or OpenVINO.
+
+``features.runtime=torch`` runs the timm model itself, in the memory format its backbone config
+states (``backbone.channels_last``). ``onnxruntime`` and ``openvino`` run the same model exported
+once per weights to ONNX (``<cache>/<backbone>-<weights>/onnx/``, written atomically), on the CPU,
+with as many threads as torch uses. Their embeddings agree with torch's to float32 rounding
+(tested), but not to the bit, so the runtime is part of the cache key. ``auto`` picks torch on
+a GPU and OpenVINO on a CPU when it is installed (the fastest here; experiments/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from sinterlab.atomic import atomic_path
+from sinterlab.errors import SinterlabError
+from sinterlab.features.backbone import Backbone
+
+log = logging.getLogger(__name__)
+RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
+#: the ONNX operator set of the export; part of the exported file's name
+OPSET = 17
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def resolve_runtime(requested: str, accelerator: str) -> str:
+    """The runtime to use for ``features.runtime=requested`` on ``features.accelerator``."""
+    if requested not in RUNTIMES:
+        raise SinterlabError(f"features.runtime={requested!r} is unknown; use one of "
+                             f"{list(RUNTIMES)}")
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto"
+                                                 and torch.cuda.is_available())
+    if requested == "auto":
+        ready = _installed("openvino") and _installed("onnx")
+        return "openvino" if ready and not on_gpu else "torch"
+    if requested != "torch":
+        if on_gpu:
+            raise SinterlabError(f"features.runtime={requested} runs on the CPU; with a GPU use "
+                                 "features.runtime=torch (or features.accelerator=cpu)")
+        absent = [m for m in (requested, "onnx") if not _installed(m)]
+        if absent:
+            raise SinterlabError(f"features.runtime={requested} needs the package(s) {absent}; "
+                                 "pip install 'sinterlab[runtimes]' or use features.runtime=torch")
+    return requested
+
+
+def onnx_path(folder: Path, backbone: Backbone, size: int) -> Path:
+    """The backbone exported to ONNX for ``size`` px patches, exported on first use."""
+    path = Path(folder) / "onnx" / f"{size}px-opset{OPSET}.onnx"
+    if not path.is_file():
+        log.info("exporting %s to %s (once per weights)", backbone.name, path)
+        model = backbone.model.to(memory_format=torch.contiguous_format)
+        with atomic_path(path) as tmp, torch.inference_mode():
+            torch.onnx.export(model, torch.zeros(1, 3, size, size), str(tmp), dynamo=False,
+                              input_names=["patches"], output_names=["embeddings"],
+                              dynamic_axes={"patches": {0: "batch"}, "embeddings": {0: "batch"}},
+                              opset_version=OPSET)
+    return path
+
+
+def build_runner(runtime: str, backbone: Backbone, folder: Path, size: int) -> Runner:
+    """A function from a patch batch (n, 3, size, size) to its embeddings (n, dim) on the CPU."""
+    if runtime == "torch":
+        fmt = torch.channels_last if backbone.channels_last else torch.contiguous_format
+        model = backbone.model.to(memory_format=fmt)
+        return lambda x: model(x.contiguous(memory_format=fmt))
+    path, threads = onnx_path(folder, backbone, size), torch.get_num_threads()
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(session.run(None, {"patches": x.cpu().numpy()})[0])
+    import openvino as ov
+
+    # LATENCY: one request at a time on all threads (THROUGHPUT was 2x slower here)
+    compiled = ov.Core().compile_model(str(path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32", "CACHE_DIR": str(path.parent / "openvino")})
+    return lambda x: torch.from_numpy(compiled(x.cpu().numpy())[0].copy())
