@@ -374,7 +374,8 @@ def main() -> None:
         lines += [f"| {r['backbone']} | {r['runtime']} | {r['format']} | {r['workers']} | "
                   f"{r['alone']:.1f} | {r['sinterlab']:.1f} | {r['vs_naive']:.2f}x | "
                   f"{r['gflops']:.0f} | {r['share']:.0%} | {r['cut_ms']:.2f} | "
-                  f"{r['extract_s']:.1f} | {r['hit_s']:.3f} |" for r in rows]
+                  f"{r['extract_s']:.1f} | "
+                  f"{'—' if np.isnan(r['hit_s']) else format(r['hit_s'], '.3f')} |" for r in rows]
         append(lines)
     if "head" in PARTS:
         heads = [bench_head(12000, 5, 768, peak), bench_head(12000, 5, 1280, peak)]
