@@ -2,9 +2,10 @@
 
 Every member of the run predicts every patch (under cross-validation: folds x seeds, each
 trained without one fold; with ``model=auto``: the selected candidate refitted on all groups).
-The members' outputs are averaged, then aggregated per image: mean class probabilities
-(prediction, confidence = its mean probability, agreement = share of patches voting for it), or
-for regression the mean prediction and the patches' standard deviation.
+The members' outputs are averaged, then aggregated per image: mean temperature-scaled class
+probabilities (prediction, confidence = its mean probability, agreement = share of patches
+voting for it), or for regression the mean prediction, the patches' standard deviation and the
+run's split-conformal interval.
 """
 
 from __future__ import annotations
@@ -156,6 +157,11 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
             table[name] = mean.round(4)
             table[f"{name}_patch_sd"] = [float(np.std(output[groups == g]))
                                          for g in table["image"]]
+            conformal = (metrics.get("calibration") or {}).get("conformal")
+            if conformal and name == head.targets[0]["name"]:  # the interval of the first target
+                table[f"{name}_low"] = (mean - conformal["half_width"]).round(4)
+                table[f"{name}_high"] = (mean + conformal["half_width"]).round(4)
+                table["interval_confidence"] = conformal["confidence"]
     table["patches"] = [len(e.embeddings) for e in entries]
     name = final["model"] if final else metrics["training"].get("model", "mlp")
     how = "refitted on all groups (model=auto)" if final else "cross-validation heads"

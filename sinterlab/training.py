@@ -26,6 +26,7 @@ from sinterlab.atomic import write_json, write_text, write_with
 from sinterlab.data.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE
 from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
+from sinterlab.evaluation.calibration import classification_calibration, conformal_coverage
 from sinterlab.evaluation.crossval import (
     LevelTables,
     bootstrap_intervals,
@@ -40,6 +41,7 @@ from sinterlab.evaluation.figures import (
     plot_loss_curves,
     plot_parity,
     plot_pca,
+    plot_reliability,
     plot_roc,
 )
 from sinterlab.evaluation.metrics import (
@@ -99,11 +101,11 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     outputs, pca = baselines_oof(cfg, dm, assignment)
     block: dict = {"split": split_info(cfg, dm, kind, assignment),
                    "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
-    head_outputs, primary = None, None
+    head_outputs, head_raw, primary = None, None, None
     if train_head and cfg.model.name == "auto" and kind == cfg.split.kind:
         primary = AUTO
-        block["selection"], head_outputs, block["training"], candidates = select_model(
-            cfg, dm, assignment, kind, run_dir)
+        block["selection"], (head_outputs, head_raw), block["training"], candidates = \
+            select_model(cfg, dm, assignment, kind, run_dir)
         outputs = {AUTO: head_outputs[0]} | candidates | outputs
     elif train_head:
         primary = HEAD
@@ -112,12 +114,16 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                  else cfg.model)
         head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind, model=model)
         head_outputs = head_oof(head, dm, assignment)
+        head_raw = head_oof(head, dm, assignment, calibrated=False)
         outputs = {HEAD: head_outputs[0]} | outputs
     if head_outputs is not None:
         targets = [t.as_dict() for t in dm.descriptor.targets]
         block["test"] = evaluate_targets(targets, y[tested],
                                          [o[tested] for o in head_outputs],
                                          ids["image"][tested], ids["sample"][tested])
+        block["calibration"] = calibration_block(cfg, first.kind, y[tested, 0],
+                                                 head_raw[0][tested], head_outputs[0][tested],
+                                                 ids["image"][tested], test_fold[tested])
     block["baseline"] = {name: evaluate_levels(first.kind, y[tested, 0], outputs[name][tested],
                                                ids["image"][tested], ids["sample"][tested])
                          for name in BASELINES}
@@ -148,8 +154,22 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     }
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
         block["cv"]["permutation"] = image_permutation_test(cfg, dm, test_fold)
-    block["outputs"] = {"head": head_outputs, "models": outputs, "test_fold": test_fold}
+    block["outputs"] = {"head": head_outputs, "head_raw": head_raw if head_outputs else None,
+                        "models": outputs, "test_fold": test_fold}
     return block
+
+
+def calibration_block(cfg: DictConfig, kind: str, y: np.ndarray, raw: np.ndarray,
+                      calibrated: np.ndarray, images: np.ndarray, folds: np.ndarray) -> dict:
+    """ECE before/after temperature scaling (classification), or the conformal intervals and
+    their checked coverage (regression), on the tested rows' out-of-fold outputs."""
+    c = cfg.evaluation.calibration
+    if kind == "classification":
+        return classification_calibration(y, raw, calibrated, images, int(c.bins))
+    first = first_rows(images)
+    _, predicted = aggregate_by_group(calibrated, images)
+    return {"conformal": conformal_coverage(y[first], predicted, folds[first],
+                                            float(c.conformal_confidence))}
 
 
 def fold_sizes(dm: SEMDataModule, fold: np.ndarray, kind: str) -> dict:
@@ -222,6 +242,9 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path) -> dict[str, Pat
     figures = {}
     if "training" in block:
         figures["loss"] = plot_loss_curves(block["training"]["history"], fig_dir / "loss.png")
+    if "patch" in (block.get("calibration") or {}):
+        figures["reliability"] = plot_reliability(block["calibration"],
+                                                  fig_dir / "reliability.png")
     test_fold = block["outputs"]["test_fold"]
     tested = test_fold >= 0
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)[tested]
@@ -319,6 +342,7 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
         "cache": dict(dm.cache_stats) | {"folder": str(dm.cache.folder)},
         "training": main["training"], "test": main["test"], "baseline": main["baseline"],
         "baseline_info": main["baseline_info"], "cv": main["cv"],
+        "calibration": main.get("calibration"),
         "selection": main.get("selection"),
         "samples": samples.to_dict(orient="records"),
         "contrast": contrast,

@@ -66,6 +66,10 @@ def test_cv_regression_reports_errors_with_intervals(make_cfg, design_descriptor
             assert set(metrics["cv"]["pooled"][model]["image"][metric]) >= {"value", "low", "high"}
     assert "permutation" not in metrics["cv"]
     assert metrics["cv"]["verdict"]["metric"] == "mae"
+    conformal = metrics["calibration"]["conformal"]
+    assert conformal["confidence"] == 0.9 and conformal["half_width"] > 0
+    assert 0 <= conformal["coverage"] <= 1 and len(conformal["per_fold"]) == 3
+    assert "How far to trust a value" in (tmp_path / "report.md").read_text()
 
 
 def test_holdout_is_the_one_fold_case(make_cfg, tiny_descriptor, tmp_path):

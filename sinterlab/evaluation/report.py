@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import markdown
+import numpy as np
 
 from sinterlab.atomic import write_text
 
@@ -239,6 +240,36 @@ def _paper(m: Mapping) -> list[str]:
             _table(["metric (patch level)", "paper", *(_split_label(b) for b in blocks)], rows)]
 
 
+def _calibration(m: Mapping) -> list[str]:
+    """How far the head's probabilities (or values) can be trusted, out of fold."""
+    cal = m.get("calibration")
+    if not cal:
+        return []
+    if "conformal" in cal:
+        c = cal["conformal"]
+        target = m["targets"][0]
+        unit = f" {target.get('unit')}".rstrip()
+        coverage = "not checkable (one fold)" if c["coverage"] is None else \
+            f"{c['coverage']:.3f} of {c['images']} images"
+        return ["## How far to trust a value\n",
+                f"Split-conformal interval at {c['confidence']:.0%} confidence (from the "
+                f"out-of-fold residuals of images): prediction ± {c['half_width']:.3g}{unit}. "
+                f"Checked fold by fold on residuals the interval never saw: coverage "
+                f"{coverage}. `sinterlab-predict` gives every image this interval.\n"]
+    temps = [t for t in (m.get("training") or {}).get("temperatures") or [] if t]
+    spread = (f" Member temperatures {min(temps[0]):.2f}–{max(temps[0]):.2f} (median "
+              f"{float(np.median(temps[0])):.2f}; > 1 means the raw head was over-confident)."
+              if temps else "")
+    rows = [[level, cal[level]["n"], _fmt(cal[level]["ece_raw"]),
+             _fmt(cal[level]["ece_calibrated"])] for level in ("patch", "image")]
+    return ["## How far to trust a probability\n",
+            "Expected calibration error of the out-of-fold probabilities (top label, "
+            f"{cal['bins']} bins), before and after each member's temperature scaling on its "
+            f"own validation rows.{spread} `sinterlab-predict` reports the temperature-scaled "
+            "probabilities.\n",
+            _table(["level", "n", "ECE raw", "ECE temperature-scaled"], rows)]
+
+
 def _training(m: Mapping) -> list[str]:
     tr = m.get("training") or {}
     if not tr:
@@ -296,7 +327,7 @@ def _figures(figures: Mapping[str, Path] | None, run_dir: Path) -> list[str]:
 def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_dir: Path) -> str:
     parts = [*_header(metrics), *_headline(metrics),
              *_models_table(metrics, "Models on the same folds"), *_folds_table(metrics),
-             *_samples_table(metrics), *_selection(metrics)]
+             *_samples_table(metrics), *_calibration(metrics), *_selection(metrics)]
     contrast = metrics.get("contrast")
     if contrast:
         parts += _models_table(contrast, f"Leak contrast: {_split_label(contrast)}")

@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.datamodule import SEMDataModule
+from sinterlab.models.calibration import fit_temperatures, set_temperatures
 from sinterlab.models.head import HeadEnsemble
 
 PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
@@ -47,10 +48,12 @@ def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[in
 
 def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
              tag: str, model: DictConfig | None = None, seeds: list[int] | None = None,
-             max_epochs: int | None = None) -> tuple[HeadEnsemble, dict]:
+             max_epochs: int | None = None, temperatures: list[float | None] | None = None,
+             ) -> tuple[HeadEnsemble, dict]:
     """Train every member (folds x seeds) of ``model`` (default: ``cfg.model``) at once on the
     train rows of ``assignment``; members end with their best weights by their validation
-    rows, or, without validation rows, with their weights after ``max_epochs``."""
+    rows, then get their temperatures from the same rows; without validation rows, they keep
+    their weights after ``max_epochs`` and take ``temperatures`` (one per target)."""
     # seeded here, not only at start: extraction (cache misses) consumes random numbers, and a
     # run must not depend on whether its embeddings came from the cache
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -73,6 +76,10 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     trainer.fit(head, dm.train_dataloader(assignment),
                 dm.val_dataloader(assignment) if validate else None)
     wall = time.perf_counter() - started
+    if validate:
+        fit_temperatures(head, dm.x, dm.y, dm.rows(assignment, "val"))
+    elif temperatures is not None:
+        set_temperatures(head, temperatures)
     checkpoint = run_dir / "checkpoints" / f"{tag}-ensemble.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=True)
     members = head.member_summary()
@@ -84,6 +91,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
             "best_val_loss": (float(np.mean([r["best_val_loss"] for r in validated]))
                               if validated else None),
             "checkpoint": str(checkpoint.relative_to(run_dir)),
+            "temperatures": head.temperatures(),
             "wall_s": round(wall, 2),
             "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
             "history": head.history}
@@ -102,12 +110,19 @@ def protocol_name(cfg: DictConfig, model: DictConfig) -> str:
     return f"reduced/changed training ({changed}); not the paper's" + stopping
 
 
-def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray) -> list[np.ndarray]:
-    """Per target, each tested patch's output from its own fold's members (mean over seeds)."""
+def median_temperatures(info: dict) -> list[float | None]:
+    """Per target, the median of a trained ensemble's member temperatures."""
+    return [None if t is None else float(np.median(t)) for t in info["temperatures"]]
+
+
+def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray,
+             calibrated: bool = True) -> list[np.ndarray]:
+    """Per target, each tested patch's output from its own fold's members (mean over seeds);
+    class probabilities temperature-scaled unless ``calibrated=False``."""
     test_rows = dm.rows(assignment, "test")
     x = dm.test_dataloader(assignment)
     index = x.index
-    per_member = head.predict_members(dm.x[index])  # (M, N_max, ...) per target
+    per_member = head.predict_members(dm.x[index], calibrated=calibrated)  # (M, N_max, ...)
     seeds = head.stack.per_group
     out = []
     for members in per_member:

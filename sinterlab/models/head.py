@@ -53,6 +53,8 @@ class HeadEnsemble(pl.LightningModule):
                 weights = t.get("class_weights")
                 self.register_buffer(f"class_weights_{i}", None if weights is None else
                                      torch.tensor(weights, dtype=torch.float32).view(M, -1))
+                # temperature scaling per member, fitted on its validation rows after training
+                self.register_buffer(f"temperature_{i}", torch.ones(M))
             else:
                 self.register_buffer(f"mean_{i}", torch.tensor(t["mean"], dtype=torch.float32))
                 self.register_buffer(f"std_{i}", torch.tensor(t["std"], dtype=torch.float32))
@@ -204,18 +206,40 @@ class HeadEnsemble(pl.LightningModule):
             n += count.cpu()
         return sums / n.clamp_min(1e-12)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before temperature scaling load with temperature 1 (uncalibrated)."""
+        state = checkpoint["state_dict"]
+        for i, t in enumerate(self.targets):
+            if t["kind"] == "classification":
+                state.setdefault(f"temperature_{i}", torch.ones(self.members))
+
     @torch.inference_mode()
-    def predict_members(self, x: torch.Tensor, batch_size: int = 4096) -> list[np.ndarray]:
-        """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target
-        (M, N, C) class probabilities or (M, N) predictions in the parameter's units."""
+    def logits(self, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
+        """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target the raw
+        member outputs (M, N, C)."""
         self.eval()
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.stack.groups, *x.shape)
         chunks = [self(part.to(self.device)) for part in x.split(batch_size, dim=1)]
+        return [torch.cat([c[i] for c in chunks], dim=1).float() for i in range(len(chunks[0]))]
+
+    def temperatures(self) -> list[list[float] | None]:
+        """Per target, each member's temperature (None for regression)."""
+        return [getattr(self, f"temperature_{i}").tolist() if t["kind"] == "classification"
+                else None for i, t in enumerate(self.targets)]
+
+    @torch.inference_mode()
+    def predict_members(self, x: torch.Tensor, batch_size: int = 4096,
+                        calibrated: bool = True) -> list[np.ndarray]:
+        """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target
+        (M, N, C) class probabilities (temperature-scaled unless ``calibrated=False``) or
+        (M, N) predictions in the parameter's units."""
         result = []
-        for i, t in enumerate(self.targets):
-            out = torch.cat([c[i] for c in chunks], dim=1).float()
+        for i, (t, out) in enumerate(zip(self.targets, self.logits(x, batch_size),
+                                         strict=True)):
             if t["kind"] == "classification":
+                if calibrated:
+                    out = out / getattr(self, f"temperature_{i}")[:, None, None]
                 result.append(out.softmax(dim=2).cpu().numpy())
             else:
                 mean, std = getattr(self, f"mean_{i}")[:, None], getattr(self, f"std_{i}")[:, None]
