@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from sinterlab.data.descriptor import IMAGE, read_table
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group
-from sinterlab.features.backbone import build_backbone
+from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.runs import failure
@@ -102,11 +103,32 @@ def check_same(name: str, requested, used) -> None:
                              f"on other features; retrain with these settings or drop {name}=")
 
 
-def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
+@dataclass
+class RunModel:
+    """What a finished run applies to new micrographs: its preprocessing, backbone (with the
+    weights it was trained on), head ensemble and extraction settings."""
+
+    run_dir: Path
+    cfg: DictConfig
+    metrics: dict
+    backbone: Backbone
+    head: HeadEnsemble
+    features: DictConfig
+
+    @property
+    def model_name(self) -> str:
+        final = (self.metrics.get("selection") or {}).get("final")
+        name = final["model"] if final else self.metrics["training"].get("model", "mlp")
+        how = "refitted on all groups (model=auto)" if final else "cross-validation heads"
+        return f"{name}: mean of {self.head.members} {how}"
+
+
+def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
+    """The run ``cfg.run`` ready to apply; ``cfg.backbone`` / ``cfg.preprocess``, when given,
+    must equal the run's. ``checkpoint`` (relative to the run): another of its ensembles."""
     run_dir, run_cfg, metrics = load_run(cfg.run)
-    check_same("backbone", cfg.backbone, run_cfg.backbone)
-    check_same("preprocess", cfg.preprocess, run_cfg.preprocess)
-    paths = asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
+    check_same("backbone", cfg.get("backbone"), run_cfg.backbone)
+    check_same("preprocess", cfg.get("preprocess"), run_cfg.preprocess)
     # runs from before backbone.channels_last set the memory format in features
     backbone = build_backbone(OmegaConf.merge(
         {"channels_last": run_cfg.features.get("channels_last", False)}, run_cfg.backbone))
@@ -117,7 +139,8 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
                              "weights the run used or retrain")
     final = (metrics.get("selection") or {}).get("final")
     # model=auto: the selected candidate refitted on all groups; otherwise the CV heads
-    checkpoint = final["checkpoint"] if final else metrics["training"].get("checkpoint")
+    checkpoint = checkpoint or (final["checkpoint"] if final
+                                else metrics["training"].get("checkpoint"))
     if not checkpoint:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
@@ -128,7 +151,17 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
     # the runtime the run's embeddings came from (runs before runtimes existed: torch)
     features = OmegaConf.merge(run_cfg.features,
                                {"runtime": metrics["cache"].get("runtime", "torch")},
-                               cfg.features or {})
+                               cfg.get("features") or {})
+    return RunModel(run_dir, run_cfg, metrics, backbone, head, features)
+
+
+def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFrame, Path]:
+    """One row per image of ``cfg.images`` / ``cfg.descriptor`` (unreadable ones with their
+    reason in ``error``), and the run folder; ``model``: the run, when already loaded."""
+    model = model or load_run_model(cfg)
+    run_dir, run_cfg, metrics = model.run_dir, model.cfg, model.metrics
+    backbone, head, features = model.backbone, model.head, model.features
+    paths = asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
     embedded = embed_images(paths, run_cfg.preprocess, backbone, features,
                             fix="leave it out (or strict=false to predict the others)",
                             skip_bad=not cfg.strict)
@@ -163,9 +196,7 @@ def predict(cfg: DictConfig) -> tuple[pd.DataFrame, Path]:
                 table[f"{name}_high"] = (mean + conformal["half_width"]).round(4)
                 table["interval_confidence"] = conformal["confidence"]
     table["patches"] = [len(e.embeddings) for e in entries]
-    name = final["model"] if final else metrics["training"].get("model", "mlp")
-    how = "refitted on all groups (model=auto)" if final else "cross-validation heads"
-    table["model"] = f"{name}: mean of {head.members} {how}"
+    table["model"] = model.model_name
     table["error"] = ""
     if embedded.bad:  # unreadable images keep their row, in the order asked, with the reason
         failed = pd.DataFrame({"image": list(embedded.bad), "error": list(embedded.bad.values())})

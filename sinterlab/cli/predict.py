@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 from sinterlab.atomic import write_with
 from sinterlab.cli import CONF_DIR
 from sinterlab.errors import SinterlabError
-from sinterlab.predict import predict
+from sinterlab.explain.write import explain_images
+from sinterlab.predict import load_run_model, predict
 from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 
@@ -25,19 +26,26 @@ from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 def main(cfg: DictConfig) -> None:
     try:
         with sigint_raises_interrupted():
-            table, run_dir = predict(cfg)
+            model = load_run_model(cfg)
+            table, run_dir = predict(cfg, model)
+            stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+            out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"
+            write_with(out, lambda p: table.to_csv(p, index=False))
+            if cfg.maps:
+                good = [p for p, e in zip(table["image"], table["error"], strict=True) if not e]
+                written = explain_images(model, good, out.parent / f"{out.stem}_maps",
+                                         cfg.stride, int(cfg.cam_patches), progress=False)[1]
     except SinterlabError as err:
         print(f"sinterlab-predict: error: {err}", file=sys.stderr)
         sys.exit(2)
     except RunInterrupted as err:
         print(f"sinterlab-predict: {err.describe()}", file=sys.stderr)
         sys.exit(130)
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
-    out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"
-    write_with(out, lambda p: table.to_csv(p, index=False))
     shown = table.assign(image=[Path(p).name for p in table["image"]])
     print(shown.to_string(index=False))
     print(f"predictions: {out}")
+    if cfg.maps:
+        print(f"maps: {written[-1].parent}")
     failed = table[table["error"] != ""]
     for image, reason in zip(failed["image"], failed["error"], strict=True):
         print(f"sinterlab-predict: not predicted: {image}: {reason}", file=sys.stderr)

@@ -99,3 +99,28 @@ class PatchSampler:
                 np.ascontiguousarray(patch), (out, out), interpolation=cv2.INTER_AREA)
         x = torch.from_numpy(gray)[:, None].float()
         return ((x - self.shift) * self.scale).contiguous()
+
+
+@dataclass(frozen=True)
+class GridSpec(PatchSpec):
+    """Patches on a regular grid, ``stride`` pixels apart, neither flipped nor rotated: the
+    layout of prediction maps, reproducible and covering the whole micrograph."""
+
+    stride: int = 0
+
+
+class GridSampler(PatchSampler):
+    """Cuts the patches of a :class:`GridSpec` (the last row and column touch the far edges)."""
+
+    def params(self, height: int, width: int, image_key: str) -> np.ndarray:
+        size, stride = self.spec.size, self.spec.stride
+        if size > min(height, width):
+            raise SinterlabError(f"a {width}x{height} micrograph (after crop) is too small for "
+                                 f"{size}px patches; lower preprocess.patches.size")
+
+        def starts(extent: int) -> list[int]:
+            out = list(range(0, extent - size + 1, stride))
+            return out if out[-1] == extent - size else [*out, extent - size]
+
+        rows = [(x, y, size, 0.0, 0.0) for y in starts(height) for x in starts(width)]
+        return np.asarray(rows, dtype=np.float64)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sinterlab.data.crop import CropBox, crop_box
 from sinterlab.data.images import read_gray8
-from sinterlab.data.patches import PatchSampler, PatchSpec
+from sinterlab.data.patches import GridSampler, GridSpec, PatchSampler, PatchSpec
 from sinterlab.data.preprocess import preprocess_image
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
@@ -135,10 +135,16 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, runner: Runn
     return stats
 
 
-def patch_spec(preprocess_cfg, backbone: Backbone) -> PatchSpec:
+def patch_spec(preprocess_cfg, backbone: Backbone, grid_stride: int | None = None,
+               ) -> PatchSpec:
+    """The run's random patches, or (``grid_stride``) a regular grid of unrotated patches of
+    the same size, for maps."""
     p = preprocess_cfg.patches
-    return PatchSpec(int(p.per_image), int(p.size), int(p.output_size or backbone.input_size),
-                     bool(p.hflip), float(p.rotation), int(p.seed))
+    output = int(p.output_size or backbone.input_size)
+    if grid_stride:
+        return GridSpec(0, int(p.size), output, False, 0.0, 0, int(grid_stride))
+    return PatchSpec(int(p.per_image), int(p.size), output, bool(p.hflip), float(p.rotation),
+                     int(p.seed))
 
 
 def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
@@ -184,17 +190,18 @@ def image_problem(ref: ImageRef, preprocess_cfg, sampler: PatchSampler) -> str |
 
 def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                  progress: bool = True, fix: str = "remove it", skip_bad: bool = False,
-                 ) -> Embedded:
+                 grid_stride: int | None = None) -> Embedded:
     """Every image of ``paths`` with its cache entry for these settings and weights.
 
     Before any extraction: damaged cache entries are set aside, every image still to extract is
     read and checked against the patch size, and the cache folder must be writable. A bad image
     is an error naming it (and ``fix``), or with ``skip_bad`` is left out and named in ``bad``.
+    ``grid_stride``: patches on a regular grid (maps) instead of the run's random ones.
     """
-    spec = patch_spec(preprocess_cfg, backbone)
+    spec = patch_spec(preprocess_cfg, backbone, grid_stride)
     requested = str(features_cfg.get("runtime", "torch"))
     runtime = resolve_runtime(requested, str(features_cfg.accelerator))
-    sampler = PatchSampler(spec, backbone.mean, backbone.std)
+    sampler = (GridSampler if grid_stride else PatchSampler)(spec, backbone.mean, backbone.std)
     refs = [ImageRef(str(p), file_sha256(p)) for p in paths]
     while True:
         cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,

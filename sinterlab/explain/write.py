@@ -1,0 +1,39 @@
+"""Maps and Grad-CAM panels for a list of images, written to a folder: what
+``sinterlab-explain`` and ``sinterlab-predict maps=true`` produce."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sinterlab.atomic import write_with
+from sinterlab.explain.attribution import draw_cam
+from sinterlab.explain.maps import draw_map, grid_maps, grid_table
+from sinterlab.predict import RunModel
+
+
+def default_stride(model: RunModel) -> int:
+    """Half the run's patch size: every pixel away from the edges is seen by four patches."""
+    return max(1, int(model.cfg.preprocess.patches.size) // 2)
+
+
+def explain_images(model: RunModel, paths, out_dir: Path, stride: int | None = None,
+                   cam_patches: int = 4, progress: bool = True,
+                   ) -> tuple[pd.DataFrame, list[Path], dict]:
+    """For each image: ``<stem>_map.png`` (prediction map and patch histogram) and, unless
+    ``cam_patches=0``, ``<stem>_cam.png`` (Grad-CAM of its strongest patches); plus
+    ``grid_predictions.csv``. Returns the grid table, the files and the images left out."""
+    out_dir = Path(out_dir)
+    target = model.head.targets[0]
+    maps, bad = grid_maps(model, paths, stride or default_stride(model), progress=progress)
+    written = []
+    for m in maps:
+        stem = Path(m.path).stem
+        written.append(draw_map(m, target, out_dir / f"{stem}_map.png"))
+        if cam_patches:
+            written.append(draw_cam(model, m, target, cam_patches, out_dir / f"{stem}_cam.png"))
+    table = grid_table(maps, target) if maps else pd.DataFrame()
+    csv = out_dir / "grid_predictions.csv"
+    write_with(csv, lambda p: table.to_csv(p, index=False))
+    return table, [*written, csv], bad
