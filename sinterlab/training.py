@@ -51,6 +51,8 @@ from sinterlab.evaluation.metrics import (
     first_rows,
 )
 from sinterlab.evaluation.report import write_report
+from sinterlab.evaluation.tensorboard import log_run
+from sinterlab.explain.gallery import write_gallery
 from sinterlab.models.fit import fit_head, head_oof
 from sinterlab.models.selection import select_model
 from sinterlab.runs import RunInterrupted, claim
@@ -326,7 +328,7 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
                         ("patches", dm.patch_table())):
         write_with(run_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     figures = make_figures(dm, main, run_dir / "figures")
-    main.pop("outputs")
+    test_fold = main.pop("outputs")["test_fold"]
     metrics = {
         "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
         "protocol": OmegaConf.to_container(cfg.protocol, resolve=True),
@@ -348,6 +350,11 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
         "contrast": contrast,
         "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
     }
+    if cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
+        metrics["gallery"] = write_gallery(cfg, dm, metrics, images, run_dir)
+    board = log_run(cfg, dm, metrics, figures, test_fold,
+                    [run_dir / r["map"] for r in (metrics.get("gallery") or [])[:4]])
+    metrics["tensorboard"] = str(board) if board else None
     write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir, metrics, figures)
     return metrics

@@ -72,7 +72,7 @@ def test_html_is_rendered_from_the_markdown_with_figures_embedded(finished_run):
     page = (finished_run / "report.html").read_text()
     assert "<table>" in page and "<h2>Headline</h2>" in page
     assert page.count("data:image/png;base64,") == len(list((finished_run / "figures")
-                                                           .glob("*.png")))
+                                                           .rglob("*.png")))
     assert "<blockquote>" in page  # the random-weights warning
 
 

@@ -270,6 +270,25 @@ def _calibration(m: Mapping) -> list[str]:
             _table(["level", "n", "ECE raw", "ECE temperature-scaled"], rows)]
 
 
+def _gallery(m: Mapping) -> list[str]:
+    """Most confidently right and wrong out-of-fold images, each with its map."""
+    records = m.get("gallery")
+    if not records:
+        return []
+    out = ["## Gallery\n",
+           "Per class, the out-of-fold image predicted most confidently right and most "
+           "confidently wrong (regression: closest and farthest), each mapped by the members that "
+           "never saw it (the seeds of the fold that tested it). Colour: the class the patches "
+           "covering a pixel predict; opacity: their confidence.\n"]
+    for r in records:
+        confidence = "" if r.get("confidence") is None or r["confidence"] != r["confidence"] \
+            else f" ({r['confidence']:.2f})"
+        out.append(f"**{r['kind']}**: `{Path(str(r['image'])).name}`, true {r['truth']}, "
+                   f"predicted {r['predicted']}{confidence}, fold {r['fold']}\n\n"
+                   f"![{Path(r['map']).stem}]({r['map']})\n")
+    return out
+
+
 def _training(m: Mapping) -> list[str]:
     tr = m.get("training") or {}
     if not tr:
@@ -331,7 +350,7 @@ def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_di
     contrast = metrics.get("contrast")
     if contrast:
         parts += _models_table(contrast, f"Leak contrast: {_split_label(contrast)}")
-    parts += [*_paper(metrics), *_training(metrics), *_data(metrics),
+    parts += [*_gallery(metrics), *_paper(metrics), *_training(metrics), *_data(metrics),
               *_figures(figures, Path(run_dir))]
     return "\n".join(parts)
 

@@ -1,0 +1,79 @@
+"""The report's gallery: for each class, the out-of-fold images predicted most confidently right
+and most confidently wrong (regression: the smallest and largest errors), each with its map.
+
+A map in the gallery comes from the members that never saw its image: the seeds of the fold
+that tested it (under ``model=auto``, of the candidate that won that fold), so it shows what
+the out-of-fold prediction saw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from sinterlab.data.datamodule import SEMDataModule
+from sinterlab.data.descriptor import IMAGE, PATH
+from sinterlab.explain.maps import draw_map, grid_maps
+from sinterlab.explain.write import default_stride
+from sinterlab.predict import RunModel, load_head
+
+
+def pick(images: pd.DataFrame, target: dict, per_kind: int) -> pd.DataFrame:
+    """Rows of the out-of-fold image table to show, with a ``kind`` column."""
+    name = target["name"]
+    picked = []
+    if target["kind"] == "classification":
+        truth = images[f"{name}_true"].map(lambda v: str(int(v)) if float(v).is_integer()
+                                            else str(v))
+        right = truth == images[f"{name}_predicted"].astype(str)
+        for label in target["classes"]:
+            mine = images[truth == label].assign(truth_text=label)
+            for kind, rows in (("right", mine[right[mine.index]]),
+                               ("wrong", mine[~right[mine.index]])):
+                top = rows.nlargest(per_kind, f"{name}_confidence")
+                picked.append(top.assign(kind=kind))
+    else:
+        error = (images[f"{name}_predicted"] - images[f"{name}_true"]).abs()
+        framed = images.assign(error=error)
+        picked += [framed.nsmallest(per_kind, "error").assign(kind="closest"),
+                   framed.nlargest(per_kind, "error").assign(kind="farthest")]
+    return pd.concat(picked).reset_index(drop=True) if picked else images.iloc[:0]
+
+
+def write_gallery(cfg: DictConfig, dm: SEMDataModule, metrics: dict, images: pd.DataFrame,
+                  run_dir: Path) -> list[dict]:
+    """Maps of the picked images in ``figures/gallery``; returns one record per map."""
+    g = cfg.evaluation.gallery
+    target = dm.descriptor.targets[0].as_dict()
+    chosen = pick(images, target, int(g.per_kind))
+    if chosen.empty or not metrics.get("training"):
+        return []
+    paths = dict(zip(dm.descriptor.table[IMAGE], dm.descriptor.table[PATH], strict=True))
+    winners = (metrics.get("selection") or {}).get("winners")
+    kind = metrics["split"]["kind"]
+    features = OmegaConf.merge(cfg.features, {"runtime": dm.cache_stats.get("runtime",
+                                                                              "torch")})
+    records, heads = [], {}
+    for row in chosen.itertuples(index=False):
+        fold = int(row.fold)
+        checkpoint = (f"checkpoints/{kind}-{winners[fold]}-ensemble.ckpt" if winners
+                      else metrics["training"]["checkpoint"])
+        head = heads.setdefault(checkpoint, load_head(run_dir / checkpoint))
+        seeds = head.stack.per_group
+        model = RunModel(run_dir, cfg, metrics, dm.backbone, head, features)
+        stride = int(g.stride or default_stride(model))
+        [m], _ = grid_maps(model, [paths[getattr(row, IMAGE)]], stride,
+                           members=slice(fold * seeds, (fold + 1) * seeds))
+        label = getattr(row, "truth_text", None) or f"{getattr(row, 'error', 0):.3g}"
+        out = run_dir / "figures" / "gallery" / \
+            f"{label}_{row.kind}_{Path(m.path).stem}.png".replace(" ", "_")
+        draw_map(m, target, out)
+        records.append({"image": getattr(row, IMAGE), "kind": row.kind, "fold": fold,
+                        "truth": getattr(row, f"{target['name']}_true"),
+                        "predicted": getattr(row, f"{target['name']}_predicted"),
+                        "confidence": getattr(row, f"{target['name']}_confidence", np.nan),
+                        "checkpoint": checkpoint, "map": str(out.relative_to(run_dir))})
+    return records

@@ -1,0 +1,37 @@
+"""A run's TensorBoard entry holds its figures, hparams with metrics and the projector."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from sinterlab.training import run_experiment
+
+
+def test_run_logs_figures_hparams_and_projector(make_cfg, tmp_path):
+    cfg = make_cfg("protocol.folds=3", "protocol.seeds=[0]",
+                   "evaluation.tensorboard.projector_patches=40")
+    run_experiment(cfg, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    board = Path(metrics["tensorboard"])
+    assert board.name.endswith("-run") and board.is_relative_to(tmp_path / "logs" / "tensorboard")
+    events = EventAccumulator(str(board), size_guidance={"images": 0}).Reload()
+    images = events.Tags()["images"]
+    assert {"figures/loss", "figures/roc", "figures/reliability", "figures/pca"} <= set(images)
+    assert any(tag.startswith("maps/") for tag in images)  # gallery maps
+    gallery = metrics["gallery"]
+    assert {r["kind"] for r in gallery} == {"right", "wrong"} or len(gallery) >= 3
+    assert all((tmp_path / r["map"]).stat().st_size > 0 for r in gallery)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Gallery" in report and gallery[0]["map"] in report
+    assert events.PluginTagToContent("hparams")  # the HParams tab's session data
+    assert "cv/head/image_accuracy" in events.Tags()["scalars"]
+    config = (board / "projector_config.pbtxt").read_text()
+    assert "patch_embeddings" in config and "sprite" in config
+    [folder] = board.glob("*/patch_embeddings")
+    metadata = (folder / "metadata.tsv").read_text().splitlines()
+    assert metadata[0].split("\t") == ["label", "sample", "image", "subset"]
+    assert len(metadata) == 41 and (folder / "sprite.png").stat().st_size > 0
+    assert len((folder / "tensors.tsv").read_text().splitlines()) == 40
