@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from sinterlab.errors import SinterlabError
+from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 #: the Hydra config folder at the repository root
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -61,3 +66,17 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
                      f"{final['epochs']} epochs ({final['checkpoint']}); winners per outer fold: "
                      f"{', '.join(metrics['selection']['winners'])}")
     return lines
+
+
+@contextmanager
+def one_line_errors(prog: str):
+    """Bad input: its one line on screen, exit 2; Ctrl-C: what is cached, exit 130."""
+    try:
+        with sigint_raises_interrupted():
+            yield
+    except SinterlabError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except RunInterrupted as err:
+        print(f"{prog}: {err.describe()}", file=sys.stderr)
+        sys.exit(130)

@@ -13,31 +13,21 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from sinterlab.cli import CONF_DIR
-from sinterlab.errors import SinterlabError
+from sinterlab.cli import CONF_DIR, one_line_errors
 from sinterlab.explain.write import explain_images
 from sinterlab.predict import collect_images, load_run_model
-from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 PROG = "sinterlab-explain"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="explain")
 def main(cfg: DictConfig) -> None:
-    try:
-        with sigint_raises_interrupted():
-            model = load_run_model(cfg)
-            paths = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
-            stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
-            out = Path(cfg.out) if cfg.out else model.run_dir / "explain" / stamp
-            _, written, bad = explain_images(model, paths, out, cfg.stride,
-                                             int(cfg.cam_patches))
-    except SinterlabError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except RunInterrupted as err:
-        print(f"{PROG}: {err.describe()}", file=sys.stderr)
-        sys.exit(130)
+    with one_line_errors(PROG):
+        model = load_run_model(cfg)
+        paths = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+        out = Path(cfg.out) if cfg.out else model.run_dir / "explain" / stamp
+        _, written, bad = explain_images(model, paths, out, cfg.stride, int(cfg.cam_patches))
     for path in written:
         print(path)
     for image, reason in bad.items():

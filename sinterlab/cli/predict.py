@@ -15,32 +15,23 @@ import hydra
 from omegaconf import DictConfig
 
 from sinterlab.atomic import write_with
-from sinterlab.cli import CONF_DIR
-from sinterlab.errors import SinterlabError
+from sinterlab.cli import CONF_DIR, one_line_errors
 from sinterlab.explain.write import explain_images
 from sinterlab.predict import load_run_model, predict
-from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
-    try:
-        with sigint_raises_interrupted():
-            model = load_run_model(cfg)
-            table, run_dir = predict(cfg, model)
-            stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
-            out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"
-            write_with(out, lambda p: table.to_csv(p, index=False))
-            if cfg.maps:
-                good = [p for p, e in zip(table["image"], table["error"], strict=True) if not e]
-                written = explain_images(model, good, out.parent / f"{out.stem}_maps",
-                                         cfg.stride, int(cfg.cam_patches), progress=False)[1]
-    except SinterlabError as err:
-        print(f"sinterlab-predict: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except RunInterrupted as err:
-        print(f"sinterlab-predict: {err.describe()}", file=sys.stderr)
-        sys.exit(130)
+    with one_line_errors("sinterlab-predict"):
+        model = load_run_model(cfg)
+        table, run_dir = predict(cfg, model)
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+        out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"
+        write_with(out, lambda p: table.to_csv(p, index=False))
+        if cfg.maps:
+            good = [p for p, e in zip(table["image"], table["error"], strict=True) if not e]
+            written = explain_images(model, good, out.parent / f"{out.stem}_maps", cfg.stride,
+                                     int(cfg.cam_patches), progress=False)[1]
     shown = table.assign(image=[Path(p).name for p in table["image"]])
     print(shown.to_string(index=False))
     print(f"predictions: {out}")

@@ -15,18 +15,20 @@ import numpy as np  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_curve  # noqa: E402
 
+from sinterlab.atomic import write_with  # noqa: E402
 from sinterlab.evaluation.metrics import classification_metrics, regression_metrics  # noqa: E402
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path, dpi: float | None = None) -> Path:
+    """Lay out ``fig``, write it as PNG atomically (a killed run leaves no half image), close."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.tight_layout()
-        fig.savefig(path, dpi=fig.dpi)
+        write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi or fig.dpi, format="png"))
     finally:
         plt.close(fig)
     return path
+
 
 
 def _fmt(value: float | None) -> str:
@@ -75,7 +77,7 @@ def plot_loss_curves(
     else:
         ax.text(0.5, 0.5, "no loss history", ha="center", va="center", transform=ax.transAxes)
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc(
@@ -111,7 +113,7 @@ def plot_roc(
     ax.set_title("ROC" if num_classes == 2 else "ROC (one-vs-rest)")
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(
@@ -141,7 +143,7 @@ def plot_confusion(
         ax.set_title(title)
     if rates.size:
         axes[1].images[0].set_clim(0, 1)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pca(
@@ -183,7 +185,7 @@ def plot_pca(
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% variance)")
     ax.set_title("PCA of patch embeddings")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_parity(
@@ -213,7 +215,7 @@ def plot_parity(
     ax.set_title(f"{name}: MAE = {m['mae']:.3g}{unit_txt}, R² = {_fmt(m['r2'])}")
     ax.legend(loc="upper left")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
@@ -235,4 +237,4 @@ def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
         ax.set_title(f"per {level} (n = {block['n']}, {calibration['bins']} bins)")
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

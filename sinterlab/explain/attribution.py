@@ -21,9 +21,9 @@ import torch  # noqa: E402
 from captum.attr import LayerAttribution, LayerGradCam  # noqa: E402
 from torch import nn  # noqa: E402
 
-from sinterlab.atomic import write_with  # noqa: E402
 from sinterlab.data.patches import GridSampler  # noqa: E402
 from sinterlab.errors import SinterlabError  # noqa: E402
+from sinterlab.evaluation.figures import save_figure  # noqa: E402
 from sinterlab.explain.maps import ImageMap  # noqa: E402
 from sinterlab.features.extract import patch_spec  # noqa: E402
 from sinterlab.predict import RunModel  # noqa: E402
@@ -122,11 +122,4 @@ def draw_cam(model: RunModel, m: ImageMap, target: dict, count: int, path,
             else target["name"])
     fig.suptitle(f"{Path(m.path).name}: Grad-CAM for {what} (layer {cam_layer_name(model)})",
                  fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)

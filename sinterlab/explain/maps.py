@@ -22,8 +22,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from sinterlab.atomic import write_with  # noqa: E402
 from sinterlab.data.preprocess import preprocess_image  # noqa: E402
+from sinterlab.evaluation.figures import save_figure  # noqa: E402
 from sinterlab.features.extract import embed_images  # noqa: E402
 from sinterlab.predict import RunModel  # noqa: E402
 
@@ -138,11 +138,4 @@ def draw_map(m: ImageMap, target: dict, path, dpi: int = 110) -> Path:
     ax.set_axis_off()
     ax.set_title(f"{Path(m.path).name}: {summary(m, target)}", fontsize=9)
     hist.set_title("is the film uniform?", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        write_with(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)
