@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.data.descriptor import IMAGE, read_table
+from sinterlab.data.descriptor import IMAGE, blank, read_table
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group
 from sinterlab.features.backbone import Backbone, build_backbone
@@ -67,7 +67,7 @@ def collect_images(images, descriptor, suffixes) -> list[Path]:
         if IMAGE not in table.columns:
             raise SinterlabError(f"{csv}: no 'image' column; list image paths relative to the "
                                  "CSV's folder in a column named image")
-        empty = table[IMAGE].isna() | (table[IMAGE].astype(str).str.strip() == "")
+        empty = blank(table[IMAGE])
         if empty.any():
             raise SinterlabError(f"{csv}:{int(empty.idxmax()) + 2}: empty 'image' cell; give "
                                  "the image path (relative to the CSV's folder) or remove the "

@@ -83,6 +83,11 @@ def _ordered_classes(values: pd.Series) -> list[str]:
     return sorted({_as_text(v) for v in pd.unique(values)}, key=_natural_key)
 
 
+def blank(column: pd.Series) -> pd.Series:
+    """Cells that are empty or only spaces."""
+    return column.isna() | (column.astype(str).str.strip() == "")
+
+
 def _rows(csv: Path, table: pd.DataFrame, mask: pd.Series, limit: int = 5) -> str:
     """'rows 3, 7 and 2 more' for the rows where ``mask`` holds (CSV line numbers)."""
     lines = [str(r) for r in table[ROW][mask]]
@@ -152,14 +157,14 @@ def load_descriptor(
     table = table.rename(columns={image_column: IMAGE})
     table[ROW] = table.index + 2  # line in the CSV, for error messages
     notes: list[str] = []
-    empty_images = table[IMAGE].isna() | (table[IMAGE].astype(str).str.strip() == "")
+    empty_images = blank(table[IMAGE])
     if empty_images.any():
         raise SinterlabError(f"{_rows(csv, table, empty_images)}: empty '{image_column}' cell; "
                              "give the image path (relative to the CSV's folder) or remove the "
                              "row")
     if sample_column in table.columns:
         table = table.rename(columns={sample_column: SAMPLE})
-        empty = table[SAMPLE].isna() | (table[SAMPLE].astype(str).str.strip() == "")
+        empty = blank(table[SAMPLE])
         if empty.any():
             raise SinterlabError(
                 f"{_rows(csv, table, empty)}: empty '{sample_column}' cell; name the sample "

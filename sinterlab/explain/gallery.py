@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE, PATH
-from sinterlab.explain.maps import draw_map, grid_maps
+from sinterlab.explain.maps import draw_map, grid_embeddings, image_map
 from sinterlab.explain.write import default_stride
-from sinterlab.predict import RunModel, load_head
+from sinterlab.predict import load_head
 
 
 def pick(images: pd.DataFrame, target: dict, per_kind: int) -> pd.DataFrame:
@@ -56,17 +56,22 @@ def write_gallery(cfg: DictConfig, dm: SEMDataModule, metrics: dict, images: pd.
     kind = metrics["split"]["kind"]
     features = OmegaConf.merge(cfg.features, {"runtime": dm.cache_stats.get("runtime",
                                                                               "torch")})
+    stride = int(g.stride or default_stride(cfg.preprocess))
+    embedded = grid_embeddings(cfg.preprocess, dm.backbone, features,
+                               list(dict.fromkeys(paths[i] for i in chosen[IMAGE])), stride)
+    grids = {ref.path: (ref, entry) for ref, entry in zip(embedded.refs, embedded.entries,
+                                                           strict=True)}
     records, heads = [], {}
     for row in chosen.itertuples(index=False):
         fold = int(row.fold)
         checkpoint = (f"checkpoints/{kind}-{winners[fold]}-ensemble.ckpt" if winners
                       else metrics["training"]["checkpoint"])
-        head = heads.setdefault(checkpoint, load_head(run_dir / checkpoint))
+        if checkpoint not in heads:
+            heads[checkpoint] = load_head(run_dir / checkpoint)
+        head = heads[checkpoint]
         seeds = head.stack.per_group
-        model = RunModel(run_dir, cfg, metrics, dm.backbone, head, features)
-        stride = int(g.stride or default_stride(model))
-        [m], _ = grid_maps(model, [paths[getattr(row, IMAGE)]], stride,
-                           members=slice(fold * seeds, (fold + 1) * seeds))
+        m = image_map(head, cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
+                      members=slice(fold * seeds, (fold + 1) * seeds))
         label = getattr(row, "truth_text", None) or f"{getattr(row, 'error', 0):.3g}"
         out = run_dir / "figures" / "gallery" / \
             f"{label}_{row.kind}_{Path(m.path).stem}.png".replace(" ", "_")

@@ -24,7 +24,10 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from sinterlab.data.preprocess import preprocess_image  # noqa: E402
 from sinterlab.evaluation.figures import save_figure  # noqa: E402
-from sinterlab.features.extract import embed_images  # noqa: E402
+from sinterlab.features.backbone import Backbone  # noqa: E402
+from sinterlab.features.cache import CacheEntry  # noqa: E402
+from sinterlab.features.extract import Embedded, ImageRef, embed_images  # noqa: E402
+from sinterlab.models.head import HeadEnsemble  # noqa: E402
 from sinterlab.predict import RunModel  # noqa: E402
 
 
@@ -55,20 +58,31 @@ class ImageMap:
         return mean if self.outputs.ndim == 2 else mean[..., 0]
 
 
+def grid_embeddings(preprocess_cfg, backbone: Backbone, features_cfg, paths, stride: int,
+                    progress: bool = False, skip_bad: bool = True) -> Embedded:
+    """Every image's grid patches embedded (through the cache); unreadable ones left out."""
+    return embed_images(paths, preprocess_cfg, backbone, features_cfg, progress=progress,
+                        skip_bad=skip_bad, grid_stride=stride, fix="leave it out")
+
+
+def image_map(head: HeadEnsemble, preprocess_cfg, ref: ImageRef, entry: CacheEntry,
+              members: slice = slice(None)) -> ImageMap:
+    """One image's map under the head's first target, from ``members`` (default all; a
+    fold's seeds for an out-of-fold map)."""
+    output = head.predict_members(torch.from_numpy(entry.embeddings))[0]
+    micrograph, _ = preprocess_image(ref.path, preprocess_cfg)
+    return ImageMap(ref.path, micrograph, entry.params, output[members].mean(axis=0),
+                    entry.embeddings)
+
+
 def grid_maps(model: RunModel, paths, stride: int, members: slice = slice(None),
               progress: bool = False, skip_bad: bool = True) -> tuple[list[ImageMap], dict]:
-    """The maps of ``paths`` under the run's first target; ``members``: which of the head's
-    members (default all; a fold's seeds for an out-of-fold map). Unreadable images are left
-    out and returned with their reason."""
-    embedded = embed_images(paths, model.cfg.preprocess, model.backbone, model.features,
-                            progress=progress, skip_bad=skip_bad, grid_stride=stride,
-                            fix="leave it out")
-    maps = []
-    for ref, entry in zip(embedded.refs, embedded.entries, strict=True):
-        output = model.head.predict_members(torch.from_numpy(entry.embeddings))[0]
-        micrograph, _ = preprocess_image(ref.path, model.cfg.preprocess)
-        maps.append(ImageMap(ref.path, micrograph, entry.params, output[members].mean(axis=0),
-                             entry.embeddings))
+    """The maps of ``paths`` under the run's first target; unreadable images are left out and
+    returned with their reason."""
+    embedded = grid_embeddings(model.cfg.preprocess, model.backbone, model.features, paths,
+                               stride, progress, skip_bad)
+    maps = [image_map(model.head, model.cfg.preprocess, ref, entry, members)
+            for ref, entry in zip(embedded.refs, embedded.entries, strict=True)]
     return maps, embedded.bad
 
 

@@ -13,9 +13,9 @@ from sinterlab.explain.maps import draw_map, grid_maps, grid_table
 from sinterlab.predict import RunModel
 
 
-def default_stride(model: RunModel) -> int:
+def default_stride(preprocess_cfg) -> int:
     """Half the run's patch size: every pixel away from the edges is seen by four patches."""
-    return max(1, int(model.cfg.preprocess.patches.size) // 2)
+    return max(1, int(preprocess_cfg.patches.size) // 2)
 
 
 def explain_images(model: RunModel, paths, out_dir: Path, stride: int | None = None,
@@ -26,7 +26,8 @@ def explain_images(model: RunModel, paths, out_dir: Path, stride: int | None = N
     ``grid_predictions.csv``. Returns the grid table, the files and the images left out."""
     out_dir = Path(out_dir)
     target = model.head.targets[0]
-    maps, bad = grid_maps(model, paths, stride or default_stride(model), progress=progress)
+    maps, bad = grid_maps(model, paths, stride or default_stride(model.cfg.preprocess),
+                          progress=progress)
     written = []
     for m in maps:
         stem = Path(m.path).stem

@@ -19,10 +19,9 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from sinterlab.data.crop import CropBox, crop_box
-from sinterlab.data.images import read_gray8
+from sinterlab.data.crop import CropBox
 from sinterlab.data.patches import GridSampler, GridSpec, PatchSampler, PatchSpec
-from sinterlab.data.preprocess import preprocess_image
+from sinterlab.data.preprocess import preprocess_image, read_and_locate
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
@@ -178,10 +177,7 @@ class Embedded:
 def image_problem(ref: ImageRef, preprocess_cfg, sampler: PatchSampler) -> str | None:
     """Why ``ref`` cannot give patches (unreadable, too small after the crop), or None."""
     try:
-        image = read_gray8(ref.path, tuple(preprocess_cfg.read.percentiles))
-        crop = preprocess_cfg.crop
-        box = crop_box(image, crop.mode, crop.top, crop.bottom, crop.left, crop.right,
-                       dict(crop.auto))
+        _, box = read_and_locate(ref.path, preprocess_cfg)
         sampler.params(box.height, box.width, ref.sha)
     except SinterlabError as err:
         return str(err).removeprefix(f"{ref.path}: ")
