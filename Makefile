@@ -79,7 +79,7 @@ results: $(STAMP) ## summary table of the newest multirun or sweep (or DIR=...)
 	$(VENV)/bin/sinterlab-report $${DIR:-$$(ls -td logs/train/multiruns/*/ | head -1)}
 
 tensorboard: $(STAMP) ## serve the TensorBoard logs of every run
-	$(VENV)/bin/tensorboard --logdir logs/tensorboard
+	$(VENV)/bin/tensorboard --logdir logs
 
 clean: ## remove logs and generated demo data (keeps .venv and the embedding cache)
 	rm -rf logs data/demo .pytest_cache .ruff_cache

@@ -3,7 +3,8 @@
 
 Two runs never share a folder: the first claims it with an exclusive create, and a second run
 aimed at the same folder stops before writing anything. A failed or interrupted run leaves its
-reason in ``error.txt`` and no ``metrics.json``, so ``sinterlab-report`` can tell it apart.
+reason in ``error.txt`` and no ``metrics.json``; a killed one leaves its claim, whose pid is gone.
+``sinterlab-report`` tells each apart, and the same command takes such a folder over.
 """
 
 from __future__ import annotations
@@ -26,32 +27,90 @@ class FolderTaken(SinterlabError):
     """The run folder belongs to another run: this run writes nothing into it."""
 
 
-def claim(run_dir: str | Path) -> None:
-    """Mark ``run_dir`` as this process's run; refuse a folder another run holds, unless that
-    run failed (``error.txt``, no results), which this run then takes over."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if failure(run_dir):  # a failed or interrupted run left no results: the same command resumes
+def holder(run_dir: str | Path) -> dict:
+    """Who claimed ``run_dir`` ({} if nobody), with ``alive``: True/False when the claim was
+    made on this host (the pid is checked), None when another host made it."""
+    try:
+        other = json.loads((Path(run_dir) / CLAIM).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        other = {}
+    alive = None
+    if other.get("host") == socket.gethostname() and isinstance(other.get("pid"), int):
         try:
-            os.replace(run_dir / CLAIM, run_dir / f"{CLAIM}.failed-{os.getpid()}")
-            os.replace(run_dir / ERROR, run_dir / f"{ERROR}.earlier")
-        except FileNotFoundError:
-            pass  # another process took the folder over first: the exclusive create decides
+            os.kill(other["pid"], 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # another user's live process
+            alive = True
+    return other | {"alive": alive}
+
+
+def _set_aside(run_dir: Path, name: str) -> None:
+    try:
+        os.replace(run_dir / name, run_dir / f"{name}.earlier-{os.getpid()}")
+    except FileNotFoundError:
+        pass  # another process took the folder over first: the exclusive create decides
+
+
+def claim(run_dir: str | Path, keep_own: bool = False) -> str | None:
+    """Mark ``run_dir`` as this process's run. A folder that holds a finished run, or one whose
+    run is still alive (or on another host), is refused; one whose run failed (``error.txt``) or
+    died (its pid is gone on this host, e.g. after ``kill -9``) is taken over, which is returned
+    as a note to log. ``keep_own``: a claim this process already holds is kept (the run
+    continuing what ``sinterlab-train`` claimed before Hydra wrote into the folder)."""
+    run_dir = Path(run_dir)
+    other = holder(run_dir)
+    if (run_dir / METRICS).is_file():
+        raise FolderTaken(f"{run_dir}: folder holds a finished run ({METRICS}); give this run "
+                          "its own folder (hydra.run.dir=...) or delete the old one")
+    if keep_own and other.get("pid") == os.getpid() and other.get("host") == socket.gethostname():
+        return None
+    where = (f"pid {other.get('pid', '?')} on {other.get('host', '?')}, started "
+             f"{other.get('started', '?')}")
+    note = None
+    if failure(run_dir):  # a failed or interrupted run left no results: the same command resumes
+        _set_aside(run_dir, CLAIM)
+        _set_aside(run_dir, ERROR)
+    elif other and other["alive"] is False:
+        _set_aside(run_dir, CLAIM)
+        note = (f"{run_dir}: the run that held this folder ({where}) is no longer running "
+                "(killed?); this run takes the folder over")
+    run_dir.mkdir(parents=True, exist_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": datetime.now().isoformat(timespec="seconds")}
     try:
         fd = os.open(run_dir / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except FileExistsError:
-        try:
-            other = json.loads((run_dir / CLAIM).read_text())
-        except (OSError, ValueError):
-            other = {}
+        other = holder(run_dir)
+        where = (f"pid {other.get('pid', '?')} on {other.get('host', '?')}, started "
+                 f"{other.get('started', '?')}")
+        state = ("still running" if other.get("alive") else
+                 f"on another host: if it is dead there, delete {run_dir / CLAIM} to reuse "
+                 "the folder")
         raise FolderTaken(
-            f"{run_dir}: folder already holds another run (pid {other.get('pid', '?')} on "
-            f"{other.get('host', '?')}, started {other.get('started', '?')}); give this run "
-            "its own folder (hydra.run.dir=...) or delete the old one") from None
+            f"{run_dir}: folder already holds another run ({where}; {state}); give this run "
+            "its own folder (hydra.run.dir=...)") from None
     with os.fdopen(fd, "w") as handle:
         json.dump(me, handle)
+    return note
+
+
+def incomplete(run_dir: str | Path) -> str | None:
+    """Why a claimed run folder has neither results nor ``error.txt`` (None if it has one):
+    the run is still going, died, or ran on another host."""
+    run_dir = Path(run_dir)
+    if (run_dir / METRICS).is_file() or (run_dir / ERROR).is_file():
+        return None
+    other = holder(run_dir)
+    if not other:
+        return None
+    where = f"pid {other.get('pid', '?')} on {other.get('host', '?')}"
+    return {True: f"still running ({where})", None: f"no result yet ({where}, another host)",
+            False: f"died without a result ({where} is gone); run its command again to "
+                   "redo it in this folder"}[other["alive"]]
 
 
 def record_failure(run_dir: str | Path, message: str) -> Path:

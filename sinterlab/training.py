@@ -50,7 +50,7 @@ from sinterlab.evaluation.metrics import (
     evaluate_targets,
     first_rows,
 )
-from sinterlab.evaluation.report import write_report
+from sinterlab.evaluation.report import write_html_report, write_markdown_report
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
 from sinterlab.models.fit import fit_head, head_oof
@@ -239,14 +239,22 @@ def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFra
     return images, patches
 
 
-def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path) -> dict[str, Path]:
-    """Figures of the pooled out-of-fold predictions (every tested patch and image)."""
-    figures = {}
+def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
+                 skipped: dict[str, str]) -> dict[str, Path]:
+    """Figures of the pooled out-of-fold predictions (every tested patch and image); a figure
+    that fails is left out with its reason in ``skipped``, never costing the run."""
+    figures: dict[str, Path] = {}
+
+    def add(name: str, draw) -> None:
+        path = optional_stage(f"figure {name}", draw, skipped)
+        if path is not None:
+            figures[name] = path
+
     if "training" in block:
-        figures["loss"] = plot_loss_curves(block["training"]["history"], fig_dir / "loss.png")
+        add("loss", lambda: plot_loss_curves(block["training"]["history"], fig_dir / "loss.png"))
     if "patch" in (block.get("calibration") or {}):
-        figures["reliability"] = plot_reliability(block["calibration"],
-                                                  fig_dir / "reliability.png")
+        add("reliability", lambda: plot_reliability(block["calibration"],
+                                                    fig_dir / "reliability.png"))
     test_fold = block["outputs"]["test_fold"]
     tested = test_fold >= 0
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)[tested]
@@ -260,19 +268,19 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path) -> dict[str, Pat
             _, image_out = aggregate_by_group(out, image_ids)
             _, image_truth = aggregate_by_group(truth.astype(float), image_ids)
             image_truth = image_truth.astype(int)
-            figures[f"roc{suffix}"] = plot_roc(image_truth, image_out, target.class_names,
-                                               fig_dir / f"roc{suffix}.png")
-            figures[f"confusion_images{suffix}"] = plot_confusion(
-                image_truth, image_out.argmax(axis=1), target.class_names,
-                fig_dir / f"confusion_images{suffix}.png")
-            figures[f"confusion_patches{suffix}"] = plot_confusion(
-                truth, out.argmax(axis=1), target.class_names,
-                fig_dir / f"confusion_patches{suffix}.png")
+            names = target.class_names
+            add(f"roc{suffix}", lambda t=image_truth, o=image_out, n=names, s=suffix: plot_roc(
+                t, o, n, fig_dir / f"roc{s}.png"))
+            add(f"confusion_images{suffix}", lambda t=image_truth, o=image_out, n=names,
+                s=suffix: plot_confusion(t, o.argmax(axis=1), n,
+                                         fig_dir / f"confusion_images{s}.png"))
+            add(f"confusion_patches{suffix}", lambda t=truth, o=out, n=names, s=suffix:
+                plot_confusion(t, o.argmax(axis=1), n, fig_dir / f"confusion_patches{s}.png"))
         else:
             _, image_out = aggregate_by_group(out, image_ids)
             _, image_truth = aggregate_by_group(y[:, i], image_ids)
-            figures[f"parity{suffix}"] = plot_parity(image_truth, image_out, target.name,
-                                                     target.unit, fig_dir / f"parity{suffix}.png")
+            add(f"parity{suffix}", lambda t=image_truth, o=image_out, tg=target, s=suffix:
+                plot_parity(t, o, tg.name, tg.unit, fig_dir / f"parity{s}.png"))
     first = dm.descriptor.targets[0]
     if first.kind == "classification":
         labels, names = dm.y[:, 0].numpy().astype(int), first.class_names
@@ -280,8 +288,21 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path) -> dict[str, Pat
         values = dm.patches[first.name].to_numpy()
         names = [f"{v:g} {first.unit}".strip() for v in np.unique(values)]
         labels = np.searchsorted(np.unique(values), values)
-    figures["pca"] = plot_pca(dm.x.numpy(), labels, names, fig_dir / "pca.png")
+    add("pca", lambda: plot_pca(dm.x.numpy(), labels, names, fig_dir / "pca.png"))
     return figures
+
+
+def optional_stage(name: str, compute, skipped: dict[str, str]):
+    """Run an optional product of a finished run (a figure, the gallery, TensorBoard, the
+    HTML report): a failure is logged and recorded in ``skipped`` (metrics.json and the
+    report say so), and the run goes on. Ctrl-C still stops it."""
+    try:
+        return compute()
+    except Exception as err:  # any failure of an optional product: recorded, not raised
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        log.warning("%s skipped: %s", name, reason, exc_info=True)
+        skipped[name] = reason
+        return None
 
 
 def resolved_yaml(cfg: DictConfig) -> str:
@@ -295,7 +316,9 @@ def resolved_yaml(cfg: DictConfig) -> str:
 def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     """Train and evaluate one configured experiment into ``run_dir``; returns the metrics."""
     run_dir = Path(run_dir)
-    claim(run_dir)
+    note = claim(run_dir, keep_own=True)
+    if note:
+        log.warning(note)
     pl.seed_everything(int(cfg.seed), workers=True)
     write_text(run_dir / "config.yaml", resolved_yaml(cfg))
     dm = SEMDataModule(cfg)
@@ -327,7 +350,8 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
                         ("oof_samples", samples), ("images", dm.image_table()),
                         ("patches", dm.patch_table())):
         write_with(run_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
-    figures = make_figures(dm, main, run_dir / "figures")
+    skipped: dict[str, str] = {}
+    figures = make_figures(dm, main, run_dir / "figures", skipped)
     test_fold = main.pop("outputs")["test_fold"]
     metrics = {
         "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
@@ -340,7 +364,8 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
                  "n_patches": int(len(dm.x)), "counts": dm.counts(dm.assignment, "image"),
                  "patch_counts": dm.counts(dm.assignment, "patch"),
                  "sample_id_note": "; ".join(dm.descriptor.notes) or None,
-                 "warnings": dm.warnings},
+                 "warnings": dm.warnings, "small_classes": dm.small_classes,
+                 "class_groups": class_groups_record(dm)},
         "cache": dict(dm.cache_stats) | {"folder": str(dm.cache.folder)},
         "training": main["training"], "test": main["test"], "baseline": main["baseline"],
         "baseline_info": main["baseline_info"], "cv": main["cv"],
@@ -349,12 +374,29 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
         "samples": samples.to_dict(orient="records"),
         "contrast": contrast,
         "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
+        "skipped": skipped,
     }
-    if cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
-        metrics["gallery"] = write_gallery(cfg, dm, metrics, images, run_dir)
-    board = log_run(cfg, dm, metrics, figures, test_fold,
-                    [run_dir / r["map"] for r in (metrics.get("gallery") or [])[:4]])
-    metrics["tensorboard"] = str(board) if board else None
+    # the results first: a failure of an optional product below never costs them
     write_json(run_dir / "metrics.json", metrics)
-    write_report(run_dir, metrics, figures)
+    write_markdown_report(run_dir, metrics, figures)
+    if cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
+        metrics["gallery"] = optional_stage(
+            "gallery", lambda: write_gallery(cfg, dm, metrics, images, run_dir), skipped)
+    board = optional_stage("tensorboard", lambda: log_run(
+        cfg, dm, metrics, figures, test_fold,
+        [run_dir / r["map"] for r in (metrics.get("gallery") or [])[:4]]), skipped)
+    metrics["tensorboard"] = str(board) if board else None
+    write_markdown_report(run_dir, metrics, figures)
+    optional_stage("report.html", lambda: write_html_report(run_dir, metrics), skipped)
+    write_json(run_dir / "metrics.json", metrics)
+    if skipped:  # the report names what was left out
+        write_markdown_report(run_dir, metrics, figures)
     return metrics
+
+
+def class_groups_record(dm: SEMDataModule) -> dict | None:
+    """Groups and images per class of the run's split (for the report's count table)."""
+    counts = dm.class_groups()
+    return None if counts is None else {
+        str(c): {"groups": int(r.groups), "images": int(r.images)}
+        for c, r in counts.iterrows()}

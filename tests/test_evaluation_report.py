@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -122,7 +124,7 @@ def data_cells(run: Path) -> str:
 
 
 def test_summary_keeps_runs_on_other_data_apart_and_lists_failed_runs(finished_run, tmp_path):
-    for job in ("0", "1", "2"):
+    for job in ("0", "1", "2", "3"):
         shutil.copytree(finished_run, tmp_path / "multirun" / job)
     other = tmp_path / "multirun" / "1" / "metrics.json"
     metrics = json.loads(other.read_text())
@@ -131,11 +133,23 @@ def test_summary_keeps_runs_on_other_data_apart_and_lists_failed_runs(finished_r
     failed = tmp_path / "multirun" / "2"
     (failed / "metrics.json").unlink()
     (failed / "error.txt").write_text("error: too few sample groups (2) for 5 folds\n")
+    killed = tmp_path / "multirun" / "3"  # kill -9: its claim stays, its pid is gone
+    (killed / "metrics.json").unlink()
+    (killed / ".sinterlab-run").write_text(json.dumps(
+        {"pid": dead_pid(), "host": socket.gethostname(), "started": "t"}))
     md = write_summary(tmp_path / "multirun")[0].read_text()
     rows = [line for line in md.splitlines() if "| sample | cv" in line]
     assert len(rows) == 2 and all("| 1 | image accuracy" in row for row in rows)
     assert "lab_b/descriptor.csv" in md
-    assert "## Failed runs, not summarised (1)" in md and "`2`: error: too few sample" in md
+    assert "## Failed or incomplete runs, not summarised (2)" in md
+    assert "`2`: error: too few sample" in md and "`3`: died without a result" in md
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
 
 
 @pytest.mark.parametrize("make_dir", [False, True])

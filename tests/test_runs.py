@@ -3,7 +3,9 @@ failed run; files created with the user's umask."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from sinterlab.errors import SinterlabError
 from sinterlab.runs import claim, failure, record_failure
 from tests.conftest import FAST
 from tests.test_bad_input import run_script
+from tests.test_evaluation_report import dead_pid
 
 COMPOSE = ("from hydra import compose, initialize_config_dir\n"
            "import sinterlab.cli\n"
@@ -77,3 +80,35 @@ def test_a_sweep_goes_on_past_a_failed_run_and_exits_2(tmp_path, tiny_descriptor
     assert "too few sample groups" in (sweep / "0" / "error.txt").read_text()
     assert (sweep / "1" / "metrics.json").is_file()  # the next run still ran
     assert "1 run(s) of the sweep failed" in err and str(sweep / "0" / "error.txt") in err
+
+
+def test_a_dead_runs_folder_is_taken_over_and_a_finished_one_refused(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".sinterlab-run").write_text(json.dumps(
+        {"pid": dead_pid(), "host": socket.gethostname(), "started": "t"}))  # kill -9
+    assert "no longer running" in claim(run)
+    with pytest.raises(SinterlabError, match="still running"):
+        claim(run)  # this process holds it now
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(SinterlabError, match="holds a finished run"):
+        claim(run, keep_own=True)
+
+
+def test_a_refused_folder_gets_nothing_written_into_it(tmp_path, tiny_descriptor, monkeypatch,
+                                                       capsys):
+    """Hydra writes .hydra/ and train.log into the run folder before the run starts: the
+    folder is claimed before that, so another run's record stays as it was."""
+    run = tmp_path / "run"
+    run.mkdir()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        (run / ".sinterlab-run").write_text(json.dumps(
+            {"pid": alive.pid, "host": socket.gethostname(), "started": "t"}))
+        code, out, err = run_script("train", [*FAST, f"data.descriptor={tiny_descriptor}",
+                                              f"hydra.run.dir={run}"], monkeypatch, capsys)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert code == 2 and f"pid {alive.pid}" in err and "still running" in err
+    assert [p.name for p in run.iterdir()] == [".sinterlab-run"]

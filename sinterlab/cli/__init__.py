@@ -60,6 +60,12 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
         primary = {"head": "MLP head", "auto": "auto-selected head"}[best["primary"]]
         lines.append(f"note: the {primary} does not beat the "
                      f"{MODEL_NAMES[best['best_baseline']]} by more than its interval width")
+    for name, reason in (metrics.get("skipped") or {}).items():
+        lines.append(f"warning: {name} skipped ({reason}); the results above are complete")
+    small = (metrics.get("data") or {}).get("small_classes")
+    if small:
+        lines.append(f"warning: class(es) {', '.join(map(str, small))} have too few groups "
+                     "for the split; their images were tested by heads that never saw them")
     final = (metrics.get("selection") or {}).get("final")
     if final:
         lines.append(f"final model: {final['model']} refitted on all groups for "

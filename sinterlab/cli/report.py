@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(2)
     print(md_path.read_text(encoding="utf-8"), end="")
     for run, reason in failed_runs(root):
-        print(f"sinterlab-report: skipped failed run {run}: {reason}", file=sys.stderr)
+        print(f"sinterlab-report: skipped run {run}: {reason}", file=sys.stderr)
     print(f"\nwrote {md_path} and {csv_path}", file=sys.stderr)
     return 0
 

@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.cli import CONF_DIR, summary_lines
 from sinterlab.errors import SinterlabError
@@ -25,6 +25,7 @@ from sinterlab.runs import (
     ERROR,
     FolderTaken,
     RunInterrupted,
+    claim,
     record_failure,
     sigint_raises_interrupted,
 )
@@ -63,6 +64,22 @@ def main(cfg: DictConfig) -> float | None:
         raise
     print("\n".join(summary_lines(metrics, run_dir)))
     return metrics["training"]["best_val_loss"]  # what hparams_search minimizes
+
+
+class ClaimRunFolder(Callback):
+    """Claim a single run's folder before Hydra writes its ``.hydra/`` record and opens
+    ``train.log`` there, so a refused folder (another run's) gets nothing written into it.
+    A multirun's job folders are new ones under the sweep folder, claimed by the run itself."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).absolute()
+        try:
+            note = claim(run_dir)
+        except FolderTaken as err:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        if note:
+            print(f"{PROG}: {note}", file=sys.stderr)
 
 
 class FailedRunsCallback(Callback):

@@ -24,6 +24,7 @@ from sinterlab.data.descriptor import (
     SLIDE,
     Descriptor,
     load_descriptor,
+    str_label,
 )
 from sinterlab.data.patches import PARAM_COLUMNS
 from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignments
@@ -48,6 +49,7 @@ class SEMDataModule(pl.LightningDataModule):
         self.assignment: np.ndarray | None = None
         self.x: torch.Tensor | None = None
         self.warnings: list[str] = []
+        self.small_classes: list[str] = []
         self._planned: dict[str, np.ndarray] = {}
 
     # -- prepare: descriptor, backbone, cache -----------------------------------------------
@@ -61,6 +63,8 @@ class SEMDataModule(pl.LightningDataModule):
             OmegaConf.to_container(cfg.data.classes) if cfg.data.classes is not None else None,
             cfg.data.image_column, cfg.data.sample_column, cfg.data.slide_column,
             OmegaConf.to_container(cfg.data.units))
+        self.warnings += self.descriptor.warnings
+        self.warnings += self.check_class_groups()
         self.plan_splits()
         if self.backbone is None:
             self.backbone = build_backbone(cfg.backbone)
@@ -76,6 +80,41 @@ class SEMDataModule(pl.LightningDataModule):
         log.info("embeddings: %d images, %d from cache, %d extracted",
                  self.cache_stats["images"], self.cache_stats["from_cache"],
                  self.cache_stats["extracted"])
+
+    def class_groups(self) -> pd.DataFrame | None:
+        """Per class of the first target: groups of the run's split kind and images (None for
+        regression and patch splits, where every class has plenty)."""
+        target, kind = self.descriptor.targets[0], self.cfg.split.kind
+        column = GROUP_COLUMNS.get(kind)
+        table = self.descriptor.table
+        if target.kind != "classification" or kind == "patch" or column not in table.columns:
+            return None
+        labels = table[target.name].map(str_label)
+        counts = table.groupby(labels, sort=False).agg(groups=(column, "nunique"),
+                                                      images=(IMAGE, "size"))
+        return counts.reindex(list(target.classes))
+
+    def check_class_groups(self) -> list[str]:
+        """A class with fewer groups than ``split.min_class_groups`` cannot be tested by heads
+        that saw it: refused, or with ``split.allow_small_classes`` kept with a warning."""
+        counts = self.class_groups()
+        need = int(self.cfg.split.min_class_groups)
+        if counts is None or (counts["groups"] >= need).all():
+            return []
+        kind, small = self.cfg.split.kind, counts[counts["groups"] < need]
+        listed = ", ".join(f"{c!r} ({n} {kind}{'s' if n != 1 else ''})"
+                           for c, n in small["groups"].items())
+        what = f"{self.descriptor.csv}: class(es) {listed} of {self.descriptor.targets[0].name!r}"
+        if not bool(self.cfg.split.allow_small_classes):
+            raise SinterlabError(
+                f"{what} have fewer than split.min_class_groups={need} {kind}s, so their images "
+                "could only be tested by heads that never saw the class; add samples, leave the "
+                "class out (data.classes=[...]) or keep it knowingly with "
+                "split.allow_small_classes=true")
+        self.small_classes = list(small.index)
+        return [f"{what} have fewer than {need} {kind}s: their images are tested by heads "
+                "that never saw the class, and they count in every score "
+                "(split.allow_small_classes=true)"]
 
     def duplicate_images(self) -> list[str]:
         """Byte-identical image files filed under different samples or labels: a leak that no

@@ -49,6 +49,8 @@ class Descriptor:
     table: pd.DataFrame
     targets: list[Target]
     notes: list[str] = field(default_factory=list)
+    #: what was normalised on the way in (e.g. spaces trimmed): logged and shown in the report
+    warnings: list[str] = field(default_factory=list)
 
     def target_matrix(self) -> np.ndarray:
         """(n_images, n_targets) floats: class indices for classification, values otherwise."""
@@ -60,6 +62,11 @@ class Descriptor:
             else:
                 columns.append(self.table[t.name].to_numpy(float))
         return np.stack(columns, axis=1)
+
+
+def str_label(value: object) -> str:
+    """A class value as text, the spelling of ``Target.classes`` (100.0 -> '100')."""
+    return _as_text(value)
 
 
 def _as_text(value: object) -> str:
@@ -96,7 +103,8 @@ def _rows(csv: Path, table: pd.DataFrame, mask: pd.Series, limit: int = 5) -> st
 
 
 def _check_numeric_target(csv: Path, table: pd.DataFrame, name: str) -> None:
-    """A column of numbers with a few stray texts ('150 BC') must not become text classes."""
+    """A column of numbers with a few stray texts ('150 BC') must not become text classes, and
+    an infinity ('inf', '1e999') is no parameter value."""
     numeric = pd.to_numeric(table[name], errors="coerce")
     stray = numeric.isna() & table[name].notna()
     if stray.any() and numeric.notna().sum() > stray.sum():
@@ -105,6 +113,50 @@ def _check_numeric_target(csv: Path, table: pd.DataFrame, name: str) -> None:
             f"{_rows(csv, table, stray)}: {name!r} values {values} are not numbers while "
             f"{int(numeric.notna().sum())} others are; write plain numbers (units belong in "
             f"data.units) so they are not read as extra classes")
+    infinite = pd.Series(np.isinf(numeric.to_numpy(float)), table.index)
+    if infinite.any():
+        values = sorted({str(v) for v in table[name][infinite]})[:5]
+        raise SinterlabError(f"{_rows(csv, table, infinite)}: {name!r} values {values} are "
+                             "infinite; write the finite value or remove the row")
+
+
+def _normalise_labels(csv: Path, table: pd.DataFrame, name: str) -> str | None:
+    """Trim spaces around text labels (a warning, returned) and refuse labels that differ only
+    by case ('low' and 'Low'): both would silently become separate classes."""
+    text = table[name].map(lambda v: v if pd.isna(v) else _as_text(v))
+    trimmed = text.map(lambda v: v.strip() if isinstance(v, str) else v)
+    changed = (text != trimmed) & text.notna()
+    warning = None
+    if changed.any():
+        table[name] = table[name].where(~changed, trimmed)
+        warning = (f"{_rows(csv, table, changed)}: spaces trimmed around {int(changed.sum())} "
+                   f"{name!r} value(s) (e.g. {text[changed].iloc[0]!r} read as "
+                   f"{trimmed[changed].iloc[0]!r})")
+    spellings = trimmed.dropna().groupby(trimmed.dropna().str.casefold()).unique()
+    clash = spellings[spellings.map(len) > 1]
+    if len(clash):
+        variants = sorted(clash.iloc[0])
+        rows = trimmed.isin(variants[1:])
+        raise SinterlabError(
+            f"{_rows(csv, table, rows)}: {name!r} values {variants} differ only by case; "
+            "spell each class one way (they would be read as separate classes)")
+    return warning
+
+
+def _check_one_label_per_sample(csv: Path, table: pd.DataFrame, name: str) -> None:
+    """A sample (one sintered spot) has one value of each process parameter; a sample_id reused
+    under two values is a typo that grouped splits would turn into a contradiction."""
+    values = table[name].map(_as_text)
+    per_sample = values.groupby(table[SAMPLE]).nunique()
+    mixed = per_sample[per_sample > 1]
+    if len(mixed):
+        sample = mixed.index[0]
+        mine = table[SAMPLE] == sample
+        found = sorted(set(values[mine]), key=_natural_key)
+        more = f" ({len(mixed) - 1} more samples like it)" if len(mixed) > 1 else ""
+        raise SinterlabError(
+            f"{_rows(csv, table, mine)}: sample {sample!r} has {name!r} values {found}; a "
+            f"sample has one value of each parameter: fix the sample_id or the value{more}")
 
 
 def read_table(csv: Path) -> pd.DataFrame:
@@ -162,7 +214,8 @@ def load_descriptor(
         raise SinterlabError(f"{_rows(csv, table, empty_images)}: empty '{image_column}' cell; "
                              "give the image path (relative to the CSV's folder) or remove the "
                              "row")
-    if sample_column in table.columns:
+    has_samples = sample_column in table.columns
+    if has_samples:
         table = table.rename(columns={sample_column: SAMPLE})
         empty = blank(table[SAMPLE])
         if empty.any():
@@ -186,13 +239,16 @@ def load_descriptor(
         row = int(duplicated.index[0]) + 2
         raise SinterlabError(f"{csv}:{row}: image {duplicated.iloc[0]!r} is listed twice; "
                              "keep one row per image")
+    warnings: list[str] = []
     for name in names:
-        _check_numeric_target(csv, table, name)
-        empty = table[name].isna()
+        empty = blank(table[name])
         if empty.any():
-            row = int(empty.idxmax()) + 2
-            raise SinterlabError(f"{csv}:{row}: no value in target column {name!r}; fill it "
-                                 "or remove the row")
+            raise SinterlabError(f"{_rows(csv, table, empty)}: no value in target column "
+                                 f"{name!r}; fill it or remove the row")
+        warnings += [w for w in [_normalise_labels(csv, table, name)] if w]
+        _check_numeric_target(csv, table, name)
+        if has_samples:
+            _check_one_label_per_sample(csv, table, name)
 
     primary = names[0]
     if classes is not None:
@@ -227,8 +283,15 @@ def load_descriptor(
 
     table[PATH] = [str((csv.parent / p).resolve()) for p in table[IMAGE]]
     if check_files:
-        for row, p in zip(table[ROW], table[PATH], strict=True):
+        for row, image, p in zip(table[ROW], table[IMAGE], table[PATH], strict=True):
             if not Path(p).is_file():
                 raise SinterlabError(f"{csv}:{row}: image file {p} not found; fix the "
-                                     "'image' path (relative to the CSV's folder)")
-    return Descriptor(csv, table, targets, notes)
+                                     "'image' path (relative to the CSV's folder)"
+                                     + backslash_hint(image))
+    return Descriptor(csv, table, targets, notes, warnings)
+
+
+def backslash_hint(path: str) -> str:
+    """A Windows path ('images\\a.tif') names no file here: say so."""
+    return ("; it holds backslashes: write paths with forward slashes ('images/a.tif')"
+            if "\\" in str(path) else "")

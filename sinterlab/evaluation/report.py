@@ -84,6 +84,13 @@ def _header(m: Mapping) -> list[str]:
         out.append(f"> {LEAK_WARNING}\n")
     if weights.get("transfer_learning") is False:
         out.append(f"> {RANDOM_INIT_WARNING}\n")
+    small = (m.get("data") or {}).get("small_classes")
+    if small:
+        out.append(f"> ⚠ class(es) {', '.join(map(str, small))} have too few "
+                   f"{(m.get('split') or {}).get('kind')}s: their images are tested by heads "
+                   "that never saw the class, and they count in every score below "
+                   "(groups per class: see Data)\n")
+    out += [f"> {name} skipped: {reason}\n" for name, reason in (m.get("skipped") or {}).items()]
     return out
 
 
@@ -321,7 +328,15 @@ def _data(m: Mapping) -> list[str]:
         if note:
             items.append(f"note: {note}")
     items += [f"**warning:** {warning}" for warning in d.get("warnings") or []]
-    return ["## Data, backbone, preprocessing\n", "\n".join(f"- {i}" for i in items) + "\n"]
+    out = ["## Data, backbone, preprocessing\n", "\n".join(f"- {i}" for i in items) + "\n"]
+    groups = d.get("class_groups")
+    if groups:
+        kind = (m.get("split") or {}).get("kind")
+        small = set(d.get("small_classes") or [])
+        out.append(_table(["class", f"{kind}s", "images", ""],
+                          [[c, g["groups"], g["images"], "too few" if c in small else ""]
+                           for c, g in groups.items()]))
+    return out
 
 
 def _flat(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -366,18 +381,28 @@ def _embed_images(text: str, run_dir: Path) -> str:
     return re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, text)
 
 
+def write_markdown_report(run_dir: Path, metrics: Mapping,
+                          figures: Mapping[str, Path] | None = None) -> Path:
+    """Write ``report.md`` into ``run_dir``."""
+    return write_text(Path(run_dir) / "report.md", report_markdown(metrics, figures, run_dir))
+
+
+def write_html_report(run_dir: Path, metrics: Mapping) -> Path:
+    """Render ``report.md`` to ``report.html`` with the figures embedded."""
+    run_dir = Path(run_dir)
+    text = (run_dir / "report.md").read_text(encoding="utf-8")
+    body = markdown.markdown(_embed_images(text, run_dir), extensions=["tables"])
+    title = html.escape(f"sinterlab: {metrics.get('experiment')}")
+    return write_text(run_dir / "report.html",
+                      f"<!doctype html><html><head><meta charset='utf-8'><title>{title}"
+                      "</title><style>body{font-family:sans-serif;max-width:70em;margin:auto}"
+                      "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+                      "padding:2px 6px}blockquote{background:#fff3cd;padding:4px}</style>"
+                      f"</head><body>{body}</body></html>\n")
+
+
 def write_report(run_dir: Path, metrics: Mapping, figures: Mapping[str, Path] | None = None,
                  ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` into ``run_dir``."""
-    run_dir = Path(run_dir)
-    text = report_markdown(metrics, figures, run_dir)
-    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
-    write_text(md_path, text)
-    body = markdown.markdown(_embed_images(text, run_dir), extensions=["tables"])
-    title = html.escape(f"sinterlab: {metrics.get('experiment')}")
-    write_text(html_path, f"<!doctype html><html><head><meta charset='utf-8'><title>{title}"
-               "</title><style>body{font-family:sans-serif;max-width:70em;margin:auto}"
-               "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}"
-               "blockquote{background:#fff3cd;padding:4px}</style></head><body>"
-               f"{body}</body></html>\n")
-    return md_path, html_path
+    return (write_markdown_report(run_dir, metrics, figures),
+            write_html_report(run_dir, metrics))

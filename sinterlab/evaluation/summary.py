@@ -2,7 +2,8 @@
 classes, split, protocol): the pooled out-of-fold headline metric of every model with its
 interval (one run), or the mean ± sd of the runs' values (several runs, e.g. backbones or seeds
 of a holdout sweep). Runs on other descriptors or class sets are never averaged together.
-Failed runs (``error.txt``, no ``metrics.json``) are listed with their reason, not averaged.
+Failed runs (``error.txt``, no ``metrics.json``) and incomplete ones (killed or still running)
+are listed with their reason, not averaged.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from sinterlab.atomic import write_text
-from sinterlab.runs import ERROR, failure
+from sinterlab.runs import CLAIM, ERROR, failure, incomplete
 
 #: the run's own model (the head, or the auto-selected one), the candidates of model=auto
 #: (their plain CV scores), then the baselines
@@ -49,10 +50,11 @@ def _short(path: object) -> str:
 
 
 def failed_runs(root: Path) -> list[tuple[str, str]]:
-    """(run folder relative to ``root``, first line of its error.txt) of every failed run."""
+    """(run folder relative to ``root``, reason) of every run without results: failed (the
+    first line of its error.txt) or incomplete (claimed, then killed or still running)."""
     out = []
-    for path in sorted(Path(root).rglob(ERROR)):
-        reason = failure(path.parent)
+    for path in sorted([*Path(root).rglob(ERROR), *Path(root).rglob(CLAIM)]):
+        reason = failure(path.parent) if path.name == ERROR else incomplete(path.parent)
         if reason:
             out.append((path.parent.relative_to(root).as_posix() or ".", reason))
     return out
@@ -174,7 +176,7 @@ def write_summary(root: Path, out_stem: Path | None = None, digits: int = 3) -> 
     title = (f"# Sweep summary: {root}\n\nPooled out-of-fold metric per model; one run: value "
              "[95% interval resampling samples]; several runs: mean ± sd of their values.\n\n")
     skipped = "" if not failed else (
-        f"\n## Failed runs, not summarised ({len(failed)})\n\n"
+        f"\n## Failed or incomplete runs, not summarised ({len(failed)})\n\n"
         + "".join(f"- `{run}`: {reason}\n" for run, reason in failed))
     write_text(md_path, title + summary_markdown(frame, digits) + skipped)
     write_text(csv_path, frame.to_csv(index=False))

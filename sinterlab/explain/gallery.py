@@ -8,6 +8,7 @@ the out-of-fold prediction saw.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.datamodule import SEMDataModule
-from sinterlab.data.descriptor import IMAGE, PATH
+from sinterlab.data.descriptor import IMAGE, PATH, str_label
 from sinterlab.explain.maps import draw_map, grid_embeddings, image_map
 from sinterlab.explain.write import default_stride
 from sinterlab.predict import load_head
@@ -26,8 +27,7 @@ def pick(images: pd.DataFrame, target: dict, per_kind: int) -> pd.DataFrame:
     name = target["name"]
     picked = []
     if target["kind"] == "classification":
-        truth = images[f"{name}_true"].map(lambda v: str(int(v)) if float(v).is_integer()
-                                            else str(v))
+        truth = images[f"{name}_true"].map(str_label)
         right = truth == images[f"{name}_predicted"].astype(str)
         for label in target["classes"]:
             mine = images[truth == label].assign(truth_text=label)
@@ -73,8 +73,8 @@ def write_gallery(cfg: DictConfig, dm: SEMDataModule, metrics: dict, images: pd.
         m = image_map(head, cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
                       members=slice(fold * seeds, (fold + 1) * seeds))
         label = getattr(row, "truth_text", None) or f"{getattr(row, 'error', 0):.3g}"
-        out = run_dir / "figures" / "gallery" / \
-            f"{label}_{row.kind}_{Path(m.path).stem}.png".replace(" ", "_")
+        name = re.sub(r"[^\w.-]+", "_", f"{label}_{row.kind}_{Path(m.path).stem}")
+        out = run_dir / "figures" / "gallery" / f"{name}.png"
         draw_map(m, target, out)
         records.append({"image": getattr(row, IMAGE), "kind": row.kind, "fold": fold,
                         "truth": getattr(row, f"{target['name']}_true"),
