@@ -11,7 +11,9 @@ run's split-conformal interval.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +22,15 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.data.descriptor import IMAGE, blank, read_table
+from sinterlab.data.descriptor import IMAGE, backslash_hint, blank, read_table
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.runs import failure
+
+log = logging.getLogger(__name__)
 
 
 def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
@@ -36,9 +40,11 @@ def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
     if reason:
         raise SinterlabError(f"{run_dir}: this run failed ({reason}); pass a finished run "
                              "(one with metrics.json)")
-    if not (config.is_file() and metrics.is_file()):
-        raise SinterlabError(f"{run_dir}: not a finished sinterlab-train run (config.yaml and "
-                             "metrics.json missing); pass run=logs/train/runs/<stamp>")
+    missing = [p.name for p in (config, metrics) if not p.is_file()]
+    if missing:
+        raise SinterlabError(f"{run_dir}: not a finished sinterlab-train run "
+                             f"({' and '.join(missing)} missing); pass "
+                             "run=logs/train/runs/<stamp>")
     return run_dir, OmegaConf.load(config), json.loads(metrics.read_text())
 
 
@@ -47,10 +53,19 @@ def load_head(path: Path) -> HeadEnsemble:
     if not path.is_file():
         raise SinterlabError(f"{path}: checkpoint missing; the run did not finish saving it or "
                              "the file was moved; restore it or train again")
-    try:
-        return HeadEnsemble.load_from_checkpoint(path, map_location="cpu")
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError,
-            pickle.UnpicklingError) as err:
+    try:  # tensors and plain values only: a checkpoint from elsewhere runs no code
+        return HeadEnsemble.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise SinterlabError(f"{path}: checkpoint unreadable (UnpicklingError); the file is "
+                                 "truncated or damaged; restore it or train again") from None
+        found = re.search(r"(GLOBAL [\w.]+)|(Unsupported operand \d+)", str(err))
+        what = next(g for g in found.groups() if g) if found else "an object of unknown type"
+        raise SinterlabError(f"{path}: checkpoint refused: it holds pickled Python objects "
+                             f"besides tensors ({what}), which could run code when loaded; "
+                             "use checkpoints written by sinterlab-train, or train again"
+                             ) from None
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as err:
         reason = " ".join(str(err).split())[:120]
         raise SinterlabError(f"{path}: checkpoint unreadable ({type(err).__name__}: {reason}); "
                              "the file is truncated or damaged; restore it or train "
@@ -58,7 +73,9 @@ def load_head(path: Path) -> HeadEnsemble:
 
 
 def collect_images(images, descriptor, suffixes) -> list[Path]:
-    """Paths from a list of files, a folder, or a descriptor CSV's `image` column."""
+    """Paths from a list of files, a folder (its files with an image suffix; subfolders are
+    skipped with a note), or a descriptor CSV's `image` column. Paths that name no file are
+    kept: :func:`missing_images` gives each its reason, so one typo costs one row."""
     if descriptor:
         csv = Path(descriptor).expanduser().resolve()
         if not csv.is_file():
@@ -75,7 +92,12 @@ def collect_images(images, descriptor, suffixes) -> list[Path]:
         paths = [csv.parent / p for p in table[IMAGE].astype(str)]
     elif isinstance(images, str) and Path(images).expanduser().is_dir():
         folder = Path(images).expanduser()
-        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in set(suffixes))
+        entries = sorted(folder.iterdir())
+        folders = [p.name for p in entries if p.is_dir()]
+        if folders:
+            log.warning("%s: %d subfolder(s) skipped (%s); images=FOLDER reads the folder's "
+                        "own files only", folder, len(folders), ", ".join(folders[:5]))
+        paths = [p for p in entries if p.is_file() and p.suffix.lower() in set(suffixes)]
         if not paths:
             raise SinterlabError(f"{folder}: no images with suffixes {list(suffixes)}")
     elif images:
@@ -83,11 +105,18 @@ def collect_images(images, descriptor, suffixes) -> list[Path]:
     else:
         raise SinterlabError("nothing to predict: give images=[a.tif,b.tif], images=FOLDER or "
                              "descriptor=CSV")
-    paths = list(dict.fromkeys(p.expanduser().resolve() for p in paths))  # each image once
+    return list(dict.fromkeys(p.expanduser().resolve() for p in paths))  # each image once
+
+
+def missing_images(paths: list[Path]) -> dict[str, str]:
+    """{path: reason} for every path that is no readable file (absent, or a folder)."""
+    out = {}
     for p in paths:
-        if not p.is_file():
-            raise SinterlabError(f"{p}: image not found; check the path")
-    return paths
+        if p.is_dir():
+            out[str(p)] = "is a folder, not an image; list the images in it (or images=FOLDER)"
+        elif not p.is_file():
+            out[str(p)] = "image not found; check the path" + backslash_hint(str(p))
+    return out
 
 
 def check_same(name: str, requested, used) -> None:
@@ -161,13 +190,22 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     model = model or load_run_model(cfg)
     run_dir, run_cfg, metrics = model.run_dir, model.cfg, model.metrics
     backbone, head, features = model.backbone, model.head, model.features
-    paths = asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
-    embedded = embed_images(paths, run_cfg.preprocess, backbone, features,
+    asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
+    missing = missing_images(asked)
+    if missing and cfg.strict:
+        first = next(iter(missing))
+        raise SinterlabError(f"{first}: {missing[first]}; or leave it out (or strict=false to "
+                             "predict the others)")
+    found = [p for p in asked if str(p) not in missing]
+    embedded = embed_images(found, run_cfg.preprocess, backbone, features,
                             fix="leave it out (or strict=false to predict the others)",
-                            skip_bad=not cfg.strict)
-    if not embedded.refs:
-        raise SinterlabError(f"{next(iter(embedded.bad))}: {next(iter(embedded.bad.values()))}"
-                             f"; no image could be predicted ({len(embedded.bad)} bad)")
+                            skip_bad=not cfg.strict) if found else None
+    bad = missing | (embedded.bad if embedded else {})
+    for warning in embedded.warnings if embedded else []:
+        log.warning(warning)
+    if not embedded or not embedded.refs:
+        raise SinterlabError(f"{next(iter(bad))}: {next(iter(bad.values()))}"
+                             f"; no image could be predicted ({len(bad)} bad)")
     paths = [Path(ref.path) for ref in embedded.refs]
     entries = embedded.entries
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
@@ -198,8 +236,8 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     table["patches"] = [len(e.embeddings) for e in entries]
     table["model"] = model.model_name
     table["error"] = ""
-    if embedded.bad:  # unreadable images keep their row, in the order asked, with the reason
-        failed = pd.DataFrame({"image": list(embedded.bad), "error": list(embedded.bad.values())})
+    if bad:  # missing and unreadable images keep their row, in the order asked, with the reason
+        failed = pd.DataFrame({"image": list(bad), "error": list(bad.values())})
         order = {str(p): i for i, p in enumerate(asked)}
         table = pd.concat([table, failed], ignore_index=True)
         table = table.sort_values("image", key=lambda c: c.map(order), kind="stable")

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +24,18 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import tifffile
+import torch
 from hydra.core.global_hydra import GlobalHydra
 
+from sinterlab.cli.explain import main as explain_main
 from sinterlab.cli.predict import main as predict_main
 from sinterlab.cli.train import main as train_main
 from sinterlab.features.cache import EmbeddingCache
 from tests.conftest import FAST
+from tests.test_evaluation_report import dead_pid
 
-SCRIPTS = {"train": train_main, "predict": predict_main}
+SCRIPTS = {"train": train_main, "predict": predict_main, "explain": explain_main}
 
 
 @dataclass
@@ -176,6 +181,100 @@ def one_corrupt_cache_entry(w: World) -> list[str]:
     return [f"data.descriptor={w.descriptor}"]
 
 
+def grades(edit: Callable[[pd.DataFrame], None]) -> Callable[[World], list[str]]:
+    """The burst counts as named grades (low/mid/high) in a `grade` column, then ``edit``."""
+    def make(w: World) -> list[str]:
+        table = w.table()
+        table["grade"] = table["burst_count"].map({50: "low", 150: "mid", 250: "high"})
+        edit(table)
+        return [f"data.descriptor={w.save(table)}", "data.target=grade"]
+    return make
+
+
+def respell(grade: str, spelling: str) -> Callable[[pd.DataFrame], None]:
+    """One image's grade written another way."""
+    def edit(table: pd.DataFrame) -> None:
+        table.loc[table.index[table["grade"] == grade][1], "grade"] = spelling
+    return edit
+
+
+def one_sample_under_two_labels(table: pd.DataFrame) -> None:
+    first = table["sample_id"] == table.loc[0, "sample_id"]
+    other = table.loc[table["burst_count"] != table.loc[0, "burst_count"], "burst_count"]
+    table.loc[first.idxmax(), "burst_count"] = other.iloc[0]  # one of its images relabelled
+
+
+def one_sample_of_250(table: pd.DataFrame) -> pd.DataFrame:
+    lone = table.loc[table["burst_count"] == 250, "sample_id"].iloc[0]
+    return table[(table["burst_count"] != 250) | (table["sample_id"] == lone)]
+
+
+def dead_claim(w: World) -> list[str]:
+    """The folder of a run killed with -9: its claim names a pid that is gone."""
+    run_dir = w.tmp / "run"
+    run_dir.mkdir()
+    (run_dir / "train.log").write_text("the killed run's log\n")
+    (run_dir / ".sinterlab-run").write_text(json.dumps(
+        {"pid": dead_pid(), "host": socket.gethostname(), "started": "t"}))
+    return [f"data.descriptor={w.descriptor}"]
+
+
+def finished_folder(w: World) -> list[str]:
+    shutil.copytree(w.trained_run, w.tmp / "run")
+    return [f"data.descriptor={w.descriptor}"]
+
+
+def missing_and_folder_in_predict(w: World) -> list[str]:
+    (w.tmp / "a_folder").mkdir()
+    return predict_args(w, w.trained_run, [*w.images(2), w.tmp / "typo.tif",
+                                           w.tmp / "a_folder"])
+
+
+def folder_with_subfolder(w: World) -> list[str]:
+    folder = w.tmp / "scans"
+    (folder / "old").mkdir(parents=True)
+    for image in w.images(2):
+        shutil.copy(image, folder / image.name)
+    return [f"run={w.trained_run}", f"images={folder}", f"out={w.tmp / 'predictions.csv'}",
+            f"hydra.run.dir={w.tmp / 'hydra'}"]
+
+
+def suspect_images(w: World) -> list[str]:
+    """A black frame and a two-page TIFF (two detectors saved together) among good images."""
+    black, stack = w.tmp / "black.png", w.tmp / "two_detectors.tif"
+    cv2.imwrite(str(black), np.zeros((160, 200), np.uint8))
+    page = cv2.imread(str(w.images(1)[0]), cv2.IMREAD_GRAYSCALE)
+    tifffile.imwrite(stack, np.stack([page, 255 - page]))
+    return predict_args(w, w.trained_run, [*w.images(1), black, stack])
+
+
+def backslash_path(table: pd.DataFrame) -> None:
+    table.loc[1, "image"] = "images\\" + Path(table.loc[1, "image"]).name
+
+
+def explain_tiny_image(w: World) -> list[str]:
+    small = w.tmp / "thumbnail.png"
+    cv2.imwrite(str(small), np.full((30, 40), 128, np.uint8))
+    return [f"run={w.trained_run}", f"images=[{small}]", f"out={w.tmp / 'explained'}",
+            f"hydra.run.dir={w.tmp / 'hydra'}"]
+
+
+def without_metrics(w: World) -> list[str]:
+    run = w.run_copy()
+    (run / "metrics.json").unlink()
+    return predict_args(w, run, w.images(1))
+
+
+def pickled_code_in_checkpoint(w: World) -> list[str]:
+    """A checkpoint someone sent: besides tensors it pickles a reference to a function."""
+    run = w.run_copy()
+    checkpoint = run / json.loads((run / "metrics.json").read_text())["training"]["checkpoint"]
+    state = torch.load(checkpoint, weights_only=True)
+    state["callbacks"] = {"on_load": os.getcwd}  # harmless here; os.system would not be
+    torch.save(state, checkpoint)
+    return predict_args(w, run, w.images(1))
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -185,6 +284,14 @@ class Case:
     words: tuple[str, ...]
     absent: tuple[str, ...] = ()
     leaves_error_txt: bool = True  # False: the folder is another run's, nothing is written
+    #: further checks on the run folder after the run
+    then: Callable[[Path], None] | None = None
+
+
+def took_over_the_folder(run_dir: Path) -> None:
+    assert (run_dir / "metrics.json").is_file()
+    assert (run_dir / "tensorboard").is_dir()  # TensorBoard logs in the run's own folder
+    assert "the killed run's log" in (run_dir / "train.log").read_text()  # appended to
 
 
 CASES = [
@@ -244,6 +351,42 @@ CASES = [
     Case("path with spaces and non-ASCII", "train",
          descriptor_text("image;burst_count\n", "my scans/Probe µ-SLS é/descriptor.csv"), 2,
          ("my scans/Probe µ-SLS é/descriptor.csv", "semicolons")),
+    # 15. labels, samples and classes, before the backbone (issue: reliability, third round)
+    Case("sample under two burst counts", "train", with_table(one_sample_under_two_labels),
+         2, ("has 'burst_count' values", "a sample has one value", ":2,")),
+    Case("labels differing only by case", "train", grades(respell("low", "Low")), 2,
+         ("differ only by case", "['Low', 'low']", "descriptor.csv:3:")),
+    Case("labels with trailing spaces", "train", grades(respell("low", "low ")), 0,
+         ("spaces trimmed", "'low '", "descriptor.csv:3:")),
+    Case("infinite value in a numeric target", "train",
+         with_table(cell(2, "burst_count", "inf")), 2, ("['inf']", "infinite", ":4")),
+    Case("infinite value in a regression target", "train",
+         lambda w: with_table(cell(2, "burst_count", "1e999"))(w) + ["task=regression"], 2,
+         ("infinite", ":4")),
+    Case("NaN spelled as Excel does", "train", with_table(cell(2, "burst_count", "#N/A")), 2,
+         ("no value in target column 'burst_count'", ":4")),
+    Case("a class with one sample", "train", with_table(one_sample_of_250), 2,
+         ("'250' (1 sample)", "split.min_class_groups=2", "split.allow_small_classes=true")),
+    Case("image path with backslashes", "train", with_table(backslash_path), 2,
+         ("not found", "forward slashes")),
+    # 16. run folders: a killed run's folder is taken over, a finished one refused
+    Case("folder of a killed run", "train", dead_claim, 0, ("no longer running",),
+         then=took_over_the_folder),
+    Case("folder of a finished run", "train", finished_folder, 2,
+         ("holds a finished run", "hydra.run.dir"), leaves_error_txt=False),
+    # 17. predict and explain, per image
+    Case("missing path and folder in predict", "predict", missing_and_folder_in_predict, 1,
+         ("typo.tif: image not found", "a_folder: is a folder", "2 of 4 images")),
+    Case("subfolder in images=FOLDER", "predict", folder_with_subfolder, 0,
+         ("1 subfolder(s) skipped (old)",)),
+    Case("blank and multi-page images in predict", "predict", suspect_images, 0,
+         ("black.png: blank", "two_detectors.tif: a TIFF of 2 full-size pages")),
+    Case("image too small to explain", "explain", explain_tiny_image, 1,
+         ("thumbnail.png", "the run's", "px patches"), ("preprocess.patches.size",)),
+    Case("run without metrics.json", "predict", without_metrics, 2,
+         ("(metrics.json missing)",), ("config.yaml and",)),
+    Case("checkpoint with pickled code", "predict", pickled_code_in_checkpoint, 2,
+         ("checkpoint refused", "GLOBAL posix.getcwd"), ("truncated",)),
 ]
 
 
@@ -281,7 +424,7 @@ def test_bad_input(case, tmp_path, tiny_descriptor, trained_run, shared_cache, m
     if case.script == "train" and code:
         error = [line for line in err.splitlines() if line.startswith("sinterlab-train:")]
         assert len(error) == 1, err
-        assert not (run_dir / "metrics.json").exists()
+        assert not (run_dir / "metrics.json").exists() or not case.leaves_error_txt
         if case.leaves_error_txt:
             message = error[0].removeprefix("sinterlab-train: ")
             assert (run_dir / "error.txt").read_text().strip() == message
@@ -290,3 +433,5 @@ def test_bad_input(case, tmp_path, tiny_descriptor, trained_run, shared_cache, m
             assert not (run_dir / "error.txt").exists()
         if code == 2:
             assert not list(world.cache.rglob("*.npz")), "extraction ran before the check"
+    if case.then:
+        case.then(run_dir)

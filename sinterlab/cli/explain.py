@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from sinterlab.cli import CONF_DIR, one_line_errors
 from sinterlab.explain.write import explain_images
-from sinterlab.predict import collect_images, load_run_model
+from sinterlab.predict import collect_images, load_run_model, missing_images
 
 PROG = "sinterlab-explain"
 
@@ -24,10 +24,13 @@ PROG = "sinterlab-explain"
 def main(cfg: DictConfig) -> None:
     with one_line_errors(PROG):
         model = load_run_model(cfg)
-        paths = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
+        asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
+        missing = missing_images(asked)
+        paths = [p for p in asked if str(p) not in missing]
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
         out = Path(cfg.out) if cfg.out else model.run_dir / "explain" / stamp
         _, written, bad = explain_images(model, paths, out, cfg.stride, int(cfg.cam_patches))
+        bad = missing | bad
     for path in written:
         print(path)
     for image, reason in bad.items():

@@ -60,6 +60,8 @@ def detect_bar_top(image: np.ndarray, search_fraction: float, flat_fraction: flo
     height = image.shape[0]
     start = height - max(1, int(round(search_fraction * height)))
     flat = flat_row_fraction(image[start:], tolerance) >= flat_fraction
+    if flat.all() and (flat_row_fraction(image[:start], tolerance) >= flat_fraction).all():
+        return height  # a blank image: nothing textured for a bar to sit under
     # cost(r) = flat rows above r + textured rows from r down; r = len(flat) means no bar
     flat_above = np.concatenate([[0], np.cumsum(flat)])
     textured_below = np.concatenate([np.cumsum((~flat)[::-1])[::-1], [0]])

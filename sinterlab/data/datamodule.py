@@ -74,7 +74,7 @@ class SEMDataModule(pl.LightningDataModule):
         self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
         self.entries = embedded.entries
         self.cache_stats = embedded.stats
-        self.warnings += self.duplicate_images()
+        self.warnings += embedded.warnings + self.duplicate_images()
         for warning in self.warnings:
             log.warning(warning)
         log.info("embeddings: %d images, %d from cache, %d extracted",

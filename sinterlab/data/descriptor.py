@@ -136,7 +136,8 @@ def _normalise_labels(csv: Path, table: pd.DataFrame, name: str) -> str | None:
     clash = spellings[spellings.map(len) > 1]
     if len(clash):
         variants = sorted(clash.iloc[0])
-        rows = trimmed.isin(variants[1:])
+        common = trimmed[trimmed.isin(variants)].value_counts().index[0]
+        rows = trimmed.isin(variants) & (trimmed != common)  # the rarer spellings
         raise SinterlabError(
             f"{_rows(csv, table, rows)}: {name!r} values {variants} differ only by case; "
             "spell each class one way (they would be read as separate classes)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import tifffile
 
 from sinterlab.errors import SinterlabError
 
@@ -36,3 +37,37 @@ def read_gray8(path: str | Path, percentiles: tuple[float, float] = (0.0, 100.0)
         return np.zeros(image.shape, np.uint8)
     scaled = (values - low) * (255.0 / (high - low))
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def full_size_pages(path: str | Path) -> int:
+    """Full-resolution pages of a TIFF (thumbnails and reduced copies not counted); 1 for other
+    formats. Only the first page is ever read."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return 1
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return sum(not page.is_reduced for page in tif.pages) or 1
+    except Exception:  # a TIFF tifffile cannot parse: OpenCV decided whether it is readable
+        return 1
+
+
+def image_warnings(path: str | Path, micrograph: np.ndarray, checks) -> list[str]:
+    """What makes an 8-bit micrograph (data bar cropped) suspect without making it unusable:
+    blank, mostly saturated, or one page of a multi-page TIFF. ``checks``: thresholds from
+    ``preprocess.checks`` (None: no checks, e.g. a run configured before they existed)."""
+    if checks is None:
+        return []
+    out = []
+    low, high = int(micrograph.min()), int(micrograph.max())
+    saturated = float(np.mean((micrograph == 0) | (micrograph == 255)))
+    if high - low <= int(checks.blank_range):
+        out.append(f"{path}: blank (grey levels {low}-{high} only); check the file and the "
+                   "detector's exposure")
+    elif saturated >= float(checks.saturated_fraction):
+        out.append(f"{path}: {saturated:.0%} of its pixels are pure black or white "
+                   "(saturated); check brightness and contrast")
+    pages = full_size_pages(path)
+    if pages > 1:
+        out.append(f"{path}: a TIFF of {pages} full-size pages; only page 1 is used (save each "
+                   "detector or frame as its own file to use the others)")
+    return out

@@ -116,7 +116,8 @@ class GridSampler(PatchSampler):
         size, stride = self.spec.size, self.spec.stride
         if size > min(height, width):
             raise SinterlabError(f"a {width}x{height} micrograph (after crop) is too small for "
-                                 f"{size}px patches; lower preprocess.patches.size")
+                                 f"the run's {size}px patches; map images at least {size}px "
+                                 "wide and high below the data bar")
 
         def starts(extent: int) -> list[int]:
             out = list(range(0, extent - size + 1, stride))

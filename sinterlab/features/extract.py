@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
 import torch
@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from sinterlab.data.crop import CropBox
+from sinterlab.data.images import image_warnings
 from sinterlab.data.patches import GridSampler, GridSpec, PatchSampler, PatchSpec
 from sinterlab.data.preprocess import preprocess_image, read_and_locate
 from sinterlab.errors import SinterlabError
@@ -152,6 +153,7 @@ def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
     runtime and (for torch) the memory format move the last bits of the floats, so they count
     too (torch's entries keep the keys they had before runtimes existed)."""
     settings = OmegaConf.to_container(preprocess_cfg, resolve=True)
+    settings.pop("checks", None)  # warnings about images, not part of the embeddings
     settings["patches"] = spec.__dict__ | {"mean": list(backbone.mean),
                                            "std": list(backbone.std)}
     if runtime == "torch":
@@ -172,15 +174,20 @@ class Embedded:
     entries: list[CacheEntry]
     stats: dict
     bad: dict[str, str]
+    #: images used but suspect (blank, saturated, multi-page), checked when read to extract
+    warnings: list[str] = field(default_factory=list)
 
 
-def image_problem(ref: ImageRef, preprocess_cfg, sampler: PatchSampler) -> str | None:
-    """Why ``ref`` cannot give patches (unreadable, too small after the crop), or None."""
+def image_problem(ref: ImageRef, preprocess_cfg, sampler: PatchSampler,
+                  warnings: list[str]) -> str | None:
+    """Why ``ref`` cannot give patches (unreadable, too small after the crop), or None; what
+    makes it suspect is appended to ``warnings``."""
     try:
-        _, box = read_and_locate(ref.path, preprocess_cfg)
+        image, box = read_and_locate(ref.path, preprocess_cfg)
         sampler.params(box.height, box.width, ref.sha)
     except SinterlabError as err:
         return str(err).removeprefix(f"{ref.path}: ")
+    warnings += image_warnings(ref.path, box.apply(image), preprocess_cfg.get("checks"))
     return None
 
 
@@ -203,10 +210,10 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
         cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
                                cache_settings(preprocess_cfg, spec, backbone, runtime))
         entries = {ref.sha: cache.load_or_set_aside(ref.sha, ref.path) for ref in refs}
-        bad = {}
+        bad, warnings = {}, []
         for ref in dict.fromkeys(refs):
             if entries[ref.sha] is None and (
-                    problem := image_problem(ref, preprocess_cfg, sampler)):
+                    problem := image_problem(ref, preprocess_cfg, sampler, warnings)):
                 bad[ref.path] = problem
         if bad and not skip_bad:
             (first, reason), others = next(iter(bad.items())), list(bad)[1:]
@@ -234,4 +241,4 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                              progress=progress, total=len({ref.sha for ref in good}))
     stats["runtime"] = runtime
     loaded = [entries[ref.sha] or cache.load(ref.sha) for ref in good]
-    return Embedded(spec, cache, good, loaded, stats, bad)
+    return Embedded(spec, cache, good, loaded, stats, bad, warnings)
