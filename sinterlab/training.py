@@ -23,6 +23,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_json, write_text, write_with
+from sinterlab.console import stage
 from sinterlab.data.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE
 from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
@@ -100,21 +101,24 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
            for level, column in (("image", IMAGE), ("sample", SAMPLE))}
     unit_column = bootstrap_unit(kind)
     units = dm.patches[unit_column].to_numpy().astype(str)
-    outputs, pca = baselines_oof(cfg, dm, assignment)
+    with stage(f"{kind} split: baselines"):
+        outputs, pca = baselines_oof(cfg, dm, assignment)
     block: dict = {"split": split_info(cfg, dm, kind, assignment),
                    "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
     head_outputs, head_raw, primary = None, None, None
     if train_head and cfg.model.name == "auto" and kind == cfg.split.kind:
         primary = AUTO
-        block["selection"], (head_outputs, head_raw), block["training"], candidates = \
-            select_model(cfg, dm, assignment, kind, run_dir)
+        with stage(f"{kind} split: model selection (nested CV)"):
+            block["selection"], (head_outputs, head_raw), block["training"], candidates = \
+                select_model(cfg, dm, assignment, kind, run_dir)
         outputs = {AUTO: head_outputs[0]} | candidates | outputs
     elif train_head:
         primary = HEAD
         # under model=auto the other split's head is the first candidate
         model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
                  else cfg.model)
-        head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind, model=model)
+        with stage(f"{kind} split: head training"):
+            head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind, model=model)
         head_outputs = head_oof(head, dm, assignment)
         head_raw = head_oof(head, dm, assignment, calibrated=False)
         outputs = {HEAD: head_outputs[0]} | outputs
@@ -133,8 +137,9 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                                 ids["sample"][tested], units[tested])
               for name, out in outputs.items()}
     b = cfg.evaluation.bootstrap
-    pooled = bootstrap_intervals(tables, int(b.n), int(b.seed), float(b.confidence),
-                                 reference=primary)
+    with stage(f"{kind} split: bootstrap intervals"):
+        pooled = bootstrap_intervals(tables, int(b.n), int(b.seed), float(b.confidence),
+                                     reference=primary)
     per_fold = {name: per_fold_metrics(first.kind, y[:, 0], out, ids["image"], ids["sample"],
                                        test_fold) for name, out in outputs.items()}
     block["cv"] = {
@@ -155,7 +160,8 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         "verdict": verdict(pooled, first.kind, cfg.evaluation.headline_level, primary),
     }
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
-        block["cv"]["permutation"] = image_permutation_test(cfg, dm, test_fold)
+        with stage(f"{kind} split: permutation test"):
+            block["cv"]["permutation"] = image_permutation_test(cfg, dm, test_fold)
     block["outputs"] = {"head": head_outputs, "head_raw": head_raw if head_outputs else None,
                         "models": outputs, "test_fold": test_fold}
     return block
@@ -322,7 +328,8 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True)
     write_text(run_dir / "config.yaml", resolved_yaml(cfg))
     dm = SEMDataModule(cfg)
-    dm.setup("fit")
+    with stage("descriptor checks and embeddings"):
+        dm.setup("fit")
     try:
         return _train_and_evaluate(cfg, dm, run_dir)
     except RunInterrupted as err:
@@ -337,8 +344,9 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
     contrast = None
     if cfg.evaluation.contrast.enabled:
         other = "sample" if kind == "patch" else "patch"
-        contrast = evaluate_protocol(cfg, dm, other, run_dir,
-                                     bool(cfg.evaluation.contrast.train_head))
+        with stage(f"leak contrast ({other} split)"):
+            contrast = evaluate_protocol(cfg, dm, other, run_dir,
+                                         bool(cfg.evaluation.contrast.train_head))
         contrast.pop("outputs")
     images, patches = oof_tables(dm, main)
     first = dm.descriptor.targets[0]
@@ -351,7 +359,8 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
                         ("patches", dm.patch_table())):
         write_with(run_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     skipped: dict[str, str] = {}
-    figures = make_figures(dm, main, run_dir / "figures", skipped)
+    with stage("figures"):
+        figures = make_figures(dm, main, run_dir / "figures", skipped)
     test_fold = main.pop("outputs")["test_fold"]
     metrics = {
         "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
@@ -380,11 +389,13 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
     write_json(run_dir / "metrics.json", metrics)
     write_markdown_report(run_dir, metrics, figures)
     if cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
-        metrics["gallery"] = optional_stage(
-            "gallery", lambda: write_gallery(cfg, dm, metrics, images, run_dir), skipped)
-    board = optional_stage("tensorboard", lambda: log_run(
-        cfg, dm, metrics, figures, test_fold,
-        [run_dir / r["map"] for r in (metrics.get("gallery") or [])[:4]]), skipped)
+        with stage("gallery"):
+            metrics["gallery"] = optional_stage(
+                "gallery", lambda: write_gallery(cfg, dm, metrics, images, run_dir), skipped)
+    with stage("TensorBoard"):
+        board = optional_stage("tensorboard", lambda: log_run(
+            cfg, dm, metrics, figures, test_fold,
+            [run_dir / r["map"] for r in (metrics.get("gallery") or [])[:4]]), skipped)
     metrics["tensorboard"] = str(board) if board else None
     write_markdown_report(run_dir, metrics, figures)
     optional_stage("report.html", lambda: write_html_report(run_dir, metrics), skipped)

@@ -11,6 +11,7 @@ from sinterlab.evaluation.crossval import (
     permutation_test,
     verdict,
 )
+from sinterlab.evaluation.metrics import LEVELS
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -129,3 +130,29 @@ def test_permutation_test_separates_signal_from_chance():
     none = permutation_test(noise, labels, samples, image_fold, 50, seed=0, alpha=1.0)
     assert strong["observed_accuracy"] > 0.9 and strong["p_value"] < 0.05
     assert none["p_value"] > 0.05
+
+
+@pytest.mark.parametrize("kind, classes", [("classification", 2), ("classification", 4),
+                                           ("regression", None)])
+def test_bootstrap_draw_metrics_equal_the_metrics_of_the_drawn_rows(kind, classes):
+    """Unit statistics score a draw exactly as the metrics of its rows, duplicates included
+    (ties in the scores, classes absent from a draw and a level with few rows)."""
+    rng = np.random.default_rng(3)
+    labels, samples, images = design(samples_per_class=3, classes=classes or 3, patches=3)
+    if kind == "classification":
+        output = rng.dirichlet(np.ones(classes), size=len(labels)).round(1)  # ties
+        output[:, 0] += 0.3 * (labels == 0)
+        y = labels
+    else:
+        y = labels * 50.0 + 50
+        output = y + rng.normal(scale=30, size=len(y))
+    table = LevelTables(kind, y, output, images, samples, samples)
+    counts = table.unit_counts(40, seed=5)
+    fast = table.draw_metrics(counts)
+    for d, draw in enumerate(table.draws(40, seed=5)):
+        slow = table.metrics(draw)
+        for level in LEVELS:
+            for metric, value in slow[level].items():
+                expected = np.nan if value is None else value
+                np.testing.assert_allclose(fast[level][metric][d], expected, rtol=1e-6,  # float32
+                                           atol=1e-6, err_msg=f"{level} {metric} draw {d}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from sinterlab.console import route_library_logs
 from sinterlab.errors import SinterlabError
 from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
@@ -77,6 +78,7 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
 @contextmanager
 def one_line_errors(prog: str):
     """Bad input: its one line on screen, exit 2; Ctrl-C: what is cached, exit 130."""
+    route_library_logs()
     try:
         with sigint_raises_interrupted():
             yield

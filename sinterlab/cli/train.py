@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.cli import CONF_DIR, summary_lines
+from sinterlab.console import route_library_logs
 from sinterlab.errors import SinterlabError
 from sinterlab.runs import (
     ERROR,
@@ -39,7 +40,7 @@ def _stop(run_dir: Path, message: str, code: int, own_folder: bool = True) -> fl
     """Say why the run stopped (screen, log, error.txt); exit unless other runs of a sweep
     are still to come."""
     print(f"{PROG}: {message}", file=sys.stderr)
-    log.error(message)
+    log.error(message, extra={"file_only": True})
     if own_folder:
         record_failure(run_dir, message)
     if code == 2 and HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -49,6 +50,7 @@ def _stop(run_dir: Path, message: str, code: int, own_folder: bool = True) -> fl
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    route_library_logs()
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         with sigint_raises_interrupted():

@@ -43,7 +43,14 @@ def _scalars(kind: str, y: np.ndarray, output: np.ndarray) -> dict[str, float | 
 
 
 class LevelTables:
-    """Truth, output and bootstrap unit per row at patch, image and sample level."""
+    """Truth, output and bootstrap unit per row at patch, image and sample level.
+
+    A bootstrap draw picks units with replacement, so every metric of a draw is a function of
+    how often each unit was drawn. :meth:`unit_statistics` sums each level's rows per unit once
+    (correct predictions, per-class counts, pairwise AUROC counts, error sums);
+    :meth:`draw_metrics` then scores all draws at once with matrix products, equal to
+    recomputing the metrics on the duplicated rows of every draw (tested).
+    """
 
     def __init__(self, kind: str, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
                  sample_ids: np.ndarray, units: np.ndarray):
@@ -57,6 +64,7 @@ class LevelTables:
             _, mean = aggregate_by_group(output, ids)
             rows = first_rows(ids)
             self.levels[level] = (y[rows], mean, np.asarray(units).astype(str)[rows])
+        self.unit_names = np.unique(self.levels["patch"][2])
 
     def metrics(self, draw: dict[str, np.ndarray] | None = None) -> dict:
         """Scalar metrics per level, on all rows or on the rows of a bootstrap ``draw``."""
@@ -66,18 +74,100 @@ class LevelTables:
             out[level] = _scalars(self.kind, y[rows], output[rows])
         return out
 
-    def draws(self, n: int, seed: int) -> list[dict[str, np.ndarray]]:
-        """``n`` bootstrap draws of units with replacement, as row indices per level."""
+    def unit_counts(self, n: int, seed: int) -> np.ndarray:
+        """(n, units): how often each unit is drawn in each of ``n`` seeded bootstrap draws."""
         rng = np.random.default_rng(seed)
-        unit_names = np.unique(self.levels["patch"][2])
-        members = {level: {u: np.flatnonzero(units == u) for u in unit_names}
-                   for level, (_, _, units) in self.levels.items()}
-        draws = []
-        for _ in range(n):
-            chosen = rng.choice(unit_names, size=len(unit_names), replace=True)
-            draws.append({level: np.concatenate([rows[u] for u in chosen])
-                          for level, rows in members.items()})
-        return draws
+        size = len(self.unit_names)
+        return np.stack([np.bincount(rng.choice(size, size=size, replace=True), minlength=size)
+                         for _ in range(n)]).astype(np.float64)
+
+    def draws(self, n: int, seed: int) -> list[dict[str, np.ndarray]]:
+        """The draws of :meth:`unit_counts` as row indices per level (rows repeated)."""
+        counts = self.unit_counts(n, seed)
+        index = {level: np.searchsorted(self.unit_names, units)
+                 for level, (_, _, units) in self.levels.items()}
+        return [{level: np.concatenate([np.flatnonzero(rows == u)
+                                        for u in np.repeat(np.arange(len(c)), c.astype(int))])
+                 for level, rows in index.items()} for c in counts]
+
+    def unit_statistics(self, level: str) -> dict[str, np.ndarray]:
+        """Per-unit sums of ``level``'s rows from which every scalar metric of a draw follows."""
+        y, output, units = self.levels[level]
+        unit = np.searchsorted(self.unit_names, units)
+        size = len(self.unit_names)
+
+        def per_unit(values: np.ndarray) -> np.ndarray:
+            return np.bincount(unit, weights=values.astype(np.float64), minlength=size)
+
+        if self.kind != "classification":
+            error = output.reshape(-1) - y.astype(np.float64)
+            return {"n": per_unit(np.ones(len(y))), "abs": per_unit(np.abs(error)),
+                    "sq": per_unit(error ** 2), "y": per_unit(y), "y2": per_unit(y ** 2)}
+        classes = output.shape[1]
+        predicted = output.argmax(axis=1)
+        stats = {"n": per_unit(np.ones(len(y))), "correct": per_unit(predicted == y),
+                 "true": np.stack([per_unit(y == c) for c in range(classes)], axis=1),
+                 "predicted": np.stack([per_unit(predicted == c) for c in range(classes)],
+                                       axis=1),
+                 "tp": np.stack([per_unit((y == c) & (predicted == c))
+                                 for c in range(classes)], axis=1)}
+        # pairs[c, u, v]: positives of class c in unit u scored above negatives in unit v (ties
+        # count half), the Mann-Whitney form of the one-vs-rest AUROC
+        pairs = np.zeros((classes, size, size))
+        for c in range(classes):
+            positive = y == c
+            for v in range(size):
+                negatives = np.sort(output[(unit == v) & ~positive, c])
+                scores = output[positive, c]
+                below = np.searchsorted(negatives, scores, side="left")
+                ties = np.searchsorted(negatives, scores, side="right") - below
+                pairs[c, :, v] = np.bincount(unit[positive], weights=below + 0.5 * ties,
+                                             minlength=size)
+        stats["pairs"] = pairs
+        return stats
+
+    def draw_metrics(self, counts: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+        """Scalar metrics of every draw (``counts``: (draws, units)) per level; NaN where a
+        metric is undefined in a draw."""
+        out = {}
+        for level in self.levels:
+            stats = self.unit_statistics(level)
+            n = counts @ stats["n"]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if self.kind == "classification":
+                    out[level] = _draw_classification(counts, stats, n)
+                else:
+                    out[level] = _draw_regression(counts, stats, n)
+        return out
+
+
+def _draw_classification(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict:
+    """Accuracy, macro F1 (sklearn's, absent classes 0) and AUROC (binary: class 1; else the
+    mean over classes present with positives and negatives) from per-unit statistics."""
+    true, predicted, tp = (counts @ stats[k] for k in ("true", "predicted", "tp"))
+    denominator = true + predicted
+    f1 = np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0)
+    positives = true
+    negatives = n[:, None] - true
+    pairs = np.einsum("du,cuv,dv->dc", counts, stats["pairs"], counts)
+    defined = (positives > 0) & (negatives > 0)
+    per_class = np.where(defined, pairs / np.where(defined, positives * negatives, 1), np.nan)
+    present = (positives > 0).sum(axis=1)
+    if per_class.shape[1] == 2:
+        auroc = per_class[:, 1]
+    else:
+        auroc = np.nanmean(np.where(defined, per_class, np.nan), axis=1)
+    auroc = np.where(present >= 2, auroc, np.nan)
+    return {"accuracy": counts @ stats["correct"] / n, "f1_macro": f1.mean(axis=1),
+            "auroc": auroc}
+
+
+def _draw_regression(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict:
+    sq = counts @ stats["sq"]
+    total = counts @ stats["y2"] - (counts @ stats["y"]) ** 2 / n
+    defined = (n >= 2) & (total > 1e-12 * np.maximum(counts @ stats["y2"], 1e-300))
+    return {"mae": counts @ stats["abs"] / n, "rmse": np.sqrt(sq / n),
+            "r2": np.where(defined, 1 - sq / np.where(defined, total, 1), np.nan)}
 
 
 def bootstrap_intervals(tables: dict[str, LevelTables], n: int, seed: int,
@@ -90,21 +180,21 @@ def bootstrap_intervals(tables: dict[str, LevelTables], n: int, seed: int,
     Returns ``{model: {level: {metric: {"value", "low", "high"[, "diff_low", "diff_high"]}}}}``.
     """
     first = next(iter(tables.values()))
-    draws = first.draws(n, seed)
+    counts = first.unit_counts(n, seed)
     alpha = (1 - confidence) / 2
     point = {name: t.metrics() for name, t in tables.items()}
-    boot = {name: [t.metrics(d) for d in draws] for name, t in tables.items()}
+    boot = {name: t.draw_metrics(counts) for name, t in tables.items()}
     out: dict = {}
     for name, t in tables.items():
         out[name] = {}
         for level in LEVELS:
             out[name][level] = {}
             for metric, _ in SCALARS[t.kind]:
-                values = np.array([b[level][metric] for b in boot[name]], dtype=float)
+                values = boot[name][level][metric]
                 cell = {"value": point[name][level][metric],
                         **_interval(values, alpha)}
                 if reference and name != reference:
-                    ref = np.array([b[level][metric] for b in boot[reference]], dtype=float)
+                    ref = boot[reference][level][metric]
                     diff = _interval(values - ref, alpha)
                     cell |= {"diff": _sub(point[name][level][metric],
                                           point[reference][level][metric]),

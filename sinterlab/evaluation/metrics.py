@@ -58,7 +58,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"y_true values must lie in [0, {num_classes}), got {np.unique(y)}")
 
-    p_t = torch.from_numpy(probs)
+    p_t = torch.as_tensor(np.array(probs))  # a copy: the caller's array may be read-only
     y_t = torch.from_numpy(y)
     pred_t = p_t.argmax(dim=1)
 
