@@ -130,18 +130,20 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         block["calibration"] = calibration_block(cfg, first.kind, y[tested, 0],
                                                  head_raw[0][tested], head_outputs[0][tested],
                                                  ids["image"][tested], test_fold[tested])
+    values = np.asarray(first.values) if first.ordered else None  # errors in the units
     block["baseline"] = {name: evaluate_levels(first.kind, y[tested, 0], outputs[name][tested],
-                                               ids["image"][tested], ids["sample"][tested])
+                                               ids["image"][tested], ids["sample"][tested],
+                                               values)
                          for name in BASELINES}
     tables = {name: LevelTables(first.kind, y[tested, 0], out[tested], ids["image"][tested],
-                                ids["sample"][tested], units[tested])
+                                ids["sample"][tested], units[tested], values)
               for name, out in outputs.items()}
     b = cfg.evaluation.bootstrap
     with stage(f"{kind} split: bootstrap intervals"):
         pooled = bootstrap_intervals(tables, int(b.n), int(b.seed), float(b.confidence),
                                      reference=primary)
     per_fold = {name: per_fold_metrics(first.kind, y[:, 0], out, ids["image"], ids["sample"],
-                                       test_fold) for name, out in outputs.items()}
+                                       test_fold, values) for name, out in outputs.items()}
     block["cv"] = {
         "protocol": cfg.protocol.name, "folds": len(assignment), "primary": primary,
         "head_model": (block.get("training") or {}).get("model"),
@@ -150,7 +152,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         "per_fold": [{"fold": f, **fold_sizes(dm, assignment[f], kind),
                       **{name: per_fold[name][f] for name in outputs}}
                      for f in range(len(assignment))],
-        "fold_statistics": {name: fold_statistics(per_fold[name], first.kind)
+        "fold_statistics": {name: fold_statistics(per_fold[name], first.kind, first.ordered)
                             for name in outputs},
         "pooled": pooled,
         "bootstrap": {"n": int(b.n), "unit": {SLIDE: "slide", SAMPLE: "sample"}[unit_column],

@@ -132,9 +132,10 @@ def test_permutation_test_separates_signal_from_chance():
     assert none["p_value"] > 0.05
 
 
-@pytest.mark.parametrize("kind, classes", [("classification", 2), ("classification", 4),
-                                           ("regression", None)])
-def test_bootstrap_draw_metrics_equal_the_metrics_of_the_drawn_rows(kind, classes):
+@pytest.mark.parametrize("kind, classes, ordered", [
+    ("classification", 2, False), ("classification", 4, False), ("regression", None, False),
+    ("classification", 5, True), ("classification", 2, True)])
+def test_bootstrap_draw_metrics_equal_the_metrics_of_the_drawn_rows(kind, classes, ordered):
     """Unit statistics score a draw exactly as the metrics of its rows, duplicates included
     (ties in the scores, classes absent from a draw and a level with few rows)."""
     rng = np.random.default_rng(3)
@@ -146,7 +147,8 @@ def test_bootstrap_draw_metrics_equal_the_metrics_of_the_drawn_rows(kind, classe
     else:
         y = labels * 50.0 + 50
         output = y + rng.normal(scale=30, size=len(y))
-    table = LevelTables(kind, y, output, images, samples, samples)
+    values = 50.0 * (np.arange(classes) + 1) if ordered else None
+    table = LevelTables(kind, y, output, images, samples, samples, values)
     counts = table.unit_counts(40, seed=5)
     fast = table.draw_metrics(counts)
     for d, draw in enumerate(table.draws(40, seed=5)):

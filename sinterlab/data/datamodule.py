@@ -62,7 +62,8 @@ class SEMDataModule(pl.LightningDataModule):
             if OmegaConf.is_list(cfg.data.target) else cfg.data.target, cfg.task,
             OmegaConf.to_container(cfg.data.classes) if cfg.data.classes is not None else None,
             cfg.data.image_column, cfg.data.sample_column, cfg.data.slide_column,
-            OmegaConf.to_container(cfg.data.units))
+            OmegaConf.to_container(cfg.data.units),
+            order=OmegaConf.to_container(cfg.data.order) if cfg.data.get("order") else None)
         self.warnings += self.descriptor.warnings
         self.warnings += self.check_class_groups()
         self.plan_splits()

@@ -29,15 +29,28 @@ class Target:
     kind: str  # classification | regression
     classes: tuple[str, ...] = ()  # class values as text, in class-index order
     unit: str = ""
+    #: classes are levels of a quantity (numbers, or names given an order): errors have a size
+    ordered: bool = False
+    #: per class, the value errors are measured in: the number itself, or the level's rank
+    values: tuple[float, ...] = ()
 
     @property
     def class_names(self) -> list[str]:
         return [f"{c} {self.unit}".strip() for c in self.classes]
 
+    @property
+    def error_unit(self) -> str:
+        """What an ordered target's errors are counted in: its unit, or levels for names."""
+        numeric = all(_is_number(c) for c in self.classes)
+        return (self.unit or "") if numeric else "levels"
+
     def as_dict(self) -> dict:
         out = {"name": self.name, "kind": self.kind, "unit": self.unit}
         if self.kind == "classification":
-            out |= {"classes": list(self.classes), "class_names": self.class_names}
+            out |= {"classes": list(self.classes), "class_names": self.class_names,
+                    "ordered": self.ordered}
+            if self.ordered:
+                out |= {"values": list(self.values), "error_unit": self.error_unit}
         return out
 
 
@@ -74,6 +87,27 @@ def _as_text(value: object) -> str:
     if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
+
+
+def _is_number(text: str) -> bool:
+    return bool(pd.notna(pd.to_numeric(pd.Series([text]), errors="coerce")[0]))
+
+
+def _order(csv: Path, name: str, found: list[str], order) -> tuple[list[str], bool]:
+    """The classes in their order and whether they are ordered: numbers are, in numeric order,
+    unless ``order`` is false; names are when ``order`` lists every one of them."""
+    numeric = all(_is_number(c) for c in found)
+    if order is None:
+        return found, numeric
+    if order is False:
+        return found, False
+    wanted = [_as_text(c).strip() for c in order]
+    if sorted(wanted) != sorted(found):
+        missing, extra = sorted(set(found) - set(wanted)), sorted(set(wanted) - set(found))
+        raise SinterlabError(f"{csv}: data.order.{name} {wanted} does not match the classes of "
+                             f"{name!r} {found} (missing {missing}, not in the data {extra}); "
+                             "list each class once, lowest level first")
+    return wanted, True
 
 
 def _natural_key(text: str) -> tuple:
@@ -192,6 +226,7 @@ def load_descriptor(
     slide_column: str = SLIDE,
     units: dict | None = None,
     check_files: bool = True,
+    order: dict | None = None,
 ) -> Descriptor:
     """Read ``csv`` and check it; every problem is one ``SinterlabError`` naming row and fix."""
     csv = Path(csv).expanduser().resolve()
@@ -261,7 +296,14 @@ def load_descriptor(
                                  f"{primary!r} (values present: {sorted(present)})")
         table = table[table[primary].map(_as_text).isin(wanted)].reset_index(drop=True)
 
-    units = dict(units or {})
+    units, order = dict(units or {}), dict(order or {})
+    unknown = sorted(set(order) - set(names))
+    if unknown:
+        raise SinterlabError(f"data.order names {unknown}, which are not targets "
+                             f"(data.target={names}); remove them from data.order")
+    if order and task != "classification":
+        raise SinterlabError(f"data.order is for classification targets; a regression target "
+                             f"is a number already: remove data.order.{next(iter(order))}")
     targets = []
     for name in names:
         unit = str(units.get(name, ""))
@@ -270,7 +312,10 @@ def load_descriptor(
             if len(found) < 2:
                 raise SinterlabError(f"{csv}: classification needs at least two classes in "
                                      f"{name!r}, found {found}; widen data.classes")
-            targets.append(Target(name, task, tuple(found), unit))
+            classes, ordered = _order(csv, name, found, order.get(name))
+            values = tuple(float(c) if all(_is_number(k) for k in classes) else float(i)
+                           for i, c in enumerate(classes)) if ordered else ()
+            targets.append(Target(name, task, tuple(classes), unit, ordered, values))
         else:
             numeric = pd.to_numeric(table[name], errors="coerce")
             if numeric.isna().any():

@@ -18,9 +18,11 @@ from sklearn.preprocessing import StandardScaler
 from sinterlab.evaluation.baselines import BASELINES
 from sinterlab.evaluation.metrics import (
     LEVELS,
+    ORDINAL,
     aggregate_by_group,
     classification_metrics,
     evaluate_levels,
+    expected_value,
     first_rows,
     regression_metrics,
 )
@@ -34,12 +36,18 @@ def main_metric(kind: str) -> tuple[str, bool]:
     return SCALARS[kind][0]
 
 
-def _scalars(kind: str, y: np.ndarray, output: np.ndarray) -> dict[str, float | None]:
+def scalars(kind: str, ordered: bool = False) -> tuple[tuple[str, bool], ...]:
+    """The scalar metrics of a target: an ordered one adds its errors in units (ORDINAL)."""
+    return SCALARS[kind] + (ORDINAL if ordered else ())
+
+
+def _scalars(kind: str, y: np.ndarray, output: np.ndarray,
+             values: np.ndarray | None = None) -> dict[str, float | None]:
     if kind == "classification":
-        m = classification_metrics(y, output)
+        m = classification_metrics(y, output, values)
     else:
         m = regression_metrics(y, output)
-    return {name: m[name] for name, _ in SCALARS[kind]}
+    return {name: m[name] for name, _ in scalars(kind, values is not None)}
 
 
 class LevelTables:
@@ -53,8 +61,10 @@ class LevelTables:
     """
 
     def __init__(self, kind: str, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
-                 sample_ids: np.ndarray, units: np.ndarray):
+                 sample_ids: np.ndarray, units: np.ndarray, values: np.ndarray | None = None):
         self.kind = kind
+        #: an ordered target's level values (one per class): adds the ORDINAL metrics
+        self.values = None if values is None else np.asarray(values, dtype=np.float64)
         y, output = np.asarray(y), np.asarray(output, dtype=np.float64)
         if kind == "classification":
             y = y.astype(np.int64)
@@ -71,7 +81,7 @@ class LevelTables:
         out = {}
         for level, (y, output, _) in self.levels.items():
             rows = slice(None) if draw is None else draw[level]
-            out[level] = _scalars(self.kind, y[rows], output[rows])
+            out[level] = _scalars(self.kind, y[rows], output[rows], self.values)
         return out
 
     def unit_counts(self, n: int, seed: int) -> np.ndarray:
@@ -124,6 +134,17 @@ class LevelTables:
                 pairs[c, :, v] = np.bincount(unit[positive], weights=below + 0.5 * ties,
                                              minlength=size)
         stats["pairs"] = pairs
+        if self.values is not None:
+            values = self.values
+            stats["confusion"] = np.stack([  # (units, true, predicted)
+                np.bincount(y[unit == u] * classes + predicted[unit == u],
+                            minlength=classes ** 2).reshape(classes, classes)
+                for u in range(size)]).astype(np.float64)
+            stats["abs"] = per_unit(np.abs(values[predicted] - values[y]))
+            expected = expected_value(output, values)
+            stats["abs_expected"] = per_unit(np.abs(expected - values[y]))
+            stats["within_one"] = per_unit(np.abs(predicted - y) <= 1)
+            stats["rows"] = (unit, values[y], expected)
         return stats
 
     def draw_metrics(self, counts: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -136,6 +157,8 @@ class LevelTables:
             with np.errstate(divide="ignore", invalid="ignore"):
                 if self.kind == "classification":
                     out[level] = _draw_classification(counts, stats, n)
+                    if self.values is not None:
+                        out[level] |= _draw_ordinal(counts, stats, n)
                 else:
                     out[level] = _draw_regression(counts, stats, n)
         return out
@@ -160,6 +183,53 @@ def _draw_classification(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict
     auroc = np.where(present >= 2, auroc, np.nan)
     return {"accuracy": counts @ stats["correct"] / n, "f1_macro": f1.mean(axis=1),
             "auroc": auroc}
+
+
+def _draw_ordinal(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict:
+    """MAE (predicted level, expected value), within-one share, quadratic weighted kappa and
+    Spearman's rho of an ordered target for every draw."""
+    confusion = np.einsum("du,utp->dtp", counts, stats["confusion"])
+    classes = confusion.shape[1]
+    weights = (np.arange(classes)[:, None] - np.arange(classes)[None, :]) ** 2.0
+    expected = np.einsum("dt,dp->dtp", confusion.sum(axis=2), confusion.sum(axis=1)) / \
+        n[:, None, None]
+    observed_cost = (confusion * weights).sum(axis=(1, 2))
+    expected_cost = (expected * weights).sum(axis=(1, 2))
+    seen = ((confusion.sum(axis=2) > 0) | (confusion.sum(axis=1) > 0)).sum(axis=1)
+    qwk = np.where((expected_cost > 0) & (seen > 1),
+                   1 - observed_cost / np.where(expected_cost > 0, expected_cost, 1), np.nan)
+    return {"mae": counts @ stats["abs"] / n, "mae_expected": counts @ stats["abs_expected"] / n,
+            "within_one": counts @ stats["within_one"] / n, "qwk": qwk,
+            "spearman": _weighted_spearman(counts, *stats["rows"])}
+
+
+def _weighted_ranks(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Mid-ranks of ``x`` in each draw whose rows are repeated ``weights`` (draws, rows) times:
+    the ranks a draw's duplicated rows would get, ties averaged."""
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])
+    group = np.empty(len(x), dtype=np.int64)
+    group[order] = np.cumsum(np.r_[True, sorted_x[1:] != sorted_x[:-1]]) - 1
+    in_group = np.add.reduceat(weights[:, order], starts, axis=1)
+    before = np.cumsum(in_group, axis=1) - in_group
+    return (before + (in_group + 1) / 2)[:, group]
+
+
+def _weighted_spearman(counts: np.ndarray, unit: np.ndarray, truth: np.ndarray,
+                       expected: np.ndarray, chunk: int = 100) -> np.ndarray:
+    """Spearman's rho of ``expected`` with ``truth`` in every draw, as on its duplicated rows."""
+    out = []
+    for start in range(0, len(counts), chunk):
+        w = counts[start:start + chunk][:, unit]
+        a, b = _weighted_ranks(truth, w), _weighted_ranks(expected, w)
+        total = w.sum(axis=1, keepdims=True)
+        a = a - (w * a).sum(axis=1, keepdims=True) / total
+        b = b - (w * b).sum(axis=1, keepdims=True) / total
+        covariance = (w * a * b).sum(axis=1)
+        spread = np.sqrt((w * a * a).sum(axis=1) * (w * b * b).sum(axis=1))
+        out.append(np.where(spread > 0, covariance / np.where(spread > 0, spread, 1), np.nan))
+    return np.concatenate(out)
 
 
 def _draw_regression(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict:
@@ -189,7 +259,7 @@ def bootstrap_intervals(tables: dict[str, LevelTables], n: int, seed: int,
         out[name] = {}
         for level in LEVELS:
             out[name][level] = {}
-            for metric, _ in SCALARS[t.kind]:
+            for metric, _ in scalars(t.kind, t.values is not None):
                 values = boot[name][level][metric]
                 cell = {"value": point[name][level][metric],
                         **_interval(values, alpha)}
@@ -215,12 +285,12 @@ def _interval(values: np.ndarray, alpha: float) -> dict:
     return {"low": float(low), "high": float(high)}
 
 
-def fold_statistics(per_fold: list[dict], kind: str) -> dict:
+def fold_statistics(per_fold: list[dict], kind: str, ordered: bool = False) -> dict:
     """Mean and sd over folds of each level's scalar metrics (``per_fold``: evaluate_levels)."""
     out = {}
     for level in LEVELS:
         out[level] = {}
-        for metric, _ in SCALARS[kind]:
+        for metric, _ in scalars(kind, ordered):
             values = np.array([f[level][metric] for f in per_fold
                                if f[level][metric] is not None], dtype=float)
             out[level][metric] = {
@@ -230,13 +300,14 @@ def fold_statistics(per_fold: list[dict], kind: str) -> dict:
 
 
 def per_fold_metrics(kind: str, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
-                     sample_ids: np.ndarray, test_fold: np.ndarray) -> list[dict]:
+                     sample_ids: np.ndarray, test_fold: np.ndarray,
+                     values: np.ndarray | None = None) -> list[dict]:
     """``evaluate_levels`` on each fold's test rows."""
     out = []
     for f in range(int(test_fold.max()) + 1):
         rows = test_fold == f
         out.append(evaluate_levels(kind, y[rows], output[rows], image_ids[rows],
-                                   sample_ids[rows]))
+                                   sample_ids[rows], values))
     return out
 
 

@@ -17,11 +17,13 @@ from torchmetrics.functional import (
     mean_absolute_error,
     mean_squared_error,
     r2_score,
+    spearman_corrcoef,
 )
 from torchmetrics.functional.classification import (
     binary_auroc,
     multiclass_accuracy,
     multiclass_auroc,
+    multiclass_cohen_kappa,
     multiclass_confusion_matrix,
     multiclass_f1_score,
 )
@@ -35,7 +37,40 @@ def _finite_or_none(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
+#: metrics of an ordered target besides the classification ones: mean absolute error in the
+#: parameter's units from the predicted level and from the probability-weighted expected value,
+#: share within one level, quadratic weighted kappa, Spearman rank correlation of the expected
+#: value with the truth; (name, higher is better)
+ORDINAL = (("mae", False), ("mae_expected", False), ("within_one", True), ("qwk", True),
+           ("spearman", True))
+
+
+def expected_value(probs: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The probability-weighted level value, rounded so that equal values stay equal whatever
+    the summation order (ranks and ties depend on it)."""
+    return np.round(np.asarray(probs, dtype=np.float64) @ values, 10)
+
+
+def ordinal_metrics(y: np.ndarray, probs: np.ndarray, values: Sequence[float]) -> dict:
+    """Errors of an ordered target (class indices ``y``, probabilities ``probs``) in the units
+    of ``values`` (one per class, ascending)."""
+    values = np.asarray(values, dtype=np.float64)
+    predicted = probs.argmax(axis=1)
+    expected = expected_value(probs, values)
+    truth = values[y]
+    qwk = (multiclass_cohen_kappa(torch.as_tensor(predicted), torch.as_tensor(y),
+                                  num_classes=len(values), weights="quadratic")
+           if len(np.unique(np.concatenate([y, predicted]))) > 1 else float("nan"))
+    spearman = (spearman_corrcoef(torch.as_tensor(expected), torch.as_tensor(truth))
+                if len(y) > 1 and np.ptp(truth) > 0 and np.ptp(expected) > 0 else float("nan"))
+    return {"mae": float(np.abs(values[predicted] - truth).mean()),
+            "mae_expected": float(np.abs(expected - truth).mean()),
+            "within_one": float((np.abs(predicted - y) <= 1).mean()),
+            "qwk": _finite_or_none(qwk), "spearman": _finite_or_none(spearman)}
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray,
+                           values: Sequence[float] | None = None) -> dict:
     """Accuracy, macro F1, AUROC (overall and one-vs-rest per class) and confusion matrix.
 
     ``probs`` is (N, C); the prediction is its argmax.  Binary (C == 2): ``auroc`` is the AUROC
@@ -103,6 +138,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
         "auroc_per_class": auroc_per_class,
         "confusion_matrix": confusion.to(torch.int64).tolist(),
         "n": int(n),
+        **(ordinal_metrics(y, probs, values) if values is not None else {}),
     }
 
 
@@ -167,17 +203,20 @@ def evaluate_levels(
     output: np.ndarray,
     image_ids: Sequence[str],
     sample_ids: Sequence[str],
+    values: Sequence[float] | None = None,
 ) -> dict:
     """Metrics at patch level and for the mean patch output per image and per sample.
 
-    ``kind="classification"``: ``output`` is probabilities (N, C), ``y_true`` class indices.
+    ``kind="classification"``: ``output`` is probabilities (N, C), ``y_true`` class indices;
+    ``values`` (an ordered target's level values) adds :func:`ordinal_metrics`.
     ``kind="regression"``: ``output`` is predictions (N,) in the parameter's units.
     """
     y_true = np.asarray(y_true).reshape(-1)
     output = np.asarray(output, dtype=np.float64)
     if kind == "classification":
         y_true = _as_class_indices(y_true)
-        metric_fn = classification_metrics
+        def metric_fn(y, probs):
+            return classification_metrics(y, probs, values)
     elif kind == "regression":
         y_true = y_true.astype(np.float64)
         output = output.reshape(-1)
@@ -226,7 +265,8 @@ def evaluate_targets(
             f"{len(targets)} targets, {y_true.shape[1]} y_true columns, {len(outputs)} outputs"
         )
     per_target = {
-        t["name"]: evaluate_levels(t["kind"], y_true[:, i], outputs[i], image_ids, sample_ids)
+        t["name"]: evaluate_levels(t["kind"], y_true[:, i], outputs[i], image_ids, sample_ids,
+                                   t.get("values") if t.get("ordered") else None)
         for i, t in enumerate(targets)
     }
     if len(targets) == 1:
