@@ -39,6 +39,7 @@ from sinterlab.evaluation.crossval import (
 )
 from sinterlab.evaluation.figures import (
     plot_confusion,
+    plot_expected_by_level,
     plot_loss_curves,
     plot_parity,
     plot_pca,
@@ -49,6 +50,7 @@ from sinterlab.evaluation.metrics import (
     aggregate_by_group,
     evaluate_levels,
     evaluate_targets,
+    expected_value,
     first_rows,
 )
 from sinterlab.evaluation.report import write_html_report, write_markdown_report
@@ -284,6 +286,11 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
                                          fig_dir / f"confusion_images{s}.png"))
             add(f"confusion_patches{suffix}", lambda t=truth, o=out, n=names, s=suffix:
                 plot_confusion(t, o.argmax(axis=1), n, fig_dir / f"confusion_patches{s}.png"))
+            if target.ordered:
+                add(f"expected_by_level{suffix}", lambda t=image_truth, o=image_out, tg=target,
+                    s=suffix: plot_expected_by_level(
+                        t, expected_value(o, np.asarray(tg.values)), tg.values,
+                        tg.class_names, tg.error_unit, fig_dir / f"expected_by_level{s}.png"))
         else:
             _, image_out = aggregate_by_group(out, image_ids)
             _, image_truth = aggregate_by_group(y[:, i], image_ids)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
 from sinterlab.data.descriptor import IMAGE, PATH, ROW, SAMPLE, SLIDE, load_descriptor
@@ -245,3 +246,28 @@ def test_wrong_delimiter_and_no_rows(tmp_path):
     header = tmp_path / "header.csv"
     header.write_text("image,sample_id,burst_count\n")
     expect_error(header, "no image rows", "burst_count", "regression")
+
+
+def test_numbers_are_ordered_and_names_are_ordered_when_told(tmp_path):
+    rows = [("a.tif", "s1", "high", 250), ("b.tif", "s2", "low", 50), ("c.tif", "s3", "mid", 150)]
+    csv = tmp_path / "d.csv"
+    pd.DataFrame(rows, columns=["image", "sample_id", "grade", "bc"]).to_csv(csv, index=False)
+    numbers = load_descriptor(csv, "bc", "classification", check_files=False).targets[0]
+    assert numbers.ordered and numbers.values == (50.0, 150.0, 250.0)
+    names = load_descriptor(csv, "grade", "classification", check_files=False).targets[0]
+    assert not names.ordered and names.classes == ("high", "low", "mid")
+    told = load_descriptor(csv, "grade", "classification", check_files=False,
+                           order={"grade": ["low", "mid", "high"]}).targets[0]
+    assert told.ordered and told.classes == ("low", "mid", "high") and told.error_unit == "levels"
+    assert told.values == (0.0, 1.0, 2.0)
+    off = load_descriptor(csv, "bc", "classification", check_files=False,
+                          order={"bc": False}).targets[0]
+    assert not off.ordered
+    with pytest.raises(SinterlabError, match=r"data.order.grade \['low', 'high'\] does not match"):
+        load_descriptor(csv, "grade", "classification", check_files=False,
+                        order={"grade": ["low", "high"]})
+    with pytest.raises(SinterlabError, match="data.order is for classification targets"):
+        load_descriptor(csv, "bc", "regression", check_files=False, order={"bc": [50, 150, 250]})
+    with pytest.raises(SinterlabError, match=r"data.order names \['gradee'\]"):
+        load_descriptor(csv, "grade", "classification", check_files=False,
+                        order={"gradee": ["low", "mid", "high"]})

@@ -190,3 +190,19 @@ def test_baseline_outputs(kind):
         else:
             assert output.shape == (30,)
             assert np.corrcoef(output, y[test])[0, 1] > 0.7
+
+
+def test_ordinal_metrics_count_errors_in_the_parameters_units():
+    from sinterlab.evaluation.metrics import ordinal_metrics
+    y = np.array([0, 1, 2, 3, 4, 4, 3])
+    probs = np.eye(5)[[0, 2, 2, 3, 3, 4, 1]] * 0.8 + 0.04  # predicted levels
+    m = ordinal_metrics(y, probs, [50, 100, 150, 200, 250])
+    # off by 0,1,0,0,1,0,2 levels = 0,50,0,0,50,0,100 BC
+    assert m["mae"] == pytest.approx(200 / 7)
+    assert m["within_one"] == pytest.approx(6 / 7)
+    expected = probs @ np.array([50, 100, 150, 200, 250])
+    truth = np.array([50, 100, 150, 200, 250])[y]
+    assert m["mae_expected"] == pytest.approx(np.abs(expected - truth).mean())
+    assert 0 < m["qwk"] < 1 and 0 < m["spearman"] < 1
+    perfect = ordinal_metrics(y, np.eye(5)[y], [50, 100, 150, 200, 250])
+    assert perfect["mae"] == 0 and perfect["qwk"] == pytest.approx(1.0)

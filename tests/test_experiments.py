@@ -29,3 +29,12 @@ def test_experiment_runs_in_fast_mode(experiment, make_cfg, design_descriptor, t
         assert set(patch) == {t["name"] for t in saved["targets"]}
     assert "not transfer learning" in (tmp_path / "report.md").read_text()
     assert metrics["contrast"]["split"]["leaky"] != metrics["split"]["leaky"]
+    if experiment == "five_class":  # an ordered target: errors in BC beside the accuracy
+        head = saved["cv"]["pooled"]["head"]["image"]
+        assert head["mae"]["low"] <= head["mae"]["value"] <= head["mae"]["high"]
+        assert head["within_one"]["value"] >= head["accuracy"]["value"]
+        assert head["mae"]["value"] <= 200  # at most the spread of 50..250 BC
+        report = (tmp_path / "report.md").read_text()
+        assert "In burst_count terms: mean absolute error" in report
+        assert "within one level (±50 BC)" in report and "## Ordered target: errors in BC" in report
+        assert (tmp_path / "figures" / "expected_by_level.png").is_file()

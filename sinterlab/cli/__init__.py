@@ -54,6 +54,14 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
             cell = levels[verdict["level"]][verdict["metric"]]
             lines.append(f"{label:<26} {MODEL_NAMES.get(name, name):<13} "
                          f"{verdict['level']} {verdict['metric']} {_ci(cell)}")
+        first = (metrics.get("targets") or [{}])[0]
+        primary = cv.get("primary") or "linear_probe"
+        ordered = cv["pooled"].get(primary, {}).get(verdict["level"], {})
+        if first.get("ordered") and "mae" in ordered:
+            lines.append(f"{label:<26} {MODEL_NAMES.get(primary, primary):<13} "
+                         f"{verdict['level']} MAE {_ci(ordered['mae'])} "
+                         f"{first.get('error_unit', '')}, within one level "
+                         f"{_ci(ordered['within_one'])}")
         if "p_value" in cv.get("permutation", {}):
             lines.append(f"{label:<26} p-value against chance {cv['permutation']['p_value']:.4f}")
     best = metrics["cv"]["verdict"]

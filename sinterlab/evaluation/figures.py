@@ -146,6 +146,25 @@ def plot_confusion(
     return save_figure(fig, path)
 
 
+def plot_expected_by_level(truth: np.ndarray, expected: np.ndarray, values: Sequence[float],
+                           class_names: Sequence[str], unit: str, path, dpi: int = 120,
+                           seed: int = 0) -> Path:
+    """An ordered target's out-of-fold expected value per image against its true level: one
+    jittered strip per level, the levels' own values as dashes; off by a level is a point at
+    the next dash."""
+    values = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(values) + 2), 4), dpi=dpi)
+    jitter = np.random.default_rng(seed).uniform(-0.15, 0.15, size=len(truth))
+    ax.scatter(np.asarray(truth) + jitter, expected, s=12, alpha=0.6)
+    ax.hlines(values, np.arange(len(values)) - 0.3, np.arange(len(values)) + 0.3,
+              colors="k", linewidth=1.5)
+    ax.set_xticks(range(len(values)), list(class_names))
+    ax.set_xlabel("true level")
+    ax.set_ylabel(f"expected value (out of fold){f' [{unit}]' if unit else ''}")
+    ax.set_title("expected value per image by true level")
+    return save_figure(fig, path)
+
+
 def plot_pca(
     embeddings: np.ndarray,
     labels: np.ndarray,

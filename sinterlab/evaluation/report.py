@@ -18,6 +18,7 @@ import markdown
 import numpy as np
 
 from sinterlab.atomic import write_text
+from sinterlab.evaluation.metrics import ORDINAL
 
 LEVELS = ("patch", "image", "sample")
 MODEL_NAMES = {"head": "MLP head", "auto": "auto-selected head (nested CV)",
@@ -46,13 +47,14 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _ci(cell: Mapping | None) -> str:
+def _ci(cell: Mapping | None, digits: int = 3) -> str:
     """'0.812 [0.700, 0.900]' from a pooled cell."""
     if not cell:
         return "—"
     if cell.get("low") is None:
-        return _fmt(cell.get("value"))
-    return f"{_fmt(cell.get('value'))} [{_fmt(cell['low'])}, {_fmt(cell['high'])}]"
+        return _fmt(cell.get("value"), digits)
+    return (f"{_fmt(cell.get('value'), digits)} [{_fmt(cell['low'], digits)}, "
+            f"{_fmt(cell['high'], digits)}]")
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -136,6 +138,7 @@ def _headline(m: Mapping) -> list[str]:
            f"group; {int(b.get('confidence', 0.95) * 100)}% interval from {b.get('n')} bootstrap "
            f"resamples of the {b.get('units')} {b.get('unit')}s, not of patches).\n",
            _verdict_text(cv)]
+    out += _ordered_headline(m, model, level)
     perm = cv.get("permutation") or {}
     if "p_value" in perm:
         out.append(f"Against chance: p = {_fmt(perm['p_value'], 4)} ({perm['model']}: "
@@ -155,13 +158,61 @@ def _headline(m: Mapping) -> list[str]:
     return out
 
 
+def _ordered_target(m: Mapping) -> Mapping | None:
+    first = (m.get("targets") or [{}])[0]
+    return first if first.get("ordered") else None
+
+
+def _step(target: Mapping) -> str:
+    """'±50 BC' when the levels are evenly spaced, else 'one level'."""
+    values = np.asarray(target.get("values") or [], dtype=float)
+    steps = np.diff(values)
+    if target.get("error_unit") != "levels" and len(steps) and np.allclose(steps, steps[0]):
+        return f"±{steps[0]:g} {target.get('error_unit') or ''}".strip()
+    return "one level"
+
+
+def _ordered_headline(m: Mapping, model: str, level: str) -> list[str]:
+    """An ordered target in its own units: MAE and within-one-level accuracy with intervals."""
+    target = _ordered_target(m)
+    cell = ((m.get("cv") or {}).get("pooled") or {}).get(model, {}).get(level, {})
+    if not target or "mae" not in cell:
+        return []
+    unit = target.get("error_unit") or ""
+    return [f"In {target['name']} terms: mean absolute error **{_ci(cell['mae'], 1)} {unit}** "
+            f"(from the probability-weighted expected value: {_ci(cell['mae_expected'], 1)} "
+            f"{unit}); "
+            f"within one level ({_step(target)}): **{_ci(cell['within_one'])}**; quadratic "
+            f"weighted kappa {_ci(cell['qwk'])}; Spearman ρ of the expected value with the "
+            f"truth {_ci(cell['spearman'])}.\n"]
+
+
+def _ordered_table(m: Mapping) -> list[str]:
+    target = _ordered_target(m)
+    cv = m.get("cv") or {}
+    pooled = cv.get("pooled") or {}
+    if not target or not pooled:
+        return []
+    unit = target.get("error_unit") or ""
+    rows = [[model_name(name, cv)] + [_ci(levels["image"].get(k), 1 if "mae" in k else 3)
+                                      for k in ("mae", "mae_expected", "within_one", "qwk",
+                                                "spearman")]
+            for name, levels in pooled.items()]
+    return ["## Ordered target: errors in " + (unit or "levels") + "\n",
+            f"Image level, every model on the same folds. MAE from the predicted level and from "
+            f"the expected value (Σ p × level value); within one level = off by at most "
+            f"{_step(target)}.\n",
+            _table(["model", f"MAE [{unit}]", f"MAE expected [{unit}]", "within one level",
+                    "QWK", "Spearman ρ"], rows)]
+
+
 def _models_table(block: Mapping, title: str) -> list[str]:
     cv = block.get("cv") or {}
     pooled = cv.get("pooled") or {}
     if not pooled:
         return []
     first = next(iter(pooled.values()))
-    metrics = list(first["patch"])
+    metrics = [k for k in first["patch"] if k not in dict(ORDINAL)]
     headers = ["model"] + [f"{lvl} {mt}" for mt in metrics[:1] for lvl in LEVELS] + \
         [f"image {mt}" for mt in metrics[1:]]
     rows = []
@@ -360,7 +411,8 @@ def _figures(figures: Mapping[str, Path] | None, run_dir: Path) -> list[str]:
 
 def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_dir: Path) -> str:
     parts = [*_header(metrics), *_headline(metrics),
-             *_models_table(metrics, "Models on the same folds"), *_folds_table(metrics),
+             *_models_table(metrics, "Models on the same folds"), *_ordered_table(metrics),
+             *_folds_table(metrics),
              *_samples_table(metrics), *_calibration(metrics), *_selection(metrics)]
     contrast = metrics.get("contrast")
     if contrast:

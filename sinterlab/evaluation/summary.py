@@ -24,6 +24,8 @@ from sinterlab.runs import CLAIM, ERROR, failure, incomplete
 #: (their plain CV scores), then the baselines
 MODELS = ("primary", "mlp", "linear", "mlp_small", "pca_logreg", "linear_probe")
 GROUP_COLUMNS = ("experiment", "data", "classes", "split_kind", "protocol")
+#: an ordered target's errors, shown for the run's own model
+ORDERED_COLUMNS = ("mae", "within_one")
 
 
 def _get(d: Any, dotted: str) -> Any:
@@ -77,12 +79,15 @@ def _block_row(path: Path, root: Path, metrics: Mapping, block: Mapping) -> dict
         "wall_s": _get(block, "selection.wall_s") or _get(block, "training.wall_s"),
     }
     row["primary_model"] = cv.get("primary")
-    for model in MODELS:
-        key = cv.get("primary") if model == "primary" else model
-        cell = (_get(cv, f"pooled.{key}.{level}.{metric}") if key else None) or {}
-        for key in ("value", "low", "high"):
-            value = cell.get(key)
-            row[f"{model}.{key}"] = math.nan if value is None else float(value)
+    cells = {model: (cv.get("primary") if model == "primary" else model, metric)
+             for model in MODELS}
+    # an ordered target: the run's own model's errors in the parameter's units too
+    cells |= {f"primary_{m}": (cv.get("primary"), m) for m in ORDERED_COLUMNS}
+    for column, (key, name) in cells.items():
+        cell = (_get(cv, f"pooled.{key}.{level}.{name}") if key else None) or {}
+        for part in ("value", "low", "high"):
+            value = cell.get(part)
+            row[f"{column}.{part}"] = math.nan if value is None else float(value)
     return row
 
 
@@ -135,7 +140,8 @@ def _primary_label(part: pd.DataFrame) -> str:
 def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     headers = ["experiment", "data", "classes", "split", "protocol", "runs", "level metric", "head",
                "MLP (CV)", "linear head (CV)", "small MLP (CV)", "PCA + LR", "linear probe",
-               "best", "p (chance)", "head train s"]
+               "best", "p (chance)", "head train s", "head MAE (ordered)",
+               "head within one level"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     keys = list(GROUP_COLUMNS)
     for key, part in frame.groupby(keys, sort=True, dropna=False):
@@ -149,7 +155,8 @@ def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
                  *(_cell(part, m, digits) for m in MODELS[1:]),
                  best.iloc[0] if len(best) else "—",
                  "—" if part["p_value"].isna().all() else f"{part['p_value'].max():.4f}",
-                 "—" if part["wall_s"].isna().all() else f"{part['wall_s'].sum():.0f}"]
+                 "—" if part["wall_s"].isna().all() else f"{part['wall_s'].sum():.0f}",
+                 *(_cell(part, f"primary_{m}", digits) for m in ORDERED_COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
