@@ -135,3 +135,27 @@ def test_group_batches_see_every_row_of_each_fold_each_epoch():
     assert not torch.equal(loader.order(0), loader.order(1))  # reshuffled every epoch
     with pytest.raises(ValueError, match="at least one"):
         GroupBatches(x, y, [np.arange(3), np.array([], dtype=int)], 16)
+
+
+def test_corn_head_gives_level_probabilities_and_learns_an_ordered_target():
+    """CORN (coral-pytorch) on five ordered levels whose neighbours overlap: its C-1 outputs
+    become probabilities over the five levels, and it reads the level to within about half a
+    level, like the cross-entropy head (measured: CORN MAE 0.57-0.65 levels vs 0.56-0.58 for
+    cross-entropy over three seeds; CORN does not win on this set)."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1200, 12, generator=gen)
+    z = x[:, 0] + 0.5 * x[:, 1] + 0.6 * torch.randn(1200, generator=gen)
+    y = torch.bucketize(z, torch.tensor([-1.2, -0.4, 0.4, 1.2])).float()[:, None]
+    train, test = np.arange(600), np.arange(600, 1200)
+    target = spec("classification", 1, num_classes=5)
+    head = HeadEnsemble(12, [target], HIDDEN, 0.2, True, "adam", 1e-3, 1e-4, None, 30,
+                        loss="corn")
+    assert head.stack(x[None, :2])[0].shape[-1] == 4  # C-1 conditional logits
+    fit(head, GroupBatches(x, y, [train], 32), max_epochs=30)
+    probs = head.predict_members(x[test])[0][0]
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (probs >= 0).all()
+    truth = y[test, 0].numpy()
+    mae = np.abs(probs.argmax(axis=1) - truth).mean()
+    middle = np.abs(2 - truth).mean()  # always the middle level
+    assert mae < 0.75 < middle

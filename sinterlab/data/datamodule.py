@@ -40,9 +40,13 @@ GROUP_COLUMNS = {"patch": "patch_id", "image": IMAGE, "sample": SAMPLE, "slide":
 
 
 class SEMDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: DictConfig, backbone: Backbone | None = None):
+    def __init__(self, cfg: DictConfig, backbone: Backbone | None = None,
+                 checks: list | None = None):
+        """``checks``: callables given the targets after the descriptor's own checks and
+        before extraction (e.g. whether the configured heads suit them)."""
         super().__init__()
         self.cfg = cfg
+        self.checks = list(checks or [])
         self.backbone = backbone
         self.descriptor: Descriptor | None = None
         self.cache_stats: dict = {}
@@ -66,6 +70,8 @@ class SEMDataModule(pl.LightningDataModule):
             order=OmegaConf.to_container(cfg.data.order) if cfg.data.get("order") else None)
         self.warnings += self.descriptor.warnings
         self.warnings += self.check_class_groups()
+        for check in self.checks:
+            check(self.descriptor.targets)
         self.plan_splits()
         if self.backbone is None:
             self.backbone = build_backbone(cfg.backbone)

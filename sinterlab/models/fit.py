@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.datamodule import SEMDataModule
+from sinterlab.errors import SinterlabError
 from sinterlab.models.calibration import fit_temperatures, set_temperatures
 from sinterlab.models.head import HeadEnsemble
 
@@ -27,6 +28,7 @@ def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[in
                  model: DictConfig) -> list[dict]:
     """Target specs: classes, and per member its fold's train mean/std or class weights."""
     weights = OmegaConf.to_container(model.loss_weights) or {}
+    check_loss(dm.descriptor.targets, model)
     specs = []
     for i, target in enumerate(dm.descriptor.targets):
         spec = target.as_dict() | {"loss_weight": float(weights.get(target.name, 1.0))}
@@ -44,6 +46,32 @@ def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[in
             spec["std"] = [float(col.std()) or 1.0 for col in columns]
         specs.append(spec)
     return specs
+
+
+def check_losses(cfg: DictConfig, targets: list) -> None:
+    """Every head the run will train (the model, or each candidate of model=auto) suits the
+    targets; called before any backbone time is spent."""
+    for model in [cfg.model, *(cfg.model.get("candidates") or {}).values()]:
+        if "module" in model:
+            check_loss(targets, model)
+
+
+def check_loss(targets: list, model: DictConfig) -> None:
+    """A CORN head needs an ordered first target of three or more levels, no class weights."""
+    if model.module.get("loss", "cross_entropy") != "corn":
+        return
+    first = targets[0]
+    if first.kind != "classification" or not first.ordered:
+        raise SinterlabError(f"model {model.name}: model.module.loss=corn needs an ordered "
+                             f"classification target ({first.name!r} is not: give numbers, or "
+                             f"data.order.{first.name}=[...]); or use model=mlp")
+    if len(first.classes) < 3:
+        raise SinterlabError(f"model {model.name}: model.module.loss=corn needs at least three "
+                             f"levels ({first.name!r} has {len(first.classes)}); with two, "
+                             "ordinal and plain classification are the same: use model=mlp")
+    if model.class_weights:
+        raise SinterlabError(f"model {model.name}: model.class_weights={model.class_weights} "
+                             "is for cross-entropy; set model.class_weights=null with CORN")
 
 
 def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
@@ -76,7 +104,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     trainer.fit(head, dm.train_dataloader(assignment),
                 dm.val_dataloader(assignment) if validate else None)
     wall = time.perf_counter() - started
-    if validate:
+    if validate and not head.corn:  # softmax temperatures do not apply to CORN's logits
         fit_temperatures(head, dm.x, dm.y, dm.rows(assignment, "val"))
     elif temperatures is not None:
         set_temperatures(head, temperatures)

@@ -8,7 +8,9 @@ best weights by its own validation loss, and its own early stopping: a member wh
 validation loss has not improved for ``patience`` validations stops (its loss is masked out of
 the step and its best weights are frozen); the run ends when every member has stopped.
 
-Targets: classification (cross-entropy, optional class weights per member), regression
+Targets: classification (cross-entropy, optional class weights per member; or, for the first
+target when it is ordered, ``loss="corn"``: coral-pytorch's CORN loss on C-1 conditional
+"above level k" logits, turned into per-level probabilities), regression
 (standardised with the member's training mean/std, reported in the parameter's units), or
 several at once (weighted loss sum). A step costs milliseconds on a CPU, so the module
 optimizes manually and accumulates losses on the device, read once per epoch.
@@ -20,10 +22,23 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
+from coral_pytorch.losses import corn_loss
 
 from sinterlab.models.allocator import reuse_freed_memory
 from sinterlab.models.mlp import MemberMLP
 from sinterlab.models.stacked import StackedMLP
+
+#: losses of the first (classification) target
+LOSSES = ("cross_entropy", "corn")
+
+
+def corn_level_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """CORN's C-1 conditional logits (P(y > k | y > k-1)) -> C level probabilities: the
+    cumulative product gives P(y > k) (non-increasing), whose steps are P(y = k)."""
+    above = torch.cumprod(torch.sigmoid(logits), dim=-1)
+    ones = torch.ones_like(above[..., :1])
+    zeros = torch.zeros_like(above[..., :1])
+    return torch.cat([ones, above], dim=-1) - torch.cat([above, zeros], dim=-1)
 
 
 class HeadEnsemble(pl.LightningModule):
@@ -35,11 +50,16 @@ class HeadEnsemble(pl.LightningModule):
                  batch_norm: bool, optimizer: str, lr: float, weight_decay: float,
                  scheduler: dict | None = None, max_epochs: int = 1, groups: int = 1,
                  seeds: tuple[int, ...] = (0,), patience: int | None = None,
-                 min_delta: float = 0.0):
+                 min_delta: float = 0.0, loss: str = "cross_entropy"):
         super().__init__()
         self.save_hyperparameters()
         self.targets = targets
-        out_sizes = [t["num_classes"] if t["kind"] == "classification" else 1 for t in targets]
+        if loss not in LOSSES:
+            raise ValueError(f"model.module.loss={loss!r}: use one of {list(LOSSES)}")
+        #: the first target is trained as ordinal levels (CORN): C-1 outputs
+        self.corn = loss == "corn"
+        out_sizes = [t["num_classes"] - (self.corn and i == 0) if t["kind"] == "classification"
+                     else 1 for i, t in enumerate(targets)]
         members = []
         for _ in range(groups):
             for seed in seeds:
@@ -86,6 +106,15 @@ class HeadEnsemble(pl.LightningModule):
             weight.repeat_interleave(S, dim=0)
         total, norm = 0.0, None
         for i, (t, out) in enumerate(zip(self.targets, outputs, strict=True)):
+            if self.corn and i == 0:
+                labels, keep = y[:, :, i].long(), w > 0
+                # coral-pytorch's CORN loss, one member at a time (it averages over its rows)
+                row_loss = torch.stack([corn_loss(out[m][keep[m]], labels[m][keep[m]],
+                                                  t["num_classes"]) for m in range(len(out))])
+                n = keep.sum(1).float()
+                total = total + t.get("loss_weight", 1.0) * row_loss
+                norm = n if norm is None else norm
+                continue
             if t["kind"] == "classification":
                 labels = y[:, :, i].long()
                 row = F.cross_entropy(out.flatten(0, 1), labels.flatten(),
@@ -240,7 +269,9 @@ class HeadEnsemble(pl.LightningModule):
             if t["kind"] == "classification":
                 if calibrated:
                     out = out / getattr(self, f"temperature_{i}")[:, None, None]
-                result.append(out.softmax(dim=2).cpu().numpy())
+                probs = corn_level_probabilities(out) if self.corn and i == 0 else \
+                    out.softmax(dim=2)
+                result.append(probs.cpu().numpy())
             else:
                 mean, std = getattr(self, f"mean_{i}")[:, None], getattr(self, f"std_{i}")[:, None]
                 result.append((out.squeeze(2) * std + mean).cpu().numpy())
