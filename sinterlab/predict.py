@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.descriptor import IMAGE, backslash_hint, blank, read_table
+from sinterlab.data.metadata import FIELDS, read_metadata
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group
 from sinterlab.features.backbone import Backbone, build_backbone
@@ -197,9 +198,20 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
         raise SinterlabError(f"{first}: {missing[first]}; or leave it out (or strict=false to "
                              "predict the others)")
     found = [p for p in asked if str(p) not in missing]
+    metadata = {}
+    for path in found:  # per image, so one unreadable sidecar costs one row
+        try:
+            metadata[str(path)] = read_metadata(path)
+        except SinterlabError as err:
+            if cfg.strict:
+                raise
+            missing[str(path)] = str(err).split(": ", 1)[-1]
+    found = [p for p in found if str(p) in metadata]
     embedded = embed_images(found, run_cfg.preprocess, backbone, features,
                             fix="leave it out (or strict=false to predict the others)",
-                            skip_bad=not cfg.strict) if found else None
+                            skip_bad=not cfg.strict,
+                            pixel_sizes=[metadata[str(p)]["pixel_size_nm"] for p in found]
+                            ) if found else None
     bad = missing | (embedded.bad if embedded else {})
     for warning in embedded.warnings if embedded else []:
         log.warning(warning)
@@ -235,6 +247,8 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                 table["interval_confidence"] = conformal["confidence"]
     table["patches"] = [len(e.embeddings) for e in entries]
     table["model"] = model.model_name
+    for field in FIELDS:  # what the instrument recorded, as in the run's images.csv
+        table[field] = [metadata[p][field] for p in table["image"]]
     table["error"] = ""
     if bad:  # missing and unreadable images keep their row, in the order asked, with the reason
         failed = pd.DataFrame({"image": list(bad), "error": list(bad.values())})

@@ -339,6 +339,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     dm = SEMDataModule(cfg, checks=[lambda targets: check_losses(cfg, targets)])
     with stage("descriptor checks and embeddings"):
         dm.setup("fit")
+    write_text(run_dir / "config.yaml", resolved_yaml(cfg))  # with the scale resolved
     try:
         return _train_and_evaluate(cfg, dm, run_dir)
     except RunInterrupted as err:

@@ -21,7 +21,7 @@ def test_train_cli_writes_the_contracted_metrics(trained_run):
     for name in ("report.md", "report.html", "images.csv", "patches.csv", "config.yaml",
                  "oof_predictions.csv", "oof_patches.csv", "oof_samples.csv"):
         assert (trained_run / name).stat().st_size > 0
-    assert list((trained_run / "logs" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert list((trained_run / "tensorboard").rglob("events.out.tfevents.*"))
 
 
 def test_predict_cli_gives_one_row_per_image(trained_run, tiny_descriptor, tmp_path):

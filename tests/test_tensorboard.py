@@ -16,7 +16,7 @@ def test_run_logs_figures_hparams_and_projector(make_cfg, tmp_path):
     run_experiment(cfg, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     board = Path(metrics["tensorboard"])
-    assert board.name.endswith("-run") and board.is_relative_to(tmp_path / "logs" / "tensorboard")
+    assert board.name.endswith("-run") and board.is_relative_to(tmp_path / "tensorboard")
     events = EventAccumulator(str(board), size_guidance={"images": 0}).Reload()
     images = events.Tags()["images"]
     assert {"figures/loss", "figures/roc", "figures/reliability", "figures/pca"} <= set(images)

@@ -9,12 +9,13 @@ every fold at once (one per ensemble group) from memory.
 from __future__ import annotations
 
 import logging
+import time
 
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.data.descriptor import (
     IMAGE,
@@ -26,6 +27,7 @@ from sinterlab.data.descriptor import (
     load_descriptor,
     str_label,
 )
+from sinterlab.data.metadata import image_metadata
 from sinterlab.data.patches import PARAM_COLUMNS
 from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignments
 from sinterlab.errors import SinterlabError
@@ -73,11 +75,19 @@ class SEMDataModule(pl.LightningDataModule):
         for check in self.checks:
             check(self.descriptor.targets)
         self.plan_splits()
+        started = time.perf_counter()
+        self.metadata = image_metadata(list(self.descriptor.table[PATH]), self.descriptor.table,
+                                       self.descriptor.csv)
+        log.info("instrument metadata of %d images read in %.1f ms per image",
+                 len(self.metadata), 1000 * (time.perf_counter() - started)
+                 / max(len(self.metadata), 1))
+        self.resolve_scale()
         if self.backbone is None:
             self.backbone = build_backbone(cfg.backbone)
         embedded = embed_images(self.descriptor.table[PATH], cfg.preprocess, self.backbone,
                                 cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
-                                fix=f"remove its row from {self.descriptor.csv}")
+                                fix=f"remove its row from {self.descriptor.csv}",
+                                pixel_sizes=self.metadata["pixel_size_nm"].tolist())
         self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
         self.entries = embedded.entries
         self.cache_stats = embedded.stats
@@ -87,6 +97,39 @@ class SEMDataModule(pl.LightningDataModule):
         log.info("embeddings: %d images, %d from cache, %d extracted",
                  self.cache_stats["images"], self.cache_stats["from_cache"],
                  self.cache_stats["extracted"])
+
+    def resolve_scale(self) -> None:
+        """``preprocess.scale.pixel_size_nm``: ``auto`` becomes the coarsest pixel size of the
+        data (nothing is upsampled) and ``preprocess.patches.size_um`` a size in pixels, in the
+        run's config itself (so config.yaml and predict read the numbers used). An image whose
+        pixel size is unknown stops the run here, before the backbone."""
+        scale, patches = self.cfg.preprocess.get("scale") or {}, self.cfg.preprocess.patches
+        target = scale.get("pixel_size_nm")
+        if target is None:
+            if patches.get("size_um") is not None:
+                raise SinterlabError("preprocess.patches.size_um needs a physical scale: set "
+                                     "preprocess.scale.pixel_size_nm=auto (or a number)")
+            return
+        pixel = pd.to_numeric(self.metadata["pixel_size_nm"], errors="coerce")
+        if pixel.isna().any():
+            path = self.descriptor.table[PATH][pixel.isna()].iloc[0]
+            more = int(pixel.isna().sum()) - 1
+            raise SinterlabError(
+                f"{path}: pixel size unknown (no instrument metadata in the file or a sidecar)"
+                f"{f' ({more} more)' if more else ''}; give a pixel_size_nm column in "
+                f"{self.descriptor.csv}, or set preprocess.scale.pixel_size_nm=null")
+        if target == "auto":
+            target = float(pixel.max())
+        elif not isinstance(target, (int, float)) or not np.isfinite(target) or target <= 0:
+            raise SinterlabError(f"preprocess.scale.pixel_size_nm={target!r}: use null, auto "
+                                 "or a positive number of nanometres per pixel")
+        with open_dict(self.cfg):
+            self.cfg.preprocess.scale.pixel_size_nm = float(target)
+            if patches.get("size_um") is not None:
+                self.cfg.preprocess.patches.size = max(
+                    1, round(float(patches.size_um) * 1000 / float(target)))
+        log.info("physical scale: %.4g nm per pixel, patches of %d px (%.3g µm)", target,
+                 int(patches.size), int(patches.size) * float(target) / 1000)
 
     def class_groups(self) -> pd.DataFrame | None:
         """Per class of the first target: groups of the run's split kind and images (None for
@@ -160,13 +203,20 @@ class SEMDataModule(pl.LightningDataModule):
         crops = np.stack([e.crop for e in entries])
         for j, name in enumerate(PARAM_COLUMNS):
             patches[name] = params[:, j]
-        # patch boxes in source pixels: the micrograph starts at the crop's top-left corner
+        # patch boxes in source pixels: the micrograph was resampled by each image's scale and
+        # starts at the crop's top-left corner
+        scale = np.array([ref.scale for ref in self.refs])[rows]
+        for column in ("x0", "y0", "side"):
+            patches[column] = patches[column] / scale
         patches["x0"] += crops[rows, 2]
         patches["y0"] += crops[rows, 0]
         self.images = table[[IMAGE, SAMPLE] + ([SLIDE] if SLIDE in table.columns else [])
                             + [t.name for t in self.descriptor.targets]].copy()
         for j, name in enumerate(CROP_COLUMNS):
             self.images[name] = crops[:, j]
+        self.images["scale"] = [ref.scale for ref in self.refs]
+        for name in self.metadata.columns:
+            self.images[name] = self.metadata[name].to_numpy()
         self.patches = patches
         self.x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
         self.y = torch.from_numpy(self.descriptor.target_matrix()[rows]).float()

@@ -1,9 +1,11 @@
-"""One SEM image from file to the equalized micrograph the patches are cut from."""
+"""One SEM image from file to the equalized micrograph the patches are cut from: read, crop the
+data bar, resample to the run's physical pixel size (when set), equalize."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from sinterlab.data.crop import CropBox, crop_box
@@ -19,9 +21,25 @@ def read_and_locate(path: str | Path, cfg) -> tuple[np.ndarray, CropBox]:
                            dict(crop.auto))
 
 
-def preprocess_image(path: str | Path, cfg) -> tuple[np.ndarray, CropBox]:
-    """Read, crop the data bar and equalize, as set by ``cfg`` (the ``preprocess`` config)."""
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(height, width) of a micrograph resampled by ``scale`` (its pixel size / the run's)."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resample(micrograph: np.ndarray, scale: float) -> np.ndarray:
+    """Resample to the run's pixel size: area averaging when shrinking (no aliasing of the
+    finer image's texture), cubic when enlarging."""
+    if scale == 1.0:
+        return micrograph
+    height, width = scaled_size(*micrograph.shape, scale)
+    method = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(micrograph, (width, height), interpolation=method)
+
+
+def preprocess_image(path: str | Path, cfg, scale: float = 1.0) -> tuple[np.ndarray, CropBox]:
+    """Read, crop the data bar, resample by ``scale`` and equalize, as set by ``cfg`` (the
+    ``preprocess`` config)."""
     image, box = read_and_locate(path, cfg)
     eq = cfg.equalize
-    return equalize(box.apply(image), eq.method, eq.clahe_clip_limit,
+    return equalize(resample(box.apply(image), scale), eq.method, eq.clahe_clip_limit,
                     tuple(eq.clahe_tile_grid)), box

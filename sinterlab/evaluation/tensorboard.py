@@ -73,7 +73,7 @@ def thumbnails(dm: SEMDataModule, rows: np.ndarray, size: int) -> torch.Tensor:
     out = torch.zeros(len(rows), 3, size, size)
     for i in np.unique(image_of[rows]):
         picked = np.flatnonzero(image_of[rows] == i)
-        micrograph, _ = preprocess_image(dm.refs[i].path, dm.cfg.preprocess)
+        micrograph, _ = preprocess_image(dm.refs[i].path, dm.cfg.preprocess, dm.refs[i].scale)
         out[picked] = sampler.cut(micrograph, dm.entries[i].params[index_in[rows[picked]]])
     return out
 

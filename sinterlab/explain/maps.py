@@ -70,7 +70,7 @@ def image_map(head: HeadEnsemble, preprocess_cfg, ref: ImageRef, entry: CacheEnt
     """One image's map under the head's first target, from ``members`` (default all; a
     fold's seeds for an out-of-fold map)."""
     output = head.predict_members(torch.from_numpy(entry.embeddings))[0]
-    micrograph, _ = preprocess_image(ref.path, preprocess_cfg)
+    micrograph, _ = preprocess_image(ref.path, preprocess_cfg, ref.scale)
     return ImageMap(ref.path, micrograph, entry.params, output[members].mean(axis=0),
                     entry.embeddings)
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from omegaconf import OmegaConf
@@ -21,8 +22,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from sinterlab.data.crop import CropBox
 from sinterlab.data.images import image_warnings
+from sinterlab.data.metadata import read_metadata
 from sinterlab.data.patches import GridSampler, GridSpec, PatchSampler, PatchSpec
-from sinterlab.data.preprocess import preprocess_image, read_and_locate
+from sinterlab.data.preprocess import preprocess_image, read_and_locate, scaled_size
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
@@ -34,8 +36,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ImageRef:
+    """An image: its file, the SHA-256 of its bytes and the factor it is resampled by to the
+    run's physical pixel size (1: none)."""
+
     path: str
     sha: str
+    scale: float = 1.0
+
+    @property
+    def key(self) -> str:
+        """The cache entry's name: the content hash, and the resampling factor when there is
+        one (a pixel size from the descriptor is not in the file's bytes)."""
+        return self.sha if self.scale == 1.0 else f"{self.sha}-x{self.scale:.9g}"
 
 
 class ImagePatches(Dataset):
@@ -49,9 +61,9 @@ class ImagePatches(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         ref = self.images[index]
-        image, box = preprocess_image(ref.path, self.cfg)
-        params = self.sampler.params(*image.shape, ref.sha)
-        return {"sha": ref.sha, "patches": self.sampler.cut(image, params),
+        image, box = preprocess_image(ref.path, self.cfg, ref.scale)
+        params = self.sampler.params(*image.shape, ref.key)
+        return {"sha": ref.key, "patches": self.sampler.cut(image, params),
                 "params": torch.from_numpy(params), "crop": torch.tensor(_box_array(box))}
 
 
@@ -104,7 +116,7 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, runner: Runn
     """Extract and cache every image of ``images`` not cached yet; returns throughput figures.
     ``total``: the images of the whole request (default ``images``), for the counts."""
     unique = len(set(images)) if total is None else total
-    missing = [ref for ref in dict.fromkeys(images) if not cache.has(ref.sha)]
+    missing = [ref for ref in dict.fromkeys(images) if not cache.has(ref.key)]
     stats = {"images": unique, "extracted": len(missing),
              "from_cache": unique - len(missing), "patches_per_s": None}
     if not missing:
@@ -128,7 +140,7 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, runner: Runn
     try:
         trainer.predict(model, loader, return_predictions=False)
     except RunInterrupted as err:
-        done = sum(cache.has(ref.sha) for ref in missing)  # on disk, whatever the writer saw
+        done = sum(cache.has(ref.key) for ref in missing)  # on disk, whatever the writer saw
         err.cached = (stats["from_cache"] + done, unique, cache.folder)
         raise
     stats["patches_per_s"] = writer.patches / (time.perf_counter() - started)
@@ -154,6 +166,8 @@ def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
     too (torch's entries keep the keys they had before runtimes existed)."""
     settings = OmegaConf.to_container(preprocess_cfg, resolve=True)
     settings.pop("checks", None)  # warnings about images, not part of the embeddings
+    if (settings.get("scale") or {}).get("pixel_size_nm") is None:
+        settings.pop("scale", None)  # pixels as read: the keys runs had before scales
     settings["patches"] = spec.__dict__ | {"mean": list(backbone.mean),
                                            "std": list(backbone.std)}
     if runtime == "torch":
@@ -184,16 +198,37 @@ def image_problem(ref: ImageRef, preprocess_cfg, sampler: PatchSampler,
     makes it suspect is appended to ``warnings``."""
     try:
         image, box = read_and_locate(ref.path, preprocess_cfg)
-        sampler.params(box.height, box.width, ref.sha)
+        sampler.params(*scaled_size(box.height, box.width, ref.scale), ref.key)
     except SinterlabError as err:
         return str(err).removeprefix(f"{ref.path}: ")
     warnings += image_warnings(ref.path, box.apply(image), preprocess_cfg.get("checks"))
     return None
 
 
+def scale_factors(paths, pixel_sizes, preprocess_cfg) -> tuple[list[float], dict[str, str]]:
+    """Per image, its pixel size / the run's (``preprocess.scale.pixel_size_nm``; 1 when that
+    is null), and the images whose pixel size is needed but unknown, with the fix.
+    ``pixel_sizes``: known ones (e.g. with descriptor columns); None reads the files."""
+    target = (preprocess_cfg.get("scale") or {}).get("pixel_size_nm")
+    if target is None:
+        return [1.0] * len(paths), {}
+    if pixel_sizes is None:  # what each file (or its sidecar) says
+        pixel_sizes = [read_metadata(p)["pixel_size_nm"] for p in paths]
+    factors, unknown = [], {}
+    for path, pixel in zip(paths, pixel_sizes, strict=True):
+        if pixel is None or not np.isfinite(float(pixel)) or float(pixel) <= 0:
+            unknown[str(path)] = (f"pixel size unknown (no instrument metadata in the file or "
+                                  f"a sidecar); give a pixel_size_nm column in the descriptor, "
+                                  f"or set preprocess.scale.pixel_size_nm=null")
+            factors.append(1.0)
+        else:
+            factors.append(float(pixel) / float(target))
+    return factors, unknown
+
+
 def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                  progress: bool = True, fix: str = "remove it", skip_bad: bool = False,
-                 grid_stride: int | None = None) -> Embedded:
+                 grid_stride: int | None = None, pixel_sizes=None) -> Embedded:
     """Every image of ``paths`` with its cache entry for these settings and weights.
 
     Before any extraction: damaged cache entries are set aside, every image still to extract is
@@ -205,14 +240,20 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
     requested = str(features_cfg.get("runtime", "torch"))
     runtime = resolve_runtime(requested, str(features_cfg.accelerator))
     sampler = (GridSampler if grid_stride else PatchSampler)(spec, backbone.mean, backbone.std)
-    refs = [ImageRef(str(p), file_sha256(p)) for p in paths]
+    factors, unknown = scale_factors(paths, pixel_sizes, preprocess_cfg)
+    if unknown and not skip_bad:
+        first = next(iter(unknown))
+        more = f" ({len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise SinterlabError(f"{first}: {unknown[first]}{more}")
+    refs = [ImageRef(str(p), file_sha256(p), f) for p, f in zip(paths, factors, strict=True)
+            if str(p) not in unknown]
     while True:
         cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
                                cache_settings(preprocess_cfg, spec, backbone, runtime))
-        entries = {ref.sha: cache.load_or_set_aside(ref.sha, ref.path) for ref in refs}
-        bad, warnings = {}, []
+        entries = {ref.key: cache.load_or_set_aside(ref.key, ref.path) for ref in refs}
+        bad, warnings = dict(unknown), []
         for ref in dict.fromkeys(refs):
-            if entries[ref.sha] is None and (
+            if entries[ref.key] is None and (
                     problem := image_problem(ref, preprocess_cfg, sampler, warnings)):
                 bad[ref.path] = problem
         if bad and not skip_bad:
@@ -220,7 +261,7 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
             more = f" ({len(others)} more: {', '.join(others[:3])})" if others else ""
             raise SinterlabError(f"{first}: {reason}; or {fix}{more}")
         good = [ref for ref in refs if ref.path not in bad]
-        missing = [ref for ref in good if entries[ref.sha] is None]
+        missing = [ref for ref in good if entries[ref.key] is None]
         if not missing:
             runner = None
             break
@@ -238,7 +279,7 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                         backbone.name, runtime, err)
             runtime = "torch"
     stats = extract_to_cache(missing, cache, runner, sampler, preprocess_cfg, features_cfg,
-                             progress=progress, total=len({ref.sha for ref in good}))
+                             progress=progress, total=len({ref.key for ref in good}))
     stats["runtime"] = runtime
-    loaded = [entries[ref.sha] or cache.load(ref.sha) for ref in good]
+    loaded = [entries[ref.key] or cache.load(ref.key) for ref in good]
     return Embedded(spec, cache, good, loaded, stats, bad, warnings)

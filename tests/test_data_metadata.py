@@ -1,0 +1,91 @@
+"""Instrument metadata as each vendor writes it: FEI/Thermo and Zeiss TIFF tags, ImageJ's scale,
+Hitachi and JEOL sidecars; descriptor columns fill or override them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from sinterlab.data.metadata import image_metadata, read_metadata
+from sinterlab.errors import SinterlabError
+
+FEI = ("[User]\r\nDate=05/14/2024\r\nTime=10:12:31 AM\r\n[System]\r\nSystemType=Helios G4 UC\r\n"
+       "[Beam]\r\nHV=5000\r\n[Scan]\r\nPixelWidth=2.5e-09\r\nPixelHeight=2.5e-09\r\n"
+       "Dwelltime=3e-06\r\n[Stage]\r\nWorkingDistance=0.0041\r\n[Detectors]\r\nName=TLD\r\n"
+       "[EScan]\r\nMag=50000\r\n")
+ZEISS = ("0\r\nAP_PIXEL_SIZE\r\nImage Pixel Size = 2.791 nm\r\nAP_MAG\r\nMag = 40.00 K X\r\n"
+         "AP_WD\r\nWD = 5.1 mm\r\nAP_ACTUALKV\r\nEHT = 3.00 kV\r\nDP_DETECTOR_CHANNEL\r\n"
+         "Signal A = InLens\r\nAP_DATE\r\nDate :20 Nov 2024\r\nSV_SERIAL_NUMBER\r\n"
+         "Serial No. = 4711\r\n")
+HITACHI = ("[SemImageFile]\nInstructName=S-4800\nDate=2024/03/01\nPixelSize=4.96094\n"
+           "Magnification=25000\nAcceleratingVoltage=5000 Volt\nWorkingDistance=8100 um\n"
+           "SignalName=SE(U)\n")
+JEOL = ("$CM_FORMAT JEOL/SEM\n$CM_INSTRUMENT JSM-7800F\n$CM_MAG 20000\n$CM_ACCEL_VOLT 5.00\n"
+        "$SM_WD 10.0\n$CM_SIGNAL SEI\n$CM_DATE 2024/03/01\n$$SM_MICRON_BAR 200\n"
+        "$$SM_MICRON_MARKER 1um\n")
+
+
+def image(path, dtype=np.uint8, **kwargs):
+    tifffile.imwrite(path, np.zeros((32, 32), dtype), **kwargs)
+    return path
+
+
+def test_fei_tag(tmp_path):
+    meta = read_metadata(image(tmp_path / "a.tif", np.uint16,
+                               extratags=[(34682, "s", 0, FEI, True)]))
+    assert meta["pixel_size_nm"] == pytest.approx(2.5)
+    assert meta["magnification"] == 50000 and meta["voltage_kv"] == pytest.approx(5.0)
+    assert meta["working_distance_mm"] == pytest.approx(4.1)
+    assert meta["dwell_us"] == pytest.approx(3.0) and meta["detector"] == "TLD"
+    assert meta["acquired"] == "2024-05-14" and meta["instrument"] == "Helios G4 UC"
+    assert meta["metadata_source"] == "FEI/Thermo tag"
+
+
+def test_zeiss_tag(tmp_path):
+    meta = read_metadata(image(tmp_path / "a.tif", extratags=[(34118, "s", 0, ZEISS, True)]))
+    assert meta["pixel_size_nm"] == pytest.approx(2.791)
+    assert meta["magnification"] == pytest.approx(40000)
+    assert meta["working_distance_mm"] == pytest.approx(5.1)
+    assert meta["voltage_kv"] == pytest.approx(3.0) and meta["detector"] == "InLens"
+    assert meta["acquired"] == "2024-11-20" and meta["instrument"] == "Zeiss 4711"
+
+
+def test_imagej_scale(tmp_path):
+    meta = read_metadata(image(tmp_path / "a.tif", imagej=True, resolution=(400, 400),
+                               metadata={"unit": "um"}))
+    assert meta["pixel_size_nm"] == pytest.approx(2.5)
+    assert meta["metadata_source"] == "ImageJ scale"
+
+
+@pytest.mark.parametrize("text, pixel, magnification, source", [
+    (HITACHI, 4.96094, 25000, "Hitachi sidecar"), (JEOL, 5.0, 20000, "JEOL sidecar")])
+def test_sidecars(tmp_path, text, pixel, magnification, source):
+    path = image(tmp_path / "a.tif")
+    (tmp_path / "a.txt").write_text(text)
+    meta = read_metadata(path)
+    assert meta["pixel_size_nm"] == pytest.approx(pixel)
+    assert meta["magnification"] == magnification and meta["metadata_source"] == source
+    assert meta["voltage_kv"] == pytest.approx(5.0) and meta["acquired"] == "2024-03-01"
+
+
+def test_a_sidecar_that_does_not_parse_is_named(tmp_path):
+    path = image(tmp_path / "a.tif")
+    (tmp_path / "a.txt").write_text("notes from the microscope session\n")
+    with pytest.raises(SinterlabError, match=r"a.txt: instrument sidecar not understood"):
+        read_metadata(path)
+
+
+def test_descriptor_columns_fill_and_override_and_are_checked(tmp_path):
+    paths = [image(tmp_path / "fei.tif", extratags=[(34682, "s", 0, FEI, True)]),
+             image(tmp_path / "plain.tif")]
+    table = pd.DataFrame({"pixel_size_nm": [np.nan, 4.0], "magnification": [20000, np.nan]})
+    frame = image_metadata([str(p) for p in paths], table, tmp_path / "d.csv")
+    assert frame["pixel_size_nm"].tolist() == pytest.approx([2.5, 4.0])
+    assert frame["magnification"].tolist()[0] == 20000
+    assert frame["metadata_source"].tolist() == ["FEI/Thermo tag + descriptor", "descriptor"]
+    for bad in (0, -3, "2 nm", np.inf):
+        table = pd.DataFrame({"pixel_size_nm": [bad, 4.0]})
+        with pytest.raises(SinterlabError, match=r"d.csv:2: pixel_size_nm .* not a positive"):
+            image_metadata([str(p) for p in paths], table, tmp_path / "d.csv")
