@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sinterlab.atomic import write_json, write_text, write_with
 from sinterlab.console import stage
 from sinterlab.data.datamodule import GROUP_COLUMNS, SEMDataModule
-from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE
+from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, str_label
 from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
 from sinterlab.evaluation.calibration import classification_calibration, conformal_coverage
 from sinterlab.evaluation.crossval import (
@@ -46,6 +46,7 @@ from sinterlab.evaluation.figures import (
     plot_reliability,
     plot_roc,
 )
+from sinterlab.evaluation.instrument import instrument_check, settings_by_class
 from sinterlab.evaluation.metrics import (
     aggregate_by_group,
     evaluate_levels,
@@ -166,6 +167,8 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
         with stage(f"{kind} split: permutation test"):
             block["cv"]["permutation"] = image_permutation_test(cfg, dm, test_fold)
+        if cfg.evaluation.instrument.enabled and kind != "patch":
+            block["cv"]["instrument"] = instrument_block(cfg, dm, test_fold)
     block["outputs"] = {"head": head_outputs, "head_raw": head_raw if head_outputs else None,
                         "models": outputs, "test_fold": test_fold}
     return block
@@ -203,6 +206,23 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     p = cfg.evaluation.permutation
     return permutation_test(x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
                             test_fold[rows], int(p.n), int(p.seed), float(p.alpha))
+
+
+def instrument_block(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) -> dict:
+    """The imaging settings alone on the run's folds (see :mod:`evaluation.instrument`)."""
+    image_ids = dm.patches[IMAGE].to_numpy().astype(str)
+    rows = first_rows(image_ids)
+    by_image = dm.images.set_index(IMAGE).loc[image_ids[rows]]
+    p, c = cfg.evaluation.permutation, cfg.evaluation.instrument
+    result = instrument_check(by_image.reset_index(), dm.y[rows, 0].numpy(),
+                              dm.patches[SAMPLE].to_numpy()[rows], test_fold[rows], int(p.n),
+                              int(p.seed), int(c.depth), float(c.alpha),
+                              dm.descriptor.targets[0].name)
+    first = dm.descriptor.targets[0]
+    result["by_class"] = settings_by_class(dm.images, dm.images[first.name].map(str_label))
+    if "warning" in result:
+        log.warning(result["warning"])
+    return result
 
 
 def split_info(cfg: DictConfig, dm: SEMDataModule, kind: str, assignment: np.ndarray) -> dict:

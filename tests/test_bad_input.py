@@ -83,6 +83,7 @@ def with_table(edit: Callable[[pd.DataFrame], object], **save) -> Callable[[Worl
 
 def cell(row: int, column: str, value) -> Callable[[pd.DataFrame], None]:
     def edit(table: pd.DataFrame) -> None:
+        table[column] = table[column].astype(object) if column in table else np.nan
         table[column] = table[column].astype(object)
         table.loc[row, column] = value
     return edit
@@ -275,6 +276,19 @@ def pickled_code_in_checkpoint(w: World) -> list[str]:
     return predict_args(w, run, w.images(1))
 
 
+def image_without_metadata(sidecar: str | None = None) -> Callable[[World], list[str]]:
+    """One image saved as PNG (no instrument tag), optionally with a sidecar text beside it."""
+    def make(w: World) -> list[str]:
+        table = w.table()
+        png = w.tmp / "no_tag.png"
+        cv2.imwrite(str(png), cv2.imread(table.loc[0, "image"], cv2.IMREAD_GRAYSCALE))
+        if sidecar is not None:
+            png.with_suffix(".txt").write_text(sidecar)
+        table.loc[0, "image"] = str(png)
+        return [f"data.descriptor={w.save(table)}", "preprocess.scale.pixel_size_nm=auto"]
+    return make
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -381,6 +395,22 @@ CASES = [
     Case("order for a regression target", "train",
          overrides("task=regression", "+data.order.burst_count=[50,150,250]"), 2,
          ("data.order is for classification targets",)),
+    # 18. physical scale: pixel sizes needed, given wrong, or unreadable
+    Case("pixel size unknown", "train", image_without_metadata(), 2,
+         ("no_tag.png: pixel size unknown", "pixel_size_nm column", "pixel_size_nm=null")),
+    Case("pixel size zero in the descriptor", "train",
+         lambda w: with_table(cell(1, "pixel_size_nm", 0))(w)
+         + ["preprocess.scale.pixel_size_nm=auto"], 2,
+         ("descriptor.csv:3: pixel_size_nm 0", "not a positive number")),
+    Case("negative pixel size in the descriptor", "train",
+         with_table(cell(1, "pixel_size_nm", -4.0)), 2,
+         ("descriptor.csv:3: pixel_size_nm -4.0", "not a positive number")),
+    Case("sidecar that does not parse", "train",
+         image_without_metadata("notes from the microscope session\n"), 2,
+         ("no_tag.txt: instrument sidecar not understood", "pixel_size_nm column")),
+    Case("patch size in µm without a scale", "train",
+         overrides("preprocess.patches.size_um=0.2"), 2,
+         ("preprocess.patches.size_um needs a physical scale",)),
     # 16. run folders: a killed run's folder is taken over, a finished one refused
     Case("folder of a killed run", "train", dead_claim, 0, ("no longer running",),
          then=took_over_the_folder),

@@ -69,6 +69,9 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
         primary = {"head": "MLP head", "auto": "auto-selected head"}[best["primary"]]
         lines.append(f"note: the {primary} does not beat the "
                      f"{MODEL_NAMES[best['best_baseline']]} by more than its interval width")
+    warning = (metrics["cv"].get("instrument") or {}).get("warning")
+    if warning:
+        lines.append(f"warning: {warning}")
     for name, reason in (metrics.get("skipped") or {}).items():
         lines.append(f"warning: {name} skipped ({reason}); the results above are complete")
     small = (metrics.get("data") or {}).get("small_classes")

@@ -190,7 +190,7 @@ def image_metadata(paths: list[str], table: pd.DataFrame | None = None,
             if bad.any():
                 row = int(bad.idxmax()) + 2
                 raise SinterlabError(
-                    f"{csv}:{row}: {field} {given[bad].iloc[0]!r} is not a positive number; "
+                    f"{csv}:{row}: {field} {given[bad].iloc[0]} is not a positive number; "
                     f"write it in the units its name says ({field.rsplit('_', 1)[-1]}), or "
                     "leave the cell empty to use the image's own metadata")
             given = numbers

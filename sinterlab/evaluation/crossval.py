@@ -312,12 +312,14 @@ def per_fold_metrics(kind: str, y: np.ndarray, output: np.ndarray, image_ids: np
 
 
 def permutation_test(x_image: np.ndarray, y_image: np.ndarray, groups: np.ndarray,
-                     image_fold: np.ndarray, n: int, seed: int, alpha: float) -> dict:
+                     image_fold: np.ndarray, n: int, seed: int, alpha: float,
+                     make_model=None) -> dict:
     """Is the out-of-fold accuracy above chance? Labels permuted between groups, folds kept.
 
     The model refitted for every permutation is a ridge classifier on standardised image-mean
     embeddings (milliseconds per fit), trained on each fold's non-test images and scored on its
-    test images; p = (1 + #{permuted accuracy >= observed}) / (1 + n).
+    test images; p = (1 + #{permuted accuracy >= observed}) / (1 + n). ``make_model``: another
+    scikit-learn classifier factory.
     """
     groups = np.asarray(groups).astype(str)
     names, first = np.unique(groups, return_index=True)
@@ -332,7 +334,8 @@ def permutation_test(x_image: np.ndarray, y_image: np.ndarray, groups: np.ndarra
             if len(np.unique(labels[train])) < 2:
                 correct += int(np.sum(labels[test] == labels[train][0]))
                 continue
-            model = make_pipeline(StandardScaler(), RidgeClassifier(alpha=alpha))
+            model = (make_model() if make_model else
+                     make_pipeline(StandardScaler(), RidgeClassifier(alpha=alpha)))
             model.fit(x_image[train], labels[train])
             correct += int(np.sum(model.predict(x_image[test]) == labels[test]))
         return correct / int(np.sum(image_fold >= 0))

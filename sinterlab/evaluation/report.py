@@ -93,6 +93,32 @@ def _header(m: Mapping) -> list[str]:
                    "that never saw the class, and they count in every score below "
                    "(groups per class: see Data)\n")
     out += [f"> {name} skipped: {reason}\n" for name, reason in (m.get("skipped") or {}).items()]
+    warning = ((m.get("cv") or {}).get("instrument") or {}).get("warning")
+    if warning:
+        out.append(f"> ⚠ {warning}\n")
+    return out
+
+
+def _instrument(m: Mapping) -> list[str]:
+    """Imaging settings per class and the settings-only model on the same folds."""
+    check = (m.get("cv") or {}).get("instrument") or {}
+    if not check:
+        return []
+    out = ["## Imaging settings\n"]
+    if "skipped" in check:
+        return out + [f"Instrument-only check skipped: {check['skipped']}.\n"]
+    out.append(f"{check['model']} ({', '.join(check['features'])}), on the same folds: "
+               f"out-of-fold image accuracy {_fmt(check['observed_accuracy'])} vs "
+               f"{_fmt(check['permuted_accuracy_mean'])} with labels permuted between samples; "
+               f"p = {_fmt(check['p_value'], 4)}. "
+               + ("**The settings alone predict the parameter.**" if check.get("warning")
+                  else "The settings alone do not predict the parameter better than chance.")
+               + "\n")
+    by_class = check.get("by_class") or {}
+    fields = sorted({f for row in by_class.values() for f in row})
+    if fields:
+        out.append(_table(["class", *fields], [[c, *(row.get(f, "—") for f in fields)]
+                                               for c, row in by_class.items()]))
     return out
 
 
@@ -417,7 +443,8 @@ def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_di
     contrast = metrics.get("contrast")
     if contrast:
         parts += _models_table(contrast, f"Leak contrast: {_split_label(contrast)}")
-    parts += [*_gallery(metrics), *_paper(metrics), *_training(metrics), *_data(metrics),
+    parts += [*_instrument(metrics), *_gallery(metrics), *_paper(metrics),
+              *_training(metrics), *_data(metrics),
               *_figures(figures, Path(run_dir))]
     return "\n".join(parts)
 

@@ -217,9 +217,9 @@ def scale_factors(paths, pixel_sizes, preprocess_cfg) -> tuple[list[float], dict
     factors, unknown = [], {}
     for path, pixel in zip(paths, pixel_sizes, strict=True):
         if pixel is None or not np.isfinite(float(pixel)) or float(pixel) <= 0:
-            unknown[str(path)] = (f"pixel size unknown (no instrument metadata in the file or "
-                                  f"a sidecar); give a pixel_size_nm column in the descriptor, "
-                                  f"or set preprocess.scale.pixel_size_nm=null")
+            unknown[str(path)] = ("pixel size unknown (no instrument metadata in the file or "
+                                  "a sidecar); give a pixel_size_nm column in the descriptor, "
+                                  "or set preprocess.scale.pixel_size_nm=null")
             factors.append(1.0)
         else:
             factors.append(float(pixel) / float(target))

@@ -236,10 +236,22 @@ def render_image(cfg: DictConfig, row: dict[str, Any]) -> tuple[np.ndarray, dict
 
 
 # ----------------------------------------------------------------------------- writing
-def tiff_bytes(img: np.ndarray) -> bytes:
-    """8-bit grayscale TIFF without timestamps or description (byte-reproducible)."""
+def fei_metadata(pixel_nm: float, hv_kv: float, wd_mm: float, detector: str) -> str:
+    """The INI text FEI/Thermo Fisher microscopes write into TIFF tag 34682 (the sections and
+    keys sinterlab reads; SI units as the instruments write them)."""
+    return ("[System]\r\nSystemType=sinterlab-synth\r\n"
+            f"[Beam]\r\nHV={hv_kv * 1000:g}\r\n"
+            f"[Scan]\r\nPixelWidth={pixel_nm * 1e-9:.6g}\r\nPixelHeight={pixel_nm * 1e-9:.6g}\r\n"
+            f"[Stage]\r\nWorkingDistance={wd_mm / 1000:.6g}\r\n"
+            f"[Detectors]\r\nName={detector}\r\n")
+
+
+def tiff_bytes(img: np.ndarray, metadata: str | None = None) -> bytes:
+    """Grayscale TIFF without timestamps (byte-reproducible); ``metadata``: FEI-style INI text
+    for tag 34682, as the instrument writes it."""
     buf = io.BytesIO()
-    tifffile.imwrite(buf, img, photometric="minisblack", metadata=None)
+    extratags = [(34682, "s", 0, metadata, True)] if metadata else []
+    tifffile.imwrite(buf, img, photometric="minisblack", metadata=None, extratags=extratags)
     return buf.getvalue()
 
 
@@ -247,7 +259,9 @@ def _render_and_write(args: tuple[dict, dict, str]) -> dict[str, Any]:
     cfg_dict, row, out_dir = args
     cfg = OmegaConf.create(cfg_dict)
     img, truth = render_image(cfg, row)
-    write_bytes(Path(out_dir) / row["image"], tiff_bytes(img))
+    metadata = fei_metadata(float(cfg.image.pixel_nm), row["hv_kv"], row["wd_mm"],
+                            row["detector"])
+    write_bytes(Path(out_dir) / row["image"], tiff_bytes(img, metadata))
     return truth
 
 
