@@ -41,6 +41,8 @@ from sinterlab.evaluation.figures import (
     plot_confusion,
     plot_expected_by_level,
     plot_loss_curves,
+    plot_measures,
+    plot_overlay,
     plot_parity,
     plot_pca,
     plot_reliability,
@@ -57,12 +59,14 @@ from sinterlab.evaluation.metrics import (
 from sinterlab.evaluation.report import write_html_report, write_markdown_report
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
+from sinterlab.measures.compute import image_measures, one_image
+from sinterlab.measures.trends import measure_columns, measures_oof, summarise
 from sinterlab.models.fit import check_losses, fit_head, head_oof
 from sinterlab.models.selection import select_model
 from sinterlab.runs import RunInterrupted, claim
 
 log = logging.getLogger(__name__)
-HEAD, AUTO = "head", "auto"
+HEAD, AUTO, MEASURES = "head", "auto", "measures"
 
 
 def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
@@ -106,6 +110,10 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     units = dm.patches[unit_column].to_numpy().astype(str)
     with stage(f"{kind} split: baselines"):
         outputs, pca = baselines_oof(cfg, dm, assignment)
+        baselines = BASELINES
+        if getattr(dm, "measures", None) is not None and kind != "patch":
+            outputs[MEASURES] = measures_baseline(cfg, dm, test_fold)
+            baselines = (*BASELINES, MEASURES)
     block: dict = {"split": split_info(cfg, dm, kind, assignment),
                    "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
     head_outputs, head_raw, primary = None, None, None
@@ -137,7 +145,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     block["baseline"] = {name: evaluate_levels(first.kind, y[tested, 0], outputs[name][tested],
                                                ids["image"][tested], ids["sample"][tested],
                                                values)
-                         for name in BASELINES}
+                         for name in baselines}
     tables = {name: LevelTables(first.kind, y[tested, 0], out[tested], ids["image"][tested],
                                 ids["sample"][tested], units[tested], values)
               for name, out in outputs.items()}
@@ -162,7 +170,8 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                       "confidence": float(b.confidence),
                       "seed": int(b.seed),
                       "units": int(len(np.unique(units[tested])))},
-        "verdict": verdict(pooled, first.kind, cfg.evaluation.headline_level, primary),
+        "verdict": verdict(pooled, first.kind, cfg.evaluation.headline_level, primary,
+                           baselines),
     }
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
         with stage(f"{kind} split: permutation test"):
@@ -172,6 +181,21 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     block["outputs"] = {"head": head_outputs, "head_raw": head_raw if head_outputs else None,
                         "models": outputs, "test_fold": test_fold}
     return block
+
+
+def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) -> np.ndarray:
+    """The measures-only model's out-of-fold outputs, per patch (its image's)."""
+    image_ids = dm.patches[IMAGE].to_numpy().astype(str)
+    rows = first_rows(image_ids)
+    position = pd.Series(np.arange(len(dm.descriptor.table)), dm.descriptor.table[IMAGE])
+    features = dm.measures[measure_columns(dm.measures)].to_numpy(float)[
+        position[image_ids[rows]].to_numpy()]
+    first = dm.descriptor.targets[0]
+    num_classes = len(first.classes) if first.kind == "classification" else None
+    per_image = measures_oof(features, dm.y[rows, 0].numpy(), test_fold[rows], first.kind,
+                             num_classes, float(cfg.measures.baseline_c))
+    index = pd.Series(np.arange(len(rows)), image_ids[rows])[image_ids].to_numpy()
+    return per_image[index]
 
 
 def calibration_block(cfg: DictConfig, kind: str, y: np.ndarray, raw: np.ndarray,
@@ -327,6 +351,31 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
     return figures
 
 
+def measure_figures(cfg: DictConfig, dm: SEMDataModule, record: dict, fig_dir: Path,
+                    skipped: dict[str, str]) -> dict[str, Path]:
+    """The measures against the parameter, and a few segmentation overlays."""
+    first = dm.descriptor.targets[0]
+    out = {}
+    path = optional_stage("figure measures", lambda: plot_measures(
+        record, first.name, first.unit, fig_dir / "measures.png"), skipped)
+    if path:
+        out["measures"] = path
+    target = (cfg.preprocess.get("scale") or {}).get("pixel_size_nm")
+    for i, ref in enumerate(dm.refs[:int(cfg.measures.overlays)]):
+        own = dm.metadata["pixel_size_nm"].iloc[i]
+        pixel = target if target is not None else (None if pd.isna(own) else float(own))
+
+        def draw(ref=ref, pixel=pixel, i=i):
+            _, micrograph, pores = one_image(ref.path, cfg.preprocess, cfg.measures,
+                                             ref.scale, pixel)
+            return plot_overlay(micrograph, pores, Path(ref.path).name,
+                                fig_dir / f"segmentation_{i}.png")
+        path = optional_stage(f"figure segmentation_{i}", draw, skipped)
+        if path:
+            out[f"segmentation_{i}"] = path
+    return out
+
+
 def optional_stage(name: str, compute, skipped: dict[str, str]):
     """Run an optional product of a finished run (a figure, the gallery, TensorBoard, the
     HTML report): a failure is logged and recorded in ``skipped`` (metrics.json and the
@@ -360,6 +409,14 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     with stage("descriptor checks and embeddings"):
         dm.setup("fit")
     write_text(run_dir / "config.yaml", resolved_yaml(cfg))  # with the scale resolved
+    dm.measures = None
+    if cfg.measures.enabled:
+        with stage("microstructure measures"):
+            dm.measures, warnings = image_measures(
+                dm.refs, dm.metadata["pixel_size_nm"].tolist(), cfg.preprocess, cfg.measures)
+        for warning in warnings:
+            log.warning(warning)
+        dm.warnings += warnings
     try:
         return _train_and_evaluate(cfg, dm, run_dir)
     except RunInterrupted as err:
@@ -384,13 +441,21 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
     samples = sample_table(first.as_dict(), dm.y[:, 0].numpy(), (outputs["head"] or [
         outputs["models"]["linear_probe"]])[0], dm.patches[IMAGE].to_numpy().astype(str),
         dm.patches[SAMPLE].to_numpy().astype(str), outputs["test_fold"])
-    for name, frame in (("oof_predictions", images), ("oof_patches", patches),
-                        ("oof_samples", samples), ("images", dm.image_table()),
-                        ("patches", dm.patch_table())):
+    tables = [("oof_predictions", images), ("oof_patches", patches), ("oof_samples", samples),
+              ("images", dm.image_table()), ("patches", dm.patch_table())]
+    measures = None
+    if dm.measures is not None:
+        p = cfg.evaluation.permutation
+        frame, measures = summarise(dm.measures, dm.descriptor.table, first, int(p.n),
+                                    int(p.seed), float(cfg.evaluation.bootstrap.confidence))
+        tables.append(("measures", frame))
+    for name, frame in tables:
         write_with(run_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     skipped: dict[str, str] = {}
     with stage("figures"):
         figures = make_figures(dm, main, run_dir / "figures", skipped)
+        if measures:
+            figures |= measure_figures(cfg, dm, measures, run_dir / "figures", skipped)
     test_fold = main.pop("outputs")["test_fold"]
     metrics = {
         "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
@@ -414,6 +479,7 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
         "contrast": contrast,
         "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
         "skipped": skipped,
+        "measures": measures,
     }
     # the results first: a failure of an optional product below never costs them
     write_json(run_dir / "metrics.json", metrics)

@@ -289,6 +289,16 @@ def image_without_metadata(sidecar: str | None = None) -> Callable[[World], list
     return make
 
 
+def one_black_image(w: World) -> list[str]:
+    """A black frame (detector off) in place of one micrograph, data bar and all."""
+    table = w.table()
+    black = w.tmp / "black.tif"
+    shape = cv2.imread(table.loc[0, "image"], cv2.IMREAD_GRAYSCALE).shape
+    cv2.imwrite(str(black), np.zeros(shape, np.uint8))
+    table.loc[0, "image"] = str(black)
+    return [f"data.descriptor={w.save(table)}"]
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -395,6 +405,9 @@ CASES = [
     Case("order for a regression target", "train",
          overrides("task=regression", "+data.order.burst_count=[50,150,250]"), 2,
          ("data.order is for classification targets",)),
+    # 19. a blank micrograph: warned about, its measures NaN (never a silent 0 or a crash)
+    Case("black image in training", "train", one_black_image, 0,
+         ("black.tif: blank", "black.tif: segmentation found only", "measures are NaN")),
     # 18. physical scale: pixel sizes needed, given wrong, or unreadable
     Case("pixel size unknown", "train", image_without_metadata(), 2,
          ("no_tag.png: pixel size unknown", "pixel_size_nm column", "pixel_size_nm=null")),

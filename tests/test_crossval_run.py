@@ -38,13 +38,13 @@ def test_cv_predicts_every_image_once_from_a_fold_that_never_saw_it(make_cfg, ti
     assert sum(f["test_images"] for f in cv["per_fold"]) == len(descriptor)
     assert len(metrics["training"]["members"]) == 8  # 4 folds x 2 seeds
     assert cv["bootstrap"]["unit"] == "sample" and cv["bootstrap"]["units"] == 12
-    for model in ("head", "pca_logreg", "linear_probe"):
+    for model in ("head", "pca_logreg", "linear_probe", "measures"):
         for level in ("patch", "image", "sample"):
             cell = cv["pooled"][model][level]["accuracy"]
             assert cell["low"] <= cell["value"] <= cell["high"]
         assert set(cv["fold_statistics"][model]["image"]["accuracy"]) == {"mean", "sd"}
     assert 0 < cv["permutation"]["p_value"] <= 1
-    assert cv["verdict"]["best_model"] in ("head", "pca_logreg", "linear_probe")
+    assert cv["verdict"]["best_model"] in ("head", "pca_logreg", "linear_probe", "measures")
     contrast = metrics["contrast"]
     assert contrast["split"]["leaky"] and contrast["cv"]["folds"] == 4
     assert "skipped" in contrast["cv"]["permutation"]  # an image's patches span folds

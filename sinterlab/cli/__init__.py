@@ -22,7 +22,7 @@ OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
 MODEL_NAMES = {"head": "head", "auto": "auto (nested)", "pca_logreg": "PCA+LR",
-               "linear_probe": "linear probe"}
+               "linear_probe": "linear probe", "measures": "measures+LR"}
 
 
 def _ci(cell: dict | None) -> str:

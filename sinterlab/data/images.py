@@ -10,6 +10,10 @@ import tifffile
 
 from sinterlab.errors import SinterlabError
 
+# OpenCV warns on every TIFF tag it does not know, such as the instrument metadata FEI and Zeiss
+# microscopes write (read by sinterlab.data.metadata instead): one stderr line per image
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 
 def read_gray8(path: str | Path, percentiles: tuple[float, float] = (0.0, 100.0)) -> np.ndarray:
     """Decode ``path`` to a 2-D uint8 array.

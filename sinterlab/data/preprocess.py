@@ -36,10 +36,13 @@ def resample(micrograph: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(micrograph, (width, height), interpolation=method)
 
 
-def preprocess_image(path: str | Path, cfg, scale: float = 1.0) -> tuple[np.ndarray, CropBox]:
-    """Read, crop the data bar, resample by ``scale`` and equalize, as set by ``cfg`` (the
-    ``preprocess`` config)."""
+def preprocess_image(path: str | Path, cfg, scale: float = 1.0,
+                     equalized: bool = True) -> tuple[np.ndarray, CropBox]:
+    """Read, crop the data bar, resample by ``scale`` and (unless ``equalized=False``, e.g. to
+    segment the detector's own grey levels) equalize, as set by ``cfg`` (``preprocess``)."""
     image, box = read_and_locate(path, cfg)
+    micrograph = resample(box.apply(image), scale)
+    if not equalized:
+        return micrograph, box
     eq = cfg.equalize
-    return equalize(resample(box.apply(image), scale), eq.method, eq.clahe_clip_limit,
-                    tuple(eq.clahe_tile_grid)), box
+    return equalize(micrograph, eq.method, eq.clahe_clip_limit, tuple(eq.clahe_tile_grid)), box

@@ -165,6 +165,48 @@ def plot_expected_by_level(truth: np.ndarray, expected: np.ndarray, values: Sequ
     return save_figure(fig, path)
 
 
+def plot_measures(record: dict, target: str, unit: str, path, dpi: int = 110) -> Path:
+    """One panel per measure: each sample's mean against the process parameter, titled with
+    Spearman's rho and its permutation p-value."""
+    per_sample = record["per_sample"]
+    trends = {t["measure"]: t for t in record.get("trends") or []}
+    names = record["measures"]
+    columns = min(4, len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), dpi=dpi,
+                             squeeze=False)
+    x = [row[target] for row in per_sample]
+    numeric = all(isinstance(v, (int, float)) for v in x)
+    for ax, name in zip(axes.flat, names, strict=False):
+        y = [row[name] for row in per_sample]
+        ax.scatter(x if numeric else [str(v) for v in x], y, s=14, alpha=0.7)
+        t = trends.get(name)
+        if t and t["rho"] is not None:
+            ax.set_title(f"{name}\nρ = {t['rho']:.2f}, p = {t['p_value']:.3f}", fontsize=9)
+        else:
+            ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"{target} {unit}".strip(), fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    return save_figure(fig, path)
+
+
+def plot_overlay(micrograph: np.ndarray, pores: np.ndarray, title: str, path,
+                 dpi: int = 110) -> Path:
+    """A micrograph beside its pore mask drawn over it, to judge the segmentation by eye."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5 * micrograph.shape[0] / micrograph.shape[1]),
+                             dpi=dpi)
+    axes[0].imshow(micrograph, cmap="gray")
+    axes[1].imshow(micrograph, cmap="gray")
+    axes[1].imshow(np.ma.masked_where(~pores, pores), cmap="autumn", alpha=0.45)
+    for ax, label in zip(axes, ("micrograph", f"pores {pores.mean():.1%}"), strict=True):
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return save_figure(fig, path)
+
+
 def plot_pca(
     embeddings: np.ndarray,
     labels: np.ndarray,

@@ -23,7 +23,8 @@ from sinterlab.evaluation.metrics import ORDINAL
 LEVELS = ("patch", "image", "sample")
 MODEL_NAMES = {"head": "MLP head", "auto": "auto-selected head (nested CV)",
                "mlp": "MLP head (paper)", "linear": "linear head", "mlp_small": "small MLP head",
-               "pca_logreg": "PCA + logistic/ridge", "linear_probe": "linear probe"}
+               "pca_logreg": "PCA + logistic/ridge", "linear_probe": "linear probe",
+               "measures": "measures + logistic/ridge"}
 
 
 def model_name(key: str, cv: Mapping) -> str:
@@ -97,6 +98,32 @@ def _header(m: Mapping) -> list[str]:
     if warning:
         out.append(f"> ⚠ {warning}\n")
     return out
+
+
+def _measures(m: Mapping) -> list[str]:
+    """Which classical measures move with the parameter, strongest first."""
+    record = m.get("measures") or {}
+    if not record:
+        return []
+    target = (m.get("targets") or [{}])[0].get("name")
+    out = ["## Microstructure measures\n",
+           f"Measured on every image's segmented micrograph (pores vs solid; lengths in "
+           f"{record.get('unit')}), averaged per sample ({record.get('n_samples')} samples); "
+           "`measures.csv` has every image. The measures-only model (measures + logistic/ridge) "
+           "is scored on the same folds as the other models above.\n"]
+    if "trends_skipped" in record:
+        return out + [f"Trends skipped: {record['trends_skipped']}.\n"]
+    lines = []
+    for t in record.get("trends") or []:
+        if t["rho"] is None:
+            lines.append(f"- {t['measure']}: undefined (constant, or NaN in most samples)")
+            continue
+        direction = "rises" if t["rho"] > 0 else "falls"
+        sure = "" if (t["p_value"] or 1) < 0.05 else " (not distinguishable from chance)"
+        lines.append(f"- **{t['measure']}** {direction} with {target} (Spearman ρ = "
+                     f"{t['rho']:.2f} [{_fmt(t['low'], 2)}, {_fmt(t['high'], 2)}], "
+                     f"p = {_fmt(t['p_value'], 3)}){sure}")
+    return out + ["\n".join(lines) + "\n"]
 
 
 def _instrument(m: Mapping) -> list[str]:
@@ -443,7 +470,7 @@ def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_di
     contrast = metrics.get("contrast")
     if contrast:
         parts += _models_table(contrast, f"Leak contrast: {_split_label(contrast)}")
-    parts += [*_instrument(metrics), *_gallery(metrics), *_paper(metrics),
+    parts += [*_measures(metrics), *_instrument(metrics), *_gallery(metrics), *_paper(metrics),
               *_training(metrics), *_data(metrics),
               *_figures(figures, Path(run_dir))]
     return "\n".join(parts)
