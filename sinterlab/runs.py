@@ -30,8 +30,13 @@ class FolderTaken(SinterlabError):
 def holder(run_dir: str | Path) -> dict:
     """Who claimed ``run_dir`` ({} if nobody), with ``alive``: True/False when the claim was
     made on this host (the pid is checked), None when another host made it."""
+    return claim_holder(Path(run_dir) / CLAIM)
+
+
+def claim_holder(path: str | Path) -> dict:
+    """Who wrote the claim file ``path`` ({} if none), with ``alive`` as in :func:`holder`."""
     try:
-        other = json.loads((Path(run_dir) / CLAIM).read_text())
+        other = json.loads(Path(path).read_text())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError):
@@ -53,6 +58,24 @@ def _set_aside(run_dir: Path, name: str) -> None:
         os.replace(run_dir / name, run_dir / f"{name}.earlier-{os.getpid()}")
     except FileNotFoundError:
         pass  # another process took the folder over first: the exclusive create decides
+
+
+def claim_file(path: str | Path) -> bool:
+    """Create the claim file ``path`` for this process (True), unless a live process holds it
+    (False); a dead holder's claim is replaced."""
+    path = Path(path)
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            if claim_holder(path).get("alive") is not False:
+                return False
+            path.unlink(missing_ok=True)  # its holder died (kill -9): take the image over
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
+        return True
+    return False
 
 
 def claim(run_dir: str | Path, keep_own: bool = False) -> str | None:

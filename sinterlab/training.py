@@ -59,6 +59,7 @@ from sinterlab.evaluation.metrics import (
 from sinterlab.evaluation.report import write_html_report, write_markdown_report
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
+from sinterlab.extraction import refuse_ddp
 from sinterlab.measures.compute import image_measures, one_image
 from sinterlab.measures.trends import measure_columns, measures_oof, summarise
 from sinterlab.models.fit import check_losses, fit_head, head_oof
@@ -405,6 +406,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         log.warning(note)
     pl.seed_everything(int(cfg.seed), workers=True)
     write_text(run_dir / "config.yaml", resolved_yaml(cfg))
+    refuse_ddp(cfg)
     dm = SEMDataModule(cfg, checks=[lambda targets: check_losses(cfg, targets)])
     with stage("descriptor checks and embeddings"):
         dm.setup("fit")

@@ -29,13 +29,15 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from sinterlab.cli.explain import main as explain_main
+from sinterlab.cli.extract import main as extract_main
 from sinterlab.cli.predict import main as predict_main
 from sinterlab.cli.train import main as train_main
 from sinterlab.features.cache import EmbeddingCache
 from tests.conftest import FAST
 from tests.test_evaluation_report import dead_pid
 
-SCRIPTS = {"train": train_main, "predict": predict_main, "explain": explain_main}
+SCRIPTS = {"train": train_main, "predict": predict_main, "explain": explain_main,
+           "extract": extract_main}
 
 
 @dataclass

@@ -74,6 +74,8 @@ class ClaimRunFolder(Callback):
     A multirun's job folders are new ones under the sweep folder, claimed by the run itself."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        if config.get("task_name") != "train":  # sinterlab-extract keeps no run record
+            return
         run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).absolute()
         try:
             note = claim(run_dir)

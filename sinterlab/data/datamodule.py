@@ -62,6 +62,28 @@ class SEMDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         if self.descriptor is not None:
             return
+        self.load()
+        cfg = self.cfg
+        if self.backbone is None:
+            self.backbone = build_backbone(cfg.backbone)
+        embedded = embed_images(self.descriptor.table[PATH], cfg.preprocess, self.backbone,
+                                cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
+                                fix=f"remove its row from {self.descriptor.csv}",
+                                pixel_sizes=self.metadata["pixel_size_nm"].tolist())
+        self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
+        self.entries = embedded.entries
+        self.cache_stats = embedded.stats
+        self.warnings += embedded.warnings + self.duplicate_images()
+        for warning in self.warnings:
+            log.warning(warning)
+        log.info("embeddings: %d images, %d from cache, %d extracted",
+                 self.cache_stats["images"], self.cache_stats["from_cache"],
+                 self.cache_stats["extracted"])
+
+    def load(self) -> None:
+        """Everything the descriptor and the config decide, before any backbone time: the
+        validated descriptor, the caller's checks, every split's folds, the instrument metadata
+        and the physical scale."""
         cfg = self.cfg
         self.descriptor = load_descriptor(
             cfg.data.descriptor, OmegaConf.to_container(cfg.data.target)
@@ -82,21 +104,6 @@ class SEMDataModule(pl.LightningDataModule):
                  len(self.metadata), 1000 * (time.perf_counter() - started)
                  / max(len(self.metadata), 1))
         self.resolve_scale()
-        if self.backbone is None:
-            self.backbone = build_backbone(cfg.backbone)
-        embedded = embed_images(self.descriptor.table[PATH], cfg.preprocess, self.backbone,
-                                cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
-                                fix=f"remove its row from {self.descriptor.csv}",
-                                pixel_sizes=self.metadata["pixel_size_nm"].tolist())
-        self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
-        self.entries = embedded.entries
-        self.cache_stats = embedded.stats
-        self.warnings += embedded.warnings + self.duplicate_images()
-        for warning in self.warnings:
-            log.warning(warning)
-        log.info("embeddings: %d images, %d from cache, %d extracted",
-                 self.cache_stats["images"], self.cache_stats["from_cache"],
-                 self.cache_stats["extracted"])
 
     def resolve_scale(self) -> None:
         """``preprocess.scale.pixel_size_nm``: ``auto`` becomes the coarsest pixel size of the

@@ -24,6 +24,7 @@ import numpy as np
 
 from sinterlab.atomic import write_text, write_with
 from sinterlab.errors import SinterlabError
+from sinterlab.runs import claim_file
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +102,20 @@ class EmbeddingCache:
                 "features.cache_dir to a folder you can write (or ask its owner for group "
                 "write access)") from None
 
+    def claim(self, image_sha: str) -> bool:
+        """This process extracts ``image_sha`` (True), unless another live one already does:
+        jobs sharing a cache never extract an image twice at once."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.has(image_sha) or claim_file(self.folder / f"{image_sha}.claim")
+
+    def release(self, image_sha: str) -> None:
+        (self.folder / f"{image_sha}.claim").unlink(missing_ok=True)
+
     def save(self, image_sha: str, entry: CacheEntry) -> Path:
         settings_file = self.folder / "settings.json"
         if not settings_file.is_file():  # for people browsing the cache
             write_text(settings_file, json.dumps(self.settings, indent=2, sort_keys=True))
         arrays = {name: getattr(entry, name) for name in ENTRY_FIELDS}
-        return write_with(self.path(image_sha), lambda tmp: np.savez(tmp, **arrays))
+        path = write_with(self.path(image_sha), lambda tmp: np.savez(tmp, **arrays))
+        self.release(image_sha)
+        return path

@@ -2,8 +2,8 @@
 
 Extraction streams one image at a time (its patches cut on the fly, then fed to the backbone in
 chunks of ``features.batch_size``), so memory stays bounded whatever the dataset size, and each
-image's entry is written as soon as it is done. Going through Lightning means
-``features.devices`` / ``features.strategy=ddp`` spread the images over several GPUs.
+image's entry is written as soon as it is done. Jobs sharing a cache claim each image before
+extracting it, so none is extracted twice at once (``sinterlab-extract`` shards).
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ class CacheWriter(BasePredictionWriter):
         self.patches = 0
         self.started = time.perf_counter()
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch,
                            batch_idx, dataloader_idx=0):
         entry = CacheEntry(prediction["embeddings"].numpy(), prediction["params"].numpy(),
@@ -112,16 +115,42 @@ def _leave_ctrl_c_to_the_main(worker_id: int) -> None:
 
 def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, runner: Runner,
                      sampler: PatchSampler, preprocess_cfg, features_cfg,
-                     progress: bool = True, total: int | None = None) -> dict:
+                     progress: bool = True, total: int | None = None,
+                     wait_for_others: bool = True) -> dict:
     """Extract and cache every image of ``images`` not cached yet; returns throughput figures.
-    ``total``: the images of the whole request (default ``images``), for the counts."""
+    ``total``: the images of the whole request (default ``images``), for the counts. An image
+    another live process has claimed is left to it: waited for (``wait_for_others``), or
+    counted in ``left_to_others``; a dead process's claims are taken over."""
     unique = len(set(images)) if total is None else total
     missing = [ref for ref in dict.fromkeys(images) if not cache.has(ref.key)]
-    stats = {"images": unique, "extracted": len(missing),
-             "from_cache": unique - len(missing), "patches_per_s": None}
-    if not missing:
-        return stats
-    log.info("extracting %d of %d images (runtime %s)", len(missing), stats["images"],
+    stats = {"images": unique, "extracted": 0, "from_cache": unique - len(missing),
+             "patches_per_s": None, "left_to_others": 0}
+    writer = None
+    while missing:
+        mine = [ref for ref in missing if cache.claim(ref.key)]
+        others = [ref for ref in missing if ref not in mine]
+        if mine:
+            writer = _extract(mine, cache, runner, sampler, preprocess_cfg, features_cfg,
+                              progress, stats, unique)
+            stats["extracted"] += len(mine)
+        if not others or not wait_for_others:
+            stats["left_to_others"] = len(others)
+            break
+        log.info("%d images are being extracted by another job; waiting for them",
+                 len(others))
+        time.sleep(float(features_cfg.get("wait_poll_s", 2.0)))
+        missing = [ref for ref in others if not cache.has(ref.key)]
+    if writer is not None:
+        stats["patches_per_s"] = writer.patches / max(writer.elapsed(), 1e-9)
+    return stats
+
+
+def _extract(mine: list[ImageRef], cache: EmbeddingCache, runner: Runner,
+             sampler: PatchSampler, preprocess_cfg, features_cfg, progress: bool, stats: dict,
+             unique: int) -> CacheWriter:
+    """Extract the images this process claimed; on any stop, release the claims it did not
+    fulfil so the next run (or another job) takes them."""
+    log.info("extracting %d of %d images (runtime %s)", len(mine), stats["images"],
              cache.settings.get("runtime", "torch"))
     writer = CacheWriter(cache)
     on_cpu = cache.settings.get("runtime", "torch") != "torch"  # ONNX Runtime / OpenVINO
@@ -132,19 +161,21 @@ def extract_to_cache(images: list[ImageRef], cache: EmbeddingCache, runner: Runn
                          enable_checkpointing=False,
                          callbacks=[writer] + ([TQDMProgressBar()] if progress else []),
                          enable_progress_bar=progress, enable_model_summary=False)
-    loader = DataLoader(ImagePatches(missing, preprocess_cfg, sampler), batch_size=None,
+    loader = DataLoader(ImagePatches(mine, preprocess_cfg, sampler), batch_size=None,
                         num_workers=features_cfg.num_workers,
                         persistent_workers=False, worker_init_fn=_leave_ctrl_c_to_the_main)
-    started = time.perf_counter()
     model = FrozenFeatures(runner, features_cfg.batch_size)
     try:
         trainer.predict(model, loader, return_predictions=False)
     except RunInterrupted as err:
-        done = sum(cache.has(ref.key) for ref in missing)  # on disk, whatever the writer saw
-        err.cached = (stats["from_cache"] + done, unique, cache.folder)
+        done = sum(cache.has(ref.key) for ref in dict.fromkeys(mine))  # on disk
+        err.cached = (stats["from_cache"] + stats["extracted"] + done, unique, cache.folder)
         raise
-    stats["patches_per_s"] = writer.patches / (time.perf_counter() - started)
-    return stats
+    finally:
+        for ref in mine:
+            if not cache.has(ref.key):
+                cache.release(ref.key)
+    return writer
 
 
 def patch_spec(preprocess_cfg, backbone: Backbone, grid_stride: int | None = None,
@@ -228,13 +259,15 @@ def scale_factors(paths, pixel_sizes, preprocess_cfg) -> tuple[list[float], dict
 
 def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                  progress: bool = True, fix: str = "remove it", skip_bad: bool = False,
-                 grid_stride: int | None = None, pixel_sizes=None) -> Embedded:
+                 grid_stride: int | None = None, pixel_sizes=None,
+                 fill_only: bool = False) -> Embedded:
     """Every image of ``paths`` with its cache entry for these settings and weights.
 
     Before any extraction: damaged cache entries are set aside, every image still to extract is
     read and checked against the patch size, and the cache folder must be writable. A bad image
     is an error naming it (and ``fix``), or with ``skip_bad`` is left out and named in ``bad``.
     ``grid_stride``: patches on a regular grid (maps) instead of the run's random ones.
+    ``fill_only``: fill the cache and load nothing; images other live jobs extract are theirs.
     """
     spec = patch_spec(preprocess_cfg, backbone, grid_stride)
     requested = str(features_cfg.get("runtime", "torch"))
@@ -279,7 +312,10 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                         backbone.name, runtime, err)
             runtime = "torch"
     stats = extract_to_cache(missing, cache, runner, sampler, preprocess_cfg, features_cfg,
-                             progress=progress, total=len({ref.key for ref in good}))
+                             progress=progress, total=len({ref.key for ref in good}),
+                             wait_for_others=not fill_only)
     stats["runtime"] = runtime
+    if fill_only:  # sinterlab-extract: the entries stay in the cache for the training run
+        return Embedded(spec, cache, good, [], stats, bad, warnings)
     loaded = [entries[ref.key] or cache.load(ref.key) for ref in good]
     return Embedded(spec, cache, good, loaded, stats, bad, warnings)
