@@ -76,19 +76,34 @@ def test_image_calibration_fixes_what_averaging_correlated_patches_breaks():
     raw = expected_calibration_error(probs[0].reshape(2000, 40, 3).mean(1), image_labels, 10)
     c = OmegaConf.load(CONF_DIR / "evaluation" / "default.yaml").calibration
     calibration = fit_image_calibration(val_probs, val_labels, val_images,
-                                        [np.arange(len(val_labels))], c.pooling, c.calibrator)
+                                        [np.arange(len(val_labels))],
+                                        [np.zeros(len(val_labels), bool)], c.pooling,
+                                        c.calibrator)
     names, served = calibration.apply(probs, images)
     assert (names == images[::40]).all()
     ece = expected_calibration_error(served[0], image_labels, 10)
     assert raw > 0.2 and ece < 0.05
 
 
-def test_final_members_take_the_median_calibration():
+def test_image_maps_are_cross_fitted_blind_to_their_test_rows_and_the_refit_takes_the_median():
+    """Two folds, each validating on the other's test images: a map fitted on every member's
+    validation images but its own test rows changes only when those other images change."""
     probs, labels, images = correlated_patches(200, patches=10)
-    rows = [np.arange(0, 1000), np.arange(1000, 2000)]
-    calibration = fit_image_calibration(np.repeat(probs, 2, axis=0), labels, images, rows,
-                                        "mean_log_probability", "vector")
+    halves = [np.arange(0, 1000), np.arange(1000, 2000)]
+    members = np.repeat(probs, 2, axis=0)
+    hidden = [np.isin(np.arange(2000), half) for half in halves[::-1]]
+
+    def fit(p):
+        return fit_image_calibration(p, labels, images, halves, hidden, "mean_log_probability",
+                                     "temperature")
+
+    calibration = fit(members)
     assert not np.allclose(calibration.scale[0], calibration.scale[1])
+    scrambled = members.copy()
+    scrambled[:, 1000:] = scrambled[:, 1000:][:, ::-1]  # member 0's test rows
+    again = fit(scrambled)
+    assert np.allclose(again.scale[0], calibration.scale[0])
+    assert not np.allclose(again.scale[1], calibration.scale[1])
     final = calibration.median(3)
     assert final.scale.shape == (3, 3)
     assert np.allclose(final.scale, np.median(calibration.scale, axis=0))

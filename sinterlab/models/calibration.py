@@ -8,9 +8,10 @@ claims to be.
 Per image (what ``sinterlab-predict`` serves): a patch-calibrated member is not an
 image-calibrated one. An image's patches are correlated, and the mean of their probabilities
 pulls every image towards the middle. So each member's raw patch probabilities are pooled per
-image (:data:`POOLINGS`), and a map of the pooled scores (:data:`CALIBRATORS`) is fitted on the
-member's own validation *images*, never on a test group. Only the members' probabilities are
-read, so any model whose members give class probabilities is calibrated the same way.
+image (:data:`POOLINGS`), and a map of the pooled scores (:data:`CALIBRATORS`) is fitted on
+validation *images* of the ensemble's members, never on a test group of the member that uses
+it. Only the members' probabilities are read, so any model whose members give class
+probabilities is calibrated the same way.
 
 Members without validation rows (the final refit of ``model=auto``) take the median of their
 candidate's CV members: temperature, or element-wise image scale and bias.
@@ -179,33 +180,48 @@ def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
 
 
 def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndarray,
-                          member_rows: list[np.ndarray], pooling: str,
-                          calibrator: str) -> ImageCalibration:
-    """Each member's map from its raw (M, N, C) probabilities on its own validation rows
-    (``member_rows``, one index array per member), pooled per image; ``labels`` per row."""
+                          member_rows: list[np.ndarray], hidden: list[np.ndarray],
+                          pooling: str, calibrator: str) -> ImageCalibration:
+    """Cross-fitted maps of (M, N, C) raw member probabilities (``labels`` per row).
+
+    Member m's map is fitted on the validation images of every member (``member_rows``: each
+    member's own validation rows, pooled per image with its own probabilities) less the rows
+    ``hidden[m]`` (a boolean per row: the member's test rows). One fold's validation images are
+    a handful of samples, too few to fit even one temperature reliably; all folds' are many,
+    and none of them is a test group of the member that uses the map.
+    """
+    fitted: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
     scale, bias = [], []
-    for m, rows in enumerate(member_rows):
-        _, scores = pool_images(probs[m:m + 1, rows], images[rows], pooling)
-        first = np.sort(np.unique(images[rows].astype(str), return_index=True)[1])
-        a, b = _fit_map(scores[0], labels[rows][first].astype(int), calibrator)
-        scale.append(a)
-        bias.append(b)
+    for m in range(len(member_rows)):
+        key = np.asarray(hidden[m], dtype=bool).tobytes()
+        if key not in fitted:
+            scores, targets = [np.zeros((0, probs.shape[2]))], [np.zeros(0, int)]
+            for k, rows in enumerate(member_rows):
+                rows = rows[~hidden[m][rows]]
+                codes = pd.factorize(np.asarray(images[rows]).astype(str))[0]
+                scores.append(pool_images(probs[k:k + 1, rows], images[rows], pooling)[1][0])
+                targets.append(labels[rows][np.unique(codes, return_index=True)[1]].astype(int))
+            fitted[key] = _fit_map(np.concatenate(scores), np.concatenate(targets), calibrator)
+        scale.append(fitted[key][0])
+        bias.append(fitted[key][1])
     return ImageCalibration(pooling, calibrator, np.stack(scale), np.stack(bias))
 
 
 def head_image_calibration(head: HeadEnsemble, x: torch.Tensor, y: torch.Tensor,
-                           images: np.ndarray, val_rows: list[np.ndarray], pooling: str,
+                           images: np.ndarray, val_rows: list[np.ndarray],
+                           test_rows: list[np.ndarray], pooling: str,
                            calibrator: str) -> list[ImageCalibration | None]:
-    """Per target of ``head``, its members' image calibration from their groups' ``val_rows``
-    (None for regression)."""
+    """Per target of ``head``, its members' cross-fitted image calibration from their groups'
+    ``val_rows``, each member's map blind to its group's ``test_rows`` (None for regression)."""
     per_group = head.stack.per_group
     used = np.unique(np.concatenate(val_rows)) if val_rows else np.zeros(0, int)
     where = np.full(len(x), -1)
     where[used] = np.arange(len(used))
     outputs = head.predict_members(x[used], calibrated=False)
     member_rows = [where[rows] for rows in val_rows for _ in range(per_group)]
-    return [fit_image_calibration(out, y[used, i].numpy(), images[used], member_rows, pooling,
-                                  calibrator) if t["kind"] == "classification" else None
+    hidden = [np.isin(used, rows) for rows in test_rows for _ in range(per_group)]
+    return [fit_image_calibration(out, y[used, i].numpy(), images[used], member_rows, hidden,
+                                  pooling, calibrator) if t["kind"] == "classification" else None
             for i, (t, out) in enumerate(zip(head.targets, outputs, strict=True))]
 
 

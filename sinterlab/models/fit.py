@@ -61,7 +61,8 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
              ) -> tuple[HeadEnsemble, dict]:
     """Train every member (folds x seeds) of ``model`` (default: ``cfg.model``) at once on the
     train rows of ``assignment``; members end with their best weights by their validation
-    rows, then get their temperatures and image calibration from the same rows; without
+    rows, then get their temperatures from the same rows and their image calibration from
+    every member's validation rows but their own test rows (cross-fitted); without
     validation rows, they keep their weights after ``max_epochs`` and take ``temperatures``
     (one per target) and the median member of ``image_calibration``."""
     # seeded here, not only at start: extraction (cache misses) consumes random numbers, and a
@@ -91,8 +92,8 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     if validate:
         fit_temperatures(head, dm.x, dm.y, dm.rows(assignment, "val"))
         images = head_image_calibration(head, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
-                                        dm.rows(assignment, "val"), calibration.pooling,
-                                        calibration.calibrator)
+                                        dm.rows(assignment, "val"), dm.rows(assignment, "test"),
+                                        calibration.pooling, calibration.calibrator)
     else:
         if temperatures is not None:
             set_temperatures(head, temperatures)
