@@ -18,6 +18,7 @@ from sinterlab.evaluation.calibration import (
     conformal_coverage,
     expected_calibration_error,
 )
+from sinterlab.evaluation.report import report_markdown
 from sinterlab.models.calibration import (
     _fit,
     calibration_path,
@@ -126,6 +127,7 @@ def test_calibration_block_reports_three_levels_with_intervals():
             assert 0 <= low < high <= 1
     # resampling samples, the calibrated patches are still clearly better
     assert out["patch"]["ece_calibrated_interval"][1] < out["patch"]["ece_raw_interval"][0]
+    assert out["images_class_changed"] == 0  # served: the mean of the counted probabilities
     assert out["image"]["ece_calibrated"] == pytest.approx(
         expected_calibration_error(served[::4], labels.numpy()[::4], 10))
 
@@ -155,6 +157,12 @@ def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
     assert (tmp_path / "figures" / "reliability.png").stat().st_size > 0
     assert "Image level (what `sinterlab-predict` serves): ECE" in (tmp_path / "report.md"
                                                                      ).read_text()
+    # the report of a run from before image calibration still reads its (patch, image) block
+    older = {k: v for k, v in cal.items() if k in ("bins", "patch", "image")}
+    older = {k: {m: x for m, x in v.items() if "interval" not in m} if isinstance(v, dict)
+             else v for k, v in older.items()}
+    text = report_markdown(metrics | {"calibration": older}, None, tmp_path)
+    assert "ECE temperature-scaled" in text and "reports the mean of the" in text
     # a checkpoint from before temperature scaling loads, uncalibrated
     checkpoint = tmp_path / metrics["training"]["checkpoint"]
     assert load_image_calibration(checkpoint)[0].scale.shape == (6, 3)

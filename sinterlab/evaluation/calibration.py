@@ -57,8 +57,11 @@ def classification_calibration(labels: np.ndarray, raw: np.ndarray, calibrated: 
     after.levels["patch"] = patch_after.levels["patch"]
     draws = before.draws(n, seed)
     alpha = (1 - confidence) / 2
+    # the accuracy of the run is counted on the mean of temperature-scaled patch probabilities
+    counted, served_image = patch_after.levels["image"][1], after.levels["image"][1]
     out = {"bins": bins, "headline_level": "image", "confidence": confidence,
-           "bootstrap": {"n": n, "seed": seed}}
+           "bootstrap": {"n": n, "seed": seed},
+           "images_class_changed": int((counted.argmax(1) != served_image.argmax(1)).sum())}
     for level in LEVELS:
         y = before.levels[level][0]
         out[level] = {"n": int(len(y))}

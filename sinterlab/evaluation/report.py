@@ -271,6 +271,10 @@ def _calibration(m: Mapping) -> list[str]:
                 "temperature-scaled patch probabilities per image.\n",
                 _table(["level", "n", "ECE raw", "ECE temperature-scaled"], rows)]
     image = cal["image"]
+    k = cal.get("images_class_changed")
+    changed = (f" The served class differs from the one the accuracies above count (mean of "
+               f"temperature-scaled patch probabilities) on {k} of {image['n']} images."
+               if k else "")
     return ["## How far to trust a probability\n",
             f"**Image level (what `sinterlab-predict` serves): ECE {_ece(image, 'calibrated')}, "
             f"raw {_ece(image, 'raw')}.** Served per image: {cal['served']}, fitted on each "
@@ -280,7 +284,7 @@ def _calibration(m: Mapping) -> list[str]:
             f"{cal['bootstrap']['n']} bootstrap resamples of {cal['bootstrap']['unit']}s. "
             "Raw: the members' uncalibrated patch probabilities, per image and sample their mean. "
             "Calibrated: per image the served probability, per sample the mean of its images'."
-            f"{spread}\n",
+            f"{spread}{changed}\n",
             _table(["level", "n", "ECE raw", "ECE calibrated"], rows)]
 
 
