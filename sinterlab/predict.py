@@ -2,10 +2,13 @@
 
 Every member of the run predicts every patch (under cross-validation: folds x seeds, each
 trained without one fold; with ``model=auto``: the selected candidate refitted on all groups).
-The members' outputs are averaged, then aggregated per image: mean temperature-scaled class
-probabilities (prediction, confidence = its mean probability, agreement = share of patches
-voting for it), or for regression the mean prediction, the patches' standard deviation and the
-run's split-conformal interval.
+Classification: each member's patch probabilities are pooled per image and calibrated at that
+level (:class:`~sinterlab.models.calibration.ImageCalibration`, fitted on the member's validation
+images), then averaged over the members: prediction, confidence = its calibrated probability,
+agreement = share of patches voting for it, and which calibration served it (runs from before
+image calibration: the mean of temperature-scaled patch probabilities, named as such).
+Regression: the members' mean prediction, the patches' standard deviation and the run's
+split-conformal interval.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
+from sinterlab.models.calibration import ImageCalibration, load_image_calibration
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.runs import failure
 
@@ -144,6 +148,8 @@ class RunModel:
     backbone: Backbone
     head: HeadEnsemble
     features: DictConfig
+    #: per target, the image calibration of the members; None: a run from before it
+    images: list[ImageCalibration | None] | None = None
 
     @property
     def model_name(self) -> str:
@@ -182,7 +188,8 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
     features = OmegaConf.merge(run_cfg.features,
                                {"runtime": metrics["cache"].get("runtime", "torch")},
                                cfg.get("features") or {})
-    return RunModel(run_dir, run_cfg, metrics, backbone, head, features)
+    return RunModel(run_dir, run_cfg, metrics, backbone, head, features,
+                    load_image_calibration(run_dir / checkpoint))
 
 
 def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFrame, Path]:
@@ -223,11 +230,15 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
     outputs = [member.mean(axis=0) for member in head.predict_members(x)]
+    raw = head.predict_members(x, calibrated=False) if model.images else None
     table = pd.DataFrame({"image": [str(p) for p in paths]})
-    for target, output in zip(head.targets, outputs, strict=True):
+    for i, (target, output) in enumerate(zip(head.targets, outputs, strict=True)):
         _, mean = aggregate_by_group(output, groups)
         name = target["name"]
         if target["kind"] == "classification":
+            calibration = model.images[i] if model.images else None
+            if calibration is not None:  # same image order: first appearance
+                mean = calibration.apply(raw[i], groups)[1].mean(axis=0)
             classes = np.asarray(target["classes"])
             choice = mean.argmax(axis=1)
             votes = output.argmax(axis=1)
@@ -236,6 +247,10 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
             table[f"{name}_agreement"] = [
                 float(np.mean(votes[groups == g] == c)) for g, c in zip(
                     table["image"], choice, strict=True)]
+            table[f"{name}_calibration"] = (
+                calibration.describe() if calibration is not None else
+                "patch temperature (older run): mean of temperature-scaled patch probabilities, "
+                "not calibrated per image")
         else:
             table[name] = mean.round(4)
             table[f"{name}_patch_sd"] = [float(np.std(output[groups == g]))

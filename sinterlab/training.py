@@ -62,7 +62,7 @@ from sinterlab.explain.gallery import write_gallery
 from sinterlab.extraction import refuse_ddp
 from sinterlab.measures.compute import image_measures, one_image
 from sinterlab.measures.trends import measure_columns, measures_oof, summarise
-from sinterlab.models.fit import check_losses, fit_head, head_oof
+from sinterlab.models.fit import check_losses, fit_head, head_oof, image_calibrations
 from sinterlab.models.selection import select_model
 from sinterlab.runs import RunInterrupted, claim
 
@@ -117,12 +117,13 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
             baselines = (*BASELINES, MEASURES)
     block: dict = {"split": split_info(cfg, dm, kind, assignment),
                    "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
-    head_outputs, head_raw, primary = None, None, None
+    head_outputs, head_raw, head_served, primary = None, None, None, None
     if train_head and cfg.model.name == "auto" and kind == cfg.split.kind:
         primary = AUTO
         with stage(f"{kind} split: model selection (nested CV)"):
-            block["selection"], (head_outputs, head_raw), block["training"], candidates = \
+            block["selection"], nested, block["training"], candidates = \
                 select_model(cfg, dm, assignment, kind, run_dir)
+        head_outputs, head_raw, head_served = nested
         outputs = {AUTO: head_outputs[0]} | candidates | outputs
     elif train_head:
         primary = HEAD
@@ -133,15 +134,18 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
             head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind, model=model)
         head_outputs = head_oof(head, dm, assignment)
         head_raw = head_oof(head, dm, assignment, calibrated=False)
+        head_served = head_oof(head, dm, assignment,
+                               images=image_calibrations(block["training"]))
         outputs = {HEAD: head_outputs[0]} | outputs
     if head_outputs is not None:
         targets = [t.as_dict() for t in dm.descriptor.targets]
         block["test"] = evaluate_targets(targets, y[tested],
                                          [o[tested] for o in head_outputs],
                                          ids["image"][tested], ids["sample"][tested])
-        block["calibration"] = calibration_block(cfg, first.kind, y[tested, 0],
-                                                 head_raw[0][tested], head_outputs[0][tested],
-                                                 ids["image"][tested], test_fold[tested])
+        block["calibration"] = calibration_block(
+            cfg, first.kind, y[tested, 0], head_raw[0][tested], head_outputs[0][tested],
+            head_served[0][tested], ids["image"][tested], ids["sample"][tested], units[tested],
+            test_fold[tested], kind, served_by(block["training"]))
     values = np.asarray(first.values) if first.ordered else None  # errors in the units
     block["baseline"] = {name: evaluate_levels(first.kind, y[tested, 0], outputs[name][tested],
                                                ids["image"][tested], ids["sample"][tested],
@@ -180,7 +184,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         if cfg.evaluation.instrument.enabled and kind != "patch":
             block["cv"]["instrument"] = instrument_block(cfg, dm, test_fold)
     block["outputs"] = {"head": head_outputs, "head_raw": head_raw if head_outputs else None,
-                        "models": outputs, "test_fold": test_fold}
+                        "head_served": head_served, "models": outputs, "test_fold": test_fold}
     return block
 
 
@@ -200,16 +204,29 @@ def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray)
 
 
 def calibration_block(cfg: DictConfig, kind: str, y: np.ndarray, raw: np.ndarray,
-                      calibrated: np.ndarray, images: np.ndarray, folds: np.ndarray) -> dict:
-    """ECE before/after temperature scaling (classification), or the conformal intervals and
-    their checked coverage (regression), on the tested rows' out-of-fold outputs."""
-    c = cfg.evaluation.calibration
+                      calibrated: np.ndarray, served: np.ndarray, images: np.ndarray,
+                      samples: np.ndarray, units: np.ndarray, folds: np.ndarray, split: str,
+                      served_by: str | None) -> dict:
+    """ECE per patch, image and sample before/after calibration, with intervals that resample
+    ``units`` of ``split``, and what is ``served_by`` (classification); or the conformal
+    intervals and their checked coverage (regression); on the tested rows' out-of-fold
+    outputs."""
+    c, b = cfg.evaluation.calibration, cfg.evaluation.bootstrap
     if kind == "classification":
-        return classification_calibration(y, raw, calibrated, images, int(c.bins))
+        out = classification_calibration(y, raw, calibrated, served, images, samples, units,
+                                         int(c.bins), int(b.n), int(b.seed), float(b.confidence))
+        out["bootstrap"]["unit"] = {SLIDE: "slide", SAMPLE: "sample"}[bootstrap_unit(split)]
+        return out | {"served": served_by}
     first = first_rows(images)
     _, predicted = aggregate_by_group(calibrated, images)
     return {"conformal": conformal_coverage(y[first], predicted, folds[first],
                                             float(c.conformal_confidence))}
+
+
+def served_by(training: dict) -> str | None:
+    """What the first target's image probabilities are (None: regression)."""
+    first = (image_calibrations(training) or [None])[0]
+    return first and first.describe()
 
 
 def fold_sizes(dm: SEMDataModule, fold: np.ndarray, kind: str) -> dict:
@@ -263,7 +280,8 @@ def split_info(cfg: DictConfig, dm: SEMDataModule, kind: str, assignment: np.nda
 # -- records -------------------------------------------------------------------------------------
 def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold predictions of the head (or, without one, the linear probe) per image and
-    per patch: truth, fold, predicted value and class probabilities."""
+    per patch: truth, fold, predicted value and class probabilities (per image: the served,
+    image-calibrated ones; per patch: temperature-scaled)."""
     outputs, test_fold = block["outputs"], block["outputs"]["test_fold"]
     head = outputs["head"] or [outputs["models"]["linear_probe"]]
     tested = test_fold >= 0
@@ -286,6 +304,13 @@ def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFra
         {SAMPLE: "first", "fold": "first", "model": "first", "patch_id": "size",
          **{f"{t.name}_true": "first" for t in dm.descriptor.targets},
          **dict.fromkeys(values, "mean")}).rename(columns={"patch_id": "patches"}).reset_index()
+    image_ids = dm.patches[IMAGE].to_numpy()[tested]
+    for target, output in zip(dm.descriptor.targets, outputs.get("head_served") or [],
+                              strict=False):
+        if target.kind == "classification":  # per image: what predict serves
+            probs = aggregate_by_group(output[tested], image_ids)[1]
+            for c, name in enumerate(target.classes):
+                images[f"{target.name}_p_{name}"] = probs[:, c].round(5)
     for target in dm.descriptor.targets:
         if target.kind == "classification":
             probs = images[[f"{target.name}_p_{c}" for c in target.classes]].to_numpy()

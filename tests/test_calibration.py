@@ -1,5 +1,6 @@
-"""Calibration: temperature scaling per member, ECE before/after, conformal intervals whose
-coverage holds on residuals they never saw."""
+"""Calibration: temperature scaling per member, image calibration of what predict serves, ECE
+before/after per level with intervals, conformal intervals whose coverage holds on residuals
+they never saw."""
 
 from __future__ import annotations
 
@@ -8,15 +9,27 @@ import json
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
+from scipy.special import softmax
 
+from sinterlab.cli import CONF_DIR
 from sinterlab.evaluation.calibration import (
     classification_calibration,
     conformal_coverage,
     expected_calibration_error,
 )
-from sinterlab.models.calibration import _fit
+from sinterlab.evaluation.report import report_markdown
+from sinterlab.models.calibration import (
+    _fit,
+    calibration_path,
+    fit_image_calibration,
+    load_image_calibration,
+)
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.predict import predict
 from sinterlab.training import run_experiment
+
+AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 
 
 def overconfident(n=4000, classes=3, factor=4.0, seed=0):
@@ -40,16 +53,83 @@ def test_temperature_undoes_overconfidence_and_keeps_the_class():
                                                                                         10)
 
 
-def test_calibration_block_reports_both_levels():
+def correlated_patches(images, patches=40, classes=3, image_sd=1.0, patch_sd=2.0, gap=1.5,
+                       seed=0):
+    """One member's patch probabilities that are calibrated per patch (each is the exact
+    posterior of its own patch) while the patches of an image share its deviation u:
+    z = gap * onehot(y) + u + e, so an image's patches are correlated evidence."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(classes, size=images)
+    z = (gap * np.eye(classes)[y][:, None] + rng.normal(0, image_sd, (images, 1, classes))
+         + rng.normal(0, patch_sd, (images, patches, classes)))
+    probs = softmax(gap * z / (image_sd ** 2 + patch_sd ** 2), axis=2)
+    return (probs.reshape(1, -1, classes), np.repeat(y, patches),
+            np.repeat(np.arange(images).astype(str), patches))
+
+
+def test_image_calibration_fixes_what_averaging_correlated_patches_breaks():
+    """Calibrated patches, mean-probability images: under-confident; the default image
+    calibration, fitted on other images, brings image ECE under 0.05."""
+    probs, labels, images = correlated_patches(2000, seed=2)
+    val_probs, val_labels, val_images = correlated_patches(300, seed=1)
+    assert expected_calibration_error(probs[0], labels, 10) < 0.02  # patches: calibrated
+    image_labels = labels[::40]
+    raw = expected_calibration_error(probs[0].reshape(2000, 40, 3).mean(1), image_labels, 10)
+    c = OmegaConf.load(CONF_DIR / "evaluation" / "default.yaml").calibration
+    calibration = fit_image_calibration(val_probs, val_labels, val_images,
+                                        [np.arange(len(val_labels))],
+                                        [np.zeros(len(val_labels), bool)], c.pooling,
+                                        c.calibrator)
+    names, served = calibration.apply(probs, images)
+    assert (names == images[::40]).all()
+    ece = expected_calibration_error(served[0], image_labels, 10)
+    assert raw > 0.2 and ece < 0.05
+
+
+def test_image_maps_are_cross_fitted_blind_to_their_test_rows_and_the_refit_takes_the_median():
+    """Two folds, each validating on the other's test images: a map fitted on every member's
+    validation images but its own test rows changes only when those other images change."""
+    probs, labels, images = correlated_patches(200, patches=10)
+    halves = [np.arange(0, 1000), np.arange(1000, 2000)]
+    members = np.repeat(probs, 2, axis=0)
+    hidden = [np.isin(np.arange(2000), half) for half in halves[::-1]]
+
+    def fit(p):
+        return fit_image_calibration(p, labels, images, halves, hidden, "mean_log_probability",
+                                     "temperature")
+
+    calibration = fit(members)
+    assert not np.allclose(calibration.scale[0], calibration.scale[1])
+    scrambled = members.copy()
+    scrambled[:, 1000:] = scrambled[:, 1000:][:, ::-1]  # member 0's test rows
+    again = fit(scrambled)
+    assert np.allclose(again.scale[0], calibration.scale[0])
+    assert not np.allclose(again.scale[1], calibration.scale[1])
+    final = calibration.median(3)
+    assert final.scale.shape == (3, 3)
+    assert np.allclose(final.scale, np.median(calibration.scale, axis=0))
+
+
+def test_calibration_block_reports_three_levels_with_intervals():
     logits, labels = overconfident(n=600)
     raw = logits.softmax(1).numpy()
     scaled = (logits / 4).softmax(1).numpy()
     images = np.repeat(np.arange(150).astype(str), 4)
-    out = classification_calibration(labels.numpy(), raw, scaled, images, 10)
-    assert out["patch"]["n"] == 600 and out["image"]["n"] == 150
+    samples = np.repeat(np.arange(30).astype(str), 20)
+    served = np.repeat(scaled.reshape(150, 4, 3).mean(1), 4, axis=0)
+    out = classification_calibration(labels.numpy(), raw, scaled, served, images, samples,
+                                     samples, 10, 50, 0, 0.95)
+    assert [out[level]["n"] for level in ("patch", "image", "sample")] == [600, 150, 30]
     assert out["patch"]["ece_calibrated"] < out["patch"]["ece_raw"]
-    assert len(out["patch"]["curve_raw"]["confidence"]) == len(
-        out["patch"]["curve_raw"]["accuracy"])
+    for level in ("patch", "image", "sample"):
+        for key in ("raw", "calibrated"):
+            low, high = out[level][f"ece_{key}_interval"]
+            assert 0 <= low < high <= 1
+    # resampling samples, the calibrated patches are still clearly better
+    assert out["patch"]["ece_calibrated_interval"][1] < out["patch"]["ece_raw_interval"][0]
+    assert out["images_class_changed"] == 0  # served: the mean of the counted probabilities
+    assert out["image"]["ece_calibrated"] == pytest.approx(
+        expected_calibration_error(served[::4], labels.numpy()[::4], 10))
 
 
 def test_conformal_intervals_cover_what_they_promise():
@@ -67,15 +147,49 @@ def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
     run_experiment(make_cfg("protocol.folds=3", "protocol.seeds=[0,1]"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     cal = metrics["calibration"]
-    assert {"ece_raw", "ece_calibrated"} <= set(cal["image"])
+    for level in ("patch", "image", "sample"):
+        assert {"ece_raw", "ece_calibrated", "ece_calibrated_interval"} <= set(cal[level])
+    assert cal["served"].startswith("image temperature") and cal["bootstrap"]["unit"] == "sample"
     [temps] = metrics["training"]["temperatures"]
     assert len(temps) == 6 and all(0.05 <= t <= 20 for t in temps)
+    [image] = metrics["training"]["image_calibration"]
+    assert np.asarray(image["scale"]).shape == (6, 3)
     assert (tmp_path / "figures" / "reliability.png").stat().st_size > 0
-    assert "ECE temperature-scaled" in (tmp_path / "report.md").read_text()
+    assert "Image level (what `sinterlab-predict` serves): ECE" in (tmp_path / "report.md"
+                                                                     ).read_text()
+    # the report of a run from before image calibration still reads its (patch, image) block
+    older = {k: v for k, v in cal.items() if k in ("bins", "patch", "image")}
+    older = {k: {m: x for m, x in v.items() if "interval" not in m} if isinstance(v, dict)
+             else v for k, v in older.items()}
+    text = report_markdown(metrics | {"calibration": older}, None, tmp_path)
+    assert "ECE temperature-scaled" in text and "reports the mean of the" in text
     # a checkpoint from before temperature scaling loads, uncalibrated
     checkpoint = tmp_path / metrics["training"]["checkpoint"]
+    assert load_image_calibration(checkpoint)[0].scale.shape == (6, 3)
     state = torch.load(checkpoint, weights_only=False)
     del state["state_dict"]["temperature_0"]
     torch.save(state, checkpoint)
     head = HeadEnsemble.load_from_checkpoint(checkpoint, map_location="cpu")
     assert head.temperatures()[0] == [1.0] * 6
+
+
+def test_predict_serves_the_image_calibration_of_the_final_model(make_cfg, tiny_descriptor,
+                                                                  tmp_path):
+    """model=auto: the refit without validation rows serves the median calibration of its
+    candidate's CV members; a run from before image calibration says what it serves."""
+    run_experiment(make_cfg(*AUTO), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    final = metrics["selection"]["final"]
+    members = metrics["training"]["image_calibration"][0]
+    assert final["image_calibration"][0]["scale"] == [
+        np.median(members["scale"], axis=0).tolist()]
+    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
+    cfg.run = str(tmp_path)
+    cfg.images = [str(p) for p in sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:3]]
+    table, _ = predict(cfg)
+    assert table["burst_count_calibration"].str.startswith("image temperature").all()
+    served = table["burst_count_confidence"].to_numpy()
+    calibration_path(tmp_path / final["checkpoint"]).unlink()
+    older, _ = predict(cfg)
+    assert older["burst_count_calibration"].str.startswith("patch temperature (older run)").all()
+    assert not np.allclose(older["burst_count_confidence"].to_numpy(), served)

@@ -32,7 +32,7 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     assert (run_dir / final["checkpoint"]).is_file()
     # the nested score, each candidate's plain CV score and the baselines, on the same folds
     assert cv["primary"] == "auto" and cv["verdict"]["primary"] == "auto"
-    assert {"auto", *CANDIDATES, "pca_logreg", "linear_probe"} == set(cv["pooled"])
+    assert {"auto", *CANDIDATES, "pca_logreg", "linear_probe", "measures"} == set(cv["pooled"])
     # outer fold f's out-of-fold predictions are its winner's
     for fold, winner in enumerate(selection["winners"]):
         assert cv["per_fold"][fold]["auto"] == cv["per_fold"][fold][winner]

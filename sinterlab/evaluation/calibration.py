@@ -1,9 +1,10 @@
 """How far to trust a run's outputs, measured on its out-of-fold predictions.
 
 Classification: the expected calibration error (torchmetrics, top label, L1, equal-width bins)
-of the pooled out-of-fold probabilities, before and after temperature scaling
-(:mod:`sinterlab.models.calibration`), per patch and per image (mean probability over its
-patches), with the reliability curve (scikit-learn) for the figure.
+of the pooled out-of-fold probabilities, before and after calibration, per patch (each member's
+temperature, :mod:`sinterlab.models.calibration`), per image (what ``sinterlab-predict`` serves:
+the members' image-calibrated probabilities) and per sample (the mean over its images), each
+with a bootstrap interval that resamples samples, and the reliability curves (scikit-learn).
 
 Regression: split-conformal intervals (crepes' ``ConformalRegressor``) from the absolute
 out-of-fold residuals of images. Their coverage is checked as cross-conformal: each fold's
@@ -19,13 +20,14 @@ from crepes import ConformalRegressor
 from sklearn.calibration import calibration_curve
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
+from sinterlab.evaluation.crossval import LevelTables
+from sinterlab.evaluation.metrics import LEVELS
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
     return float(multiclass_calibration_error(
-        torch.as_tensor(probs, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long),
-        num_classes=probs.shape[1], n_bins=bins, norm="l1"))
+        torch.tensor(probs, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.long),
+        num_classes=probs.shape[1], n_bins=bins, norm="l1", validate_args=False))
 
 
 def reliability_curve(probs: np.ndarray, labels: np.ndarray, bins: int) -> dict:
@@ -38,19 +40,40 @@ def reliability_curve(probs: np.ndarray, labels: np.ndarray, bins: int) -> dict:
 
 
 def classification_calibration(labels: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
-                               images: np.ndarray, bins: int) -> dict:
-    """ECE before and after temperature scaling, per patch and per image, and the curves."""
-    out = {"bins": bins}
-    image_ids, image_raw = aggregate_by_group(raw, images)
-    _, image_cal = aggregate_by_group(calibrated, images)
-    image_labels = labels[first_rows(images)].astype(int)
-    for level, y, before, after in (("patch", labels.astype(int), raw, calibrated),
-                                    ("image", image_labels, image_raw, image_cal)):
-        out[level] = {"n": int(len(y)),
-                      "ece_raw": expected_calibration_error(before, y, bins),
-                      "ece_calibrated": expected_calibration_error(after, y, bins),
-                      "curve_raw": reliability_curve(before, y, bins),
-                      "curve_calibrated": reliability_curve(after, y, bins)}
+                               served: np.ndarray, images: np.ndarray, samples: np.ndarray,
+                               units: np.ndarray, bins: int, n: int, seed: int,
+                               confidence: float) -> dict:
+    """ECE before and after calibration per patch, image and sample, with intervals from ``n``
+    bootstrap draws of ``units``, and the reliability curves.
+
+    Before: the raw probabilities (per image and sample, the mean of its patches'). After: per
+    patch the temperature-scaled ones, per image ``served`` (each row holds its image's
+    probability), per sample the mean of its images'.
+    """
+    def tables(output):
+        return LevelTables("classification", labels, output, images, samples, units)
+
+    before, patch_after, after = tables(raw), tables(calibrated), tables(served)
+    after.levels["patch"] = patch_after.levels["patch"]
+    draws = before.draws(n, seed)
+    alpha = (1 - confidence) / 2
+    # the accuracy of the run is counted on the mean of temperature-scaled patch probabilities
+    counted, served_image = patch_after.levels["image"][1], after.levels["image"][1]
+    out = {"bins": bins, "headline_level": "image", "confidence": confidence,
+           "bootstrap": {"n": n, "seed": seed},
+           "images_class_changed": int((counted.argmax(1) != served_image.argmax(1)).sum())}
+    for level in LEVELS:
+        y = before.levels[level][0]
+        out[level] = {"n": int(len(y))}
+        for key, table in (("raw", before), ("calibrated", after)):
+            probs = table.levels[level][1]
+            values = [expected_calibration_error(probs[d[level]], y[d[level]], bins)
+                      for d in draws]
+            low, high = np.quantile(values, [alpha, 1 - alpha]) if values else (None, None)
+            out[level] |= {f"ece_{key}": expected_calibration_error(probs, y, bins),
+                           f"ece_{key}_interval": [None if low is None else float(low),
+                                                   None if high is None else float(high)],
+                           f"curve_{key}": reliability_curve(probs, y, bins)}
     return out
 
 

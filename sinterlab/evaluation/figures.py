@@ -280,14 +280,14 @@ def plot_parity(
 
 
 def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
-    """Reliability diagrams (accuracy against confidence of the predicted class) per patch and
-    per image, before and after temperature scaling, with the ECE of each."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), dpi=dpi)
-    for ax, level in zip(axes, ("patch", "image"), strict=True):
+    """Reliability diagrams (accuracy against confidence of the predicted class) per image (what
+    predict serves, first), patch and sample, raw and calibrated, with the ECE of each."""
+    levels = [lvl for lvl in ("image", "patch", "sample") if lvl in calibration]
+    fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4.6), dpi=dpi)
+    for ax, level in zip(np.atleast_1d(axes), levels, strict=True):
         block = calibration[level]
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
-        for key, label, marker in (("raw", "raw", "o"), ("calibrated", "temperature-scaled",
-                                                          "s")):
+        for key, label, marker in (("raw", "raw", "o"), ("calibrated", "calibrated", "s")):
             curve = block[f"curve_{key}"]
             ax.plot(curve["confidence"], curve["accuracy"], marker=marker,
                     label=f"{label} (ECE {block[f'ece_{key}']:.3f})")
@@ -295,7 +295,8 @@ def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence of the predicted class")
         ax.set_ylabel("share correct")
-        ax.set_title(f"per {level} (n = {block['n']}, {calibration['bins']} bins)")
+        served = " (served)" if level == "image" and "served" in calibration else ""
+        ax.set_title(f"per {level}{served} (n = {block['n']}, {calibration['bins']} bins)")
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(True, alpha=0.3)
     return save_figure(fig, path)

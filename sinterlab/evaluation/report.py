@@ -368,17 +368,41 @@ def _calibration(m: Mapping) -> list[str]:
                 f"Checked fold by fold on residuals the interval never saw: coverage "
                 f"{coverage}. `sinterlab-predict` gives every image this interval.\n"]
     temps = [t for t in (m.get("training") or {}).get("temperatures") or [] if t]
-    spread = (f" Member temperatures {min(temps[0]):.2f}–{max(temps[0]):.2f} (median "
-              f"{float(np.median(temps[0])):.2f}; > 1 means the raw head was over-confident)."
-              if temps else "")
-    rows = [[level, cal[level]["n"], _fmt(cal[level]["ece_raw"]),
-             _fmt(cal[level]["ece_calibrated"])] for level in ("patch", "image")]
+    spread = (f" Patch level: each member's temperature on its own validation rows, "
+              f"{min(temps[0]):.2f}–{max(temps[0]):.2f} (median {float(np.median(temps[0])):.2f};"
+              " > 1 means the raw head was over-confident)." if temps else "")
+    levels = [level for level in LEVELS if level in cal]
+    rows = [[level, cal[level]["n"],
+             _ece(cal[level], "raw"), _ece(cal[level], "calibrated")] for level in levels]
+    if "served" not in cal:  # a run from before image calibration
+        return ["## How far to trust a probability\n",
+                "Expected calibration error of the out-of-fold probabilities (top label, "
+                f"{cal['bins']} bins), before and after each member's temperature scaling on its "
+                f"own validation rows.{spread} `sinterlab-predict` reports the mean of the "
+                "temperature-scaled patch probabilities per image.\n",
+                _table(["level", "n", "ECE raw", "ECE temperature-scaled"], rows)]
+    image = cal["image"]
+    k = cal.get("images_class_changed")
+    changed = (f" The served class differs from the one the accuracies above count (mean of "
+               f"temperature-scaled patch probabilities) on {k} of {image['n']} images."
+               if k else "")
     return ["## How far to trust a probability\n",
-            "Expected calibration error of the out-of-fold probabilities (top label, "
-            f"{cal['bins']} bins), before and after each member's temperature scaling on its "
-            f"own validation rows.{spread} `sinterlab-predict` reports the temperature-scaled "
-            "probabilities.\n",
-            _table(["level", "n", "ECE raw", "ECE temperature-scaled"], rows)]
+            f"**Image level (what `sinterlab-predict` serves): ECE {_ece(image, 'calibrated')}, "
+            f"raw {_ece(image, 'raw')}.** Served per image: {cal['served']}, fitted on each "
+            "member's own validation images (never a test group), averaged over the members. "
+            f"Expected calibration error of the out-of-fold probabilities (top label, "
+            f"{cal['bins']} bins); {cal['confidence']:.0%} intervals from "
+            f"{cal['bootstrap']['n']} bootstrap resamples of {cal['bootstrap']['unit']}s. "
+            "Raw: the members' uncalibrated patch probabilities, per image and sample their mean. "
+            "Calibrated: per image the served probability, per sample the mean of its images'."
+            f"{spread}{changed}\n",
+            _table(["level", "n", "ECE raw", "ECE calibrated"], rows)]
+
+
+def _ece(level: Mapping, key: str) -> str:
+    """'0.081 [0.052, 0.120]' from a level of the calibration block."""
+    low, high = level.get(f"ece_{key}_interval") or (None, None)
+    return _ci({"value": level[f"ece_{key}"], "low": low, "high": high})
 
 
 def _gallery(m: Mapping) -> list[str]:

@@ -1,17 +1,34 @@
-"""Temperature scaling of each member's class probabilities (Guo et al., 2017).
+"""Calibration of each member's class probabilities, per patch and per image.
 
-After training, every member's logits on its own fold's validation rows get one temperature
-``T`` (the one minimising their cross-entropy; ``softmax(logits / T)``). ``T`` never changes a
-member's predicted class, only how sure it claims to be. Members without validation rows (the
-final refit of ``model=auto``) take the median temperature of their candidate's CV members.
+Per patch: temperature scaling (Guo et al., 2017). After training, every member's logits on its
+own fold's validation rows get one temperature ``T`` (the one minimising their cross-entropy;
+``softmax(logits / T)``). ``T`` never changes a member's predicted class, only how sure it
+claims to be.
+
+Per image (what ``sinterlab-predict`` serves): a patch-calibrated member is not an
+image-calibrated one. An image's patches are correlated, and the mean of their probabilities
+pulls every image towards the middle. So each member's raw patch probabilities are pooled per
+image (:data:`POOLINGS`), and a map of the pooled scores (:data:`CALIBRATORS`) is fitted on
+validation *images* of the ensemble's members, never on a test group of the member that uses
+it. Only the members' probabilities are read, so any model whose members give class
+probabilities is calibrated the same way.
+
+Members without validation rows (the final refit of ``model=auto``) take the median of their
+candidate's CV members: temperature, or element-wise image scale and bias.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 
+from sinterlab.atomic import write_json
 from sinterlab.models.head import HeadEnsemble
 
 #: temperatures are kept inside this range (a member that fits its validation rows perfectly
@@ -56,3 +73,176 @@ def set_temperatures(head: HeadEnsemble, temperatures: list[float | None]) -> No
     for i, value in enumerate(temperatures):
         if value is not None:
             getattr(head, f"temperature_{i}").fill_(float(value))
+
+
+
+# -- the probability served per image --------------------------------------------------------
+#: pooled image scores: the log of the mean patch probability, or the mean patch
+#: log-probability (the normalised geometric mean: evidence of the patches adds up)
+POOLINGS = ("mean_probability", "mean_log_probability")
+#: maps of a member's pooled scores s to softmax(scale * s + bias): one temperature (scale 1/T,
+#: no bias), vector scaling (scale and bias per class), or none (softmax(s) as pooled)
+CALIBRATORS = ("temperature", "vector", "none")
+#: log of a probability that underflowed to 0 in float32
+TINY = float(np.finfo(np.float32).tiny)
+
+
+def pool_images(probs: np.ndarray, images: np.ndarray, pooling: str,
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(M, N, C) member probabilities of N patches -> (image ids in order of first appearance,
+    (M, I, C) pooled log-scores per member and image)."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"calibration pooling={pooling!r}: use one of {list(POOLINGS)}")
+    codes, names = pd.factorize(np.asarray(images).astype(str))
+    probs = torch.as_tensor(np.asarray(probs), dtype=torch.float64)
+    values = probs if pooling == "mean_probability" else probs.clamp_min(TINY).log()
+    index = torch.as_tensor(codes)
+    sums = torch.zeros(probs.shape[0], len(names), probs.shape[2], dtype=torch.float64)
+    means = sums.index_add_(1, index, values) / torch.bincount(index)[None, :, None]
+    scores = means.clamp_min(TINY).log() if pooling == "mean_probability" else means
+    return np.asarray(names), scores.numpy()
+
+
+@dataclass
+class ImageCalibration:
+    """Per member (rows of ``scale`` and ``bias``, (M, C)), the map of its pooled image scores
+    to the probability served: ``softmax(scale * score + bias)``."""
+
+    pooling: str
+    calibrator: str
+    scale: np.ndarray
+    bias: np.ndarray
+
+    def apply(self, probs: np.ndarray, images: np.ndarray,
+              members: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(M, N, C) probabilities of ``members`` (default all) -> (image ids, (M, I, C)
+        calibrated image probabilities)."""
+        members = slice(None) if members is None else members
+        names, scores = pool_images(probs, images, self.pooling)
+        return names, softmax(self.scale[members, None] * scores + self.bias[members, None],
+                              axis=2)
+
+    def median(self, members: int) -> ImageCalibration:
+        """The element-wise median member, for ``members`` members without validation rows."""
+        def repeat(a):
+            return np.repeat(np.median(a, axis=0, keepdims=True), members, axis=0)
+        return ImageCalibration(self.pooling, self.calibrator, repeat(self.scale),
+                                repeat(self.bias))
+
+    def describe(self) -> str:
+        what = {"temperature": "temperature", "vector": "vector scaling",
+                "none": "no calibrator"}[self.calibrator]
+        return f"image {what} on the {self.pooling.replace('_', ' ')} of the patches"
+
+    def as_dict(self) -> dict:
+        return {"pooling": self.pooling, "calibrator": self.calibrator,
+                "scale": self.scale.tolist(), "bias": self.bias.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageCalibration:
+        return cls(d["pooling"], d["calibrator"], np.asarray(d["scale"], dtype=float),
+                   np.asarray(d["bias"], dtype=float))
+
+
+def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """One member's (I, C) pooled scores and image labels -> its scale and bias (C,)."""
+    c = scores.shape[1]
+    if calibrator == "none" or not len(scores):
+        return np.ones(c), np.zeros(c)
+    s = torch.as_tensor(scores, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    if calibrator == "temperature":
+        params = [torch.zeros(1, dtype=torch.float64, requires_grad=True)]  # log T
+
+        def mapped():
+            return s / params[0].exp()
+    elif calibrator == "vector":
+        params = [torch.ones(c, dtype=torch.float64, requires_grad=True),
+                  torch.zeros(c, dtype=torch.float64, requires_grad=True)]
+
+        def mapped():
+            return s * params[0] + params[1]
+    else:
+        raise ValueError(f"calibration calibrator={calibrator!r}: use one of {list(CALIBRATORS)}")
+    optimizer = torch.optim.LBFGS(params, lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(mapped(), y)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    if calibrator == "temperature":
+        return np.full(c, 1 / float(params[0].detach().exp().clamp(*BOUNDS))), np.zeros(c)
+    return params[0].detach().numpy(), params[1].detach().numpy()
+
+
+def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndarray,
+                          member_rows: list[np.ndarray], hidden: list[np.ndarray],
+                          pooling: str, calibrator: str) -> ImageCalibration:
+    """Cross-fitted maps of (M, N, C) raw member probabilities (``labels`` per row).
+
+    Member m's map is fitted on the validation images of every member (``member_rows``: each
+    member's own validation rows, pooled per image with its own probabilities) less the rows
+    ``hidden[m]`` (a boolean per row: the member's test rows). One fold's validation images are
+    a handful of samples, too few to fit even one temperature reliably; all folds' are many,
+    and none of them is a test group of the member that uses the map.
+    """
+    fitted: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+    scale, bias = [], []
+    for m in range(len(member_rows)):
+        key = np.asarray(hidden[m], dtype=bool).tobytes()
+        if key not in fitted:
+            scores, targets = [np.zeros((0, probs.shape[2]))], [np.zeros(0, int)]
+            for k, rows in enumerate(member_rows):
+                rows = rows[~hidden[m][rows]]
+                codes = pd.factorize(np.asarray(images[rows]).astype(str))[0]
+                scores.append(pool_images(probs[k:k + 1, rows], images[rows], pooling)[1][0])
+                targets.append(labels[rows][np.unique(codes, return_index=True)[1]].astype(int))
+            fitted[key] = _fit_map(np.concatenate(scores), np.concatenate(targets), calibrator)
+        scale.append(fitted[key][0])
+        bias.append(fitted[key][1])
+    return ImageCalibration(pooling, calibrator, np.stack(scale), np.stack(bias))
+
+
+def head_image_calibration(head: HeadEnsemble, x: torch.Tensor, y: torch.Tensor,
+                           images: np.ndarray, val_rows: list[np.ndarray],
+                           test_rows: list[np.ndarray], pooling: str,
+                           calibrator: str) -> list[ImageCalibration | None]:
+    """Per target of ``head``, its members' cross-fitted image calibration from their groups'
+    ``val_rows``, each member's map blind to its group's ``test_rows`` (None for regression)."""
+    per_group = head.stack.per_group
+    used = np.unique(np.concatenate(val_rows)) if val_rows else np.zeros(0, int)
+    where = np.full(len(x), -1)
+    where[used] = np.arange(len(used))
+    outputs = head.predict_members(x[used], calibrated=False)
+    member_rows = [where[rows] for rows in val_rows for _ in range(per_group)]
+    hidden = [np.isin(used, rows) for rows in test_rows for _ in range(per_group)]
+    return [fit_image_calibration(out, y[used, i].numpy(), images[used], member_rows, hidden,
+                                  pooling, calibrator) if t["kind"] == "classification" else None
+            for i, (t, out) in enumerate(zip(head.targets, outputs, strict=True))]
+
+
+def calibration_path(checkpoint: Path) -> Path:
+    """Where an ensemble's image calibration lives: beside its checkpoint."""
+    return checkpoint.with_suffix(".calibration.json")
+
+
+def save_image_calibration(checkpoint: Path, calibrations: list[ImageCalibration | None],
+                           ) -> Path:
+    return write_json(calibration_path(checkpoint),
+                      {"targets": [c and c.as_dict() for c in calibrations]})
+
+
+def load_image_calibration(checkpoint: Path) -> list[ImageCalibration | None] | None:
+    """The image calibration saved beside ``checkpoint``; None for runs from before it (their
+    images were served the mean of temperature-scaled patch probabilities)."""
+    import json
+
+    path = calibration_path(checkpoint)
+    if not path.is_file():
+        return None
+    return [c and ImageCalibration.from_dict(c)
+            for c in json.loads(path.read_text())["targets"]]

@@ -12,12 +12,20 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.datamodule import SEMDataModule
+from sinterlab.data.descriptor import IMAGE
 from sinterlab.errors import SinterlabError
-from sinterlab.models.calibration import fit_temperatures, set_temperatures
+from sinterlab.models.calibration import (
+    ImageCalibration,
+    fit_temperatures,
+    head_image_calibration,
+    save_image_calibration,
+    set_temperatures,
+)
 from sinterlab.models.head import HeadEnsemble
 
 PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
@@ -77,11 +85,14 @@ def check_loss(targets: list, model: DictConfig) -> None:
 def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
              tag: str, model: DictConfig | None = None, seeds: list[int] | None = None,
              max_epochs: int | None = None, temperatures: list[float | None] | None = None,
+             image_calibration: list[ImageCalibration | None] | None = None,
              ) -> tuple[HeadEnsemble, dict]:
     """Train every member (folds x seeds) of ``model`` (default: ``cfg.model``) at once on the
     train rows of ``assignment``; members end with their best weights by their validation
-    rows, then get their temperatures from the same rows; without validation rows, they keep
-    their weights after ``max_epochs`` and take ``temperatures`` (one per target)."""
+    rows, then get their temperatures from the same rows and their image calibration from
+    every member's validation rows but their own test rows (cross-fitted); without
+    validation rows, they keep their weights after ``max_epochs`` and take ``temperatures``
+    (one per target) and the median member of ``image_calibration``."""
     # seeded here, not only at start: extraction (cache misses) consumes random numbers, and a
     # run must not depend on whether its embeddings came from the cache
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -104,12 +115,22 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     trainer.fit(head, dm.train_dataloader(assignment),
                 dm.val_dataloader(assignment) if validate else None)
     wall = time.perf_counter() - started
-    if validate and not head.corn:  # softmax temperatures do not apply to CORN's logits
-        fit_temperatures(head, dm.x, dm.y, dm.rows(assignment, "val"))
-    elif temperatures is not None:
-        set_temperatures(head, temperatures)
+    calibration = cfg.evaluation.calibration
+    images = [None] * len(head.targets)
+    if validate:
+        if not head.corn:  # softmax temperatures do not apply to CORN's logits
+            fit_temperatures(head, dm.x, dm.y, dm.rows(assignment, "val"))
+        images = head_image_calibration(head, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
+                                        dm.rows(assignment, "val"), dm.rows(assignment, "test"),
+                                        calibration.pooling, calibration.calibrator)
+    else:
+        if temperatures is not None:
+            set_temperatures(head, temperatures)
+        if image_calibration is not None:
+            images = [c and c.median(head.members) for c in image_calibration]
     checkpoint = run_dir / "checkpoints" / f"{tag}-ensemble.ckpt"
     trainer.save_checkpoint(checkpoint, weights_only=True)
+    save_image_calibration(checkpoint, images)
     members = head.member_summary()
     validated = [r for r in members if r["best_val_loss"] is not None]
     info = {"model": model.name, "protocol": protocol_name(cfg, model),
@@ -120,6 +141,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
                               if validated else None),
             "checkpoint": str(checkpoint.relative_to(run_dir)),
             "temperatures": head.temperatures(),
+            "image_calibration": [c and c.as_dict() for c in images],
             "wall_s": round(wall, 2),
             "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
             "history": head.history}
@@ -143,19 +165,37 @@ def median_temperatures(info: dict) -> list[float | None]:
     return [None if t is None else float(np.median(t)) for t in info["temperatures"]]
 
 
+def image_calibrations(info: dict) -> list[ImageCalibration | None]:
+    """Per target, a trained ensemble's image calibration (None: regression, or a record from
+    before image calibration)."""
+    return [c and ImageCalibration.from_dict(c) for c in info.get("image_calibration") or []]
+
+
 def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray,
-             calibrated: bool = True) -> list[np.ndarray]:
+             calibrated: bool = True,
+             images: list[ImageCalibration | None] | None = None) -> list[np.ndarray]:
     """Per target, each tested patch's output from its own fold's members (mean over seeds);
-    class probabilities temperature-scaled unless ``calibrated=False``."""
+    class probabilities temperature-scaled unless ``calibrated=False``. With ``images`` (per
+    target), a classification target's rows hold their image's served probability instead:
+    each member's raw probabilities pooled and calibrated per image, mean over seeds."""
     test_rows = dm.rows(assignment, "test")
     x = dm.test_dataloader(assignment)
     index = x.index
     per_member = head.predict_members(dm.x[index], calibrated=calibrated)  # (M, N_max, ...)
+    raw = per_member if images is None else head.predict_members(dm.x[index], calibrated=False)
+    image_ids = dm.patches[IMAGE].to_numpy().astype(str)
     seeds = head.stack.per_group
     out = []
-    for members in per_member:
+    for members, uncalibrated, calibration in zip(per_member, raw,
+                                                  images or [None] * len(per_member),
+                                                  strict=True):
         full = np.full((len(dm.x), *members.shape[2:]), np.nan)
         for g, rows in enumerate(test_rows):
-            full[rows] = members[g * seeds:(g + 1) * seeds, :len(rows)].mean(axis=0)
+            own = slice(g * seeds, (g + 1) * seeds)
+            if calibration is None:
+                full[rows] = members[own, :len(rows)].mean(axis=0)
+                continue
+            _, probs = calibration.apply(uncalibrated[own, :len(rows)], image_ids[rows], own)
+            full[rows] = probs.mean(axis=0)[pd.factorize(image_ids[rows])[0]]
         out.append(full)
     return out
