@@ -2,7 +2,9 @@
 
 Every member of the run predicts every patch (under cross-validation: folds x seeds, each
 trained without one fold; with ``model=auto``: the selected candidate refitted on all groups).
-The members' outputs are averaged, then aggregated per image: mean temperature-scaled class
+A scikit-learn candidate is served the same way from its arrays (``.npz``); an image-mean one
+gives each image its output on the image's mean embedding. The members' outputs are averaged,
+then aggregated per image: mean temperature-scaled class
 probabilities (prediction, confidence = its mean probability, agreement = share of patches
 voting for it), or for regression the mean prediction, the patches' standard deviation and the
 run's split-conformal interval.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from sinterlab.evaluation.metrics import aggregate_by_group
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.models.linear import LinearEnsemble
 from sinterlab.runs import failure
 
 
@@ -42,15 +46,18 @@ def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
     return run_dir, OmegaConf.load(config), json.loads(metrics.read_text())
 
 
-def load_head(path: Path) -> HeadEnsemble:
-    """The run's head ensemble; a missing or damaged checkpoint is a one-line error."""
+def load_head(path: Path) -> HeadEnsemble | LinearEnsemble:
+    """The run's head ensemble (``.ckpt``) or scikit-learn model (``.npz``); a missing or
+    damaged checkpoint is a one-line error."""
     if not path.is_file():
         raise SinterlabError(f"{path}: checkpoint missing; the run did not finish saving it or "
                              "the file was moved; restore it or train again")
     try:
+        if path.suffix == ".npz":
+            return LinearEnsemble.load(path)
         return HeadEnsemble.load_from_checkpoint(path, map_location="cpu")
     except (RuntimeError, EOFError, OSError, KeyError, ValueError,
-            pickle.UnpicklingError) as err:
+            pickle.UnpicklingError, zipfile.BadZipFile) as err:
         reason = " ".join(str(err).split())[:120]
         raise SinterlabError(f"{path}: checkpoint unreadable ({type(err).__name__}: {reason}); "
                              "the file is truncated or damaged; restore it or train "
@@ -112,13 +119,14 @@ class RunModel:
     cfg: DictConfig
     metrics: dict
     backbone: Backbone
-    head: HeadEnsemble
+    head: HeadEnsemble | LinearEnsemble
     features: DictConfig
 
     @property
     def model_name(self) -> str:
         final = (self.metrics.get("selection") or {}).get("final")
-        name = final["model"] if final else self.metrics["training"].get("model", "mlp")
+        name = (final.get("point", final["model"]) if final
+                else self.metrics["training"].get("model", "mlp"))
         how = "refitted on all groups (model=auto)" if final else "cross-validation heads"
         return f"{name}: mean of {self.head.members} {how}"
 
@@ -145,8 +153,8 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
     head = load_head(run_dir / checkpoint)
-    if head.hparams.in_features != backbone.embedding_dim:
-        raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.hparams.in_features} "
+    if head.in_features != backbone.embedding_dim:
+        raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}")
     # the runtime the run's embeddings came from (runs before runtimes existed: torch)
     features = OmegaConf.merge(run_cfg.features,
@@ -172,7 +180,7 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     entries = embedded.entries
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
-    outputs = [member.mean(axis=0) for member in head.predict_members(x)]
+    outputs = [member.mean(axis=0) for member in head.predict_members(x, images=groups)]
     table = pd.DataFrame({"image": [str(p) for p in paths]})
     for target, output in zip(head.targets, outputs, strict=True):
         _, mean = aggregate_by_group(output, groups)

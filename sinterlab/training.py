@@ -53,7 +53,7 @@ from sinterlab.evaluation.metrics import (
 from sinterlab.evaluation.report import write_report
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
-from sinterlab.models.fit import fit_head, head_oof
+from sinterlab.models.fit import fit_models, model_oof
 from sinterlab.models.selection import select_model
 from sinterlab.runs import RunInterrupted, claim
 
@@ -114,9 +114,9 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         # under model=auto the other split's head is the first candidate
         model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
                  else cfg.model)
-        head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind, model=model)
-        head_outputs = head_oof(head, dm, assignment)
-        head_raw = head_oof(head, dm, assignment, calibrated=False)
+        [(head, block["training"])] = fit_models(cfg, dm, assignment, run_dir, [kind], [model])
+        head_outputs = model_oof(head, dm, assignment)
+        head_raw = model_oof(head, dm, assignment, calibrated=False)
         outputs = {HEAD: head_outputs[0]} | outputs
     if head_outputs is not None:
         targets = [t.as_dict() for t in dm.descriptor.targets]
@@ -242,7 +242,7 @@ def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFra
 def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path) -> dict[str, Path]:
     """Figures of the pooled out-of-fold predictions (every tested patch and image)."""
     figures = {}
-    if "training" in block:
+    if (block.get("training") or {}).get("history"):
         figures["loss"] = plot_loss_curves(block["training"]["history"], fig_dir / "loss.png")
     if "patch" in (block.get("calibration") or {}):
         figures["reliability"] = plot_reliability(block["calibration"],

@@ -21,7 +21,8 @@ from sinterlab.runs import ERROR, failure
 
 #: the run's own model (the head, or the auto-selected one), the candidates of model=auto
 #: (their plain CV scores), then the baselines
-MODELS = ("primary", "mlp", "linear", "mlp_small", "pca_logreg", "linear_probe")
+MODELS = ("primary", "mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
+          "pca_logreg", "linear_probe")
 GROUP_COLUMNS = ("experiment", "data", "classes", "split_kind", "protocol")
 
 
@@ -132,7 +133,8 @@ def _primary_label(part: pd.DataFrame) -> str:
 
 def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     headers = ["experiment", "data", "classes", "split", "protocol", "runs", "level metric", "head",
-               "MLP (CV)", "linear head (CV)", "small MLP (CV)", "PCA + LR", "linear probe",
+               "MLP (CV)", "linear head (CV)", "small MLP (CV)", "LR tuned (CV)",
+               "PCA + LR tuned (CV)", "LR image means tuned (CV)", "PCA + LR", "linear probe",
                "best", "p (chance)", "head train s"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     keys = list(GROUP_COLUMNS)
