@@ -15,6 +15,7 @@ The run folder receives ``metrics.json``, ``report.md``/``report.html``, ``figur
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -63,22 +64,27 @@ HEAD, AUTO = "head", "auto"
 
 def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
                   ) -> tuple[dict[str, np.ndarray], dict]:
-    """Both baselines per fold, fitted on the fold's training and validation rows."""
+    """Both baselines per fold, fitted on the fold's training and validation rows; each fold
+    starts from the previous fold's solution."""
     first = dm.descriptor.targets[0]
     num_classes = len(first.classes) if first.kind == "classification" else None
     shape = (len(dm.x), num_classes) if num_classes else (len(dm.x),)
     out = {name: np.full(shape, np.nan) for name in BASELINES}
-    info = {}
+    info, estimators = {}, None
     x, y = dm.x.numpy(), dm.y[:, 0].numpy()
+    e = cfg.evaluation
+    started = time.perf_counter()
     for fold in assignment:
         fit, test = np.flatnonzero(fold != "test"), np.flatnonzero(fold == "test")
         outputs, info = baseline_outputs(first.kind, x[fit], y[fit], x[test],
-                                         int(cfg.evaluation.pca_components),
-                                         int(cfg.evaluation.baseline_max_iter), int(cfg.seed),
-                                         num_classes)
+                                         int(e.pca_components), int(e.baseline_max_iter),
+                                         int(cfg.seed), num_classes, float(e.baseline_C),
+                                         float(e.baseline_tol), estimators)
+        estimators = info.pop("estimators")
         for name in BASELINES:
             out[name][test] = outputs[name]
-    return out, info
+    return out, info | {"C": float(e.baseline_C),
+                        "wall_s": round(time.perf_counter() - started, 2)}
 
 
 # -- evaluation of one split kind ---------------------------------------------------------------

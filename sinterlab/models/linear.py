@@ -167,7 +167,8 @@ def fit_linear(models: list[LinearModel], targets: list[dict], x: np.ndarray, y:
             z = scaler.transform(xf)
             pca = None
             if k:
-                pca = PCA(n_components=max(1, min(int(k), *z.shape)), random_state=seed)
+                pca = PCA(n_components=max(1, min(int(k), *z.shape)), svd_solver="randomized",
+                          random_state=seed)
                 z = pca.fit_transform(z)
             for t, target in enumerate(targets):
                 estimator = None
