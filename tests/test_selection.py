@@ -76,3 +76,20 @@ def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
     outer_test = np.repeat(dm.assignment == "test", 2, axis=0)
     assert (inner[outer_test] == "-").all() and not (inner[~outer_test] == "-").any()
     assert pd.Series(inner[0]).isin(["train", "val", "test", "-"]).all()
+
+
+def test_grids_search_the_heads_only_when_asked(make_cfg):
+    from sinterlab.models.selection import grid_points, searched
+
+    cfg = make_cfg("model=auto")
+    heads, linear = cfg.model.candidates.mlp, cfg.model.candidates.sk_pca_logreg
+    assert searched(cfg.model.selection, linear) and not searched(cfg.model.selection, heads)
+    assert grid_points("mlp", heads, False) == [("mlp", heads)]
+    points = dict(grid_points("mlp", heads, True))
+    assert len(points) == 4 and "mlp weight_decay=0.01 dropout=0.5" in points
+    chosen = points["mlp weight_decay=0.01 dropout=0.5"]
+    assert (chosen.module.weight_decay, chosen.module.dropout) == (0.01, 0.5)
+    assert heads.module.dropout == 0.3  # the candidate itself is unchanged
+    assert len(grid_points("sk_pca_logreg", linear, True)) == 2 * 4
+    every = make_cfg("model=auto", "model.selection.grid=all").model
+    assert searched(every.selection, every.candidates.mlp)
