@@ -302,6 +302,12 @@ def _training(m: Mapping) -> list[str]:
     tr = m.get("training") or {}
     if not tr:
         return []
+    if not tr.get("history"):  # a scikit-learn model: fitted, not trained by epochs
+        params = ", ".join(f"{k}={v}" for k, v in (tr.get("params") or {}).items())
+        return ["## Training\n",
+                f"{tr.get('protocol')}. {MODEL_NAMES.get(tr.get('model'), tr.get('model'))} "
+                f"({params}): {tr.get('n_members')} members (one per fold) fitted in "
+                f"{_fmt(tr.get('wall_s'), 1)} s.\n"]
     members = tr.get("members") or []
     rows = [[r["fold"], r["seed"], _fmt(r["best_epoch"]), _fmt(r["best_val_loss"]),
              r["stopped_epoch"], _fmt(r["early_stopped"])] for r in members]
