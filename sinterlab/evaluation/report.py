@@ -205,19 +205,19 @@ def _selection(m: Mapping) -> list[str]:
     if not sel:
         return []
     names = sel["candidates"]
-    score = sel.get("score", "loss")
-    rows = [[f, sel.get("winner_points", sel["winners"])[f],
+    score = sel["score"]
+    rows = [[f, sel["winner_points"][f],
              *(_fmt(sel["inner_scores"][n][f]) for n in names)]
             for f in range(len(sel["winners"]))]
     final = sel["final"]
     scores = ", ".join(f"{MODEL_NAMES.get(n, n)} {_fmt(v)}"
-                       for n, v in sel.get("cv_scores", sel.get("cv_held_out_loss", {})).items())
+                       for n, v in sel["cv_scores"].items())
     refit = (f"for {final['epochs']} epochs (the median best epoch of its CV heads), "
              f"{final['members']} seeds" if final.get("epochs") else "with these settings")
     wall = sel.get("candidate_wall_s") or {}
     return ["## Model selection (nested CV)\n",
             f"For each outer fold, every candidate (and every point of its grid, "
-            f"`model.selection.grid={sel.get('grid', 'none')}`) was scored by the {score} of its "
+            f"`model.selection.grid={sel['grid']}`) was scored by the {score} of its "
             f"image-level outputs on held-out groups of a {sel['inner_folds']}-fold grouped CV "
             f"inside that fold's training groups (seeds {sel['inner_seeds']}); no outer test row "
             "was read. The best point, trained on the outer training groups, predicted the outer "
