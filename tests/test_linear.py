@@ -195,3 +195,21 @@ def test_auto_still_picks_a_head_where_the_boundary_is_not_linear(wide_dm, tmp_p
     assert record["final"]["model"] == "mlp"
     assert record["cv_scores"]["mlp"] < min(record["cv_scores"]["sk_logreg"],
                                             record["cv_scores"]["sk_logreg_image"])
+
+
+@pytest.mark.parametrize("experiment", ["regression", "multi_target"])
+def test_sklearn_candidates_regress_every_target_and_predict_serves_them(
+        experiment, make_cfg, design_descriptor, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(f"experiment={experiment}", f"data.descriptor={design_descriptor}", *AUTO,
+                   *(f"~model.candidates.{h}" for h in HEADS))
+    run_experiment(cfg, run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["selection"]["score"] == "mse"
+    assert metrics["selection"]["final"]["checkpoint"].endswith(".npz")
+    images = sorted((design_descriptor.parent / "images").glob("*.tif"))[:2]
+    predict_cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
+    predict_cfg.run, predict_cfg.images = str(run_dir), [str(p) for p in images]
+    table, _ = predict(predict_cfg)
+    for target in metrics["targets"]:
+        assert np.isfinite(table[target["name"]]).all()
