@@ -60,13 +60,13 @@ class LinearEnsemble:
         (M, N, C) probabilities or (M, N) values. With ``images`` (N,) or (G, N) ids, an
         image-mean model gives every row its image's output; otherwise each patch its own
         (maps). There is no temperature: ``calibrated`` changes nothing."""
-        x = torch.as_tensor(x).double().numpy()
+        x = torch.as_tensor(x).float().numpy()
         if x.ndim == 2:
             x = np.broadcast_to(x, (self.members, *x.shape))
             images = None if images is None else np.broadcast_to(images, x.shape[:2])
         result = []
         for t, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            logits = np.einsum("mnd,mcd->mnc", x, w.astype(np.float64)) + b[:, None]
+            logits = np.einsum("mnd,mcd->mnc", x, w, optimize=True) + b[:, None]
             if images is not None and self.features == "image_mean":
                 for m in range(len(logits)):
                     codes, index = np.unique(np.asarray(images[m]).astype(str),
