@@ -2,12 +2,14 @@
 
 Every member of the run predicts every patch (under cross-validation: folds x seeds, each
 trained without one fold; with ``model=auto``: the selected candidate refitted on all groups).
+A scikit-learn candidate is served the same way from its arrays (``.npz``); an image-mean one
+gives each image its output on the image's mean embedding.
 Classification: each member's patch probabilities are pooled per image and calibrated at that
 level (:class:`~sinterlab.models.calibration.ImageCalibration`, fitted on the member's validation
 images), then averaged over the members: prediction, confidence = its calibrated probability,
 agreement = share of patches voting for it, and which calibration served it (runs from before
-image calibration: the mean of temperature-scaled patch probabilities, named as such).
-Regression: the members' mean prediction, the patches' standard deviation and the run's
+image calibration, and scikit-learn candidates: the mean of their patch probabilities, named as
+such). Regression: the members' mean prediction, the patches' standard deviation and the run's
 split-conformal interval.
 """
 
@@ -17,6 +19,7 @@ import json
 import logging
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.models.linear import LinearEnsemble
 from sinterlab.runs import failure
 
 log = logging.getLogger(__name__)
@@ -53,12 +57,15 @@ def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
     return run_dir, OmegaConf.load(config), json.loads(metrics.read_text())
 
 
-def load_head(path: Path) -> HeadEnsemble:
-    """The run's head ensemble; a missing or damaged checkpoint is a one-line error."""
+def load_head(path: Path) -> HeadEnsemble | LinearEnsemble:
+    """The run's head ensemble (``.ckpt``) or scikit-learn model (``.npz``); a missing or
+    damaged checkpoint is a one-line error."""
     if not path.is_file():
         raise SinterlabError(f"{path}: checkpoint missing; the run did not finish saving it or "
                              "the file was moved; restore it or train again")
     try:  # tensors and plain values only: a checkpoint from elsewhere runs no code
+        if path.suffix == ".npz":
+            return LinearEnsemble.load(path)
         return HeadEnsemble.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):
@@ -70,7 +77,7 @@ def load_head(path: Path) -> HeadEnsemble:
                              f"besides tensors ({what}), which could run code when loaded; "
                              "use checkpoints written by sinterlab-train, or train again"
                              ) from None
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, zipfile.BadZipFile) as err:
         reason = " ".join(str(err).split())[:120]
         raise SinterlabError(f"{path}: checkpoint unreadable ({type(err).__name__}: {reason}); "
                              "the file is truncated or damaged; restore it or train "
@@ -146,7 +153,7 @@ class RunModel:
     cfg: DictConfig
     metrics: dict
     backbone: Backbone
-    head: HeadEnsemble
+    head: HeadEnsemble | LinearEnsemble
     features: DictConfig
     #: per target, the image calibration of the members; None: a run from before it
     images: list[ImageCalibration | None] | None = None
@@ -154,7 +161,8 @@ class RunModel:
     @property
     def model_name(self) -> str:
         final = (self.metrics.get("selection") or {}).get("final")
-        name = final["model"] if final else self.metrics["training"].get("model", "mlp")
+        name = (final.get("point", final["model"]) if final
+                else self.metrics["training"].get("model", "mlp"))
         how = "refitted on all groups (model=auto)" if final else "cross-validation heads"
         return f"{name}: mean of {self.head.members} {how}"
 
@@ -181,8 +189,8 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
     head = load_head(run_dir / checkpoint)
-    if head.hparams.in_features != backbone.embedding_dim:
-        raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.hparams.in_features} "
+    if head.in_features != backbone.embedding_dim:
+        raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}")
     # the runtime the run's embeddings came from (runs before runtimes existed: torch)
     features = OmegaConf.merge(run_cfg.features,
@@ -229,7 +237,7 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     entries = embedded.entries
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
-    outputs = [member.mean(axis=0) for member in head.predict_members(x)]
+    outputs = [member.mean(axis=0) for member in head.predict_members(x, images=groups)]
     raw = head.predict_members(x, calibrated=False) if model.images else None
     table = pd.DataFrame({"image": [str(p) for p in paths]})
     for i, (target, output) in enumerate(zip(head.targets, outputs, strict=True)):

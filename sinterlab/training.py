@@ -15,6 +15,7 @@ The run folder receives ``metrics.json``, ``report.md``/``report.html``, ``figur
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -62,7 +63,7 @@ from sinterlab.explain.gallery import write_gallery
 from sinterlab.extraction import refuse_ddp
 from sinterlab.measures.compute import image_measures, one_image
 from sinterlab.measures.trends import measure_columns, measures_oof, summarise
-from sinterlab.models.fit import check_losses, fit_head, head_oof, image_calibrations
+from sinterlab.models.fit import check_losses, fit_models, head_oof, image_calibrations, model_oof
 from sinterlab.models.selection import select_model
 from sinterlab.runs import RunInterrupted, claim
 
@@ -72,22 +73,27 @@ HEAD, AUTO, MEASURES = "head", "auto", "measures"
 
 def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
                   ) -> tuple[dict[str, np.ndarray], dict]:
-    """Both baselines per fold, fitted on the fold's training and validation rows."""
+    """Both baselines per fold, fitted on the fold's training and validation rows; each fold
+    starts from the previous fold's solution."""
     first = dm.descriptor.targets[0]
     num_classes = len(first.classes) if first.kind == "classification" else None
     shape = (len(dm.x), num_classes) if num_classes else (len(dm.x),)
     out = {name: np.full(shape, np.nan) for name in BASELINES}
-    info = {}
+    info, estimators = {}, None
     x, y = dm.x.numpy(), dm.y[:, 0].numpy()
+    e = cfg.evaluation
+    started = time.perf_counter()
     for fold in assignment:
         fit, test = np.flatnonzero(fold != "test"), np.flatnonzero(fold == "test")
         outputs, info = baseline_outputs(first.kind, x[fit], y[fit], x[test],
-                                         int(cfg.evaluation.pca_components),
-                                         int(cfg.evaluation.baseline_max_iter), int(cfg.seed),
-                                         num_classes)
+                                         int(e.pca_components), int(e.baseline_max_iter),
+                                         int(cfg.seed), num_classes, float(e.baseline_C),
+                                         float(e.baseline_tol), estimators)
+        estimators = info.pop("estimators")
         for name in BASELINES:
             out[name][test] = outputs[name]
-    return out, info
+    return out, info | {"C": float(e.baseline_C),
+                        "wall_s": round(time.perf_counter() - started, 2)}
 
 
 # -- evaluation of one split kind ---------------------------------------------------------------
@@ -131,11 +137,13 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
                  else cfg.model)
         with stage(f"{kind} split: head training"):
-            head, block["training"] = fit_head(cfg, dm, assignment, run_dir, kind, model=model)
-        head_outputs = head_oof(head, dm, assignment)
-        head_raw = head_oof(head, dm, assignment, calibrated=False)
-        head_served = head_oof(head, dm, assignment,
-                               images=image_calibrations(block["training"]))
+            [(head, block["training"])] = fit_models(cfg, dm, assignment, run_dir, [kind],
+                                                     [model])
+        head_outputs = model_oof(head, dm, assignment)
+        head_raw = model_oof(head, dm, assignment, calibrated=False)
+        head_served = (head_oof(head, dm, assignment,
+                                images=image_calibrations(block["training"]))
+                       if block["training"].get("image_calibration") else head_outputs)
         outputs = {HEAD: head_outputs[0]} | outputs
     if head_outputs is not None:
         targets = [t.as_dict() for t in dm.descriptor.targets]
@@ -330,7 +338,7 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
         if path is not None:
             figures[name] = path
 
-    if "training" in block:
+    if (block.get("training") or {}).get("history"):
         add("loss", lambda: plot_loss_curves(block["training"]["history"], fig_dir / "loss.png"))
     if "patch" in (block.get("calibration") or {}):
         add("reliability", lambda: plot_reliability(block["calibration"],

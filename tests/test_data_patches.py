@@ -163,3 +163,40 @@ def test_patches_are_bit_identical_to_the_albumentations_pipeline(size, output_s
     params = s.params(*image.shape, KEY)
     assert torch.equal(s.cut(image, params),
                        albumentations_reference(image, params, size, output_size, mean, std))
+
+
+def test_dihedral_draws_quarter_turns_that_are_exact():
+    image = texture(120, 120, seed=5)
+    s = sampler(per_image=64, size=32, output_size=32, rotation="dihedral", mean=(0, 0, 0),
+                std=(1, 1, 1))
+    params = s.params(*image.shape, KEY)
+    assert set(params[:, 4]) == {-90.0, 0.0, 90.0, 180.0} and set(params[:, 3]) == {0.0, 1.0}
+    assert (params[:, 2] == 32).all()  # no larger crop needed
+    out = s.cut(image, params)[:, 0].numpy()
+    for (x0, y0, _, flip, angle), patch in zip(params, out, strict=True):
+        crop = image[int(y0):int(y0) + 32, int(x0):int(x0) + 32].astype(np.float32) / 255
+        crop = crop[:, ::-1] if flip else crop
+        np.testing.assert_allclose(patch, np.rot90(crop, int(angle) // 90 % 4), atol=1e-6)
+
+
+def test_dihedral_has_its_own_cache_key(tmp_path):
+    from omegaconf import OmegaConf
+
+    from sinterlab.features.cache import settings_sha256
+    from sinterlab.features.extract import cache_settings, patch_spec
+
+    class Backbone:
+        input_size, mean, std, channels_last = 32, (0.5,), (0.5,), False
+
+    keys = {}
+    for rotation in (180, "dihedral", 0, "180"):
+        cfg = OmegaConf.create({"patches": {"per_image": 4, "size": 32, "output_size": None,
+                                            "hflip": True, "rotation": rotation, "seed": 0}})
+        keys[rotation] = settings_sha256(cache_settings(cfg, patch_spec(cfg, Backbone()),
+                                                        Backbone()))
+    assert len({keys[180], keys["dihedral"], keys[0]}) == 3
+    assert keys["180"] == keys[180]  # the same patches, whichever way the YAML spelt it
+    with pytest.raises(SinterlabError, match="dihedral"):
+        patch_spec(OmegaConf.create({"patches": {"per_image": 4, "size": 32, "output_size": None,
+                                                 "hflip": True, "rotation": "d4", "seed": 0}}),
+                   Backbone())

@@ -1,5 +1,5 @@
-"""model=auto: nested grouped CV chooses among the candidate heads without reading a test row,
-and predict serves the final model."""
+"""model=auto: nested grouped CV chooses among the candidate heads and scikit-learn models
+without reading a test row, and predict serves the final model."""
 
 import json
 
@@ -15,7 +15,7 @@ from sinterlab.predict import predict
 from sinterlab.training import run_experiment
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
-CANDIDATES = {"mlp", "linear", "mlp_small"}
+CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image"}
 
 
 def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
@@ -28,8 +28,18 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     assert len(selection["winners"]) == 3 and set(selection["winners"]) <= CANDIDATES
     assert all(len(v) == 3 for v in selection["inner_scores"].values())
     final = selection["final"]
-    assert final["model"] in CANDIDATES and final["epochs"] >= 1
+    assert final["model"] in CANDIDATES and final["point"].startswith(final["model"])
     assert (run_dir / final["checkpoint"]).is_file()
+    assert selection["score"] == "log_loss" and selection["grid"] == "linear"
+    # the scikit-learn candidates searched their grid, the heads did not
+    points = selection["points"]
+    assert sum(p["candidate"] == "sk_logreg" for p in points.values()) == 5
+    assert sum(p["candidate"] == "mlp" for p in points.values()) == 1
+    for name, tuned in selection["tuned_points"].items():
+        for f, label in enumerate(tuned):
+            assert selection["inner_scores"][name][f] == min(
+                p["inner_scores"][f] for p in points.values() if p["candidate"] == name)
+            assert points[label]["candidate"] == name
     # the nested score, each candidate's plain CV score and the baselines, on the same folds
     assert cv["primary"] == "auto" and cv["verdict"]["primary"] == "auto"
     assert {"auto", *CANDIDATES, "pca_logreg", "linear_probe", "measures"} == set(cv["pooled"])
@@ -38,13 +48,13 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
         assert cv["per_fold"][fold]["auto"] == cv["per_fold"][fold][winner]
     report = (run_dir / "report.md").read_text()
     assert "## Model selection (nested CV)" in report and "Final model" in report
-    assert "auto-selected head (nested CV), image-level accuracy" in report
+    assert "auto-selected model (nested CV), image-level accuracy" in report
 
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
     cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
     cfg.run, cfg.images = str(run_dir), [str(p) for p in images]
     table, _ = predict(cfg)
-    assert table["model"].str.startswith(f"{final['model']}: mean of 1 refitted").all()
+    assert table["model"].str.startswith(f"{final['point']}: mean of 1 refitted").all()
 
 
 def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
@@ -54,13 +64,32 @@ def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
     clean, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
     fold0 = torch.from_numpy(dm.assignment[0] == "test")
     dm.x[fold0] = torch.randn(int(fold0.sum()), dm.x.shape[1]) * 10
+    dm.y[fold0, 0] = dm.y[fold0, 0].flip(0)  # and their labels
     scrambled, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
-    for name in CANDIDATES:
-        assert scrambled["inner_scores"][name][0] == clean["inner_scores"][name][0]
-        assert scrambled["inner_scores"][name][1:] != clean["inner_scores"][name][1:]
-    assert scrambled["winners"][0] == clean["winners"][0]
+    for label, point in clean["points"].items():  # every grid point of every candidate
+        again = scrambled["points"][label]["inner_scores"]
+        assert again[0] == point["inner_scores"][0]
+        assert again[1:] != point["inner_scores"][1:]
+    assert scrambled["winner_points"][0] == clean["winner_points"][0]
     # the inner folds never hold an outer test row
     inner = dm.inner_folds(dm.assignment, "sample", 2)
     outer_test = np.repeat(dm.assignment == "test", 2, axis=0)
     assert (inner[outer_test] == "-").all() and not (inner[~outer_test] == "-").any()
     assert pd.Series(inner[0]).isin(["train", "val", "test", "-"]).all()
+
+
+def test_grids_search_the_heads_only_when_asked(make_cfg):
+    from sinterlab.models.selection import grid_points, searched
+
+    cfg = make_cfg("model=auto")
+    heads, linear = cfg.model.candidates.mlp, cfg.model.candidates.sk_pca_logreg
+    assert searched(cfg.model.selection, linear) and not searched(cfg.model.selection, heads)
+    assert grid_points("mlp", heads, False) == [("mlp", heads)]
+    points = dict(grid_points("mlp", heads, True))
+    assert len(points) == 4 and "mlp weight_decay=0.01 dropout=0.5" in points
+    chosen = points["mlp weight_decay=0.01 dropout=0.5"]
+    assert (chosen.module.weight_decay, chosen.module.dropout) == (0.01, 0.5)
+    assert heads.module.dropout == 0.3  # the candidate itself is unchanged
+    assert len(grid_points("sk_pca_logreg", linear, True)) == 2 * 4
+    every = make_cfg("model=auto", "model.selection.grid=all").model
+    assert searched(every.selection, every.candidates.mlp)

@@ -21,8 +21,10 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
-MODEL_NAMES = {"head": "head", "auto": "auto (nested)", "pca_logreg": "PCA+LR",
-               "linear_probe": "linear probe", "measures": "measures+LR"}
+MODEL_NAMES = {"head": "head", "auto": "auto (nested)", "sk_logreg": "LR tuned",
+               "sk_pca_logreg": "PCA+LR tuned", "sk_logreg_image": "LR img tuned",
+               "pca_logreg": "PCA+LR", "linear_probe": "linear probe",
+               "measures": "measures+LR"}
 
 
 def _ci(cell: dict | None) -> str:
@@ -66,7 +68,7 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
             lines.append(f"{label:<26} p-value against chance {cv['permutation']['p_value']:.4f}")
     best = metrics["cv"]["verdict"]
     if "best_baseline" in best and not best["head_beats_by_more_than_interval"]:
-        primary = {"head": "MLP head", "auto": "auto-selected head"}[best["primary"]]
+        primary = {"head": "MLP head", "auto": "auto-selected model"}[best["primary"]]
         lines.append(f"note: the {primary} does not beat the "
                      f"{MODEL_NAMES[best['best_baseline']]} by more than its interval width")
     warning = (metrics["cv"].get("instrument") or {}).get("warning")
@@ -80,8 +82,9 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
                      "for the split; their images were tested by heads that never saw them")
     final = (metrics.get("selection") or {}).get("final")
     if final:
-        lines.append(f"final model: {final['model']} refitted on all groups for "
-                     f"{final['epochs']} epochs ({final['checkpoint']}); winners per outer fold: "
+        epochs = f" for {final['epochs']} epochs" if final.get("epochs") else ""
+        lines.append(f"final model: {final.get('point', final['model'])} refitted on all groups"
+                     f"{epochs} ({final['checkpoint']}); winners per outer fold: "
                      f"{', '.join(metrics['selection']['winners'])}")
     return lines
 

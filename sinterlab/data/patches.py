@@ -1,7 +1,10 @@
 """Random patches of one micrograph (paper, Figure 3e-f), reproducible patch by patch.
 
 Each patch draws its position, flip and angle from a generator seeded by (patch seed, image
-content hash, patch index), so patch *i* of an image is the same whatever else changes. To
+content hash, patch index), so patch *i* of an image is the same whatever else changes. The
+angle is uniform in [-rotation, rotation] degrees (resampled), or with ``rotation="dihedral"`` a
+quarter turn (0, 90, 180 or 270 degrees: with the flip, the eight lossless symmetries of a
+square). To
 rotate without black corners, the patch is the centre of a square large enough to contain it
 rotated: the square is sliced out (and mirrored), one affine warp rotates it about its centre
 (albumentations' rotation matrix and border), and its centre is kept; then an area resize to
@@ -25,6 +28,19 @@ from sinterlab.errors import SinterlabError
 
 #: columns of the per-patch parameter array, in order
 PARAM_COLUMNS = ("x0", "y0", "side", "flip", "angle")
+#: ``preprocess.patches.rotation`` for quarter turns only (no interpolation)
+DIHEDRAL = "dihedral"
+
+
+def rotation_setting(value) -> float | str:
+    """``preprocess.patches.rotation``: an angle in degrees or ``dihedral``."""
+    if isinstance(value, str) and value.strip().lower() == DIHEDRAL:
+        return DIHEDRAL
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SinterlabError(f"preprocess.patches.rotation={value!r}: give an angle in degrees "
+                             f"(e.g. 180) or {DIHEDRAL} (quarter turns)") from None
 
 
 @dataclass(frozen=True)
@@ -33,7 +49,7 @@ class PatchSpec:
     size: int
     output_size: int
     hflip: bool
-    rotation: float
+    rotation: float | str  # degrees, or DIHEDRAL
     seed: int
 
 
@@ -60,7 +76,10 @@ class PatchSampler:
         rows = []
         for index in range(spec.per_image):
             rng = np.random.default_rng([spec.seed, key, index])
-            angle = float(rng.uniform(-spec.rotation, spec.rotation)) if spec.rotation else 0.0
+            if spec.rotation == DIHEDRAL:
+                angle = float(90 * rng.integers(-1, 3))  # -90, 0, 90, 180: exact turns
+            else:
+                angle = float(rng.uniform(-spec.rotation, spec.rotation)) if spec.rotation else 0.0
             flip = bool(spec.hflip and rng.random() < 0.5)
             side = patch_side(spec.size, angle)
             if side > min(height, width):

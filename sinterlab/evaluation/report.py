@@ -21,8 +21,11 @@ from sinterlab.atomic import write_text
 from sinterlab.evaluation.metrics import ORDINAL
 
 LEVELS = ("patch", "image", "sample")
-MODEL_NAMES = {"head": "MLP head", "auto": "auto-selected head (nested CV)",
+MODEL_NAMES = {"head": "MLP head", "auto": "auto-selected model (nested CV)",
                "mlp": "MLP head (paper)", "linear": "linear head", "mlp_small": "small MLP head",
+               "sk_logreg": "logistic/ridge, C tuned",
+               "sk_pca_logreg": "PCA + logistic/ridge, tuned",
+               "sk_logreg_image": "logistic/ridge on image means, C tuned",
                "pca_logreg": "PCA + logistic/ridge", "linear_probe": "linear probe",
                "measures": "measures + logistic/ridge"}
 
@@ -313,26 +316,32 @@ def _selection(m: Mapping) -> list[str]:
     if not sel:
         return []
     names = sel["candidates"]
-    rows = [[f, MODEL_NAMES.get(w, w), *(_fmt(sel["inner_scores"][n][f]) for n in names)]
-            for f, w in enumerate(sel["winners"])]
+    score = sel["score"]
+    rows = [[f, sel["winner_points"][f],
+             *(_fmt(sel["inner_scores"][n][f]) for n in names)]
+            for f in range(len(sel["winners"]))]
     final = sel["final"]
-    losses = ", ".join(f"{MODEL_NAMES.get(n, n)} {_fmt(v)}"
-                       for n, v in sel["cv_held_out_loss"].items())
+    scores = ", ".join(f"{MODEL_NAMES.get(n, n)} {_fmt(v)}"
+                       for n, v in sel["cv_scores"].items())
+    refit = (f"for {final['epochs']} epochs (the median best epoch of its CV heads), "
+             f"{final['members']} seeds" if final.get("epochs") else "with these settings")
+    wall = sel.get("candidate_wall_s") or {}
     return ["## Model selection (nested CV)\n",
-            f"For each outer fold, the candidates were compared by their loss on held-out groups "
-            f"of a {sel['inner_folds']}-fold grouped CV inside that fold's training groups "
-            f"(seeds {sel['inner_seeds']}); no outer test row was read. The winner's heads, "
-            "trained on the outer training groups, predicted the outer test fold: that is the "
-            "auto-selected row above, the honest score of choosing a model this way (each "
-            "candidate's own row is optimistic for the best of them).\n",
-            _table(["outer fold", "winner", *(f"inner loss: {MODEL_NAMES.get(n, n)}"
+            f"For each outer fold, every candidate (and every point of its grid, "
+            f"`model.selection.grid={sel['grid']}`) was scored by the {score} of its "
+            f"image-level outputs on held-out groups of a {sel['inner_folds']}-fold grouped CV "
+            f"inside that fold's training groups (seeds {sel['inner_seeds']}); no outer test row "
+            "was read. The best point, trained on the outer training groups, predicted the outer "
+            "test fold: that is the auto-selected row above, the honest score of choosing a "
+            "model this way. Each candidate's own row takes its best grid point per outer fold "
+            "by the same inner score.\n",
+            _table(["outer fold", "winner", *(f"inner {score}: {MODEL_NAMES.get(n, n)}"
                                              for n in names)], rows),
-            f"Final model (used by `sinterlab-predict`): **{MODEL_NAMES.get(final['model'])}**, "
-            f"the lowest cross-validated loss on all data "
-            f"({losses}), "
-            f"refitted on every group for {final['epochs']} epochs (the median best epoch of its "
-            f"CV heads), {final['members']} seeds (`{final['checkpoint']}`). Selection took "
-            f"{_fmt(sel['wall_s'], 1)} s.\n"]
+            f"Final model (used by `sinterlab-predict`): **{final.get('point', final['model'])}**"
+            f", the best cross-validated {score} on all data ({scores}), refitted on every group "
+            f"{refit} (`{final['checkpoint']}`). Selection took {_fmt(sel['wall_s'], 1)} s"
+            + (" (" + ", ".join(f"{n} {_fmt(v, 1)} s" for n, v in wall.items()) + ")"
+               if wall else "") + ".\n"]
 
 
 def _paper(m: Mapping) -> list[str]:
@@ -428,6 +437,12 @@ def _training(m: Mapping) -> list[str]:
     tr = m.get("training") or {}
     if not tr:
         return []
+    if not tr.get("history"):  # a scikit-learn model: fitted, not trained by epochs
+        params = ", ".join(f"{k}={v}" for k, v in (tr.get("params") or {}).items())
+        return ["## Training\n",
+                f"{tr.get('protocol')}. {MODEL_NAMES.get(tr.get('model'), tr.get('model'))} "
+                f"({params}): {tr.get('n_members')} members (one per fold) fitted in "
+                f"{_fmt(tr.get('wall_s'), 1)} s.\n"]
     members = tr.get("members") or []
     rows = [[r["fold"], r["seed"], _fmt(r["best_epoch"]), _fmt(r["best_val_loss"]),
              r["stopped_epoch"], _fmt(r["early_stopped"])] for r in members]

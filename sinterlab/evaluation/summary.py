@@ -22,7 +22,8 @@ from sinterlab.runs import CLAIM, ERROR, failure, incomplete
 
 #: the run's own model (the head, or the auto-selected one), the candidates of model=auto
 #: (their plain CV scores), then the baselines
-MODELS = ("primary", "mlp", "linear", "mlp_small", "pca_logreg", "linear_probe")
+MODELS = ("primary", "mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
+          "pca_logreg", "linear_probe")
 GROUP_COLUMNS = ("experiment", "data", "classes", "split_kind", "protocol")
 #: an ordered target's errors, shown for the run's own model
 ORDERED_COLUMNS = ("mae", "within_one")
@@ -139,7 +140,8 @@ def _primary_label(part: pd.DataFrame) -> str:
 
 def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     headers = ["experiment", "data", "classes", "split", "protocol", "runs", "level metric", "head",
-               "MLP (CV)", "linear head (CV)", "small MLP (CV)", "PCA + LR", "linear probe",
+               "MLP (CV)", "linear head (CV)", "small MLP (CV)", "LR tuned (CV)",
+               "PCA + LR tuned (CV)", "LR image means tuned (CV)", "PCA + LR", "linear probe",
                "best", "p (chance)", "head train s", "head MAE (ordered)",
                "head within one level"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

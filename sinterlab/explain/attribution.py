@@ -30,23 +30,15 @@ from sinterlab.predict import RunModel  # noqa: E402
 
 
 class PatchOutput(nn.Module):
-    """Patch tensors -> the head's output: mean temperature-scaled class probabilities of the
-    chosen members (N, C), or their mean standardised value (N, 1)."""
+    """Patch tensors -> the model's output: mean temperature-scaled class probabilities of the
+    chosen members (N, C), or their mean (standardised for heads) value (N, 1)."""
 
     def __init__(self, model: RunModel, members: slice = slice(None)):
         super().__init__()
         self.backbone, self.head, self.members = model.backbone.model, model.head, members
-        self.kind = model.head.targets[0]["kind"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        embeddings = self.backbone(x)
-        groups = self.head.stack.groups
-        out = self.head(embeddings.unsqueeze(0).expand(groups, *embeddings.shape))[0]
-        out = out[self.members]
-        if self.kind == "classification":
-            temperature = self.head.temperature_0[self.members][:, None, None]
-            return (out / temperature).softmax(dim=2).mean(dim=0)
-        return out.mean(dim=0)
+        return self.head.member_outputs(self.backbone(x))[self.members].mean(dim=0)
 
 
 def cam_layer_name(model: RunModel) -> str | None:

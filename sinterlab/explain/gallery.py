@@ -52,8 +52,7 @@ def write_gallery(cfg: DictConfig, dm: SEMDataModule, metrics: dict, images: pd.
     if chosen.empty or not metrics.get("training"):
         return []
     paths = dict(zip(dm.descriptor.table[IMAGE], dm.descriptor.table[PATH], strict=True))
-    winners = (metrics.get("selection") or {}).get("winners")
-    kind = metrics["split"]["kind"]
+    winners = (metrics.get("selection") or {}).get("fold_checkpoints")
     features = OmegaConf.merge(cfg.features, {"runtime": dm.cache_stats.get("runtime",
                                                                               "torch")})
     stride = int(g.stride or default_stride(cfg.preprocess))
@@ -64,12 +63,11 @@ def write_gallery(cfg: DictConfig, dm: SEMDataModule, metrics: dict, images: pd.
     records, heads = [], {}
     for row in chosen.itertuples(index=False):
         fold = int(row.fold)
-        checkpoint = (f"checkpoints/{kind}-{winners[fold]}-ensemble.ckpt" if winners
-                      else metrics["training"]["checkpoint"])
+        checkpoint = winners[fold] if winners else metrics["training"]["checkpoint"]
         if checkpoint not in heads:
             heads[checkpoint] = load_head(run_dir / checkpoint)
         head = heads[checkpoint]
-        seeds = head.stack.per_group
+        seeds = head.per_group
         m = image_map(head, cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
                       members=slice(fold * seeds, (fold + 1) * seeds))
         label = getattr(row, "truth_text", None) or f"{getattr(row, 'error', 0):.3g}"

@@ -23,7 +23,13 @@ from torch.utils.data import DataLoader, Dataset
 from sinterlab.data.crop import CropBox
 from sinterlab.data.images import image_warnings
 from sinterlab.data.metadata import read_metadata
-from sinterlab.data.patches import GridSampler, GridSpec, PatchSampler, PatchSpec
+from sinterlab.data.patches import (
+    GridSampler,
+    GridSpec,
+    PatchSampler,
+    PatchSpec,
+    rotation_setting,
+)
 from sinterlab.data.preprocess import preprocess_image, read_and_locate, scaled_size
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
@@ -186,8 +192,8 @@ def patch_spec(preprocess_cfg, backbone: Backbone, grid_stride: int | None = Non
     output = int(p.output_size or backbone.input_size)
     if grid_stride:
         return GridSpec(0, int(p.size), output, False, 0.0, 0, int(grid_stride))
-    return PatchSpec(int(p.per_image), int(p.size), output, bool(p.hflip), float(p.rotation),
-                     int(p.seed))
+    return PatchSpec(int(p.per_image), int(p.size), output, bool(p.hflip),
+                     rotation_setting(p.rotation), int(p.seed))
 
 
 def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,

@@ -2,7 +2,9 @@
 
 One call trains every member of a run (folds x seeds) as one stacked
 :class:`~sinterlab.models.head.HeadEnsemble`, through Lightning, with the module named by the
-model config (``model.module._target_``); holdout is the one-fold case.
+model config (``model.module._target_``); holdout is the one-fold case. A scikit-learn candidate
+(``_target_`` :class:`~sinterlab.models.linear.LinearModel`) is fitted per fold instead
+(:func:`fit_models` takes either kind).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.datamodule import SEMDataModule
@@ -27,6 +29,7 @@ from sinterlab.models.calibration import (
     set_temperatures,
 )
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.models.linear import LinearEnsemble, fit_linear
 
 PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
                   "check_val_every_n_epoch": 10}
@@ -197,5 +200,69 @@ def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray,
                 continue
             _, probs = calibration.apply(uncalibrated[own, :len(rows)], image_ids[rows], own)
             full[rows] = probs.mean(axis=0)[pd.factorize(image_ids[rows])[0]]
+        out.append(full)
+    return out
+
+
+def is_head(model: DictConfig) -> bool:
+    """Lightning heads train through :func:`fit_head`; scikit-learn candidates do not."""
+    return issubclass(get_class(model.module._target_), pl.LightningModule)
+
+
+def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
+               tags: list[str], models: list[DictConfig], seeds: list[int] | None = None,
+               ) -> list[tuple[HeadEnsemble | LinearEnsemble, dict]]:
+    """Each of ``models`` (grid points of one candidate) on the folds of ``assignment``, saved
+    as ``checkpoints/<tag>``: heads through :func:`fit_head`, one per model; scikit-learn
+    models all at once on each fold's training and validation rows (they need no validation)."""
+    if is_head(models[0]):
+        return [fit_head(cfg, dm, assignment, run_dir, tag, model=model, seeds=seeds)
+                for tag, model in zip(tags, models, strict=True)]
+    targets = [t.as_dict() | ({"num_classes": len(t.classes)} if t.kind == "classification"
+                              else {}) for t in dm.descriptor.targets]
+    rows = [np.flatnonzero((fold == "train") | (fold == "val")) for fold in assignment]
+    ensembles, wall = fit_linear([instantiate(m.module) for m in models], targets,
+                                 dm.x.numpy(), dm.y.numpy(),
+                                 dm.patches[IMAGE].to_numpy().astype(str), rows, int(cfg.seed))
+    out = []
+    for tag, model, ensemble in zip(tags, models, ensembles, strict=True):
+        checkpoint = ensemble.save(run_dir / "checkpoints" / f"{tag}.npz")
+        out.append((ensemble, {
+            "model": model.name, "params": ensemble.params,
+            "protocol": f"scikit-learn, fitted per fold on its training and validation rows "
+                        f"({model.module.features} embeddings)",
+            "members": [], "n_members": ensemble.members, "best_val_loss": None,
+            "checkpoint": str(checkpoint.relative_to(run_dir)),
+            "temperatures": ensemble.temperatures(), "history": [],
+            "wall_s": round(wall / len(models), 2)}))
+    return out
+
+
+def group_outputs(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule,
+                  assignment: np.ndarray, calibrated: bool = True) -> list[list[np.ndarray]]:
+    """Per group (fold) of ``assignment``, per target, the outputs of its test rows from its
+    own members (mean over seeds); class probabilities temperature-scaled unless
+    ``calibrated=False``; an image-mean model gives each row its image's output."""
+    loader = dm.test_dataloader(assignment)
+    index = loader.index
+    images = dm.patches[IMAGE].to_numpy().astype(str)[index.numpy()]
+    images = np.where(loader.weight.numpy() > 0, images, "")  # padding is no image
+    per_member = model.predict_members(dm.x[index], calibrated=calibrated, images=images)
+    seeds = model.per_group
+    return [[members[g * seeds:(g + 1) * seeds, :len(rows)].mean(axis=0)
+             for members in per_member]
+            for g, rows in enumerate(dm.rows(assignment, "test"))]
+
+
+def model_oof(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule, assignment: np.ndarray,
+              calibrated: bool = True) -> list[np.ndarray]:
+    """Per target, each tested patch's output from its own fold's members (see
+    :func:`group_outputs`)."""
+    per_group = group_outputs(model, dm, assignment, calibrated)
+    out = []
+    for t, first in enumerate(per_group[0]):
+        full = np.full((len(dm.x), *first.shape[1:]), np.nan)
+        for rows, outputs in zip(dm.rows(assignment, "test"), per_group, strict=True):
+            full[rows] = outputs[t]
         out.append(full)
     return out

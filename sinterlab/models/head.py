@@ -93,6 +93,15 @@ class HeadEnsemble(pl.LightningModule):
     def members(self) -> int:
         return self.stack.members
 
+    @property
+    def per_group(self) -> int:
+        """Members per group (fold): its seeds."""
+        return self.stack.per_group
+
+    @property
+    def in_features(self) -> int:
+        return int(self.hparams.in_features)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.stack(x)
 
@@ -257,12 +266,22 @@ class HeadEnsemble(pl.LightningModule):
         return [getattr(self, f"temperature_{i}").tolist() if t["kind"] == "classification"
                 else None for i, t in enumerate(self.targets)]
 
+    def member_outputs(self, x: torch.Tensor, target: int = 0) -> torch.Tensor:
+        """Differentiable (M, N, C) temperature-scaled class probabilities (or (M, N, 1)
+        standardised values) of patch embeddings ``x`` (N, D), for Grad-CAM."""
+        out = self(x.unsqueeze(0).expand(self.stack.groups, *x.shape))[target]
+        if self.targets[target]["kind"] == "classification":
+            return (out / getattr(self, f"temperature_{target}")[:, None, None]).softmax(dim=2)
+        return out
+
     @torch.inference_mode()
     def predict_members(self, x: torch.Tensor, batch_size: int = 4096,
-                        calibrated: bool = True) -> list[np.ndarray]:
+                        calibrated: bool = True, images: np.ndarray | None = None,
+                        ) -> list[np.ndarray]:
         """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target
         (M, N, C) class probabilities (temperature-scaled unless ``calibrated=False``) or
-        (M, N) predictions in the parameter's units."""
+        (M, N) predictions in the parameter's units. A head reads each patch on its own:
+        ``images`` (which image each row belongs to) changes nothing."""
         result = []
         for i, (t, out) in enumerate(zip(self.targets, self.logits(x, batch_size),
                                          strict=True)):

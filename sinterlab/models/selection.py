@@ -1,77 +1,198 @@
-"""Model selection by nested grouped cross-validation (``model=auto``)."""
+"""Model selection by nested grouped cross-validation (``model=auto``).
+
+Every candidate (a Lightning head or a scikit-learn model) and every point of its
+hyper-parameter grid is scored the same way: by one score of the image-level outputs
+(``model.selection.score``; default the log-loss of the image probabilities) on the inner
+held-out groups of each outer fold. Outer test rows are never read.
+"""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error
 
 from sinterlab.data.datamodule import SEMDataModule
-from sinterlab.models.fit import fit_head, head_oof, image_calibrations, median_temperatures
+from sinterlab.data.descriptor import IMAGE
+from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
+from sinterlab.models.fit import (
+    fit_head,
+    fit_models,
+    group_outputs,
+    head_oof,
+    image_calibrations,
+    is_head,
+    median_temperatures,
+    model_oof,
+)
+
+#: selection scores (lower is better), per task kind: image truth, image outputs -> score
+SCORES = {
+    "classification": {
+        "log_loss": lambda y, p: log_loss(y, p, labels=np.arange(p.shape[1])),
+        "error": lambda y, p: 1.0 - accuracy_score(y, p.argmax(axis=1))},
+    "regression": {"mse": mean_squared_error, "mae": mean_absolute_error},
+}
+
+
+def image_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
+                images: np.ndarray) -> float:
+    """``score`` of the image-level outputs (patch outputs averaged per image) of some rows."""
+    if score not in SCORES[kind]:
+        raise ValueError(f"model.selection.score.{kind}={score!r}: use one of "
+                         f"{list(SCORES[kind])}")
+    _, mean = aggregate_by_group(output, images)
+    truth = y[first_rows(images)]
+    if kind == "classification":
+        truth = truth.astype(np.int64)
+        mean = np.clip(mean, 1e-15, 1.0)
+        mean = mean / mean.sum(axis=1, keepdims=True)
+    return float(SCORES[kind][score](truth, mean))
+
+
+def grid_points(name: str, model: DictConfig, searched: bool) -> list[tuple[str, DictConfig]]:
+    """(label, config) of each point of the candidate's ``grid`` (dotted keys into its config,
+    lists of values); its configured values alone when not ``searched`` or without a grid."""
+    grid = OmegaConf.to_container(model.get("grid") or {})
+    if not searched or not grid:
+        return [(name, model)]
+    points = []
+    for values in itertools.product(*grid.values()):
+        point = model.copy()
+        for key, value in zip(grid, values, strict=True):
+            OmegaConf.update(point, key, value, merge=False)
+        label = " ".join(f"{key.split('.')[-1]}={value}" for key, value in zip(grid, values,
+                                                                              strict=True))
+        points.append((f"{name} {label}", point))
+    return points
+
+
+def searched(sel: DictConfig, model: DictConfig) -> bool:
+    """``model.selection.grid``: none | linear (scikit-learn candidates) | all (heads too)."""
+    if sel.grid not in ("none", "linear", "all"):
+        raise ValueError(f"model.selection.grid={sel.grid!r}: use none, linear or all")
+    return sel.grid == "all" or (sel.grid == "linear" and not is_head(model))
 
 
 def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kind: str,
                  run_dir: Path) -> tuple[dict, list[np.ndarray], dict, dict[str, np.ndarray]]:
-    """Nested grouped CV over ``cfg.model.candidates``.
+    """Nested grouped CV over ``cfg.model.candidates`` and their grids.
 
-    Per candidate: one ensemble over (outer x inner folds) x inner seeds, trained on the inner
-    training groups of each outer fold's non-test groups and scored by its loss on the inner
-    held-out groups (outer test rows are never read); and its plain CV ensemble over the outer
-    folds. Outer fold f takes the out-of-fold predictions of the candidate with the lowest mean
-    inner loss on f. The final model is the candidate with the lowest held-out loss of its plain
-    CV on all data, refitted on every group for the median of its members' best epoch counts.
-    Returns the selection record, the nested out-of-fold outputs (per target; calibrated, raw
-    and served per image), the chosen
-    candidate's CV training record and every candidate's out-of-fold output (first target).
+    Each grid point of each candidate is fitted on the inner training groups of every outer
+    fold's non-test groups and scored on the pooled inner held-out groups of that outer fold;
+    and fitted on the plain outer folds. A candidate's row takes, per outer fold, its point with
+    the best inner score (its tuned hyper-parameters); outer fold f of the nested (``auto``)
+    row takes the best point of all candidates on f. The final model is the point with the best
+    score of its plain CV on all data, refitted on every group (heads: for the median of their
+    members' best epoch counts). Returns the selection record, the nested out-of-fold outputs
+    (per target; calibrated, raw and served per image), the chosen point's CV training record
+    and every candidate's tuned out-of-fold output (first target).
     """
     started = time.perf_counter()
     sel = cfg.model.selection
+    target = dm.descriptor.targets[0]
+    score = str(sel.score[target.kind])
     inner_seeds = [int(s) for s in sel.inner_seeds]
     inner = dm.inner_folds(assignment, kind, int(sel.inner_folds))
     folds, names = len(assignment), list(cfg.model.candidates)
-    inner_scores, outputs, raw, served, infos = {}, {}, {}, {}, {}
-    for name in names:
-        model = cfg.model.candidates[name]
-        head, _ = fit_head(cfg, dm, inner, run_dir, f"{kind}-inner-{name}", model=model,
-                           seeds=inner_seeds)
-        losses = head.evaluate_loss(dm.test_dataloader(inner)).numpy()  # group-major members
-        inner_scores[name] = losses.reshape(folds, -1).mean(axis=1)
-        head, infos[name] = fit_head(cfg, dm, assignment, run_dir, f"{kind}-{name}", model=model)
-        outputs[name] = head_oof(head, dm, assignment)
-        raw[name] = head_oof(head, dm, assignment, calibrated=False)
-        served[name] = head_oof(head, dm, assignment, images=image_calibrations(infos[name]))
-        infos[name]["held_out_loss"] = float(
-            head.evaluate_loss(dm.test_dataloader(assignment)).mean())
-    winners = [min(names, key=lambda n, f=f: inner_scores[n][f]) for f in range(folds)]
+    per_outer = len(inner) // folds
+    y = dm.y[:, 0].numpy()
+    images = dm.patches[IMAGE].to_numpy().astype(str)
+    inner_test = dm.rows(inner, "test")
     test_fold = dm.test_fold(assignment)
-    nested = [np.full_like(out, np.nan) for out in outputs[names[0]]]
-    nested_raw = [np.full_like(out, np.nan) for out in outputs[names[0]]]
-    nested_served = [np.full_like(out, np.nan) for out in outputs[names[0]]]
-    for f, winner in enumerate(winners):
-        rows = test_fold == f
-        for target, (out, uncalibrated, image) in enumerate(zip(
-                outputs[winner], raw[winner], served[winner], strict=True)):
-            nested[target][rows] = out[rows]
-            nested_raw[target][rows] = uncalibrated[rows]
-            nested_served[target][rows] = image[rows]
-    chosen = min(names, key=lambda n: infos[n]["held_out_loss"])
-    best = [m["best_epoch"] for m in infos[chosen]["members"] if m["best_epoch"] is not None]
-    epochs = int(np.median(best)) + 1 if best else int(cfg.trainer.max_epochs)
+    points, configs, outputs, infos, spent = {}, {}, {}, {}, {}
+    for name in names:
+        clock = time.perf_counter()
+        model = cfg.model.candidates[name]
+        grid = grid_points(name, model, searched(sel, model))
+        labels = [label for label, _ in grid]
+        tags = [f"{kind}-inner-{name}" if len(grid) == 1 else f"{kind}-inner-{name}-{j}"
+                for j in range(len(grid))]
+        fitted = fit_models(cfg, dm, inner, run_dir, tags, [m for _, m in grid], inner_seeds)
+        keys = list(model.get("grid") or {}) if len(grid) > 1 else []
+        for label, (ensemble, _), (_, point) in zip(labels, fitted, grid, strict=True):
+            configs[label] = point
+            held_out = group_outputs(ensemble, dm, inner)
+            scores = []
+            for f in range(folds):
+                groups = range(f * per_outer, (f + 1) * per_outer)
+                rows = np.concatenate([inner_test[g] for g in groups])
+                out = np.concatenate([held_out[g][0] for g in groups])
+                scores.append(image_score(target.kind, score, y[rows], out, images[rows]))
+            points[label] = {"candidate": name, "inner_scores": scores,
+                             "params": {k: OmegaConf.select(point, k) for k in keys}}
+        tags = [f"{kind}-{name}" if len(grid) == 1 else f"{kind}-{name}-{j}"
+                for j in range(len(grid))]
+        for label, (ensemble, info) in zip(labels, fit_models(
+                cfg, dm, assignment, run_dir, tags, [m for _, m in grid]), strict=True):
+            calibrated = model_oof(ensemble, dm, assignment)
+            # what predict serves: a head's image-calibrated probabilities; else its outputs
+            served = (head_oof(ensemble, dm, assignment, images=image_calibrations(info))
+                      if info.get("image_calibration") else calibrated)
+            outputs[label] = (calibrated, model_oof(ensemble, dm, assignment,
+                                                    calibrated=False), served)
+            tested = test_fold >= 0
+            points[label]["cv_score"] = image_score(target.kind, score, y[tested],
+                                                    outputs[label][0][0][tested],
+                                                    images[tested])
+            points[label]["checkpoint"] = info["checkpoint"]
+            infos[label] = info
+        spent[name] = round(time.perf_counter() - clock, 2)
+
+    def best(labels: list[str], f: int) -> str:
+        return min(labels, key=lambda n: points[n]["inner_scores"][f])
+
+    def combine(chosen: list[str], calibrated: int) -> list[np.ndarray]:
+        """Per target, outer fold f's rows from the outputs of ``chosen[f]``."""
+        first = outputs[chosen[0]][calibrated]
+        combined = [np.full_like(out, np.nan) for out in first]
+        for f, label in enumerate(chosen):
+            rows = test_fold == f
+            for t, out in enumerate(outputs[label][calibrated]):
+                combined[t][rows] = out[rows]
+        return combined
+
+    tuned = {name: [best([n for n in points if points[n]["candidate"] == name], f)
+                    for f in range(folds)] for name in names}
+    winner_points = [best(list(points), f) for f in range(folds)]
+    nested = combine(winner_points, 0), combine(winner_points, 1), combine(winner_points, 2)
+    candidate_oof = {name: combine(tuned[name], 0)[0] for name in names}
+    tested = test_fold >= 0
+    chosen = min(points, key=lambda n: points[n]["cv_score"])
+    name, model = points[chosen]["candidate"], configs[chosen]
     everything = np.full((1, len(dm.x)), "train")
-    _, final = fit_head(cfg, dm, everything, run_dir, "final", model=cfg.model.candidates[chosen],
-                        max_epochs=epochs, temperatures=median_temperatures(infos[chosen]),
-                        image_calibration=image_calibrations(infos[chosen]))
+    final_info = {"model": name, "point": chosen, "params": points[chosen]["params"]}
+    if is_head(model):
+        best_epochs = [m["best_epoch"] for m in infos[chosen]["members"]
+                       if m["best_epoch"] is not None]
+        epochs = int(np.median(best_epochs)) + 1 if best_epochs else int(cfg.trainer.max_epochs)
+        _, final = fit_head(cfg, dm, everything, run_dir, "final", model=model,
+                            max_epochs=epochs, temperatures=median_temperatures(infos[chosen]),
+                            image_calibration=image_calibrations(infos[chosen]))
+        final_info |= {"epochs": epochs, "temperatures": median_temperatures(infos[chosen]),
+                       "image_calibration": final.get("image_calibration")}
+    else:
+        [(_, final)] = fit_models(cfg, dm, everything, run_dir, ["final"], [model])
+        final_info |= {"epochs": None, "temperatures": None}
+    final_info |= {"members": final["n_members"], "checkpoint": final["checkpoint"],
+                   "wall_s": final["wall_s"]}
     record = {
-        "candidates": names, "inner_folds": int(sel.inner_folds), "inner_seeds": inner_seeds,
-        "inner_scores": {n: [float(v) for v in inner_scores[n]] for n in names},
-        "winners": winners,
-        "cv_held_out_loss": {n: infos[n]["held_out_loss"] for n in names},
-        "final": {"model": chosen, "epochs": epochs, "members": final["n_members"],
-                  "temperatures": median_temperatures(infos[chosen]),
-                  "image_calibration": final["image_calibration"],
-                  "checkpoint": final["checkpoint"], "wall_s": final["wall_s"]},
+        "candidates": names, "score": score, "grid": str(sel.grid),
+        "inner_folds": int(sel.inner_folds), "inner_seeds": inner_seeds,
+        "points": points,
+        "inner_scores": {n: [points[tuned[n][f]]["inner_scores"][f] for f in range(folds)]
+                         for n in names},
+        "tuned_points": tuned,
+        "cv_scores": {n: image_score(target.kind, score, y[tested], candidate_oof[n][tested],
+                                     images[tested]) for n in names},
+        "winners": [points[p]["candidate"] for p in winner_points],
+        "winner_points": winner_points,
+        "fold_checkpoints": [points[p]["checkpoint"] for p in winner_points],
+        "final": final_info,
+        "candidate_wall_s": spent,
         "wall_s": round(time.perf_counter() - started, 2)}
-    return (record, (nested, nested_raw, nested_served), infos[chosen],
-            {n: outputs[n][0] for n in names})
+    return record, nested, infos[chosen], candidate_oof

@@ -1,0 +1,199 @@
+"""Scikit-learn candidates: standardise -> [PCA] -> logistic regression (ridge for regression),
+fitted per fold on patch embeddings or on image-mean embeddings.
+
+Every step is affine, so a fitted member is stored as one affine map per target (logits or
+value = x @ W.T + b on a patch embedding): serving, maps and Grad-CAM apply it to patches like a
+head, and it saves as plain arrays (``.npz``, no pickle). An image-mean model's image output is
+its map applied to the image's mean embedding, i.e. the mean of its patch logits.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.preprocessing import StandardScaler
+
+FEATURES = ("patch", "image_mean")
+
+
+class LinearEnsemble:
+    """``groups`` members (one per fold; no seeds: the fit is deterministic), each an affine map
+    per target: ``weights[t]`` (M, C, D), ``biases[t]`` (M, C); C = 1 for regression."""
+
+    def __init__(self, targets: list[dict], weights: list[np.ndarray], biases: list[np.ndarray],
+                 features: str, params: dict):
+        if features not in FEATURES:
+            raise ValueError(f"features={features!r}: use one of {list(FEATURES)}")
+        self.targets, self.features, self.params = targets, features, params
+        self.weights = [np.asarray(w, dtype=np.float32) for w in weights]
+        self.biases = [np.asarray(b, dtype=np.float32) for b in biases]
+        self.in_features = self.weights[0].shape[2]
+
+    @property
+    def members(self) -> int:
+        return self.weights[0].shape[0]
+
+    groups = members
+    per_group = 1
+
+    def member_outputs(self, x: torch.Tensor, target: int = 0) -> torch.Tensor:
+        """Differentiable (M, N, C) class probabilities (or (M, N, 1) values) of patch
+        embeddings ``x`` (N, D), for Grad-CAM."""
+        w = torch.from_numpy(self.weights[target]).to(x)
+        out = torch.einsum("nd,mcd->mnc", x, w) + torch.from_numpy(self.biases[target]).to(x)[
+            :, None]
+        return out.softmax(dim=2) if self.targets[target]["kind"] == "classification" else out
+
+    def predict_members(self, x, batch_size: int = 4096, calibrated: bool = True,
+                        images: np.ndarray | None = None) -> list[np.ndarray]:
+        """Like :meth:`HeadEnsemble.predict_members`: ``x`` (G, N, D) or (N, D) -> per target
+        (M, N, C) probabilities or (M, N) values. With ``images`` (N,) or (G, N) ids, an
+        image-mean model gives every row its image's output; otherwise each patch its own
+        (maps). There is no temperature: ``calibrated`` changes nothing."""
+        x = torch.as_tensor(x).float().numpy()
+        if x.ndim == 2:
+            x = np.broadcast_to(x, (self.members, *x.shape))
+            images = None if images is None else np.broadcast_to(images, x.shape[:2])
+        result = []
+        for t, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            logits = np.einsum("mnd,mcd->mnc", x, w, optimize=True) + b[:, None]
+            if images is not None and self.features == "image_mean":
+                for m in range(len(logits)):
+                    codes, index = np.unique(np.asarray(images[m]).astype(str),
+                                             return_inverse=True)
+                    sums = np.zeros((len(codes), logits.shape[2]))
+                    np.add.at(sums, index, logits[m])
+                    logits[m] = (sums / np.bincount(index)[:, None])[index]
+            if self.targets[t]["kind"] == "classification":
+                logits -= logits.max(axis=2, keepdims=True)
+                e = np.exp(logits)
+                result.append(e / e.sum(axis=2, keepdims=True))
+            else:
+                result.append(logits[:, :, 0])
+        return result
+
+    def temperatures(self) -> list[list[float] | None]:
+        return [[1.0] * self.members if t["kind"] == "classification" else None
+                for t in self.targets]
+
+    # -- safe persistence: arrays and JSON, no pickle ------------------------------------------
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"targets": self.targets, "features": self.features, "params": self.params}
+        arrays = {f"weight_{t}": w for t, w in enumerate(self.weights)} | {
+            f"bias_{t}": b for t, b in enumerate(self.biases)}
+        tmp = path.with_name(path.name + ".part.npz")
+        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> LinearEnsemble:
+        with np.load(Path(path), allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            n = len(meta["targets"])
+            return cls(meta["targets"], [data[f"weight_{t}"] for t in range(n)],
+                       [data[f"bias_{t}"] for t in range(n)], meta["features"], meta["params"])
+
+
+def _affine(scaler: StandardScaler, pca: PCA | None, coef: np.ndarray, intercept: np.ndarray,
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """standardise -> [PCA] -> linear, composed into one map on the raw embedding."""
+    mean = scaler.mean_ / scaler.scale_
+    if pca is not None:
+        coef = coef @ pca.components_
+        mean = mean + pca.mean_
+    w = coef / scaler.scale_[None, :]
+    return w, intercept - coef @ mean
+
+
+def _full_classes(coef: np.ndarray, intercept: np.ndarray, seen: np.ndarray,
+                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic coefficients on every class: binary -> two logits (0, a); a class absent from
+    the fold's training rows gets probability 0."""
+    if len(seen) == 2 and coef.shape[0] == 1:
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+    w = np.zeros((num_classes, coef.shape[1]))
+    b = np.full(num_classes, -1e4)
+    w[seen], b[seen] = coef, intercept
+    return w, b
+
+
+class LinearModel:
+    """The ``module`` of a scikit-learn candidate config: how to fit it. ``C`` is the inverse
+    regularisation strength (ridge: alpha = 1 / C), ``pca`` the number of components (null: no
+    PCA step), ``features`` patch embeddings or image-mean embeddings."""
+
+    def __init__(self, C: float, pca: int | None, features: str, max_iter: int, tol: float):
+        if features not in FEATURES:
+            raise ValueError(f"model.module.features={features!r}: use one of {list(FEATURES)}")
+        self.C, self.pca, self.features = float(C), pca, features
+        self.max_iter, self.tol = int(max_iter), float(tol)
+
+
+def fit_linear(models: list[LinearModel], targets: list[dict], x: np.ndarray, y: np.ndarray,
+               images: np.ndarray, train_rows: list[np.ndarray], seed: int,
+               ) -> tuple[list[LinearEnsemble], float]:
+    """One ensemble per model of ``models`` (grid points of one candidate), each with a member
+    per fold of ``train_rows``. Points that differ only in C share the scaling and PCA of a
+    fold and are fitted from the weakest to the strongest C, each starting from the last
+    (warm start). Returns the ensembles (in the order of ``models``) and the wall time."""
+    started = time.perf_counter()
+    weights = {i: [[] for _ in targets] for i in range(len(models))}
+    biases = {i: [[] for _ in targets] for i in range(len(models))}
+    order = sorted(range(len(models)), key=lambda i: (models[i].features, models[i].pca or 0,
+                                                      models[i].C))
+    for rows in train_rows:
+        for (features, k), same in groupby(order, key=lambda i: (models[i].features,
+                                                                 models[i].pca)):
+            same = list(same)
+            xf, yf = x[rows].astype(np.float64), y[rows]
+            if features == "image_mean":
+                frame = pd.DataFrame(xf).groupby(images[rows], sort=False)
+                xf = frame.mean().to_numpy()
+                yf = pd.DataFrame(yf).groupby(images[rows], sort=False).first().to_numpy()
+            scaler = StandardScaler().fit(xf)
+            z = scaler.transform(xf)
+            pca = None
+            if k:
+                pca = PCA(n_components=max(1, min(int(k), *z.shape)), svd_solver="randomized",
+                          random_state=seed)
+                z = pca.fit_transform(z)
+            for t, target in enumerate(targets):
+                estimator = None
+                for i in same:  # C ascending: each fit starts from the previous solution
+                    m = models[i]
+                    if target["kind"] == "classification":
+                        labels = yf[:, t].astype(np.int64)
+                        if estimator is None:
+                            estimator = LogisticRegression(max_iter=m.max_iter, tol=m.tol,
+                                                           warm_start=True, random_state=seed)
+                        estimator.set_params(C=m.C)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", ConvergenceWarning)
+                            estimator.fit(z, labels)
+                        coef, intercept = _full_classes(estimator.coef_, estimator.intercept_,
+                                                        estimator.classes_,
+                                                        int(target["num_classes"]))
+                    else:
+                        estimator = Ridge(alpha=1.0 / m.C).fit(z, yf[:, t])
+                        coef, intercept = estimator.coef_[None], np.r_[estimator.intercept_]
+                    w, b = _affine(scaler, pca, coef, intercept)
+                    weights[i][t].append(w)
+                    biases[i][t].append(b)
+    ensembles = [LinearEnsemble(targets, [np.stack(w) for w in weights[i]],
+                                [np.stack(b) for b in biases[i]], models[i].features,
+                                {"C": models[i].C, "pca": models[i].pca})
+                 for i in range(len(models))]
+    return ensembles, time.perf_counter() - started
