@@ -67,7 +67,13 @@ def baseline_outputs(
         raise ValueError("x_train and x_test must be 2-D (n_patches, embedding_dim)")
     n_train, n_features = x_train.shape
     k = max(1, min(int(pca_components), n_features, n_train))
-    estimators = estimators or {name: _head(kind, max_iter, seed, C, tol) for name in BASELINES}
+    estimators = dict(estimators or {})
+    for name in BASELINES:
+        previous = estimators.get(name)
+        # a warm start needs the previous fold's classes; a fold missing one starts afresh
+        if previous is None or (hasattr(previous, "classes_") and not np.array_equal(
+                previous.classes_, np.unique(y_train))):
+            estimators[name] = _head(kind, max_iter, seed, C, tol)
     pipes = {
         "pca_logreg": Pipeline([("scale", StandardScaler()),
                                 ("pca", PCA(n_components=k, svd_solver="randomized",
