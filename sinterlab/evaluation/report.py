@@ -397,8 +397,9 @@ def _calibration(m: Mapping) -> list[str]:
                if k else "")
     return ["## How far to trust a probability\n",
             f"**Image level (what `sinterlab-predict` serves): ECE {_ece(image, 'calibrated')}, "
-            f"raw {_ece(image, 'raw')}.** Served per image: {cal['served']}, fitted on each "
-            "member's own validation images (never a test group), averaged over the members. "
+            f"raw {_ece(image, 'raw')}.** Served per image: {cal['served']}, cross-fitted on the "
+            "validation images of every fold but those of the member's own test groups, "
+            "averaged over the members. "
             f"Expected calibration error of the out-of-fold probabilities (top label, "
             f"{cal['bins']} bins); {cal['confidence']:.0%} intervals from "
             f"{cal['bootstrap']['n']} bootstrap resamples of {cal['bootstrap']['unit']}s. "
