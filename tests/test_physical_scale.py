@@ -104,7 +104,7 @@ def test_settings_that_give_the_answer_away_are_warned_about(make_cfg, tiny_desc
     csv = tmp_path / "d.csv"
     table.to_csv(csv, index=False)
     cfg = make_cfg(f"data.descriptor={csv}", "protocol.folds=3", "protocol.seeds=[0]",
-                   "evaluation.permutation.n=30", "evaluation.gallery.enabled=false",
+                   "evaluation.permutation.n=200", "evaluation.gallery.enabled=false",
                    "evaluation.contrast.enabled=false")
     metrics = run_experiment(cfg, tmp_path / "run")
     check = metrics["cv"]["instrument"]
