@@ -40,19 +40,25 @@ def all_stages_on(cfg):
     return cfg
 
 
+ORDER = "+data.order.composition=['Cu–Ni 50 µm','CuO/Cu ratio é','pure Cu 250']"
+
+
 @pytest.mark.parametrize("target, task, data", [
     ("composition", "classification", "tiny_descriptor"),
+    pytest.param("composition", "classification", "ordered", marks=pytest.mark.slow),
     pytest.param("burst_count", "classification", "tiny_descriptor", marks=pytest.mark.slow),
     pytest.param("burst_count", "regression", "tiny_descriptor", marks=pytest.mark.slow),
     ("[burst_count,duty_cycle]", "classification", "design_descriptor"),
-], ids=["named", "numeric", "regression", "multi-target"])
+], ids=["named", "ordered names", "numeric", "regression", "multi-target"])
 def test_every_target_kind_completes_with_every_optional_stage_and_predict_serves_it(
         make_cfg, tmp_path, request, target, task, data):
-    source = request.getfixturevalue(data)
+    ordered = data == "ordered"
+    source = request.getfixturevalue("tiny_descriptor" if ordered else data)
     descriptor = named_descriptor(source, tmp_path / "data")
     run_dir = tmp_path / "run"
     cfg = all_stages_on(make_cfg(f"data.descriptor={descriptor}", f"data.target={target}",
-                                 f"task={task}", "protocol.folds=3", "protocol.seeds=[0]"))
+                                 f"task={task}", "protocol.folds=3", "protocol.seeds=[0]",
+                                 *([ORDER] if ordered else [])))
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
     metrics = run_experiment(cfg, run_dir)
@@ -62,6 +68,9 @@ def test_every_target_kind_completes_with_every_optional_stage_and_predict_serve
     assert metrics["gallery"], "the gallery drew no map"
     assert all((run_dir / r["map"]).is_file() for r in metrics["gallery"])
     assert metrics["tensorboard"] and str(run_dir) in metrics["tensorboard"]
+    if ordered:  # errors counted in levels of the named grades
+        assert metrics["targets"][0]["error_unit"] == "levels"
+        assert "mae" in metrics["cv"]["pooled"]["head"]["image"]
     if target == "composition":
         assert {r["truth"] for r in metrics["gallery"]} <= set(NAMES.values())
         assert "Cu–Ni 50 µm" in (run_dir / "report.md").read_text()
