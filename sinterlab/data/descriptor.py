@@ -71,19 +71,15 @@ class Descriptor:
         for t in self.targets:
             if t.kind == "classification":
                 index = {c: i for i, c in enumerate(t.classes)}
-                columns.append(self.table[t.name].map(_as_text).map(index).to_numpy(float))
+                columns.append(self.table[t.name].map(str_label).map(index).to_numpy(float))
             else:
                 columns.append(self.table[t.name].to_numpy(float))
         return np.stack(columns, axis=1)
 
 
 def str_label(value: object) -> str:
-    """A class value as text, the spelling of ``Target.classes`` (100.0 -> '100')."""
-    return _as_text(value)
-
-
-def _as_text(value: object) -> str:
-    """Class value as shown to people: 100.0 -> '100', 'C110' -> 'C110'."""
+    """A class value as text, the spelling of ``Target.classes``: 100.0 -> '100',
+    'C110' -> 'C110'."""
     if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
@@ -101,7 +97,7 @@ def _order(csv: Path, name: str, found: list[str], order) -> tuple[list[str], bo
         return found, numeric
     if order is False:
         return found, False
-    wanted = [_as_text(c).strip() for c in order]
+    wanted = [str_label(c).strip() for c in order]
     if sorted(wanted) != sorted(found):
         missing, extra = sorted(set(found) - set(wanted)), sorted(set(wanted) - set(found))
         raise SinterlabError(f"{csv}: data.order.{name} {wanted} does not match the classes of "
@@ -120,8 +116,8 @@ def _ordered_classes(values: pd.Series) -> list[str]:
     """Numbers in numeric order; names in natural order (so '50 BC' precedes '100 BC')."""
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all():
-        return [_as_text(v) for v in sorted(pd.unique(numeric))]
-    return sorted({_as_text(v) for v in pd.unique(values)}, key=_natural_key)
+        return [str_label(v) for v in sorted(pd.unique(numeric))]
+    return sorted({str_label(v) for v in pd.unique(values)}, key=_natural_key)
 
 
 def blank(column: pd.Series) -> pd.Series:
@@ -157,7 +153,7 @@ def _check_numeric_target(csv: Path, table: pd.DataFrame, name: str) -> None:
 def _normalise_labels(csv: Path, table: pd.DataFrame, name: str) -> str | None:
     """Trim spaces around text labels (a warning, returned) and refuse labels that differ only
     by case ('low' and 'Low'): both would silently become separate classes."""
-    text = table[name].map(lambda v: v if pd.isna(v) else _as_text(v))
+    text = table[name].map(lambda v: v if pd.isna(v) else str_label(v))
     trimmed = text.map(lambda v: v.strip() if isinstance(v, str) else v)
     changed = (text != trimmed) & text.notna()
     warning = None
@@ -181,7 +177,7 @@ def _normalise_labels(csv: Path, table: pd.DataFrame, name: str) -> str | None:
 def _check_one_label_per_sample(csv: Path, table: pd.DataFrame, name: str) -> None:
     """A sample (one sintered spot) has one value of each process parameter; a sample_id reused
     under two values is a typo that grouped splits would turn into a contradiction."""
-    values = table[name].map(_as_text)
+    values = table[name].map(str_label)
     per_sample = values.groupby(table[SAMPLE]).nunique()
     mixed = per_sample[per_sample > 1]
     if len(mixed):
@@ -265,7 +261,7 @@ def load_descriptor(
     table[SAMPLE] = table[SAMPLE].astype(str)
     if slide_column in table.columns:
         table = table.rename(columns={slide_column: SLIDE})
-        table[SLIDE] = table[SLIDE].map(lambda v: "" if pd.isna(v) else _as_text(v))
+        table[SLIDE] = table[SLIDE].map(lambda v: "" if pd.isna(v) else str_label(v))
     table[IMAGE] = table[IMAGE].astype(str)
 
     # compare resolved paths: 'images/a.tif' and './images/a.tif' are the same image
@@ -288,13 +284,13 @@ def load_descriptor(
 
     primary = names[0]
     if classes is not None:
-        wanted = {_as_text(c) for c in classes}
-        present = set(table[primary].map(_as_text))
+        wanted = {str_label(c) for c in classes}
+        present = set(table[primary].map(str_label))
         absent = sorted(wanted - present)
         if absent:
             raise SinterlabError(f"{csv}: data.classes {absent} not found in column "
                                  f"{primary!r} (values present: {sorted(present)})")
-        table = table[table[primary].map(_as_text).isin(wanted)].reset_index(drop=True)
+        table = table[table[primary].map(str_label).isin(wanted)].reset_index(drop=True)
 
     units, order = dict(units or {}), dict(order or {})
     unknown = sorted(set(order) - set(names))
