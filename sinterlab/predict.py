@@ -31,7 +31,8 @@ from omegaconf import DictConfig, OmegaConf
 from sinterlab.data.descriptor import IMAGE, backslash_hint, blank, read_table
 from sinterlab.data.metadata import FIELDS, read_metadata
 from sinterlab.errors import SinterlabError
-from sinterlab.evaluation.metrics import aggregate_by_group
+from sinterlab.evaluation.calibration import prediction_sets, set_label
+from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
@@ -255,6 +256,15 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
             table[f"{name}_agreement"] = [
                 float(np.mean(votes[groups == g] == c)) for g, c in zip(
                     table["image"], choice, strict=True)]
+            sets = (metrics.get("calibration") or {}).get("sets")
+            if sets and i == 0:  # the conformal set of the first target
+                ordered = bool(target.get("ordered"))
+                members = prediction_sets(mean, sets["threshold"], ordered)
+                table[f"{name}_set"] = [set_label(m, list(classes), target.get("unit") or "",
+                                                  ordered) for m in members]
+                table["set_confidence"] = sets["confidence"]
+            if target.get("ordered") and target.get("values"):
+                table[f"{name}_expected"] = expected_value(mean, np.asarray(target["values"]))
             table[f"{name}_calibration"] = (
                 calibration.describe() if calibration is not None else
                 "patch temperature (older run): mean of temperature-scaled patch probabilities, "

@@ -26,9 +26,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sinterlab.atomic import write_json, write_text, write_with
 from sinterlab.console import stage
 from sinterlab.data.datamodule import GROUP_COLUMNS, SEMDataModule
-from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, str_label
+from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, Target, str_label
 from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
-from sinterlab.evaluation.calibration import classification_calibration, conformal_coverage
+from sinterlab.evaluation.calibration import (
+    classification_calibration,
+    conformal_coverage,
+    conformal_sets,
+)
 from sinterlab.evaluation.crossval import (
     LevelTables,
     bootstrap_intervals,
@@ -151,7 +155,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                                          [o[tested] for o in head_outputs],
                                          ids["image"][tested], ids["sample"][tested])
         block["calibration"] = calibration_block(
-            cfg, first.kind, y[tested, 0], head_raw[0][tested], head_outputs[0][tested],
+            cfg, first, y[tested, 0], head_raw[0][tested], head_outputs[0][tested],
             head_served[0][tested], ids["image"][tested], ids["sample"][tested], units[tested],
             test_fold[tested], kind, served_by(block["training"]))
     values = np.asarray(first.values) if first.ordered else None  # errors in the units
@@ -211,21 +215,23 @@ def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray)
     return per_image[index]
 
 
-def calibration_block(cfg: DictConfig, kind: str, y: np.ndarray, raw: np.ndarray,
+def calibration_block(cfg: DictConfig, target: Target, y: np.ndarray, raw: np.ndarray,
                       calibrated: np.ndarray, served: np.ndarray, images: np.ndarray,
                       samples: np.ndarray, units: np.ndarray, folds: np.ndarray, split: str,
                       served_by: str | None) -> dict:
     """ECE per patch, image and sample before/after calibration, with intervals that resample
-    ``units`` of ``split``, and what is ``served_by`` (classification); or the conformal
-    intervals and their checked coverage (regression); on the tested rows' out-of-fold
-    outputs."""
+    ``units`` of ``split``, what is ``served_by`` and the conformal prediction sets of the
+    served image probabilities (classification); or the conformal intervals (regression); each
+    with its coverage checked fold by fold, on the tested rows' out-of-fold outputs."""
     c, b = cfg.evaluation.calibration, cfg.evaluation.bootstrap
-    if kind == "classification":
+    first = first_rows(images)
+    if target.kind == "classification":
         out = classification_calibration(y, raw, calibrated, served, images, samples, units,
                                          int(c.bins), int(b.n), int(b.seed), float(b.confidence))
         out["bootstrap"]["unit"] = {SLIDE: "slide", SAMPLE: "sample"}[bootstrap_unit(split)]
+        out["sets"] = conformal_sets(y[first].astype(np.int64), served[first], folds[first],
+                                     float(c.conformal_confidence), target.ordered)
         return out | {"served": served_by}
-    first = first_rows(images)
     _, predicted = aggregate_by_group(calibrated, images)
     return {"conformal": conformal_coverage(y[first], predicted, folds[first],
                                             float(c.conformal_confidence))}

@@ -16,7 +16,11 @@ from sinterlab.cli import CONF_DIR
 from sinterlab.evaluation.calibration import (
     classification_calibration,
     conformal_coverage,
+    conformal_sets,
+    conformal_threshold,
     expected_calibration_error,
+    prediction_sets,
+    set_label,
 )
 from sinterlab.evaluation.report import report_markdown
 from sinterlab.models.calibration import (
@@ -143,6 +147,45 @@ def test_conformal_intervals_cover_what_they_promise():
     assert conformal_coverage(truth, predicted, np.zeros(600), 0.9)["coverage"] is None
 
 
+def _probabilities(n: int, classes: int, signal: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    logits = rng.normal(size=(n, classes))
+    logits[np.arange(n), labels] += signal
+    probs = np.exp(logits)
+    return labels, probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_prediction_sets_cover_what_they_promise():
+    labels, probs = _probabilities(600, 5, 1.5)
+    folds = np.arange(600) % 5
+    plain = conformal_sets(labels, probs, folds, 0.9, ordered=False)
+    assert 0.86 <= plain["coverage"] <= 0.94 and 1 < plain["mean_size"] < 5
+    assert len(plain["per_fold"]) == 5
+    # an ordered target's sets are ranges: never smaller, so never less often right
+    ordered = conformal_sets(labels, probs, folds, 0.9, ordered=True)
+    assert ordered["coverage"] >= plain["coverage"]
+    assert ordered["mean_size"] >= plain["mean_size"]
+    sets = prediction_sets(probs, ordered["threshold"], ordered=True)
+    for row in sets:  # contiguous: one run of True
+        assert np.diff(row.astype(int)).clip(0).sum() <= 1 - row[0]
+    # a sharper model gets smaller sets at the same coverage
+    labels, sharp = _probabilities(600, 5, 4.0)
+    assert conformal_sets(labels, sharp, folds, 0.9, False)["mean_size"] < plain["mean_size"]
+    # the predicted class is always in the set, even at a low confidence
+    loose = prediction_sets(probs, conformal_threshold(probs[:, 0], 0.1), ordered=False)
+    assert loose[np.arange(600), probs.argmax(axis=1)].all()
+    assert conformal_sets(labels, sharp, np.zeros(600), 0.9, False)["coverage"] is None
+
+
+def test_set_labels_read_as_ranges_or_lists():
+    classes = ["50", "100", "150", "200", "250"]
+    members = np.array([False, False, True, True, False])
+    assert set_label(members, classes, "BC", ordered=True) == "150–200 BC"
+    assert set_label(members, classes, "BC", ordered=False) == "150 BC | 200 BC"
+    assert set_label(np.array([True, False]), ["Cu", "Ni"], "", ordered=False) == "Cu"
+
+
 def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
     run_experiment(make_cfg("protocol.folds=3", "protocol.seeds=[0,1]"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -155,8 +198,12 @@ def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
     [image] = metrics["training"]["image_calibration"]
     assert np.asarray(image["scale"]).shape == (6, 3)
     assert (tmp_path / "figures" / "reliability.png").stat().st_size > 0
-    assert "Image level (what `sinterlab-predict` serves): ECE" in (tmp_path / "report.md"
-                                                                     ).read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "Image level (what `sinterlab-predict` serves): ECE" in report
+    sets = cal["sets"]
+    assert sets["ordered"] and sets["confidence"] == 0.9 and len(sets["per_fold"]) == 3
+    assert 0 <= sets["coverage"] <= 1 and 1 <= sets["mean_size"] <= 3
+    assert "**Prediction sets at 90%**" in report
     # the report of a run from before image calibration still reads its (patch, image) block
     older = {k: v for k, v in cal.items() if k in ("bins", "patch", "image")}
     older = {k: {m: x for m, x in v.items() if "interval" not in m} if isinstance(v, dict)
@@ -188,6 +235,14 @@ def test_predict_serves_the_image_calibration_of_the_final_model(make_cfg, tiny_
     cfg.images = [str(p) for p in sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:3]]
     table, _ = predict(cfg)
     assert table["burst_count_calibration"].str.startswith("image temperature").all()
+    # the conformal set holds the predicted level; numbers are ordered: a range, in BC
+    for level, members in zip(table["burst_count"], table["burst_count_set"], strict=True):
+        assert str(level) in members
+        low, _, high = members.partition("–")
+        assert not high or int(low) < int(high.split()[0])
+    assert (table["set_confidence"] == 0.9).all()
+    expected = table["burst_count_expected"]
+    assert ((expected >= 50) & (expected <= 250)).all()
     served = table["burst_count_confidence"].to_numpy()
     calibration_path(tmp_path / final["checkpoint"]).unlink()
     older, _ = predict(cfg)

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.data.datamodule import SEMDataModule
-from sinterlab.models.selection import select_model
+from sinterlab.models.selection import ranked_probability_score, select_model
 from sinterlab.predict import predict
 from sinterlab.training import run_experiment
 
@@ -30,7 +30,8 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     final = selection["final"]
     assert final["model"] in CANDIDATES and final["point"].startswith(final["model"])
     assert (run_dir / final["checkpoint"]).is_file()
-    assert selection["score"] == "log_loss" and selection["grid"] == "linear"
+    # burst counts are numbers, so ordered: ranked by the RPS, and the report says so
+    assert selection["score"] == "rps" and selection["grid"] == "linear"
     # the scikit-learn candidates searched their grid, the heads did not
     points = selection["points"]
     assert sum(p["candidate"] == "sk_logreg" for p in points.values()) == 5
@@ -48,6 +49,7 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
         assert cv["per_fold"][fold]["auto"] == cv["per_fold"][fold][winner]
     report = (run_dir / "report.md").read_text()
     assert "## Model selection (nested CV)" in report and "Final model" in report
+    assert "scored by the **ranked probability score (RPS)**" in report
     assert "auto-selected model (nested CV), image-level accuracy" in report
 
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
@@ -93,3 +95,15 @@ def test_grids_search_the_heads_only_when_asked(make_cfg):
     assert len(grid_points("sk_pca_logreg", linear, True)) == 2 * 4
     every = make_cfg("model=auto", "model.selection.grid=all").model
     assert searched(every.selection, every.candidates.mlp)
+
+
+def test_the_ranked_probability_score_charges_distance_between_levels():
+    y = np.array([2])
+    assert ranked_probability_score(y, np.array([[0, 0, 1.0, 0, 0]])) == 0
+    near = ranked_probability_score(y, np.array([[0, 0, 0, 1.0, 0]]))
+    far = ranked_probability_score(y, np.array([[1.0, 0, 0, 0, 0]]))
+    assert near == 0.25 and far == 0.5  # one of four steps, two of four
+    # log-loss cannot tell these apart; the RPS prefers the spread around the true level
+    around = ranked_probability_score(y, np.array([[0, 0.5, 0, 0.5, 0]]))
+    apart = ranked_probability_score(y, np.array([[0.5, 0, 0, 0, 0.5]]))
+    assert around < apart

@@ -38,6 +38,9 @@ def model_name(key: str, cv: Mapping) -> str:
 LEAK_WARNING = ("⚠ split by patch: patches of one image are in train and test, so these scores "
                 "are optimistic (leaky)")
 RANDOM_INIT_WARNING = "⚠ random-init backbone: not transfer learning"
+#: what the model.selection.score keys mean, as the report names them
+SCORE_NAMES = {"rps": "ranked probability score (RPS)", "log_loss": "log-loss",
+               "error": "error rate", "mse": "mean squared error", "mae": "mean absolute error"}
 PAPER_KEY_ALIASES = {"f1": "f1_macro", "f1_score": "f1_macro", "auc": "auroc", "acc": "accuracy"}
 
 
@@ -316,7 +319,7 @@ def _selection(m: Mapping) -> list[str]:
     if not sel:
         return []
     names = sel["candidates"]
-    score = sel["score"]
+    score = SCORE_NAMES.get(sel["score"], sel["score"])
     rows = [[f, sel["winner_points"][f],
              *(_fmt(sel["inner_scores"][n][f]) for n in names)]
             for f in range(len(sel["winners"]))]
@@ -328,14 +331,14 @@ def _selection(m: Mapping) -> list[str]:
     wall = sel.get("candidate_wall_s") or {}
     return ["## Model selection (nested CV)\n",
             f"For each outer fold, every candidate (and every point of its grid, "
-            f"`model.selection.grid={sel['grid']}`) was scored by the {score} of its "
+            f"`model.selection.grid={sel['grid']}`) was scored by the **{score}** of its "
             f"image-level outputs on held-out groups of a {sel['inner_folds']}-fold grouped CV "
             f"inside that fold's training groups (seeds {sel['inner_seeds']}); no outer test row "
             "was read. The best point, trained on the outer training groups, predicted the outer "
             "test fold: that is the auto-selected row above, the honest score of choosing a "
             "model this way. Each candidate's own row takes its best grid point per outer fold "
             "by the same inner score.\n",
-            _table(["outer fold", "winner", *(f"inner {score}: {MODEL_NAMES.get(n, n)}"
+            _table(["outer fold", "winner", *(f"inner {sel['score']}: {MODEL_NAMES.get(n, n)}"
                                              for n in names)], rows),
             f"Final model (used by `sinterlab-predict`): **{final.get('point', final['model'])}**"
             f", the best cross-validated {score} on all data ({scores}), refitted on every group "
@@ -406,7 +409,26 @@ def _calibration(m: Mapping) -> list[str]:
             "Raw: the members' uncalibrated patch probabilities, per image and sample their mean. "
             "Calibrated: per image the served probability, per sample the mean of its images'."
             f"{spread}{changed}\n",
-            _table(["level", "n", "ECE raw", "ECE calibrated"], rows)]
+            _table(["level", "n", "ECE raw", "ECE calibrated"], rows), *_sets(cal.get("sets"))]
+
+
+def _sets(sets: Mapping | None) -> list[str]:
+    """The conformal prediction sets of images and their checked coverage."""
+    if not sets:
+        return []
+    kind = ("a contiguous range of levels (e.g. 150–200)" if sets["ordered"]
+            else "a set of classes")
+    checked = ("not checkable (one fold)" if sets["coverage"] is None else
+               f"**{sets['coverage']:.3f}** of {sets['images']} images, {sets['mean_size']:.2f} "
+               f"classes per set on average, {sets['singletons']:.0%} of sets a single class")
+    rows = [[f["fold"], f["images"], _fmt(f["coverage"]), _fmt(f["mean_size"], 2)]
+            for f in sets["per_fold"]]
+    return [f"**Prediction sets at {sets['confidence']:.0%}** (split-conformal on the served "
+            f"image probabilities; each image gets {kind} that holds the true value for "
+            f"{sets['confidence']:.0%} of new images). Checked fold by fold on images the "
+            f"threshold never saw: coverage {checked}. `sinterlab-predict` writes each "
+            "image's set.\n",
+            *([_table(["fold", "images", "coverage", "mean set size"], rows)] if rows else [])]
 
 
 def _ece(level: Mapping, key: str) -> str:

@@ -2,8 +2,9 @@
 
 Every candidate (a Lightning head or a scikit-learn model) and every point of its
 hyper-parameter grid is scored the same way: by one score of the image-level outputs
-(``model.selection.score``; default the log-loss of the image probabilities) on the inner
-held-out groups of each outer fold. Outer test rows are never read.
+(``model.selection.score``; default the ranked probability score of the image probabilities
+for ordered targets, their log-loss for unordered ones, the squared error for regression) on
+the inner held-out groups of each outer fold. Outer test rows are never read.
 """
 
 from __future__ import annotations
@@ -30,24 +31,42 @@ from sinterlab.models.fit import (
     model_oof,
 )
 
-#: selection scores (lower is better), per task kind: image truth, image outputs -> score
+def ranked_probability_score(y: np.ndarray, probs: np.ndarray) -> float:
+    """Mean ranked probability score of ordered classes (0 best, 1 worst): the squared distance
+    between the predicted and the true cumulative distribution over the levels, so a
+    neighbouring level costs less than a distant one (Epstein 1969; a proper score)."""
+    truth = np.zeros_like(probs)
+    truth[np.arange(len(y)), y] = 1.0
+    gaps = np.cumsum(probs, axis=1) - np.cumsum(truth, axis=1)
+    return float(np.mean(np.sum(gaps[:, :-1] ** 2, axis=1)) / max(probs.shape[1] - 1, 1))
+
+
+_CLASSIFICATION = {
+    "log_loss": lambda y, p: log_loss(y, p, labels=np.arange(p.shape[1])),
+    "error": lambda y, p: 1.0 - accuracy_score(y, p.argmax(axis=1))}
+#: selection scores (lower is better), per kind of target: image truth, image outputs -> score
 SCORES = {
-    "classification": {
-        "log_loss": lambda y, p: log_loss(y, p, labels=np.arange(p.shape[1])),
-        "error": lambda y, p: 1.0 - accuracy_score(y, p.argmax(axis=1))},
+    "classification": _CLASSIFICATION,
+    "ordered": _CLASSIFICATION | {"rps": ranked_probability_score},
     "regression": {"mse": mean_squared_error, "mae": mean_absolute_error},
 }
 
 
+def score_kind(target) -> str:
+    """Which ``model.selection.score`` entry ranks models of ``target``."""
+    return "ordered" if getattr(target, "ordered", False) else target.kind
+
+
 def image_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
                 images: np.ndarray) -> float:
-    """``score`` of the image-level outputs (patch outputs averaged per image) of some rows."""
+    """``score`` of the image-level outputs (patch outputs averaged per image) of some rows;
+    ``kind``: classification, ordered or regression."""
     if score not in SCORES[kind]:
         raise ValueError(f"model.selection.score.{kind}={score!r}: use one of "
                          f"{list(SCORES[kind])}")
     _, mean = aggregate_by_group(output, images)
     truth = y[first_rows(images)]
-    if kind == "classification":
+    if kind != "regression":
         truth = truth.astype(np.int64)
         mean = np.clip(mean, 1e-15, 1.0)
         mean = mean / mean.sum(axis=1, keepdims=True)
@@ -95,7 +114,8 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     started = time.perf_counter()
     sel = cfg.model.selection
     target = dm.descriptor.targets[0]
-    score = str(sel.score[target.kind])
+    kind_of_score = score_kind(target)
+    score = str(sel.score[kind_of_score])
     inner_seeds = [int(s) for s in sel.inner_seeds]
     inner = dm.inner_folds(assignment, kind, int(sel.inner_folds))
     folds, names = len(assignment), list(cfg.model.candidates)
@@ -122,7 +142,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                 groups = range(f * per_outer, (f + 1) * per_outer)
                 rows = np.concatenate([inner_test[g] for g in groups])
                 out = np.concatenate([held_out[g][0] for g in groups])
-                scores.append(image_score(target.kind, score, y[rows], out, images[rows]))
+                scores.append(image_score(kind_of_score, score, y[rows], out, images[rows]))
             points[label] = {"candidate": name, "inner_scores": scores,
                              "params": {k: OmegaConf.select(point, k) for k in keys}}
         tags = [f"{kind}-{name}" if len(grid) == 1 else f"{kind}-{name}-{j}"
@@ -136,7 +156,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
             outputs[label] = (calibrated, model_oof(ensemble, dm, assignment,
                                                     calibrated=False), served)
             tested = test_fold >= 0
-            points[label]["cv_score"] = image_score(target.kind, score, y[tested],
+            points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
                                                     outputs[label][0][0][tested],
                                                     images[tested])
             points[label]["checkpoint"] = info["checkpoint"]
@@ -187,7 +207,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
         "inner_scores": {n: [points[tuned[n][f]]["inner_scores"][f] for f in range(folds)]
                          for n in names},
         "tuned_points": tuned,
-        "cv_scores": {n: image_score(target.kind, score, y[tested], candidate_oof[n][tested],
+        "cv_scores": {n: image_score(kind_of_score, score, y[tested], candidate_oof[n][tested],
                                      images[tested]) for n in names},
         "winners": [points[p]["candidate"] for p in winner_points],
         "winner_points": winner_points,
