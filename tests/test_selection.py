@@ -5,17 +5,22 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from omegaconf import OmegaConf
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.data.datamodule import SEMDataModule
+from sinterlab.data.descriptor import Target
+from sinterlab.errors import SinterlabError
+from sinterlab.models.fit import check_losses
 from sinterlab.models.selection import ranked_probability_score, select_model
 from sinterlab.predict import predict
 from sinterlab.training import run_experiment
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
-CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image"}
+CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image", "corn",
+              "level_value"}
 
 
 def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
@@ -107,3 +112,19 @@ def test_the_ranked_probability_score_charges_distance_between_levels():
     around = ranked_probability_score(y, np.array([[0, 0.5, 0, 0.5, 0]]))
     apart = ranked_probability_score(y, np.array([[0.5, 0, 0, 0, 0.5]]))
     assert around < apart
+
+
+def test_auto_leaves_out_ordinal_candidates_for_unordered_targets(make_cfg):
+    """Names without an order: the CORN and level-value candidates cannot learn them, so
+    model=auto runs without them (and says so in the log); with only those, it refuses."""
+    cfg = make_cfg(*AUTO)
+    check_losses(cfg, [Target("grade", "classification", ("low", "mid", "high"))])
+    assert set(cfg.model.candidates) == CANDIDATES - {"corn", "level_value"}
+    numbers = make_cfg(*AUTO)
+    check_losses(numbers, [Target("bc", "classification", ("50", "150", "250"), "BC", True,
+                                  (50.0, 150.0, 250.0))])
+    assert set(numbers.model.candidates) == CANDIDATES
+    only = make_cfg(*AUTO, *(f"~model.candidates.{n}" for n in CANDIDATES
+                             - {"corn", "level_value"}))
+    with pytest.raises(SinterlabError, match="every candidate .* needs an ordered"):
+        check_losses(only, [Target("grade", "classification", ("low", "mid", "high"))])

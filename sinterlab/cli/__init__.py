@@ -24,7 +24,7 @@ OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 MODEL_NAMES = {"head": "head", "auto": "auto (nested)", "sk_logreg": "LR tuned",
                "sk_pca_logreg": "PCA+LR tuned", "sk_logreg_image": "LR img tuned",
                "pca_logreg": "PCA+LR", "linear_probe": "linear probe",
-               "measures": "measures+LR"}
+               "measures": "measures+LR", "level_value": "level value"}
 
 
 def _ci(cell: dict | None) -> str:

@@ -27,7 +27,8 @@ MODEL_NAMES = {"head": "MLP head", "auto": "auto-selected model (nested CV)",
                "sk_pca_logreg": "PCA + logistic/ridge, tuned",
                "sk_logreg_image": "logistic/ridge on image means, C tuned",
                "pca_logreg": "PCA + logistic/ridge", "linear_probe": "linear probe",
-               "measures": "measures + logistic/ridge"}
+               "measures": "measures + logistic/ridge",
+               "corn": "CORN ordinal head", "level_value": "level-value regression head"}
 
 
 def model_name(key: str, cv: Mapping) -> str:

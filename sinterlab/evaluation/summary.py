@@ -18,12 +18,12 @@ from typing import Any
 import pandas as pd
 
 from sinterlab.atomic import write_text
+from sinterlab.evaluation.report import MODEL_NAMES
 from sinterlab.runs import CLAIM, ERROR, failure, incomplete
 
-#: the run's own model (the head, or the auto-selected one), the candidates of model=auto
-#: (their plain CV scores), then the baselines
-MODELS = ("primary", "mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
-          "pca_logreg", "linear_probe")
+#: the run's own model (the plain head, or the auto-selected one): the table's "head" column;
+#: every other model a run scored (candidates of model=auto, baselines) gets its own column
+PRIMARY = ("head", "auto")
 GROUP_COLUMNS = ("experiment", "data", "classes", "split_kind", "protocol")
 #: an ordered target's errors, shown for the run's own model
 ORDERED_COLUMNS = ("mae", "within_one")
@@ -80,8 +80,9 @@ def _block_row(path: Path, root: Path, metrics: Mapping, block: Mapping) -> dict
         "wall_s": _get(block, "selection.wall_s") or _get(block, "training.wall_s"),
     }
     row["primary_model"] = cv.get("primary")
-    cells = {model: (cv.get("primary") if model == "primary" else model, metric)
-             for model in MODELS}
+    cells = {"primary": (cv.get("primary"), metric)}
+    cells |= {f"model:{model}": (model, metric) for model in cv.get("pooled") or {}
+              if model not in PRIMARY}
     # an ordered target: the run's own model's errors in the parameter's units too
     cells |= {f"primary_{m}": (cv.get("primary"), m) for m in ORDERED_COLUMNS}
     for column, (key, name) in cells.items():
@@ -138,10 +139,16 @@ def _primary_label(part: pd.DataFrame) -> str:
     return f" ({', '.join(names)})" if len(names) and set(names) != {"head"} else ""
 
 
+def model_columns(frame: pd.DataFrame) -> list[str]:
+    """Every model some run scored besides its own, in the order the runs list them."""
+    return [c[len("model:"):-len(".value")] for c in frame.columns
+            if c.startswith("model:") and c.endswith(".value")]
+
+
 def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
+    models = model_columns(frame)
     headers = ["experiment", "data", "classes", "split", "protocol", "runs", "level metric", "head",
-               "MLP (CV)", "linear head (CV)", "small MLP (CV)", "LR tuned (CV)",
-               "PCA + LR tuned (CV)", "LR image means tuned (CV)", "PCA + LR", "linear probe",
+               *(MODEL_NAMES.get(m, m) for m in models),
                "best", "p (chance)", "head train s", "head MAE (ordered)",
                "head within one level"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -154,7 +161,7 @@ def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
                  str(protocol), str(len(part)),
                  f"{part['level'].iloc[0]} {part['metric'].iloc[0]}",
                  _cell(part, "primary", digits) + _primary_label(part),
-                 *(_cell(part, m, digits) for m in MODELS[1:]),
+                 *(_cell(part, f"model:{m}", digits) for m in models),
                  best.iloc[0] if len(best) else "—",
                  "—" if part["p_value"].isna().all() else f"{part['p_value'].max():.4f}",
                  "—" if part["wall_s"].isna().all() else f"{part['wall_s'].sum():.0f}",

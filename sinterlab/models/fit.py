@@ -9,6 +9,7 @@ model config (``model.module._target_``); holdout is the one-fold case. A scikit
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE
@@ -33,6 +34,8 @@ from sinterlab.models.linear import LinearEnsemble, fit_linear
 
 PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
                   "check_val_every_n_epoch": 10}
+
+log = logging.getLogger(__name__)
 
 
 def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[int],
@@ -61,28 +64,59 @@ def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[in
 
 def check_losses(cfg: DictConfig, targets: list) -> None:
     """Every head the run will train (the model, or each candidate of model=auto) suits the
-    targets; called before any backbone time is spent."""
-    for model in [cfg.model, *(cfg.model.get("candidates") or {}).values()]:
+    targets; called before any backbone time is spent. Candidates of model=auto that need an
+    ordered target (CORN, level value) are left out of the run when the target is not one."""
+    if "module" in cfg.model:
+        check_loss(targets, cfg.model)
+    candidates = cfg.model.get("candidates")
+    if not candidates:
+        return
+    unfit = {name: reason for name, model in candidates.items()
+             if "module" in model and (reason := order_misfit(targets, model))}
+    if unfit and len(unfit) == len(candidates):
+        raise SinterlabError(f"model.candidates: every candidate ({', '.join(unfit)}) "
+                             f"{next(iter(unfit.values()))}; add a cross-entropy or "
+                             "scikit-learn candidate")
+    with open_dict(cfg):
+        for name, reason in unfit.items():
+            log.info("model=auto leaves out candidate %s: it %s", name, reason)
+            del candidates[name]
+    for model in candidates.values():
         if "module" in model:
             check_loss(targets, model)
 
 
+def order_misfit(targets: list, model: DictConfig) -> str | None:
+    """Why ``model``'s loss cannot learn the first target (None when it can)."""
+    loss = model.module.get("loss", "cross_entropy")
+    first = targets[0]
+    if loss == "cross_entropy":
+        return None
+    if first.kind != "classification" or not first.ordered:
+        return f"needs an ordered classification target ({first.name!r} is not)"
+    if loss == "corn" and len(first.classes) < 3:
+        return f"needs at least three levels ({first.name!r} has {len(first.classes)})"
+    return None
+
+
 def check_loss(targets: list, model: DictConfig) -> None:
-    """A CORN head needs an ordered first target of three or more levels, no class weights."""
-    if model.module.get("loss", "cross_entropy") != "corn":
+    """A CORN head needs an ordered first target of three or more levels, a level_value head an
+    ordered one; neither takes class weights."""
+    loss = model.module.get("loss", "cross_entropy")
+    if loss == "cross_entropy":
         return
     first = targets[0]
     if first.kind != "classification" or not first.ordered:
-        raise SinterlabError(f"model {model.name}: model.module.loss=corn needs an ordered "
+        raise SinterlabError(f"model {model.name}: model.module.loss={loss} needs an ordered "
                              f"classification target ({first.name!r} is not: give numbers, or "
                              f"data.order.{first.name}=[...]); or use model=mlp")
-    if len(first.classes) < 3:
+    if loss == "corn" and len(first.classes) < 3:
         raise SinterlabError(f"model {model.name}: model.module.loss=corn needs at least three "
                              f"levels ({first.name!r} has {len(first.classes)}); with two, "
                              "ordinal and plain classification are the same: use model=mlp")
     if model.class_weights:
         raise SinterlabError(f"model {model.name}: model.class_weights={model.class_weights} "
-                             "is for cross-entropy; set model.class_weights=null with CORN")
+                             f"is for cross-entropy; set model.class_weights=null with {loss}")
 
 
 def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,

@@ -28,8 +28,10 @@ from sinterlab.models.allocator import reuse_freed_memory
 from sinterlab.models.mlp import MemberMLP
 from sinterlab.models.stacked import StackedMLP
 
-#: losses of the first (classification) target
-LOSSES = ("cross_entropy", "corn")
+#: losses of the first (classification) target: cross-entropy over the classes; CORN over
+#: ordered levels; or level_value: the squared error of one output against the standardised
+#: value of the true level (regression on an ordered target's values)
+LOSSES = ("cross_entropy", "corn", "level_value")
 
 
 def corn_level_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -58,7 +60,10 @@ class HeadEnsemble(pl.LightningModule):
             raise ValueError(f"model.module.loss={loss!r}: use one of {list(LOSSES)}")
         #: the first target is trained as ordinal levels (CORN): C-1 outputs
         self.corn = loss == "corn"
-        out_sizes = [t["num_classes"] - (self.corn and i == 0) if t["kind"] == "classification"
+        #: the first target is trained as a regression on its levels' values: one output
+        self.level_value = loss == "level_value"
+        out_sizes = [1 if self.level_value and i == 0 else
+                     t["num_classes"] - (self.corn and i == 0) if t["kind"] == "classification"
                      else 1 for i, t in enumerate(targets)]
         members = []
         for _ in range(groups):
@@ -78,6 +83,9 @@ class HeadEnsemble(pl.LightningModule):
             else:
                 self.register_buffer(f"mean_{i}", torch.tensor(t["mean"], dtype=torch.float32))
                 self.register_buffer(f"std_{i}", torch.tensor(t["std"], dtype=torch.float32))
+        if self.level_value:  # the levels' values, standardised over the levels
+            values = torch.tensor(targets[0]["values"], dtype=torch.float32)
+            self.register_buffer("levels", (values - values.mean()) / values.std())
         self.register_buffer("stopped", torch.zeros(M, dtype=torch.bool))
         self.register_buffer("best_loss", torch.full((M,), float("inf")))
         self.register_buffer("best_epoch", torch.full((M,), -1, dtype=torch.long))
@@ -115,6 +123,13 @@ class HeadEnsemble(pl.LightningModule):
             weight.repeat_interleave(S, dim=0)
         total, norm = 0.0, None
         for i, (t, out) in enumerate(zip(self.targets, outputs, strict=True)):
+            if self.level_value and i == 0:
+                labels = y[:, :, i].long()
+                row = (out.squeeze(2) - self.levels[labels]) ** 2
+                s, n = (row * w).sum(1), w.sum(1)
+                total = total + t.get("loss_weight", 1.0) * s / n.clamp_min(1e-12)
+                norm = n if norm is None else norm
+                continue
             if self.corn and i == 0:
                 labels, keep = y[:, :, i].long(), w > 0
                 # coral-pytorch's CORN loss, one member at a time (it averages over its rows)
@@ -258,8 +273,18 @@ class HeadEnsemble(pl.LightningModule):
         self.eval()
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.stack.groups, *x.shape)
-        chunks = [self(part.to(self.device)) for part in x.split(batch_size, dim=1)]
+        chunks = [self.class_scores(self(part.to(self.device)))
+                  for part in x.split(batch_size, dim=1)]
         return [torch.cat([c[i] for c in chunks], dim=1).float() for i in range(len(chunks[0]))]
+
+    def class_scores(self, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The outputs the probabilities come from: as trained, except a level_value head's
+        predicted value v, which becomes the scores -(v - level)^2 / 2 of the standardised
+        levels, so that softmax(scores / T) is a Gaussian of variance T around v over the
+        levels, T fitted on the member's validation rows like any temperature."""
+        if not self.level_value:
+            return outputs
+        return [-0.5 * (outputs[0] - self.levels) ** 2, *outputs[1:]]
 
     def temperatures(self) -> list[list[float] | None]:
         """Per target, each member's temperature (None for regression)."""
@@ -269,7 +294,7 @@ class HeadEnsemble(pl.LightningModule):
     def member_outputs(self, x: torch.Tensor, target: int = 0) -> torch.Tensor:
         """Differentiable (M, N, C) temperature-scaled class probabilities (or (M, N, 1)
         standardised values) of patch embeddings ``x`` (N, D), for Grad-CAM."""
-        out = self(x.unsqueeze(0).expand(self.stack.groups, *x.shape))[target]
+        out = self.class_scores(self(x.unsqueeze(0).expand(self.stack.groups, *x.shape)))[target]
         if self.targets[target]["kind"] == "classification":
             return (out / getattr(self, f"temperature_{target}")[:, None, None]).softmax(dim=2)
         return out
