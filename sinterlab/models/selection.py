@@ -31,6 +31,7 @@ from sinterlab.models.fit import (
     model_oof,
 )
 
+
 def ranked_probability_score(y: np.ndarray, probs: np.ndarray) -> float:
     """Mean ranked probability score of ordered classes (0 best, 1 worst): the squared distance
     between the predicted and the true cumulative distribution over the levels, so a
