@@ -409,7 +409,7 @@ def measure_figures(cfg: DictConfig, dm: SEMDataModule, record: dict, fig_dir: P
             _, micrograph, pores = one_image(ref.path, cfg.preprocess, cfg.measures,
                                              ref.scale, pixel)
             return plot_overlay(micrograph, pores, Path(ref.path).name,
-                                fig_dir / f"segmentation_{i}.png")
+                                fig_dir / f"segmentation_{i}.png", pixel)
         path = optional_stage(f"figure segmentation_{i}", draw, skipped)
         if path:
             out[f"segmentation_{i}"] = path

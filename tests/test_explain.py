@@ -7,12 +7,15 @@ import json
 from pathlib import Path
 
 import cv2
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib_scalebar.scalebar import ScaleBar
 from omegaconf import OmegaConf
 
 from sinterlab.data.patches import GridSampler, GridSpec
+from sinterlab.evaluation.figures import add_scale_bar
 from sinterlab.explain.maps import grid_maps
 from sinterlab.predict import load_run_model
 from tests.conftest import FAST, run
@@ -78,6 +81,24 @@ def test_map_halves_disagree_the_expected_way(two_class_run, half_and_half):
         (left.mean(), right.mean())
     pixel = m.covered_mean()
     assert pixel.shape == (*m.micrograph.shape, 2) and not np.isnan(pixel).any()
+
+
+def test_maps_carry_the_instruments_pixel_size_for_their_scale_bar(two_class_run,
+                                                                    tiny_descriptor,
+                                                                    half_and_half):
+    """The generator writes 4 nm pixels into its FEI tag: the map knows them and its figure
+    gets a scale bar; an image saved without metadata gets none."""
+    model = model_of(two_class_run)
+    image = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[0]
+    [m, stripped], _ = grid_maps(model, [image, half_and_half], stride=64)
+    assert m.pixel_nm == pytest.approx(4.0) and stripped.pixel_nm is None
+    fig, (ax, bare) = plt.subplots(1, 2)
+    add_scale_bar(ax, m.pixel_nm)
+    add_scale_bar(bare, stripped.pixel_nm)
+    [bar] = [a for a in ax.artists if isinstance(a, ScaleBar)]
+    assert bar.dx == pytest.approx(4.0) and bar.units == "nm"
+    assert not bare.artists
+    plt.close(fig)
 
 
 def test_explain_cli_writes_maps_cams_and_the_grid(two_class_run, half_and_half, tmp_path):

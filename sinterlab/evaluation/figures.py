@@ -12,11 +12,21 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib_scalebar.scalebar import ScaleBar  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_curve  # noqa: E402
 
 from sinterlab.atomic import write_with  # noqa: E402
 from sinterlab.evaluation.metrics import classification_metrics, regression_metrics  # noqa: E402
+
+
+def add_scale_bar(ax, pixel_nm: float | None) -> None:
+    """A scale bar in nm or µm (matplotlib-scalebar picks a round length) on a micrograph
+    shown pixel for pixel; nothing when its pixel size is unknown."""
+    if pixel_nm is None or not np.isfinite(pixel_nm) or pixel_nm <= 0:
+        return
+    ax.add_artist(ScaleBar(float(pixel_nm), "nm", location="lower left", box_alpha=0.7,
+                           font_properties={"size": 8}))
 
 
 def save_figure(fig, path, dpi: float | None = None) -> Path:
@@ -193,8 +203,9 @@ def plot_measures(record: dict, target: str, unit: str, path, dpi: int = 110) ->
 
 
 def plot_overlay(micrograph: np.ndarray, pores: np.ndarray, title: str, path,
-                 dpi: int = 110) -> Path:
-    """A micrograph beside its pore mask drawn over it, to judge the segmentation by eye."""
+                 pixel_nm: float | None = None, dpi: int = 110) -> Path:
+    """A micrograph beside its pore mask drawn over it, to judge the segmentation by eye; a
+    scale bar on both when the pixel size is known."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5 * micrograph.shape[0] / micrograph.shape[1]),
                              dpi=dpi)
     axes[0].imshow(micrograph, cmap="gray")
@@ -203,6 +214,7 @@ def plot_overlay(micrograph: np.ndarray, pores: np.ndarray, title: str, path,
     for ax, label in zip(axes, ("micrograph", f"pores {pores.mean():.1%}"), strict=True):
         ax.set_title(label, fontsize=9)
         ax.axis("off")
+        add_scale_bar(ax, pixel_nm)
     fig.suptitle(title, fontsize=9)
     return save_figure(fig, path)
 

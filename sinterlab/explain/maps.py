@@ -22,8 +22,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from sinterlab.data.metadata import read_metadata  # noqa: E402
 from sinterlab.data.preprocess import preprocess_image  # noqa: E402
-from sinterlab.evaluation.figures import save_figure  # noqa: E402
+from sinterlab.errors import SinterlabError  # noqa: E402
+from sinterlab.evaluation.figures import add_scale_bar, save_figure  # noqa: E402
 from sinterlab.features.backbone import Backbone  # noqa: E402
 from sinterlab.features.cache import CacheEntry  # noqa: E402
 from sinterlab.features.extract import Embedded, ImageRef, embed_images  # noqa: E402
@@ -41,6 +43,8 @@ class ImageMap:
     params: np.ndarray
     outputs: np.ndarray
     embeddings: np.ndarray
+    #: nm per pixel of ``micrograph`` (None: unknown, no scale bar)
+    pixel_nm: float | None = None
 
     def covered_mean(self) -> np.ndarray:
         """(H, W, C) or (H, W): per pixel, the mean output of the patches covering it (NaN
@@ -72,7 +76,20 @@ def image_map(head: HeadEnsemble, preprocess_cfg, ref: ImageRef, entry: CacheEnt
     output = head.predict_members(torch.from_numpy(entry.embeddings))[0]
     micrograph, _ = preprocess_image(ref.path, preprocess_cfg, ref.scale)
     return ImageMap(ref.path, micrograph, entry.params, output[members].mean(axis=0),
-                    entry.embeddings)
+                    entry.embeddings, shown_pixel_size(ref, preprocess_cfg))
+
+
+def shown_pixel_size(ref: ImageRef, preprocess_cfg) -> float | None:
+    """nm per pixel of the preprocessed micrograph: the run's physical scale when it resamples,
+    else what the instrument recorded in the file (None when nothing did)."""
+    target = (preprocess_cfg.get("scale") or {}).get("pixel_size_nm")
+    if target is not None and target != "auto":
+        return float(target)
+    try:
+        own = read_metadata(ref.path).get("pixel_size_nm")
+    except SinterlabError:  # a sidecar that does not parse: the map goes without a bar
+        return None
+    return None if own is None else float(own) / ref.scale
 
 
 def grid_maps(model: RunModel, paths, stride: int, members: slice = slice(None),
@@ -150,6 +167,7 @@ def draw_map(m: ImageMap, target: dict, path, dpi: int = 110) -> Path:
         hist.set_xlabel(f"{target['name']} per patch")
         hist.set_ylabel("patches")
     ax.set_axis_off()
+    add_scale_bar(ax, m.pixel_nm)
     ax.set_title(f"{Path(m.path).name}: {summary(m, target)}", fontsize=9)
     hist.set_title("is the film uniform?", fontsize=9)
     return save_figure(fig, path, dpi)

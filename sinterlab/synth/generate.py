@@ -28,7 +28,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import tifffile
@@ -266,47 +265,37 @@ def _render_and_write(args: tuple[dict, dict, str]) -> dict[str, Any]:
 
 
 def _contact_sheet(cfg: DictConfig, out_dir: Path, rows: list[dict]) -> None:
-    """One labelled tile per burst count (first image of its most typical sample)."""
+    """One labelled tile per burst count (first image of its most typical sample), each with
+    a scale bar from the rendered pixel size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib_scalebar.scalebar import ScaleBar
+
     d = cfg.design
     dcs = [int(v) for v in d.duty_cycles]
     dc = int(cfg.physics.dc_ref) if int(cfg.physics.dc_ref) in dcs else dcs[0]
     tw = int(cfg.image.contact_width)
-    tiles = []
-    for bc in (int(v) for v in d.burst_counts):
+    bcs = [int(v) for v in d.burst_counts]
+    fig, axes = plt.subplots(1, len(bcs), figsize=(len(bcs) * tw / 100, tw / 100 + 0.4),
+                             dpi=100, squeeze=False)
+    for ax, bc in zip(axes[0], bcs, strict=True):
         # the most typical sample of this burst count: energy and size factors closest to 1
         row = min(
             (r for r in rows if r["burst_count"] == bc and r["duty_cycle"] == dc),
             key=lambda r: abs(np.log(r["energy_factor"])) + abs(np.log(r["size_factor"])),
         )
-        img = tifffile.imread(out_dir / row["image"])
-        th = int(round(img.shape[0] * tw / img.shape[1]))
-        tile = cv2.resize(img, (tw, th), interpolation=cv2.INTER_AREA)
-        head = np.full((max(24, tw // 12), tw), 255, np.uint8)
-        label = f"BC {bc}  DC {dc}%"
-        scale = head.shape[0] / 40.0
-        cv2.putText(
-            head,
-            label,
-            (6, int(head.shape[0] * 0.75)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            0,
-            1,
-            cv2.LINE_AA,
-        )
-        tiles.append(np.vstack([head, tile]))
-    hmax = max(t.shape[0] for t in tiles)
-    gap = np.full((hmax, 6), 255, np.uint8)
-    padded = []
-    for t in tiles:
-        if t.shape[0] < hmax:
-            t = np.vstack([t, np.full((hmax - t.shape[0], tw), 255, np.uint8)])
-        padded += [t, gap]
-    sheet = np.hstack(padded[:-1])
-    ok, png = cv2.imencode(".png", sheet)
-    if not ok:
-        raise RuntimeError("could not encode contact sheet")
-    write_bytes(out_dir / "contact_sheet.png", png.tobytes())
+        ax.imshow(tifffile.imread(out_dir / row["image"]), cmap="gray")
+        ax.add_artist(ScaleBar(float(cfg.image.pixel_nm), "nm", location="upper right",
+                               box_alpha=0.7, font_properties={"size": 7}))
+        ax.set_title(f"BC {bc}  DC {dc}%", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    write_bytes(out_dir / "contact_sheet.png", buffer.getvalue())
 
 
 def _csv_bytes(df: pd.DataFrame) -> bytes:
