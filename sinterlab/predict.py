@@ -239,7 +239,7 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
     outputs = [member.mean(axis=0) for member in head.predict_members(x, images=groups)]
-    raw = head.predict_members(x, calibrated=False) if model.images else None
+    raw = head.predict_members(x, calibrated=False, images=groups) if model.images else None
     table = pd.DataFrame({"image": [str(p) for p in paths]})
     for i, (target, output) in enumerate(zip(head.targets, outputs, strict=True)):
         _, mean = aggregate_by_group(output, groups)

@@ -25,7 +25,7 @@ from sinterlab.training import run_experiment
 from tests.conftest import FAST, compose_train
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
-HEADS = ("mlp", "linear", "mlp_small")
+HEADS = ("mlp", "linear", "mlp_small", "corn", "level_value")
 TARGET = [{"name": "y", "kind": "classification", "classes": ["a", "b", "c"],
            "class_names": ["a", "b", "c"], "num_classes": 3}]
 
@@ -170,6 +170,13 @@ def test_sklearn_final_model_is_served_by_predict_and_explain(make_cfg, tiny_des
     table, _ = predict(cfg, model)
     assert table["model"].str.startswith(f"{final['point']}: mean of 1 refitted").all()
     assert table["error"].eq("").all()
+    # served calibrated per image like a head: each fold's map fitted on the other folds'
+    # out-of-fold images, the final model the median of its candidate's fold maps
+    assert table["burst_count_calibration"].str.startswith("image temperature").all()
+    assert metrics["calibration"]["served"].startswith("image temperature")
+    scales = metrics["training"]["image_calibration"][0]["scale"]
+    assert final["image_calibration"][0]["scale"] == [np.median(scales, axis=0).tolist()]
+    assert len(scales) == 3  # one map per fold
     grid, written, bad = explain_images(model, images[:1], tmp_path / "maps", cam_patches=2,
                                         progress=False)
     assert not bad and len(grid) > 1 and {p.suffix for p in written} == {".png", ".csv"}

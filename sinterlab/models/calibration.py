@@ -207,17 +207,21 @@ def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndar
     return ImageCalibration(pooling, calibrator, np.stack(scale), np.stack(bias))
 
 
-def head_image_calibration(head: HeadEnsemble, x: torch.Tensor, y: torch.Tensor,
+def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
                            images: np.ndarray, val_rows: list[np.ndarray],
                            test_rows: list[np.ndarray], pooling: str,
                            calibrator: str) -> list[ImageCalibration | None]:
-    """Per target of ``head``, its members' cross-fitted image calibration from their groups'
-    ``val_rows``, each member's map blind to its group's ``test_rows`` (None for regression)."""
-    per_group = head.stack.per_group
+    """Per target of ``head`` (a head or scikit-learn ensemble), its members' cross-fitted
+    image calibration from their groups' ``val_rows``, each member's map blind to its group's
+    ``test_rows`` (None for regression). An ensemble without validation rows (scikit-learn)
+    passes its test rows as both: member f's map is then fitted on the out-of-fold images of
+    the other folds' members, never on an image of its own test groups."""
+    per_group = head.per_group
     used = np.unique(np.concatenate(val_rows)) if val_rows else np.zeros(0, int)
     where = np.full(len(x), -1)
     where[used] = np.arange(len(used))
-    outputs = head.predict_members(x[used], calibrated=False)
+    ids = np.asarray(images).astype(str)
+    outputs = head.predict_members(x[used], calibrated=False, images=ids[used])
     member_rows = [where[rows] for rows in val_rows for _ in range(per_group)]
     hidden = [np.isin(used, rows) for rows in test_rows for _ in range(per_group)]
     return [fit_image_calibration(out, y[used, i].numpy(), images[used], member_rows, hidden,

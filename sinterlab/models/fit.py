@@ -216,12 +216,15 @@ def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray,
     target), a classification target's rows hold their image's served probability instead:
     each member's raw probabilities pooled and calibrated per image, mean over seeds."""
     test_rows = dm.rows(assignment, "test")
-    x = dm.test_dataloader(assignment)
-    index = x.index
-    per_member = head.predict_members(dm.x[index], calibrated=calibrated)  # (M, N_max, ...)
-    raw = per_member if images is None else head.predict_members(dm.x[index], calibrated=False)
+    loader = dm.test_dataloader(assignment)
+    index = loader.index
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
-    seeds = head.stack.per_group
+    batch_images = np.where(loader.weight.numpy() > 0, image_ids[index.numpy()], "")
+    per_member = head.predict_members(dm.x[index], calibrated=calibrated,
+                                      images=batch_images)  # (M, N_max, ...)
+    raw = per_member if images is None else head.predict_members(
+        dm.x[index], calibrated=False, images=batch_images)
+    seeds = head.per_group
     out = []
     for members, uncalibrated, calibration in zip(per_member, raw,
                                                   images or [None] * len(per_member),
@@ -245,12 +248,16 @@ def is_head(model: DictConfig) -> bool:
 
 def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
                tags: list[str], models: list[DictConfig], seeds: list[int] | None = None,
+               image_calibration: list[ImageCalibration | None] | None = None,
                ) -> list[tuple[HeadEnsemble | LinearEnsemble, dict]]:
     """Each of ``models`` (grid points of one candidate) on the folds of ``assignment``, saved
     as ``checkpoints/<tag>``: heads through :func:`fit_head`, one per model; scikit-learn
-    models all at once on each fold's training and validation rows (they need no validation)."""
+    models all at once on each fold's training and validation rows (they need no validation),
+    their image calibration cross-fitted on the other folds' out-of-fold images (without test
+    rows: the median member of ``image_calibration``)."""
     if is_head(models[0]):
-        return [fit_head(cfg, dm, assignment, run_dir, tag, model=model, seeds=seeds)
+        return [fit_head(cfg, dm, assignment, run_dir, tag, model=model, seeds=seeds,
+                         image_calibration=image_calibration)
                 for tag, model in zip(tags, models, strict=True)]
     targets = [t.as_dict() | ({"num_classes": len(t.classes)} if t.kind == "classification"
                               else {}) for t in dm.descriptor.targets]
@@ -259,8 +266,18 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
                                  dm.x.numpy(), dm.y.numpy(),
                                  dm.patches[IMAGE].to_numpy().astype(str), rows, int(cfg.seed))
     out = []
+    test_rows = dm.rows(assignment, "test")
+    calibration = cfg.evaluation.calibration
     for tag, model, ensemble in zip(tags, models, ensembles, strict=True):
         checkpoint = ensemble.save(run_dir / "checkpoints" / f"{tag}.npz")
+        if any(len(rows) for rows in test_rows):
+            images = head_image_calibration(ensemble, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
+                                            test_rows, test_rows, calibration.pooling,
+                                            calibration.calibrator)
+        else:
+            images = [c and c.median(ensemble.members) for c in image_calibration or
+                      [None] * len(targets)]
+        save_image_calibration(checkpoint, images)
         out.append((ensemble, {
             "model": model.name, "params": ensemble.params,
             "protocol": f"scikit-learn, fitted per fold on its training and validation rows "
@@ -268,6 +285,7 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
             "members": [], "n_members": ensemble.members, "best_val_loss": None,
             "checkpoint": str(checkpoint.relative_to(run_dir)),
             "temperatures": ensemble.temperatures(), "history": [],
+            "image_calibration": [c and c.as_dict() for c in images],
             "wall_s": round(wall / len(models), 2)}))
     return out
 

@@ -197,8 +197,10 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
         final_info |= {"epochs": epochs, "temperatures": median_temperatures(infos[chosen]),
                        "image_calibration": final.get("image_calibration")}
     else:
-        [(_, final)] = fit_models(cfg, dm, everything, run_dir, ["final"], [model])
-        final_info |= {"epochs": None, "temperatures": None}
+        [(_, final)] = fit_models(cfg, dm, everything, run_dir, ["final"], [model],
+                                  image_calibration=image_calibrations(infos[chosen]))
+        final_info |= {"epochs": None, "temperatures": None,
+                       "image_calibration": final.get("image_calibration")}
     final_info |= {"members": final["n_members"], "checkpoint": final["checkpoint"],
                    "wall_s": final["wall_s"]}
     record = {

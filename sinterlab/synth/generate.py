@@ -204,7 +204,7 @@ def render_image(cfg: DictConfig, row: dict[str, Any]) -> tuple[np.ndarray, dict
     r0 = float(ph.r0_nm) * row["size_factor"]
     state = sinter_state(energy, r0, ph, row["thickness"])
     w, h = int(im.width), int(im.height)
-    pixel_nm = float(im.pixel_nm)
+    pixel_nm = slide_pixel_nm(cfg, row["slide"])
     bar_lo, bar_hi = (int(v) for v in im.bar_height)
     bar_h = int(rng.integers(bar_lo, bar_hi + 1))
     height, pore = sintered_surface(rng, (h, w), state, pixel_nm, ph)
@@ -234,6 +234,13 @@ def render_image(cfg: DictConfig, row: dict[str, Any]) -> tuple[np.ndarray, dict
     return np.vstack([micro, bar]), truth
 
 
+def slide_pixel_nm(cfg: DictConfig, slide: int) -> float:
+    """The pixel size a slide was imaged at: ``image.pixel_nm``, unless the preset images that
+    slide at another magnification (``image.pixel_nm_by_slide``)."""
+    by_slide = cfg.image.get("pixel_nm_by_slide") or {}
+    return float(by_slide.get(slide, by_slide.get(str(slide), cfg.image.pixel_nm)))
+
+
 # ----------------------------------------------------------------------------- writing
 def fei_metadata(pixel_nm: float, hv_kv: float, wd_mm: float, detector: str) -> str:
     """The INI text FEI/Thermo Fisher microscopes write into TIFF tag 34682 (the sections and
@@ -258,7 +265,7 @@ def _render_and_write(args: tuple[dict, dict, str]) -> dict[str, Any]:
     cfg_dict, row, out_dir = args
     cfg = OmegaConf.create(cfg_dict)
     img, truth = render_image(cfg, row)
-    metadata = fei_metadata(float(cfg.image.pixel_nm), row["hv_kv"], row["wd_mm"],
+    metadata = fei_metadata(slide_pixel_nm(cfg, row["slide"]), row["hv_kv"], row["wd_mm"],
                             row["detector"])
     write_bytes(Path(out_dir) / row["image"], tiff_bytes(img, metadata))
     return truth
