@@ -120,7 +120,7 @@ def next_batch(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cfg,
         raise SinterlabError(f"next.direction={direction!r} is unknown; use one of "
                              f"{list(DIRECTIONS)}")
     q = int(cfg.q)
-    choices = torch.as_tensor(grid[space.names].to_numpy(float), dtype=torch.double)
+    choices = torch.tensor(grid[space.names].to_numpy(float), dtype=torch.double)
     avoid = (torch.as_tensor(fit.x, dtype=torch.double) if cfg.get("avoid_measured") else None)
     available = len(choices) - (0 if avoid is None else len(
         grid.merge(pd.DataFrame(fit.x, columns=space.names).drop_duplicates(), how="inner")))

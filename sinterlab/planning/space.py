@@ -55,7 +55,7 @@ class Space:
                                      f"evaluated ({err}); write a comparison of the parameters "
                                      f"{self.names}, e.g. 'burst_count * duty_cycle <= 15000'"
                                      ) from err
-            if getattr(result, "dtype", None) != bool:
+            if not pd.api.types.is_bool_dtype(result):
                 raise SinterlabError(f"space.constraints[{i}]={expression!r} is not a "
                                      "comparison; write e.g. 'burst_count <= 200'")
             ok &= result.to_numpy(bool)
