@@ -22,21 +22,25 @@ from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.cli import CONF_DIR, one_line_errors
 from sinterlab.errors import SinterlabError
-from sinterlab.planning import figures
-from sinterlab.planning.goals import (
-    TooFewSamples,
-    fit_responses,
-    map_table,
-    next_batch,
-    target_table,
-)
-from sinterlab.planning.report import write_plan
-from sinterlab.planning.responses import load_samples, responses_from_config
-from sinterlab.planning.space import space_from_config
 
-PROG = "sinterlab-plan"
 #: harmless here: a deprecation inside BoTorch's imports, GPyTorch's jitter on replicated settings
 QUIET = (r"`torch\.jit\.script` is deprecated", r"A not p\.d\., added jitter")
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=QUIET[0])
+    from sinterlab.planning import figures
+    from sinterlab.planning.goals import (
+        TooFewSamples,
+        fit_responses,
+        map_table,
+        next_batch,
+        target_table,
+    )
+    from sinterlab.planning.report import write_plan
+    from sinterlab.planning.responses import load_samples, responses_from_config
+    from sinterlab.planning.space import space_from_config
+
+PROG = "sinterlab-plan"
 GOALS = ("map", "target", "next")
 
 
