@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     grid = grid_design(space, [5, 3]) if total == 15 else None
     allowed = space.grid()[space.names].to_numpy(float)
     truth = oracle.true(allowed)
-    print(f"optimum: {tuple(float(v) for v in allowed[int(np.argmin(truth))])} -> {truth.min():.4f} Ω/sq "
+    optimum = tuple(float(v) for v in allowed[int(np.argmin(truth))])
+    print(f"optimum: {optimum} -> {truth.min():.4f} Ω/sq "
           f"(typical sample, noise-free); start {len(start)} samples, {args.rounds} rounds of "
           f"q={args.q}; grid design {None if grid is None else len(grid)} samples")
     started = time.perf_counter()
