@@ -20,18 +20,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from sinterlab.planning.goals import Fitted, next_batch
-from sinterlab.planning.responses import Response
-from sinterlab.planning.space import Space, space_from_config
-from sinterlab.planning.surrogate import fit_gp, predict
-from sinterlab.synth.generate import load_preset
-from sinterlab.synth.measurements import measured, sample_sheet_resistance
+from sinterlab.cli.plan import QUIET  # harmless warnings of BoTorch's import and of GPyTorch
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=QUIET[0])
+    from sinterlab.planning.goals import Fitted, next_batch
+    from sinterlab.planning.responses import Response
+    from sinterlab.planning.space import Space, space_from_config
+    from sinterlab.planning.surrogate import fit_gp, predict
+    from sinterlab.synth.generate import load_preset
+    from sinterlab.synth.measurements import measured, sample_sheet_resistance
 
 ROOT = Path(__file__).resolve().parents[1]
 RESPONSE = Response("sheet_resistance", "descriptor", "sheet_resistance_ohm_sq", "Ω/sq", True)
@@ -40,8 +45,8 @@ RESPONSE = Response("sheet_resistance", "descriptor", "sheet_resistance_ohm_sq",
 class Oracle:
     """New samples from the generator's physics: nuisance scatter and probe noise."""
 
-    def __init__(self, preset: str = "plan") -> None:
-        cfg = load_preset(preset)
+    def __init__(self, preset: str = "plan", dotlist: list[str] | None = None) -> None:
+        cfg = load_preset(preset, dotlist)
         self.physics, self.law, nz = cfg.physics, cfg.measurements.sheet_resistance, cfg.nuisance
         self.sd = {k: float(np.sqrt(sum(float(level[k]) ** 2 for level in
                                         (nz.slide_sd, nz.set_sd, nz.sample_sd))))
@@ -126,9 +131,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--q", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of the plan preset's physics, e.g. "
+                        "measurements.sheet_resistance.damage_dc=60")
     args = parser.parse_args(argv)
+    for message in QUIET:
+        warnings.filterwarnings("ignore", message=message)
     cfg = OmegaConf.load(ROOT / "conf" / "plan.yaml")
-    space, oracle = space_from_config(cfg.space), Oracle()
+    space, oracle = space_from_config(cfg.space), Oracle(dotlist=args.set)
     start = grid_design(space, [3, 2])  # 6 samples
     total = len(start) + args.rounds * args.q
     grid = grid_design(space, [5, 3]) if total == 15 else None
