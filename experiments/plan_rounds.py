@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
         excess_pct_median=("excess_pct", "median"), distance_mean=("distance", "mean"),
         at_optimum=("excess_pct", lambda v: f"{int((v < 1e-9).sum())}/{len(v)}"))
     print(summary.to_string(float_format=lambda v: f"{v:.2f}"))
+    last = frame[frame["design"].isin([f"NEI round {args.rounds}", "grid"])]
+    print("excess (%) per seed:")
+    print(last.pivot(index="design", columns="seed", values="excess_pct")
+          .to_string(float_format=lambda v: f"{v:.0f}"))
     print(f"{args.seeds} seeds in {time.perf_counter() - started:.0f} s")
 
 

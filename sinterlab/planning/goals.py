@@ -97,6 +97,9 @@ def target_table(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cf
     op = str(cfg.op)
     if op not in OPERATORS:
         raise SinterlabError(f"target.op={op!r} is unknown; use one of {list(OPERATORS)}")
+    if fit.response.log and float(cfg.value) <= 0:
+        raise SinterlabError(f"target.value={cfg.value} but {fit.response.name} is modelled on a "
+                             "log scale (log: true); give a positive target")
     threshold = float(fit.response.forward(np.array([float(cfg.value)]))[0])
     pred = predict(fit.model, grid[space.names].to_numpy(float), level)
     below = stats.norm.cdf((threshold - pred.mean) / np.maximum(pred.sd, 1e-12))
