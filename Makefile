@@ -50,6 +50,7 @@ PLAN_SEEDS ?= 5
 
 plan-demo: $(STAMP) $(PLAN_DATA) ## generate plan data if missing; sinterlab-plan map, target, next; simulated rounds vs a grid
 	$(VENV)/bin/sinterlab-plan data.descriptor=$(abspath $(PLAN_DATA)) goal=map \
+		data.measures=compute '+responses.porosity={source: measures, column: porosity}' \
 		hydra.run.dir=$(PLAN_DIR)/map
 	$(VENV)/bin/sinterlab-plan data.descriptor=$(abspath $(PLAN_DATA)) goal=target \
 		hydra.run.dir=$(PLAN_DIR)/target

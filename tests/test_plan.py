@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from scipy.stats import spearmanr
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.cli.plan import plan
 from sinterlab.errors import SinterlabError
 from sinterlab.planning.goals import fit_responses, map_table, next_batch, target_table
+from sinterlab.planning.measures import descriptor_measures
 from sinterlab.planning.responses import load_samples, responses_from_config
 from sinterlab.planning.space import space_from_config
 from sinterlab.synth.generate import generate_dataset, load_preset
@@ -124,10 +126,15 @@ def test_next_respects_levels_constraints_and_measured(plane, acquisition):
         assert (batch["a"] + batch["b"]).max() <= 6
 
 
-def test_cli_map_target_next_on_synthetic_sheet_resistance(tmp_path):
-    data = generate_dataset(load_preset("plan", design__images_per_sample=1,
-                                        image__width=64, image__height=48),
-                            tmp_path / "data")
+@pytest.fixture(scope="module")
+def plan_data(tmp_path_factory):
+    """The plan preset with one image per sample: 18 samples with a sheet resistance."""
+    return generate_dataset(load_preset("plan", design__images_per_sample=1),
+                            tmp_path_factory.mktemp("plan"))
+
+
+def test_cli_map_target_next_on_synthetic_sheet_resistance(plan_data, tmp_path):
+    data = plan_data
     for goal in ("map", "next"):
         out = tmp_path / goal
         done = run("sinterlab-plan", f"data.descriptor={data}", f"goal={goal}",
@@ -142,6 +149,24 @@ def test_cli_map_target_next_on_synthetic_sheet_resistance(tmp_path):
     batch = pd.read_csv(tmp_path / "next" / "plan.csv")
     assert len(batch) == 3 and batch["burst_count"].isin(range(25, 301, 25)).all()
     assert "next 3 experiments" in done.stdout and "warning" not in done.stdout.lower()
+
+
+def test_image_measures_are_computed_as_a_response(plan_data, tmp_path):
+    cfg = plan_cfg(f"data.descriptor={plan_data}", "data.measures=compute",
+                   "+responses.porosity={source: measures, column: porosity}",
+                   f"measures.cache_dir={tmp_path / 'cache'}", "goal=target",
+                   "target.response=porosity", "target.op='<='", "target.value=0.5",
+                   "target.probability=0.5")
+    lines = plan(cfg, tmp_path / "out")
+    assert any(line.startswith("porosity: leave-one-sample-out coverage") for line in lines)
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 18  # one entry per image
+    table = pd.read_csv(tmp_path / "out" / "plan.csv")
+    assert table["meets"].all()  # porosity <= 0.5 everywhere with p >= 0.5
+    frame, _ = descriptor_measures(plan_data, "image", "sample_id", cfg.preprocess,
+                                   cfg.measures)  # now from the cache
+    truth = pd.read_csv(plan_data.parent / "truth.csv")
+    assert list(frame["image"]) == list(truth["image"])
+    assert spearmanr(frame["porosity"], truth["porosity"]).statistic > 0.5
 
 
 def test_too_few_samples_is_said_and_exits_cleanly(plane, tmp_path):

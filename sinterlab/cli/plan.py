@@ -13,6 +13,7 @@ Exit status: 0 done (also when there are too few samples to plan: it says so); 2
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -36,11 +37,13 @@ with warnings.catch_warnings():
         next_batch,
         target_table,
     )
+    from sinterlab.planning.measures import descriptor_measures
     from sinterlab.planning.report import write_plan
     from sinterlab.planning.responses import load_samples, responses_from_config
     from sinterlab.planning.space import space_from_config
 
 PROG = "sinterlab-plan"
+log = logging.getLogger(__name__)
 GOALS = ("map", "target", "next")
 
 
@@ -54,8 +57,15 @@ def plan(cfg: DictConfig, out_dir: Path) -> list[str]:
         raise SinterlabError(f"goal={goal!r} is unknown; use one of {list(GOALS)}")
     space = space_from_config(cfg.space)
     responses = responses_from_config(cfg.responses)
+    measures = cfg.data.get("measures")
+    if measures == "compute" and any(r.source == "measures" for r in responses):
+        measures, warnings_ = descriptor_measures(cfg.data.descriptor, str(cfg.data.image_column),
+                                                  str(cfg.data.sample_column), cfg.preprocess,
+                                                  cfg.measures)
+        for warning in warnings_:
+            log.warning(warning)
     samples = load_samples(cfg.data.descriptor, space.names, responses,
-                           str(cfg.data.sample_column), cfg.data.get("measures"))
+                           str(cfg.data.sample_column), measures)
     space.check_samples(samples, str(cfg.data.descriptor))
     grid = space.grid()
     level = float(cfg.surrogate.interval)

@@ -76,10 +76,11 @@ def _column(csv: Path, table: pd.DataFrame, column: str, key: str) -> None:
 
 
 def load_samples(descriptor: str | Path, parameters: list[str], responses: list[Response],
-                 sample_column: str = "sample_id", measures: str | Path | None = None,
-                 ) -> pd.DataFrame:
+                 sample_column: str = "sample_id",
+                 measures: str | Path | pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per sample: its parameters, and per response ``<name>`` (mean on the modelled
-    scale), ``<name>_sd`` (within-sample spread on that scale) and ``<name>_n`` (values)."""
+    scale), ``<name>_sd`` (within-sample spread on that scale) and ``<name>_n`` (values).
+    ``measures``: a run's ``measures.csv`` or such a table already computed."""
     csv = Path(descriptor).expanduser().resolve()
     if not csv.is_file():
         raise SinterlabError(f"{csv}: descriptor CSV not found; set data.descriptor=PATH "
@@ -100,7 +101,9 @@ def load_samples(descriptor: str | Path, parameters: list[str], responses: list[
                                  f"one {name!r}; one sample is one setting of the parameters")
     samples = table.groupby(sample_column, sort=False)[parameters].first()
     tables = {"descriptor": (csv, table)}
-    if any(r.source == "measures" for r in responses):
+    if isinstance(measures, pd.DataFrame):
+        tables["measures"] = (csv, measures)
+    elif any(r.source == "measures" for r in responses):
         if not measures:
             raise SinterlabError("a response has source: measures but data.measures is not set; "
                                  "set data.measures=<training run>/measures.csv")
