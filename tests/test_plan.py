@@ -133,22 +133,35 @@ def plan_data(tmp_path_factory):
                             tmp_path_factory.mktemp("plan"))
 
 
-def test_cli_map_target_next_on_synthetic_sheet_resistance(plan_data, tmp_path):
-    data = plan_data
-    for goal in ("map", "next"):
-        out = tmp_path / goal
-        done = run("sinterlab-plan", f"data.descriptor={data}", f"goal={goal}",
-                   f"hydra.run.dir={out}", "map.points=12", cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-2000:]
-        assert "leave-one-sample-out coverage of the 90% interval" in done.stdout
-        text = (out / "plan.md").read_text()
-        assert "LOO coverage of the 90% interval" in text and (out / "plan.html").is_file()
+def test_map_and_cli_next_on_synthetic_sheet_resistance(plan_data, tmp_path):
+    cfg = plan_cfg(f"data.descriptor={plan_data}", "goal=map", "map.points=12")
+    lines = plan(cfg, tmp_path / "map")
+    assert "leave-one-sample-out coverage of the 90% interval" in lines[1]
+    text = (tmp_path / "map" / "plan.md").read_text()
+    assert "LOO coverage of the 90% interval" in text and (tmp_path / "map" / "plan.html").is_file()
     assert (tmp_path / "map" / "figures" / "sheet_resistance_map.png").is_file()
+    assert (tmp_path / "map" / "figures" / "sheet_resistance_curves.png").is_file()
     table = pd.read_csv(tmp_path / "map" / "plan.csv")
     assert len(table) == 12 * 9 and (table["sheet_resistance_lower"] > 0).all()
-    batch = pd.read_csv(tmp_path / "next" / "plan.csv")
+    assert (table["sheet_resistance_lower"] < table["sheet_resistance_mean"]).all()
+    out = tmp_path / "next"
+    done = run("sinterlab-plan", f"data.descriptor={plan_data}", "goal=next",
+               f"hydra.run.dir={out}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    batch = pd.read_csv(out / "plan.csv")
     assert len(batch) == 3 and batch["burst_count"].isin(range(25, 301, 25)).all()
     assert "next 3 experiments" in done.stdout and "warning" not in done.stdout.lower()
+    assert not done.stderr.strip()
+
+
+def test_blank_response_cells_leave_those_samples_out(plane, tmp_path):
+    frame = pd.read_csv(plane)
+    frame.loc[[0, 5], "y"] = np.nan
+    path = write_descriptor(tmp_path / "gaps.csv", frame)
+    cfg = plan_cfg(*PLANE, f"data.descriptor={path}")
+    _, samples, fitted = fitted_from(cfg)
+    assert samples["y"].isna().sum() == 2 and list(samples["y_n"][:1]) == [0]
+    assert fitted["y"].loo["n"] == 14
 
 
 def test_image_measures_are_computed_as_a_response(plan_data, tmp_path):
