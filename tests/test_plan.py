@@ -247,6 +247,21 @@ def test_measures_csv_is_a_response_source(plane, tmp_path):
     np.testing.assert_allclose(samples["porosity"], 0.3 - 0.01 * (samples["a"] + samples["b"]))
 
 
+def test_any_table_with_a_sample_column_is_a_response_source(plane, tmp_path):
+    frame = pd.read_csv(plane)  # e.g. a run's oof_samples.csv: sample column "sample"
+    oof = pd.DataFrame({"sample": frame["sample_id"], "predicted_mean": 2 * frame["a"]})
+    oof.to_csv(tmp_path / "oof_samples.csv", index=False)
+    cfg = plan_cfg(*PLANE, f"data.descriptor={plane}",
+                   f"+responses.oof={{source: table, path: {tmp_path}/oof_samples.csv, "
+                   "sample_column: sample, column: predicted_mean}")
+    _, samples, fitted = fitted_from(cfg)
+    np.testing.assert_allclose(samples["oof"], 2 * samples["a"])
+    oof.loc[0, "sample"] = "elsewhere"
+    oof.to_csv(tmp_path / "oof_samples.csv", index=False)
+    with pytest.raises(SinterlabError, match=r"sample\(s\) \['elsewhere'\] are not in"):
+        fitted_from(cfg)
+
+
 def test_sheet_resistance_law_and_presets():
     law = load_preset("plan").measurements.sheet_resistance
     # dense (no pores: percolation factor 1 when phi_c = 0), full necks, no damage: rho / t

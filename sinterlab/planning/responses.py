@@ -2,10 +2,13 @@
 within-sample spread).
 
 A response comes from a numeric descriptor column (``source: descriptor``, e.g. a sheet
-resistance measured outside the microscope; blank cells allowed) or from a finished training
-run's ``measures.csv`` (``source: measures``: porosity and the other image measures, one row per
-image with its ``sample_id``). ``log: true`` models the response on a log10 scale (positive,
-multiplicative quantities such as a resistance).
+resistance measured outside the microscope; blank cells allowed), from image measures
+(``source: measures``: a finished training run's ``measures.csv`` or measures computed for the
+descriptor's images: porosity and the others, one row per image with its ``sample_id``), or from
+any other CSV with a sample column (``source: table`` with ``path`` and ``sample_column``, e.g.
+a run's ``oof_samples.csv``, whose sample column is ``sample``: the model's out-of-fold
+outputs). ``log: true`` models the response on a log10 scale (positive, multiplicative
+quantities such as a resistance).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import pandas as pd
 from sinterlab.data.descriptor import blank, read_table
 from sinterlab.errors import SinterlabError
 
-SOURCES = ("descriptor", "measures")
+SOURCES = ("descriptor", "measures", "table")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class Response:
     column: str
     unit: str = ""
     log: bool = False
+    path: str = ""  # source: table
+    sample_column: str = ""  # source: table; default data.sample_column
 
     def forward(self, values: np.ndarray) -> np.ndarray:
         """Measured values -> the scale the surrogate models."""
@@ -52,8 +57,12 @@ def responses_from_config(cfg) -> list[Response]:
         if source not in SOURCES:
             raise SinterlabError(f"responses.{name}.source={source!r} is unknown; use one of "
                                  f"{list(SOURCES)}")
+        if source == "table" and not entry.get("path"):
+            raise SinterlabError(f"responses.{name} has source: table but no path; set "
+                                 f"responses.{name}.path=<a CSV with a sample column>")
         out.append(Response(str(name), source, str(entry.get("column") or name),
-                            str(entry.get("unit") or ""), bool(entry.get("log", False))))
+                            str(entry.get("unit") or ""), bool(entry.get("log", False)),
+                            str(entry.get("path") or ""), str(entry.get("sample_column") or "")))
     return out
 
 
@@ -115,7 +124,17 @@ def load_samples(descriptor: str | Path, parameters: list[str], responses: list[
         _column(path, frame, sample_column, "data.sample_column")
         tables["measures"] = (path, frame)
     for response in responses:
-        path, frame = tables[response.source]
+        key, by = response.source, sample_column
+        if response.source == "table":
+            key, by = response.path, response.sample_column or sample_column
+            if key not in tables:
+                path = Path(key).expanduser().resolve()
+                if not path.is_file():
+                    raise SinterlabError(f"{path}: not found (responses.{response.name}.path)")
+                tables[key] = (path, read_table(path))
+            _column(tables[key][0], tables[key][1], by,
+                    f"responses.{response.name}.sample_column")
+        path, frame = tables[key]
         _column(path, frame, response.column, f"responses.{response.name}.column")
         values = _numeric(path, frame, response.column)
         if values.notna().sum() == 0:
@@ -127,7 +146,7 @@ def load_samples(descriptor: str | Path, parameters: list[str], responses: list[
                                  f"log: true cannot model; set responses.{response.name}.log="
                                  "false or fix the values")
         scaled = pd.Series(response.forward(values.to_numpy(float)), index=frame.index)
-        grouped = scaled.groupby(frame[sample_column].astype(str)).agg(["mean", "std", "count"])
+        grouped = scaled.groupby(frame[by].astype(str)).agg(["mean", "std", "count"])
         grouped.index = grouped.index.astype(str)
         unknown = sorted(set(grouped.index) - set(samples.index.astype(str)))
         if unknown:
