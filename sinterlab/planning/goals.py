@@ -128,8 +128,8 @@ def next_batch(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cfg,
     available = len(choices) - (0 if avoid is None else len(
         grid.merge(pd.DataFrame(fit.x, columns=space.names).drop_duplicates(), how="inner")))
     if q < 1 or q > available:
-        raise SinterlabError(f"next.q={q}: choose 1 <= q <= {available} (the allowed settings "
-                             "not yet measured)")
+        raise SinterlabError(f"next.q={q}: choose 1 <= q <= {available} (the allowed settings"
+                             + (" not yet measured)" if avoid is not None else ")"))
     torch.manual_seed(int(cfg.seed))
     sign = -1.0 if direction == "minimize" else 1.0
     if acquisition == "nei":
