@@ -6,12 +6,14 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 DEMO_DATA := data/demo/descriptor.csv
 PAPER_DATA := data/paper/descriptor.csv
+PLAN_DATA := data/plan/descriptor.csv
 # torch wheels that pair with a working torchvision on this kind of machine (see README)
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 export PROJECT_ROOT := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-full lint bench sweep results tensorboard clean clean-cache
+.PHONY: help install demo plan-demo test test-full lint bench sweep results tensorboard clean \
+	clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -38,6 +40,23 @@ DEMO_ARGS ?= ~model.candidates.mlp ~model.candidates.sk_logreg
 
 demo: $(STAMP) $(DEMO_DATA) ## generate demo data if missing, train + evaluate the demo experiment, print the report
 	$(VENV)/bin/sinterlab-train experiment=demo backbone=$(DEMO_BACKBONE) $(DEMO_ARGS)
+
+$(PLAN_DATA): | $(STAMP)
+	$(VENV)/bin/sinterlab-synth preset=plan out=data/plan
+
+PLAN_DIR ?= logs/plan/demo_$(shell date +%Y-%m-%d_%H-%M-%S)
+# seeds of the simulated rounds (experiments/plan_rounds.py; its default, 10, for results.md)
+PLAN_SEEDS ?= 5
+
+plan-demo: $(STAMP) $(PLAN_DATA) ## generate plan data if missing; sinterlab-plan map, target, next; simulated rounds vs a grid
+	$(VENV)/bin/sinterlab-plan data.descriptor=$(abspath $(PLAN_DATA)) goal=map \
+		data.measures=compute '+responses.porosity={source: measures, column: porosity}' \
+		hydra.run.dir=$(PLAN_DIR)/map
+	$(VENV)/bin/sinterlab-plan data.descriptor=$(abspath $(PLAN_DATA)) goal=target \
+		hydra.run.dir=$(PLAN_DIR)/target
+	$(VENV)/bin/sinterlab-plan data.descriptor=$(abspath $(PLAN_DATA)) goal=next \
+		hydra.run.dir=$(PLAN_DIR)/next
+	$(PY) experiments/plan_rounds.py --seeds $(PLAN_SEEDS)
 
 test: $(STAMP) ## fast tests (what CI runs)
 	$(PY) -m pytest -q
@@ -86,7 +105,7 @@ tensorboard: $(STAMP) ## serve the TensorBoard logs of every run
 	$(VENV)/bin/tensorboard --logdir logs
 
 clean: ## remove logs and generated demo data (keeps .venv and the embedding cache)
-	rm -rf logs data/demo .pytest_cache .ruff_cache
+	rm -rf logs data/demo data/plan .pytest_cache .ruff_cache
 
 clean-cache: ## remove the embedding cache
 	rm -rf cache/embeddings

@@ -177,7 +177,8 @@ def test_descriptor_columns_and_files(tiny):
 
 
 @pytest.mark.parametrize(
-    ("name", "n_images"), [("paper", 300), ("duty_cycle", 360), ("demo", 120), ("tiny", 24)]
+    ("name", "n_images"),
+    [("paper", 300), ("duty_cycle", 360), ("demo", 120), ("tiny", 24), ("plan", 36)],
 )
 def test_preset_designs(name, n_images):
     rows = design_table(load_preset(name))

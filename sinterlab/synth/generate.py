@@ -14,7 +14,8 @@ the output does not depend on the order or the number of worker processes.
 
 Files written into ``out_dir`` (each atomically: temp name in the same folder + ``os.replace``):
 ``images/*.tif``, ``truth.csv`` (bar height and physics per image), ``contact_sheet.png``,
-``synth.json`` (resolved config + generator version) and, last, ``descriptor.csv``.
+``synth.json`` (resolved config + generator version) and, last, ``descriptor.csv`` (with a
+measured sheet-resistance column when the preset enables ``measurements.sheet_resistance``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import tifffile
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.atomic import write_bytes
+from sinterlab.synth.measurements import measured, sample_sheet_resistance
 from sinterlab.synth.microstructure import effective_energy, sinter_state, sintered_surface
 from sinterlab.synth.render import acquire, render_info_bar, se_signal
 
@@ -52,7 +54,7 @@ DESCRIPTOR_COLUMNS = [
 ]
 
 # seed domains
-_SLIDE, _SET, _SAMPLE, _SESSION, _IMAGE = 1, 2, 3, 4, 5
+_SLIDE, _SET, _SAMPLE, _SESSION, _IMAGE, _MEASURE = 1, 2, 3, 4, 5, 6
 
 
 # ----------------------------------------------------------------------------- config
@@ -309,6 +311,16 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
     return df.to_csv(index=False, lineterminator="\n", float_format="%.6g").encode()
 
 
+def _sheet_resistance(cfg: DictConfig, row: dict[str, Any]) -> float:
+    """The sample's measured sheet resistance (Ω/sq): one probe measurement per sample, so
+    every image of the sample carries the same value; seeded by the sample alone."""
+    law = cfg.measurements.sheet_resistance
+    true = sample_sheet_resistance(row["burst_count"], row["duty_cycle"], cfg.physics, law,
+                                   row["energy_factor"], row["size_factor"], row["thickness"])
+    key = (row["slide"], row["set"], row["burst_count"], row["duty_cycle"])
+    return measured(true, _rng(cfg.seed, _MEASURE, *key), law)
+
+
 def generate_dataset(cfg: DictConfig | dict, out_dir: Path | str) -> Path:
     """Generate the synthetic data set into ``out_dir``; returns the descriptor path.
 
@@ -340,6 +352,9 @@ def generate_dataset(cfg: DictConfig | dict, out_dir: Path | str) -> Path:
         out_dir / "synth.json", (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
     )
     desc = pd.DataFrame(rows)[DESCRIPTOR_COLUMNS]
+    law = (cfg.get("measurements") or {}).get("sheet_resistance")
+    if law is not None and law.get("enabled"):
+        desc[str(law.column)] = [_sheet_resistance(cfg, r) for r in rows]
     desc_path = out_dir / "descriptor.csv"
     write_bytes(desc_path, _csv_bytes(desc))  # last: only points at written images
     generate_dataset.last_stats = {"n_images": len(rows), "seconds": elapsed}
