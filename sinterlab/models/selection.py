@@ -10,6 +10,7 @@ the inner held-out groups of each outer fold. Outer test rows are never read.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from sinterlab.models.fit import (
     median_temperatures,
     model_oof,
 )
+
+log = logging.getLogger(__name__)
 
 
 def ranked_probability_score(y: np.ndarray, probs: np.ndarray) -> float:
@@ -163,6 +166,9 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
             points[label]["checkpoint"] = info["checkpoint"]
             infos[label] = info
         spent[name] = round(time.perf_counter() - clock, 2)
+        log.info("model selection: candidate %s (%d of %d, %d grid point%s): done in %.1f s",
+                 name, names.index(name) + 1, len(names), len(grid),
+                 "" if len(grid) == 1 else "s", spent[name])
 
     def best(labels: list[str], f: int) -> str:
         return min(labels, key=lambda n: points[n]["inner_scores"][f])
