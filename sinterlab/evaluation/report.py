@@ -556,18 +556,23 @@ def write_markdown_report(run_dir: Path, metrics: Mapping,
     return write_text(Path(run_dir) / "report.md", report_markdown(metrics, figures, run_dir))
 
 
+def markdown_page(text: str, folder: Path, title: str, heading: str = "") -> str:
+    """A standalone HTML page of Markdown ``text`` whose PNG links (relative to ``folder``)
+    are embedded, with ``heading`` above it."""
+    body = markdown.markdown(_embed_images(text, folder), extensions=["tables"])
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+            "</title><style>body{font-family:sans-serif;max-width:70em;margin:auto}"
+            "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+            "padding:2px 6px}blockquote{background:#fff3cd;padding:4px}</style>"
+            f"</head><body>{heading}{body}</body></html>\n")
+
+
 def write_html_report(run_dir: Path, metrics: Mapping) -> Path:
     """Render ``report.md`` to ``report.html`` with the figures embedded."""
     run_dir = Path(run_dir)
     text = (run_dir / "report.md").read_text(encoding="utf-8")
-    body = markdown.markdown(_embed_images(text, run_dir), extensions=["tables"])
-    title = html.escape(f"sinterlab: {metrics.get('experiment')}")
     return write_text(run_dir / "report.html",
-                      f"<!doctype html><html><head><meta charset='utf-8'><title>{title}"
-                      "</title><style>body{font-family:sans-serif;max-width:70em;margin:auto}"
-                      "table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-                      "padding:2px 6px}blockquote{background:#fff3cd;padding:4px}</style>"
-                      f"</head><body>{body}</body></html>\n")
+                      markdown_page(text, run_dir, f"sinterlab: {metrics.get('experiment')}"))
 
 
 def write_report(run_dir: Path, metrics: Mapping, figures: Mapping[str, Path] | None = None,

@@ -6,12 +6,11 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-import markdown
 import numpy as np
 import pandas as pd
 
 from sinterlab.atomic import write_text
-from sinterlab.evaluation.report import _embed_images
+from sinterlab.evaluation.report import markdown_page
 from sinterlab.planning.goals import Fitted
 from sinterlab.planning.space import COST, Space
 
@@ -116,14 +115,8 @@ def write_plan(out_dir: Path, goal: str, cfg, space: Space, grid: pd.DataFrame,
         lines += [f"![{path.stem}]({path.relative_to(out_dir)})", ""]
     text = "\n".join(lines)
     paths = {"plan.md": write_text(out_dir / "plan.md", text)}
-    body = markdown.markdown(_embed_images(text, out_dir), extensions=["tables"])
-    paths["plan.html"] = write_text(
-        out_dir / "plan.html",
-        "<!doctype html><html><head><meta charset='utf-8'><title>sinterlab-plan</title><style>"
-        "body{font-family:sans-serif;max-width:70em;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 6px}blockquote{background:#fff3cd;"
-        f"padding:4px}}</style></head><body><h6>{html.escape(str(out_dir))}</h6>{body}"
-        "</body></html>\n")
+    paths["plan.html"] = write_text(out_dir / "plan.html", markdown_page(
+        text, out_dir, "sinterlab-plan", f"<h6>{html.escape(str(out_dir))}</h6>"))
     if result is not None:
         paths["plan.csv"] = write_text(out_dir / "plan.csv",
                                        result.to_csv(index=False, lineterminator="\n"))
