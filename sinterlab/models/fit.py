@@ -32,9 +32,6 @@ from sinterlab.models.calibration import (
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.linear import LinearEnsemble, fit_linear
 
-PAPER_PROTOCOL = {"max_epochs": 1000, "batch_size": 32, "lr": 1e-3,
-                  "check_val_every_n_epoch": 10}
-
 log = logging.getLogger(__name__)
 
 
@@ -190,10 +187,11 @@ def protocol_name(cfg: DictConfig, model: DictConfig) -> str:
             "lr": model.module.lr, "check_val_every_n_epoch": cfg.trainer.check_val_every_n_epoch}
     stop = cfg.protocol.early_stopping.patience
     stopping = f"; early stopping after {stop} validations without improvement" if stop else ""
-    if used == PAPER_PROTOCOL:
-        return ("paper training (1000 epochs, batch 32, lr 1e-3, validation every 10 epochs)"
+    paper = OmegaConf.to_container(cfg.evaluation.paper_training)
+    if used == paper:
+        return ("paper training (" + ", ".join(f"{k}={v}" for k, v in paper.items()) + ")"
                 + stopping)
-    changed = ", ".join(f"{k}={v}" for k, v in used.items() if PAPER_PROTOCOL[k] != v)
+    changed = ", ".join(f"{k}={v}" for k, v in used.items() if paper[k] != v)
     return f"reduced/changed training ({changed}); not the paper's" + stopping
 
 
