@@ -366,10 +366,12 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
             add(f"roc{suffix}", lambda t=image_truth, o=image_out, n=names, s=suffix: plot_roc(
                 t, o, n, fig_dir / f"roc{s}.png"))
             add(f"confusion_images{suffix}", lambda t=image_truth, o=image_out, n=names,
-                s=suffix: plot_confusion(t, o.argmax(axis=1), n,
-                                         fig_dir / f"confusion_images{s}.png"))
-            add(f"confusion_patches{suffix}", lambda t=truth, o=out, n=names, s=suffix:
-                plot_confusion(t, o.argmax(axis=1), n, fig_dir / f"confusion_patches{s}.png"))
+                s=suffix, r=target.ordered: plot_confusion(
+                    t, o.argmax(axis=1), n, fig_dir / f"confusion_images{s}.png", ordered=r))
+            add(f"confusion_patches{suffix}", lambda t=truth, o=out, n=names, s=suffix,
+                r=target.ordered: plot_confusion(t, o.argmax(axis=1), n,
+                                                 fig_dir / f"confusion_patches{s}.png",
+                                                 ordered=r))
             if target.ordered:
                 add(f"expected_by_level{suffix}", lambda t=image_truth, o=image_out, tg=target,
                     s=suffix: plot_expected_by_level(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -38,6 +39,19 @@ def test_classification_figures(tmp_path, num_classes):
     for p in paths:
         assert p.parent == out
         _assert_png(p)
+
+
+def test_ordered_confusion_counts_the_distance_from_the_diagonal(tmp_path):
+    truth = np.array([0, 1, 2, 3, 4, 4])
+    assert figures.distance_counts(truth, np.array([0, 2, 2, 1, 0, 4]), 5).tolist() == [
+        3, 1, 1, 0, 1]
+    y, probs, _ = _case(5)
+    names = [f"{50 * (c + 1)} BC" for c in range(5)]
+    plain = figures.plot_confusion(y, probs.argmax(1), names, tmp_path / "plain.png")
+    ordered = figures.plot_confusion(y, probs.argmax(1), names, tmp_path / "ordered.png",
+                                     ordered=True)
+    width = {p: plt.imread(p).shape[1] for p in (plain, ordered)}
+    assert width[ordered] == pytest.approx(1.5 * width[plain], rel=0.05)  # a third panel
 
 
 def test_roc_with_class_missing_from_truth(tmp_path):

@@ -126,6 +126,12 @@ def plot_roc(
     return save_figure(fig, path)
 
 
+def distance_counts(y_true: np.ndarray, y_pred: np.ndarray, levels: int) -> np.ndarray:
+    """How many predictions are 0, 1, ... levels away from the true level."""
+    distance = np.abs(np.asarray(y_true, dtype=int) - np.asarray(y_pred, dtype=int))
+    return np.bincount(distance, minlength=levels)
+
+
 def plot_confusion(
     y_true: np.ndarray,
     y_pred: np.ndarray,
@@ -133,8 +139,11 @@ def plot_confusion(
     path,
     dpi: int = 120,
     cmap: str = "Blues",
+    ordered: bool = False,
 ) -> Path:
-    """Confusion matrix as counts (left) and row-normalised (right); rows are the truth."""
+    """Confusion matrix as counts (left) and row-normalised (right); rows are the truth. For
+    ordered levels a third panel counts the predictions by their distance from the diagonal
+    (0: right, 1: a neighbouring level, ...)."""
     names = list(class_names)
     labels = list(range(len(names)))
     counts = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=labels)
@@ -142,7 +151,17 @@ def plot_confusion(
     rates = np.divide(counts, row_sums, out=np.zeros(counts.shape), where=row_sums > 0)
 
     size = max(4.0, 0.9 * len(names) + 2.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), dpi=dpi)
+    fig, axes = plt.subplots(1, 3 if ordered else 2, figsize=((3 if ordered else 2) * size, size),
+                             dpi=dpi)
+    if ordered:
+        per_distance = distance_counts(y_true, y_pred, len(names))
+        bars = axes[2].bar(labels, per_distance, color="tab:blue")
+        axes[2].bar_label(bars, [f"{c / max(per_distance.sum(), 1):.0%}" for c in per_distance],
+                          fontsize=8)
+        axes[2].set_xticks(labels)
+        axes[2].set_xlabel("levels from the true one (distance from the diagonal)")
+        axes[2].set_ylabel("predictions")
+        axes[2].set_title("how far off")
     for ax, matrix, fmt, title in (
         (axes[0], counts, "d", "counts"),
         (axes[1], rates, ".2f", "row-normalised (recall)"),
