@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from sinterlab.atomic import write_with
+from sinterlab.errors import SinterlabError
 from sinterlab.explain.attribution import draw_cam
 from sinterlab.explain.maps import draw_map, grid_maps, grid_table
 from sinterlab.predict import RunModel
@@ -24,6 +25,11 @@ def explain_images(model: RunModel, paths, out_dir: Path, stride: int | None = N
     """For each image: ``<stem>_map.png`` (prediction map and patch histogram) and, unless
     ``cam_patches=0``, ``<stem>_cam.png`` (Grad-CAM of its strongest patches); plus
     ``grid_predictions.csv``. Returns the grid table, the files and the images left out."""
+    if model.extra_inputs:
+        raise SinterlabError(f"{model.run_dir}: maps and Grad-CAM read the image alone, and this "
+                             f"run's head also reads the extra inputs {model.extra_inputs}; "
+                             "maps are not drawn for such runs (predict without maps=true, or "
+                             "explain an image-only run)")
     out_dir = Path(out_dir)
     target = model.head.targets[0]
     maps, bad = grid_maps(model, paths, stride or default_stride(model.cfg.preprocess),
