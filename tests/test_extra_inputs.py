@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from sinterlab.cli import CONF_DIR
 from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.summary import summarize_runs
 from sinterlab.models.fit import input_scaling
 from sinterlab.predict import predict
 from sinterlab.training import IMAGE_ONLY, run_experiment
@@ -54,6 +55,8 @@ def test_extra_input_beats_image_only_on_the_same_folds(marked_run):
     report = (marked_run / "report.md").read_text()
     assert "extra inputs `marker`" in report and "image only (no extra inputs)" in report
     assert "gallery" in metrics["skipped"]  # maps read the image alone
+    # a sweep summary never averages it with image-only runs: its inputs are a group column
+    assert set(summarize_runs(marked_run)["inputs"]) == {"image + marker"}
 
 
 def test_scaling_uses_each_folds_training_rows_only(marked, shared_cache, marked_run):
