@@ -199,7 +199,8 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
     head = load_head(run_dir / checkpoint)
-    extra = [str(n) for n in run_cfg.data.get("extra_inputs") or []]
+    extra = run_cfg.data.get("extra_inputs") or []
+    extra = [extra] if isinstance(extra, str) else [str(n) for n in extra]
     if head.in_features != backbone.embedding_dim + len(extra):
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}"

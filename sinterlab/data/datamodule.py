@@ -57,7 +57,10 @@ class SEMDataModule(pl.LightningDataModule):
         #: the models' input per patch: its image embedding, then ``extra_inputs`` (if any)
         self.x: torch.Tensor | None = None
         #: ``data.extra_inputs``: numeric descriptor columns appended to every patch's embedding
-        self.extra_inputs: list[str] = list(cfg.data.get("extra_inputs") or [])
+        extra = cfg.data.get("extra_inputs") or []
+        self.extra_inputs: list[str] = [extra] if isinstance(extra, str) else list(extra)
+        with open_dict(cfg):  # a single name becomes a list in config.yaml too (predict reads it)
+            cfg.data.extra_inputs = self.extra_inputs
         self.extra: np.ndarray | None = None
         self.warnings: list[str] = []
         self.small_classes: list[str] = []
