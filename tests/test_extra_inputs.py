@@ -49,7 +49,7 @@ def test_extra_input_beats_image_only_on_the_same_folds(marked_run):
     pooled = metrics["cv"]["pooled"]
     with_marker = pooled["head"]["image"]["accuracy"]["value"]
     image_only = pooled[IMAGE_ONLY]["image"]["accuracy"]["value"]
-    assert with_marker >= image_only + 0.15, (with_marker, image_only)
+    assert with_marker >= image_only + 0.1, (with_marker, image_only)  # measured: 0.425, 0.225
     # the same folds: the per-fold table scores both models on every fold
     assert all(IMAGE_ONLY in row and "head" in row for row in metrics["cv"]["per_fold"])
     report = (marked_run / "report.md").read_text()

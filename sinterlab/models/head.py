@@ -14,9 +14,10 @@ target when it is ordered, ``loss="corn"``: coral-pytorch's CORN loss on C-1 con
 (standardised with the member's training mean/std, reported in the parameter's units), or
 several at once (weighted loss sum). Extra inputs (``data.extra_inputs``: numeric descriptor
 columns after the embedding) are standardised inside the module with each group's (fold's)
-training mean/std, kept as buffers, so the checkpoint serves raw values as they were trained
-on and a fold's test rows never touch its scaling. A step costs milliseconds on a CPU, so the module
-optimizes manually and accumulates losses on the device, read once per epoch.
+training mean/std (a group's seeds share its rows, so per group), kept as buffers: the
+checkpoint takes raw values, as predict gives them, and a fold's test rows never touch its
+scaling. A step costs milliseconds on a CPU, so the module optimizes manually and accumulates
+losses on the device, read once per epoch.
 """
 
 from __future__ import annotations
