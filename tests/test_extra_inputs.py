@@ -9,12 +9,18 @@ import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
+from sklearn.compose import ColumnTransformer
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.summary import summarize_runs
 from sinterlab.models.fit import input_scaling
+from sinterlab.models.linear import LinearModel, fit_linear
 from sinterlab.predict import predict
 from sinterlab.training import IMAGE_ONLY, run_experiment
 from tests.conftest import FAST, compose_train
@@ -95,3 +101,25 @@ def test_predict_needs_the_extra_inputs(marked_run, marked):
     with pytest.raises(SinterlabError, match=r"without their extra inputs \['marker'\].*"
                                              r"descriptor=CSV"):
         predict(cfg)
+
+
+def test_linear_pca_keeps_the_extra_inputs_beside_its_components():
+    """sk_pca_logreg with extra inputs: the stored map equals scikit-learn's standardise ->
+    (PCA of the embedding | the extra columns) -> logistic regression."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 240)
+    embedding = rng.normal(size=(240, 30)) * np.linspace(5, 1, 30)  # no class in it
+    x = np.hstack([embedding, (y + rng.normal(0, 0.3, 240))[:, None] * 50])
+    x = x.astype(np.float32).astype(np.float64)  # the values fit_linear reads
+    targets = [{"name": "burst_count", "kind": "classification", "num_classes": 3}]
+    [ensemble], _ = fit_linear([LinearModel(0.1, 4, "patch", 500, 1e-8)], targets,
+                               x.astype(np.float32), y[:, None], np.arange(240).astype(str),
+                               [np.arange(200)], 0, extra=1)
+    pca = PCA(4, svd_solver="randomized", random_state=0)
+    pipe = make_pipeline(StandardScaler(), ColumnTransformer(
+        [("pca", pca, list(range(30))), ("extra", "passthrough", [30])]),
+        LogisticRegression(C=0.1, max_iter=500, tol=1e-8))
+    expected = pipe.fit(x[:200], y[:200]).predict_proba(x[200:])
+    got = ensemble.predict_members(torch.from_numpy(x[200:].astype(np.float32)))[0][0]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert (got.argmax(axis=1) == y[200:]).mean() > 0.8  # the extra column was not dropped

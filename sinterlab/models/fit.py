@@ -280,7 +280,8 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
     rows = [np.flatnonzero((fold == "train") | (fold == "val")) for fold in assignment]
     ensembles, wall = fit_linear([instantiate(m.module) for m in models], targets,
                                  dm.x.numpy(), dm.y.numpy(),
-                                 dm.patches[IMAGE].to_numpy().astype(str), rows, int(cfg.seed))
+                                 dm.patches[IMAGE].to_numpy().astype(str), rows, int(cfg.seed),
+                                 extra=len(dm.extra_inputs))
     out = []
     test_rows = dm.rows(assignment, "test")
     calibration = cfg.evaluation.calibration
