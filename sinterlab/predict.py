@@ -20,7 +20,7 @@ import logging
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,14 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.data.descriptor import IMAGE, backslash_hint, blank, read_table
+from sinterlab.data.descriptor import (
+    IMAGE,
+    ROW,
+    backslash_hint,
+    blank,
+    extra_input_matrix,
+    read_table,
+)
 from sinterlab.data.metadata import FIELDS, read_metadata
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.calibration import prediction_sets, set_label
@@ -158,6 +165,8 @@ class RunModel:
     features: DictConfig
     #: per target, the image calibration of the members; None: a run from before it
     images: list[ImageCalibration | None] | None = None
+    #: the run's ``data.extra_inputs``: descriptor columns the head reads beside the embedding
+    extra_inputs: list[str] = field(default_factory=list)
 
     @property
     def model_name(self) -> str:
@@ -190,15 +199,38 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
     head = load_head(run_dir / checkpoint)
-    if head.in_features != backbone.embedding_dim:
+    extra = run_cfg.data.get("extra_inputs") or []
+    extra = [extra] if isinstance(extra, str) else [str(n) for n in extra]
+    if head.in_features != backbone.embedding_dim + len(extra):
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
-                             f"features, backbone gives {backbone.embedding_dim}")
+                             f"features, backbone gives {backbone.embedding_dim}"
+                             + (f" and the extra inputs {extra} {len(extra)}" if extra else ""))
     # the runtime the run's embeddings came from (runs before runtimes existed: torch)
     features = OmegaConf.merge(run_cfg.features,
                                {"runtime": metrics["cache"].get("runtime", "torch")},
                                cfg.get("features") or {})
     return RunModel(run_dir, run_cfg, metrics, backbone, head, features,
-                    load_image_calibration(run_dir / checkpoint))
+                    load_image_calibration(run_dir / checkpoint), extra)
+
+
+def extra_input_values(model: RunModel, descriptor) -> dict[str, np.ndarray]:
+    """{resolved image path: its values of the run's extra inputs}, read from the descriptor
+    CSV; a run trained with extra inputs refuses images given without one (one line naming
+    the columns and the fix), and the columns are checked as in training."""
+    names = model.extra_inputs
+    fix = (f"the run {model.run_dir.name} was trained with extra inputs {names}: give "
+           f"descriptor=CSV with an 'image' column and the column(s) {names}")
+    if not names:
+        return {}
+    if not descriptor:
+        raise SinterlabError(f"images given without their extra inputs {names}; {fix}")
+    csv = Path(descriptor).expanduser().resolve()
+    table = read_table(csv)
+    table[ROW] = table.index + 2
+    targets = [t["name"] for t in model.head.targets]
+    values = extra_input_matrix(table, csv, names, targets, fix=fix)
+    paths = [str((csv.parent / p).expanduser().resolve()) for p in table[IMAGE].astype(str)]
+    return dict(zip(paths, values, strict=True))
 
 
 def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFrame, Path]:
@@ -208,6 +240,7 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     run_dir, run_cfg, metrics = model.run_dir, model.cfg, model.metrics
     backbone, head, features = model.backbone, model.head, model.features
     asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
+    extra = extra_input_values(model, cfg.descriptor)  # before any backbone time
     missing = missing_images(asked)
     if missing and cfg.strict:
         first = next(iter(missing))
@@ -237,6 +270,10 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     paths = [Path(ref.path) for ref in embedded.refs]
     entries = embedded.entries
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
+    if extra:  # each patch gets its image's raw values; the head standardises them as trained
+        values = np.stack([extra[str(p)] for p in paths])
+        counts = [len(e.embeddings) for e in entries]
+        x = torch.cat([x, torch.from_numpy(np.repeat(values, counts, axis=0)).to(x.dtype)], 1)
     groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
     outputs = [member.mean(axis=0) for member in head.predict_members(x, images=groups)]
     raw = head.predict_members(x, calibrated=False, images=groups) if model.images else None
@@ -280,8 +317,8 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                 table["interval_confidence"] = conformal["confidence"]
     table["patches"] = [len(e.embeddings) for e in entries]
     table["model"] = model.model_name
-    for field in FIELDS:  # what the instrument recorded, as in the run's images.csv
-        table[field] = [metadata[p][field] for p in table["image"]]
+    for column in FIELDS:  # what the instrument recorded, as in the run's images.csv
+        table[column] = [metadata[p][column] for p in table["image"]]
     table["error"] = ""
     if bad:  # missing and unreadable images keep their row, in the order asked, with the reason
         failed = pd.DataFrame({"image": list(bad), "error": list(bad.values())})

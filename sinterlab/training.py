@@ -14,6 +14,7 @@ The run folder receives ``metrics.json``, ``report.md``/``report.html``, ``figur
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -73,6 +74,8 @@ from sinterlab.runs import RunInterrupted, claim
 
 log = logging.getLogger(__name__)
 HEAD, AUTO, MEASURES = "head", "auto", "measures"
+#: with data.extra_inputs, the run's model trained again on the image embeddings alone
+IMAGE_ONLY = "image_only"
 
 
 def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
@@ -84,7 +87,7 @@ def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
     shape = (len(dm.x), num_classes) if num_classes else (len(dm.x),)
     out = {name: np.full(shape, np.nan) for name in BASELINES}
     info, estimators = {}, None
-    x, y = dm.x.numpy(), dm.y[:, 0].numpy()
+    x, y = dm.image_x.numpy(), dm.y[:, 0].numpy()  # image-only, even with data.extra_inputs
     e = cfg.evaluation
     started = time.perf_counter()
     for fold in assignment:
@@ -98,6 +101,18 @@ def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
             out[name][test] = outputs[name]
     return out, info | {"C": float(e.baseline_C),
                         "wall_s": round(time.perf_counter() - started, 2)}
+
+
+def image_only_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
+                   kind: str, model: DictConfig) -> np.ndarray:
+    """The run's model trained on the same folds without ``data.extra_inputs`` (the image
+    embeddings alone): its out-of-fold outputs of the first target, scored beside the model with
+    extra inputs (pooled metrics with paired intervals, per fold)."""
+    image_only = copy.copy(dm)
+    image_only.x, image_only.extra_inputs = dm.image_x, []
+    [(fitted, _)] = fit_models(cfg, image_only, assignment, run_dir, [f"{kind}-{IMAGE_ONLY}"],
+                               [model])
+    return model_oof(fitted, image_only, assignment)[0]
 
 
 # -- evaluation of one split kind ---------------------------------------------------------------
@@ -149,6 +164,11 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                                 images=image_calibrations(block["training"]))
                        if block["training"].get("image_calibration") else head_outputs)
         outputs = {HEAD: head_outputs[0]} | outputs
+        if dm.extra_inputs and kind == cfg.split.kind:
+            with stage(f"{kind} split: image-only {model.name} (same folds)"):
+                outputs = {HEAD: outputs[HEAD],
+                           IMAGE_ONLY: image_only_oof(cfg, dm, assignment, run_dir, kind,
+                                                      model)} | outputs
     if head_outputs is not None:
         targets = [t.as_dict() for t in dm.descriptor.targets]
         block["test"] = evaluate_targets(targets, y[tested],
@@ -257,7 +277,7 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     folds_per_image = pd.Series(test_fold).groupby(image_ids, sort=False).nunique()
     if (folds_per_image > 1).any():
         return {"skipped": "the patches of one image sit in several folds (patch split)"}
-    _, x_image = aggregate_by_group(dm.x.numpy(), image_ids)
+    _, x_image = aggregate_by_group(dm.image_x.numpy(), image_ids)
     rows = first_rows(image_ids)
     p = cfg.evaluation.permutation
     return permutation_test(x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
@@ -389,7 +409,7 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
         values = dm.patches[first.name].to_numpy()
         names = [f"{v:g} {first.unit}".strip() for v in np.unique(values)]
         labels = np.searchsorted(np.unique(values), values)
-    add("pca", lambda: plot_pca(dm.x.numpy(), labels, names, fig_dir / "pca.png"))
+    add("pca", lambda: plot_pca(dm.image_x.numpy(), labels, names, fig_dir / "pca.png"))
     return figures
 
 
@@ -513,6 +533,7 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
                  "sample_id_note": "; ".join(dm.descriptor.notes) or None,
                  "warnings": dm.warnings, "small_classes": dm.small_classes,
                  "class_groups": class_groups_record(dm)},
+        "inputs": inputs_record(dm, main["cv"]),
         "cache": dict(dm.cache_stats) | {"folder": str(dm.cache.folder)},
         "training": main["training"], "test": main["test"], "baseline": main["baseline"],
         "baseline_info": main["baseline_info"], "cv": main["cv"],
@@ -527,7 +548,10 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
     # the results first: a failure of an optional product below never costs them
     write_json(run_dir / "metrics.json", metrics)
     write_markdown_report(run_dir, metrics, figures)
-    if cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
+    if cfg.evaluation.gallery.enabled and dm.extra_inputs:
+        skipped["gallery"] = (f"maps read the image alone; the head also reads "
+                              f"data.extra_inputs={dm.extra_inputs}")
+    elif cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
         with stage("gallery"):
             metrics["gallery"] = optional_stage(
                 "gallery", lambda: write_gallery(cfg, dm, metrics, images, run_dir), skipped)
@@ -542,6 +566,18 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
     if skipped:  # the report names what was left out
         write_markdown_report(run_dir, metrics, figures)
     return metrics
+
+
+def inputs_record(dm: SEMDataModule, cv: dict) -> dict:
+    """What the models read: the image embedding and ``data.extra_inputs`` (metrics.json)."""
+    if not dm.extra_inputs:
+        return {"extra": [], "note": "image embedding only"}
+    compared = IMAGE_ONLY in cv["pooled"]
+    return {"extra": list(dm.extra_inputs), "image_only_compared": compared,
+            "note": "each standardised per fold with its training rows only (heads: inside the "
+                    "module; scikit-learn: its scaler); baselines image-only; "
+                    + ("image_only: the same model without them on the same folds" if compared
+                       else "model=auto: compare with a sweep data.extra_inputs=[],[...]")}
 
 
 def class_groups_record(dm: SEMDataModule) -> dict | None:

@@ -411,6 +411,16 @@ CASES = [
     Case("order for a regression target", "train",
          overrides("task=regression", "+data.order.burst_count=[50,150,250]"), 2,
          ("data.order is for classification targets",)),
+    # extra inputs (data.extra_inputs): checked before the backbone
+    Case("extra input column missing", "train", overrides("data.extra_inputs=[thickness_nm]"),
+         2, ("data.extra_inputs column(s) ['thickness_nm'] not found", "power_w")),
+    Case("extra input with text", "train", lambda w: with_table(cell(2, "power_w", "high"))(w)
+         + ["data.extra_inputs=[power_w]"], 2, ("'power_w' holds text ['high']", ":4")),
+    Case("extra input cell empty", "train", lambda w: with_table(cell(3, "power_w", np.nan))(w)
+         + ["data.extra_inputs=[power_w]"], 2, ("no value in extra input column 'power_w'",
+                                                ":5")),
+    Case("extra input is the target", "train", overrides("data.extra_inputs=[burst_count]"), 2,
+         ("is the target itself", "give the answer away")),
     # 19. a blank micrograph: warned about, its measures NaN (never a silent 0 or a crash)
     Case("black image in training", "train", one_black_image, 0,
          ("black.tif: blank", "black.tif: segmentation found only", "measures are NaN")),

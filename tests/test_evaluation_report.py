@@ -116,11 +116,11 @@ def test_report_cli_writes_and_prints_the_summary(finished_run, tmp_path, capsys
 
 
 def data_cells(run: Path) -> str:
-    """The data and classes cells of a run's rows in the sweep summary."""
+    """The data, classes and inputs cells of a run's rows in the sweep summary."""
     metrics = metrics_of(run)
     target = metrics["targets"][0]
     return (f"{'/'.join(Path(metrics['data']['descriptor']).parts[-2:])} | "
-            f"{target['name']}: {', '.join(target['classes'])}")
+            f"{target['name']}: {', '.join(target['classes'])} | image")
 
 
 def test_summary_keeps_runs_on_other_data_apart_and_lists_failed_runs(finished_run, tmp_path):

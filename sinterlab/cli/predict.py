@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from sinterlab.atomic import write_with
 from sinterlab.cli import CONF_DIR, one_line_errors
-from sinterlab.explain.write import explain_images
+from sinterlab.explain.write import check_explainable, explain_images
 from sinterlab.predict import load_run_model, predict
 
 
@@ -24,6 +24,8 @@ from sinterlab.predict import load_run_model, predict
 def main(cfg: DictConfig) -> None:
     with one_line_errors("sinterlab-predict"):
         model = load_run_model(cfg)
+        if cfg.maps:
+            check_explainable(model)
         table, run_dir = predict(cfg, model)
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
         out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"

@@ -24,6 +24,7 @@ from sinterlab.data.descriptor import (
     SAMPLE,
     SLIDE,
     Descriptor,
+    extra_input_matrix,
     load_descriptor,
     str_label,
 )
@@ -53,7 +54,14 @@ class SEMDataModule(pl.LightningDataModule):
         self.descriptor: Descriptor | None = None
         self.cache_stats: dict = {}
         self.assignment: np.ndarray | None = None
+        #: the models' input per patch: its image embedding, then ``extra_inputs`` (if any)
         self.x: torch.Tensor | None = None
+        #: ``data.extra_inputs``: numeric descriptor columns appended to every patch's embedding
+        extra = cfg.data.get("extra_inputs") or []
+        self.extra_inputs: list[str] = [extra] if isinstance(extra, str) else list(extra)
+        with open_dict(cfg):  # a single name becomes a list in config.yaml too (predict reads it)
+            cfg.data.extra_inputs = self.extra_inputs
+        self.extra: np.ndarray | None = None
         self.warnings: list[str] = []
         self.small_classes: list[str] = []
         self._planned: dict[str, np.ndarray] = {}
@@ -93,6 +101,11 @@ class SEMDataModule(pl.LightningDataModule):
             OmegaConf.to_container(cfg.data.units),
             order=OmegaConf.to_container(cfg.data.order) if cfg.data.get("order") else None)
         self.warnings += self.descriptor.warnings
+        # raw values, one row per image; each fold's models standardise them with their own
+        # training rows (never cached: the embedding cache holds the images alone)
+        self.extra = extra_input_matrix(self.descriptor.table, self.descriptor.csv,
+                                        self.extra_inputs,
+                                        [t.name for t in self.descriptor.targets])
         self.warnings += self.check_class_groups()
         for check in self.checks:
             check(self.descriptor.targets)
@@ -225,9 +238,17 @@ class SEMDataModule(pl.LightningDataModule):
         for name in self.metadata.columns:
             self.images[name] = self.metadata[name].to_numpy()
         self.patches = patches
-        self.x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
+        embeddings = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
+        self.x = torch.cat([embeddings, torch.from_numpy(self.extra[rows]).to(embeddings.dtype)],
+                           dim=1)
         self.y = torch.from_numpy(self.descriptor.target_matrix()[rows]).float()
         self.assignment = self.split(self.cfg.split.kind)
+
+    @property
+    def image_x(self) -> torch.Tensor:
+        """The image embeddings alone, without ``extra_inputs`` (the baselines, the
+        permutation test and the PCA figure read the images only)."""
+        return self.x[:, :self.x.shape[1] - len(self.extra_inputs)]
 
     def split(self, kind: str) -> np.ndarray:
         """(folds, patches) subset names for a split ``kind`` (patch/image/sample/slide) under

@@ -337,3 +337,50 @@ def backslash_hint(path: str) -> str:
     """A Windows path ('images\\a.tif') names no file here: say so."""
     return ("; it holds backslashes: write paths with forward slashes ('images/a.tif')"
             if "\\" in str(path) else "")
+
+
+def extra_input_matrix(table: pd.DataFrame, csv: Path, names: list[str],
+                       targets: list[str] | None = None, fix: str = "") -> np.ndarray:
+    """(n_rows, len(names)) float32: the numeric descriptor columns ``names``
+    (``data.extra_inputs``) that the models read beside each image's embedding. Refused, one
+    line each, naming rows and fix: a column that is absent, one that is a target (it would
+    give the answer away), a blank cell, a text or an infinite value. ``fix``: how to give a
+    missing column (predict)."""
+    names = [str(n) for n in names]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SinterlabError(f"data.extra_inputs names {twice} more than once; list each "
+                             "column once")
+    given = sorted(set(names) & set(targets or []))
+    if given:
+        raise SinterlabError(f"data.extra_inputs {given} is the target itself (data.target="
+                             f"{list(targets)}): it would give the answer away; remove it "
+                             "from data.extra_inputs")
+    reserved = sorted(set(names) & {IMAGE, SAMPLE, SLIDE, PATH, ROW})
+    missing = [n for n in names if n not in table.columns or n in reserved]
+    if missing:
+        present = [c for c in table.columns if c not in (PATH, ROW)]
+        raise SinterlabError(f"{csv}: data.extra_inputs column(s) {missing} not found (columns "
+                             f"present are {present}); "
+                             + (fix or "fix data.extra_inputs or add the column"))
+    columns = []
+    for name in names:
+        empty = blank(table[name])
+        if empty.any():
+            raise SinterlabError(f"{_rows(csv, table, empty)}: no value in extra input column "
+                                 f"{name!r} ({int(empty.sum())} rows); fill it or remove the "
+                                 "rows (the models need every image's value)")
+        numeric = pd.to_numeric(table[name], errors="coerce")
+        text = numeric.isna()
+        if text.any():
+            values = sorted({str(v) for v in table[name][text]})[:5]
+            raise SinterlabError(f"{_rows(csv, table, text)}: extra input column {name!r} "
+                                 f"holds text {values}; extra inputs must be plain numbers "
+                                 "(units belong in the column name)")
+        infinite = pd.Series(np.isinf(numeric.to_numpy(float)), table.index)
+        if infinite.any():
+            raise SinterlabError(f"{_rows(csv, table, infinite)}: extra input column {name!r} "
+                                 "holds infinite values; write the finite value or remove the "
+                                 "row")
+        columns.append(numeric.to_numpy(np.float32))
+    return np.stack(columns, axis=1) if columns else np.zeros((len(table), 0), np.float32)

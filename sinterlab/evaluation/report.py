@@ -28,6 +28,7 @@ MODEL_NAMES = {"head": "MLP head", "auto": "auto-selected model (nested CV)",
                "sk_logreg_image": "logistic/ridge on image means, C tuned",
                "pca_logreg": "PCA + logistic/ridge", "linear_probe": "linear probe",
                "measures": "measures + logistic/ridge",
+               "image_only": "same model, image only (no extra inputs)",
                "corn": "CORN ordinal head", "level_value": "level-value regression head"}
 
 
@@ -482,6 +483,8 @@ def _training(m: Mapping) -> list[str]:
 def _data(m: Mapping) -> list[str]:
     d, bb, cache = m.get("data") or {}, m.get("backbone") or {}, m.get("cache") or {}
     weights = bb.get("weights") or {}
+    inputs = m.get("inputs") or {}
+    extra = inputs.get("extra")
     items = [f"descriptor `{d.get('descriptor')}`: {d.get('n_images')} images, "
              f"{d.get('n_samples')} samples, {d.get('n_patches')} patches",
              f"backbone `{bb.get('name')}` (embedding {bb.get('embedding_dim')}), weights "
@@ -490,7 +493,11 @@ def _data(m: Mapping) -> list[str]:
              f"{_fmt(weights.get('transfer_learning'))}",
              f"embeddings: {cache.get('from_cache')} images from cache, {cache.get('extracted')} "
              f"extracted, runtime {cache.get('runtime', 'torch')} (`{cache.get('folder')}`)",
-             "preprocessing: " + ", ".join(f"{k} `{v}`" for k, v in _flat(m.get("preprocess")))]
+             "preprocessing: " + ", ".join(f"{k} `{v}`" for k, v in _flat(m.get("preprocess"))),
+             "model input: " + (
+                 f"image embedding + extra inputs {', '.join(f'`{n}`' for n in extra)} "
+                 f"({inputs.get('note')})" if extra
+                 else "image embedding only (no data.extra_inputs)")]
     for note in (d.get("sample_id_note"), (m.get("split") or {}).get("note")):
         if note:
             items.append(f"note: {note}")

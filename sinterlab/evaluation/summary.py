@@ -24,7 +24,9 @@ from sinterlab.runs import CLAIM, ERROR, failure, incomplete
 #: the run's own model (the plain head, or the auto-selected one): the table's "head" column;
 #: every other model a run scored (candidates of model=auto, baselines) gets its own column
 PRIMARY = ("head", "auto")
-GROUP_COLUMNS = ("experiment", "data", "classes", "split_kind", "protocol")
+#: runs that differ in any of these are never averaged together (``inputs``: the image alone or
+#: with ``data.extra_inputs``, so a sweep data.extra_inputs=[],[duty_cycle] gives two rows)
+GROUP_COLUMNS = ("experiment", "data", "classes", "inputs", "split_kind", "protocol")
 #: an ordered target's errors, shown for the run's own model
 ORDERED_COLUMNS = ("mae", "within_one")
 
@@ -45,6 +47,11 @@ def _classes(metrics: Mapping) -> str:
         parts.append(f"{target.get('name')}: {', '.join(map(str, classes))}" if classes
                      else f"{target.get('name')} ({target.get('kind')})")
     return "; ".join(parts)
+
+
+def _inputs(metrics: Mapping) -> str:
+    """'image' or 'image + duty_cycle': what the models read (``data.extra_inputs``)."""
+    return " + ".join(["image", *(_get(metrics, "inputs.extra") or [])])
 
 
 def _short(path: object) -> str:
@@ -71,6 +78,7 @@ def _block_row(path: Path, root: Path, metrics: Mapping, block: Mapping) -> dict
         "run": path.parent.relative_to(root).as_posix() or ".",
         "experiment": metrics.get("experiment"),
         "data": _get(metrics, "data.descriptor"), "classes": _classes(metrics),
+        "inputs": _inputs(metrics),
         "split_kind": _get(block, "split.kind"), "leaky": bool(_get(block, "split.leaky")),
         "protocol": f"{cv.get('protocol')} ({cv.get('folds')} folds)" if cv else None,
         "backbone": _get(metrics, "backbone.name"),
@@ -147,16 +155,17 @@ def model_columns(frame: pd.DataFrame) -> list[str]:
 
 def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     models = model_columns(frame)
-    headers = ["experiment", "data", "classes", "split", "protocol", "runs", "level metric", "head",
+    headers = ["experiment", "data", "classes", "inputs", "split", "protocol", "runs",
+               "level metric", "head",
                *(MODEL_NAMES.get(m, m) for m in models),
                "best", "p (chance)", "head train s", "head MAE (ordered)",
                "head within one level"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     keys = list(GROUP_COLUMNS)
     for key, part in frame.groupby(keys, sort=True, dropna=False):
-        experiment, data, classes, split, protocol = key
+        experiment, data, classes, inputs, split, protocol = key
         best = part["best_model"].mode()
-        cells = [str(experiment), _short(data), str(classes),
+        cells = [str(experiment), _short(data), str(classes), str(inputs),
                  f"{split}{' (leaky)' if part['leaky'].any() else ''}",
                  str(protocol), str(len(part)),
                  f"{part['level'].iloc[0]} {part['metric'].iloc[0]}",

@@ -106,7 +106,7 @@ def log_run(cfg: DictConfig, dm: SEMDataModule, metrics: dict, figures: dict[str
                     for label, sample, image, fold in zip(
                         labels, dm.patches[SAMPLE].to_numpy()[rows],
                         dm.patches[IMAGE].to_numpy()[rows], test_fold[rows], strict=True)]
-        writer.add_embedding(dm.x[rows], metadata=metadata,
+        writer.add_embedding(dm.image_x[rows], metadata=metadata,
                              metadata_header=["label", "sample", "image", "subset"],
                              label_img=thumbnails(dm, rows, int(tb.thumbnail)),
                              tag="patch_embeddings")

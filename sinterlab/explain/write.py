@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from sinterlab.atomic import write_with
+from sinterlab.errors import SinterlabError
 from sinterlab.explain.attribution import draw_cam
 from sinterlab.explain.maps import draw_map, grid_maps, grid_table
 from sinterlab.predict import RunModel
@@ -18,12 +19,23 @@ def default_stride(preprocess_cfg) -> int:
     return max(1, int(preprocess_cfg.patches.size) // 2)
 
 
+def check_explainable(model: RunModel) -> None:
+    """Maps and Grad-CAM read the image alone: a run whose head also reads extra inputs
+    (``data.extra_inputs``) is refused, before any image is read."""
+    if model.extra_inputs:
+        raise SinterlabError(f"{model.run_dir}: maps and Grad-CAM read the image alone, and this "
+                             f"run's head also reads the extra inputs {model.extra_inputs}; "
+                             "maps are not drawn for such runs (predict without maps=true, or "
+                             "explain an image-only run)")
+
+
 def explain_images(model: RunModel, paths, out_dir: Path, stride: int | None = None,
                    cam_patches: int = 4, progress: bool = True,
                    ) -> tuple[pd.DataFrame, list[Path], dict]:
     """For each image: ``<stem>_map.png`` (prediction map and patch histogram) and, unless
     ``cam_patches=0``, ``<stem>_cam.png`` (Grad-CAM of its strongest patches); plus
     ``grid_predictions.csv``. Returns the grid table, the files and the images left out."""
+    check_explainable(model)
     out_dir = Path(out_dir)
     target = model.head.targets[0]
     maps, bad = grid_maps(model, paths, stride or default_stride(model.cfg.preprocess),

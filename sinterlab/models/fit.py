@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
+from sklearn.preprocessing import StandardScaler
 
 from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE
@@ -57,6 +58,19 @@ def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[in
             spec["std"] = [float(col.std()) or 1.0 for col in columns]
         specs.append(spec)
     return specs
+
+
+def input_scaling(dm: SEMDataModule, train_rows: list[np.ndarray]) -> dict | None:
+    """Per group, the mean and std of the extra input columns (``data.extra_inputs``, the last
+    columns of ``dm.x``) over that group's training rows only; scikit-learn's StandardScaler
+    (a constant column keeps scale 1). None without extra inputs."""
+    E = len(dm.extra_inputs)
+    if not E:
+        return None
+    extra = dm.x[:, -E:].numpy().astype(np.float64)
+    scalers = [StandardScaler().fit(extra[rows]) for rows in train_rows]
+    return {"names": list(dm.extra_inputs), "mean": [s.mean_.tolist() for s in scalers],
+            "std": [s.scale_.tolist() for s in scalers]}
 
 
 def check_losses(cfg: DictConfig, targets: list) -> None:
@@ -139,7 +153,8 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     head: HeadEnsemble = instantiate(model.module)(
         in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, model),
         max_epochs=max_epochs, groups=len(assignment), seeds=seeds,
-        patience=stop.patience if validate else None, min_delta=float(stop.min_delta))
+        patience=stop.patience if validate else None, min_delta=float(stop.min_delta),
+        inputs=input_scaling(dm, train_rows))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
                for spec in (cfg.get("logger") or {}).values()]
@@ -168,6 +183,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     members = head.member_summary()
     validated = [r for r in members if r["best_val_loss"] is not None]
     info = {"model": model.name, "protocol": protocol_name(cfg, model),
+            "extra_inputs": head.extra_inputs,
             "members": members, "n_members": len(members),
             "max_epochs": max_epochs, "epochs_run": trainer.current_epoch,
             "early_stopping_patience": stop.patience,
@@ -262,7 +278,8 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
     rows = [np.flatnonzero((fold == "train") | (fold == "val")) for fold in assignment]
     ensembles, wall = fit_linear([instantiate(m.module) for m in models], targets,
                                  dm.x.numpy(), dm.y.numpy(),
-                                 dm.patches[IMAGE].to_numpy().astype(str), rows, int(cfg.seed))
+                                 dm.patches[IMAGE].to_numpy().astype(str), rows, int(cfg.seed),
+                                 extra=len(dm.extra_inputs))
     out = []
     test_rows = dm.rows(assignment, "test")
     calibration = cfg.evaluation.calibration

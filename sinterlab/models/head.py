@@ -12,8 +12,12 @@ Targets: classification (cross-entropy, optional class weights per member; or, f
 target when it is ordered, ``loss="corn"``: coral-pytorch's CORN loss on C-1 conditional
 "above level k" logits, turned into per-level probabilities), regression
 (standardised with the member's training mean/std, reported in the parameter's units), or
-several at once (weighted loss sum). A step costs milliseconds on a CPU, so the module
-optimizes manually and accumulates losses on the device, read once per epoch.
+several at once (weighted loss sum). Extra inputs (``data.extra_inputs``: numeric descriptor
+columns after the embedding) are standardised inside the module with each group's (fold's)
+training mean/std (a group's seeds share its rows, so per group), kept as buffers: the
+checkpoint takes raw values, as predict gives them, and a fold's test rows never touch its
+scaling. A step costs milliseconds on a CPU, so the module optimizes manually and accumulates
+losses on the device, read once per epoch.
 """
 
 from __future__ import annotations
@@ -52,7 +56,10 @@ class HeadEnsemble(pl.LightningModule):
                  batch_norm: bool, optimizer: str, lr: float, weight_decay: float,
                  scheduler: dict | None = None, max_epochs: int = 1, groups: int = 1,
                  seeds: tuple[int, ...] = (0,), patience: int | None = None,
-                 min_delta: float = 0.0, loss: str = "cross_entropy"):
+                 min_delta: float = 0.0, loss: str = "cross_entropy",
+                 inputs: dict | None = None):
+        """``inputs``: the extra input columns at the end of ``x`` (``names``) and, per group,
+        their training ``mean`` and ``std`` (lists of G lists); None: the embedding alone."""
         super().__init__()
         self.save_hyperparameters()
         self.targets = targets
@@ -86,6 +93,12 @@ class HeadEnsemble(pl.LightningModule):
         if self.level_value:  # the levels' values, standardised over the levels
             values = torch.tensor(targets[0]["values"], dtype=torch.float32)
             self.register_buffer("levels", (values - values.mean()) / values.std())
+        inputs = inputs or {"names": [], "mean": [[]] * groups, "std": [[]] * groups}
+        self.extra_inputs = list(inputs["names"])
+        self.register_buffer("input_mean", torch.tensor(inputs["mean"], dtype=torch.float32)
+                             .view(groups, len(self.extra_inputs)))
+        self.register_buffer("input_std", torch.tensor(inputs["std"], dtype=torch.float32)
+                             .view(groups, len(self.extra_inputs)))
         self.register_buffer("stopped", torch.zeros(M, dtype=torch.bool))
         self.register_buffer("best_loss", torch.full((M,), float("inf")))
         self.register_buffer("best_epoch", torch.full((M,), -1, dtype=torch.long))
@@ -111,6 +124,12 @@ class HeadEnsemble(pl.LightningModule):
         return int(self.hparams.in_features)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x`` (G, B, D): the embedding, then the raw extra inputs, standardised here with
+        each group's own training mean/std."""
+        E = len(self.extra_inputs)
+        if E:
+            extra = (x[..., -E:] - self.input_mean[:, None]) / self.input_std[:, None]
+            x = torch.cat([x[..., :-E], extra.to(x.dtype)], dim=-1)
         return self.stack(x)
 
     # -- loss ------------------------------------------------------------------------------
@@ -260,8 +279,11 @@ class HeadEnsemble(pl.LightningModule):
         return sums / n.clamp_min(1e-12)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints from before temperature scaling load with temperature 1 (uncalibrated)."""
+        """Checkpoints from before temperature scaling load with temperature 1 (uncalibrated), and
+        from before extra inputs without them."""
         state = checkpoint["state_dict"]
+        for name in ("input_mean", "input_std"):  # checkpoints from before extra inputs
+            state.setdefault(name, torch.zeros(self.stack.groups, 0))
         for i, t in enumerate(self.targets):
             if t["kind"] == "classification":
                 state.setdefault(f"temperature_{i}", torch.ones(self.members))

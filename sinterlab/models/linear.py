@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.linalg import block_diag
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -108,12 +109,15 @@ class LinearEnsemble:
 
 
 def _affine(scaler: StandardScaler, pca: PCA | None, coef: np.ndarray, intercept: np.ndarray,
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """standardise -> [PCA] -> linear, composed into one map on the raw embedding."""
+            extra: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """standardise -> [PCA] -> linear, composed into one map on the raw input. With ``extra``
+    input columns last (``data.extra_inputs``), PCA reduced the embedding only and the extra
+    columns passed beside its components, standardised."""
     mean = scaler.mean_ / scaler.scale_
     if pca is not None:
-        coef = coef @ pca.components_
-        mean = mean + pca.mean_
+        components = block_diag(pca.components_, np.eye(extra))
+        coef = coef @ components
+        mean = mean + np.r_[pca.mean_, np.zeros(extra)]
     w = coef / scaler.scale_[None, :]
     return w, intercept - coef @ mean
 
@@ -143,12 +147,15 @@ class LinearModel:
 
 
 def fit_linear(models: list[LinearModel], targets: list[dict], x: np.ndarray, y: np.ndarray,
-               images: np.ndarray, train_rows: list[np.ndarray], seed: int,
+               images: np.ndarray, train_rows: list[np.ndarray], seed: int, extra: int = 0,
                ) -> tuple[list[LinearEnsemble], float]:
     """One ensemble per model of ``models`` (grid points of one candidate), each with a member
     per fold of ``train_rows``. Points that differ only in C share the scaling and PCA of a
     fold and are fitted from the weakest to the strongest C, each starting from the last
-    (warm start). Returns the ensembles (in the order of ``models``) and the wall time."""
+    (warm start). ``extra``: the last columns of ``x`` are extra inputs
+    (``data.extra_inputs``), standardised with the fold's rows like the embedding but kept out
+    of the PCA (a few columns among hundreds of embedding dimensions would be dropped by it).
+    Returns the ensembles (in the order of ``models``) and the wall time."""
     started = time.perf_counter()
     weights = {i: [[] for _ in targets] for i in range(len(models))}
     biases = {i: [[] for _ in targets] for i in range(len(models))}
@@ -167,9 +174,10 @@ def fit_linear(models: list[LinearModel], targets: list[dict], x: np.ndarray, y:
             z = scaler.transform(xf)
             pca = None
             if k:
-                pca = PCA(n_components=max(1, min(int(k), *z.shape)), svd_solver="randomized",
-                          random_state=seed)
-                z = pca.fit_transform(z)
+                image = z[:, :z.shape[1] - extra]
+                pca = PCA(n_components=max(1, min(int(k), *image.shape)),
+                          svd_solver="randomized", random_state=seed)
+                z = np.hstack([pca.fit_transform(image), z[:, image.shape[1]:]])
             for t, target in enumerate(targets):
                 estimator = None
                 for i in same:  # C ascending: each fit starts from the previous solution
@@ -189,7 +197,7 @@ def fit_linear(models: list[LinearModel], targets: list[dict], x: np.ndarray, y:
                     else:
                         estimator = Ridge(alpha=1.0 / m.C).fit(z, yf[:, t])
                         coef, intercept = estimator.coef_[None], np.r_[estimator.intercept_]
-                    w, b = _affine(scaler, pca, coef, intercept)
+                    w, b = _affine(scaler, pca, coef, intercept, extra)
                     weights[i][t].append(w)
                     biases[i][t].append(b)
     ensembles = [LinearEnsemble(targets, [np.stack(w) for w in weights[i]],
