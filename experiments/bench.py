@@ -317,7 +317,7 @@ def bench_cv_run() -> dict | None:
         return None
     from hydra import compose, initialize_config_dir
 
-    from sinterlab.training import run_experiment
+    from sinterlab.study.training import run_experiment
 
     run_dir = Path(tempfile.mkdtemp(prefix="sinterlab-bench-cv-"))
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

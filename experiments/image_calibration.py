@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.evaluation.calibration import expected_calibration_error
 from sinterlab.evaluation.crossval import LevelTables
 from sinterlab.models.calibration import CALIBRATORS, POOLINGS, head_image_calibration
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.study.datamodule import SEMDataModule
 
 
 def main(run: Path, patterns: list[str]) -> None:

@@ -31,7 +31,7 @@ from sinterlab.models.calibration import (
 )
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.predict import predict
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 

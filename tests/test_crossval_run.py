@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from sinterlab.data.datamodule import SEMDataModule
-from sinterlab.models.fit import fit_head
-from sinterlab.training import run_experiment
+from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.fit import fit_head
+from sinterlab.study.training import run_experiment
 
 
 def read(run_dir):

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from sinterlab.data.datamodule import CROP_COLUMNS, SEMDataModule
 from sinterlab.data.splits import SUBSETS
 from sinterlab.errors import SinterlabError
+from sinterlab.study.datamodule import CROP_COLUMNS, SEMDataModule
 
 PATCH_COLUMNS = ["patch_id", "image", "sample_id", "slide", "burst_count", "x0", "y0", "side",
                  "flip", "angle", "subset"]

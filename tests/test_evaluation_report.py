@@ -16,7 +16,7 @@ import pytest
 from sinterlab.cli.report import main as report_main
 from sinterlab.evaluation.report import LEAK_WARNING, RANDOM_INIT_WARNING, write_report
 from sinterlab.evaluation.summary import summarize_runs, write_summary
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sinterlab.cli import CONF_DIR
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 

@@ -16,13 +16,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.cli import CONF_DIR
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.summary import summarize_runs
-from sinterlab.models.fit import input_scaling
 from sinterlab.models.linear import LinearModel, fit_linear
 from sinterlab.predict import predict
-from sinterlab.training import IMAGE_ONLY, run_experiment
+from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.fit import input_scaling
+from sinterlab.study.training import IMAGE_ONLY, run_experiment
 from tests.conftest import FAST, compose_train
 
 EXTRA = ["data.extra_inputs=[marker]", "protocol.seeds=[0]"]

@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from sinterlab.features.cache import EmbeddingCache
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 from tests.conftest import FAST, run
 from tests.test_bad_input import run_script
 from tests.test_evaluation_report import dead_pid

@@ -111,7 +111,7 @@ def test_cached_features_equal_fresh_features(setup):
 
 def test_sweep_runs_share_the_cache(make_cfg, tmp_path):
     """Two experiments on the same images: the second extracts nothing."""
-    from sinterlab.data.datamodule import SEMDataModule
+    from sinterlab.study.datamodule import SEMDataModule
 
     cache_dir = tmp_path / "sweep_cache"
     first = SEMDataModule(make_cfg(f"features.cache_dir={cache_dir}", "data.classes=[50,250]"))

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from sinterlab.predict import predict
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 
 #: burst counts renamed as a lab might name compositions: spaces, non-ASCII, a slash
 NAMES = {50: "Cu–Ni 50 µm", 150: "CuO/Cu ratio é", 250: "pure Cu 250"}
@@ -87,10 +87,10 @@ def test_every_target_kind_completes_with_every_optional_stage_and_predict_serve
 
 
 #: every optional product of a run, and where the run calls it
-OPTIONAL = {"gallery": "sinterlab.training.write_gallery",
-            "tensorboard": "sinterlab.training.log_run",
-            "report.html": "sinterlab.training.write_html_report",
-            "figure roc": "sinterlab.training.plot_roc"}
+OPTIONAL = {"gallery": "sinterlab.study.training.write_gallery",
+            "tensorboard": "sinterlab.study.training.log_run",
+            "report.html": "sinterlab.study.training.write_html_report",
+            "figure roc": "sinterlab.study.training.plot_roc"}
 
 
 def test_failing_optional_stages_cost_nothing_computed(make_cfg, tmp_path, monkeypatch):

@@ -14,14 +14,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.cli import CONF_DIR
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.explain.write import explain_images
 from sinterlab.models.linear import LinearEnsemble, LinearModel, fit_linear
-from sinterlab.models.selection import image_score, select_model
 from sinterlab.predict import load_run_model, predict
+from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.selection import image_score, select_model
+from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
-from sinterlab.training import run_experiment
 from tests.conftest import FAST, compose_train
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 

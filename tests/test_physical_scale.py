@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 
 from sinterlab.data.preprocess import preprocess_image
 from sinterlab.features.extract import scale_factors
+from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import fei_metadata, load_preset
 from sinterlab.synth.microstructure import sinter_state, sintered_surface
-from sinterlab.training import run_experiment
 
 
 def correlation_length(image: np.ndarray) -> float:

@@ -10,13 +10,13 @@ import torch
 from omegaconf import OmegaConf
 
 from sinterlab.cli import CONF_DIR
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import Target
 from sinterlab.errors import SinterlabError
-from sinterlab.models.fit import check_losses
-from sinterlab.models.selection import ranked_probability_score, select_model
 from sinterlab.predict import predict
-from sinterlab.training import run_experiment
+from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.fit import check_losses
+from sinterlab.study.selection import ranked_probability_score, select_model
+from sinterlab.study.training import run_experiment
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image", "corn",
@@ -86,7 +86,7 @@ def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
 
 
 def test_grids_search_the_heads_only_when_asked(make_cfg):
-    from sinterlab.models.selection import grid_points, searched
+    from sinterlab.study.selection import grid_points, searched
 
     cfg = make_cfg("model=auto")
     heads, linear = cfg.model.candidates.mlp, cfg.model.candidates.sk_pca_logreg

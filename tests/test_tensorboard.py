@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 
 
 def test_run_logs_figures_hparams_and_projector(make_cfg, tmp_path):

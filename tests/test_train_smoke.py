@@ -2,7 +2,7 @@
 
 import json
 
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 
 
 def test_train_writes_metrics_json_with_contract_keys(make_cfg, tmp_path):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from sinterlab.cli import CONF_DIR, one_line_errors
 from sinterlab.errors import SinterlabError
-from sinterlab.extraction import extract_shard
+from sinterlab.study.extraction import extract_shard
 
 PROG = "sinterlab-extract"
 

@@ -30,7 +30,7 @@ from sinterlab.runs import (
     record_failure,
     sigint_raises_interrupted,
 )
-from sinterlab.training import run_experiment
+from sinterlab.study.training import run_experiment
 
 log = logging.getLogger("sinterlab-train")
 PROG = "sinterlab-train"

@@ -8,6 +8,7 @@ sample, image, the fold that tests it). Written through the run's configured Lig
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -15,10 +16,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
+
+if TYPE_CHECKING:  # the study layer hands its DataModule down; no import upwards
+    from sinterlab.study.datamodule import SEMDataModule
 
 #: config keys shown in the HParams tab (dotted paths into the run's config)
 HPARAMS = ("experiment_name", "task", "data.target", "data.classes", "backbone.name",

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE, PATH, str_label
 from sinterlab.explain.maps import draw_map, grid_embeddings, image_map
 from sinterlab.explain.write import default_stride
 from sinterlab.predict import load_head
+
+if TYPE_CHECKING:  # the study layer hands its DataModule down; no import upwards
+    from sinterlab.study.datamodule import SEMDataModule
 
 
 def pick(images: pd.DataFrame, target: dict, per_kind: int) -> pd.DataFrame:

@@ -20,7 +20,6 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from sklearn.preprocessing import StandardScaler
 
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE
 from sinterlab.errors import SinterlabError
 from sinterlab.models.calibration import (
@@ -32,6 +31,7 @@ from sinterlab.models.calibration import (
 )
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.linear import LinearEnsemble, fit_linear
+from sinterlab.study.datamodule import SEMDataModule
 
 log = logging.getLogger(__name__)
 

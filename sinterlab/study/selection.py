@@ -18,10 +18,10 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error
 
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import IMAGE
 from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
-from sinterlab.models.fit import (
+from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.fit import (
     fit_head,
     fit_models,
     group_outputs,

@@ -5,7 +5,7 @@ Under ``protocol=cv`` every group (sample by default) is tested once, by heads t
 it: the folds x seeds heads train together as one ensemble, the baselines are fitted on the
 same folds, and every model is scored on its pooled out-of-fold predictions with intervals that
 resample samples. ``protocol=holdout`` (the paper's single 80/10/10 split) is the one-fold case of
-the same path. ``model=auto`` chooses the head by nested CV (:mod:`sinterlab.models.selection`).
+the same path. ``model=auto`` chooses the head by nested CV (:mod:`sinterlab.study.selection`).
 
 The run folder receives ``metrics.json``, ``report.md``/``report.html``, ``figures/*.png``,
 ``oof_predictions.csv`` (one row per tested image), ``oof_patches.csv``, ``oof_samples.csv``,
@@ -26,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_json, write_text, write_with
 from sinterlab.console import stage
-from sinterlab.data.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, Target, str_label
 from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
 from sinterlab.evaluation.calibration import (
@@ -65,12 +64,13 @@ from sinterlab.evaluation.metrics import (
 from sinterlab.evaluation.report import write_html_report, write_markdown_report
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
-from sinterlab.extraction import refuse_ddp
 from sinterlab.measures.compute import image_measures, one_image
 from sinterlab.measures.trends import measure_columns, measures_oof, summarise
-from sinterlab.models.fit import check_losses, fit_models, head_oof, image_calibrations, model_oof
-from sinterlab.models.selection import select_model
 from sinterlab.runs import RunInterrupted, claim
+from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
+from sinterlab.study.extraction import refuse_ddp
+from sinterlab.study.fit import check_losses, fit_models, head_oof, image_calibrations, model_oof
+from sinterlab.study.selection import select_model
 
 log = logging.getLogger(__name__)
 HEAD, AUTO, MEASURES = "head", "auto", "measures"

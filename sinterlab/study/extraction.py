@@ -10,13 +10,13 @@ import numpy as np
 from omegaconf import DictConfig
 
 from sinterlab.console import stage
-from sinterlab.data.datamodule import SEMDataModule
 from sinterlab.data.descriptor import PATH
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.measures.compute import image_measures
-from sinterlab.models.fit import check_losses
+from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.fit import check_losses
 
 log = logging.getLogger(__name__)
 
