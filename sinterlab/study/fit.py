@@ -10,6 +10,7 @@ model config (``model.module._target_``); holdout is the one-fold case. A scikit
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -158,8 +159,10 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
                for spec in (cfg.get("logger") or {}).values()]
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False,
-                                      enable_checkpointing=False, max_epochs=max_epochs)
+    # a progress bar only on a terminal: in a log file or a pipe its last frame stays behind
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, logger=loggers or False, enable_checkpointing=False, max_epochs=max_epochs,
+        enable_progress_bar=bool(cfg.trainer.enable_progress_bar) and sys.stdout.isatty())
     started = time.perf_counter()
     trainer.fit(head, dm.train_dataloader(assignment),
                 dm.val_dataloader(assignment) if validate else None)
