@@ -301,7 +301,8 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                                                   ordered) for m in members]
                 table["set_confidence"] = sets["confidence"]
             if target.get("ordered") and target.get("values"):
-                table[f"{name}_expected"] = expected_value(mean, np.asarray(target["values"]))
+                table[f"{name}_expected"] = expected_value(
+                    mean, np.asarray(target["values"])).round(2)
             table[f"{name}_calibration"] = (
                 calibration.describe() if calibration is not None else
                 "patch temperature (older run): mean of temperature-scaled patch probabilities, "
