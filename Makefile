@@ -35,7 +35,8 @@ DEMO_BACKBONE = $(shell $(PY) -c "from sinterlab.features.weights import hub_rea
 	print('convnext_atto' if hub_reachable() else 'efficientnet_lite0_offline')")
 
 # the demo's model=auto leaves out the two slowest candidates (the paper's MLP, ~3x the others,
-# and the patch LR without PCA) to finish in minutes; `make demo DEMO_ARGS=` runs all six
+# and the patch LR without PCA) to finish in about 3 minutes; `make demo DEMO_ARGS=` runs all
+# eight (ordered targets add the CORN and level-value heads)
 DEMO_ARGS ?= ~model.candidates.mlp ~model.candidates.sk_logreg
 
 demo: $(STAMP) $(DEMO_DATA) ## generate demo data if missing, train + evaluate the demo experiment, print the report
