@@ -8,7 +8,7 @@ sample, image, the fold that tests it). Written through the run's configured Lig
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -20,8 +20,9 @@ from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
 
-if TYPE_CHECKING:  # the study layer hands its DataModule down; no import upwards
-    from sinterlab.study.datamodule import SEMDataModule
+#: the run's DataModule (sinterlab.study.datamodule.SEMDataModule), handed down by the study
+#: layer; typed loosely so that this layer never imports the one above it
+DataModule = Any
 
 #: config keys shown in the HParams tab (dotted paths into the run's config)
 HPARAMS = ("experiment_name", "task", "data.target", "data.classes", "backbone.name",
@@ -66,7 +67,7 @@ def hparam_metrics(metrics: dict) -> dict[str, float]:
     return out
 
 
-def thumbnails(dm: SEMDataModule, rows: np.ndarray, size: int) -> torch.Tensor:
+def thumbnails(dm: DataModule, rows: np.ndarray, size: int) -> torch.Tensor:
     """(len(rows), 3, size, size) images in [0, 1] of the patches at ``rows``, cut again from
     their micrographs with their recorded boxes, flips and angles."""
     spec = dm.spec.__class__(**(dm.spec.__dict__ | {"output_size": size}))
@@ -81,7 +82,7 @@ def thumbnails(dm: SEMDataModule, rows: np.ndarray, size: int) -> torch.Tensor:
     return out
 
 
-def log_run(cfg: DictConfig, dm: SEMDataModule, metrics: dict, figures: dict[str, Path],
+def log_run(cfg: DictConfig, dm: DataModule, metrics: dict, figures: dict[str, Path],
             test_fold: np.ndarray, maps: list[Path] = ()) -> Path | None:
     """Write the run's TensorBoard entry (``maps``: a few prediction maps, shown as images
     too); returns its folder (None without a TensorBoard logger)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,9 @@ from sinterlab.explain.maps import draw_map, grid_embeddings, image_map
 from sinterlab.explain.write import default_stride
 from sinterlab.predict import load_head
 
-if TYPE_CHECKING:  # the study layer hands its DataModule down; no import upwards
-    from sinterlab.study.datamodule import SEMDataModule
+#: the run's DataModule (sinterlab.study.datamodule.SEMDataModule), handed down by the study
+#: layer; typed loosely so that this layer never imports the one above it
+DataModule = Any
 
 
 def pick(images: pd.DataFrame, target: dict, per_kind: int) -> pd.DataFrame:
@@ -46,7 +47,7 @@ def pick(images: pd.DataFrame, target: dict, per_kind: int) -> pd.DataFrame:
     return pd.concat(picked).reset_index(drop=True) if picked else images.iloc[:0]
 
 
-def write_gallery(cfg: DictConfig, dm: SEMDataModule, metrics: dict, images: pd.DataFrame,
+def write_gallery(cfg: DictConfig, dm: DataModule, metrics: dict, images: pd.DataFrame,
                   run_dir: Path) -> list[dict]:
     """Maps of the picked images in ``figures/gallery``; returns one record per map."""
     g = cfg.evaluation.gallery
