@@ -9,8 +9,9 @@ Part two: the head ensemble of cross-validation (folds x seeds members, batch 32
 of 768-d (ConvNeXt-T) and 1280-d (EfficientNet-Lite0) embeddings, 5 classes: its step divided by
 the members against one head's step in a plain loop (per-member cost), the same ensemble through
 Lightning against a plain loop, achieved GFLOP/s beside the SGEMM figure, and a profile.
-Part three: the wall time of `experiment=five_class` under protocol=cv on the paper preset
-(needs data/paper and its cached embeddings). Results are appended to experiments/benchmarks.md.
+Part three: the wall time of `experiment=five_class model=auto` on the paper preset, split into
+the run's stages (needs data/paper and its cached embeddings). Results are appended to
+experiments/benchmarks.md.
 
 Sizes come from the environment so that a quick check and a full run use the same code:
 BENCH_IMAGES (images per backbone, default 8), BENCH_EPOCHS (head epochs, default 3),
@@ -310,8 +311,10 @@ def bench_head(rows: int, classes: int, dim: int, peak: float) -> dict:
 
 
 def bench_cv_run() -> dict | None:
-    """Wall time of `experiment=five_class` under protocol=cv on the synthetic paper preset,
-    embeddings from the cache (run `make sweep` or the demo once to fill it)."""
+    """Wall time of `experiment=five_class model=auto` (nested CV by sample) on the synthetic
+    paper preset, embeddings from the cache (run `make sweep` or this once to fill it), split
+    into the run's stages (metrics.json ``stages``); BENCH_CV_ARGS adds overrides (for
+    example the sweep's `~model.candidates.mlp`)."""
     descriptor = ROOT / "data" / "paper" / "descriptor.csv"
     if not descriptor.is_file():
         return None
@@ -320,22 +323,42 @@ def bench_cv_run() -> dict | None:
     from sinterlab.study.training import run_experiment
 
     run_dir = Path(tempfile.mkdtemp(prefix="sinterlab-bench-cv-"))
+    extra = os.environ.get("BENCH_CV_ARGS", "").split()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[
-            "experiment=five_class", "backbone=efficientnet_lite0_offline",
+            "experiment=five_class", "model=auto", "backbone=efficientnet_lite0_offline",
             f"data.descriptor={descriptor}", "trainer.enable_progress_bar=false",
             "evaluation.contrast.train_head=false", f"paths.output_dir={run_dir}",
-            f"paths.log_dir={run_dir / 'logs'}", f"paths.root_dir={ROOT}"])
+            f"paths.log_dir={run_dir / 'logs'}", f"paths.root_dir={ROOT}", *extra])
     start = time.perf_counter()
     metrics = run_experiment(cfg, run_dir)
     wall = time.perf_counter() - start
-    members = metrics["training"]["members"]
-    return {"wall_s": wall, "train_s": metrics["training"]["wall_s"],
-            "epochs": metrics["training"]["epochs_run"],
+    return {"wall_s": wall, "stages": metrics["stages"], "args": extra,
             "extracted": metrics["cache"]["extracted"],
-            "best_epochs": sorted({m["best_epoch"] for m in members}),
-            "stopped": sorted({m["stopped_epoch"] for m in members}),
-            "image_accuracy": metrics["cv"]["pooled"]["head"]["image"]["accuracy"]}
+            "candidates": metrics["selection"]["candidates"],
+            "final": metrics["selection"]["final"]["point"],
+            "image_accuracy": metrics["cv"]["pooled"]["auto"]["image"]["accuracy"]}
+
+
+def is_training(name: str) -> bool:
+    """Stages that train models (candidates of model selection, heads), as opposed to the
+    statistics, baselines and figures around them."""
+    return "candidate" in name or "head training" in name or "refitted" in name
+
+
+def stage_lines(cv: dict) -> list[str]:
+    """The cv run's stages as a table, each with its share of the wall time; a stage other than
+    model training above a quarter of it is flagged."""
+    lines = ["| stage | wall s | share | |", "|---|---|---|---|"]
+    for entry in cv["stages"]:
+        share = (entry["wall_s"] or 0) / cv["wall_s"]
+        flag = "over a quarter" if share > 0.25 and not is_training(entry["stage"]) and not any(
+            is_training(e["stage"]) for e in cv["stages"]
+            if e["depth"] > entry["depth"]) else ""
+        indent = "&nbsp;&nbsp;" * entry["depth"]
+        lines.append(f"| {indent}{entry['stage']} | {entry['wall_s']:.1f} | {share:.0%} | "
+                     f"{flag} |")
+    return lines
 
 
 def append(lines: list[str]) -> None:
@@ -402,15 +425,15 @@ def main() -> None:
     if "cv" in PARTS:
         cv = bench_cv_run()
         if cv:
-            lines += ["", "### `experiment=five_class protocol=cv` on the paper preset "
-                      "(5 folds x 3 seeds, cached EfficientNet-Lite0 embeddings, contrast "
-                      "baselines only)\n",
-                      f"Wall time {cv['wall_s'] / 60:.1f} min (head training "
-                      f"{cv['train_s'] / 60:.1f} min, {cv['epochs']} epochs; best epochs "
-                      f"{cv['best_epochs']}, members stopped at {cv['stopped']}); "
-                      f"{cv['extracted']} images extracted. Pooled out-of-fold image accuracy "
-                      f"{cv['image_accuracy']['value']:.3f} [{cv['image_accuracy']['low']:.3f}, "
-                      f"{cv['image_accuracy']['high']:.3f}].\n"]
+            acc = cv["image_accuracy"]
+            lines += ["", "### `experiment=five_class model=auto` on the paper preset (nested "
+                      "5-fold CV by sample, cached EfficientNet-Lite0 embeddings, contrast "
+                      "baselines only" + (f"; {' '.join(cv['args'])}" if cv["args"] else "")
+                      + ")\n",
+                      f"Wall time **{cv['wall_s'] / 60:.1f} min** ({cv['extracted']} images "
+                      f"extracted; candidates {', '.join(cv['candidates'])}; final "
+                      f"{cv['final']}). Pooled out-of-fold image accuracy {acc['value']:.3f} "
+                      f"[{acc['low']:.3f}, {acc['high']:.3f}].\n", *stage_lines(cv)]
     append(lines)
 
 

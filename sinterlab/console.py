@@ -65,11 +65,38 @@ def route_library_logs() -> None:
     logging.captureWarnings(True)
 
 
+#: the stages of the run being recorded (:func:`recorded_stages`), None when nobody records
+_stages: list[dict] | None = None
+_depth = 0
+
+
+@contextmanager
+def recorded_stages() -> Iterator[list[dict]]:
+    """Record every :func:`stage` opened inside: a list of ``{"stage", "depth", "wall_s"}`` in
+    the order the stages began (a nested stage has a depth one more than its parent's;
+    ``wall_s`` stays None for a stage still running or stopped by an error)."""
+    global _stages
+    outer, _stages = _stages, []
+    try:
+        yield _stages
+    finally:
+        _stages = outer
+
+
 @contextmanager
 def stage(name: str) -> Iterator[None]:
     """One console line per stage, with its wall time at the end (the start is in the log
     file, for a run that stops inside it)."""
+    global _depth
     started = time.perf_counter()
     log.info("%s ...", name, extra={"file_only": True})
-    yield
-    log.info("%s: done in %.1f s", name, time.perf_counter() - started)
+    entry = {"stage": name, "depth": _depth, "wall_s": None}
+    if _stages is not None:
+        _stages.append(entry)
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+    entry["wall_s"] = round(time.perf_counter() - started, 2)
+    log.info("%s: done in %.1f s", name, entry["wall_s"])

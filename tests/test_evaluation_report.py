@@ -53,6 +53,25 @@ def test_report_leads_with_the_grouped_cv_number_and_its_interval(finished_run):
     assert md.index("## Headline") < md.index("## Leak contrast")
 
 
+def test_every_stage_of_the_run_is_timed_in_metrics_and_report(finished_run):
+    stages = metrics_of(finished_run)["stages"]
+    names = [s["stage"] for s in stages]
+    for name in ("descriptor checks and embeddings", "sample split: baselines",
+                 "sample split: head training", "sample split: bootstrap intervals",
+                 "leak contrast (patch split)", "patch split: baselines", "figures"):
+        assert name in names, name
+    contrast = names.index("leak contrast (patch split)")
+    assert stages[contrast]["depth"] == 0 and stages[contrast + 1]["depth"] == 1
+    # a parent stage lasts at least as long as the stages inside it
+    inside = [s["wall_s"] for s in stages[contrast + 1:] if s["depth"] == 1]
+    assert stages[contrast]["wall_s"] >= sum(inside) - 0.05
+    assert all(s["wall_s"] is not None and s["wall_s"] >= 0 for s in stages)
+    section = (finished_run / "report.md").read_text().split("## Where the time went", 1)[1]
+    total = sum(s["wall_s"] or 0 for s in stages if s["depth"] == 0)
+    assert f"{total:.1f} s in the stages below" in section
+    assert "| descriptor checks and embeddings |" in section
+
+
 def test_the_verdict_says_plainly_when_the_head_does_not_beat_a_baseline(finished_run,
                                                                            tmp_path):
     metrics = metrics_of(finished_run)

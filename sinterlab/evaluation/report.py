@@ -480,6 +480,20 @@ def _training(m: Mapping) -> list[str]:
                     "early-stopped"], rows)]
 
 
+def _stages(m: Mapping) -> list[str]:
+    """Each stage's wall time and its share of the run (metrics.json ``stages``; a stage the
+    report was written during shows as running)."""
+    stages = m.get("stages") or []
+    total = sum(s["wall_s"] or 0 for s in stages if s["depth"] == 0)
+    if not total:
+        return []
+    rows = [["&nbsp;&nbsp;" * s["depth"] + s["stage"],
+             "running" if s["wall_s"] is None else _fmt(s["wall_s"], 1),
+             "" if s["wall_s"] is None else f"{s['wall_s'] / total:.0%}"] for s in stages]
+    return ["## Where the time went\n", f"{_fmt(total, 1)} s in the stages below.\n",
+            _table(["stage", "wall s", "share"], rows)]
+
+
 def _data(m: Mapping) -> list[str]:
     d, bb, cache = m.get("data") or {}, m.get("backbone") or {}, m.get("cache") or {}
     weights = bb.get("weights") or {}
@@ -541,7 +555,7 @@ def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_di
     if contrast:
         parts += _models_table(contrast, f"Leak contrast: {_split_label(contrast)}")
     parts += [*_measures(metrics), *_instrument(metrics), *_gallery(metrics), *_paper(metrics),
-              *_training(metrics), *_data(metrics),
+              *_training(metrics), *_data(metrics), *_stages(metrics),
               *_figures(figures, Path(run_dir))]
     return "\n".join(parts)
 

@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error
 
+from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE
 from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
 from sinterlab.study.datamodule import SEMDataModule
@@ -129,46 +130,46 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     inner_test = dm.rows(inner, "test")
     test_fold = dm.test_fold(assignment)
     points, configs, outputs, infos, spent = {}, {}, {}, {}, {}
-    for name in names:
-        clock = time.perf_counter()
+    for number, name in enumerate(names, 1):
         model = cfg.model.candidates[name]
         grid = grid_points(name, model, searched(sel, model))
-        labels = [label for label, _ in grid]
-        tags = [f"{kind}-inner-{name}" if len(grid) == 1 else f"{kind}-inner-{name}-{j}"
-                for j in range(len(grid))]
-        fitted = fit_models(cfg, dm, inner, run_dir, tags, [m for _, m in grid], inner_seeds)
-        keys = list(model.get("grid") or {}) if len(grid) > 1 else []
-        for label, (ensemble, _), (_, point) in zip(labels, fitted, grid, strict=True):
-            configs[label] = point
-            held_out = group_outputs(ensemble, dm, inner)
-            scores = []
-            for f in range(folds):
-                groups = range(f * per_outer, (f + 1) * per_outer)
-                rows = np.concatenate([inner_test[g] for g in groups])
-                out = np.concatenate([held_out[g][0] for g in groups])
-                scores.append(image_score(kind_of_score, score, y[rows], out, images[rows]))
-            points[label] = {"candidate": name, "inner_scores": scores,
-                             "params": {k: OmegaConf.select(point, k) for k in keys}}
-        tags = [f"{kind}-{name}" if len(grid) == 1 else f"{kind}-{name}-{j}"
-                for j in range(len(grid))]
-        for label, (ensemble, info) in zip(labels, fit_models(
-                cfg, dm, assignment, run_dir, tags, [m for _, m in grid]), strict=True):
-            calibrated = model_oof(ensemble, dm, assignment)
-            # what predict serves: a head's image-calibrated probabilities; else its outputs
-            served = (head_oof(ensemble, dm, assignment, images=image_calibrations(info))
-                      if info.get("image_calibration") else calibrated)
-            outputs[label] = (calibrated, model_oof(ensemble, dm, assignment,
-                                                    calibrated=False), served)
-            tested = test_fold >= 0
-            points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
-                                                    outputs[label][0][0][tested],
-                                                    images[tested])
-            points[label]["checkpoint"] = info["checkpoint"]
-            infos[label] = info
-        spent[name] = round(time.perf_counter() - clock, 2)
-        log.info("model selection: candidate %s (%d of %d, %d grid point%s): done in %.1f s",
-                 name, names.index(name) + 1, len(names), len(grid),
-                 "" if len(grid) == 1 else "s", spent[name])
+        points_word = "grid point" if len(grid) == 1 else "grid points"
+        with stage(f"model selection: candidate {name} ({number} of {len(names)}, "
+                   f"{len(grid)} {points_word})"):
+            clock = time.perf_counter()
+            labels = [label for label, _ in grid]
+            tags = [f"{kind}-inner-{name}" if len(grid) == 1 else f"{kind}-inner-{name}-{j}"
+                    for j in range(len(grid))]
+            fitted = fit_models(cfg, dm, inner, run_dir, tags, [m for _, m in grid], inner_seeds)
+            keys = list(model.get("grid") or {}) if len(grid) > 1 else []
+            for label, (ensemble, _), (_, point) in zip(labels, fitted, grid, strict=True):
+                configs[label] = point
+                held_out = group_outputs(ensemble, dm, inner)
+                scores = []
+                for f in range(folds):
+                    groups = range(f * per_outer, (f + 1) * per_outer)
+                    rows = np.concatenate([inner_test[g] for g in groups])
+                    out = np.concatenate([held_out[g][0] for g in groups])
+                    scores.append(image_score(kind_of_score, score, y[rows], out, images[rows]))
+                points[label] = {"candidate": name, "inner_scores": scores,
+                                 "params": {k: OmegaConf.select(point, k) for k in keys}}
+            tags = [f"{kind}-{name}" if len(grid) == 1 else f"{kind}-{name}-{j}"
+                    for j in range(len(grid))]
+            for label, (ensemble, info) in zip(labels, fit_models(
+                    cfg, dm, assignment, run_dir, tags, [m for _, m in grid]), strict=True):
+                calibrated = model_oof(ensemble, dm, assignment)
+                # what predict serves: a head's image-calibrated probabilities; else its outputs
+                served = (head_oof(ensemble, dm, assignment, images=image_calibrations(info))
+                          if info.get("image_calibration") else calibrated)
+                outputs[label] = (calibrated, model_oof(ensemble, dm, assignment,
+                                                        calibrated=False), served)
+                tested = test_fold >= 0
+                points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
+                                                        outputs[label][0][0][tested],
+                                                        images[tested])
+                points[label]["checkpoint"] = info["checkpoint"]
+                infos[label] = info
+            spent[name] = round(time.perf_counter() - clock, 2)
 
     def best(labels: list[str], f: int) -> str:
         return min(labels, key=lambda n: points[n]["inner_scores"][f])
@@ -193,20 +194,21 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     name, model = points[chosen]["candidate"], configs[chosen]
     everything = np.full((1, len(dm.x)), "train")
     final_info = {"model": name, "point": chosen, "params": points[chosen]["params"]}
-    if is_head(model):
-        best_epochs = [m["best_epoch"] for m in infos[chosen]["members"]
-                       if m["best_epoch"] is not None]
-        epochs = int(np.median(best_epochs)) + 1 if best_epochs else int(cfg.trainer.max_epochs)
-        _, final = fit_head(cfg, dm, everything, run_dir, "final", model=model,
-                            max_epochs=epochs, temperatures=median_temperatures(infos[chosen]),
-                            image_calibration=image_calibrations(infos[chosen]))
-        final_info |= {"epochs": epochs, "temperatures": median_temperatures(infos[chosen]),
-                       "image_calibration": final.get("image_calibration")}
-    else:
-        [(_, final)] = fit_models(cfg, dm, everything, run_dir, ["final"], [model],
-                                  image_calibration=image_calibrations(infos[chosen]))
-        final_info |= {"epochs": None, "temperatures": None,
-                       "image_calibration": final.get("image_calibration")}
+    with stage(f"model selection: final model ({chosen}) refitted on all groups"):
+        if is_head(model):
+            best_epochs = [m["best_epoch"] for m in infos[chosen]["members"]
+                           if m["best_epoch"] is not None]
+            epochs = int(np.median(best_epochs)) + 1 if best_epochs else int(cfg.trainer.max_epochs)
+            _, final = fit_head(cfg, dm, everything, run_dir, "final", model=model,
+                                max_epochs=epochs, temperatures=median_temperatures(infos[chosen]),
+                                image_calibration=image_calibrations(infos[chosen]))
+            final_info |= {"epochs": epochs, "temperatures": median_temperatures(infos[chosen]),
+                           "image_calibration": final.get("image_calibration")}
+        else:
+            [(_, final)] = fit_models(cfg, dm, everything, run_dir, ["final"], [model],
+                                      image_calibration=image_calibrations(infos[chosen]))
+            final_info |= {"epochs": None, "temperatures": None,
+                           "image_calibration": final.get("image_calibration")}
     final_info |= {"members": final["n_members"], "checkpoint": final["checkpoint"],
                    "wall_s": final["wall_s"]}
     record = {

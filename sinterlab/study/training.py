@@ -25,7 +25,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_json, write_text, write_with
-from sinterlab.console import stage
+from sinterlab.console import recorded_stages, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, Target, str_label
 from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
 from sinterlab.evaluation.calibration import (
@@ -468,27 +468,29 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True)
     write_text(run_dir / "config.yaml", resolved_yaml(cfg))
     refuse_ddp(cfg)
-    dm = SEMDataModule(cfg, checks=[lambda targets: check_losses(cfg, targets)])
-    with stage("descriptor checks and embeddings"):
-        dm.setup("fit")
-    write_text(run_dir / "config.yaml", resolved_yaml(cfg))  # with the scale resolved
-    dm.measures = None
-    if cfg.measures.enabled:
-        with stage("microstructure measures"):
-            dm.measures, warnings = image_measures(
-                dm.refs, dm.metadata["pixel_size_nm"].tolist(), cfg.preprocess, cfg.measures)
-        for warning in warnings:
-            log.warning(warning)
-        dm.warnings += warnings
-    try:
-        return _train_and_evaluate(cfg, dm, run_dir)
-    except RunInterrupted as err:
-        err.cached = err.cached or (dm.cache_stats["images"], dm.cache_stats["images"],
-                                    dm.cache.folder)
-        raise
+    with recorded_stages() as stages:  # metrics.json keeps each stage's wall time
+        dm = SEMDataModule(cfg, checks=[lambda targets: check_losses(cfg, targets)])
+        with stage("descriptor checks and embeddings"):
+            dm.setup("fit")
+        write_text(run_dir / "config.yaml", resolved_yaml(cfg))  # with the scale resolved
+        dm.measures = None
+        if cfg.measures.enabled:
+            with stage("microstructure measures"):
+                dm.measures, warnings = image_measures(
+                    dm.refs, dm.metadata["pixel_size_nm"].tolist(), cfg.preprocess, cfg.measures)
+            for warning in warnings:
+                log.warning(warning)
+            dm.warnings += warnings
+        try:
+            return _train_and_evaluate(cfg, dm, run_dir, stages)
+        except RunInterrupted as err:
+            err.cached = err.cached or (dm.cache_stats["images"], dm.cache_stats["images"],
+                                        dm.cache.folder)
+            raise
 
 
-def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> dict:
+def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
+                        stages: list[dict]) -> dict:
     kind = cfg.split.kind
     main = evaluate_protocol(cfg, dm, kind, run_dir, train_head=True)
     contrast = None
@@ -544,6 +546,7 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
         "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
         "skipped": skipped,
         "measures": measures,
+        "stages": stages,
     }
     # the results first: a failure of an optional product below never costs them
     write_json(run_dir / "metrics.json", metrics)
