@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from sinterlab.errors import SinterlabError
 from sinterlab.manifest import (
@@ -19,6 +21,7 @@ from sinterlab.manifest import (
     RunManifest,
     read_manifest,
 )
+from sinterlab.predict import predict
 
 #: the parts of a metrics.json the manifest is built from (a CV run, classification)
 METRICS = {
@@ -116,3 +119,32 @@ def test_metrics_missing_a_key_is_one_line_not_a_key_error(tmp_path, drop):
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "metrics.json") in message
     assert f"'{drop}" in message
+
+
+# -- a trained run ---------------------------------------------------------------------------
+def predict_cfg(run: Path, descriptor: Path):
+    base = OmegaConf.load(Path(__file__).parents[1] / "conf" / "predict.yaml")
+    base.pop("hydra")
+    return OmegaConf.merge(base, {"run": str(run), "descriptor": str(descriptor)})
+
+
+def test_training_writes_the_manifest_of_its_metrics(trained_run):
+    written = RunManifest.read(trained_run / MANIFEST)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert written == RunManifest.from_metrics(metrics, trained_run / "metrics.json")
+    assert written.backbone.weights_sha256 == metrics["backbone"]["weights"]["sha256"]
+    assert (trained_run / written.checkpoint).is_file()
+    assert written.preprocess == metrics["preprocess"]
+
+
+def test_a_run_without_manifest_is_still_predicted(trained_run, tiny_descriptor, tmp_path):
+    """A run folder made before manifest.json existed: served from its metrics.json, with the
+    same predictions and model name."""
+    old = shutil.copytree(trained_run, tmp_path / "old_run")
+    (old / MANIFEST).unlink()
+    table, _ = predict(predict_cfg(old, tiny_descriptor))
+    served, _ = predict(predict_cfg(trained_run, tiny_descriptor))
+    assert len(table) == 24 and (table["error"] == "").all()
+    assert table["model"].iloc[0].startswith("mlp: mean of ")
+    pd_equal = table.drop(columns="model").equals(served.drop(columns="model"))
+    assert pd_equal and table["model"].tolist() == served["model"].tolist()

@@ -7,9 +7,10 @@ same folds, and every model is scored on its pooled out-of-fold predictions with
 resample samples. ``protocol=holdout`` (the paper's single 80/10/10 split) is the one-fold case of
 the same path. ``model=auto`` chooses the head by nested CV (:mod:`sinterlab.study.selection`).
 
-The run folder receives ``metrics.json``, ``report.md``/``report.html``, ``figures/*.png``,
-``oof_predictions.csv`` (one row per tested image), ``oof_patches.csv``, ``oof_samples.csv``,
-``images.csv``, ``patches.csv``, ``config.yaml``, the ensemble checkpoint and TensorBoard logs.
+The run folder receives ``metrics.json``, ``manifest.json`` (what sinterlab-predict serves),
+``report.md``/``report.html``, ``figures/*.png``, ``oof_predictions.csv`` (one row per tested
+image), ``oof_patches.csv``, ``oof_samples.csv``, ``images.csv``, ``patches.csv``,
+``config.yaml``, the ensemble checkpoint and TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from sinterlab.evaluation.metrics import (
 from sinterlab.evaluation.report import write_html_report, write_markdown_report
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
+from sinterlab.manifest import MANIFEST, RunManifest
 from sinterlab.measures.compute import image_measures, one_image
 from sinterlab.measures.trends import measure_columns, measures_oof, summarise
 from sinterlab.runs import RunInterrupted, claim
@@ -547,6 +549,7 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path) -> di
     }
     # the results first: a failure of an optional product below never costs them
     write_json(run_dir / "metrics.json", metrics)
+    RunManifest.from_metrics(metrics, run_dir / "metrics.json").write(run_dir / MANIFEST)
     write_markdown_report(run_dir, metrics, figures)
     if cfg.evaluation.gallery.enabled and dm.extra_inputs:
         skipped["gallery"] = (f"maps read the image alone; the head also reads "
