@@ -15,12 +15,11 @@ split-conformal interval.
 
 from __future__ import annotations
 
-import json
 import logging
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from sinterlab.evaluation.calibration import prediction_sets, set_label
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
+from sinterlab.manifest import RunManifest, read_manifest
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.linear import LinearEnsemble
@@ -50,7 +50,9 @@ from sinterlab.runs import failure
 log = logging.getLogger(__name__)
 
 
-def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
+def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, RunManifest]:
+    """The finished run's folder, config and manifest (a run from before manifest.json: the
+    manifest of its metrics.json)."""
     run_dir = Path(run_dir).expanduser().resolve()
     config, metrics = run_dir / "config.yaml", run_dir / "metrics.json"
     reason = failure(run_dir)
@@ -62,7 +64,7 @@ def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, dict]:
         raise SinterlabError(f"{run_dir}: not a finished sinterlab-train run "
                              f"({' and '.join(missing)} missing); pass "
                              "run=logs/train/runs/<stamp>")
-    return run_dir, OmegaConf.load(config), json.loads(metrics.read_text())
+    return run_dir, OmegaConf.load(config), read_manifest(run_dir)
 
 
 def load_head(path: Path) -> HeadEnsemble | LinearEnsemble:
@@ -155,62 +157,57 @@ def check_same(name: str, requested, used) -> None:
 @dataclass
 class RunModel:
     """What a finished run applies to new micrographs: its preprocessing, backbone (with the
-    weights it was trained on), head ensemble and extraction settings."""
+    weights it was trained on), head ensemble and extraction settings, and its manifest."""
 
     run_dir: Path
     cfg: DictConfig
-    metrics: dict
+    manifest: RunManifest
     backbone: Backbone
     head: HeadEnsemble | LinearEnsemble
     features: DictConfig
     #: per target, the image calibration of the members; None: a run from before it
     images: list[ImageCalibration | None] | None = None
-    #: the run's ``data.extra_inputs``: descriptor columns the head reads beside the embedding
-    extra_inputs: list[str] = field(default_factory=list)
+
+    @property
+    def extra_inputs(self) -> list[str]:
+        """The run's ``data.extra_inputs``: descriptor columns the head reads beside the
+        embedding."""
+        return list(self.manifest.extra_inputs)
 
     @property
     def model_name(self) -> str:
-        final = (self.metrics.get("selection") or {}).get("final")
-        name = (final.get("point", final["model"]) if final
-                else self.metrics["training"].get("model", "mlp"))
-        how = "refitted on all groups (model=auto)" if final else "cross-validation heads"
-        return f"{name}: mean of {self.head.members} {how}"
+        return self.manifest.display_name(self.head.members)
 
 
 def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
     """The run ``cfg.run`` ready to apply; ``cfg.backbone`` / ``cfg.preprocess``, when given,
     must equal the run's. ``checkpoint`` (relative to the run): another of its ensembles."""
-    run_dir, run_cfg, metrics = load_run(cfg.run)
+    run_dir, run_cfg, manifest = load_run(cfg.run)
     check_same("backbone", cfg.get("backbone"), run_cfg.backbone)
     check_same("preprocess", cfg.get("preprocess"), run_cfg.preprocess)
     # runs from before backbone.channels_last set the memory format in features
     backbone = build_backbone(OmegaConf.merge(
         {"channels_last": run_cfg.features.get("channels_last", False)}, run_cfg.backbone))
-    recorded = metrics["backbone"]["weights"]["sha256"]
+    recorded = manifest.backbone.weights_sha256
     if backbone.weights.sha256 != recorded:
         raise SinterlabError(f"{run_dir}: backbone weights differ from the run's (sha256 "
                              f"{backbone.weights.sha256[:12]} vs {recorded[:12]}); restore the "
                              "weights the run used or retrain")
-    final = (metrics.get("selection") or {}).get("final")
-    # model=auto: the selected candidate refitted on all groups; otherwise the CV heads
-    checkpoint = checkpoint or (final["checkpoint"] if final
-                                else metrics["training"].get("checkpoint"))
+    checkpoint = checkpoint or manifest.checkpoint
     if not checkpoint:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
     head = load_head(run_dir / checkpoint)
-    extra = run_cfg.data.get("extra_inputs") or []
-    extra = [extra] if isinstance(extra, str) else [str(n) for n in extra]
+    extra = list(manifest.extra_inputs)
     if head.in_features != backbone.embedding_dim + len(extra):
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}"
                              + (f" and the extra inputs {extra} {len(extra)}" if extra else ""))
-    # the runtime the run's embeddings came from (runs before runtimes existed: torch)
-    features = OmegaConf.merge(run_cfg.features,
-                               {"runtime": metrics["cache"].get("runtime", "torch")},
+    # the runtime the run's embeddings came from
+    features = OmegaConf.merge(run_cfg.features, {"runtime": manifest.runtime},
                                cfg.get("features") or {})
-    return RunModel(run_dir, run_cfg, metrics, backbone, head, features,
-                    load_image_calibration(run_dir / checkpoint), extra)
+    return RunModel(run_dir, run_cfg, manifest, backbone, head, features,
+                    load_image_calibration(run_dir / checkpoint))
 
 
 def extra_input_values(model: RunModel, descriptor) -> dict[str, np.ndarray]:
@@ -237,7 +234,7 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     """One row per image of ``cfg.images`` / ``cfg.descriptor`` (unreadable ones with their
     reason in ``error``), and the run folder; ``model``: the run, when already loaded."""
     model = model or load_run_model(cfg)
-    run_dir, run_cfg, metrics = model.run_dir, model.cfg, model.metrics
+    run_dir, run_cfg, manifest = model.run_dir, model.cfg, model.manifest
     backbone, head, features = model.backbone, model.head, model.features
     asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
     extra = extra_input_values(model, cfg.descriptor)  # before any backbone time
@@ -293,13 +290,13 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
             table[f"{name}_agreement"] = [
                 float(np.mean(votes[groups == g] == c)) for g, c in zip(
                     table["image"], choice, strict=True)]
-            sets = (metrics.get("calibration") or {}).get("sets")
+            sets = manifest.sets
             if sets and i == 0:  # the conformal set of the first target
                 ordered = bool(target.get("ordered"))
-                members = prediction_sets(mean, sets["threshold"], ordered)
+                members = prediction_sets(mean, sets.threshold, ordered)
                 table[f"{name}_set"] = [set_label(m, list(classes), target.get("unit") or "",
                                                   ordered) for m in members]
-                table["set_confidence"] = sets["confidence"]
+                table["set_confidence"] = sets.confidence
             if target.get("ordered") and target.get("values"):
                 table[f"{name}_expected"] = expected_value(
                     mean, np.asarray(target["values"])).round(2)
@@ -311,11 +308,11 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
             table[name] = mean.round(4)
             table[f"{name}_patch_sd"] = [float(np.std(output[groups == g]))
                                          for g in table["image"]]
-            conformal = (metrics.get("calibration") or {}).get("conformal")
-            if conformal and name == head.targets[0]["name"]:  # the interval of the first target
-                table[f"{name}_low"] = (mean - conformal["half_width"]).round(4)
-                table[f"{name}_high"] = (mean + conformal["half_width"]).round(4)
-                table["interval_confidence"] = conformal["confidence"]
+            interval = manifest.interval
+            if interval and name == head.targets[0]["name"]:  # the interval of the first target
+                table[f"{name}_low"] = (mean - interval.half_width).round(4)
+                table[f"{name}_high"] = (mean + interval.half_width).round(4)
+                table["interval_confidence"] = interval.confidence
     table["patches"] = [len(e.embeddings) for e in entries]
     table["model"] = model.model_name
     for column in FIELDS:  # what the instrument recorded, as in the run's images.csv

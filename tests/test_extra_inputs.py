@@ -22,7 +22,8 @@ from sinterlab.models.linear import LinearModel, fit_linear
 from sinterlab.predict import predict
 from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import input_scaling
-from sinterlab.study.training import IMAGE_ONLY, run_experiment
+from sinterlab.study.record import IMAGE_ONLY
+from sinterlab.study.training import run_experiment
 from tests.conftest import FAST, compose_train
 
 EXTRA = ["data.extra_inputs=[marker]", "protocol.seeds=[0]"]

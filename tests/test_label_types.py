@@ -87,10 +87,10 @@ def test_every_target_kind_completes_with_every_optional_stage_and_predict_serve
 
 
 #: every optional product of a run, and where the run calls it
-OPTIONAL = {"gallery": "sinterlab.study.training.write_gallery",
-            "tensorboard": "sinterlab.study.training.log_run",
-            "report.html": "sinterlab.study.training.write_html_report",
-            "figure roc": "sinterlab.study.training.plot_roc"}
+OPTIONAL = {"gallery": "sinterlab.study.record.write_gallery",
+            "tensorboard": "sinterlab.study.record.log_run",
+            "report.html": "sinterlab.study.record.write_html_report",
+            "figure roc": "sinterlab.study.record.plot_roc"}
 
 
 def test_failing_optional_stages_cost_nothing_computed(make_cfg, tmp_path, monkeypatch):

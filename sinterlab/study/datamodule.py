@@ -59,7 +59,7 @@ class SEMDataModule(pl.LightningDataModule):
         #: ``data.extra_inputs``: numeric descriptor columns appended to every patch's embedding
         extra = cfg.data.get("extra_inputs") or []
         self.extra_inputs: list[str] = [extra] if isinstance(extra, str) else list(extra)
-        with open_dict(cfg):  # a single name becomes a list in config.yaml too (predict reads it)
+        with open_dict(cfg):  # a single name becomes a list in config.yaml too
             cfg.data.extra_inputs = self.extra_inputs
         self.extra: np.ndarray | None = None
         self.warnings: list[str] = []

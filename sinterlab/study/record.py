@@ -1,0 +1,285 @@
+"""The run record: what a finished protocol evaluation leaves in the run folder.
+
+From the evaluated blocks of :mod:`sinterlab.study.training` it writes ``metrics.json``,
+``manifest.json`` (what sinterlab-predict serves), ``report.md``/``report.html``,
+``figures/*.png``, ``oof_predictions.csv`` (one row per tested image), ``oof_patches.csv``,
+``oof_samples.csv``, ``images.csv``, ``patches.csv`` (and ``measures.csv``), the gallery and
+TensorBoard logs. Optional products that fail are recorded as skipped, never costing the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from sinterlab.atomic import write_json, write_with
+from sinterlab.console import stage
+from sinterlab.data.descriptor import IMAGE, SAMPLE
+from sinterlab.evaluation.crossval import sample_table
+from sinterlab.evaluation.figures import (
+    plot_confusion,
+    plot_expected_by_level,
+    plot_loss_curves,
+    plot_measures,
+    plot_overlay,
+    plot_parity,
+    plot_pca,
+    plot_reliability,
+    plot_roc,
+)
+from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
+from sinterlab.evaluation.report import write_html_report, write_markdown_report
+from sinterlab.evaluation.tensorboard import log_run
+from sinterlab.explain.gallery import write_gallery
+from sinterlab.manifest import MANIFEST, RunManifest
+from sinterlab.measures.compute import one_image
+from sinterlab.measures.trends import summarise
+from sinterlab.study.datamodule import SEMDataModule
+
+log = logging.getLogger(__name__)
+#: with data.extra_inputs, the run's model trained again on the image embeddings alone
+IMAGE_ONLY = "image_only"
+
+
+def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Out-of-fold predictions of the head (or, without one, the linear probe) per image and
+    per patch: truth, fold, predicted value and class probabilities (per image: the served,
+    image-calibrated ones; per patch: temperature-scaled)."""
+    outputs, test_fold = block["outputs"], block["outputs"]["test_fold"]
+    head = outputs["head"] or [outputs["models"]["linear_probe"]]
+    tested = test_fold >= 0
+    patches = dm.patches.loc[tested, ["patch_id", IMAGE, SAMPLE]].copy()
+    patches["fold"] = test_fold[tested]
+    patches["model"] = block["cv"]["primary"] or "linear_probe"
+    for target, output in zip(dm.descriptor.targets, head, strict=False):
+        out = output[tested]
+        patches[f"{target.name}_true"] = dm.patches.loc[tested, target.name].to_numpy()
+        if target.kind == "classification":
+            classes = np.asarray(target.classes)
+            patches[f"{target.name}_predicted"] = classes[out.argmax(axis=1)]
+            for c, name in enumerate(target.classes):
+                patches[f"{target.name}_p_{name}"] = out[:, c].round(5)
+        else:
+            patches[f"{target.name}_predicted"] = out.round(4)
+    values = [c for c in patches.columns if "_p_" in c] + [
+        f"{t.name}_predicted" for t in dm.descriptor.targets if t.kind == "regression"]
+    images = patches.groupby(IMAGE, sort=False).agg(
+        {SAMPLE: "first", "fold": "first", "model": "first", "patch_id": "size",
+         **{f"{t.name}_true": "first" for t in dm.descriptor.targets},
+         **dict.fromkeys(values, "mean")}).rename(columns={"patch_id": "patches"}).reset_index()
+    image_ids = dm.patches[IMAGE].to_numpy()[tested]
+    for target, output in zip(dm.descriptor.targets, outputs.get("head_served") or [],
+                              strict=False):
+        if target.kind == "classification":  # per image: what predict serves
+            probs = aggregate_by_group(output[tested], image_ids)[1]
+            for c, name in enumerate(target.classes):
+                images[f"{target.name}_p_{name}"] = probs[:, c].round(5)
+    for target in dm.descriptor.targets:
+        if target.kind == "classification":
+            probs = images[[f"{target.name}_p_{c}" for c in target.classes]].to_numpy()
+            images[f"{target.name}_predicted"] = np.asarray(target.classes)[probs.argmax(axis=1)]
+            images[f"{target.name}_confidence"] = probs.max(axis=1).round(4)
+    return images, patches
+
+
+def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
+                 skipped: dict[str, str]) -> dict[str, Path]:
+    """Figures of the pooled out-of-fold predictions (every tested patch and image); a figure
+    that fails is left out with its reason in ``skipped``, never costing the run."""
+    figures: dict[str, Path] = {}
+
+    def add(name: str, draw) -> None:
+        path = optional_stage(f"figure {name}", draw, skipped)
+        if path is not None:
+            figures[name] = path
+
+    if (block.get("training") or {}).get("history"):
+        add("loss", lambda: plot_loss_curves(block["training"]["history"], fig_dir / "loss.png"))
+    if "patch" in (block.get("calibration") or {}):
+        add("reliability", lambda: plot_reliability(block["calibration"],
+                                                    fig_dir / "reliability.png"))
+    test_fold = block["outputs"]["test_fold"]
+    tested = test_fold >= 0
+    image_ids = dm.patches[IMAGE].to_numpy().astype(str)[tested]
+    head = block["outputs"]["head"] or [block["outputs"]["models"]["linear_probe"]]
+    y = dm.y.numpy()[tested]
+    for i, (target, output) in enumerate(zip(dm.descriptor.targets, head, strict=False)):
+        suffix = "" if len(dm.descriptor.targets) == 1 else f"_{target.name}"
+        out = output[tested]
+        if target.kind == "classification":
+            truth = y[:, i].astype(int)
+            _, image_out = aggregate_by_group(out, image_ids)
+            _, image_truth = aggregate_by_group(truth.astype(float), image_ids)
+            image_truth = image_truth.astype(int)
+            names = target.class_names
+            add(f"roc{suffix}", lambda t=image_truth, o=image_out, n=names, s=suffix: plot_roc(
+                t, o, n, fig_dir / f"roc{s}.png"))
+            add(f"confusion_images{suffix}", lambda t=image_truth, o=image_out, n=names,
+                s=suffix, r=target.ordered: plot_confusion(
+                    t, o.argmax(axis=1), n, fig_dir / f"confusion_images{s}.png", ordered=r))
+            add(f"confusion_patches{suffix}", lambda t=truth, o=out, n=names, s=suffix,
+                r=target.ordered: plot_confusion(t, o.argmax(axis=1), n,
+                                                 fig_dir / f"confusion_patches{s}.png",
+                                                 ordered=r))
+            if target.ordered:
+                add(f"expected_by_level{suffix}", lambda t=image_truth, o=image_out, tg=target,
+                    s=suffix: plot_expected_by_level(
+                        t, expected_value(o, np.asarray(tg.values)), tg.values,
+                        tg.class_names, tg.error_unit, fig_dir / f"expected_by_level{s}.png"))
+        else:
+            _, image_out = aggregate_by_group(out, image_ids)
+            _, image_truth = aggregate_by_group(y[:, i], image_ids)
+            add(f"parity{suffix}", lambda t=image_truth, o=image_out, tg=target, s=suffix:
+                plot_parity(t, o, tg.name, tg.unit, fig_dir / f"parity{s}.png"))
+    first = dm.descriptor.targets[0]
+    if first.kind == "classification":
+        labels, names = dm.y[:, 0].numpy().astype(int), first.class_names
+    else:
+        values = dm.patches[first.name].to_numpy()
+        names = [f"{v:g} {first.unit}".strip() for v in np.unique(values)]
+        labels = np.searchsorted(np.unique(values), values)
+    add("pca", lambda: plot_pca(dm.image_x.numpy(), labels, names, fig_dir / "pca.png"))
+    return figures
+
+
+def measure_figures(cfg: DictConfig, dm: SEMDataModule, record: dict, fig_dir: Path,
+                    skipped: dict[str, str]) -> dict[str, Path]:
+    """The measures against the parameter, and a few segmentation overlays."""
+    first = dm.descriptor.targets[0]
+    out = {}
+    path = optional_stage("figure measures", lambda: plot_measures(
+        record, first.name, first.unit, fig_dir / "measures.png"), skipped)
+    if path:
+        out["measures"] = path
+    target = (cfg.preprocess.get("scale") or {}).get("pixel_size_nm")
+    for i, ref in enumerate(dm.refs[:int(cfg.measures.overlays)]):
+        own = dm.metadata["pixel_size_nm"].iloc[i]
+        pixel = target if target is not None else (None if pd.isna(own) else float(own))
+
+        def draw(ref=ref, pixel=pixel, i=i):
+            _, micrograph, pores = one_image(ref.path, cfg.preprocess, cfg.measures,
+                                             ref.scale, pixel)
+            return plot_overlay(micrograph, pores, Path(ref.path).name,
+                                fig_dir / f"segmentation_{i}.png", pixel)
+        path = optional_stage(f"figure segmentation_{i}", draw, skipped)
+        if path:
+            out[f"segmentation_{i}"] = path
+    return out
+
+
+def optional_stage(name: str, compute, skipped: dict[str, str]):
+    """Run an optional product of a finished run (a figure, the gallery, TensorBoard, the
+    HTML report): a failure is logged and recorded in ``skipped`` (metrics.json and the
+    report say so), and the run goes on. Ctrl-C still stops it."""
+    try:
+        return compute()
+    except Exception as err:  # any failure of an optional product: recorded, not raised
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        log.warning("%s skipped: %s", name, reason, exc_info=True)
+        skipped[name] = reason
+        return None
+
+
+def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
+               contrast: dict | None, stages: list[dict]) -> dict:
+    """Write the run folder from the evaluated protocol (``main``, with its outputs) and the
+    leak contrast: tables, figures, metrics.json, manifest.json, reports, gallery and
+    TensorBoard; returns the metrics. ``stages``: the run's stage timings so far (the list
+    grows with the stages below)."""
+    kind = cfg.split.kind
+    images, patches = oof_tables(dm, main)
+    first = dm.descriptor.targets[0]
+    outputs = main["outputs"]
+    samples = sample_table(first.as_dict(), dm.y[:, 0].numpy(), (outputs["head"] or [
+        outputs["models"]["linear_probe"]])[0], dm.patches[IMAGE].to_numpy().astype(str),
+        dm.patches[SAMPLE].to_numpy().astype(str), outputs["test_fold"])
+    tables = [("oof_predictions", images), ("oof_patches", patches), ("oof_samples", samples),
+              ("images", dm.image_table()), ("patches", dm.patch_table())]
+    measures = None
+    if dm.measures is not None:
+        p = cfg.evaluation.permutation
+        frame, measures = summarise(dm.measures, dm.descriptor.table, first, int(p.n),
+                                    int(p.seed), float(cfg.evaluation.bootstrap.confidence))
+        tables.append(("measures", frame))
+    for name, frame in tables:
+        write_with(run_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
+    skipped: dict[str, str] = {}
+    with stage("figures"):
+        figures = make_figures(dm, main, run_dir / "figures", skipped)
+        if measures:
+            figures |= measure_figures(cfg, dm, measures, run_dir / "figures", skipped)
+    test_fold = main.pop("outputs")["test_fold"]
+    metrics = {
+        "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
+        "protocol": OmegaConf.to_container(cfg.protocol, resolve=True),
+        "targets": [t.as_dict() for t in dm.descriptor.targets],
+        "split": main["split"], "backbone": dm.backbone.describe(),
+        "preprocess": dm.cache.settings,  # exactly what keyed the embeddings
+        "data": {"descriptor": str(dm.descriptor.csv), "n_images": len(dm.descriptor.table),
+                 "n_samples": int(dm.descriptor.table[SAMPLE].nunique()),
+                 "n_patches": int(len(dm.x)), "counts": dm.counts(dm.assignment, "image"),
+                 "patch_counts": dm.counts(dm.assignment, "patch"),
+                 "sample_id_note": "; ".join(dm.descriptor.notes) or None,
+                 "warnings": dm.warnings, "small_classes": dm.small_classes,
+                 "class_groups": class_groups_record(dm)},
+        "inputs": inputs_record(dm, main["cv"]),
+        "cache": dict(dm.cache_stats) | {"folder": str(dm.cache.folder)},
+        "training": main["training"], "test": main["test"], "baseline": main["baseline"],
+        "baseline_info": main["baseline_info"], "cv": main["cv"],
+        "calibration": main.get("calibration"),
+        "selection": main.get("selection"),
+        "samples": samples.to_dict(orient="records"),
+        "contrast": contrast,
+        "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
+        "skipped": skipped,
+        "measures": measures,
+        "stages": stages,
+    }
+    # the results first: a failure of an optional product below never costs them
+    write_json(run_dir / "metrics.json", metrics)
+    RunManifest.from_metrics(metrics, run_dir / "metrics.json").write(run_dir / MANIFEST)
+    write_markdown_report(run_dir, metrics, figures)
+    if cfg.evaluation.gallery.enabled and dm.extra_inputs:
+        skipped["gallery"] = (f"maps read the image alone; the head also reads "
+                              f"data.extra_inputs={dm.extra_inputs}")
+    elif cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
+        with stage("gallery"):
+            metrics["gallery"] = optional_stage(
+                "gallery", lambda: write_gallery(cfg, dm, metrics, images, run_dir), skipped)
+    with stage("TensorBoard"):
+        board = optional_stage("tensorboard", lambda: log_run(
+            cfg, dm, metrics, figures, test_fold,
+            [run_dir / r["map"] for r in (metrics.get("gallery") or [])[:4]]), skipped)
+    metrics["tensorboard"] = str(board) if board else None
+    write_markdown_report(run_dir, metrics, figures)
+    optional_stage("report.html", lambda: write_html_report(run_dir, metrics), skipped)
+    write_json(run_dir / "metrics.json", metrics)
+    if skipped:  # the report names what was left out
+        write_markdown_report(run_dir, metrics, figures)
+    return metrics
+
+
+
+
+def inputs_record(dm: SEMDataModule, cv: dict) -> dict:
+    """What the models read: the image embedding and ``data.extra_inputs`` (metrics.json)."""
+    if not dm.extra_inputs:
+        return {"extra": [], "note": "image embedding only"}
+    compared = IMAGE_ONLY in cv["pooled"]
+    return {"extra": list(dm.extra_inputs), "image_only_compared": compared,
+            "note": "each standardised per fold with its training rows only (heads: inside the "
+                    "module; scikit-learn: its scaler); baselines image-only; "
+                    + ("image_only: the same model without them on the same folds" if compared
+                       else "model=auto: compare with a sweep data.extra_inputs=[],[...]")}
+
+
+def class_groups_record(dm: SEMDataModule) -> dict | None:
+    """Groups and images per class of the run's split (for the report's count table)."""
+    counts = dm.class_groups()
+    return None if counts is None else {
+        str(c): {"groups": int(r.groups), "images": int(r.images)}
+        for c, r in counts.iterrows()}
