@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from sinterlab.cli import CONF_DIR
@@ -54,6 +54,22 @@ def test_backbone_config_of_an_older_run_gets_the_factory(tmp_path):
     assert with_target(cfg.backbone) == cfg.backbone
     rebuilt, built = instantiate(with_target(old)), instantiate(cfg.backbone)
     assert rebuilt.describe() == built.describe()
+
+
+HEADS = [o for o in options("model") if o != "auto" and not o.startswith("sk_")]
+
+
+@pytest.mark.parametrize("option", HEADS)
+def test_every_head_config_builds_its_module_and_optimizer(option, tmp_path):
+    module = compose_train([f"model={option}"], tmp_path).model.module
+    head = instantiate(module)(in_features=8, targets=[{
+        "name": "t", "kind": "classification", "loss_weight": 1.0, "num_classes": 3,
+        "class_weights": None, "values": [50.0, 100.0, 150.0]}])
+    assert head.hparams.optimizer == module.optimizer._target_  # a plain string in checkpoints
+    optimizer = head.configure_optimizers()
+    assert type(optimizer) is get_class(module.optimizer._target_)
+    assert optimizer.defaults["lr"] == module.lr
+    assert optimizer.defaults["weight_decay"] == module.weight_decay
 
 
 def test_slurm_launcher_and_optuna_sweeper_compose(tmp_path):
