@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.descriptor import (
@@ -39,7 +40,7 @@ from sinterlab.data.metadata import FIELDS, read_metadata
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.calibration import prediction_sets, set_label
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
-from sinterlab.features.backbone import Backbone, build_backbone
+from sinterlab.features.backbone import Backbone, with_target
 from sinterlab.features.extract import embed_images
 from sinterlab.manifest import RunManifest, read_manifest
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
@@ -183,11 +184,12 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
     """The run ``cfg.run`` ready to apply; ``cfg.backbone`` / ``cfg.preprocess``, when given,
     must equal the run's. ``checkpoint`` (relative to the run): another of its ensembles."""
     run_dir, run_cfg, manifest = load_run(cfg.run)
-    check_same("backbone", cfg.get("backbone"), run_cfg.backbone)
+    run_backbone = with_target(run_cfg.backbone)
+    check_same("backbone", cfg.get("backbone"), run_backbone)
     check_same("preprocess", cfg.get("preprocess"), run_cfg.preprocess)
     # runs from before backbone.channels_last set the memory format in features
-    backbone = build_backbone(OmegaConf.merge(
-        {"channels_last": run_cfg.features.get("channels_last", False)}, run_cfg.backbone))
+    backbone = instantiate(OmegaConf.merge(
+        {"channels_last": run_cfg.features.get("channels_last", False)}, run_backbone))
     recorded = manifest.backbone.weights_sha256
     if backbone.weights.sha256 != recorded:
         raise SinterlabError(f"{run_dir}: backbone weights differ from the run's (sha256 "

@@ -3,10 +3,11 @@
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 
 from sinterlab.cli import CONF_DIR
-from sinterlab.features.backbone import build_backbone
+from sinterlab.features.backbone import TARGET, Backbone, with_target
 from tests.conftest import compose_train
 
 GROUPS = ["data", "preprocess", "backbone", "features", "model", "split", "protocol", "trainer",
@@ -29,12 +30,46 @@ def test_every_group_option_composes(group, option, tmp_path):
             assert instantiate(spec, save_dir=str(tmp_path)).save_dir
 
 
+@pytest.mark.parametrize("option", options("backbone"))
+def test_every_backbone_names_the_factory(option, tmp_path):
+    assert compose_train([f"backbone={option}"], tmp_path).backbone._target_ == TARGET
+
+
 @pytest.mark.parametrize("option", ["random_tiny", "efficientnet_lite0_offline"])
-def test_offline_backbones_build(option, tmp_path):
+def test_offline_backbones_instantiate(option, tmp_path):
     cfg = compose_train([f"backbone={option}"], tmp_path)
-    backbone = build_backbone(cfg.backbone)
-    assert backbone.embedding_dim > 0
+    backbone = instantiate(cfg.backbone)
+    assert isinstance(backbone, Backbone) and backbone.embedding_dim > 0
     assert backbone.weights.transfer_learning == bool(cfg.backbone.pretrained)
+    assert backbone.name == cfg.backbone.name
+    assert backbone.channels_last == cfg.backbone.channels_last
+    assert backbone.cam_layer == cfg.backbone.cam_layer
+
+
+def test_backbone_config_of_an_older_run_gets_the_factory(tmp_path):
+    """config.yaml of runs made before backbones had ``_target_`` still builds the same."""
+    cfg = compose_train(["backbone=random_tiny"], tmp_path)
+    old = OmegaConf.create({k: v for k, v in cfg.backbone.items() if k != "_target_"})
+    assert with_target(old) == cfg.backbone
+    assert with_target(cfg.backbone) == cfg.backbone
+    rebuilt, built = instantiate(with_target(old)), instantiate(cfg.backbone)
+    assert rebuilt.describe() == built.describe()
+
+
+HEADS = [o for o in options("model") if o != "auto" and not o.startswith("sk_")]
+
+
+@pytest.mark.parametrize("option", HEADS)
+def test_every_head_config_builds_its_module_and_optimizer(option, tmp_path):
+    module = compose_train([f"model={option}"], tmp_path).model.module
+    head = instantiate(module)(in_features=8, targets=[{
+        "name": "t", "kind": "classification", "loss_weight": 1.0, "num_classes": 3,
+        "class_weights": None, "values": [50.0, 100.0, 150.0]}])
+    assert head.hparams.optimizer == module.optimizer._target_  # a plain string in checkpoints
+    optimizer = head.configure_optimizers()
+    assert type(optimizer) is get_class(module.optimizer._target_)
+    assert optimizer.defaults["lr"] == module.lr
+    assert optimizer.defaults["weight_decay"] == module.weight_decay
 
 
 def test_slurm_launcher_and_optuna_sweeper_compose(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from sinterlab.evaluation.baselines import baseline_outputs
+from sinterlab.evaluation.baselines import baseline_outputs, linear_pipeline, pca_pipeline
 from sinterlab.evaluation.metrics import (
     aggregate_by_group,
     classification_metrics,
@@ -176,8 +177,10 @@ def test_baseline_outputs(kind):
     x = rng.normal(size=(n_img * per_img, dim)) + np.repeat(y_img, per_img)[:, None]
     y = np.repeat(y_img, per_img).astype(float) * (1 if kind == "classification" else 50.0)
     train, test = slice(0, 30), slice(30, None)
-    outputs, info = baseline_outputs(kind, x[train], y[train], x[test], pca_components=100,
-                                     max_iter=200, seed=0,
+    linear = {"C": 1.0, "max_iter": 200, "tol": 1e-4}
+    factories = {"pca_logreg": partial(pca_pipeline, components=100, **linear),
+                 "linear_probe": partial(linear_pipeline, **linear)}
+    outputs, info = baseline_outputs(kind, x[train], y[train], x[test], factories, seed=0,
                                      num_classes=4 if kind == "classification" else None)
     assert set(outputs) == {"pca_logreg", "linear_probe"}
     assert info["pca_components"] == dim  # clipped to n_features

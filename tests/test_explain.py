@@ -4,6 +4,7 @@ from another gets a map whose halves disagree the expected way; the CLIs write w
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ from omegaconf import OmegaConf
 
 from sinterlab.data.patches import GridSampler, GridSpec
 from sinterlab.evaluation.figures import add_scale_bar
+from sinterlab.explain.attribution import cam_layer_name
 from sinterlab.explain.maps import grid_maps
 from sinterlab.predict import load_run_model
 from tests.conftest import FAST, run
@@ -127,3 +129,20 @@ def test_predict_maps_true_writes_maps_beside_the_csv(trained_run, tiny_descript
     assert maps == sorted([f"{p.stem}_{k}.png" for p in images for k in ("map", "cam")]
                           + ["grid_predictions.csv"])
     assert json.loads((trained_run / "metrics.json").read_text())["backbone"]["name"]
+
+
+def test_a_run_saved_before_backbone_targets_loads_the_same(two_class_run, tmp_path):
+    """config.yaml of runs made before conf/backbone had ``_target_``: the factory is filled in,
+    and the caller's backbone config (which has it) still equals the run's."""
+    old = tmp_path / "old_run"
+    shutil.copytree(two_class_run, old)
+    cfg = OmegaConf.load(old / "config.yaml")
+    cfg.backbone.pop("_target_", None)
+    OmegaConf.save(cfg, old / "config.yaml")
+    requested = OmegaConf.load(Path(__file__).parents[1] / "conf/backbone/random_tiny.yaml")
+    older = load_run_model(OmegaConf.create({"run": str(old), "features": None,
+                                             "backbone": requested}))
+    new = model_of(two_class_run)
+    assert older.backbone.describe() == new.backbone.describe()
+    assert older.backbone.channels_last == new.backbone.channels_last
+    assert cam_layer_name(older) == cam_layer_name(new) == requested.cam_layer

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
-from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
 from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
 from sinterlab.features.runtime import build_runner
@@ -19,7 +19,7 @@ from sinterlab.features.runtime import build_runner
 @pytest.fixture
 def setup(make_cfg, tiny_descriptor, tmp_path):
     cfg = make_cfg(f"features.cache_dir={tmp_path / 'cache'}")
-    backbone = build_backbone(cfg.backbone)
+    backbone = instantiate(cfg.backbone)
     folder = tiny_descriptor.parent
     images = sorted(folder.glob("images/*.tif"))[:3]
     return cfg, backbone, images

@@ -19,7 +19,7 @@ TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def backbone():
-    return build_backbone(OmegaConf.create({"name": "test_convnext", "pretrained": False}))
+    return build_backbone("test_convnext", pretrained=False)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])

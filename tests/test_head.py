@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 
 from sinterlab.models.batches import GroupBatches, GroupRows
 from sinterlab.models.calibration import fit_temperatures
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.mlp import MemberMLP
+from sinterlab.predict import load_head
+from tests.conftest import compose_train
 
 HIDDEN = [32, 16, 8]
 
@@ -171,3 +174,39 @@ def test_ordinal_heads_give_level_probabilities_and_learn_an_ordered_target(loss
     mae = np.abs(probs.argmax(axis=1) - truth).mean()
     middle = np.abs(2 - truth).mean()  # always the middle level
     assert mae < 0.75 < middle
+
+
+@pytest.mark.parametrize("cls", [torch.optim.Adam, torch.optim.AdamW])
+def test_configured_optimizer_gets_lr_and_weight_decay_and_checkpoints_keep_its_path(cls,
+                                                                                      tmp_path):
+    path = f"torch.optim.{cls.__name__}"
+    cfg = compose_train([f"model.module.optimizer._target_={path}", "model.module.hidden=[8]"],
+                        tmp_path)
+    head = instantiate(cfg.model.module)(in_features=12, targets=[spec("classification", 1)])
+    optimizer = head.configure_optimizers()
+    assert type(optimizer) is cls and optimizer.defaults["fused"]
+    assert optimizer.defaults["lr"] == cfg.model.module.lr
+    assert optimizer.defaults["weight_decay"] == cfg.model.module.weight_decay
+    x, y = data(64)
+    trainer = fit(head, GroupBatches(x, y, [np.arange(64)], 32), max_epochs=1)
+    trainer.save_checkpoint(tmp_path / "head.ckpt")
+    loaded = load_head(tmp_path / "head.ckpt")  # weights_only: the path is a plain string
+    assert loaded.hparams.optimizer == head.hparams.optimizer == path
+    assert type(loaded.configure_optimizers()) is cls
+
+
+@pytest.mark.parametrize(("name", "cls"), [("adam", torch.optim.Adam),
+                                           ("adamw", torch.optim.AdamW)])
+def test_checkpoints_of_older_runs_name_their_optimizer_in_a_word(name, cls):
+    head = HeadEnsemble(12, [spec("classification", 1)], HIDDEN, 0.0, True, name, 1e-3, 0.0)
+    assert type(head.configure_optimizers()) is cls
+
+
+@pytest.mark.parametrize(("optimizer", "match"), [
+    ({"_target_": "torch.optim.Adamm", "_partial_": True}, "torch.optim.Adamm"),
+    ("torch.nn.Linear", "not an optimizer class"),
+    ("sgd", "'sgd' is not an optimizer class"),
+    ({"_target_": "torch.optim.Adam", "lr": 0.1}, "model.module.lr")])
+def test_an_unknown_optimizer_is_a_clear_error(optimizer, match):
+    with pytest.raises(ValueError, match=match):
+        HeadEnsemble(12, [spec("classification", 1)], HIDDEN, 0.0, True, optimizer, 1e-3, 0.0)

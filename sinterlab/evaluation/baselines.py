@@ -1,8 +1,10 @@
-"""Classical baselines on the frozen embeddings (scikit-learn pipelines).
+"""Classical baselines on the frozen embeddings: scikit-learn pipelines built by the factories
+that ``evaluation.baselines`` names (conf/evaluation/default.yaml; add one there to report it).
 
-* ``pca_logreg``: StandardScaler -> PCA(k) -> LogisticRegression (Ridge for regression),
-  the paper's "PCA first" baseline made into a classifier.
-* ``linear_probe``: StandardScaler -> LogisticRegression (Ridge) on the full embeddings.
+* ``pca_logreg`` (``pca_pipeline``): StandardScaler -> PCA(k) -> LogisticRegression (Ridge for
+  regression), the paper's "PCA first" baseline made into a classifier.
+* ``linear_probe`` (``linear_pipeline``): StandardScaler -> LogisticRegression (Ridge) on the
+  full embeddings.
 
 They are fitted per fold on the same rows as the head (its training and validation rows: they
 need no validation set) and scored on the same test rows, at a fixed ``C``
@@ -13,23 +15,50 @@ rows, so lbfgs needs a fraction of the iterations.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-#: the baselines' names, as they appear in metrics.json and reports
+#: the baselines of conf/evaluation/default.yaml, as they appear in metrics.json and reports
 BASELINES = ("pca_logreg", "linear_probe")
 
+#: what ``evaluation.baselines`` entries instantiate to: called per fold with the task kind,
+#: the run's seed and the training rows' shape (rows, features), it returns a pipeline whose
+#: last step is the estimator carried to the next fold
+PipelineFactory = Callable[..., Pipeline]
 
-def _head(kind: str, max_iter: int, seed: int, C: float, tol: float):
+
+def linear_head(kind: str, seed: int, C: float, max_iter: int, tol: float):
+    """Logistic regression (warm-startable) for classification, ridge (alpha = 1 / C) for
+    regression."""
+    C, max_iter, tol = float(C), int(max_iter), float(tol)
     if kind == "classification":
         return LogisticRegression(C=C, tol=tol, max_iter=max_iter, random_state=seed,
                                   warm_start=True)
     if kind == "regression":
         return Ridge(alpha=1.0 / C, max_iter=max_iter, random_state=seed)
     raise ValueError(f"kind must be 'classification' or 'regression', got {kind!r}")
+
+
+def linear_pipeline(kind: str, seed: int, shape: tuple[int, int], C: float, max_iter: int,
+                    tol: float) -> Pipeline:
+    """StandardScaler -> the linear head, on the full embeddings."""
+    return Pipeline([("scale", StandardScaler()),
+                     ("head", linear_head(kind, seed, C, max_iter, tol))])
+
+
+def pca_pipeline(kind: str, seed: int, shape: tuple[int, int], components: int, C: float,
+                 max_iter: int, tol: float) -> Pipeline:
+    """StandardScaler -> PCA -> the linear head; ``components`` is clipped to
+    ``min(k, n_train, n_features)``."""
+    k = max(1, min(int(components), *shape))
+    return Pipeline([("scale", StandardScaler()),
+                     ("pca", PCA(n_components=k, svd_solver="randomized", random_state=seed)),
+                     ("head", linear_head(kind, seed, C, max_iter, tol))])
 
 
 def _full_probs(pipe: Pipeline, x: np.ndarray, num_classes: int) -> np.ndarray:
@@ -45,43 +74,34 @@ def baseline_outputs(
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_test: np.ndarray,
-    pca_components: int,
-    max_iter: int,
+    factories: Mapping[str, PipelineFactory],
     seed: int,
     num_classes: int | None = None,
-    C: float = 1.0,
-    tol: float = 1e-4,
     estimators: dict | None = None,
 ) -> tuple[dict[str, np.ndarray], dict]:
-    """Fit both baselines on the training rows; their outputs on ``x_test``.
+    """Fit every baseline of ``factories`` (name -> pipeline factory) on the training rows;
+    their outputs on ``x_test``.
 
     Outputs: class probabilities (n, ``num_classes``) or predictions (n,). Also returns the PCA
-    facts (components, explained variance) and, under ``estimators``, the fitted linear models
-    (pass them to the next fold to warm-start it). ``pca_components`` is clipped to
-    ``min(k, n_features, n_train)``.
+    facts of the first pipeline with a ``pca`` step (components, explained variance) and, under
+    ``estimators``, each pipeline's fitted last step (pass them to the next fold to warm-start
+    it).
     """
     x_train = np.asarray(x_train, dtype=np.float64)
     x_test = np.asarray(x_test, dtype=np.float64)
     y_train = np.asarray(y_train).reshape(-1)
     if x_train.ndim != 2 or x_test.ndim != 2:
         raise ValueError("x_train and x_test must be 2-D (n_patches, embedding_dim)")
-    n_train, n_features = x_train.shape
-    k = max(1, min(int(pca_components), n_features, n_train))
     estimators = dict(estimators or {})
-    for name in BASELINES:
-        previous = estimators.get(name)
+    pipes = {}
+    for name, factory in factories.items():
+        pipe = factory(kind=kind, seed=seed, shape=x_train.shape)
+        last, previous = pipe.steps[-1][0], estimators.get(name)
         # a warm start needs the previous fold's classes; a fold missing one starts afresh
-        if previous is None or (hasattr(previous, "classes_") and not np.array_equal(
+        if previous is not None and not (hasattr(previous, "classes_") and not np.array_equal(
                 previous.classes_, np.unique(y_train))):
-            estimators[name] = _head(kind, max_iter, seed, C, tol)
-    pipes = {
-        "pca_logreg": Pipeline([("scale", StandardScaler()),
-                                ("pca", PCA(n_components=k, svd_solver="randomized",
-                                            random_state=seed)),
-                                ("head", estimators["pca_logreg"])]),
-        "linear_probe": Pipeline([("scale", StandardScaler()),
-                                  ("head", estimators["linear_probe"])]),
-    }
+            pipe.set_params(**{last: previous})
+        estimators[name], pipes[name] = pipe.named_steps[last], pipe
     if kind == "classification":
         y_train = y_train.astype(np.int64)
         num_classes = int(y_train.max()) + 1 if num_classes is None else num_classes
@@ -92,7 +112,9 @@ def baseline_outputs(
         pipe.fit(x_train, y_train)
         outputs[name] = (_full_probs(pipe, x_test, num_classes) if kind == "classification"
                          else pipe.predict(x_test))
-    info = {"pca_components": k, "pca_explained_variance": float(
-        pipes["pca_logreg"].named_steps["pca"].explained_variance_ratio_.sum()),
-        "estimators": estimators}
-    return outputs, info
+    info = {}
+    pca = next((p.named_steps["pca"] for p in pipes.values() if "pca" in p.named_steps), None)
+    if pca is not None:
+        info = {"pca_components": int(pca.n_components_),
+                "pca_explained_variance": float(pca.explained_variance_ratio_.sum())}
+    return outputs, info | {"estimators": estimators}

@@ -45,8 +45,8 @@ def cam_layer_name(model: RunModel) -> str | None:
     """``backbone.cam_layer``, or for runs without it the last feature block of the common
     timm families (ConvNeXt/ResNet-like stages, EfficientNet's bn2, ResNet's layer4)."""
     net = model.backbone.model
-    if model.cfg.backbone.get("cam_layer"):
-        return model.cfg.backbone.cam_layer
+    if model.backbone.cam_layer:
+        return model.backbone.cam_layer
     if hasattr(net, "stages"):
         return f"stages.{len(net.stages) - 1}"
     return next((name for name in ("bn2", "layer4") if hasattr(net, name)), None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import timm
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sinterlab.features.weights import WeightsInfo, create_with_weights
@@ -20,6 +21,8 @@ class Backbone:
     input_size: int
     embedding_dim: int
     channels_last: bool = False  # the faster memory format for eager torch (backbone config)
+    #: the layer Grad-CAM reads (sinterlab-explain); None: the last block of its family
+    cam_layer: str | None = None
 
     def describe(self) -> dict:
         return {"name": self.name, "embedding_dim": self.embedding_dim,
@@ -27,14 +30,25 @@ class Backbone:
                 "weights": self.weights.as_dict()}
 
 
-def build_backbone(cfg, keep_classifier: bool = False) -> Backbone:
-    """Create ``cfg.name`` with the configured weights, frozen, in eval mode."""
-    model, weights = create_with_weights(cfg.name, bool(cfg.pretrained),
-                                         cfg.get("checkpoint_path"), cfg.get("package"))
+def build_backbone(name: str, pretrained: bool, checkpoint_path: str | None = None,
+                   package: str | None = None, channels_last: bool = False,
+                   cam_layer: str | None = None, keep_classifier: bool = False) -> Backbone:
+    """Create ``name`` with the configured weights, frozen, in eval mode (the ``_target_`` of
+    conf/backbone/*.yaml)."""
+    model, weights = create_with_weights(name, bool(pretrained), checkpoint_path, package)
     if not keep_classifier:
         model.reset_classifier(0)
     model.eval().requires_grad_(False)
     data = timm.data.resolve_model_data_config(model)
-    return Backbone(model, cfg.name, weights, tuple(data["mean"]), tuple(data["std"]),
-                    int(data["input_size"][-1]), int(model.num_features),
-                    bool(cfg.get("channels_last", False)))
+    return Backbone(model, name, weights, tuple(data["mean"]), tuple(data["std"]),
+                    int(data["input_size"][-1]), int(model.num_features), bool(channels_last),
+                    cam_layer)
+
+
+#: the factory a backbone config names; run configs from before ``_target_`` lack it
+TARGET = f"{build_backbone.__module__}.{build_backbone.__name__}"
+
+
+def with_target(cfg) -> DictConfig:
+    """``cfg`` with ``_target_`` filled in when missing (configs of runs made before it)."""
+    return OmegaConf.merge({"_target_": TARGET}, cfg)

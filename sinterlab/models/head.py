@@ -22,11 +22,15 @@ losses on the device, read once per epoch.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
+
 import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
 from coral_pytorch.losses import corn_loss
+from hydra.utils import get_class
 
 from sinterlab.models.allocator import reuse_freed_memory
 from sinterlab.models.mlp import MemberMLP
@@ -36,6 +40,32 @@ from sinterlab.models.stacked import StackedMLP
 #: ordered levels; or level_value: the squared error of one output against the standardised
 #: value of the true level (regression on an ordered target's values)
 LOSSES = ("cross_entropy", "corn", "level_value")
+#: the optimizer names that checkpoints of runs from before ``module.optimizer._target_`` hold
+OPTIMIZER_NAMES = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
+
+
+def optimizer_path(optimizer: str | Mapping) -> str:
+    """The dotted class path of ``module.optimizer``: its ``_target_`` (the optimizer is built
+    with the module's ``lr`` and ``weight_decay``), or an older checkpoint's adam | adamw."""
+    if isinstance(optimizer, Mapping):
+        if set(optimizer) - {"_target_", "_partial_"}:
+            raise ValueError(f"model.module.optimizer: only _target_ and _partial_, got "
+                             f"{sorted(optimizer)}; lr and weight_decay are model.module.lr "
+                             "and model.module.weight_decay")
+        optimizer = optimizer["_target_"]
+    return OPTIMIZER_NAMES.get(str(optimizer), str(optimizer))
+
+
+def optimizer_class(path: str) -> type[torch.optim.Optimizer]:
+    """The torch optimizer class at ``path``; anything else is a one-line error naming it."""
+    try:
+        cls = get_class(path)
+    except Exception:  # hydra raises ImportError, ValueError or its own errors
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ValueError(f"model.module.optimizer._target_={path!r} is not an optimizer "
+                         "class; name one such as torch.optim.Adam or torch.optim.AdamW")
+    return cls
 
 
 def corn_level_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -53,13 +83,19 @@ class HeadEnsemble(pl.LightningModule):
     regression. ``seeds``: the seeds of each group; members are ordered group-major."""
 
     def __init__(self, in_features: int, targets: list[dict], hidden: list[int], dropout: float,
-                 batch_norm: bool, optimizer: str, lr: float, weight_decay: float,
+                 batch_norm: bool, optimizer: str | Mapping, lr: float, weight_decay: float,
                  scheduler: dict | None = None, max_epochs: int = 1, groups: int = 1,
                  seeds: tuple[int, ...] = (0,), patience: int | None = None,
                  min_delta: float = 0.0, loss: str = "cross_entropy",
                  inputs: dict | None = None):
-        """``inputs``: the extra input columns at the end of ``x`` (``names``) and, per group,
-        their training ``mean`` and ``std`` (lists of G lists); None: the embedding alone."""
+        """``optimizer``: a torch optimizer class as a dotted path or a ``_target_`` mapping,
+        built with ``lr`` and ``weight_decay``. ``inputs``: the extra input columns at the end
+        of ``x`` (``names``) and, per group, their training ``mean`` and ``std`` (lists of G
+        lists); None: the embedding alone."""
+        # checkpoints keep plain values only (predict loads them with weights_only=True):
+        # save_hyperparameters records the class path, not the mapping
+        optimizer = optimizer_path(optimizer)
+        optimizer_class(optimizer)
         super().__init__()
         self.save_hyperparameters()
         self.targets = targets
@@ -345,14 +381,11 @@ class HeadEnsemble(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizers = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-        if hp.optimizer not in optimizers:
-            raise ValueError(f"model.module.optimizer={hp.optimizer!r}: use one of "
-                             f"{list(optimizers)}")
+        cls = optimizer_class(hp.optimizer)
         # fused Adam is several times faster per step on CPU and GPU alike
-        optimizer = optimizers[hp.optimizer](self.parameters(), lr=hp.lr,
-                                             weight_decay=hp.weight_decay,
-                                             fused=self.device.type in ("cpu", "cuda"))
+        fused = ({"fused": self.device.type in ("cpu", "cuda")}
+                 if "fused" in inspect.signature(cls).parameters else {})
+        optimizer = cls(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, **fused)
         schedule = dict(hp.scheduler or {})
         name = schedule.get("name")
         if not name:

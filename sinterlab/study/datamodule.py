@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.data.descriptor import (
@@ -32,7 +33,7 @@ from sinterlab.data.metadata import image_metadata
 from sinterlab.data.patches import PARAM_COLUMNS
 from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignments
 from sinterlab.errors import SinterlabError
-from sinterlab.features.backbone import Backbone, build_backbone
+from sinterlab.features.backbone import Backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.models.batches import GroupBatches, GroupRows
 
@@ -73,7 +74,7 @@ class SEMDataModule(pl.LightningDataModule):
         self.load()
         cfg = self.cfg
         if self.backbone is None:
-            self.backbone = build_backbone(cfg.backbone)
+            self.backbone = instantiate(cfg.backbone)
         embedded = embed_images(self.descriptor.table[PATH], cfg.preprocess, self.backbone,
                                 cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
                                 fix=f"remove its row from {self.descriptor.csv}",

@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sinterlab.console import stage
 from sinterlab.data.descriptor import PATH
 from sinterlab.errors import SinterlabError
-from sinterlab.features.backbone import build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.measures.compute import image_measures
 from sinterlab.study.datamodule import SEMDataModule
@@ -52,7 +52,7 @@ def extract_shard(cfg: DictConfig) -> dict:
     paths = dm.descriptor.table[PATH].to_numpy()[rows]
     pixel_sizes = dm.metadata["pixel_size_nm"].to_numpy()[rows].tolist()
     with stage(f"embeddings of shard {cfg.shard} of {cfg.shards} ({len(rows)} images)"):
-        embedded = embed_images(list(paths), cfg.preprocess, build_backbone(cfg.backbone),
+        embedded = embed_images(list(paths), cfg.preprocess, instantiate(cfg.backbone),
                                 cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
                                 fix=f"remove its row from {dm.descriptor.csv}",
                                 pixel_sizes=pixel_sizes, fill_only=True)

@@ -19,12 +19,13 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_text
 from sinterlab.console import recorded_stages, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, Target, str_label
-from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
+from sinterlab.evaluation.baselines import baseline_outputs
 from sinterlab.evaluation.calibration import (
     classification_calibration,
     conformal_coverage,
@@ -60,24 +61,23 @@ HEAD, AUTO, MEASURES = "head", "auto", "measures"
 
 def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
                   ) -> tuple[dict[str, np.ndarray], dict]:
-    """Both baselines per fold, fitted on the fold's training and validation rows; each fold
-    starts from the previous fold's solution."""
+    """The baselines of ``evaluation.baselines`` per fold, fitted on the fold's training and
+    validation rows; each fold starts from the previous fold's solution."""
     first = dm.descriptor.targets[0]
     num_classes = len(first.classes) if first.kind == "classification" else None
     shape = (len(dm.x), num_classes) if num_classes else (len(dm.x),)
-    out = {name: np.full(shape, np.nan) for name in BASELINES}
+    e = cfg.evaluation
+    factories = {str(name): instantiate(spec) for name, spec in e.baselines.items()}
+    out = {name: np.full(shape, np.nan) for name in factories}
     info, estimators = {}, None
     x, y = dm.image_x.numpy(), dm.y[:, 0].numpy()  # image-only, even with data.extra_inputs
-    e = cfg.evaluation
     started = time.perf_counter()
     for fold in assignment:
         fit, test = np.flatnonzero(fold != "test"), np.flatnonzero(fold == "test")
-        outputs, info = baseline_outputs(first.kind, x[fit], y[fit], x[test],
-                                         int(e.pca_components), int(e.baseline_max_iter),
-                                         int(cfg.seed), num_classes, float(e.baseline_C),
-                                         float(e.baseline_tol), estimators)
+        outputs, info = baseline_outputs(first.kind, x[fit], y[fit], x[test], factories,
+                                         int(cfg.seed), num_classes, estimators)
         estimators = info.pop("estimators")
-        for name in BASELINES:
+        for name in factories:
             out[name][test] = outputs[name]
     return out, info | {"C": float(e.baseline_C),
                         "wall_s": round(time.perf_counter() - started, 2)}
@@ -116,10 +116,10 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
     units = dm.patches[unit_column].to_numpy().astype(str)
     with stage(f"{kind} split: baselines"):
         outputs, pca = baselines_oof(cfg, dm, assignment)
-        baselines = BASELINES
+        baselines = tuple(outputs)
         if getattr(dm, "measures", None) is not None and kind != "patch":
             outputs[MEASURES] = measures_baseline(cfg, dm, test_fold)
-            baselines = (*BASELINES, MEASURES)
+            baselines = (*baselines, MEASURES)
     block: dict = {"split": split_info(cfg, dm, kind, assignment),
                    "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
     head_outputs, head_raw, head_served, primary = None, None, None, None

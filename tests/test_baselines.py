@@ -1,0 +1,90 @@
+"""The baselines of conf/evaluation/default.yaml equal the scikit-learn pipelines they stand for,
+fold after warm-started fold, and a baseline added in YAML is reported under its name."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hydra.utils import instantiate
+from omegaconf import open_dict
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sinterlab.evaluation.baselines import BASELINES, baseline_outputs
+from tests.conftest import compose_train
+
+FOLDS = 3
+
+
+def problem(kind: str):
+    """A tiny random problem in 3 folds; the last fold's training rows miss class 3."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 90)
+    x = rng.normal(size=(len(y), 24)) + 0.3 * y[:, None]
+    folds = np.arange(len(y)) % FOLDS
+    fits = [(folds != f) & ((y != 3) | (f < FOLDS - 1)) for f in range(FOLDS)]
+    return x, y * (1.0 if kind == "classification" else 50.0), fits, [folds == f for f in
+                                                                      range(FOLDS)]
+
+
+def explicit_pipelines(kind: str, e, seed: int, k: int, heads: dict) -> dict[str, Pipeline]:
+    """The baselines spelled out; ``heads``: the estimators carried from fold to fold (empty:
+    new ones)."""
+    for name in BASELINES:
+        if name not in heads:
+            heads[name] = (LogisticRegression(C=e.baseline_C, tol=e.baseline_tol,
+                                              max_iter=e.baseline_max_iter, random_state=seed,
+                                              warm_start=True)
+                           if kind == "classification" else
+                           Ridge(alpha=1 / e.baseline_C, max_iter=e.baseline_max_iter,
+                                 random_state=seed))
+    return {"pca_logreg": Pipeline([("scale", StandardScaler()),
+                                    ("pca", PCA(k, svd_solver="randomized", random_state=seed)),
+                                    ("head", heads["pca_logreg"])]),
+            "linear_probe": Pipeline([("scale", StandardScaler()),
+                                      ("head", heads["linear_probe"])])}
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_configured_baselines_equal_the_explicit_pipelines_across_folds(kind, tmp_path):
+    cfg = compose_train([], tmp_path)
+    e, seed = cfg.evaluation, int(cfg.seed)
+    factories = {name: instantiate(spec) for name, spec in e.baselines.items()}
+    assert tuple(factories) == BASELINES
+    x, y, fits, tests = problem(kind)
+    estimators, heads = None, {}
+    for f, (fit, test) in enumerate(zip(fits, tests, strict=True)):
+        previous = estimators
+        outputs, info = baseline_outputs(kind, x[fit], y[fit], x[test], factories, seed,
+                                         4 if kind == "classification" else None, estimators)
+        estimators = info.pop("estimators")
+        assert info["pca_components"] == e.pca_components
+        # warm start from the previous fold's solution, but afresh when class 3 is missing
+        fresh = f == FOLDS - 1 and kind == "classification"
+        if fresh:
+            heads = {}
+        if previous is not None:
+            assert all((estimators[n] is previous[n]) != fresh for n in BASELINES)
+        for name, pipe in explicit_pipelines(kind, e, seed, e.pca_components, heads).items():
+            labels = y[fit].astype(np.int64 if kind == "classification" else np.float64)
+            pipe.fit(x[fit], labels)
+            if kind == "classification":
+                expected = np.zeros((test.sum(), 4))
+                expected[:, pipe.classes_] = pipe.predict_proba(x[test])
+            else:
+                expected = pipe.predict(x[test])
+            np.testing.assert_array_equal(outputs[name], expected, err_msg=f"{name} fold {f}")
+
+
+def test_a_baseline_added_in_yaml_is_fitted_under_its_name(tmp_path):
+    cfg = compose_train([], tmp_path)
+    with open_dict(cfg):
+        cfg.evaluation.baselines.probe_c1 = dict(cfg.evaluation.baselines.linear_probe, C=1.0)
+    factories = {name: instantiate(spec) for name, spec in cfg.evaluation.baselines.items()}
+    x, y, fits, tests = problem("classification")
+    outputs, _ = baseline_outputs("classification", x[fits[0]], y[fits[0]], x[tests[0]],
+                                  factories, 0, 4)
+    assert set(outputs) == {*BASELINES, "probe_c1"}
+    assert not np.array_equal(outputs["probe_c1"], outputs["linear_probe"])
