@@ -7,6 +7,7 @@ from sinterlab.data.splits import fold_assignments
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.crossval import (
     LevelTables,
+    RidgeFolds,
     bootstrap_intervals,
     permutation_test,
     verdict,
@@ -130,6 +131,38 @@ def test_permutation_test_separates_signal_from_chance():
     none = permutation_test(noise, labels, samples, image_fold, 50, seed=0, alpha=1.0)
     assert strong["observed_accuracy"] > 0.9 and strong["p_value"] < 0.05
     assert none["p_value"] > 0.05
+
+
+@pytest.mark.parametrize("classes, features", [(2, 16), (3, 16), (4, 80)])
+def test_all_permutations_at_once_equal_a_refit_per_permutation(classes, features):
+    """The closed-form ridge of every labelling gives scikit-learn's refitted classifier's
+    accuracies, with more features than training images too (the kernel form) and a fold whose
+    training images lack a class."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(classes)
+    labels, samples, images = design(samples_per_class=5, classes=classes, images=2, patches=1)
+    fold = fold_assignments(labels, samples, FRACTIONS, seed=0, folds=3)
+    image_fold = (fold == "test").argmax(axis=0)
+    x = rng.normal(size=(len(labels), features)) + 0.7 * labels[:, None]
+    fast = permutation_test(x, labels, samples, image_fold, 30, seed=1, alpha=1.0)
+    refit = permutation_test(x, labels, samples, image_fold, 30, seed=1, alpha=1.0,
+                             make_model=lambda: make_pipeline(StandardScaler(),
+                                                              RidgeClassifier(alpha=1.0)))
+    assert fast == refit
+    assert 0.0 < fast["observed_accuracy"] <= 1.0
+    lacking = labels.copy()
+    lacking[(image_fold != 0) & (labels == classes - 1)] = 0  # fold 0 trains without a class
+    one = RidgeFolds(x, image_fold, 1.0).correct(lacking[None])[0]
+    model = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.0))
+    expected = 0
+    for f in range(3):
+        test = image_fold == f
+        model.fit(x[~test], lacking[~test])
+        expected += int(np.sum(model.predict(x[test]) == lacking[test]))
+    assert one == expected
 
 
 @pytest.mark.parametrize("kind, classes, ordered", [
