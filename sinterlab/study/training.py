@@ -54,6 +54,7 @@ from sinterlab.study.extraction import refuse_ddp
 from sinterlab.study.fit import check_losses, fit_models, head_oof, image_calibrations, model_oof
 from sinterlab.study.record import IMAGE_ONLY, record_run
 from sinterlab.study.selection import select_model
+from sinterlab.threads import library_threads
 
 log = logging.getLogger(__name__)
 HEAD, AUTO, MEASURES = "head", "auto", "measures"
@@ -308,7 +309,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True)
     write_text(run_dir / "config.yaml", resolved_yaml(cfg))
     refuse_ddp(cfg)
-    with recorded_stages() as stages:  # metrics.json keeps each stage's wall time
+    with recorded_stages() as stages, library_threads(cfg.get("library_threads")):
         dm = SEMDataModule(cfg, checks=[lambda targets: check_losses(cfg, targets)])
         with stage("descriptor checks and embeddings"):
             dm.setup("fit")
