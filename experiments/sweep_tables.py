@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from sinterlab.evaluation.display import interval, long_name
+from sinterlab.evaluation.display import interval, long_name, reported_model
 
 
 def bounded(value: float, bounds: list | None) -> str:
@@ -44,8 +44,9 @@ def tables(found: list[tuple[str, dict]]) -> str:
             "outer fold | final model | selection s |", "|---|---|---|---|---|---|---|---|"]
     for name, metrics in found:
         cv, sel = metrics["cv"], metrics.get("selection") or {}
-        image = cv["pooled"][cv["primary"]]["image"]
-        out.append(f"| {metrics['experiment']} ({name}) | {cv['primary']} | "
+        reported = reported_model(cv)
+        image = cv["pooled"][reported]["image"]
+        out.append(f"| {metrics['experiment']} ({name}) | {reported} | "
                    f"{interval(image.get('mae'), 1)} | {interval(image.get('within_one'))} | "
                    f"{(cv.get('permutation') or {}).get('p_value', float('nan')):.3f} | "
                    f"{', '.join(sel.get('winners', [])) or '—'} | "

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from sinterlab.console import route_library_logs
 from sinterlab.errors import SinterlabError
-from sinterlab.evaluation.display import interval, short_name
+from sinterlab.evaluation.display import interval, reported_model, short_name
 from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 #: the Hydra config folder at the repository root
@@ -46,7 +46,7 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
             lines.append(f"{label:<26} {short_name(name):<13} "
                          f"{verdict['level']} {verdict['metric']} {interval(cell, missing=NA)}")
         first = (metrics.get("targets") or [{}])[0]
-        primary = cv.get("primary") or "linear_probe"
+        primary = reported_model(cv)
         ordered = cv["pooled"].get(primary, {}).get(verdict["level"], {})
         if first.get("ordered") and "mae" in ordered:
             lines.append(f"{label:<26} {short_name(primary):<13} "

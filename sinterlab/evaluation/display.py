@@ -1,11 +1,16 @@
-"""How a run's results are written for people: the display names of its models (long in the
-report and summary tables, short on the console) and the number and interval formats they share.
+"""How a run's results are written for people: which model a run reports, the display names of
+its models (long in the report and summary tables, short on the console) and the number and
+interval formats they share.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+#: the model a run reports when it trained none of its own (no ``cv.primary``): a baseline that
+#: every run fits
+FALLBACK_MODEL = "linear_probe"
 
 #: model key (as in metrics.json) -> (long name: report and summary tables, short name: console)
 MODEL_NAMES: dict[str, tuple[str, str]] = {
@@ -24,6 +29,13 @@ MODEL_NAMES: dict[str, tuple[str, str]] = {
     "corn": ("CORN ordinal head", "corn"),
     "level_value": ("level-value regression head", "level value"),
 }
+
+
+def reported_model(cv: Mapping) -> str:
+    """The model whose outputs a split's block reports (headline, out-of-fold tables, figures,
+    console summary): its primary model (the head or the auto-selected one), else the linear
+    probe. ``cv``: the block's ``cv`` entry of metrics.json."""
+    return cv.get("primary") or FALLBACK_MODEL
 
 
 def long_name(key: str) -> str:

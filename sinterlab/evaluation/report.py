@@ -18,7 +18,7 @@ import markdown
 import numpy as np
 
 from sinterlab.atomic import write_text
-from sinterlab.evaluation.display import interval, long_name, number
+from sinterlab.evaluation.display import interval, long_name, number, reported_model
 from sinterlab.evaluation.metrics import LEVELS, ORDINAL
 
 
@@ -161,7 +161,7 @@ def _headline(m: Mapping) -> list[str]:
     cv = m.get("cv") or {}
     v = cv.get("verdict") or {}
     pooled = cv.get("pooled") or {}
-    model = cv.get("primary") or "linear_probe"
+    model = reported_model(cv)
     level, metric = v.get("level", "image"), v.get("metric", "accuracy")
     b = cv.get("bootstrap") or {}
     out = ["## Headline\n",
@@ -181,7 +181,7 @@ def _headline(m: Mapping) -> list[str]:
     contrast = m.get("contrast") or {}
     c_cv = contrast.get("cv") or {}
     c_pooled = c_cv.get("pooled") or {}
-    c_model = c_cv.get("primary") or "linear_probe"
+    c_model = reported_model(c_cv)
     if c_pooled:
         out.append(f"Beside it, {_split_label(contrast)}: {model_name(c_model, c_cv)} "
                    f"{level}-level {metric} {interval(c_pooled[c_model][level][metric])}"
