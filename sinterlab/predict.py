@@ -38,8 +38,8 @@ from sinterlab.data.descriptor import (
 )
 from sinterlab.data.metadata import FIELDS, read_metadata
 from sinterlab.errors import SinterlabError
-from sinterlab.evaluation.calibration import prediction_sets, set_label
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
+from sinterlab.evaluation.reliability import prediction_sets, set_label
 from sinterlab.features.backbone import Backbone, with_target
 from sinterlab.features.extract import embed_images
 from sinterlab.manifest import RunManifest, read_manifest

@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from sinterlab.atomic import write_json, write_with
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
-from sinterlab.evaluation.crossval import sample_table
 from sinterlab.evaluation.display import reported_model
 from sinterlab.evaluation.figures import (
     plot_confusion,
@@ -34,6 +33,7 @@ from sinterlab.evaluation.figures import (
 )
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.report import write_html_report, write_markdown_report
+from sinterlab.evaluation.statistics import sample_table
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
 from sinterlab.manifest import MANIFEST, RunManifest

@@ -26,25 +26,25 @@ from sinterlab.atomic import write_text
 from sinterlab.console import recorded_stages, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, Target, str_label
 from sinterlab.evaluation.baselines import baseline_outputs
-from sinterlab.evaluation.calibration import (
-    classification_calibration,
-    conformal_coverage,
-    conformal_sets,
-)
-from sinterlab.evaluation.crossval import (
-    LevelTables,
-    bootstrap_intervals,
-    fold_statistics,
-    per_fold_metrics,
-    permutation_test,
-    verdict,
-)
 from sinterlab.evaluation.instrument import instrument_check, settings_by_class
 from sinterlab.evaluation.metrics import (
     aggregate_by_group,
     evaluate_levels,
     evaluate_targets,
     first_rows,
+)
+from sinterlab.evaluation.reliability import (
+    classification_calibration,
+    conformal_coverage,
+    conformal_sets,
+)
+from sinterlab.evaluation.statistics import (
+    LevelTables,
+    bootstrap_intervals,
+    fold_statistics,
+    per_fold_metrics,
+    permutation_test,
+    verdict,
 )
 from sinterlab.measures.compute import image_measures
 from sinterlab.measures.trends import measure_columns, measures_oof
