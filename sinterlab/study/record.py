@@ -198,7 +198,7 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
     leak contrast: tables, figures, metrics.json, manifest.json, reports, gallery and
     TensorBoard; returns the metrics. ``stages``: the run's stage timings so far (the list
     grows with the stages below)."""
-    kind = cfg.split.kind
+    split_kind = cfg.split.kind
     images, patches = oof_tables(dm, main)
     first = dm.descriptor.targets[0]
     outputs = main["outputs"]
@@ -254,7 +254,7 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
     if cfg.evaluation.gallery.enabled and dm.extra_inputs:
         skipped["gallery"] = (f"maps read the image alone; the head also reads "
                               f"data.extra_inputs={dm.extra_inputs}")
-    elif cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
+    elif cfg.evaluation.gallery.enabled and main["cv"]["primary"] and split_kind != "patch":
         with stage("gallery"):
             metrics["gallery"] = optional_stage(
                 "gallery", lambda: write_gallery(cfg, dm, metrics, images, run_dir), skipped)
