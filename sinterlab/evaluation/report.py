@@ -360,7 +360,7 @@ def _calibration(m: Mapping) -> list[str]:
     levels = [level for level in LEVELS if level in cal]
     rows = [[level, cal[level]["n"],
              _ece(cal[level], "raw"), _ece(cal[level], "calibrated")] for level in levels]
-    if "served" not in cal:  # a run from before image calibration
+    if "served" not in cal:  # a run folder without image calibration: temperatures only
         return ["## How far to trust a probability\n",
                 "Expected calibration error of the out-of-fold probabilities (top label, "
                 f"{cal['bins']} bins), before and after each member's temperature scaling on its "
