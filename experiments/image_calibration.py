@@ -19,8 +19,8 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from sinterlab.data.descriptor import IMAGE, SAMPLE
-from sinterlab.evaluation.calibration import expected_calibration_error
-from sinterlab.evaluation.crossval import LevelTables
+from sinterlab.evaluation.reliability import expected_calibration_error
+from sinterlab.evaluation.statistics import LevelTables
 from sinterlab.models.calibration import CALIBRATORS, POOLINGS, head_image_calibration
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.study.datamodule import SEMDataModule

@@ -13,20 +13,13 @@ import json
 import sys
 from pathlib import Path
 
-from sinterlab.evaluation.report import MODEL_NAMES
+from sinterlab.evaluation.display import interval, long_name, reported_model
 
 
-def ci(cell: dict | None, digits: int = 3) -> str:
-    if not cell or cell.get("value") is None:
-        return "—"
-    if cell.get("low") is None:
-        return f"{cell['value']:.{digits}f}"
-    return f"{cell['value']:.{digits}f} [{cell['low']:.{digits}f}, {cell['high']:.{digits}f}]"
-
-
-def interval(value: float, bounds: list | None) -> str:
+def bounded(value: float, bounds: list | None) -> str:
+    """'0.050 [0.020, 0.080]' from a value and its [low, high] (or None)."""
     low, high = bounds or (None, None)
-    return f"{value:.3f}" + ("" if low is None else f" [{low:.3f}, {high:.3f}]")
+    return interval({"value": value, "low": low, "high": high})
 
 
 def runs(folders: list[str]) -> list[tuple[str, dict]]:
@@ -41,19 +34,20 @@ def tables(found: list[tuple[str, dict]]) -> str:
     out = []
     models = list(dict.fromkeys(m for _, metrics in found for m in metrics["cv"]["pooled"]))
     out += ["Pooled out-of-fold image accuracy [95% interval over samples]:", "",
-            "| run | " + " | ".join(MODEL_NAMES.get(m, m) for m in models) + " |",
+            "| run | " + " | ".join(long_name(m) for m in models) + " |",
             "|---|" + "---|" * len(models)]
     for name, metrics in found:
         pooled = metrics["cv"]["pooled"]
-        out.append(f"| {metrics['experiment']} ({name}) | " + " | ".join(
-            ci((pooled.get(m) or {}).get("image", {}).get("accuracy")) for m in models) + " |")
+        cells = (interval((pooled.get(m) or {}).get("image", {}).get("accuracy")) for m in models)
+        out.append(f"| {metrics['experiment']} ({name}) | " + " | ".join(cells) + " |")
     out += ["", "| run | primary | MAE (units) | within one level | p (chance) | winners per "
             "outer fold | final model | selection s |", "|---|---|---|---|---|---|---|---|"]
     for name, metrics in found:
         cv, sel = metrics["cv"], metrics.get("selection") or {}
-        image = cv["pooled"][cv["primary"]]["image"]
-        out.append(f"| {metrics['experiment']} ({name}) | {cv['primary']} | "
-                   f"{ci(image.get('mae'), 1)} | {ci(image.get('within_one'))} | "
+        reported = reported_model(cv)
+        image = cv["pooled"][reported]["image"]
+        out.append(f"| {metrics['experiment']} ({name}) | {reported} | "
+                   f"{interval(image.get('mae'), 1)} | {interval(image.get('within_one'))} | "
                    f"{(cv.get('permutation') or {}).get('p_value', float('nan')):.3f} | "
                    f"{', '.join(sel.get('winners', [])) or '—'} | "
                    f"{(sel.get('final') or {}).get('point', '—')} | {sel.get('wall_s', '—')} |")
@@ -69,8 +63,8 @@ def tables(found: list[tuple[str, dict]]) -> str:
                     f"{sets['coverage']:.3f} ({sets['mean_size']:.2f}) at "
                     f"{sets['confidence']:.0%}")
         out.append(f"| {metrics['experiment']} ({name}) | {cal.get('served')} | "
-                   f"{interval(image['ece_raw'], image.get('ece_raw_interval'))} | "
-                   f"{interval(image['ece_calibrated'], image.get('ece_calibrated_interval'))} |"
+                   f"{bounded(image['ece_raw'], image.get('ece_raw_interval'))} | "
+                   f"{bounded(image['ece_calibrated'], image.get('ece_calibrated_interval'))} |"
                    f" {sample['ece_raw']:.3f} -> {sample['ece_calibrated']:.3f} | {coverage} | "
                    f"{cal.get('images_class_changed')} of {image['n']} |")
     return "\n".join(out) + "\n"

@@ -4,7 +4,7 @@
 the run to new micrographs: which checkpoint, under which name, on which backbone weights and
 feature runtime, with which inputs, targets and calibration. It carries a schema version: a
 manifest newer than this code is refused with the fix, and a missing field is one line naming
-the file and the field. A run from before the manifest is served from its metrics.json through
+the file and the field. A run folder without a manifest is served from its metrics.json through
 :meth:`RunManifest.from_metrics`.
 """
 
@@ -21,9 +21,9 @@ from sinterlab.errors import SinterlabError
 SCHEMA = 1
 #: the manifest's file name in a run folder
 MANIFEST = "manifest.json"
-#: feature runtime of runs from before runtimes were recorded
+#: feature runtime of a metrics.json that records none
 DEFAULT_RUNTIME = "torch"
-#: head model of runs from before the model was recorded
+#: head model of a metrics.json that records none
 DEFAULT_MODEL = "mlp"
 
 
@@ -118,7 +118,7 @@ class RunManifest:
     @classmethod
     def from_metrics(cls, metrics: dict, source: Path) -> RunManifest:
         """The manifest of a run from its ``metrics.json`` (``source``, named in errors): how
-        training writes it, and how a run from before the manifest is served. Under model=auto
+        training writes it, and how a run folder without manifest.json is served. Under model=auto
         the selected candidate refitted on all groups is served; otherwise the CV heads."""
         get = _Getter(metrics, source, "the file is from another tool or was edited; restore "
                                        "it or train again")
@@ -184,7 +184,8 @@ def _read_json(path: Path) -> dict:
 
 
 def read_manifest(run_dir: Path) -> RunManifest:
-    """The run's manifest.json, or for a run from before it, the manifest of its metrics.json."""
+    """The run's manifest.json, or in a run folder without one, the manifest of its
+    metrics.json."""
     path = run_dir / MANIFEST
     if path.is_file():
         return RunManifest.read(path)

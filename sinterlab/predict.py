@@ -7,10 +7,10 @@ gives each image its output on the image's mean embedding.
 Classification: each member's patch probabilities are pooled per image and calibrated at that
 level (:class:`~sinterlab.models.calibration.ImageCalibration`, fitted on the member's validation
 images), then averaged over the members: prediction, confidence = its calibrated probability,
-agreement = share of patches voting for it, and which calibration served it (runs from before
-image calibration, and scikit-learn candidates: the mean of their patch probabilities, named as
-such). Regression: the members' mean prediction, the patches' standard deviation and the run's
-split-conformal interval.
+agreement = share of patches voting for it, and which calibration served it (a run folder
+without image calibration, and scikit-learn candidates: the mean of their patch probabilities,
+named as such). Regression: the members' mean prediction, the patches' standard deviation and
+the run's split-conformal interval.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from sinterlab.data.descriptor import (
 )
 from sinterlab.data.metadata import FIELDS, read_metadata
 from sinterlab.errors import SinterlabError
-from sinterlab.evaluation.calibration import prediction_sets, set_label
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
+from sinterlab.evaluation.reliability import prediction_sets, set_label
 from sinterlab.features.backbone import Backbone, with_target
 from sinterlab.features.extract import embed_images
 from sinterlab.manifest import RunManifest, read_manifest
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 
 def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, RunManifest]:
-    """The finished run's folder, config and manifest (a run from before manifest.json: the
+    """The finished run's folder, config and manifest (a run folder without manifest.json: the
     manifest of its metrics.json)."""
     run_dir = Path(run_dir).expanduser().resolve()
     config, metrics = run_dir / "config.yaml", run_dir / "metrics.json"
@@ -166,7 +166,7 @@ class RunModel:
     backbone: Backbone
     head: HeadEnsemble | LinearEnsemble
     features: DictConfig
-    #: per target, the image calibration of the members; None: a run from before it
+    #: per target, the image calibration of the members; None: the run folder has none
     images: list[ImageCalibration | None] | None = None
 
     @property
@@ -187,7 +187,7 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
     run_backbone = with_target(run_cfg.backbone)
     check_same("backbone", cfg.get("backbone"), run_backbone)
     check_same("preprocess", cfg.get("preprocess"), run_cfg.preprocess)
-    # runs from before backbone.channels_last set the memory format in features
+    # a run config without backbone.channels_last sets the memory format in features
     backbone = instantiate(OmegaConf.merge(
         {"channels_last": run_cfg.features.get("channels_last", False)}, run_backbone))
     recorded = manifest.backbone.weights_sha256

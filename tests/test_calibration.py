@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from scipy.special import softmax
 
 from sinterlab.cli import CONF_DIR
-from sinterlab.evaluation.calibration import (
+from sinterlab.evaluation.reliability import (
     classification_calibration,
     conformal_coverage,
     conformal_sets,

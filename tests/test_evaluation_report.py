@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from sinterlab.cli.report import main as report_main
+from sinterlab.evaluation.display import interval, long_name, reported_model, short_name
 from sinterlab.evaluation.report import LEAK_WARNING, RANDOM_INIT_WARNING, write_report
 from sinterlab.evaluation.summary import summarize_runs, write_summary
 from sinterlab.study.training import run_experiment
@@ -87,6 +88,20 @@ def test_the_verdict_says_plainly_when_the_head_does_not_beat_a_baseline(finishe
     verdict |= {"head_margin": 0.4, "head_beats_by_more_than_interval": True}
     md, _ = write_report(tmp_path, metrics)
     assert "beats the best baseline (linear probe) by 0.400" in md.read_text()
+
+
+def test_a_block_without_a_model_of_its_own_reports_the_linear_probe():
+    assert reported_model({"primary": None}) == "linear_probe"
+    assert reported_model({"primary": "auto"}) == "auto"
+
+
+def test_one_table_names_each_model_for_the_report_and_the_console():
+    assert (long_name("auto"), short_name("auto")) == ("auto-selected model (nested CV)",
+                                                       "auto (nested)")
+    assert long_name("new_model") == short_name("new_model") == "new_model"
+    assert interval({"value": 0.8123, "low": 0.7, "high": 0.9}) == "0.812 [0.700, 0.900]"
+    assert interval({"value": 0.5, "low": None}) == "0.500"
+    assert interval(None) == "—" and interval(None, missing="n/a") == "n/a"
 
 
 def test_html_is_rendered_from_the_markdown_with_figures_embedded(finished_run):

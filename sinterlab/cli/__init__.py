@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from sinterlab.console import route_library_logs
 from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.display import interval, reported_model, short_name
 from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 #: the Hydra config folder at the repository root
@@ -19,20 +20,8 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 # `${cwd:}` in conf/paths: the folder a command started in, usable before Hydra's own config
 # exists (hydra.sweep.dir is resolved before `${hydra:runtime.cwd}` is available)
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
-
-
-MODEL_NAMES = {"head": "head", "auto": "auto (nested)", "sk_logreg": "LR tuned",
-               "sk_pca_logreg": "PCA+LR tuned", "sk_logreg_image": "LR img tuned",
-               "pca_logreg": "PCA+LR", "linear_probe": "linear probe",
-               "measures": "measures+LR", "level_value": "level value"}
-
-
-def _ci(cell: dict | None) -> str:
-    if not cell or cell.get("value") is None:
-        return "n/a"
-    if cell.get("low") is None:
-        return f"{cell['value']:.3f}"
-    return f"{cell['value']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
+#: a missing number in the console's summary lines (the report writes "—")
+NA = "n/a"
 
 
 def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
@@ -54,23 +43,23 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
             f" by {split['kind']}" + (" (LEAKY)" if split["leaky"] else "")
         for name, levels in cv["pooled"].items():
             cell = levels[verdict["level"]][verdict["metric"]]
-            lines.append(f"{label:<26} {MODEL_NAMES.get(name, name):<13} "
-                         f"{verdict['level']} {verdict['metric']} {_ci(cell)}")
+            lines.append(f"{label:<26} {short_name(name):<13} "
+                         f"{verdict['level']} {verdict['metric']} {interval(cell, missing=NA)}")
         first = (metrics.get("targets") or [{}])[0]
-        primary = cv.get("primary") or "linear_probe"
+        primary = reported_model(cv)
         ordered = cv["pooled"].get(primary, {}).get(verdict["level"], {})
         if first.get("ordered") and "mae" in ordered:
-            lines.append(f"{label:<26} {MODEL_NAMES.get(primary, primary):<13} "
-                         f"{verdict['level']} MAE {_ci(ordered['mae'])} "
+            lines.append(f"{label:<26} {short_name(primary):<13} "
+                         f"{verdict['level']} MAE {interval(ordered['mae'], missing=NA)} "
                          f"{first.get('error_unit', '')}, within one level "
-                         f"{_ci(ordered['within_one'])}")
+                         f"{interval(ordered['within_one'], missing=NA)}")
         if "p_value" in cv.get("permutation", {}):
             lines.append(f"{label:<26} p-value against chance {cv['permutation']['p_value']:.4f}")
     best = metrics["cv"]["verdict"]
     if "best_baseline" in best and not best["head_beats_by_more_than_interval"]:
         primary = {"head": "MLP head", "auto": "auto-selected model"}[best["primary"]]
         lines.append(f"note: the {primary} does not beat the "
-                     f"{MODEL_NAMES[best['best_baseline']]} by more than its interval width")
+                     f"{short_name(best['best_baseline'])} by more than its interval width")
     warning = (metrics["cv"].get("instrument") or {}).get("warning")
     if warning:
         lines.append(f"warning: {warning}")

@@ -1,7 +1,6 @@
 """Evaluation: metrics at patch/image/sample level, baselines, figures, reports, summaries."""
 
 from sinterlab.evaluation.baselines import baseline_outputs
-from sinterlab.evaluation.crossval import bootstrap_intervals, permutation_test
 from sinterlab.evaluation.metrics import (
     aggregate_by_group,
     classification_metrics,
@@ -10,6 +9,7 @@ from sinterlab.evaluation.metrics import (
     regression_metrics,
 )
 from sinterlab.evaluation.report import write_report
+from sinterlab.evaluation.statistics import bootstrap_intervals, permutation_test
 from sinterlab.evaluation.summary import summarize_runs, write_summary
 
 __all__ = [

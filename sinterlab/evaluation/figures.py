@@ -17,6 +17,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_curve  # noqa: E402
 
 from sinterlab.atomic import write_with  # noqa: E402
+from sinterlab.evaluation.display import number  # noqa: E402
 from sinterlab.evaluation.metrics import classification_metrics, regression_metrics  # noqa: E402
 
 
@@ -39,10 +40,6 @@ def save_figure(fig, path, dpi: float | None = None) -> Path:
         plt.close(fig)
     return path
 
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def plot_loss_curves(
@@ -108,7 +105,7 @@ def plot_roc(
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=dpi)
     for c in classes:
         is_c = (y == c).astype(np.int64)
-        label = f"{names[c]} (AUC = {_fmt(per_class[c])})"
+        label = f"{names[c]} (AUC = {number(per_class[c], missing='n/a')})"
         if per_class[c] is None:
             ax.plot([], [], linestyle="none", label=label + ", not in test")
             continue
@@ -304,7 +301,8 @@ def plot_parity(
     ax.set_xlabel(f"true {name}{suffix}")
     ax.set_ylabel(f"predicted {name}{suffix}")
     unit_txt = f" {unit}" if unit else ""
-    ax.set_title(f"{name}: MAE = {m['mae']:.3g}{unit_txt}, R² = {_fmt(m['r2'])}")
+    r2 = number(m["r2"], missing="n/a")
+    ax.set_title(f"{name}: MAE = {m['mae']:.3g}{unit_txt}, R² = {r2}")
     ax.legend(loc="upper left")
     ax.grid(True, alpha=0.3)
     return save_figure(fig, path)

@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
 from sinterlab.data.metadata import FIELDS, NUMERIC
-from sinterlab.evaluation.crossval import permutation_test
+from sinterlab.evaluation.statistics import permutation_test
 
 
 def instrument_features(metadata: pd.DataFrame) -> tuple[np.ndarray, list[str]]:

@@ -18,25 +18,17 @@ import markdown
 import numpy as np
 
 from sinterlab.atomic import write_text
-from sinterlab.evaluation.metrics import ORDINAL
-
-LEVELS = ("patch", "image", "sample")
-MODEL_NAMES = {"head": "MLP head", "auto": "auto-selected model (nested CV)",
-               "mlp": "MLP head (paper)", "linear": "linear head", "mlp_small": "small MLP head",
-               "sk_logreg": "logistic/ridge, C tuned",
-               "sk_pca_logreg": "PCA + logistic/ridge, tuned",
-               "sk_logreg_image": "logistic/ridge on image means, C tuned",
-               "pca_logreg": "PCA + logistic/ridge", "linear_probe": "linear probe",
-               "measures": "measures + logistic/ridge",
-               "image_only": "same model, image only (no extra inputs)",
-               "corn": "CORN ordinal head", "level_value": "level-value regression head"}
+from sinterlab.evaluation.display import interval, long_name, number, reported_model
+from sinterlab.evaluation.metrics import LEVELS, ORDINAL
 
 
 def model_name(key: str, cv: Mapping) -> str:
     """Display name; the plain head is named after its model config when not the paper's."""
     if key == "head" and cv.get("head_model") not in (None, "mlp"):
         return f"{cv['head_model']} head"
-    return MODEL_NAMES.get(key, key)
+    return long_name(key)
+
+
 LEAK_WARNING = ("⚠ split by patch: patches of one image are in train and test, so these scores "
                 "are optimistic (leaky)")
 RANDOM_INIT_WARNING = "⚠ random-init backbone: not transfer learning"
@@ -44,26 +36,6 @@ RANDOM_INIT_WARNING = "⚠ random-init backbone: not transfer learning"
 SCORE_NAMES = {"rps": "ranked probability score (RPS)", "log_loss": "log-loss",
                "error": "error rate", "mse": "mean squared error", "mae": "mean absolute error"}
 PAPER_KEY_ALIASES = {"f1": "f1_macro", "f1_score": "f1_macro", "auc": "auroc", "acc": "accuracy"}
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _ci(cell: Mapping | None, digits: int = 3) -> str:
-    """'0.812 [0.700, 0.900]' from a pooled cell."""
-    if not cell:
-        return "—"
-    if cell.get("low") is None:
-        return _fmt(cell.get("value"), digits)
-    return (f"{_fmt(cell.get('value'), digits)} [{_fmt(cell['low'], digits)}, "
-            f"{_fmt(cell['high'], digits)}]")
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -129,8 +101,8 @@ def _measures(m: Mapping) -> list[str]:
         direction = "rises" if t["rho"] > 0 else "falls"
         sure = "" if (t["p_value"] or 1) < 0.05 else " (not distinguishable from chance)"
         lines.append(f"- **{t['measure']}** {direction} with {target} (Spearman ρ = "
-                     f"{t['rho']:.2f} [{_fmt(t['low'], 2)}, {_fmt(t['high'], 2)}], "
-                     f"p = {_fmt(t['p_value'], 3)}){sure}")
+                     f"{t['rho']:.2f} [{number(t['low'], 2)}, {number(t['high'], 2)}], "
+                     f"p = {number(t['p_value'], 3)}){sure}")
     return out + ["\n".join(lines) + "\n"]
 
 
@@ -143,9 +115,9 @@ def _instrument(m: Mapping) -> list[str]:
     if "skipped" in check:
         return out + [f"Instrument-only check skipped: {check['skipped']}.\n"]
     out.append(f"{check['model']} ({', '.join(check['features'])}), on the same folds: "
-               f"out-of-fold image accuracy {_fmt(check['observed_accuracy'])} vs "
-               f"{_fmt(check['permuted_accuracy_mean'])} with labels permuted between samples; "
-               f"p = {_fmt(check['p_value'], 4)}. "
+               f"out-of-fold image accuracy {number(check['observed_accuracy'])} vs "
+               f"{number(check['permuted_accuracy_mean'])} with labels permuted between samples; "
+               f"p = {number(check['p_value'], 4)}. "
                + ("**The settings alone predict the parameter.**" if check.get("warning")
                   else "The settings alone do not predict the parameter better than chance.")
                + "\n")
@@ -164,24 +136,24 @@ def _verdict_text(cv: Mapping) -> str:
     metric, level = v["metric"], v["level"]
     lines = [f"Best model on {level}-level {metric}: **{model_name(v['best_model'], cv)}**."]
     if "best_baseline" in v:
-        base = MODEL_NAMES.get(v["best_baseline"])
+        base = long_name(v["best_baseline"])
         head = model_name(v["primary"], cv)
         low, high = v["baseline_minus_head_interval"]
-        paired = (f"{base} minus head: [{_fmt(low)}, {_fmt(high)}] (paired bootstrap)"
+        paired = (f"{base} minus head: [{number(low)}, {number(high)}] (paired bootstrap)"
                   if low is not None else "")
         if v["head_beats_by_more_than_interval"]:
             lines.append(f"The {head} beats the best baseline ({base}) by "
-                         f"{_fmt(v['head_margin'])}, more than its interval width "
-                         f"({_fmt(v['head_interval_width'])}); "
+                         f"{number(v['head_margin'])}, more than its interval width "
+                         f"({number(v['head_interval_width'])}); "
                          f"{paired}.")
         elif v["head_margin"] > 0:
             lines.append(f"The {head} is ahead of the best baseline ({base}) by only "
-                         f"{_fmt(v['head_margin'])}, less than its interval width "
-                         f"({_fmt(v['head_interval_width'])}): **no clear gain over the "
+                         f"{number(v['head_margin'])}, less than its interval width "
+                         f"({number(v['head_interval_width'])}): **no clear gain over the "
                          f"{base}**; {paired}.")
         else:
             lines.append(f"**The {head} does not beat the {base}** (behind by "
-                         f"{_fmt(-v['head_margin'])}); {paired}.")
+                         f"{number(-v['head_margin'])}); {paired}.")
     return " ".join(lines) + "\n"
 
 
@@ -189,12 +161,12 @@ def _headline(m: Mapping) -> list[str]:
     cv = m.get("cv") or {}
     v = cv.get("verdict") or {}
     pooled = cv.get("pooled") or {}
-    model = cv.get("primary") or "linear_probe"
+    model = reported_model(cv)
     level, metric = v.get("level", "image"), v.get("metric", "accuracy")
     b = cv.get("bootstrap") or {}
     out = ["## Headline\n",
            f"**{model_name(model, cv)}, {level}-level {metric}: "
-           f"{_ci((pooled.get(model) or {}).get(level, {}).get(metric))}** "
+           f"{interval((pooled.get(model) or {}).get(level, {}).get(metric))}** "
            f"({_split_label(m)}; every tested {level} predicted by heads that never saw its "
            f"group; {int(b.get('confidence', 0.95) * 100)}% interval from {b.get('n')} bootstrap "
            f"resamples of the {b.get('units')} {b.get('unit')}s, not of patches).\n",
@@ -202,17 +174,17 @@ def _headline(m: Mapping) -> list[str]:
     out += _ordered_headline(m, model, level)
     perm = cv.get("permutation") or {}
     if "p_value" in perm:
-        out.append(f"Against chance: p = {_fmt(perm['p_value'], 4)} ({perm['model']}: "
-                   f"out-of-fold image accuracy {_fmt(perm['observed_accuracy'])} vs "
-                   f"{_fmt(perm['permuted_accuracy_mean'])} on average over "
+        out.append(f"Against chance: p = {number(perm['p_value'], 4)} ({perm['model']}: "
+                   f"out-of-fold image accuracy {number(perm['observed_accuracy'])} vs "
+                   f"{number(perm['permuted_accuracy_mean'])} on average over "
                    f"{perm['n_permutations']} label permutations between samples, folds kept).\n")
     contrast = m.get("contrast") or {}
     c_cv = contrast.get("cv") or {}
     c_pooled = c_cv.get("pooled") or {}
-    c_model = c_cv.get("primary") or "linear_probe"
+    c_model = reported_model(c_cv)
     if c_pooled:
         out.append(f"Beside it, {_split_label(contrast)}: {model_name(c_model, c_cv)} "
-                   f"{level}-level {metric} {_ci(c_pooled[c_model][level][metric])}"
+                   f"{level}-level {metric} {interval(c_pooled[c_model][level][metric])}"
                    + (" — the paper's kind of split, optimistic because patches of one image "
                       "sit in training and test." if contrast["split"].get("leaky") else ".")
                    + "\n")
@@ -240,12 +212,12 @@ def _ordered_headline(m: Mapping, model: str, level: str) -> list[str]:
     if not target or "mae" not in cell:
         return []
     unit = target.get("error_unit") or ""
-    return [f"In {target['name']} terms: mean absolute error **{_ci(cell['mae'], 1)} {unit}** "
-            f"(from the probability-weighted expected value: {_ci(cell['mae_expected'], 1)} "
+    return [f"In {target['name']} terms: mean absolute error **{interval(cell['mae'], 1)} {unit}** "
+            f"(from the probability-weighted expected value: {interval(cell['mae_expected'], 1)} "
             f"{unit}); "
-            f"within one level ({_step(target)}): **{_ci(cell['within_one'])}**; quadratic "
-            f"weighted kappa {_ci(cell['qwk'])}; Spearman ρ of the expected value with the "
-            f"truth {_ci(cell['spearman'])}.\n"]
+            f"within one level ({_step(target)}): **{interval(cell['within_one'])}**; quadratic "
+            f"weighted kappa {interval(cell['qwk'])}; Spearman ρ of the expected value with the "
+            f"truth {interval(cell['spearman'])}.\n"]
 
 
 def _ordered_table(m: Mapping) -> list[str]:
@@ -255,7 +227,7 @@ def _ordered_table(m: Mapping) -> list[str]:
     if not target or not pooled:
         return []
     unit = target.get("error_unit") or ""
-    rows = [[model_name(name, cv)] + [_ci(levels["image"].get(k), 1 if "mae" in k else 3)
+    rows = [[model_name(name, cv)] + [interval(levels["image"].get(k), 1 if "mae" in k else 3)
                                       for k in ("mae", "mae_expected", "within_one", "qwk",
                                                 "spearman")]
             for name, levels in pooled.items()]
@@ -279,8 +251,8 @@ def _models_table(block: Mapping, title: str) -> list[str]:
     rows = []
     for name, levels in pooled.items():
         rows.append([model_name(name, cv)]
-                    + [_ci(levels[lvl][metrics[0]]) for lvl in LEVELS]
-                    + [_ci(levels["image"][mt]) for mt in metrics[1:]])
+                    + [interval(levels[lvl][metrics[0]]) for lvl in LEVELS]
+                    + [interval(levels["image"][mt]) for mt in metrics[1:]])
     return [f"## {title}\n",
             f"Pooled out-of-fold predictions of every model on the same folds "
             f"({_split_label(block)}); 95% intervals resample {cv['bootstrap']['unit']}s.\n",
@@ -295,10 +267,10 @@ def _folds_table(m: Mapping) -> list[str]:
     level, metric = cv["verdict"]["level"], cv["verdict"]["metric"]
     models = [k for k in cv["pooled"] if k in folds[0]]
     rows = [[f["fold"], f["test_groups"], f["test_images"], f["test_patches"]]
-            + [_fmt(f[k][level][metric]) for k in models] for f in folds]
+            + [number(f[k][level][metric]) for k in models] for f in folds]
     stats = cv.get("fold_statistics") or {}
     rows.append(["mean ± sd", "", "", ""] + [
-        f"{_fmt(stats[k][level][metric]['mean'])} ± {_fmt(stats[k][level][metric]['sd'])}"
+        f"{number(stats[k][level][metric]['mean'])} ± {number(stats[k][level][metric]['sd'])}"
         for k in models])
     return ["## Per fold\n", f"{level}-level {metric} on each fold's test groups.\n",
             _table(["fold", "test groups", "test images", "test patches",
@@ -310,7 +282,7 @@ def _samples_table(m: Mapping) -> list[str]:
     if not samples:
         return []
     columns = [c for c in samples[0] if c != "sample"]
-    rows = [[s["sample"], *(_fmt(s[c]) for c in columns)] for s in samples]
+    rows = [[s["sample"], *(number(s[c]) for c in columns)] for s in samples]
     return ["## Per sample\n", "Each tested sample, what its images were read as out of fold "
             "(`oof_samples.csv`; per image: `oof_predictions.csv`).\n",
             _table(["sample", *columns], rows)]
@@ -323,10 +295,10 @@ def _selection(m: Mapping) -> list[str]:
     names = sel["candidates"]
     score = SCORE_NAMES.get(sel["score"], sel["score"])
     rows = [[f, sel["winner_points"][f],
-             *(_fmt(sel["inner_scores"][n][f]) for n in names)]
+             *(number(sel["inner_scores"][n][f]) for n in names)]
             for f in range(len(sel["winners"]))]
     final = sel["final"]
-    scores = ", ".join(f"{MODEL_NAMES.get(n, n)} {_fmt(v)}"
+    scores = ", ".join(f"{long_name(n)} {number(v)}"
                        for n, v in sel["cv_scores"].items())
     refit = (f"for {final['epochs']} epochs (the median best epoch of its CV heads), "
              f"{final['members']} seeds" if final.get("epochs") else "with these settings")
@@ -340,12 +312,12 @@ def _selection(m: Mapping) -> list[str]:
             "test fold: that is the auto-selected row above, the honest score of choosing a "
             "model this way. Each candidate's own row takes its best grid point per outer fold "
             "by the same inner score.\n",
-            _table(["outer fold", "winner", *(f"inner {sel['score']}: {MODEL_NAMES.get(n, n)}"
+            _table(["outer fold", "winner", *(f"inner {sel['score']}: {long_name(n)}"
                                              for n in names)], rows),
             f"Final model (used by `sinterlab-predict`): **{final.get('point', final['model'])}**"
             f", the best cross-validated {score} on all data ({scores}), refitted on every group "
-            f"{refit} (`{final['checkpoint']}`). Selection took {_fmt(sel['wall_s'], 1)} s"
-            + (" (" + ", ".join(f"{n} {_fmt(v, 1)} s" for n, v in wall.items()) + ")"
+            f"{refit} (`{final['checkpoint']}`). Selection took {number(sel['wall_s'], 1)} s"
+            + (" (" + ", ".join(f"{n} {number(v, 1)} s" for n, v in wall.items()) + ")"
                if wall else "") + ".\n"]
 
 
@@ -356,7 +328,7 @@ def _paper(m: Mapping) -> list[str]:
     if not numbers:
         return []
     blocks = [b for b in (m, m.get("contrast")) if b and "test" in b]
-    rows = [[k, _fmt(float(v)), *(_fmt(b["test"]["patch"].get(PAPER_KEY_ALIASES.get(k, k)))
+    rows = [[k, number(float(v)), *(number(b["test"]["patch"].get(PAPER_KEY_ALIASES.get(k, k)))
                                   if "patch" in b["test"] else "—" for b in blocks)]
             for k, v in numbers.items()]
     return ["## The paper's figures\n",
@@ -388,7 +360,7 @@ def _calibration(m: Mapping) -> list[str]:
     levels = [level for level in LEVELS if level in cal]
     rows = [[level, cal[level]["n"],
              _ece(cal[level], "raw"), _ece(cal[level], "calibrated")] for level in levels]
-    if "served" not in cal:  # a run from before image calibration
+    if "served" not in cal:  # a run folder without image calibration: temperatures only
         return ["## How far to trust a probability\n",
                 "Expected calibration error of the out-of-fold probabilities (top label, "
                 f"{cal['bins']} bins), before and after each member's temperature scaling on its "
@@ -423,7 +395,7 @@ def _sets(sets: Mapping | None) -> list[str]:
     checked = ("not checkable (one fold)" if sets["coverage"] is None else
                f"**{sets['coverage']:.3f}** of {sets['images']} images, {sets['mean_size']:.2f} "
                f"classes per set on average, {sets['singletons']:.0%} of sets a single class")
-    rows = [[f["fold"], f["images"], _fmt(f["coverage"]), _fmt(f["mean_size"], 2)]
+    rows = [[f["fold"], f["images"], number(f["coverage"]), number(f["mean_size"], 2)]
             for f in sets["per_fold"]]
     return [f"**Prediction sets at {sets['confidence']:.0%}** (split-conformal on the served "
             f"image probabilities; each image gets {kind} that holds the true value for "
@@ -436,7 +408,7 @@ def _sets(sets: Mapping | None) -> list[str]:
 def _ece(level: Mapping, key: str) -> str:
     """'0.081 [0.052, 0.120]' from a level of the calibration block."""
     low, high = level.get(f"ece_{key}_interval") or (None, None)
-    return _ci({"value": level[f"ece_{key}"], "low": low, "high": high})
+    return interval({"value": level[f"ece_{key}"], "low": low, "high": high})
 
 
 def _gallery(m: Mapping) -> list[str]:
@@ -465,17 +437,17 @@ def _training(m: Mapping) -> list[str]:
     if not tr.get("history"):  # a scikit-learn model: fitted, not trained by epochs
         params = ", ".join(f"{k}={v}" for k, v in (tr.get("params") or {}).items())
         return ["## Training\n",
-                f"{tr.get('protocol')}. {MODEL_NAMES.get(tr.get('model'), tr.get('model'))} "
+                f"{tr.get('protocol')}. {long_name(tr.get('model'))} "
                 f"({params}): {tr.get('n_members')} members (one per fold) fitted in "
-                f"{_fmt(tr.get('wall_s'), 1)} s.\n"]
+                f"{number(tr.get('wall_s'), 1)} s.\n"]
     members = tr.get("members") or []
-    rows = [[r["fold"], r["seed"], _fmt(r["best_epoch"]), _fmt(r["best_val_loss"]),
-             r["stopped_epoch"], _fmt(r["early_stopped"])] for r in members]
+    rows = [[r["fold"], r["seed"], number(r["best_epoch"]), number(r["best_val_loss"]),
+             r["stopped_epoch"], number(r["early_stopped"])] for r in members]
     return ["## Training\n",
-            f"{tr.get('protocol')}. {MODEL_NAMES.get(tr.get('model'), tr.get('model'))}: "
+            f"{tr.get('protocol')}. {long_name(tr.get('model'))}: "
             f"{tr.get('n_members')} heads (folds x seeds) trained as one "
-            f"ensemble in {_fmt(tr.get('wall_s'), 1)} s ({tr.get('epochs_run')} epochs of at most "
-            f"{tr.get('max_epochs')}); each kept the weights of its lowest validation loss.\n",
+            f"ensemble in {number(tr.get('wall_s'), 1)} s ({tr.get('epochs_run')} epochs of at "
+            f"most {tr.get('max_epochs')}); each kept the weights of its lowest validation loss.\n",
             _table(["fold", "seed", "best epoch", "best val loss", "stopped at epoch",
                     "early-stopped"], rows)]
 
@@ -488,9 +460,9 @@ def _stages(m: Mapping) -> list[str]:
     if not total:
         return []
     rows = [["&nbsp;&nbsp;" * s["depth"] + s["stage"],
-             "running" if s["wall_s"] is None else _fmt(s["wall_s"], 1),
+             "running" if s["wall_s"] is None else number(s["wall_s"], 1),
              "" if s["wall_s"] is None else f"{s['wall_s'] / total:.0%}"] for s in stages]
-    return ["## Where the time went\n", f"{_fmt(total, 1)} s in the stages below.\n",
+    return ["## Where the time went\n", f"{number(total, 1)} s in the stages below.\n",
             _table(["stage", "wall s", "share"], rows)]
 
 
@@ -504,7 +476,7 @@ def _data(m: Mapping) -> list[str]:
              f"backbone `{bb.get('name')}` (embedding {bb.get('embedding_dim')}), weights "
              f"{weights.get('source')} `{weights.get('identity')}` sha256 "
              f"`{str(weights.get('sha256'))[:16]}…`, transfer learning: "
-             f"{_fmt(weights.get('transfer_learning'))}",
+             f"{number(weights.get('transfer_learning'))}",
              f"embeddings: {cache.get('from_cache')} images from cache, {cache.get('extracted')} "
              f"extracted, runtime {cache.get('runtime', 'torch')} (`{cache.get('folder')}`)",
              "preprocessing: " + ", ".join(f"{k} `{v}`" for k, v in _flat(m.get("preprocess"))),

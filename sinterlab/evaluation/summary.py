@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from sinterlab.atomic import write_text
-from sinterlab.evaluation.report import MODEL_NAMES
+from sinterlab.evaluation.display import long_name
 from sinterlab.runs import CLAIM, ERROR, failure, incomplete
 
 #: the run's own model (the plain head, or the auto-selected one): the table's "head" column;
@@ -157,7 +157,7 @@ def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     models = model_columns(frame)
     headers = ["experiment", "data", "classes", "inputs", "split", "protocol", "runs",
                "level metric", "head",
-               *(MODEL_NAMES.get(m, m) for m in models),
+               *(long_name(m) for m in models),
                "best", "p (chance)", "head train s", "head MAE (ordered)",
                "head within one level"]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

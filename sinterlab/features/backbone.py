@@ -45,10 +45,10 @@ def build_backbone(name: str, pretrained: bool, checkpoint_path: str | None = No
                     cam_layer)
 
 
-#: the factory a backbone config names; run configs from before ``_target_`` lack it
+#: the factory a backbone config names; a run's config.yaml without ``_target_`` means it
 TARGET = f"{build_backbone.__module__}.{build_backbone.__name__}"
 
 
 def with_target(cfg) -> DictConfig:
-    """``cfg`` with ``_target_`` filled in when missing (configs of runs made before it)."""
+    """``cfg`` with ``_target_`` filled in when missing (a run's config.yaml without one)."""
     return OmegaConf.merge({"_target_": TARGET}, cfg)

@@ -241,8 +241,8 @@ def save_image_calibration(checkpoint: Path, calibrations: list[ImageCalibration
 
 
 def load_image_calibration(checkpoint: Path) -> list[ImageCalibration | None] | None:
-    """The image calibration saved beside ``checkpoint``; None for runs from before it (their
-    images were served the mean of temperature-scaled patch probabilities)."""
+    """The image calibration saved beside ``checkpoint``; None when the run folder has none
+    (its images are served the mean of temperature-scaled patch probabilities)."""
     import json
 
     path = calibration_path(checkpoint)

@@ -40,13 +40,13 @@ from sinterlab.models.stacked import StackedMLP
 #: ordered levels; or level_value: the squared error of one output against the standardised
 #: value of the true level (regression on an ordered target's values)
 LOSSES = ("cross_entropy", "corn", "level_value")
-#: the optimizer names that checkpoints of runs from before ``module.optimizer._target_`` hold
+#: short optimizer names that a checkpoint's hyperparameters may hold instead of a class path
 OPTIMIZER_NAMES = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
 
 
 def optimizer_path(optimizer: str | Mapping) -> str:
     """The dotted class path of ``module.optimizer``: its ``_target_`` (the optimizer is built
-    with the module's ``lr`` and ``weight_decay``), or an older checkpoint's adam | adamw."""
+    with the module's ``lr`` and ``weight_decay``), or that of a short name (adam | adamw)."""
     if isinstance(optimizer, Mapping):
         if set(optimizer) - {"_target_", "_partial_"}:
             raise ValueError(f"model.module.optimizer: only _target_ and _partial_, got "
@@ -315,10 +315,10 @@ class HeadEnsemble(pl.LightningModule):
         return sums / n.clamp_min(1e-12)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints from before temperature scaling load with temperature 1 (uncalibrated), and
-        from before extra inputs without them."""
+        """A checkpoint without temperatures loads with temperature 1 (uncalibrated), and one
+        without the extra inputs' statistics with none (no extra inputs)."""
         state = checkpoint["state_dict"]
-        for name in ("input_mean", "input_std"):  # checkpoints from before extra inputs
+        for name in ("input_mean", "input_std"):  # absent: the head reads no extra inputs
             state.setdefault(name, torch.zeros(self.stack.groups, 0))
         for i, t in enumerate(self.targets):
             if t["kind"] == "classification":

@@ -15,7 +15,8 @@ from sinterlab.planning.goals import Fitted
 from sinterlab.planning.space import COST, Space
 
 
-def _fmt(value) -> str:
+def _four_significant(value) -> str:
+    """A float to 4 significant digits; anything else as ``str``."""
     if isinstance(value, float | np.floating):
         return f"{value:.4g}"
     return str(value)
@@ -25,7 +26,8 @@ def table(frame: pd.DataFrame) -> list[str]:
     """A Markdown table of ``frame`` (numbers to 4 significant digits)."""
     head = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(False)]
+    rows = ["| " + " | ".join(_four_significant(v) for v in row) + " |"
+            for row in frame.itertuples(False)]
     return [head, rule, *rows, ""]
 
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from sinterlab.atomic import write_json, write_with
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
-from sinterlab.evaluation.crossval import sample_table
+from sinterlab.evaluation.display import reported_model
 from sinterlab.evaluation.figures import (
     plot_confusion,
     plot_expected_by_level,
@@ -33,6 +33,7 @@ from sinterlab.evaluation.figures import (
 )
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.report import write_html_report, write_markdown_report
+from sinterlab.evaluation.statistics import sample_table
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
 from sinterlab.manifest import MANIFEST, RunManifest
@@ -45,16 +46,23 @@ log = logging.getLogger(__name__)
 IMAGE_ONLY = "image_only"
 
 
+def reported_outputs(block: dict) -> list[np.ndarray]:
+    """The out-of-fold outputs of the model the block reports (:func:`reported_model`): the
+    head's, one array per target, or else the fallback baseline's (first target only)."""
+    outputs = block["outputs"]
+    return outputs["head"] or [outputs["models"][reported_model(block["cv"])]]
+
+
 def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold predictions of the head (or, without one, the linear probe) per image and
     per patch: truth, fold, predicted value and class probabilities (per image: the served,
     image-calibrated ones; per patch: temperature-scaled)."""
     outputs, test_fold = block["outputs"], block["outputs"]["test_fold"]
-    head = outputs["head"] or [outputs["models"]["linear_probe"]]
+    head = reported_outputs(block)
     tested = test_fold >= 0
     patches = dm.patches.loc[tested, ["patch_id", IMAGE, SAMPLE]].copy()
     patches["fold"] = test_fold[tested]
-    patches["model"] = block["cv"]["primary"] or "linear_probe"
+    patches["model"] = reported_model(block["cv"])
     for target, output in zip(dm.descriptor.targets, head, strict=False):
         out = output[tested]
         patches[f"{target.name}_true"] = dm.patches.loc[tested, target.name].to_numpy()
@@ -105,7 +113,7 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
     test_fold = block["outputs"]["test_fold"]
     tested = test_fold >= 0
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)[tested]
-    head = block["outputs"]["head"] or [block["outputs"]["models"]["linear_probe"]]
+    head = reported_outputs(block)
     y = dm.y.numpy()[tested]
     for i, (target, output) in enumerate(zip(dm.descriptor.targets, head, strict=False)):
         suffix = "" if len(dm.descriptor.targets) == 1 else f"_{target.name}"
@@ -190,13 +198,13 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
     leak contrast: tables, figures, metrics.json, manifest.json, reports, gallery and
     TensorBoard; returns the metrics. ``stages``: the run's stage timings so far (the list
     grows with the stages below)."""
-    kind = cfg.split.kind
+    split_kind = cfg.split.kind
     images, patches = oof_tables(dm, main)
     first = dm.descriptor.targets[0]
     outputs = main["outputs"]
-    samples = sample_table(first.as_dict(), dm.y[:, 0].numpy(), (outputs["head"] or [
-        outputs["models"]["linear_probe"]])[0], dm.patches[IMAGE].to_numpy().astype(str),
-        dm.patches[SAMPLE].to_numpy().astype(str), outputs["test_fold"])
+    samples = sample_table(first.as_dict(), dm.y[:, 0].numpy(), reported_outputs(main)[0],
+                           dm.patches[IMAGE].to_numpy().astype(str),
+                           dm.patches[SAMPLE].to_numpy().astype(str), outputs["test_fold"])
     tables = [("oof_predictions", images), ("oof_patches", patches), ("oof_samples", samples),
               ("images", dm.image_table()), ("patches", dm.patch_table())]
     measures = None
@@ -246,7 +254,7 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
     if cfg.evaluation.gallery.enabled and dm.extra_inputs:
         skipped["gallery"] = (f"maps read the image alone; the head also reads "
                               f"data.extra_inputs={dm.extra_inputs}")
-    elif cfg.evaluation.gallery.enabled and main["cv"]["primary"] and kind != "patch":
+    elif cfg.evaluation.gallery.enabled and main["cv"]["primary"] and split_kind != "patch":
         with stage("gallery"):
             metrics["gallery"] = optional_stage(
                 "gallery", lambda: write_gallery(cfg, dm, metrics, images, run_dir), skipped)

@@ -26,25 +26,25 @@ from sinterlab.atomic import write_text
 from sinterlab.console import recorded_stages, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, Target, str_label
 from sinterlab.evaluation.baselines import baseline_outputs
-from sinterlab.evaluation.calibration import (
-    classification_calibration,
-    conformal_coverage,
-    conformal_sets,
-)
-from sinterlab.evaluation.crossval import (
-    LevelTables,
-    bootstrap_intervals,
-    fold_statistics,
-    per_fold_metrics,
-    permutation_test,
-    verdict,
-)
 from sinterlab.evaluation.instrument import instrument_check, settings_by_class
 from sinterlab.evaluation.metrics import (
     aggregate_by_group,
     evaluate_levels,
     evaluate_targets,
     first_rows,
+)
+from sinterlab.evaluation.reliability import (
+    classification_calibration,
+    conformal_coverage,
+    conformal_sets,
+)
+from sinterlab.evaluation.statistics import (
+    LevelTables,
+    bootstrap_intervals,
+    fold_statistics,
+    per_fold_metrics,
+    permutation_test,
+    verdict,
 )
 from sinterlab.measures.compute import image_measures
 from sinterlab.measures.trends import measure_columns, measures_oof
@@ -85,50 +85,50 @@ def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
 
 
 def image_only_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
-                   kind: str, model: DictConfig) -> np.ndarray:
+                   split_kind: str, model: DictConfig) -> np.ndarray:
     """The run's model trained on the same folds without ``data.extra_inputs`` (the image
     embeddings alone): its out-of-fold outputs of the first target, scored beside the model with
     extra inputs (pooled metrics with paired intervals, per fold)."""
     image_only = copy.copy(dm)
     image_only.x, image_only.extra_inputs = dm.image_x, []
-    [(fitted, _)] = fit_models(cfg, image_only, assignment, run_dir, [f"{kind}-{IMAGE_ONLY}"],
-                               [model])
+    [(fitted, _)] = fit_models(cfg, image_only, assignment, run_dir,
+                               [f"{split_kind}-{IMAGE_ONLY}"], [model])
     return model_oof(fitted, image_only, assignment)[0]
 
 
 # -- evaluation of one split kind ---------------------------------------------------------------
-def bootstrap_unit(kind: str) -> str:
+def bootstrap_unit(split_kind: str) -> str:
     """Slides when the split is by slide; otherwise samples (images of a sample are not
     independent, so image and patch splits are resampled by sample too)."""
-    return SLIDE if kind == "slide" else SAMPLE
+    return SLIDE if split_kind == "slide" else SAMPLE
 
 
-def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Path,
+def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, split_kind: str, run_dir: Path,
                       train_head: bool) -> dict:
-    """Head (optional) and baselines on the folds of split ``kind``: the block of metrics.json."""
-    assignment = dm.assignment if kind == cfg.split.kind else dm.split(kind)
+    """Head (optional) and baselines on the folds of ``split_kind``: the block of metrics.json."""
+    assignment = dm.assignment if split_kind == cfg.split.kind else dm.split(split_kind)
     test_fold = dm.test_fold(assignment)
     tested = test_fold >= 0
     first = dm.descriptor.targets[0]
     y = dm.y.numpy()
     ids = {level: dm.patches[column].to_numpy().astype(str)
            for level, column in (("image", IMAGE), ("sample", SAMPLE))}
-    unit_column = bootstrap_unit(kind)
+    unit_column = bootstrap_unit(split_kind)
     units = dm.patches[unit_column].to_numpy().astype(str)
-    with stage(f"{kind} split: baselines"):
+    with stage(f"{split_kind} split: baselines"):
         outputs, pca = baselines_oof(cfg, dm, assignment)
         baselines = tuple(outputs)
-        if getattr(dm, "measures", None) is not None and kind != "patch":
+        if getattr(dm, "measures", None) is not None and split_kind != "patch":
             outputs[MEASURES] = measures_baseline(cfg, dm, test_fold)
             baselines = (*baselines, MEASURES)
-    block: dict = {"split": split_info(cfg, dm, kind, assignment),
+    block: dict = {"split": split_info(cfg, dm, split_kind, assignment),
                    "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
     head_outputs, head_raw, head_served, primary = None, None, None, None
-    if train_head and cfg.model.name == "auto" and kind == cfg.split.kind:
+    if train_head and cfg.model.name == "auto" and split_kind == cfg.split.kind:
         primary = AUTO
-        with stage(f"{kind} split: model selection (nested CV)"):
+        with stage(f"{split_kind} split: model selection (nested CV)"):
             block["selection"], nested, block["training"], candidates = \
-                select_model(cfg, dm, assignment, kind, run_dir)
+                select_model(cfg, dm, assignment, split_kind, run_dir)
         head_outputs, head_raw, head_served = nested
         outputs = {AUTO: head_outputs[0]} | candidates | outputs
     elif train_head:
@@ -136,8 +136,8 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         # under model=auto the other split's head is the first candidate
         model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
                  else cfg.model)
-        with stage(f"{kind} split: head training"):
-            [(head, block["training"])] = fit_models(cfg, dm, assignment, run_dir, [kind],
+        with stage(f"{split_kind} split: head training"):
+            [(head, block["training"])] = fit_models(cfg, dm, assignment, run_dir, [split_kind],
                                                      [model])
         head_outputs = model_oof(head, dm, assignment)
         head_raw = model_oof(head, dm, assignment, calibrated=False)
@@ -145,10 +145,10 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                                 images=image_calibrations(block["training"]))
                        if block["training"].get("image_calibration") else head_outputs)
         outputs = {HEAD: head_outputs[0]} | outputs
-        if dm.extra_inputs and kind == cfg.split.kind:
-            with stage(f"{kind} split: image-only {model.name} (same folds)"):
+        if dm.extra_inputs and split_kind == cfg.split.kind:
+            with stage(f"{split_kind} split: image-only {model.name} (same folds)"):
                 outputs = {HEAD: outputs[HEAD],
-                           IMAGE_ONLY: image_only_oof(cfg, dm, assignment, run_dir, kind,
+                           IMAGE_ONLY: image_only_oof(cfg, dm, assignment, run_dir, split_kind,
                                                       model)} | outputs
     if head_outputs is not None:
         targets = [t.as_dict() for t in dm.descriptor.targets]
@@ -158,7 +158,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         block["calibration"] = calibration_block(
             cfg, first, y[tested, 0], head_raw[0][tested], head_outputs[0][tested],
             head_served[0][tested], ids["image"][tested], ids["sample"][tested], units[tested],
-            test_fold[tested], kind, served_by(block["training"]))
+            test_fold[tested], split_kind, served_by(block["training"]))
     values = np.asarray(first.values) if first.ordered else None  # errors in the units
     block["baseline"] = {name: evaluate_levels(first.kind, y[tested, 0], outputs[name][tested],
                                                ids["image"][tested], ids["sample"][tested],
@@ -168,7 +168,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                                 ids["sample"][tested], units[tested], values)
               for name, out in outputs.items()}
     b = cfg.evaluation.bootstrap
-    with stage(f"{kind} split: bootstrap intervals"):
+    with stage(f"{split_kind} split: bootstrap intervals"):
         pooled = bootstrap_intervals(tables, int(b.n), int(b.seed), float(b.confidence),
                                      reference=primary)
     per_fold = {name: per_fold_metrics(first.kind, y[:, 0], out, ids["image"], ids["sample"],
@@ -178,7 +178,7 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
         "head_model": (block.get("training") or {}).get("model"),
         "seeds": [int(s) for s in cfg.protocol.seeds], "split_seed": int(cfg.protocol.split_seed),
         "target": first.name,
-        "per_fold": [{"fold": f, **fold_sizes(dm, assignment[f], kind),
+        "per_fold": [{"fold": f, **fold_sizes(dm, assignment[f], split_kind),
                       **{name: per_fold[name][f] for name in outputs}}
                      for f in range(len(assignment))],
         "fold_statistics": {name: fold_statistics(per_fold[name], first.kind, first.ordered)
@@ -192,9 +192,9 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, kind: str, run_dir: Pa
                            baselines),
     }
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
-        with stage(f"{kind} split: permutation test"):
+        with stage(f"{split_kind} split: permutation test"):
             block["cv"]["permutation"] = image_permutation_test(cfg, dm, test_fold)
-        if cfg.evaluation.instrument.enabled and kind != "patch":
+        if cfg.evaluation.instrument.enabled and split_kind != "patch":
             block["cv"]["instrument"] = instrument_block(cfg, dm, test_fold)
     block["outputs"] = {"head": head_outputs, "head_raw": head_raw if head_outputs else None,
                         "head_served": head_served, "models": outputs, "test_fold": test_fold}
@@ -218,10 +218,10 @@ def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray)
 
 def calibration_block(cfg: DictConfig, target: Target, y: np.ndarray, raw: np.ndarray,
                       calibrated: np.ndarray, served: np.ndarray, images: np.ndarray,
-                      samples: np.ndarray, units: np.ndarray, folds: np.ndarray, split: str,
+                      samples: np.ndarray, units: np.ndarray, folds: np.ndarray, split_kind: str,
                       served_by: str | None) -> dict:
     """ECE per patch, image and sample before/after calibration, with intervals that resample
-    ``units`` of ``split``, what is ``served_by`` and the conformal prediction sets of the
+    ``units`` of ``split_kind``, what is ``served_by`` and the conformal prediction sets of the
     served image probabilities (classification); or the conformal intervals (regression); each
     with its coverage checked fold by fold, on the tested rows' out-of-fold outputs."""
     c, b = cfg.evaluation.calibration, cfg.evaluation.bootstrap
@@ -229,7 +229,7 @@ def calibration_block(cfg: DictConfig, target: Target, y: np.ndarray, raw: np.nd
     if target.kind == "classification":
         out = classification_calibration(y, raw, calibrated, served, images, samples, units,
                                          int(c.bins), int(b.n), int(b.seed), float(b.confidence))
-        out["bootstrap"]["unit"] = {SLIDE: "slide", SAMPLE: "sample"}[bootstrap_unit(split)]
+        out["bootstrap"]["unit"] = {SLIDE: "slide", SAMPLE: "sample"}[bootstrap_unit(split_kind)]
         out["sets"] = conformal_sets(y[first].astype(np.int64), served[first], folds[first],
                                      float(c.conformal_confidence), target.ordered)
         return out | {"served": served_by}
@@ -244,9 +244,9 @@ def served_by(training: dict) -> str | None:
     return first and first.describe()
 
 
-def fold_sizes(dm: SEMDataModule, fold: np.ndarray, kind: str) -> dict:
+def fold_sizes(dm: SEMDataModule, fold: np.ndarray, split_kind: str) -> dict:
     test = fold == "test"
-    return {"test_groups": int(dm.patches[GROUP_COLUMNS[kind]][test].nunique()),
+    return {"test_groups": int(dm.patches[GROUP_COLUMNS[split_kind]][test].nunique()),
             "test_images": int(dm.patches[IMAGE][test].nunique()),
             "test_patches": int(test.sum()), "train_patches": int((fold == "train").sum()),
             "val_patches": int((fold == "val").sum())}
@@ -282,10 +282,12 @@ def instrument_block(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) 
     return result
 
 
-def split_info(cfg: DictConfig, dm: SEMDataModule, kind: str, assignment: np.ndarray) -> dict:
+def split_info(cfg: DictConfig, dm: SEMDataModule, split_kind: str,
+               assignment: np.ndarray) -> dict:
     columns = {"image": cfg.data.image_column, "sample": cfg.data.sample_column,
                "slide": cfg.data.slide_column}
-    return {"kind": kind, "leaky": kind == "patch", "group_column": columns.get(kind),
+    return {"kind": split_kind, "leaky": split_kind == "patch",
+            "group_column": columns.get(split_kind),
             "protocol": cfg.protocol.name, "folds": len(assignment),
             "fractions": OmegaConf.to_container(cfg.split.fractions),
             "split_seed": int(cfg.protocol.split_seed),
@@ -332,11 +334,11 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 
 def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
                         stages: list[dict]) -> dict:
-    kind = cfg.split.kind
-    main = evaluate_protocol(cfg, dm, kind, run_dir, train_head=True)
+    split_kind = cfg.split.kind
+    main = evaluate_protocol(cfg, dm, split_kind, run_dir, train_head=True)
     contrast = None
     if cfg.evaluation.contrast.enabled:
-        other = "sample" if kind == "patch" else "patch"
+        other = "sample" if split_kind == "patch" else "patch"
         with stage(f"leak contrast ({other} split)"):
             contrast = evaluate_protocol(cfg, dm, other, run_dir,
                                          bool(cfg.evaluation.contrast.train_head))

@@ -5,14 +5,14 @@ import pytest
 
 from sinterlab.data.splits import fold_assignments
 from sinterlab.errors import SinterlabError
-from sinterlab.evaluation.crossval import (
+from sinterlab.evaluation.metrics import LEVELS
+from sinterlab.evaluation.statistics import (
     LevelTables,
     RidgeFolds,
     bootstrap_intervals,
     permutation_test,
     verdict,
 )
-from sinterlab.evaluation.metrics import LEVELS
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 

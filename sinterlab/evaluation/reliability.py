@@ -26,8 +26,8 @@ from crepes import ConformalClassifier, ConformalRegressor
 from sklearn.calibration import calibration_curve
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from sinterlab.evaluation.crossval import LevelTables
 from sinterlab.evaluation.metrics import LEVELS
+from sinterlab.evaluation.statistics import LevelTables
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
