@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +13,8 @@ import torch
 
 from sinterlab.data.splits import SUBSETS
 from sinterlab.errors import SinterlabError
-from sinterlab.study.datamodule import CROP_COLUMNS, SEMDataModule
+from sinterlab.study.datamodule import CROP_COLUMNS, FoldsDataModule, SEMDataModule
+from sinterlab.study.fit import fit_head
 
 PATCH_COLUMNS = ["patch_id", "image", "sample_id", "slide", "burst_count", "x0", "y0", "side",
                  "flip", "angle", "subset"]
@@ -130,3 +132,54 @@ def test_corrupt_image_fails_before_any_cache_entry(make_cfg, tiny_descriptor, t
         dm.prepare_data()
     assert "\n" not in str(info.value)
     assert not cache.exists() or not list(cache.rglob("*.npz"))  # nothing was extracted
+
+
+def test_prepare_data_fills_the_cache_and_keeps_nothing(make_cfg, tmp_path):
+    """Lightning's contract: ``prepare_data`` (one process per node) writes the cache but
+    assigns no state; ``setup`` (every process) reads it and assigns everything."""
+    cache = tmp_path / "contract_cache"
+    prepared = SEMDataModule(make_cfg(f"features.cache_dir={cache}"))
+    prepared.prepare_data()
+    assert prepared.x is None and prepared.descriptor is None and prepared.assignment is None
+    assert not prepared.cache_stats and not prepared.planned
+    assert list(cache.rglob("*.npz"))  # the embeddings are on disk
+    fresh = SEMDataModule(make_cfg(f"features.cache_dir={cache}"))
+    fresh.setup("fit")
+    assert fresh.cache_stats["extracted"] == 0
+    assert fresh.cache_stats["from_cache"] == fresh.cache_stats["images"] == len(fresh.images)
+    assert fresh.x is not None and fresh.assignment is not None
+
+
+def test_a_head_trains_through_its_folds_datamodule(make_cfg, tmp_path, monkeypatch):
+    """``fit_head`` hands ``Trainer.fit`` the assignment's view as its datamodule; the view's
+    loaders take no arguments and serve the assignment's rows; its val loss is logged."""
+    cfg = make_cfg("protocol.folds=3", "protocol.seeds=[0]")
+    dm = setup(cfg)
+    view = dm.folds()
+    assert isinstance(view, FoldsDataModule) and view.validates
+    assert [len(r) for r in view.train_dataloader().rows] == [
+        len(r) for r in dm.rows(dm.assignment, "train")]
+    assert view.val_dataloader().weight.sum(axis=1).tolist() == [
+        len(r) for r in dm.rows(dm.assignment, "val")]
+    received = []
+    original = pl.Trainer.fit
+
+    def fit(trainer, model, *args, **kwargs):
+        assert not args and set(kwargs) == {"datamodule"}
+        received.append(kwargs["datamodule"])
+        original(trainer, model, **kwargs)
+        received.append(dict(trainer.callback_metrics))
+
+    monkeypatch.setattr(pl.Trainer, "fit", fit)
+    head, info = fit_head(cfg, dm, dm.assignment, tmp_path, "view")
+    datamodule, metrics = received
+    assert isinstance(datamodule, FoldsDataModule) and datamodule.data is dm
+    assert np.array_equal(datamodule.assignment, dm.assignment)
+    assert "val/loss" in metrics and np.isfinite(float(metrics["val/loss"]))
+    assert info["best_val_loss"] is not None
+    # every row as training (the final refit): no validation loop, no val loss
+    received.clear()
+    _, refit = fit_head(cfg, dm, np.full((1, len(dm.x)), "train"), tmp_path, "refit",
+                        max_epochs=2)
+    assert not received[0].validates and "val/loss" not in received[1]
+    assert refit["best_val_loss"] is None

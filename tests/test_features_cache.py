@@ -115,10 +115,10 @@ def test_sweep_runs_share_the_cache(make_cfg, tmp_path):
 
     cache_dir = tmp_path / "sweep_cache"
     first = SEMDataModule(make_cfg(f"features.cache_dir={cache_dir}", "data.classes=[50,250]"))
-    first.prepare_data()
+    first.setup()
     second = SEMDataModule(make_cfg(f"features.cache_dir={cache_dir}", "seed=3",
                                     "split=image"))
-    second.prepare_data()
+    second.setup()
     table = pd.DataFrame([first.cache_stats, second.cache_stats])
     assert table["extracted"].tolist() == [first.cache_stats["images"],
                                            second.cache_stats["images"] -

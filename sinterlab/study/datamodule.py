@@ -1,15 +1,23 @@
 """``SEMDataModule``: descriptor -> cached patch embeddings -> folds -> in-memory batches.
 
-``prepare_data`` validates the descriptor, then asks the embedding cache for every image and
-extracts only the missing ones; ``setup`` loads the embeddings and assigns the protocol's folds
-(one train/val/test assignment per fold; holdout is one fold); the dataloaders serve batches of
-every fold at once (one per ensemble group) from memory.
+``prepare_data`` (one process per node) checks the descriptor and the config (targets, splits,
+physical scale) before any backbone time, then fills the on-disk embedding cache: it extracts
+only the images the cache lacks, and keeps nothing on the module. ``setup`` (every process)
+checks them again, reads the embeddings from the cache (extracting what is still missing, when
+it runs alone) and assigns all state: descriptor, per-patch table and inputs, and the split's
+folds (one train/val/test assignment per fold; holdout is one fold).
+
+One module serves many assignments (the run's folds, the leak contrast's, model selection's
+inner folds, the final refit on every group): :meth:`SEMDataModule.folds` gives the view of one,
+a :class:`FoldsDataModule` that ``Trainer.fit`` takes as its datamodule; its loaders serve a
+batch of every fold at once (one per ensemble group) from memory.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import numpy as np
@@ -34,7 +42,7 @@ from sinterlab.data.patches import PARAM_COLUMNS
 from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignments
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
-from sinterlab.features.extract import embed_images
+from sinterlab.features.extract import Embedded, ImageRef, embed_images
 from sinterlab.models.batches import GroupBatches, GroupRows
 
 log = logging.getLogger(__name__)
@@ -43,7 +51,27 @@ CROP_COLUMNS = ("crop_top", "crop_bottom", "crop_left", "crop_right")
 GROUP_COLUMNS = {"patch": "patch_id", "image": IMAGE, "sample": SAMPLE, "slide": SLIDE}
 
 
+@dataclass
+class CheckedInputs:
+    """What the descriptor and the config decide, before any backbone time."""
+
+    descriptor: Descriptor
+    #: ``data.extra_inputs``: raw values, one row per image (never cached: each fold's models
+    #: standardise them with their own training rows)
+    extra: np.ndarray
+    #: instrument metadata, one row per image
+    metadata: pd.DataFrame
+    #: per split kind the run evaluates, its (folds, patches) assignment
+    splits: dict[str, np.ndarray]
+    #: classes kept with fewer groups than ``split.min_class_groups``
+    small_classes: list[str]
+    warnings: list[str]
+
+
 class SEMDataModule(pl.LightningDataModule):
+    """A study's patch embeddings, per-patch table and folds; :meth:`folds` gives the
+    datamodule of one assignment."""
+
     def __init__(self, cfg: DictConfig, backbone: Backbone | None = None,
                  checks: list | None = None):
         """``checks``: callables given the targets after the descriptor's own checks and
@@ -62,152 +90,86 @@ class SEMDataModule(pl.LightningDataModule):
         self.extra_inputs: list[str] = [extra] if isinstance(extra, str) else list(extra)
         with open_dict(cfg):  # a single name becomes a list in config.yaml too
             cfg.data.extra_inputs = self.extra_inputs
-        self.extra: np.ndarray | None = None
         self.warnings: list[str] = []
         self.small_classes: list[str] = []
-        self._planned: dict[str, np.ndarray] = {}
+        #: per split kind the run evaluates, its folds as planned from the descriptor
+        self.planned: dict[str, np.ndarray] = {}
 
-    # -- prepare: descriptor, backbone, cache -----------------------------------------------
+    # -- prepare: checks, then the on-disk cache ----------------------------------------------
     def prepare_data(self) -> None:
-        if self.descriptor is not None:
-            return
-        self.load()
-        cfg = self.cfg
-        if self.backbone is None:
-            self.backbone = instantiate(cfg.backbone)
-        embedded = embed_images(self.descriptor.table[PATH], cfg.preprocess, self.backbone,
-                                cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
-                                fix=f"remove its row from {self.descriptor.csv}",
-                                pixel_sizes=self.metadata["pixel_size_nm"].tolist())
-        self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
-        self.entries = embedded.entries
-        self.cache_stats = embedded.stats
-        self.warnings += embedded.warnings + self.duplicate_images()
-        for warning in self.warnings:
+        """Check the inputs and fill the embedding cache. Under several processes only one per
+        node runs this, so it assigns no state (``setup`` checks and reads everything again);
+        the backbone it builds is kept only to spare ``setup`` building the same again."""
+        inputs = self.check_inputs()
+        embedded = self.embed(inputs, fill_only=True)
+        for warning in embedded.warnings:  # images read to extract, once
             log.warning(warning)
-        log.info("embeddings: %d images, %d from cache, %d extracted",
-                 self.cache_stats["images"], self.cache_stats["from_cache"],
-                 self.cache_stats["extracted"])
+        log.info("embedding cache: %d images, %d cached already, %d extracted",
+                 embedded.stats["images"], embedded.stats["from_cache"],
+                 embedded.stats["extracted"])
 
-    def load(self) -> None:
+    def check_inputs(self) -> CheckedInputs:
         """Everything the descriptor and the config decide, before any backbone time: the
         validated descriptor, the caller's checks, every split's folds, the instrument metadata
-        and the physical scale."""
+        and the physical scale (written into the config)."""
         cfg = self.cfg
-        self.descriptor = load_descriptor(
+        descriptor = load_descriptor(
             cfg.data.descriptor, OmegaConf.to_container(cfg.data.target)
             if OmegaConf.is_list(cfg.data.target) else cfg.data.target, cfg.task,
             OmegaConf.to_container(cfg.data.classes) if cfg.data.classes is not None else None,
             cfg.data.image_column, cfg.data.sample_column, cfg.data.slide_column,
             OmegaConf.to_container(cfg.data.units),
             order=OmegaConf.to_container(cfg.data.order) if cfg.data.get("order") else None)
-        self.warnings += self.descriptor.warnings
-        # raw values, one row per image; each fold's models standardise them with their own
-        # training rows (never cached: the embedding cache holds the images alone)
-        self.extra = extra_input_matrix(self.descriptor.table, self.descriptor.csv,
-                                        self.extra_inputs,
-                                        [t.name for t in self.descriptor.targets])
-        self.warnings += self.check_class_groups()
+        extra = extra_input_matrix(descriptor.table, descriptor.csv, self.extra_inputs,
+                                   [t.name for t in descriptor.targets])
+        small_classes, warnings = check_class_groups(cfg, descriptor)
         for check in self.checks:
-            check(self.descriptor.targets)
-        self.plan_splits()
+            check(descriptor.targets)
+        splits = plan_splits(cfg, descriptor)
         started = time.perf_counter()
-        self.metadata = image_metadata(list(self.descriptor.table[PATH]), self.descriptor.table,
-                                       self.descriptor.csv)
+        metadata = image_metadata(list(descriptor.table[PATH]), descriptor.table, descriptor.csv)
         log.info("instrument metadata of %d images read in %.1f ms per image",
-                 len(self.metadata), 1000 * (time.perf_counter() - started)
-                 / max(len(self.metadata), 1))
-        self.resolve_scale()
+                 len(metadata), 1000 * (time.perf_counter() - started) / max(len(metadata), 1))
+        resolve_scale(cfg, descriptor, metadata)
+        return CheckedInputs(descriptor, extra, metadata, splits, small_classes,
+                             descriptor.warnings + warnings)
 
-    def resolve_scale(self) -> None:
-        """``preprocess.scale.pixel_size_nm``: ``auto`` becomes the coarsest pixel size of the
-        data (nothing is upsampled) and ``preprocess.patches.size_um`` a size in pixels, in the
-        run's config itself (so config.yaml and predict read the numbers used). An image whose
-        pixel size is unknown stops the run here, before the backbone."""
-        scale, patches = self.cfg.preprocess.get("scale") or {}, self.cfg.preprocess.patches
-        target = scale.get("pixel_size_nm")
-        if target is None:
-            if patches.get("size_um") is not None:
-                raise SinterlabError("preprocess.patches.size_um needs a physical scale: set "
-                                     "preprocess.scale.pixel_size_nm=auto (or a number)")
-            return
-        pixel = pd.to_numeric(self.metadata["pixel_size_nm"], errors="coerce")
-        if pixel.isna().any():
-            path = self.descriptor.table[PATH][pixel.isna()].iloc[0]
-            more = int(pixel.isna().sum()) - 1
-            raise SinterlabError(
-                f"{path}: pixel size unknown (no instrument metadata in the file or a sidecar)"
-                f"{f' ({more} more)' if more else ''}; give a pixel_size_nm column in "
-                f"{self.descriptor.csv}, or set preprocess.scale.pixel_size_nm=null")
-        if target == "auto":
-            target = float(pixel.max())
-        elif not isinstance(target, (int, float)) or not np.isfinite(target) or target <= 0:
-            raise SinterlabError(f"preprocess.scale.pixel_size_nm={target!r}: use null, auto "
-                                 "or a positive number of nanometres per pixel")
-        with open_dict(self.cfg):
-            self.cfg.preprocess.scale.pixel_size_nm = float(target)
-            if patches.get("size_um") is not None:
-                self.cfg.preprocess.patches.size = max(
-                    1, round(float(patches.size_um) * 1000 / float(target)))
-        log.info("physical scale: %.4g nm per pixel, patches of %d px (%.3g µm)", target,
-                 int(patches.size), int(patches.size) * float(target) / 1000)
+    def configured_backbone(self) -> Backbone:
+        """The backbone given, or the configured one (built once for prepare_data and setup)."""
+        if self.backbone is None:
+            self.backbone = instantiate(self.cfg.backbone)
+        return self.backbone
 
-    def class_groups(self) -> pd.DataFrame | None:
-        """Per class of the first target: groups of the run's split kind and images (None for
-        regression and patch splits, where every class has plenty)."""
-        target, kind = self.descriptor.targets[0], self.cfg.split.kind
-        column = GROUP_COLUMNS.get(kind)
-        table = self.descriptor.table
-        if target.kind != "classification" or kind == "patch" or column not in table.columns:
-            return None
-        labels = table[target.name].map(str_label)
-        counts = table.groupby(labels, sort=False).agg(groups=(column, "nunique"),
-                                                      images=(IMAGE, "size"))
-        return counts.reindex(list(target.classes))
+    def embed(self, inputs: CheckedInputs, fill_only: bool = False) -> Embedded:
+        """Every image's cache entry, extracting the missing ones (``fill_only``: load none)."""
+        cfg, descriptor = self.cfg, inputs.descriptor
+        return embed_images(descriptor.table[PATH], cfg.preprocess, self.configured_backbone(),
+                            cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
+                            fix=f"remove its row from {descriptor.csv}",
+                            pixel_sizes=inputs.metadata["pixel_size_nm"].tolist(),
+                            fill_only=fill_only)
 
-    def check_class_groups(self) -> list[str]:
-        """A class with fewer groups than ``split.min_class_groups`` cannot be tested by heads
-        that saw it: refused, or with ``split.allow_small_classes`` kept with a warning."""
-        counts = self.class_groups()
-        need = int(self.cfg.split.min_class_groups)
-        if counts is None or (counts["groups"] >= need).all():
-            return []
-        kind, small = self.cfg.split.kind, counts[counts["groups"] < need]
-        listed = ", ".join(f"{c!r} ({n} {kind}{'s' if n != 1 else ''})"
-                           for c, n in small["groups"].items())
-        what = f"{self.descriptor.csv}: class(es) {listed} of {self.descriptor.targets[0].name!r}"
-        if not bool(self.cfg.split.allow_small_classes):
-            raise SinterlabError(
-                f"{what} have fewer than split.min_class_groups={need} {kind}s, so their images "
-                "could only be tested by heads that never saw the class; add samples, leave the "
-                "class out (data.classes=[...]) or keep it knowingly with "
-                "split.allow_small_classes=true")
-        self.small_classes = list(small.index)
-        return [f"{what} have fewer than {need} {kind}s: their images are tested by heads "
-                "that never saw the class, and they count in every score "
-                "(split.allow_small_classes=true)"]
-
-    def duplicate_images(self) -> list[str]:
-        """Byte-identical image files filed under different samples or labels: a leak that no
-        grouped split can see (the same micrograph may be tested by heads trained on it)."""
-        d = self.descriptor
-        frame = pd.DataFrame({"sha": [ref.sha for ref in self.refs], IMAGE: d.table[IMAGE],
-                              SAMPLE: d.table[SAMPLE],
-                              "label": d.table[d.targets[0].name].astype(str)})
-        out = []
-        for _, same in frame.groupby("sha", sort=False):
-            if len(same) > 1 and (same[SAMPLE].nunique() > 1 or same["label"].nunique() > 1):
-                out.append(f"{d.csv}: images {same[IMAGE].tolist()} are byte-identical but "
-                           f"filed under samples {sorted(set(same[SAMPLE]))} and labels "
-                           f"{sorted(set(same['label']))}; a grouped split cannot keep them "
-                           "apart (a leak): keep one row")
-        return out
-
-    # -- setup: embeddings, per-patch table, split -------------------------------------------
+    # -- setup: every process assigns the state --------------------------------------------
     def setup(self, stage: str | None = None) -> None:
+        """The checked inputs, the embeddings read from the cache, the per-patch table and
+        inputs, and the split's folds (``stage``: the same for every stage)."""
         if self.x is not None:
             return
-        self.prepare_data()
+        inputs = self.check_inputs()
+        embedded = self.embed(inputs)
+        self.descriptor, self.metadata, self.extra = (inputs.descriptor, inputs.metadata,
+                                                      inputs.extra)
+        self.planned, self.small_classes = inputs.splits, inputs.small_classes
+        self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
+        self.entries = embedded.entries
+        self.cache_stats = embedded.stats
+        self.warnings = (inputs.warnings + embedded.warnings
+                         + duplicate_images(self.descriptor, self.refs))
+        for warning in self.warnings:
+            log.warning(warning)
+        log.info("embeddings: %d images, %d from cache, %d extracted",
+                 self.cache_stats["images"], self.cache_stats["from_cache"],
+                 self.cache_stats["extracted"])
         entries = self.entries
         table = self.descriptor.table
         counts = np.array([len(e.embeddings) for e in entries])
@@ -251,78 +213,30 @@ class SEMDataModule(pl.LightningDataModule):
         permutation test and the PCA figure read the images only)."""
         return self.x[:, :self.x.shape[1] - len(self.extra_inputs)]
 
+    def class_groups(self) -> pd.DataFrame | None:
+        """Per class of the first target: groups of the run's split kind and images."""
+        return class_groups(self.cfg, self.descriptor)
+
+    # -- folds -------------------------------------------------------------------------------
     def split(self, kind: str) -> np.ndarray:
         """(folds, patches) subset names for a split ``kind`` (patch/image/sample/slide) under
-        the configured protocol: k grouped folds (cv) or one train/val/test split (holdout)."""
-        planned = self._planned.get(kind)
+        the configured protocol: the planned assignment, or (a kind the run did not plan, or
+        images that gave other patch counts) one assigned from the patch table."""
+        planned = self.planned.get(kind)
         if planned is not None and planned.shape[1] == len(self.patches):
             return planned
-        return self._assign(kind, self.y[:, 0].numpy(), self.patches)
-
-    def _assign(self, kind: str, labels: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
-        if kind not in KINDS:
-            raise SinterlabError(f"split.kind={kind!r} is unknown; use one of {list(KINDS)}")
-        column = GROUP_COLUMNS[kind]
-        if column not in rows.columns:
-            raise SinterlabError(f"{self.descriptor.csv}: split={kind} needs a "
-                                 f"'{self.cfg.data.slide_column}' column; add it (or set "
-                                 "data.slide_column) or use split=sample")
-        s, p = self.cfg.split, self.cfg.protocol
-        groups = rows[column].to_numpy()
-        common = {"what": kind, "min_groups_per_class": int(s.min_groups_per_class)}
-        if p.name == "cv":
-            return fold_assignments(labels, groups, dict(s.fractions), int(p.split_seed),
-                                    int(p.folds), **common)
-        if p.name == "holdout":
-            return assign_subsets(labels, groups, dict(s.fractions), int(p.split_seed),
-                                  **common)[None]
-        raise SinterlabError(f"protocol.name={p.name!r} is unknown; use protocol=cv or "
-                             "protocol=holdout")
-
-    def plan_splits(self) -> None:
-        """Assign the folds of every split the run evaluates (and model selection's inner
-        folds) from the descriptor alone, before any backbone time is spent: an unknown split
-        kind, a missing or empty group column, or too few groups for the folds stops the run
-        here. Every image gives ``preprocess.patches.per_image`` patches in row order, so these
-        are the assignments ``setup`` uses."""
-        cfg, table = self.cfg, self.descriptor.table
-        kinds = [cfg.split.kind]
-        if cfg.evaluation.contrast.enabled:
-            kinds.append("sample" if cfg.split.kind == "patch" else "patch")
-        if "slide" in kinds and SLIDE in table.columns and (table[SLIDE] == "").any():
-            empty = table[ROW][table[SLIDE] == ""].tolist()
-            raise SinterlabError(f"{self.descriptor.csv}:{','.join(map(str, empty[:5]))}: empty "
-                                 f"'{cfg.data.slide_column}' cell; split=slide needs every "
-                                 "image's slide (or use split=sample)")
-        rows = np.repeat(np.arange(len(table)), int(cfg.preprocess.patches.per_image))
-        frame = table.iloc[rows][[c for c in (IMAGE, SAMPLE, SLIDE) if c in table.columns]]
-        frame = frame.reset_index(drop=True).assign(patch_id=np.arange(len(rows)))
-        labels = self.descriptor.target_matrix()[rows, 0]
-        for kind in kinds:
-            self._planned[kind] = self._assign(kind, labels, frame)
-        selection = cfg.model.get("selection")
-        if selection is not None:
-            self._inner(self._planned[kinds[0]], kinds[0], int(selection.inner_folds), labels,
-                        frame)
+        return fold_assignment(self.cfg, kind, self.y[:, 0].numpy(), self.patches,
+                               self.descriptor.csv)
 
     def inner_folds(self, assignment: np.ndarray, kind: str, folds: int) -> np.ndarray:
         """(outer x inner folds, patches): grouped k-fold inside each outer fold's non-test
         groups, for model selection; the outer fold's test rows are '-' (never seen)."""
-        return self._inner(assignment, kind, folds, self.y[:, 0].numpy(), self.patches)
+        return inner_assignment(self.cfg, assignment, kind, folds, self.y[:, 0].numpy(),
+                                self.patches)
 
-    def _inner(self, assignment: np.ndarray, kind: str, folds: int, labels: np.ndarray,
-               rows: pd.DataFrame) -> np.ndarray:
-        s, groups = self.cfg.split, rows[GROUP_COLUMNS[kind]].to_numpy()
-        out = []
-        for outer in assignment:
-            inside = outer != "test"
-            for inner in fold_assignments(labels[inside], groups[inside], dict(s.fractions),
-                                          int(self.cfg.protocol.split_seed), folds, what=kind,
-                                          min_groups_per_class=int(s.min_groups_per_class)):
-                full = np.full(len(outer), "-", dtype=object)
-                full[inside] = inner
-                out.append(full.astype(str))
-        return np.stack(out)
+    def folds(self, assignment: np.ndarray | None = None) -> FoldsDataModule:
+        """The datamodule of one assignment's folds (default: the run's split)."""
+        return FoldsDataModule(self, self.assignment if assignment is None else assignment)
 
     @staticmethod
     def rows(assignment: np.ndarray, subset: str) -> list[np.ndarray]:
@@ -335,19 +249,15 @@ class SEMDataModule(pl.LightningDataModule):
         tested = assignment == "test"
         return np.where(tested.any(axis=0), tested.argmax(axis=0), -1)
 
-    # -- dataloaders: one batch of every fold per step ----------------------------------------
-    def train_dataloader(self, assignment: np.ndarray | None = None) -> GroupBatches:
-        assignment = self.assignment if assignment is None else assignment
-        return GroupBatches(self.x, self.y, self.rows(assignment, "train"),
-                            int(self.cfg.model.batch_size), seed=int(self.cfg.seed))
+    # -- dataloaders of the run's own split ---------------------------------------------------
+    def train_dataloader(self) -> GroupBatches:
+        return self.folds().train_dataloader()
 
-    def val_dataloader(self, assignment: np.ndarray | None = None) -> GroupRows:
-        assignment = self.assignment if assignment is None else assignment
-        return GroupRows(self.x, self.y, self.rows(assignment, "val"))
+    def val_dataloader(self) -> GroupRows:
+        return self.folds().val_dataloader()
 
-    def test_dataloader(self, assignment: np.ndarray | None = None) -> GroupRows:
-        assignment = self.assignment if assignment is None else assignment
-        return GroupRows(self.x, self.y, self.rows(assignment, "test"))
+    def test_dataloader(self) -> GroupRows:
+        return self.folds().test_dataloader()
 
     # -- records ----------------------------------------------------------------------------
     def image_table(self, assignment: np.ndarray | None = None) -> pd.DataFrame:
@@ -384,3 +294,192 @@ class SEMDataModule(pl.LightningDataModule):
         table = frame.groupby(["subset", "order", "label"]).size().droplevel("order")
         return {s: {str(k): int(v) for k, v in table[s].items()} for s in SUBSETS
                 if s in table.index.get_level_values(0)}
+
+
+class FoldsDataModule(pl.LightningDataModule):
+    """One fold assignment of a set-up :class:`SEMDataModule` (the run's folds, a contrast
+    split's, model selection's inner folds, or every row as training): the datamodule
+    ``Trainer.fit`` takes to train every fold's members at once. Its loaders read the parent's
+    in-memory inputs: a batch of every fold's own rows per step."""
+
+    def __init__(self, data: SEMDataModule, assignment: np.ndarray):
+        super().__init__()
+        if data.x is None:
+            raise RuntimeError("SEMDataModule.folds() needs a set-up module: call setup() first")
+        self.data, self.assignment = data, assignment
+
+    @property
+    def validates(self) -> bool:
+        """Whether any fold has validation rows (the final refit on every group has none)."""
+        return bool((self.assignment == "val").any())
+
+    def rows(self, subset: str) -> list[np.ndarray]:
+        """Per fold, the patch rows of ``subset``."""
+        return self.data.rows(self.assignment, subset)
+
+    def train_dataloader(self) -> GroupBatches:
+        return GroupBatches(self.data.x, self.data.y, self.rows("train"),
+                            int(self.data.cfg.model.batch_size), seed=int(self.data.cfg.seed))
+
+    def val_dataloader(self) -> GroupRows:
+        return GroupRows(self.data.x, self.data.y, self.rows("val"))
+
+    def test_dataloader(self) -> GroupRows:
+        return GroupRows(self.data.x, self.data.y, self.rows("test"))
+
+
+# -- checks and split planning, from the descriptor alone --------------------------------------
+def class_groups(cfg: DictConfig, descriptor: Descriptor) -> pd.DataFrame | None:
+    """Per class of the first target: groups of the run's split kind and images (None for
+    regression and patch splits, where every class has plenty)."""
+    target, kind = descriptor.targets[0], cfg.split.kind
+    column = GROUP_COLUMNS.get(kind)
+    table = descriptor.table
+    if target.kind != "classification" or kind == "patch" or column not in table.columns:
+        return None
+    labels = table[target.name].map(str_label)
+    counts = table.groupby(labels, sort=False).agg(groups=(column, "nunique"),
+                                                  images=(IMAGE, "size"))
+    return counts.reindex(list(target.classes))
+
+
+def check_class_groups(cfg: DictConfig, descriptor: Descriptor) -> tuple[list[str], list[str]]:
+    """A class with fewer groups than ``split.min_class_groups`` cannot be tested by heads
+    that saw it: refused, or with ``split.allow_small_classes`` kept with a warning. Returns
+    the classes kept so and the warnings."""
+    counts = class_groups(cfg, descriptor)
+    need = int(cfg.split.min_class_groups)
+    if counts is None or (counts["groups"] >= need).all():
+        return [], []
+    kind, small = cfg.split.kind, counts[counts["groups"] < need]
+    listed = ", ".join(f"{c!r} ({n} {kind}{'s' if n != 1 else ''})"
+                       for c, n in small["groups"].items())
+    what = f"{descriptor.csv}: class(es) {listed} of {descriptor.targets[0].name!r}"
+    if not bool(cfg.split.allow_small_classes):
+        raise SinterlabError(
+            f"{what} have fewer than split.min_class_groups={need} {kind}s, so their images "
+            "could only be tested by heads that never saw the class; add samples, leave the "
+            "class out (data.classes=[...]) or keep it knowingly with "
+            "split.allow_small_classes=true")
+    return list(small.index), [
+        f"{what} have fewer than {need} {kind}s: their images are tested by heads that never "
+        "saw the class, and they count in every score (split.allow_small_classes=true)"]
+
+
+def resolve_scale(cfg: DictConfig, descriptor: Descriptor, metadata: pd.DataFrame) -> None:
+    """``preprocess.scale.pixel_size_nm``: ``auto`` becomes the coarsest pixel size of the
+    data (nothing is upsampled) and ``preprocess.patches.size_um`` a size in pixels, in the
+    run's config itself (so config.yaml and predict read the numbers used; resolving again gives
+    the same). An image whose pixel size is unknown stops the run here, before the backbone."""
+    scale, patches = cfg.preprocess.get("scale") or {}, cfg.preprocess.patches
+    target = scale.get("pixel_size_nm")
+    if target is None:
+        if patches.get("size_um") is not None:
+            raise SinterlabError("preprocess.patches.size_um needs a physical scale: set "
+                                 "preprocess.scale.pixel_size_nm=auto (or a number)")
+        return
+    pixel = pd.to_numeric(metadata["pixel_size_nm"], errors="coerce")
+    if pixel.isna().any():
+        path = descriptor.table[PATH][pixel.isna()].iloc[0]
+        more = int(pixel.isna().sum()) - 1
+        raise SinterlabError(
+            f"{path}: pixel size unknown (no instrument metadata in the file or a sidecar)"
+            f"{f' ({more} more)' if more else ''}; give a pixel_size_nm column in "
+            f"{descriptor.csv}, or set preprocess.scale.pixel_size_nm=null")
+    if target == "auto":
+        target = float(pixel.max())
+    elif not isinstance(target, (int, float)) or not np.isfinite(target) or target <= 0:
+        raise SinterlabError(f"preprocess.scale.pixel_size_nm={target!r}: use null, auto "
+                             "or a positive number of nanometres per pixel")
+    with open_dict(cfg):
+        cfg.preprocess.scale.pixel_size_nm = float(target)
+        if patches.get("size_um") is not None:
+            cfg.preprocess.patches.size = max(1, round(float(patches.size_um) * 1000
+                                                       / float(target)))
+    log.info("physical scale: %.4g nm per pixel, patches of %d px (%.3g µm)", target,
+             int(patches.size), int(patches.size) * float(target) / 1000)
+
+
+def duplicate_images(descriptor: Descriptor, refs: list[ImageRef]) -> list[str]:
+    """Byte-identical image files filed under different samples or labels: a leak that no
+    grouped split can see (the same micrograph may be tested by heads trained on it)."""
+    table = descriptor.table
+    frame = pd.DataFrame({"sha": [ref.sha for ref in refs], IMAGE: table[IMAGE],
+                          SAMPLE: table[SAMPLE],
+                          "label": table[descriptor.targets[0].name].astype(str)})
+    out = []
+    for _, same in frame.groupby("sha", sort=False):
+        if len(same) > 1 and (same[SAMPLE].nunique() > 1 or same["label"].nunique() > 1):
+            out.append(f"{descriptor.csv}: images {same[IMAGE].tolist()} are byte-identical but "
+                       f"filed under samples {sorted(set(same[SAMPLE]))} and labels "
+                       f"{sorted(set(same['label']))}; a grouped split cannot keep them "
+                       "apart (a leak): keep one row")
+    return out
+
+
+def fold_assignment(cfg: DictConfig, kind: str, labels: np.ndarray, rows: pd.DataFrame,
+                    csv) -> np.ndarray:
+    """(folds, rows) subset names of split ``kind`` under the configured protocol: k grouped
+    folds (cv) or one train/val/test split (holdout); ``rows`` holds the group columns."""
+    if kind not in KINDS:
+        raise SinterlabError(f"split.kind={kind!r} is unknown; use one of {list(KINDS)}")
+    column = GROUP_COLUMNS[kind]
+    if column not in rows.columns:
+        raise SinterlabError(f"{csv}: split={kind} needs a '{cfg.data.slide_column}' column; "
+                             "add it (or set data.slide_column) or use split=sample")
+    s, p = cfg.split, cfg.protocol
+    groups = rows[column].to_numpy()
+    common = {"what": kind, "min_groups_per_class": int(s.min_groups_per_class)}
+    if p.name == "cv":
+        return fold_assignments(labels, groups, dict(s.fractions), int(p.split_seed),
+                                int(p.folds), **common)
+    if p.name == "holdout":
+        return assign_subsets(labels, groups, dict(s.fractions), int(p.split_seed),
+                              **common)[None]
+    raise SinterlabError(f"protocol.name={p.name!r} is unknown; use protocol=cv or "
+                         "protocol=holdout")
+
+
+def inner_assignment(cfg: DictConfig, assignment: np.ndarray, kind: str, folds: int,
+                     labels: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
+    """(outer x inner folds, rows): grouped k-fold inside each outer fold's non-test groups;
+    the outer fold's test rows are '-'."""
+    s, groups = cfg.split, rows[GROUP_COLUMNS[kind]].to_numpy()
+    out = []
+    for outer in assignment:
+        inside = outer != "test"
+        for inner in fold_assignments(labels[inside], groups[inside], dict(s.fractions),
+                                      int(cfg.protocol.split_seed), folds, what=kind,
+                                      min_groups_per_class=int(s.min_groups_per_class)):
+            full = np.full(len(outer), "-", dtype=object)
+            full[inside] = inner
+            out.append(full.astype(str))
+    return np.stack(out)
+
+
+def plan_splits(cfg: DictConfig, descriptor: Descriptor) -> dict[str, np.ndarray]:
+    """The folds of every split the run evaluates, from the descriptor alone, before any
+    backbone time is spent: an unknown split kind, a missing or empty group column, or too few
+    groups for the folds (or for model selection's inner folds) stops the run here. Every image
+    gives ``preprocess.patches.per_image`` patches in row order, so these are the assignments
+    ``setup`` uses."""
+    table = descriptor.table
+    kinds = [cfg.split.kind]
+    if cfg.evaluation.contrast.enabled:
+        kinds.append("sample" if cfg.split.kind == "patch" else "patch")
+    if "slide" in kinds and SLIDE in table.columns and (table[SLIDE] == "").any():
+        empty = table[ROW][table[SLIDE] == ""].tolist()
+        raise SinterlabError(f"{descriptor.csv}:{','.join(map(str, empty[:5]))}: empty "
+                             f"'{cfg.data.slide_column}' cell; split=slide needs every "
+                             "image's slide (or use split=sample)")
+    rows = np.repeat(np.arange(len(table)), int(cfg.preprocess.patches.per_image))
+    frame = table.iloc[rows][[c for c in (IMAGE, SAMPLE, SLIDE) if c in table.columns]]
+    frame = frame.reset_index(drop=True).assign(patch_id=np.arange(len(rows)))
+    labels = descriptor.target_matrix()[rows, 0]
+    planned = {kind: fold_assignment(cfg, kind, labels, frame, descriptor.csv)
+               for kind in kinds}
+    selection = cfg.model.get("selection")
+    if selection is not None:  # checked here; selection assigns them from the patch table
+        inner_assignment(cfg, planned[kinds[0]], kinds[0], int(selection.inner_folds), labels,
+                         frame)
+    return planned

@@ -47,14 +47,15 @@ def extract_shard(cfg: DictConfig) -> dict:
     refuse_ddp(cfg)
     dm = SEMDataModule(cfg, checks=[lambda targets: check_losses(cfg, targets)])
     with stage("descriptor checks"):
-        dm.load()
-    rows = shard_rows(len(dm.descriptor.table), cfg.shard, cfg.shards)
-    paths = dm.descriptor.table[PATH].to_numpy()[rows]
-    pixel_sizes = dm.metadata["pixel_size_nm"].to_numpy()[rows].tolist()
+        inputs = dm.check_inputs()
+    descriptor = inputs.descriptor
+    rows = shard_rows(len(descriptor.table), cfg.shard, cfg.shards)
+    paths = descriptor.table[PATH].to_numpy()[rows]
+    pixel_sizes = inputs.metadata["pixel_size_nm"].to_numpy()[rows].tolist()
     with stage(f"embeddings of shard {cfg.shard} of {cfg.shards} ({len(rows)} images)"):
         embedded = embed_images(list(paths), cfg.preprocess, instantiate(cfg.backbone),
                                 cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
-                                fix=f"remove its row from {dm.descriptor.csv}",
+                                fix=f"remove its row from {descriptor.csv}",
                                 pixel_sizes=pixel_sizes, fill_only=True)
     if cfg.measures.enabled:
         with stage("microstructure measures"):

@@ -1,7 +1,8 @@
 """Train the head ensemble on the folds of an assignment, and read its out-of-fold outputs.
 
 One call trains every member of a run (folds x seeds) as one stacked
-:class:`~sinterlab.models.head.HeadEnsemble`, through Lightning, with the module named by the
+:class:`~sinterlab.models.head.HeadEnsemble`, through Lightning (``Trainer.fit`` with the
+assignment's :class:`~sinterlab.study.datamodule.FoldsDataModule`), with the module named by the
 model config (``model.module._target_``); holdout is the one-fold case. A scikit-learn candidate
 (``_target_`` :class:`~sinterlab.models.linear.LinearModel`) is fitted per fold instead
 (:func:`fit_models` takes either kind).
@@ -148,8 +149,9 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     model = cfg.model if model is None else model
     seeds = [int(s) for s in (cfg.protocol.seeds if seeds is None else seeds)]
     max_epochs = int(cfg.trainer.max_epochs if max_epochs is None else max_epochs)
-    train_rows = dm.rows(assignment, "train")
-    validate = bool((assignment == "val").any())
+    folds = dm.folds(assignment)
+    train_rows = folds.rows("train")
+    validate = folds.validates
     stop = cfg.protocol.early_stopping
     head: HeadEnsemble = instantiate(model.module)(
         in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, model),
@@ -159,21 +161,22 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
                for spec in (cfg.get("logger") or {}).values()]
-    # a progress bar only on a terminal: in a log file or a pipe its last frame stays behind
+    # a progress bar only on a terminal: in a log file or a pipe its last frame stays behind;
+    # no validation loop when no fold has validation rows
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=loggers or False, enable_checkpointing=False, max_epochs=max_epochs,
-        enable_progress_bar=bool(cfg.trainer.enable_progress_bar) and sys.stdout.isatty())
+        enable_progress_bar=bool(cfg.trainer.enable_progress_bar) and sys.stdout.isatty(),
+        **({} if validate else {"limit_val_batches": 0}))
     started = time.perf_counter()
-    trainer.fit(head, dm.train_dataloader(assignment),
-                dm.val_dataloader(assignment) if validate else None)
+    trainer.fit(head, datamodule=folds)
     wall = time.perf_counter() - started
     calibration = cfg.evaluation.calibration
     images = [None] * len(head.targets)
     if validate:
         if not head.corn:  # softmax temperatures do not apply to CORN's logits
-            fit_temperatures(head, dm.x, dm.y, dm.rows(assignment, "val"))
+            fit_temperatures(head, dm.x, dm.y, folds.rows("val"))
         images = head_image_calibration(head, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
-                                        dm.rows(assignment, "val"), dm.rows(assignment, "test"),
+                                        folds.rows("val"), folds.rows("test"),
                                         calibration.pooling, calibration.calibrator)
     else:
         if temperatures is not None:
@@ -232,8 +235,9 @@ def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray,
     class probabilities temperature-scaled unless ``calibrated=False``. With ``images`` (per
     target), a classification target's rows hold their image's served probability instead:
     each member's raw probabilities pooled and calibrated per image, mean over seeds."""
-    test_rows = dm.rows(assignment, "test")
-    loader = dm.test_dataloader(assignment)
+    folds = dm.folds(assignment)
+    test_rows = folds.rows("test")
+    loader = folds.test_dataloader()
     index = loader.index
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
     batch_images = np.where(loader.weight.numpy() > 0, image_ids[index.numpy()], "")
@@ -313,7 +317,7 @@ def group_outputs(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule,
     """Per group (fold) of ``assignment``, per target, the outputs of its test rows from its
     own members (mean over seeds); class probabilities temperature-scaled unless
     ``calibrated=False``; an image-mean model gives each row its image's output."""
-    loader = dm.test_dataloader(assignment)
+    loader = dm.folds(assignment).test_dataloader()
     index = loader.index
     images = dm.patches[IMAGE].to_numpy().astype(str)[index.numpy()]
     images = np.where(loader.weight.numpy() > 0, images, "")  # padding is no image
