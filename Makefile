@@ -12,7 +12,7 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 export PROJECT_ROOT := $(CURDIR)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo plan-demo test test-full lint bench sweep results tensorboard clean \
+.PHONY: help install demo plan-demo test test-slow test-full lint bench sweep results tensorboard clean \
 	clean-cache
 
 help: ## list the targets
@@ -59,8 +59,11 @@ plan-demo: $(STAMP) $(PLAN_DATA) ## generate plan data if missing; sinterlab-pla
 		hydra.run.dir=$(PLAN_DIR)/next
 	$(PY) experiments/plan_rounds.py --seeds $(PLAN_SEEDS)
 
-test: $(STAMP) ## fast tests (what CI runs)
+test: $(STAMP) ## fast tests (under 2 minutes; CI runs them, then test-slow)
 	$(PY) -m pytest -q
+
+test-slow: $(STAMP) ## the end-to-end tests marked slow (whole training runs, notebooks)
+	$(PY) -m pytest -q -m slow
 
 test-full: $(STAMP) ## all tests, slow ones and notebooks included
 	$(PY) -m pytest -q -m "slow or not slow"

@@ -474,7 +474,13 @@ def run_script(script: str, args: list[str], monkeypatch, capsys) -> tuple[int, 
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def marked(case: Case):
+    """A case whose training run completes trains end to end: `make test-slow`."""
+    slow = case.script == "train" and case.code == 0
+    return pytest.param(case, id=case.id, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("case", [marked(c) for c in CASES])
 def test_bad_input(case, tmp_path, tiny_descriptor, trained_run, shared_cache, monkeypatch,
                    capsys):
     world = World(tmp_path, tiny_descriptor, trained_run, shared_cache, monkeypatch)

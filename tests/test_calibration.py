@@ -186,6 +186,7 @@ def test_set_labels_read_as_ranges_or_lists():
     assert set_label(np.array([True, False]), ["Cu", "Ni"], "", ordered=False) == "Cu"
 
 
+@pytest.mark.slow
 def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
     run_experiment(make_cfg("protocol.folds=3", "protocol.seeds=[0,1]"), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -220,6 +221,7 @@ def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
     assert head.temperatures()[0] == [1.0] * 6
 
 
+@pytest.mark.slow
 def test_predict_serves_the_image_calibration_of_the_final_model(make_cfg, tiny_descriptor,
                                                                   tmp_path):
     """model=auto: the refit without validation rows serves the median calibration of its

@@ -24,6 +24,7 @@ def test_train_cli_writes_the_contracted_metrics(trained_run):
     assert list((trained_run / "tensorboard").rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_predict_cli_gives_one_row_per_image(trained_run, tiny_descriptor, tmp_path):
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:4]
     out = tmp_path / "predictions.csv"
@@ -61,6 +62,7 @@ def test_predict_refuses_other_features(trained_run, tiny_descriptor):
         predict(cfg)
 
 
+@pytest.mark.slow
 def test_bad_descriptor_is_one_clear_line(tmp_path):
     done = run("sinterlab-train", f"data.descriptor={tmp_path / 'missing.csv'}",
                f"hydra.run.dir={tmp_path}", "backbone=random_tiny", cwd=tmp_path)

@@ -11,6 +11,8 @@ from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import fit_head
 from sinterlab.study.training import run_experiment
 
+#: whole runs end to end: `make test-slow` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow
 
 def read(run_dir):
     return (json.loads((run_dir / "metrics.json").read_text()),

@@ -7,6 +7,9 @@ import pytest
 from sinterlab.cli import CONF_DIR
 from sinterlab.study.training import run_experiment
 
+#: whole runs end to end: `make test-slow` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow
+
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 

@@ -23,6 +23,9 @@ from sinterlab.predict import load_run_model
 from tests.conftest import FAST, run
 
 #: 50 vs 250 BC, enough patches and epochs for the tiny random backbone to tell them apart
+#: whole runs end to end: `make test-slow` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow
+
 TWO_CLASSES = ["data.classes=[50,250]", "preprocess.patches.per_image=16",
                "trainer.max_epochs=30", "protocol.folds=3", "protocol.seeds=[0]",
                "evaluation.contrast.enabled=false"]

@@ -23,6 +23,7 @@ def shard_args(descriptor, cache, tmp_path, *extra):
             f"hydra.run.dir={tmp_path / 'extract'}", *extra]
 
 
+@pytest.mark.slow
 def test_two_shards_fill_the_cache_that_training_reads(tiny_descriptor, tmp_path, make_cfg,
                                                        monkeypatch, capsys):
     cache = tmp_path / "cache"

@@ -13,6 +13,9 @@ from omegaconf import OmegaConf, open_dict
 from sinterlab.predict import predict
 from sinterlab.study.training import run_experiment
 
+#: whole runs end to end: `make test-slow` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow
+
 #: burst counts renamed as a lab might name compositions: spaces, non-ASCII, a slash
 NAMES = {50: "Cu–Ni 50 µm", 150: "CuO/Cu ratio é", 250: "pure Cu 250"}
 

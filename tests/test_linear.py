@@ -118,6 +118,7 @@ def noisy_linear(dm, rng, labels, d=500, signal=2.5):
     return means[labels] + rng.normal(size=(len(labels), d)) + sample_offsets(dm, rng, d, 1.5)
 
 
+@pytest.mark.slow
 def test_auto_picks_a_strongly_regularised_linear_model_with_c_near_the_best(wide_dm,
                                                                                tmp_path):
     cfg, dm = wide_dm("~model.candidates.mlp", "~model.candidates.linear",
@@ -150,6 +151,7 @@ def test_auto_picks_a_strongly_regularised_linear_model_with_c_near_the_best(wid
     assert best / 10 <= chosen <= best * 10, (chosen, best, losses)
 
 
+@pytest.mark.slow
 def test_sklearn_final_model_is_served_by_predict_and_explain(make_cfg, tiny_descriptor,
                                                              tmp_path):
     run_dir = tmp_path / "run"
@@ -193,6 +195,7 @@ def xor(dm, rng, labels, d=8):
     return x
 
 
+@pytest.mark.slow
 def test_auto_still_picks_a_head_where_the_boundary_is_not_linear(wide_dm, tmp_path):
     cfg, dm = wide_dm("trainer.max_epochs=20", "~model.candidates.linear",
                       "~model.candidates.mlp_small", "~model.candidates.sk_pca_logreg")
@@ -204,6 +207,7 @@ def test_auto_still_picks_a_head_where_the_boundary_is_not_linear(wide_dm, tmp_p
                                             record["cv_scores"]["sk_logreg_image"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["regression", "multi_target"])
 def test_sklearn_candidates_regress_every_target_and_predict_serves_them(
         experiment, make_cfg, design_descriptor, tmp_path):

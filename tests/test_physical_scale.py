@@ -64,6 +64,7 @@ def test_two_pixel_sizes_agree_once_resampled_to_one_scale(tmp_path):
     assert raw[0] > 1.6 * raw[1]  # in pixels as read, the finer image's texture is larger
 
 
+@pytest.mark.slow
 def test_a_16_bit_fei_tiff_with_a_data_bar_runs_at_one_scale(make_cfg, tiny_descriptor,
                                                             tmp_path):
     """Half the tiny images re-imaged at twice the magnification (2 nm pixels, 16-bit)."""
@@ -93,6 +94,7 @@ def test_a_16_bit_fei_tiff_with_a_data_bar_runs_at_one_scale(make_cfg, tiny_desc
     assert (patches.loc[finer, "side"] >= 96).all() and (patches.loc[~finer, "side"] < 96).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("confounded", [True, False])
 def test_settings_that_give_the_answer_away_are_warned_about(make_cfg, tiny_descriptor,
                                                              tmp_path, confounded):

@@ -133,6 +133,7 @@ def plan_data(tmp_path_factory):
                             tmp_path_factory.mktemp("plan"))
 
 
+@pytest.mark.slow
 def test_map_and_cli_next_on_synthetic_sheet_resistance(plan_data, tmp_path):
     cfg = plan_cfg(f"data.descriptor={plan_data}", "goal=map", "map.points=12")
     lines = plan(cfg, tmp_path / "map")
@@ -164,6 +165,7 @@ def test_blank_response_cells_leave_those_samples_out(plane, tmp_path):
     assert fitted["y"].loo["n"] == 14
 
 
+@pytest.mark.slow
 def test_image_measures_are_computed_as_a_response(plan_data, tmp_path):
     cfg = plan_cfg(f"data.descriptor={plan_data}", "data.measures=compute",
                    "+responses.porosity={source: measures, column: porosity}",
@@ -226,6 +228,7 @@ def test_bad_input_is_one_line_naming_the_column_or_key(plane, tmp_path, edit, o
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exits_2_with_one_line(plane, tmp_path):
     done = run("sinterlab-plan", *PLANE, f"data.descriptor={plane}", "goal=target",
                "target.response=porosity", f"hydra.run.dir={tmp_path / 'out'}", cwd=tmp_path)
@@ -247,6 +250,7 @@ def test_measures_csv_is_a_response_source(plane, tmp_path):
     np.testing.assert_allclose(samples["porosity"], 0.3 - 0.01 * (samples["a"] + samples["b"]))
 
 
+@pytest.mark.slow
 def test_any_table_with_a_sample_column_is_a_response_source(plane, tmp_path):
     frame = pd.read_csv(plane)  # e.g. a run's oof_samples.csv: sample column "sample"
     oof = pd.DataFrame({"sample": frame["sample_id"], "predicted_mean": 2 * frame["a"]})

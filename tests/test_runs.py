@@ -28,6 +28,7 @@ COMPOSE = ("from hydra import compose, initialize_config_dir\n"
            "print(cfg.hydra.run.dir, cfg.hydra.sweep.dir)\n")
 
 
+@pytest.mark.slow
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     """Two processes composing at once (as two `sinterlab-train` started together)."""
     env = os.environ | {"PROJECT_ROOT": str(tmp_path)}
@@ -68,6 +69,7 @@ def test_files_follow_the_umask(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
 
 
+@pytest.mark.slow
 def test_a_sweep_goes_on_past_a_failed_run_and_exits_2(tmp_path, tiny_descriptor, shared_cache,
                                                        monkeypatch, capsys):
     GlobalHydra.instance().clear()

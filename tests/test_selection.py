@@ -23,6 +23,7 @@ CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_lo
               "level_value"}
 
 
+@pytest.mark.slow
 def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
         make_cfg, tiny_descriptor, tmp_path):
     run_dir = tmp_path / "run"
@@ -64,6 +65,7 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     assert table["model"].str.startswith(f"{final['point']}: mean of 1 refitted").all()
 
 
+@pytest.mark.slow
 def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
     cfg = make_cfg(*AUTO)
     dm = SEMDataModule(cfg)

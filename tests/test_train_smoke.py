@@ -2,7 +2,12 @@
 
 import json
 
+import pytest
+
 from sinterlab.study.training import run_experiment
+
+#: whole runs end to end: `make test-slow` (CI runs it after `make test`)
+pytestmark = pytest.mark.slow
 
 
 def test_train_writes_metrics_json_with_contract_keys(make_cfg, tmp_path):
