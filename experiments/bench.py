@@ -347,14 +347,19 @@ def is_training(name: str) -> bool:
 
 
 def stage_lines(cv: dict) -> list[str]:
-    """The cv run's stages as a table, each with its share of the wall time; a stage other than
-    model training above a quarter of it is flagged."""
+    """The cv run's stages as a table, each with its share of the wall time; a stage above a
+    quarter of it that neither trains models nor holds a stage that does is flagged."""
+    stages = cv["stages"]
     lines = ["| stage | wall s | share | |", "|---|---|---|---|"]
-    for entry in cv["stages"]:
+    for i, entry in enumerate(stages):
+        inside = []  # the stages nested in this one: those after it, deeper, until it ends
+        for later in stages[i + 1:]:
+            if later["depth"] <= entry["depth"]:
+                break
+            inside.append(later["stage"])
         share = (entry["wall_s"] or 0) / cv["wall_s"]
-        flag = "over a quarter" if share > 0.25 and not is_training(entry["stage"]) and not any(
-            is_training(e["stage"]) for e in cv["stages"]
-            if e["depth"] > entry["depth"]) else ""
+        trains = any(is_training(name) for name in [entry["stage"], *inside])
+        flag = "over a quarter" if share > 0.25 and not trains else ""
         indent = "&nbsp;&nbsp;" * entry["depth"]
         lines.append(f"| {indent}{entry['stage']} | {entry['wall_s']:.1f} | {share:.0%} | "
                      f"{flag} |")

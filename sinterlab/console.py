@@ -84,9 +84,10 @@ def recorded_stages() -> Iterator[list[dict]]:
 
 
 @contextmanager
-def stage(name: str) -> Iterator[None]:
+def stage(name: str) -> Iterator[dict]:
     """One console line per stage, with its wall time at the end (the start is in the log
-    file, for a run that stops inside it)."""
+    file, for a run that stops inside it). Yields the stage's record: its ``wall_s`` is set
+    when the stage ends."""
     global _depth
     started = time.perf_counter()
     log.info("%s ...", name, extra={"file_only": True})
@@ -95,7 +96,7 @@ def stage(name: str) -> Iterator[None]:
         _stages.append(entry)
     _depth += 1
     try:
-        yield
+        yield entry
     finally:
         _depth -= 1
     entry["wall_s"] = round(time.perf_counter() - started, 2)

@@ -135,8 +135,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
         grid = grid_points(name, model, searched(sel, model))
         points_word = "grid point" if len(grid) == 1 else "grid points"
         with stage(f"model selection: candidate {name} ({number} of {len(names)}, "
-                   f"{len(grid)} {points_word})"):
-            clock = time.perf_counter()
+                   f"{len(grid)} {points_word})") as timing:
             labels = [label for label, _ in grid]
             tags = [f"{kind}-inner-{name}" if len(grid) == 1 else f"{kind}-inner-{name}-{j}"
                     for j in range(len(grid))]
@@ -169,7 +168,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                                                         images[tested])
                 points[label]["checkpoint"] = info["checkpoint"]
                 infos[label] = info
-            spent[name] = round(time.perf_counter() - clock, 2)
+        spent[name] = timing["wall_s"]
 
     def best(labels: list[str], f: int) -> str:
         return min(labels, key=lambda n: points[n]["inner_scores"][f])
