@@ -306,3 +306,45 @@ def test_simulated_rounds_get_closer_to_the_optimum():
     assert [h["samples"] for h in history] == [4, 6, 8]
     assert history[-1]["excess_pct"] < history[0]["excess_pct"]
     assert history[-1]["distance"] < history[0]["distance"]
+
+
+#: the two routes a shared plan config once had to run code (issue 32): a module's globals
+#: through pandas' ``@`` names, and the same in the cost
+ATTACKS = [
+    ("space.constraints=[\"@pd.io.common.os.system('touch {marker}') == 0\"]",
+     "space.constraints[0]"),
+    ("space.cost.expression=\"@pd.io.common.os.system('touch {marker}')\"",
+     "space.cost.expression"),
+    ("space.constraints=[\"__import__('os').system('touch {marker}') == 0\"]",
+     "space.constraints[0]"),
+    ("space.cost.expression=\"a.__class__\"", "space.cost.expression"),
+]
+
+
+@pytest.mark.parametrize(("override", "key"), ATTACKS)
+def test_plan_expressions_never_run_code(plane, tmp_path, override, key):
+    marker = tmp_path / "PWNED"
+    cfg = plan_cfg(*PLANE, f"data.descriptor={plane}", override.format(marker=marker))
+    with pytest.raises(SinterlabError) as err:
+        plan(cfg, tmp_path / "out")
+    message = str(err.value)
+    assert not marker.exists()
+    assert message.startswith(key) and "\n" not in message
+    assert "refused" in message or "not an expression" in message
+
+
+@pytest.mark.parametrize(("expression", "expected"), [
+    ("a + b <= 12", lambda f: f.a + f.b <= 12),
+    ("2 <= a < 5 and not b == 3", lambda f: (2 <= f.a) & (f.a < 5) & ~(f.b == 3)),
+    ("(a > 8) | (b ** 2 >= 81)", lambda f: (f.a > 8) | (f.b ** 2 >= 81)),
+    ("-a * 0.5 + b % 3 // 1 != 1", lambda f: -f.a * 0.5 + f.b % 3 // 1 != 1),
+])
+def test_plan_expressions_compute_what_pandas_computed(expression, expected):
+    from sinterlab.planning.expressions import evaluate
+
+    frame = pd.DataFrame({"a": np.arange(11.0), "b": np.arange(11.0)[::-1]})
+    result = evaluate(expression, frame, "space.constraints[0]")
+    assert result.dtype == bool
+    np.testing.assert_array_equal(result, expected(frame).to_numpy())
+    np.testing.assert_allclose(evaluate("a * 0.02 + 1", frame, "space.cost.expression"),
+                               frame.a * 0.02 + 1)

@@ -1,9 +1,10 @@
 """The design space: each process parameter's range and allowed levels, the constraints a
 setting must meet and its cost (exposure time), all from ``conf/plan.yaml`` (``space``).
 
-Constraints and the cost are pandas expressions over the parameter columns
-(``"burst_count * duty_cycle <= 15000"``, ``"burst_count * 0.02"``), evaluated by
-``DataFrame.eval``.
+Constraints and the cost are expressions over the parameter columns
+(``"burst_count * duty_cycle <= 15000"``, ``"burst_count * 0.02"``), parsed and computed by
+:mod:`sinterlab.planning.expressions`: arithmetic and comparisons of the parameters only, never
+evaluated as code.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sinterlab.errors import SinterlabError
+from sinterlab.planning.expressions import evaluate
 
 COST = "cost"
 
@@ -48,28 +50,21 @@ class Space:
         """Which rows of ``frame`` (parameter columns) meet every constraint."""
         ok = np.ones(len(frame), bool)
         for i, expression in enumerate(self.constraints):
-            try:
-                result = frame.eval(expression)
-            except Exception as err:  # pandas raises many types for a bad expression
-                raise SinterlabError(f"space.constraints[{i}]={expression!r} cannot be "
-                                     f"evaluated ({err}); write a comparison of the parameters "
-                                     f"{self.names}, e.g. 'burst_count * duty_cycle <= 15000'"
-                                     ) from err
-            if not pd.api.types.is_bool_dtype(result):
+            result = evaluate(expression, frame[self.names], f"space.constraints[{i}]")
+            if result.dtype != bool:
                 raise SinterlabError(f"space.constraints[{i}]={expression!r} is not a "
                                      "comparison; write e.g. 'burst_count <= 200'")
-            ok &= result.to_numpy(bool)
+            ok &= result
         return ok
 
     def costs(self, frame: pd.DataFrame) -> np.ndarray:
         if not self.cost:
             return np.zeros(len(frame))
-        try:
-            return np.asarray(frame.eval(self.cost), float) * np.ones(len(frame))
-        except Exception as err:
-            raise SinterlabError(f"space.cost.expression={self.cost!r} cannot be evaluated "
-                                 f"({err}); use the parameters {self.names}, e.g. "
-                                 "'burst_count * 0.02'") from err
+        cost = evaluate(self.cost, frame[self.names], "space.cost.expression")
+        if cost.dtype == bool or not np.isfinite(cost).all():
+            raise SinterlabError(f"space.cost.expression={self.cost!r} is not a finite number "
+                                 "at every setting; write e.g. 'burst_count * 0.02'")
+        return cost.astype(float)
 
     def grid(self) -> pd.DataFrame:
         """Every allowed setting: the product of the levels, constraints applied, with its
