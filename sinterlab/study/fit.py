@@ -176,7 +176,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
         if not head.corn:  # softmax temperatures do not apply to CORN's logits
             fit_temperatures(head, dm.x, dm.y, folds.rows("val"))
         images = head_image_calibration(head, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
-                                        folds.rows("val"), folds.rows("test"),
+                                        folds.rows("val"), unseen_rows(assignment),
                                         calibration.pooling, calibration.calibrator)
     else:
         if temperatures is not None:
@@ -228,40 +228,6 @@ def image_calibrations(info: dict) -> list[ImageCalibration | None]:
     return [c and ImageCalibration.from_dict(c) for c in info.get("image_calibration") or []]
 
 
-def head_oof(head: HeadEnsemble, dm: SEMDataModule, assignment: np.ndarray,
-             calibrated: bool = True,
-             images: list[ImageCalibration | None] | None = None) -> list[np.ndarray]:
-    """Per target, each tested patch's output from its own fold's members (mean over seeds);
-    class probabilities temperature-scaled unless ``calibrated=False``. With ``images`` (per
-    target), a classification target's rows hold their image's served probability instead:
-    each member's raw probabilities pooled and calibrated per image, mean over seeds."""
-    folds = dm.folds(assignment)
-    test_rows = folds.rows("test")
-    loader = folds.test_dataloader()
-    index = loader.index
-    image_ids = dm.patches[IMAGE].to_numpy().astype(str)
-    batch_images = np.where(loader.weight.numpy() > 0, image_ids[index.numpy()], "")
-    per_member = head.predict_members(dm.x[index], calibrated=calibrated,
-                                      images=batch_images)  # (M, N_max, ...)
-    raw = per_member if images is None else head.predict_members(
-        dm.x[index], calibrated=False, images=batch_images)
-    seeds = head.per_group
-    out = []
-    for members, uncalibrated, calibration in zip(per_member, raw,
-                                                  images or [None] * len(per_member),
-                                                  strict=True):
-        full = np.full((len(dm.x), *members.shape[2:]), np.nan)
-        for g, rows in enumerate(test_rows):
-            own = slice(g * seeds, (g + 1) * seeds)
-            if calibration is None:
-                full[rows] = members[own, :len(rows)].mean(axis=0)
-                continue
-            _, probs = calibration.apply(uncalibrated[own, :len(rows)], image_ids[rows], own)
-            full[rows] = probs.mean(axis=0)[pd.factorize(image_ids[rows])[0]]
-        out.append(full)
-    return out
-
-
 def is_head(model: DictConfig) -> bool:
     """Lightning heads train through :func:`fit_head`; scikit-learn candidates do not."""
     return issubclass(get_class(model.module._target_), pl.LightningModule)
@@ -294,7 +260,8 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
         checkpoint = ensemble.save(run_dir / "checkpoints" / f"{tag}.npz")
         if any(len(rows) for rows in test_rows):
             images = head_image_calibration(ensemble, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
-                                            test_rows, test_rows, calibration.pooling,
+                                            test_rows, unseen_rows(assignment),
+                                            calibration.pooling,
                                             calibration.calibrator)
         else:
             images = [c and c.median(ensemble.members) for c in image_calibration or
@@ -312,27 +279,53 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
     return out
 
 
+def unseen_rows(assignment: np.ndarray) -> list[np.ndarray]:
+    """Per group, the rows its members never fit on: its test rows, and the rows its
+    assignment leaves out ('-': the outer test fold of model selection's inner folds). An image
+    calibration used by a group's members is never fitted on them."""
+    return [np.flatnonzero((fold != "train") & (fold != "val")) for fold in assignment]
+
+
 def group_outputs(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule,
-                  assignment: np.ndarray, calibrated: bool = True) -> list[list[np.ndarray]]:
+                  assignment: np.ndarray, calibrated: bool = True,
+                  images: list[ImageCalibration | None] | None = None,
+                  ) -> list[list[np.ndarray]]:
     """Per group (fold) of ``assignment``, per target, the outputs of its test rows from its
     own members (mean over seeds); class probabilities temperature-scaled unless
-    ``calibrated=False``; an image-mean model gives each row its image's output."""
+    ``calibrated=False``; an image-mean model gives each row its image's output. With
+    ``images`` (per target), a classification target's rows hold their image's served
+    probability instead: each member's raw probabilities pooled and calibrated per image, mean
+    over seeds."""
     loader = dm.folds(assignment).test_dataloader()
     index = loader.index
-    images = dm.patches[IMAGE].to_numpy().astype(str)[index.numpy()]
-    images = np.where(loader.weight.numpy() > 0, images, "")  # padding is no image
-    per_member = model.predict_members(dm.x[index], calibrated=calibrated, images=images)
+    image_ids = dm.patches[IMAGE].to_numpy().astype(str)
+    batch_images = np.where(loader.weight.numpy() > 0, image_ids[index.numpy()], "")
+    per_member = model.predict_members(dm.x[index], calibrated=calibrated, images=batch_images)
+    calibrations = images or [None] * len(per_member)
+    raw = per_member if not any(calibrations) else model.predict_members(
+        dm.x[index], calibrated=False, images=batch_images)
     seeds = model.per_group
-    return [[members[g * seeds:(g + 1) * seeds, :len(rows)].mean(axis=0)
-             for members in per_member]
-            for g, rows in enumerate(dm.rows(assignment, "test"))]
+    out = []
+    for g, rows in enumerate(dm.rows(assignment, "test")):
+        own = slice(g * seeds, (g + 1) * seeds)
+        outputs = []
+        for members, uncalibrated, calibration in zip(per_member, raw, calibrations,
+                                                      strict=True):
+            if calibration is None:
+                outputs.append(members[own, :len(rows)].mean(axis=0))
+                continue
+            _, probs = calibration.apply(uncalibrated[own, :len(rows)], image_ids[rows], own)
+            outputs.append(probs.mean(axis=0)[pd.factorize(image_ids[rows])[0]])
+        out.append(outputs)
+    return out
 
 
 def model_oof(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule, assignment: np.ndarray,
-              calibrated: bool = True) -> list[np.ndarray]:
+              calibrated: bool = True,
+              images: list[ImageCalibration | None] | None = None) -> list[np.ndarray]:
     """Per target, each tested patch's output from its own fold's members (see
     :func:`group_outputs`)."""
-    per_group = group_outputs(model, dm, assignment, calibrated)
+    per_group = group_outputs(model, dm, assignment, calibrated, images)
     out = []
     for t, first in enumerate(per_group[0]):
         full = np.full((len(dm.x), *first.shape[1:]), np.nan)

@@ -26,7 +26,6 @@ from sinterlab.study.fit import (
     fit_head,
     fit_models,
     group_outputs,
-    head_oof,
     image_calibrations,
     is_head,
     median_temperatures,
@@ -76,6 +75,22 @@ def image_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
         mean = np.clip(mean, 1e-15, 1.0)
         mean = mean / mean.sum(axis=1, keepdims=True)
     return float(SCORES[kind][score](truth, mean))
+
+
+def refined_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
+                  images: np.ndarray) -> float:
+    """``score`` of the image outputs after the best temperature on their log-probabilities,
+    fitted on these same rows (the refinement part of the score: calibration made free)."""
+    if kind == "regression":
+        return image_score(kind, score, y, output, images)
+    from scipy.optimize import minimize_scalar
+    from scipy.special import softmax
+    _, mean = aggregate_by_group(output, images)
+    truth = y[first_rows(images)].astype(np.int64)
+    logp = np.log(np.clip(mean, 1e-15, 1.0))
+    best = minimize_scalar(lambda t: SCORES[kind][score](truth, softmax(logp * np.exp(t), axis=1)),
+                           bounds=(-4.0, 4.0), method="bounded")
+    return float(best.fun)
 
 
 def grid_points(name: str, model: DictConfig, searched: bool) -> list[tuple[str, DictConfig]]:
@@ -141,30 +156,39 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                     for j in range(len(grid))]
             fitted = fit_models(cfg, dm, inner, run_dir, tags, [m for _, m in grid], inner_seeds)
             keys = list(model.get("grid") or {}) if len(grid) > 1 else []
-            for label, (ensemble, _), (_, point) in zip(labels, fitted, grid, strict=True):
+            for label, (ensemble, info), (_, point) in zip(labels, fitted, grid, strict=True):
                 configs[label] = point
-                held_out = group_outputs(ensemble, dm, inner)
-                scores = []
+                # what predict would serve: each inner member's image probabilities through
+                # its image calibration, fitted on inner validation images of its own outer
+                # fold's training groups, never on the inner held-out groups scored here
+                held_out = group_outputs(ensemble, dm, inner, images=image_calibrations(info))
+                unserved = group_outputs(ensemble, dm, inner)
+                scores, before, refined = [], [], []
                 for f in range(folds):
                     groups = range(f * per_outer, (f + 1) * per_outer)
                     rows = np.concatenate([inner_test[g] for g in groups])
-                    out = np.concatenate([held_out[g][0] for g in groups])
-                    scores.append(image_score(kind_of_score, score, y[rows], out, images[rows]))
+                    for out, into in ((held_out, scores), (unserved, before)):
+                        into.append(image_score(kind_of_score, score, y[rows],
+                                                np.concatenate([out[g][0] for g in groups]),
+                                                images[rows]))
+                    refined.append(refined_score(kind_of_score, score, y[rows], np.concatenate(
+                        [unserved[g][0] for g in groups]), images[rows]))
                 points[label] = {"candidate": name, "inner_scores": scores,
+                                 "inner_scores_unserved": before, "inner_refined": refined,
                                  "params": {k: OmegaConf.select(point, k) for k in keys}}
             tags = [f"{kind}-{name}" if len(grid) == 1 else f"{kind}-{name}-{j}"
                     for j in range(len(grid))]
             for label, (ensemble, info) in zip(labels, fit_models(
                     cfg, dm, assignment, run_dir, tags, [m for _, m in grid]), strict=True):
-                calibrated = model_oof(ensemble, dm, assignment)
-                # what predict serves: a head's image-calibrated probabilities; else its outputs
-                served = (head_oof(ensemble, dm, assignment, images=image_calibrations(info))
-                          if info.get("image_calibration") else calibrated)
-                outputs[label] = (calibrated, model_oof(ensemble, dm, assignment,
-                                                        calibrated=False), served)
+                # the last: what predict serves (image-calibrated probabilities; regression: the
+                # outputs themselves)
+                outputs[label] = (model_oof(ensemble, dm, assignment),
+                                  model_oof(ensemble, dm, assignment, calibrated=False),
+                                  model_oof(ensemble, dm, assignment,
+                                            images=image_calibrations(info)))
                 tested = test_fold >= 0
                 points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
-                                                        outputs[label][0][0][tested],
+                                                        outputs[label][2][0][tested],
                                                         images[tested])
                 points[label]["checkpoint"] = info["checkpoint"]
                 infos[label] = info
@@ -217,8 +241,9 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
         "inner_scores": {n: [points[tuned[n][f]]["inner_scores"][f] for f in range(folds)]
                          for n in names},
         "tuned_points": tuned,
-        "cv_scores": {n: image_score(kind_of_score, score, y[tested], candidate_oof[n][tested],
-                                     images[tested]) for n in names},
+        "cv_scores": {n: image_score(kind_of_score, score, y[tested],
+                                     combine(tuned[n], 2)[0][tested], images[tested])
+                      for n in names},
         "winners": [points[p]["candidate"] for p in winner_points],
         "winner_points": winner_points,
         "fold_checkpoints": [points[p]["checkpoint"] for p in winner_points],

@@ -51,7 +51,7 @@ from sinterlab.measures.trends import measure_columns, measures_oof
 from sinterlab.runs import RunInterrupted, claim
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.study.extraction import refuse_ddp
-from sinterlab.study.fit import check_losses, fit_models, head_oof, image_calibrations, model_oof
+from sinterlab.study.fit import check_losses, fit_models, image_calibrations, model_oof
 from sinterlab.study.record import IMAGE_ONLY, record_run
 from sinterlab.study.selection import select_model
 from sinterlab.threads import library_threads
@@ -141,8 +141,8 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, split_kind: str, run_d
                                                      [model])
         head_outputs = model_oof(head, dm, assignment)
         head_raw = model_oof(head, dm, assignment, calibrated=False)
-        head_served = (head_oof(head, dm, assignment,
-                                images=image_calibrations(block["training"]))
+        head_served = (model_oof(head, dm, assignment,
+                                 images=image_calibrations(block["training"]))
                        if block["training"].get("image_calibration") else head_outputs)
         outputs = {HEAD: head_outputs[0]} | outputs
         if dm.extra_inputs and split_kind == cfg.split.kind:
