@@ -104,6 +104,11 @@ def overrides(*args: str) -> Callable[[World], list[str]]:
     return lambda w: [f"data.descriptor={w.descriptor}", *args]
 
 
+def extract_args(*args: str) -> Callable[[World], list[str]]:
+    return lambda w: [f"data.descriptor={w.descriptor}", f"features.cache_dir={w.cache}",
+                      f"hydra.run.dir={w.tmp / 'extract'}", *args]
+
+
 def held_folder(w: World) -> list[str]:
     run_dir = w.tmp / "run"
     run_dir.mkdir()
@@ -458,6 +463,22 @@ CASES = [
          ("(metrics.json missing)",), ("config.yaml and",)),
     Case("checkpoint with pickled code", "predict", pickled_code_in_checkpoint, 2,
          ("checkpoint refused", "GLOBAL posix.getcwd"), ("truncated",)),
+    # 20. numbers typed on the command line, checked against conf's schema before anything runs
+    # (issue 32; the plan's target.probability is in tests/test_plan.py)
+    Case("shard that is not a number", "extract", extract_args("shard=abc"), 2,
+         ("shard=abc: not an integer; use an integer in [0, 1) (shards=1)",)),
+    Case("shard beyond the shards", "extract", extract_args("shard=5", "shards=2"), 2,
+         ("shard=5: out of range; use an integer in [0, 2) (shards=2)",)),
+    Case("one fold", "train", overrides("protocol.folds=1"), 2,
+         ("protocol.folds=1: out of range; use an integer >= 2 (protocol=holdout",)),
+    Case("confidence in percent", "train", overrides("evaluation.bootstrap.confidence=95"), 2,
+         ("evaluation.bootstrap.confidence=95: out of range; use a number in (0, 1)",)),
+    Case("no patches per image", "train", overrides("preprocess.patches.per_image=0"), 2,
+         ("preprocess.patches.per_image=0: out of range; use an integer >= 1",)),
+    Case("dropout of one", "train", overrides("model.module.dropout=1.0"), 2,
+         ("model.module.dropout=1.0: out of range; use a number in [0, 1)",)),
+    Case("split shares that miss one", "train", overrides("split.fractions.test=0.2"), 2,
+         ("split.fractions={train: 0.8, val: 0.1, test: 0.2}: the shares sum to 1.1",)),
 ]
 
 

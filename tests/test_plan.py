@@ -225,6 +225,10 @@ def bad_missing(path, frame):
      "responses.z.column)"),
     (None, ["space.constraints=['a + b > 30']"], "exclude every setting"),
     (bad_infinite, [], "column 'y' has infinite values ['inf'] in CSV row(s) [4]; write finite"),
+    (None, ["goal=target", "target.probability=1.5"],
+     "target.probability=1.5: out of range; use a number in (0, 1)"),
+    (None, ["space.parameters.a.high=ten"], "space.parameters.a.high=ten: not a number; use a "
+     "number"),
 ])
 def test_bad_input_is_one_line_naming_the_column_or_key(plane, tmp_path, edit, overrides,
                                                         message):

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from sinterlab.atomic import write_with
 from sinterlab.cli import CONF_DIR, one_line_errors
+from sinterlab.config_schema import PREDICT, check_config
 from sinterlab.explain.write import check_explainable, explain_images
 from sinterlab.predict import load_run_model, predict
 
@@ -23,6 +24,7 @@ from sinterlab.predict import load_run_model, predict
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("sinterlab-predict"):
+        check_config(cfg, PREDICT)
         model = load_run_model(cfg)
         if cfg.maps:
             check_explainable(model)

@@ -16,7 +16,8 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from sinterlab.cli import CONF_DIR, one_line_errors
+from sinterlab.config_schema import SYNTH, check_config
 
 
 def _alias_preset(argv: list[str]) -> list[str]:
@@ -33,6 +34,8 @@ def _alias_preset(argv: list[str]) -> list[str]:
 def _app(cfg: DictConfig) -> None:
     from sinterlab.synth.generate import generate_dataset
 
+    with one_line_errors("sinterlab-synth"):
+        check_config(cfg, SYNTH)
     out = Path(to_absolute_path(str(cfg.out)))
     t0 = time.perf_counter()
     desc = generate_dataset(cfg, out)

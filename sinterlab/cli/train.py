@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.cli import CONF_DIR, summary_lines
+from sinterlab.config_schema import TRAIN, check_config
 from sinterlab.console import route_library_logs
 from sinterlab.errors import SinterlabError
 from sinterlab.runs import (
@@ -54,6 +55,7 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         with sigint_raises_interrupted():
+            check_config(cfg, TRAIN)
             metrics = run_experiment(cfg, run_dir)
     except SinterlabError as err:
         return _stop(run_dir, f"error: {err}", 2, own_folder=not isinstance(err, FolderTaken))
