@@ -301,6 +301,25 @@ def one_black_image(w: World) -> list[str]:
     return [f"data.descriptor={w.save(table)}"]
 
 
+def one_wrong_cache_entry(how: str) -> Callable[[World], list[str]]:
+    """The finished run's cache, one entry readable but wrong: one embedding column short
+    (another backbone's width) or a NaN among its values."""
+    def make(w: World) -> list[str]:
+        shutil.copytree(w.filled_cache, w.cache)
+        used = json.loads((w.trained_run / "metrics.json").read_text())["cache"]["folder"]
+        entry = sorted((w.cache / Path(used).relative_to(w.filled_cache)).glob("*.npz"))[0]
+        with np.load(entry) as data:
+            arrays = dict(data)
+        if how == "width":
+            arrays["embeddings"] = arrays["embeddings"][:, :-1]
+        else:
+            arrays["embeddings"][1, 2] = np.nan
+        with open(entry, "wb") as handle:
+            np.savez(handle, **arrays)
+        return [f"data.descriptor={w.descriptor}"]
+    return make
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -440,6 +459,11 @@ CASES = [
     Case("patch size in µm without a scale", "train",
          overrides("preprocess.patches.size_um=0.2"), 2,
          ("preprocess.patches.size_um needs a physical scale",)),
+    # issue 32: a readable but wrong cache entry is set aside like a corrupt one
+    Case("cache entry of another width", "train", one_wrong_cache_entry("width"), 0,
+         ("wrong cache entry", "the backbone's are", "moved to", "/corrupt/")),
+    Case("cache entry with a NaN", "train", one_wrong_cache_entry("nan"), 0,
+         ("wrong cache entry", "1 NaN or infinite embeddings values", "moved to", "/corrupt/")),
     # 16. run folders: a killed run's folder is taken over, a finished one refused
     Case("folder of a killed run", "train", dead_claim, 0, ("no longer running",),
          then=took_over_the_folder),

@@ -288,7 +288,8 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
             if str(p) not in unknown]
     while True:
         cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
-                               cache_settings(preprocess_cfg, spec, backbone, runtime))
+                               cache_settings(preprocess_cfg, spec, backbone, runtime),
+                               backbone.embedding_dim)
         entries = {ref.key: cache.load_or_set_aside(ref.key, ref.path) for ref in refs}
         bad, warnings = dict(unknown), []
         for ref in dict.fromkeys(refs):
