@@ -301,6 +301,31 @@ def one_black_image(w: World) -> list[str]:
     return [f"data.descriptor={w.save(table)}"]
 
 
+def untagged_images(count: int, *extra: str) -> Callable[[World], list[str]]:
+    """The first ``count`` images saved as PNG (no instrument tag) among tagged TIFFs."""
+    def make(w: World) -> list[str]:
+        table = w.table()
+        for i in range(count):
+            png = w.tmp / f"no_tag_{i}.png"
+            cv2.imwrite(str(png), cv2.imread(table.loc[i, "image"], cv2.IMREAD_GRAYSCALE))
+            table.loc[i, "image"] = str(png)
+        return [f"data.descriptor={w.save(table)}", *extra]
+    return make
+
+
+def retagged(pixel_width: str, *extra: str) -> Callable[[World], list[str]]:
+    """The first image's pixels in a TIFF whose FEI tag says ``PixelWidth=pixel_width`` (m)."""
+    def make(w: World) -> list[str]:
+        table = w.table()
+        path = w.tmp / "mistagged.tif"
+        tag = f"[System]\r\nSystemType=Quanta\r\n[Scan]\r\nPixelWidth={pixel_width}\r\n"
+        tifffile.imwrite(path, tifffile.imread(table.loc[0, "image"]),
+                         extratags=[(34682, "s", 0, tag, True)])
+        table.loc[0, "image"] = str(path)
+        return [f"data.descriptor={w.save(table)}", *extra]
+    return make
+
+
 def one_wrong_cache_entry(how: str) -> Callable[[World], list[str]]:
     """The finished run's cache, one entry readable but wrong: one embedding column short
     (another backbone's width) or a NaN among its values."""
@@ -318,6 +343,12 @@ def one_wrong_cache_entry(how: str) -> Callable[[World], list[str]]:
             np.savez(handle, **arrays)
         return [f"data.descriptor={w.descriptor}"]
     return make
+
+
+def measures_in_px(run_dir: Path) -> None:
+    measures = pd.read_csv(run_dir / "measures.csv")
+    assert (measures["length_unit"] == "px").all()
+    assert "lengths in px" in (run_dir / "report.md").read_text()
 
 
 @dataclass(frozen=True)
@@ -459,6 +490,32 @@ CASES = [
     Case("patch size in µm without a scale", "train",
          overrides("preprocess.patches.size_um=0.2"), 2,
          ("preprocess.patches.size_um needs a physical scale",)),
+    # issue 32: one unit per run; a mis-tagged or impossible pixel size named, never used
+    Case("some images without a pixel size, at one scale", "train",
+         untagged_images(2, "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("no_tag_0.png: pixel size unknown", "2 of 24 images have no usable pixel size",
+          "no_tag_1.png", "pixel_size_nm column")),
+    Case("some images without a pixel size, pixels as read", "train", untagged_images(1), 0,
+         ("no_tag_0.png: pixel size unknown", "1 of 24 images have no usable pixel size",
+          "measures are in px"), then=measures_in_px),
+    Case("one image tagged 1 mm per pixel", "train",
+         retagged("1e-3", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif 1e+06 nm (FEI/Thermo tag)", "median 4 nm", "outlier_factor=3",
+          "pixel_size_nm column")),
+    Case("negative pixel size in a file", "train",
+         retagged("-4e-09", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size -4 nm in its FEI/Thermo tag is not a positive",),
+         ("no instrument metadata",)),
+    Case("zero pixel size in a file", "train",
+         retagged("0", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size 0 nm in its FEI/Thermo tag is not a positive",),
+         ("no instrument metadata",)),
+    Case("infinite pixel size in a file", "train",
+         retagged("inf", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size inf nm in its FEI/Thermo tag is not a positive",)),
+    Case("NaN pixel size in a file", "train",
+         retagged("nan", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size nan nm in its FEI/Thermo tag is not a positive",)),
     # issue 32: a readable but wrong cache entry is set aside like a corrupt one
     Case("cache entry of another width", "train", one_wrong_cache_entry("width"), 0,
          ("wrong cache entry", "the backbone's are", "moved to", "/corrupt/")),

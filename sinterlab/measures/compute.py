@@ -1,12 +1,12 @@
 """The measures of every image of a run, cached per image like the embeddings (keyed by the
-image's content and scale, the preprocessing and the measures' own settings)."""
+image's content and scale, the preprocessing and the measures' own settings). One unit per run:
+lengths in µm only when every image's pixel size is known."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from sinterlab.atomic import write_json
+from sinterlab.data.metadata import one_unit
 from sinterlab.data.preprocess import preprocess_image
 from sinterlab.measures.microstructure import measure_mask, segment_pores
 
@@ -26,6 +27,7 @@ def _settings_key(preprocess_cfg, measures_cfg) -> str:
                 "measures": list(measures_cfg.measures)}
     settings["preprocess"].pop("patches", None)  # patches do not change a whole-image measure
     settings["preprocess"].pop("checks", None)
+    (settings["preprocess"].get("scale") or {}).pop("outlier_factor", None)  # a check only
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -42,13 +44,14 @@ def one_image(path: str, preprocess_cfg, measures_cfg, scale: float,
 def image_measures(refs, pixel_sizes, preprocess_cfg, measures_cfg) -> tuple[pd.DataFrame,
                                                                            list[str]]:
     """One row per image ref (path, key, scale): its measures and their length unit, from the
-    cache or computed; and a warning per image where segmentation found one phase only."""
+    cache or computed; and a warning per image where segmentation found one phase only. Lengths
+    are in µm when the run has a target scale or every image's pixel size is known, else in px
+    for every image (one unit per run)."""
     folder = Path(measures_cfg.cache_dir) / _settings_key(preprocess_cfg, measures_cfg)
     target = (preprocess_cfg.get("scale") or {}).get("pixel_size_nm")
+    pixels = [float(target)] * len(refs) if target is not None else one_unit(pixel_sizes)
     rows, warnings, computed = [], [], 0
-    for ref, own in zip(refs, pixel_sizes, strict=True):
-        pixel = float(target) if target is not None else (
-            float(own) if own is not None and math.isfinite(float(own)) else None)
+    for ref, pixel in zip(refs, pixels, strict=True):
         entry = folder / f"{ref.key}-{pixel or 'px'}.json"
         try:
             values = json.loads(entry.read_text())
