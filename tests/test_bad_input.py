@@ -326,6 +326,16 @@ def retagged(pixel_width: str, *extra: str) -> Callable[[World], list[str]]:
     return make
 
 
+def one_white_image(w: World) -> list[str]:
+    """A saturated frame (white, data bar and all) in place of one micrograph."""
+    table = w.table()
+    white = w.tmp / "white.tif"
+    shape = cv2.imread(table.loc[0, "image"], cv2.IMREAD_GRAYSCALE).shape
+    cv2.imwrite(str(white), np.full(shape, 255, np.uint8))
+    table.loc[0, "image"] = str(white)
+    return [f"data.descriptor={w.save(table)}"]
+
+
 def one_wrong_cache_entry(how: str) -> Callable[[World], list[str]]:
     """The finished run's cache, one entry readable but wrong: one embedding column short
     (another backbone's width) or a NaN among its values."""
@@ -345,10 +355,26 @@ def one_wrong_cache_entry(how: str) -> Callable[[World], list[str]]:
     return make
 
 
+def one_wrong_measures_entry(w: World) -> list[str]:
+    """The finished run's measures cache, one entry readable JSON but not measures."""
+    measures = w.tmp / "measures"
+    shutil.copytree(w.trained_run / "cache" / "measures", measures)
+    entry = sorted(measures.rglob("*.json"))[0]
+    entry.write_text('{"porosity": "0.3 (by eye)"}')
+    return [f"data.descriptor={w.descriptor}", f"measures.cache_dir={measures}"]
+
+
 def measures_in_px(run_dir: Path) -> None:
     measures = pd.read_csv(run_dir / "measures.csv")
     assert (measures["length_unit"] == "px").all()
     assert "lengths in px" in (run_dir / "report.md").read_text()
+
+
+def blank_measures_are_nan(run_dir: Path) -> None:
+    measures = pd.read_csv(run_dir / "measures.csv").set_index("image")
+    white = measures.loc[measures.index.str.endswith("white.tif")].iloc[0]
+    assert white[["porosity", "pore_diameter", "solid_size"]].isna().all()
+    assert white["one_phase"] == "solid"
 
 
 @dataclass(frozen=True)
@@ -516,11 +542,17 @@ CASES = [
     Case("NaN pixel size in a file", "train",
          retagged("nan", "preprocess.scale.pixel_size_nm=auto"), 2,
          ("mistagged.tif: pixel size nan nm in its FEI/Thermo tag is not a positive",)),
+    # issue 32: a blank image's measures are NaN, as its warning says
+    Case("white image in training", "train", one_white_image, 0,
+         ("white.tif: segmentation found only solid", "measures are NaN"),
+         then=blank_measures_are_nan),
     # issue 32: a readable but wrong cache entry is set aside like a corrupt one
     Case("cache entry of another width", "train", one_wrong_cache_entry("width"), 0,
          ("wrong cache entry", "the backbone's are", "moved to", "/corrupt/")),
     Case("cache entry with a NaN", "train", one_wrong_cache_entry("nan"), 0,
          ("wrong cache entry", "1 NaN or infinite embeddings values", "moved to", "/corrupt/")),
+    Case("measures cache entry that is not measures", "train", one_wrong_measures_entry, 0,
+         ("wrong measures cache entry", "moved to", "/corrupt/")),
     # 16. run folders: a killed run's folder is taken over, a finished one refused
     Case("folder of a killed run", "train", dead_claim, 0, ("no longer running",),
          then=took_over_the_folder),

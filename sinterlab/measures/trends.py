@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sinterlab.data.descriptor import str_label
 
 #: columns of a measures table that are not measures
-INFO = ("path", "length_unit", "image", "sample_id")
+INFO = ("path", "length_unit", "one_phase", "image", "sample_id")
 
 
 def measure_columns(table: pd.DataFrame) -> list[str]:
