@@ -36,7 +36,7 @@ from sinterlab.data.descriptor import (
     extra_input_matrix,
     read_table,
 )
-from sinterlab.data.metadata import FIELDS, read_metadata
+from sinterlab.data.metadata import FIELDS, PROBLEM, read_metadata
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.reliability import prediction_sets, set_label
@@ -258,7 +258,8 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     embedded = embed_images(found, run_cfg.preprocess, backbone, features,
                             fix="leave it out (or strict=false to predict the others)",
                             skip_bad=not cfg.strict,
-                            pixel_sizes=[metadata[str(p)]["pixel_size_nm"] for p in found]
+                            pixel_sizes=[metadata[str(p)]["pixel_size_nm"] for p in found],
+                            pixel_problems=[metadata[str(p)][PROBLEM] for p in found]
                             ) if found else None
     bad = missing | (embedded.bad if embedded else {})
     for warning in embedded.warnings if embedded else []:
@@ -317,7 +318,7 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                 table["interval_confidence"] = interval.confidence
     table["patches"] = [len(e.embeddings) for e in entries]
     table["model"] = model.model_name
-    for column in FIELDS:  # what the instrument recorded, as in the run's images.csv
+    for column in (*FIELDS, PROBLEM):  # what the instrument recorded, as in images.csv
         table[column] = [metadata[p][column] for p in table["image"]]
     table["error"] = ""
     if bad:  # missing and unreadable images keep their row, in the order asked, with the reason

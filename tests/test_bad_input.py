@@ -306,6 +306,82 @@ def one_black_image(w: World) -> list[str]:
     return [f"data.descriptor={w.save(table)}"]
 
 
+def untagged_images(count: int, *extra: str) -> Callable[[World], list[str]]:
+    """The first ``count`` images saved as PNG (no instrument tag) among tagged TIFFs."""
+    def make(w: World) -> list[str]:
+        table = w.table()
+        for i in range(count):
+            png = w.tmp / f"no_tag_{i}.png"
+            cv2.imwrite(str(png), cv2.imread(table.loc[i, "image"], cv2.IMREAD_GRAYSCALE))
+            table.loc[i, "image"] = str(png)
+        return [f"data.descriptor={w.save(table)}", *extra]
+    return make
+
+
+def retagged(pixel_width: str, *extra: str) -> Callable[[World], list[str]]:
+    """The first image's pixels in a TIFF whose FEI tag says ``PixelWidth=pixel_width`` (m)."""
+    def make(w: World) -> list[str]:
+        table = w.table()
+        path = w.tmp / "mistagged.tif"
+        tag = f"[System]\r\nSystemType=Quanta\r\n[Scan]\r\nPixelWidth={pixel_width}\r\n"
+        tifffile.imwrite(path, tifffile.imread(table.loc[0, "image"]),
+                         extratags=[(34682, "s", 0, tag, True)])
+        table.loc[0, "image"] = str(path)
+        return [f"data.descriptor={w.save(table)}", *extra]
+    return make
+
+
+def one_white_image(w: World) -> list[str]:
+    """A saturated frame (white, data bar and all) in place of one micrograph."""
+    table = w.table()
+    white = w.tmp / "white.tif"
+    shape = cv2.imread(table.loc[0, "image"], cv2.IMREAD_GRAYSCALE).shape
+    cv2.imwrite(str(white), np.full(shape, 255, np.uint8))
+    table.loc[0, "image"] = str(white)
+    return [f"data.descriptor={w.save(table)}"]
+
+
+def one_wrong_cache_entry(how: str) -> Callable[[World], list[str]]:
+    """The finished run's cache, one entry readable but wrong: one embedding column short
+    (another backbone's width) or a NaN among its values."""
+    def make(w: World) -> list[str]:
+        shutil.copytree(w.filled_cache, w.cache)
+        used = json.loads((w.trained_run / "metrics.json").read_text())["cache"]["folder"]
+        entry = sorted((w.cache / Path(used).relative_to(w.filled_cache)).glob("*.npz"))[0]
+        with np.load(entry) as data:
+            arrays = dict(data)
+        if how == "width":
+            arrays["embeddings"] = arrays["embeddings"][:, :-1]
+        else:
+            arrays["embeddings"][1, 2] = np.nan
+        with open(entry, "wb") as handle:
+            np.savez(handle, **arrays)
+        return [f"data.descriptor={w.descriptor}"]
+    return make
+
+
+def one_wrong_measures_entry(w: World) -> list[str]:
+    """The finished run's measures cache, one entry readable JSON but not measures."""
+    measures = w.tmp / "measures"
+    shutil.copytree(w.trained_run / "cache" / "measures", measures)
+    entry = sorted(measures.rglob("*.json"))[0]
+    entry.write_text('{"porosity": "0.3 (by eye)"}')
+    return [f"data.descriptor={w.descriptor}", f"measures.cache_dir={measures}"]
+
+
+def measures_in_px(run_dir: Path) -> None:
+    measures = pd.read_csv(run_dir / "measures.csv")
+    assert (measures["length_unit"] == "px").all()
+    assert "lengths in px" in (run_dir / "report.md").read_text()
+
+
+def blank_measures_are_nan(run_dir: Path) -> None:
+    measures = pd.read_csv(run_dir / "measures.csv").set_index("image")
+    white = measures.loc[measures.index.str.endswith("white.tif")].iloc[0]
+    assert white[["porosity", "pore_diameter", "solid_size"]].isna().all()
+    assert white["one_phase"] == "solid"
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -445,6 +521,43 @@ CASES = [
     Case("patch size in µm without a scale", "train",
          overrides("preprocess.patches.size_um=0.2"), 2,
          ("preprocess.patches.size_um needs a physical scale",)),
+    # issue 32: one unit per run; a mis-tagged or impossible pixel size named, never used
+    Case("some images without a pixel size, at one scale", "train",
+         untagged_images(2, "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("no_tag_0.png: pixel size unknown", "2 of 24 images have no usable pixel size",
+          "no_tag_1.png", "pixel_size_nm column")),
+    Case("some images without a pixel size, pixels as read", "train", untagged_images(1), 0,
+         ("no_tag_0.png: pixel size unknown", "1 of 24 images have no usable pixel size",
+          "measures are in px"), then=measures_in_px),
+    Case("one image tagged 1 mm per pixel", "train",
+         retagged("1e-3", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif 1e+06 nm (FEI/Thermo tag)", "median 4 nm", "outlier_factor=3",
+          "pixel_size_nm column")),
+    Case("negative pixel size in a file", "train",
+         retagged("-4e-09", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size -4 nm in its FEI/Thermo tag is not a positive",),
+         ("no instrument metadata",)),
+    Case("zero pixel size in a file", "train",
+         retagged("0", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size 0 nm in its FEI/Thermo tag is not a positive",),
+         ("no instrument metadata",)),
+    Case("infinite pixel size in a file", "train",
+         retagged("inf", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size inf nm in its FEI/Thermo tag is not a positive",)),
+    Case("NaN pixel size in a file", "train",
+         retagged("nan", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size nan nm in its FEI/Thermo tag is not a positive",)),
+    # issue 32: a blank image's measures are NaN, as its warning says
+    Case("white image in training", "train", one_white_image, 0,
+         ("white.tif: segmentation found only solid", "measures are NaN"),
+         then=blank_measures_are_nan),
+    # issue 32: a readable but wrong cache entry is set aside like a corrupt one
+    Case("cache entry of another width", "train", one_wrong_cache_entry("width"), 0,
+         ("wrong cache entry", "the backbone's are", "moved to", "/corrupt/")),
+    Case("cache entry with a NaN", "train", one_wrong_cache_entry("nan"), 0,
+         ("wrong cache entry", "1 NaN or infinite embeddings values", "moved to", "/corrupt/")),
+    Case("measures cache entry that is not measures", "train", one_wrong_measures_entry, 0,
+         ("wrong measures cache entry", "moved to", "/corrupt/")),
     # 16. run folders: a killed run's folder is taken over, a finished one refused
     Case("folder of a killed run", "train", dead_claim, 0, ("no longer running",),
          then=took_over_the_folder),
