@@ -10,6 +10,7 @@ backbone runs. Adding a case is one ``Case(...)`` line (and a maker when none fi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -27,10 +28,12 @@ import pytest
 import tifffile
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from lightning.pytorch import Trainer
 
 from sinterlab.cli.explain import main as explain_main
 from sinterlab.cli.extract import main as extract_main
 from sinterlab.cli.predict import main as predict_main
+from sinterlab.cli.report import main as report_main
 from sinterlab.cli.train import main as train_main
 from sinterlab.features.cache import EmbeddingCache
 from sinterlab.manifest import MANIFEST, RunManifest
@@ -39,7 +42,7 @@ from tests.conftest import FAST
 from tests.test_evaluation_report import dead_pid
 
 SCRIPTS = {"train": train_main, "predict": predict_main, "explain": explain_main,
-           "extract": extract_main}
+           "extract": extract_main, "report": report_main}
 
 
 @dataclass
@@ -194,6 +197,29 @@ def replaced_checkpoint(w: World) -> list[str]:
     state["state_dict"][name] += 1.0
     torch.save(state, checkpoint)
     return predict_args(w, run, w.images(2))
+
+
+def disk_full_at_the_checkpoint(w: World) -> list[str]:
+    """The disk fills up as the heads' checkpoint is written."""
+    def full(self, filepath, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    w.monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    return [f"data.descriptor={w.descriptor}"]
+
+
+def sweep_with_a_run_stopped_by_a_full_disk(w: World) -> list[str]:
+    """A sweep folder: a finished run (0) and one stopped by a full disk (1)."""
+    sweep = w.tmp / "sweep"
+    shutil.copytree(w.trained_run, sweep / "0")
+    args = [*FAST, f"features.cache_dir={w.filled_cache}", *disk_full_at_the_checkpoint(w),
+            f"hydra.run.dir={sweep / '1'}", f"paths.log_dir={w.tmp / 'logs'}"]
+    GlobalHydra.instance().clear()
+    w.monkeypatch.setattr(sys, "argv", ["sinterlab-train", *args])
+    try:
+        train_main()
+    except (SystemExit, OSError):  # OSError: how it ended before
+        pass
+    return [str(sweep)]
 
 
 def identical_images_in_two_samples(w: World) -> list[str]:
@@ -501,6 +527,14 @@ CASES = [
           "truncated"), ("JSONDecodeError",)),
     Case("checkpoint replaced", "predict", replaced_checkpoint, 2,
          ("sample-ensemble.ckpt", "the served model's checkpoint", "sha256", "differs")),
+    # 21. a write that fails (disk full, quota, size limit): named, and not called a bug
+    Case("disk full at the checkpoint", "train", disk_full_at_the_checkpoint, 74,
+         ("stopped: could not write", "checkpoints/sample-ensemble.ckpt", "disk full",
+          "free space")),
+    Case("report on a run stopped by a full disk", "report",
+         sweep_with_a_run_stopped_by_a_full_disk, 0,
+         ("skipped run 1: stopped: could not write", "sample-ensemble.ckpt", "disk full"),
+         ("crashed",)),
 ]
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from sinterlab.atomic import write_json, write_with
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
+from sinterlab.errors import WriteFailed
 from sinterlab.evaluation.display import reported_model
 from sinterlab.evaluation.figures import (
     plot_confusion,
@@ -187,7 +188,8 @@ def optional_stage(name: str, compute, skipped: dict[str, str]):
     try:
         return compute()
     except Exception as err:  # any failure of an optional product: recorded, not raised
-        reason = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        reason = str(err) if isinstance(err, WriteFailed) else \
+            f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
         log.warning("%s skipped: %s", name, reason, exc_info=True)
         skipped[name] = reason
         return None
