@@ -10,6 +10,7 @@ backbone runs. Adding a case is one ``Case(...)`` line (and a maker when none fi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -27,17 +28,21 @@ import pytest
 import tifffile
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from lightning.pytorch import Trainer
 
 from sinterlab.cli.explain import main as explain_main
 from sinterlab.cli.extract import main as extract_main
 from sinterlab.cli.predict import main as predict_main
+from sinterlab.cli.report import main as report_main
 from sinterlab.cli.train import main as train_main
 from sinterlab.features.cache import EmbeddingCache
+from sinterlab.manifest import MANIFEST, RunManifest
+from sinterlab.models.calibration import calibration_path
 from tests.conftest import FAST
 from tests.test_evaluation_report import dead_pid
 
 SCRIPTS = {"train": train_main, "predict": predict_main, "explain": explain_main,
-           "extract": extract_main}
+           "extract": extract_main, "report": report_main}
 
 
 @dataclass
@@ -159,16 +164,67 @@ def zero_byte_descriptor(w: World) -> list[str]:
             f"hydra.run.dir={w.tmp / 'hydra'}"]
 
 
+def served_checkpoint(run: Path) -> Path:
+    return run / json.loads((run / "metrics.json").read_text())["training"]["checkpoint"]
+
+
 def damaged_checkpoint(how: str) -> Callable[[World], list[str]]:
     def make(w: World) -> list[str]:
         run = w.run_copy()
-        checkpoint = run / json.loads((run / "metrics.json").read_text())["training"]["checkpoint"]
+        checkpoint = served_checkpoint(run)
         if how == "missing":
             checkpoint.unlink()
         else:
             checkpoint.write_bytes(checkpoint.read_bytes()[:2000])
         return predict_args(w, run, w.images(2))
     return make
+
+
+def damaged_calibration(how: str) -> Callable[[World], list[str]]:
+    """The image calibration of the served model deleted, or cut short."""
+    def make(w: World) -> list[str]:
+        run = w.run_copy()
+        path = calibration_path(served_checkpoint(run))
+        if how == "missing":
+            path.unlink()
+        else:
+            path.write_text(path.read_text()[:200])
+        return predict_args(w, run, w.images(2))
+    return make
+
+
+def replaced_checkpoint(w: World) -> list[str]:
+    """A checkpoint that loads, but is not the one the run saved (another run's, or edited)."""
+    run = w.run_copy()
+    checkpoint = served_checkpoint(run)
+    state = torch.load(checkpoint, weights_only=True)
+    name = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][name] += 1.0
+    torch.save(state, checkpoint)
+    return predict_args(w, run, w.images(2))
+
+
+def disk_full_at_the_checkpoint(w: World) -> list[str]:
+    """The disk fills up as the heads' checkpoint is written."""
+    def full(self, filepath, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    w.monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    return [f"data.descriptor={w.descriptor}"]
+
+
+def sweep_with_a_run_stopped_by_a_full_disk(w: World) -> list[str]:
+    """A sweep folder: a finished run (0) and one stopped by a full disk (1)."""
+    sweep = w.tmp / "sweep"
+    shutil.copytree(w.trained_run, sweep / "0")
+    args = [*FAST, f"features.cache_dir={w.filled_cache}", *disk_full_at_the_checkpoint(w),
+            f"hydra.run.dir={sweep / '1'}", f"paths.log_dir={w.tmp / 'logs'}"]
+    GlobalHydra.instance().clear()
+    w.monkeypatch.setattr(sys, "argv", ["sinterlab-train", *args])
+    try:
+        train_main()
+    except (SystemExit, OSError):  # OSError: how it ended before
+        pass
+    return [str(sweep)]
 
 
 def identical_images_in_two_samples(w: World) -> list[str]:
@@ -274,12 +330,16 @@ def without_metrics(w: World) -> list[str]:
 
 
 def pickled_code_in_checkpoint(w: World) -> list[str]:
-    """A checkpoint someone sent: besides tensors it pickles a reference to a function."""
+    """A checkpoint someone sent: besides tensors it pickles a reference to a function (and
+    the manifest they sent records its sha256)."""
     run = w.run_copy()
-    checkpoint = run / json.loads((run / "metrics.json").read_text())["training"]["checkpoint"]
+    checkpoint = served_checkpoint(run)
     state = torch.load(checkpoint, weights_only=True)
     state["callbacks"] = {"on_load": os.getcwd}  # harmless here; os.system would not be
     torch.save(state, checkpoint)
+    manifest = RunManifest.read(run / MANIFEST)
+    files = {f.path: f.holds for f in manifest.files}
+    manifest.with_files(run, files).write(run / MANIFEST)
     return predict_args(w, run, w.images(1))
 
 
@@ -422,9 +482,9 @@ CASES = [
     Case("zero-byte descriptor to predict", "predict", zero_byte_descriptor, 2,
          ("empty.csv", "not a readable CSV")),
     Case("checkpoint missing", "predict", damaged_checkpoint("missing"), 2,
-         ("checkpoint missing", ".ckpt")),
+         ("the served model's checkpoint is missing", ".ckpt")),
     Case("checkpoint truncated", "predict", damaged_checkpoint("truncated"), 2,
-         ("checkpoint unreadable", "truncated", ".ckpt")),
+         ("the served model's checkpoint is truncated (2000 of", ".ckpt")),
     # 5. cache faults
     Case("cache folder not writable", "train", cache_under_a_file, 2,
          ("cannot be written", "features.cache_dir")),
@@ -592,6 +652,23 @@ CASES = [
          ("model.module.dropout=1.0: out of range; use a number in [0, 1)",)),
     Case("split shares that miss one", "train", overrides("split.fractions.test=0.2"), 2,
          ("split.fractions={train: 0.8, val: 0.1, test: 0.2}: the shares sum to 1.1",)),
+    # 21. files predict needs are checked against the manifest, never replaced by a fallback
+    Case("image calibration deleted", "predict", damaged_calibration("missing"), 2,
+         ("sample-ensemble.calibration.json", "the image calibration of the served model",
+          "is missing"), ("older run",)),
+    Case("image calibration damaged", "predict", damaged_calibration("truncated"), 2,
+         ("sample-ensemble.calibration.json", "the image calibration of the served model",
+          "truncated"), ("JSONDecodeError",)),
+    Case("checkpoint replaced", "predict", replaced_checkpoint, 2,
+         ("sample-ensemble.ckpt", "the served model's checkpoint", "sha256", "differs")),
+    # 22. a write that fails (disk full, quota, size limit): named, and not called a bug
+    Case("disk full at the checkpoint", "train", disk_full_at_the_checkpoint, 74,
+         ("stopped: could not write", "checkpoints/sample-ensemble.ckpt", "disk full",
+          "free space")),
+    Case("report on a run stopped by a full disk", "report",
+         sweep_with_a_run_stopped_by_a_full_disk, 0,
+         ("skipped run 1: stopped: could not write", "sample-ensemble.ckpt", "disk full"),
+         ("crashed",)),
 ]
 
 

@@ -1,7 +1,8 @@
 """``sinterlab-explain run=RUN_DIR images=[a.tif,b.tif]``: prediction maps and Grad-CAM.
 
 Exit status: 0 every image explained; 1 some images could not be read (named on screen);
-2 bad input, nothing written; 130 Ctrl-C.
+2 bad input, nothing written; 74 a file could not be written (one line naming it and the
+cause); 130 Ctrl-C.
 """
 
 from __future__ import annotations

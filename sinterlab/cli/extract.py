@@ -6,7 +6,8 @@ The descriptor and config are checked as a training run checks them (the same pr
 physical scale and backbone key the same entries). An image another live job is extracting is
 left to it; a killed job's images are extracted by the next run of the same command.
 
-Exit status: 0 done; 2 bad input; 130 Ctrl-C (what was extracted stays cached).
+Exit status: 0 done; 2 bad input; 74 a file could not be written (disk full, quota: one line
+naming it and the cause); 130 Ctrl-C (what was extracted stays cached).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ by leave-one-sample-out prediction, answers one goal:
 
 Writes ``plan.md``, ``plan.html``, ``plan.csv`` and ``figures/`` into the run folder.
 
-Exit status: 0 done (also when there are too few samples to plan: it says so); 2 bad input.
+Exit status: 0 done (also when there are too few samples to plan: it says so); 2 bad input;
+74 a file could not be written (one line naming it and the cause).
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Exit status: 0 every image predicted; 1 predictions written, but some images could not be read
 (their rows carry the reason in ``error``); 2 bad input, nothing predicted (``strict=true``
-makes one bad image stop everything); 130 Ctrl-C (embeddings already extracted stay cached).
+makes one bad image stop everything); 74 a file could not be written (disk full, quota, file
+size limit, permission: one line naming it and the cause); 130 Ctrl-C (embeddings already
+extracted stay cached).
 """
 
 from __future__ import annotations

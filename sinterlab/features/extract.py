@@ -31,7 +31,7 @@ from sinterlab.data.patches import (
     rotation_setting,
 )
 from sinterlab.data.preprocess import preprocess_image, read_and_locate, scaled_size
-from sinterlab.errors import SinterlabError
+from sinterlab.errors import SinterlabError, WriteFailed
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
 from sinterlab.features.runtime import Runner, build_runner, resolve_runtime
@@ -317,6 +317,8 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
         try:
             runner = build_runner(runtime, backbone, cache.folder.parent, spec.output_size)
             break
+        except WriteFailed:  # the export could not be saved: no fault of the runtime
+            raise
         except Exception as err:  # an export the runtime cannot take: torch always can
             if requested != "auto" or runtime == "torch":
                 raise SinterlabError(
