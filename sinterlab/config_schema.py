@@ -193,6 +193,7 @@ PREPROCESS = {
     "preprocess.checks.blank_range": NONNEGATIVE,
     "preprocess.checks.saturated_fraction": OPEN_FRACTION,
     "preprocess.scale.pixel_size_nm": Number(low=0, low_open=True, null=True, words=("auto",)),
+    "preprocess.scale.outlier_factor": Number(low=1, low_open=True, null=True),
 }
 
 MEASURES = {
