@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from sinterlab.atomic import write_failure
 
 log = logging.getLogger("sinterlab")
 
@@ -51,6 +54,22 @@ class ConsoleFilter(logging.Filter):
         if record.levelno < logging.WARNING and root in CHATTY:
             return False
         return not (record.levelno <= logging.WARNING and HARMLESS.search(record.getMessage()))
+
+
+class LogFile(logging.FileHandler):
+    """The command's log file (``<task>.log``). A record it cannot write (disk full, quota)
+    costs one warning on screen naming the file, and the file takes no more records, instead
+    of logging's traceback for every record after it."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        err = sys.exc_info()[1]
+        if not isinstance(err, OSError) or self.stream is None:
+            super().handleError(record)
+            return
+        print(f"warning: {write_failure(self.baseFilename, err)}; the log file stops here",
+              file=sys.stderr)
+        self.close()
+        self.emit = lambda record: None  # type: ignore[method-assign]
 
 
 def route_library_logs() -> None:

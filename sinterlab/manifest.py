@@ -6,19 +6,27 @@ feature runtime, with which inputs, targets and calibration. It carries a schema
 manifest newer than this code is refused with the fix, and a missing field is one line naming
 the file and the field. A run folder without a manifest is served from its metrics.json through
 :meth:`RunManifest.from_metrics`.
+
+Schema 2 adds ``files``: every file of the run folder that predict reads (the configuration,
+the served checkpoint, its image calibration), each with what it holds and its sha256. A missing,
+cut short or changed one is refused in one line naming the file and what it held
+(:meth:`RunManifest.verify`), never served around. Runs of schema 1, and run folders without a
+manifest, record no files: they are served as before (an absent image calibration is an older
+run's, and named so in the predictions).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sinterlab.atomic import write_json
 from sinterlab.errors import SinterlabError
 
-#: the manifest version this code writes and reads
-SCHEMA = 1
+#: the manifest version this code writes (and the newest it reads); 2: ``files``
+SCHEMA = 2
 #: the manifest's file name in a run folder
 MANIFEST = "manifest.json"
 #: feature runtime of a metrics.json that records none
@@ -53,6 +61,18 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class RunFile:
+    """A file of the run folder that predict reads, as training left it."""
+
+    #: relative to the run folder
+    path: str
+    #: what it holds, for the refusal ("the image calibration of the served model")
+    holds: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
 class RunManifest:
     backbone: BackboneRecord
     #: the served ensemble, relative to the run folder; None: the run saved none
@@ -71,12 +91,44 @@ class RunManifest:
     targets: tuple[dict, ...]
     sets: PredictionSets | None = None
     interval: Interval | None = None
+    #: the files predict reads, with their sha256; () for a run of schema 1 or without manifest
+    files: tuple[RunFile, ...] = ()
     schema: int = field(default=SCHEMA)
 
     def display_name(self, members: int) -> str:
         """The name predictions carry in their ``model`` column."""
         how = "refitted on all groups (model=auto)" if self.refitted else "cross-validation heads"
         return f"{self.model}: mean of {members} {how}"
+
+    def with_files(self, run_dir: Path, holds: dict[str, str]) -> RunManifest:
+        """This manifest recording the files ``holds`` names (paths relative to ``run_dir``,
+        each with what it holds) as they are now."""
+        return replace(self, files=tuple(
+            RunFile(path, what, file_sha256(run_dir / path), (run_dir / path).stat().st_size)
+            for path, what in holds.items()))
+
+    def recorded(self, path: str | Path) -> bool:
+        """Whether the manifest records ``path`` (relative to the run folder)."""
+        return any(Path(f.path) == Path(path) for f in self.files)
+
+    def verify(self, run_dir: Path) -> None:
+        """Every recorded file is in ``run_dir`` as training left it; else one line naming the
+        file and what it held."""
+        fix = ("restore the run folder from a copy, or train again; a run is served whole or "
+               "not at all")
+        for record in self.files:
+            path = run_dir / record.path
+            if not path.is_file():
+                raise SinterlabError(f"{path}: {record.holds} is missing; {fix}")
+            size = path.stat().st_size
+            if size < record.size:
+                raise SinterlabError(f"{path}: {record.holds} is truncated ({size} of "
+                                     f"{record.size} bytes); {fix}")
+            found = file_sha256(path)
+            if found != record.sha256:
+                raise SinterlabError(f"{path}: {record.holds} differs from the one the run "
+                                     f"saved (sha256 {found[:12]} vs {record.sha256[:12]}): "
+                                     f"changed or replaced since; {fix}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,8 +156,14 @@ class RunManifest:
                                  f"sinterlab reads ({SCHEMA}); upgrade sinterlab "
                                  "(pip install -U sinterlab) to serve this run")
         sets, interval = get("sets"), get("interval")
+        files = get("files") if schema >= 2 else []
+        if not isinstance(files, list):
+            raise SinterlabError(f"{source}: 'files' is not a list; {fix}")
         return cls(
             schema=schema,
+            files=tuple(RunFile(get(f"files.{i}.path"), get(f"files.{i}.holds"),
+                                get(f"files.{i}.sha256"), get(f"files.{i}.size"))
+                        for i in range(len(files))),
             backbone=BackboneRecord(get("backbone.name"), get("backbone.weights_source"),
                                     get("backbone.weights_sha256")),
             checkpoint=get("checkpoint"), model=get("model"), refitted=bool(get("refitted")),
@@ -151,8 +209,9 @@ _REQUIRED = object()
 
 
 class _Getter:
-    """``get("a.b.c")``: the nested value, or one-line error naming the file and the field
-    (a ``default`` is returned instead when any part of the path is absent or null)."""
+    """``get("a.b.c")``: the nested value (a number indexes a list), or one-line error naming
+    the file and the field (a ``default`` is returned instead when any part of the path is
+    absent or null)."""
 
     def __init__(self, data, source: Path, fix: str):
         self.data, self.source, self.fix = data, source, fix
@@ -160,6 +219,9 @@ class _Getter:
     def __call__(self, dotted: str, default=_REQUIRED):
         value = self.data
         for depth, key in enumerate(dotted.split(".")):
+            if isinstance(value, list) and key.isdigit() and int(key) < len(value):
+                value = value[int(key)]  # "files.0.path": the first file's path
+                continue
             if not isinstance(value, dict):
                 where = ".".join(dotted.split(".")[:depth]) or "the top level"
                 if value is None and default is not _REQUIRED:
@@ -172,6 +234,11 @@ class _Getter:
                 raise SinterlabError(f"{self.source}: field '{dotted}' missing; {self.fix}")
             value = value[key]
         return value
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _read_json(path: Path) -> dict:

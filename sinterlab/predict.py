@@ -11,6 +11,10 @@ agreement = share of patches voting for it, and which calibration served it (a r
 without image calibration, and scikit-learn candidates: the mean of their patch probabilities,
 named as such). Regression: the members' mean prediction, the patches' standard deviation and
 the run's split-conformal interval.
+
+Whether a run is an older one is the manifest's to say: where it records the files predict
+reads (schema 2), a missing or changed one (the checkpoint, its image calibration) stops
+predict in one line, and nothing is served in its place.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from sinterlab.data.descriptor import (
     extra_input_matrix,
     read_table,
 )
-from sinterlab.data.metadata import FIELDS, read_metadata
+from sinterlab.data.metadata import FIELDS, PROBLEM, read_metadata
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.reliability import prediction_sets, set_label
@@ -53,7 +57,8 @@ log = logging.getLogger(__name__)
 
 def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, RunManifest]:
     """The finished run's folder, config and manifest (a run folder without manifest.json: the
-    manifest of its metrics.json)."""
+    manifest of its metrics.json), every file the manifest records checked against its
+    sha256."""
     run_dir = Path(run_dir).expanduser().resolve()
     config, metrics = run_dir / "config.yaml", run_dir / "metrics.json"
     reason = failure(run_dir)
@@ -65,7 +70,9 @@ def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, RunManifest]:
         raise SinterlabError(f"{run_dir}: not a finished sinterlab-train run "
                              f"({' and '.join(missing)} missing); pass "
                              "run=logs/train/runs/<stamp>")
-    return run_dir, OmegaConf.load(config), read_manifest(run_dir)
+    manifest = read_manifest(run_dir)
+    manifest.verify(run_dir)
+    return run_dir, OmegaConf.load(config), manifest
 
 
 def load_head(path: Path) -> HeadEnsemble | LinearEnsemble:
@@ -258,7 +265,8 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     embedded = embed_images(found, run_cfg.preprocess, backbone, features,
                             fix="leave it out (or strict=false to predict the others)",
                             skip_bad=not cfg.strict,
-                            pixel_sizes=[metadata[str(p)]["pixel_size_nm"] for p in found]
+                            pixel_sizes=[metadata[str(p)]["pixel_size_nm"] for p in found],
+                            pixel_problems=[metadata[str(p)][PROBLEM] for p in found]
                             ) if found else None
     bad = missing | (embedded.bad if embedded else {})
     for warning in embedded.warnings if embedded else []:
@@ -317,7 +325,7 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                 table["interval_confidence"] = interval.confidence
     table["patches"] = [len(e.embeddings) for e in entries]
     table["model"] = model.model_name
-    for column in FIELDS:  # what the instrument recorded, as in the run's images.csv
+    for column in (*FIELDS, PROBLEM):  # what the instrument recorded, as in images.csv
         table[column] = [metadata[p][column] for p in table["image"]]
     table["error"] = ""
     if bad:  # missing and unreadable images keep their row, in the order asked, with the reason

@@ -5,6 +5,9 @@ Two runs never share a folder: the first claims it with an exclusive create, and
 aimed at the same folder stops before writing anything. A failed or interrupted run leaves its
 reason in ``error.txt`` and no ``metrics.json``; a killed one leaves its claim, whose pid is gone.
 ``sinterlab-report`` tells each apart, and the same command takes such a folder over.
+
+A run stopped by a failed write (disk full) may not be able to write ``error.txt`` either: its
+claim reserves room for the reason at the start (:data:`CLAIM_BYTES`), overwritten in place.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from sinterlab.atomic import FILE_MODE, write_text
-from sinterlab.errors import SinterlabError
+from sinterlab.atomic import FILE_MODE, write_failure, write_text
+from sinterlab.errors import SinterlabError, WriteFailed
 
 CLAIM, ERROR, METRICS = ".sinterlab-run", "error.txt", "metrics.json"
+#: size of a run's claim file: room for why the run stopped when error.txt cannot be written
+CLAIM_BYTES = 1024
 
 
 class FolderTaken(SinterlabError):
@@ -60,21 +65,34 @@ def _set_aside(run_dir: Path, name: str) -> None:
         pass  # another process took the folder over first: the exclusive create decides
 
 
+def _create(path: Path, content: dict, size: int = 0) -> bool:
+    """Create ``path`` holding ``content`` as JSON padded with spaces to ``size`` bytes, unless
+    it exists (False); a failed write leaves no file behind and raises WriteFailed."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        return False
+    except OSError as err:
+        raise write_failure(path, err) from err
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(content).ljust(size))
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        raise write_failure(path, err) from err
+    return True
+
+
 def claim_file(path: str | Path) -> bool:
     """Create the claim file ``path`` for this process (True), unless a live process holds it
     (False); a dead holder's claim is replaced."""
     path = Path(path)
     for _ in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-        except FileExistsError:
-            if claim_holder(path).get("alive") is not False:
-                return False
-            path.unlink(missing_ok=True)  # its holder died (kill -9): take the image over
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname()}, handle)
-        return True
+        if _create(path, {"pid": os.getpid(), "host": socket.gethostname()}):
+            return True
+        if claim_holder(path).get("alive") is not False:
+            return False
+        path.unlink(missing_ok=True)  # its holder died (kill -9): take the image over
     return False
 
 
@@ -101,12 +119,13 @@ def claim(run_dir: str | Path, keep_own: bool = False) -> str | None:
         _set_aside(run_dir, CLAIM)
         note = (f"{run_dir}: the run that held this folder ({where}) is no longer running "
                 "(killed?); this run takes the folder over")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_failure(run_dir, err) from err
     me = {"pid": os.getpid(), "host": socket.gethostname(),
           "started": datetime.now().isoformat(timespec="seconds")}
-    try:
-        fd = os.open(run_dir / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
+    if not _create(run_dir / CLAIM, me, CLAIM_BYTES):
         other = holder(run_dir)
         where = (f"pid {other.get('pid', '?')} on {other.get('host', '?')}, started "
                  f"{other.get('started', '?')}")
@@ -115,9 +134,7 @@ def claim(run_dir: str | Path, keep_own: bool = False) -> str | None:
                  "the folder")
         raise FolderTaken(
             f"{run_dir}: folder already holds another run ({where}; {state}); give this run "
-            "its own folder (hydra.run.dir=...)") from None
-    with os.fdopen(fd, "w") as handle:
-        json.dump(me, handle)
+            "its own folder (hydra.run.dir=...)")
     return note
 
 
@@ -125,7 +142,7 @@ def incomplete(run_dir: str | Path) -> str | None:
     """Why a claimed run folder has neither results nor ``error.txt`` (None if it has one):
     the run is still going, died, or ran on another host."""
     run_dir = Path(run_dir)
-    if (run_dir / METRICS).is_file() or (run_dir / ERROR).is_file():
+    if (run_dir / METRICS).is_file() or failure(run_dir):
         return None
     other = holder(run_dir)
     if not other:
@@ -136,16 +153,46 @@ def incomplete(run_dir: str | Path) -> str | None:
                    "redo it in this folder"}[other["alive"]]
 
 
-def record_failure(run_dir: str | Path, message: str) -> Path:
-    """Leave the reason a run stopped in its folder (``error.txt``)."""
-    return write_text(Path(run_dir) / ERROR, message.rstrip() + "\n")
+def record_failure(run_dir: str | Path, message: str) -> Path | None:
+    """Leave the reason a run stopped in its folder (``error.txt``); where that cannot be
+    written (the disk is full), its first line in the room the run's claim reserved. Returns
+    the file, or None when neither could be written: never raises."""
+    run_dir = Path(run_dir)
+    try:
+        return write_text(run_dir / ERROR, message.rstrip() + "\n")
+    except WriteFailed:
+        pass
+    path = run_dir / CLAIM
+    first = (message.splitlines() or [""])[0]
+    try:  # overwritten in place: no block to allocate, the size does not change
+        with open(path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            record = json.loads(handle.read())
+
+            def encoded(reason: str) -> bytes:
+                return json.dumps(record | {"stopped": reason}, ensure_ascii=False).encode()
+
+            data = encoded(first)
+            while len(data) > size and len(first) > 3:  # the end of a long line goes
+                first = first[:max(len(first) - (len(data) - size) - 3, 0)] + "..."
+                data = encoded(first)
+            if len(data) > size:
+                return None
+            handle.seek(0)
+            handle.write(data.ljust(size))
+        return path
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def failure(run_dir: str | Path) -> str | None:
-    """The first line of a failed run's ``error.txt``; None when the run did not fail."""
+    """The first line of a failed run's ``error.txt`` (or the reason its claim holds, where
+    error.txt could not be written); None when the run did not fail."""
     path = Path(run_dir) / ERROR
-    if (Path(run_dir) / METRICS).is_file() or not path.is_file():
+    if (Path(run_dir) / METRICS).is_file():
         return None
+    if not path.is_file():
+        return claim_holder(Path(run_dir) / CLAIM).get("stopped")
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     return lines[0] if lines else "failed (empty error.txt)"
 

@@ -10,6 +10,7 @@ backbone runs. Adding a case is one ``Case(...)`` line (and a maker when none fi
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -27,17 +28,21 @@ import pytest
 import tifffile
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from lightning.pytorch import Trainer
 
 from sinterlab.cli.explain import main as explain_main
 from sinterlab.cli.extract import main as extract_main
 from sinterlab.cli.predict import main as predict_main
+from sinterlab.cli.report import main as report_main
 from sinterlab.cli.train import main as train_main
 from sinterlab.features.cache import EmbeddingCache
+from sinterlab.manifest import MANIFEST, RunManifest
+from sinterlab.models.calibration import calibration_path
 from tests.conftest import FAST
 from tests.test_evaluation_report import dead_pid
 
 SCRIPTS = {"train": train_main, "predict": predict_main, "explain": explain_main,
-           "extract": extract_main}
+           "extract": extract_main, "report": report_main}
 
 
 @dataclass
@@ -104,6 +109,11 @@ def overrides(*args: str) -> Callable[[World], list[str]]:
     return lambda w: [f"data.descriptor={w.descriptor}", *args]
 
 
+def extract_args(*args: str) -> Callable[[World], list[str]]:
+    return lambda w: [f"data.descriptor={w.descriptor}", f"features.cache_dir={w.cache}",
+                      f"hydra.run.dir={w.tmp / 'extract'}", *args]
+
+
 def held_folder(w: World) -> list[str]:
     run_dir = w.tmp / "run"
     run_dir.mkdir()
@@ -154,16 +164,67 @@ def zero_byte_descriptor(w: World) -> list[str]:
             f"hydra.run.dir={w.tmp / 'hydra'}"]
 
 
+def served_checkpoint(run: Path) -> Path:
+    return run / json.loads((run / "metrics.json").read_text())["training"]["checkpoint"]
+
+
 def damaged_checkpoint(how: str) -> Callable[[World], list[str]]:
     def make(w: World) -> list[str]:
         run = w.run_copy()
-        checkpoint = run / json.loads((run / "metrics.json").read_text())["training"]["checkpoint"]
+        checkpoint = served_checkpoint(run)
         if how == "missing":
             checkpoint.unlink()
         else:
             checkpoint.write_bytes(checkpoint.read_bytes()[:2000])
         return predict_args(w, run, w.images(2))
     return make
+
+
+def damaged_calibration(how: str) -> Callable[[World], list[str]]:
+    """The image calibration of the served model deleted, or cut short."""
+    def make(w: World) -> list[str]:
+        run = w.run_copy()
+        path = calibration_path(served_checkpoint(run))
+        if how == "missing":
+            path.unlink()
+        else:
+            path.write_text(path.read_text()[:200])
+        return predict_args(w, run, w.images(2))
+    return make
+
+
+def replaced_checkpoint(w: World) -> list[str]:
+    """A checkpoint that loads, but is not the one the run saved (another run's, or edited)."""
+    run = w.run_copy()
+    checkpoint = served_checkpoint(run)
+    state = torch.load(checkpoint, weights_only=True)
+    name = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
+    state["state_dict"][name] += 1.0
+    torch.save(state, checkpoint)
+    return predict_args(w, run, w.images(2))
+
+
+def disk_full_at_the_checkpoint(w: World) -> list[str]:
+    """The disk fills up as the heads' checkpoint is written."""
+    def full(self, filepath, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    w.monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    return [f"data.descriptor={w.descriptor}"]
+
+
+def sweep_with_a_run_stopped_by_a_full_disk(w: World) -> list[str]:
+    """A sweep folder: a finished run (0) and one stopped by a full disk (1)."""
+    sweep = w.tmp / "sweep"
+    shutil.copytree(w.trained_run, sweep / "0")
+    args = [*FAST, f"features.cache_dir={w.filled_cache}", *disk_full_at_the_checkpoint(w),
+            f"hydra.run.dir={sweep / '1'}", f"paths.log_dir={w.tmp / 'logs'}"]
+    GlobalHydra.instance().clear()
+    w.monkeypatch.setattr(sys, "argv", ["sinterlab-train", *args])
+    try:
+        train_main()
+    except (SystemExit, OSError):  # OSError: how it ended before
+        pass
+    return [str(sweep)]
 
 
 def identical_images_in_two_samples(w: World) -> list[str]:
@@ -269,12 +330,16 @@ def without_metrics(w: World) -> list[str]:
 
 
 def pickled_code_in_checkpoint(w: World) -> list[str]:
-    """A checkpoint someone sent: besides tensors it pickles a reference to a function."""
+    """A checkpoint someone sent: besides tensors it pickles a reference to a function (and
+    the manifest they sent records its sha256)."""
     run = w.run_copy()
-    checkpoint = run / json.loads((run / "metrics.json").read_text())["training"]["checkpoint"]
+    checkpoint = served_checkpoint(run)
     state = torch.load(checkpoint, weights_only=True)
     state["callbacks"] = {"on_load": os.getcwd}  # harmless here; os.system would not be
     torch.save(state, checkpoint)
+    manifest = RunManifest.read(run / MANIFEST)
+    files = {f.path: f.holds for f in manifest.files}
+    manifest.with_files(run, files).write(run / MANIFEST)
     return predict_args(w, run, w.images(1))
 
 
@@ -299,6 +364,82 @@ def one_black_image(w: World) -> list[str]:
     cv2.imwrite(str(black), np.zeros(shape, np.uint8))
     table.loc[0, "image"] = str(black)
     return [f"data.descriptor={w.save(table)}"]
+
+
+def untagged_images(count: int, *extra: str) -> Callable[[World], list[str]]:
+    """The first ``count`` images saved as PNG (no instrument tag) among tagged TIFFs."""
+    def make(w: World) -> list[str]:
+        table = w.table()
+        for i in range(count):
+            png = w.tmp / f"no_tag_{i}.png"
+            cv2.imwrite(str(png), cv2.imread(table.loc[i, "image"], cv2.IMREAD_GRAYSCALE))
+            table.loc[i, "image"] = str(png)
+        return [f"data.descriptor={w.save(table)}", *extra]
+    return make
+
+
+def retagged(pixel_width: str, *extra: str) -> Callable[[World], list[str]]:
+    """The first image's pixels in a TIFF whose FEI tag says ``PixelWidth=pixel_width`` (m)."""
+    def make(w: World) -> list[str]:
+        table = w.table()
+        path = w.tmp / "mistagged.tif"
+        tag = f"[System]\r\nSystemType=Quanta\r\n[Scan]\r\nPixelWidth={pixel_width}\r\n"
+        tifffile.imwrite(path, tifffile.imread(table.loc[0, "image"]),
+                         extratags=[(34682, "s", 0, tag, True)])
+        table.loc[0, "image"] = str(path)
+        return [f"data.descriptor={w.save(table)}", *extra]
+    return make
+
+
+def one_white_image(w: World) -> list[str]:
+    """A saturated frame (white, data bar and all) in place of one micrograph."""
+    table = w.table()
+    white = w.tmp / "white.tif"
+    shape = cv2.imread(table.loc[0, "image"], cv2.IMREAD_GRAYSCALE).shape
+    cv2.imwrite(str(white), np.full(shape, 255, np.uint8))
+    table.loc[0, "image"] = str(white)
+    return [f"data.descriptor={w.save(table)}"]
+
+
+def one_wrong_cache_entry(how: str) -> Callable[[World], list[str]]:
+    """The finished run's cache, one entry readable but wrong: one embedding column short
+    (another backbone's width) or a NaN among its values."""
+    def make(w: World) -> list[str]:
+        shutil.copytree(w.filled_cache, w.cache)
+        used = json.loads((w.trained_run / "metrics.json").read_text())["cache"]["folder"]
+        entry = sorted((w.cache / Path(used).relative_to(w.filled_cache)).glob("*.npz"))[0]
+        with np.load(entry) as data:
+            arrays = dict(data)
+        if how == "width":
+            arrays["embeddings"] = arrays["embeddings"][:, :-1]
+        else:
+            arrays["embeddings"][1, 2] = np.nan
+        with open(entry, "wb") as handle:
+            np.savez(handle, **arrays)
+        return [f"data.descriptor={w.descriptor}"]
+    return make
+
+
+def one_wrong_measures_entry(w: World) -> list[str]:
+    """The finished run's measures cache, one entry readable JSON but not measures."""
+    measures = w.tmp / "measures"
+    shutil.copytree(w.trained_run / "cache" / "measures", measures)
+    entry = sorted(measures.rglob("*.json"))[0]
+    entry.write_text('{"porosity": "0.3 (by eye)"}')
+    return [f"data.descriptor={w.descriptor}", f"measures.cache_dir={measures}"]
+
+
+def measures_in_px(run_dir: Path) -> None:
+    measures = pd.read_csv(run_dir / "measures.csv")
+    assert (measures["length_unit"] == "px").all()
+    assert "lengths in px" in (run_dir / "report.md").read_text()
+
+
+def blank_measures_are_nan(run_dir: Path) -> None:
+    measures = pd.read_csv(run_dir / "measures.csv").set_index("image")
+    white = measures.loc[measures.index.str.endswith("white.tif")].iloc[0]
+    assert white[["porosity", "pore_diameter", "solid_size"]].isna().all()
+    assert white["one_phase"] == "solid"
 
 
 @dataclass(frozen=True)
@@ -341,9 +482,9 @@ CASES = [
     Case("zero-byte descriptor to predict", "predict", zero_byte_descriptor, 2,
          ("empty.csv", "not a readable CSV")),
     Case("checkpoint missing", "predict", damaged_checkpoint("missing"), 2,
-         ("checkpoint missing", ".ckpt")),
+         ("the served model's checkpoint is missing", ".ckpt")),
     Case("checkpoint truncated", "predict", damaged_checkpoint("truncated"), 2,
-         ("checkpoint unreadable", "truncated", ".ckpt")),
+         ("the served model's checkpoint is truncated (2000 of", ".ckpt")),
     # 5. cache faults
     Case("cache folder not writable", "train", cache_under_a_file, 2,
          ("cannot be written", "features.cache_dir")),
@@ -440,6 +581,43 @@ CASES = [
     Case("patch size in µm without a scale", "train",
          overrides("preprocess.patches.size_um=0.2"), 2,
          ("preprocess.patches.size_um needs a physical scale",)),
+    # issue 32: one unit per run; a mis-tagged or impossible pixel size named, never used
+    Case("some images without a pixel size, at one scale", "train",
+         untagged_images(2, "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("no_tag_0.png: pixel size unknown", "2 of 24 images have no usable pixel size",
+          "no_tag_1.png", "pixel_size_nm column")),
+    Case("some images without a pixel size, pixels as read", "train", untagged_images(1), 0,
+         ("no_tag_0.png: pixel size unknown", "1 of 24 images have no usable pixel size",
+          "measures are in px"), then=measures_in_px),
+    Case("one image tagged 1 mm per pixel", "train",
+         retagged("1e-3", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif 1e+06 nm (FEI/Thermo tag)", "median 4 nm", "outlier_factor=3",
+          "pixel_size_nm column")),
+    Case("negative pixel size in a file", "train",
+         retagged("-4e-09", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size -4 nm in its FEI/Thermo tag is not a positive",),
+         ("no instrument metadata",)),
+    Case("zero pixel size in a file", "train",
+         retagged("0", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size 0 nm in its FEI/Thermo tag is not a positive",),
+         ("no instrument metadata",)),
+    Case("infinite pixel size in a file", "train",
+         retagged("inf", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size inf nm in its FEI/Thermo tag is not a positive",)),
+    Case("NaN pixel size in a file", "train",
+         retagged("nan", "preprocess.scale.pixel_size_nm=auto"), 2,
+         ("mistagged.tif: pixel size nan nm in its FEI/Thermo tag is not a positive",)),
+    # issue 32: a blank image's measures are NaN, as its warning says
+    Case("white image in training", "train", one_white_image, 0,
+         ("white.tif: segmentation found only solid", "measures are NaN"),
+         then=blank_measures_are_nan),
+    # issue 32: a readable but wrong cache entry is set aside like a corrupt one
+    Case("cache entry of another width", "train", one_wrong_cache_entry("width"), 0,
+         ("wrong cache entry", "the backbone's are", "moved to", "/corrupt/")),
+    Case("cache entry with a NaN", "train", one_wrong_cache_entry("nan"), 0,
+         ("wrong cache entry", "1 NaN or infinite embeddings values", "moved to", "/corrupt/")),
+    Case("measures cache entry that is not measures", "train", one_wrong_measures_entry, 0,
+         ("wrong measures cache entry", "moved to", "/corrupt/")),
     # 16. run folders: a killed run's folder is taken over, a finished one refused
     Case("folder of a killed run", "train", dead_claim, 0, ("no longer running",),
          then=took_over_the_folder),
@@ -458,6 +636,39 @@ CASES = [
          ("(metrics.json missing)",), ("config.yaml and",)),
     Case("checkpoint with pickled code", "predict", pickled_code_in_checkpoint, 2,
          ("checkpoint refused", "GLOBAL posix.getcwd"), ("truncated",)),
+    # 20. numbers typed on the command line, checked against conf's schema before anything runs
+    # (issue 32; the plan's target.probability is in tests/test_plan.py)
+    Case("shard that is not a number", "extract", extract_args("shard=abc"), 2,
+         ("shard=abc: not an integer; use an integer in [0, 1) (shards=1)",)),
+    Case("shard beyond the shards", "extract", extract_args("shard=5", "shards=2"), 2,
+         ("shard=5: out of range; use an integer in [0, 2) (shards=2)",)),
+    Case("one fold", "train", overrides("protocol.folds=1"), 2,
+         ("protocol.folds=1: out of range; use an integer >= 2 (protocol=holdout",)),
+    Case("confidence in percent", "train", overrides("evaluation.bootstrap.confidence=95"), 2,
+         ("evaluation.bootstrap.confidence=95: out of range; use a number in (0, 1)",)),
+    Case("no patches per image", "train", overrides("preprocess.patches.per_image=0"), 2,
+         ("preprocess.patches.per_image=0: out of range; use an integer >= 1",)),
+    Case("dropout of one", "train", overrides("model.module.dropout=1.0"), 2,
+         ("model.module.dropout=1.0: out of range; use a number in [0, 1)",)),
+    Case("split shares that miss one", "train", overrides("split.fractions.test=0.2"), 2,
+         ("split.fractions={train: 0.8, val: 0.1, test: 0.2}: the shares sum to 1.1",)),
+    # 21. files predict needs are checked against the manifest, never replaced by a fallback
+    Case("image calibration deleted", "predict", damaged_calibration("missing"), 2,
+         ("sample-ensemble.calibration.json", "the image calibration of the served model",
+          "is missing"), ("older run",)),
+    Case("image calibration damaged", "predict", damaged_calibration("truncated"), 2,
+         ("sample-ensemble.calibration.json", "the image calibration of the served model",
+          "truncated"), ("JSONDecodeError",)),
+    Case("checkpoint replaced", "predict", replaced_checkpoint, 2,
+         ("sample-ensemble.ckpt", "the served model's checkpoint", "sha256", "differs")),
+    # 22. a write that fails (disk full, quota, size limit): named, and not called a bug
+    Case("disk full at the checkpoint", "train", disk_full_at_the_checkpoint, 74,
+         ("stopped: could not write", "checkpoints/sample-ensemble.ckpt", "disk full",
+          "free space")),
+    Case("report on a run stopped by a full disk", "report",
+         sweep_with_a_run_stopped_by_a_full_disk, 0,
+         ("skipped run 1: stopped: could not write", "sample-ensemble.ckpt", "disk full"),
+         ("crashed",)),
 ]
 
 

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from scipy.special import softmax
 
 from sinterlab.cli import CONF_DIR
+from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.reliability import (
     classification_calibration,
     conformal_coverage,
@@ -23,6 +24,7 @@ from sinterlab.evaluation.reliability import (
     set_label,
 )
 from sinterlab.evaluation.report import report_markdown
+from sinterlab.manifest import MANIFEST
 from sinterlab.models.calibration import (
     _fit,
     calibration_path,
@@ -225,7 +227,8 @@ def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
 def test_predict_serves_the_image_calibration_of_the_final_model(make_cfg, tiny_descriptor,
                                                                   tmp_path):
     """model=auto: the refit without validation rows serves the median calibration of its
-    candidate's CV members; a run from before image calibration says what it serves."""
+    candidate's CV members; without its calibration the run is refused, and a run from before
+    image calibration (no manifest recording it) says what it serves."""
     run_experiment(make_cfg(*AUTO), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     final = metrics["selection"]["final"]
@@ -247,6 +250,9 @@ def test_predict_serves_the_image_calibration_of_the_final_model(make_cfg, tiny_
     assert ((expected >= 50) & (expected <= 250)).all()
     served = table["burst_count_confidence"].to_numpy()
     calibration_path(tmp_path / final["checkpoint"]).unlink()
+    with pytest.raises(SinterlabError, match="image calibration of the served model is missing"):
+        predict(cfg)
+    (tmp_path / MANIFEST).unlink()
     older, _ = predict(cfg)
     assert older["burst_count_calibration"].str.startswith("patch temperature (older run)").all()
     assert not np.allclose(older["burst_count_confidence"].to_numpy(), served)

@@ -19,6 +19,7 @@ from sinterlab.data.patches import GridSampler, GridSpec
 from sinterlab.evaluation.figures import add_scale_bar
 from sinterlab.explain.attribution import cam_layer_name
 from sinterlab.explain.maps import grid_maps
+from sinterlab.manifest import MANIFEST
 from sinterlab.predict import load_run_model
 from tests.conftest import FAST, run
 
@@ -136,9 +137,11 @@ def test_predict_maps_true_writes_maps_beside_the_csv(trained_run, tiny_descript
 
 def test_a_run_saved_before_backbone_targets_loads_the_same(two_class_run, tmp_path):
     """config.yaml of runs made before conf/backbone had ``_target_``: the factory is filled in,
-    and the caller's backbone config (which has it) still equals the run's."""
+    and the caller's backbone config (which has it) still equals the run's (a run from before
+    the manifest recorded the files it serves: the manifest of its metrics.json)."""
     old = tmp_path / "old_run"
     shutil.copytree(two_class_run, old)
+    (old / MANIFEST).unlink()
     cfg = OmegaConf.load(old / "config.yaml")
     cfg.backbone.pop("_target_", None)
     OmegaConf.save(cfg, old / "config.yaml")

@@ -1,4 +1,5 @@
-"""The embedding cache: miss, hit, resume after a crash, exact invalidation, identical features."""
+"""The embedding cache: miss, hit, resume after a crash, exact invalidation, identical features,
+wrong entries set aside."""
 
 import shutil
 
@@ -11,8 +12,14 @@ from omegaconf import open_dict
 
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
-from sinterlab.features.cache import EmbeddingCache, file_sha256
-from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
+from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
+from sinterlab.features.extract import (
+    ImageRef,
+    cache_settings,
+    embed_images,
+    extract_to_cache,
+    patch_spec,
+)
 from sinterlab.features.runtime import build_runner
 
 
@@ -123,3 +130,40 @@ def test_sweep_runs_share_the_cache(make_cfg, tmp_path):
     assert table["extracted"].tolist() == [first.cache_stats["images"],
                                            second.cache_stats["images"] -
                                            first.cache_stats["images"]]
+
+
+@pytest.mark.parametrize("spoil, said", [
+    (lambda a: a | {"embeddings": a["embeddings"][:, :-1]}, "the backbone's are"),
+    (lambda a: a | {"embeddings": np.where(np.eye(*a["embeddings"].shape, dtype=bool), np.nan,
+                                           a["embeddings"])}, "NaN or infinite embeddings"),
+    (lambda a: a | {"params": np.full_like(a["params"], np.inf)}, "NaN or infinite params")])
+def test_a_readable_but_wrong_entry_is_moved_aside_and_extracted_again(setup, caplog, spoil,
+                                                                        said):
+    """Another backbone's width, NaN or infinite values: not used (they would end in a
+    concatenate or scikit-learn traceback), set aside like an unreadable entry, extracted."""
+    cfg, backbone, images = setup
+    first = embed_images(images[:2], cfg.preprocess, backbone, cfg.features, progress=False)
+    entry = first.cache.path(first.refs[0].key)
+    with np.load(entry) as data:
+        arrays = spoil(dict(data))
+    with open(entry, "wb") as handle:
+        np.savez(handle, **arrays)
+    again = embed_images(images[:2], cfg.preprocess, backbone, cfg.features, progress=False)
+    assert (again.stats["extracted"], again.stats["from_cache"]) == (1, 1)
+    np.testing.assert_array_equal(again.entries[0].embeddings, first.entries[0].embeddings)
+    assert len(list((first.cache.folder / "corrupt").glob("*.npz"))) == 1
+    assert "wrong cache entry" in caplog.text and said in caplog.text
+
+
+def test_what_makes_an_embedding_entry_wrong(tmp_path):
+    cache = EmbeddingCache(tmp_path, "m", "0" * 64, {"x": 1}, embedding_dim=8)
+    right = CacheEntry(np.zeros((4, 8), np.float32), np.zeros((4, 5)), np.zeros(4, int))
+    assert cache.entry_problem(right) is None
+    assert "8" in cache.entry_problem(CacheEntry(np.zeros((4, 7), np.float32), right.params,
+                                                 right.crop))
+    assert "shapes" in cache.entry_problem(CacheEntry(right.embeddings, np.zeros((3, 5)),
+                                                      right.crop))
+    assert "shapes" in cache.entry_problem(CacheEntry(right.embeddings, right.params,
+                                                      np.zeros(3)))
+    assert "dtype" in cache.entry_problem(CacheEntry(right.embeddings.astype(str), right.params,
+                                                     right.crop))

@@ -4,8 +4,10 @@ manifest.json (an earlier sinterlab) is served from its metrics.json."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from sinterlab.manifest import (
     BackboneRecord,
     Interval,
     PredictionSets,
+    RunFile,
     RunManifest,
     read_manifest,
 )
@@ -76,6 +79,62 @@ def test_round_trip(tmp_path):
     assert read_manifest(tmp_path) == m  # manifest.json first, metrics.json not needed
 
 
+def recorded_run(tmp_path: Path) -> tuple[RunManifest, Path]:
+    """A run folder of two files and the manifest that records them."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "a.ckpt").write_bytes(b"weights" * 100)
+    (tmp_path / "checkpoints" / "a.calibration.json").write_text('{"targets": [null]}')
+    return manifest().with_files(tmp_path, {
+        "checkpoints/a.ckpt": "the served model's checkpoint",
+        "checkpoints/a.calibration.json": "the image calibration of the served model"}), tmp_path
+
+
+def test_files_round_trip_with_their_sha256(tmp_path):
+    m, run = recorded_run(tmp_path)
+    assert m.files[0] == RunFile("checkpoints/a.ckpt", "the served model's checkpoint",
+                                 hashlib.sha256(b"weights" * 100).hexdigest(), 700)
+    assert m.recorded("checkpoints/a.calibration.json") and not m.recorded("config.yaml")
+    assert RunManifest.read(m.write(run / MANIFEST)) == m
+    m.verify(run)
+
+
+@pytest.mark.parametrize(("damage", "words"), [
+    (lambda p: p.unlink(), "is missing"),
+    (lambda p: p.write_text('{"targ'), "is truncated (6 of 19 bytes)"),
+    (lambda p: p.write_text('{"targets": [1.0]}  '), "differs from the one the run saved"),
+])
+def test_a_missing_or_changed_file_is_one_line_naming_it_and_what_it_held(tmp_path, damage,
+                                                                           words):
+    m, run = recorded_run(tmp_path)
+    path = run / "checkpoints" / "a.calibration.json"
+    damage(path)
+    with pytest.raises(SinterlabError) as err:
+        m.verify(run)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: the image calibration of the "
+                                                      f"served model {words}")
+
+
+def test_a_schema_1_manifest_still_loads_and_records_no_files(tmp_path):
+    """Runs trained before the manifest recorded files are served as before."""
+    data = manifest().to_dict() | {"schema": 1}
+    del data["files"]
+    path = tmp_path / MANIFEST
+    path.write_text(json.dumps(data))
+    old = RunManifest.read(path)
+    assert old.schema == 1 and old.files == () and old == replace(manifest(), schema=1)
+    old.verify(tmp_path)  # nothing to check
+
+
+def test_a_schema_2_manifest_without_a_files_field_is_one_line(tmp_path):
+    m, run = recorded_run(tmp_path)
+    data = m.to_dict()
+    data["files"][1].pop("sha256")
+    (run / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(SinterlabError, match=r"field 'files\.1\.sha256' missing"):
+        RunManifest.read(run / MANIFEST)
+
+
 def test_a_newer_schema_is_refused_with_the_fix(tmp_path):
     path = tmp_path / MANIFEST
     path.write_text(json.dumps(manifest().to_dict() | {"schema": SCHEMA + 1}))
@@ -131,7 +190,15 @@ def predict_cfg(run: Path, descriptor: Path):
 def test_training_writes_the_manifest_of_its_metrics(trained_run):
     written = RunManifest.read(trained_run / MANIFEST)
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert written == RunManifest.from_metrics(metrics, trained_run / "metrics.json")
+    assert replace(written, files=()) == RunManifest.from_metrics(
+        metrics, trained_run / "metrics.json")
+    checkpoint = metrics["training"]["checkpoint"]
+    assert [f.path for f in written.files] == [
+        "config.yaml", checkpoint, checkpoint.replace(".ckpt", ".calibration.json")]
+    for record in written.files:
+        data = (trained_run / record.path).read_bytes()
+        assert record.sha256 == hashlib.sha256(data).hexdigest() and record.size == len(data)
+    written.verify(trained_run)
     assert written.backbone.weights_sha256 == metrics["backbone"]["weights"]["sha256"]
     assert (trained_run / written.checkpoint).is_file()
     assert written.preprocess == metrics["preprocess"]

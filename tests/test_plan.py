@@ -204,6 +204,12 @@ def bad_outside(path, frame):
     return write_descriptor(path, frame)
 
 
+def bad_infinite(path, frame):
+    frame = frame.astype({"y": object})
+    frame.loc[2, "y"] = "inf"
+    return write_descriptor(path, frame)
+
+
 def bad_missing(path, frame):
     frame["y"] = np.nan
     return write_descriptor(path, frame)
@@ -218,6 +224,11 @@ def bad_missing(path, frame):
     (None, ["+responses.z={column: resistivity}"], "no column 'resistivity' (set by "
      "responses.z.column)"),
     (None, ["space.constraints=['a + b > 30']"], "exclude every setting"),
+    (bad_infinite, [], "column 'y' has infinite values ['inf'] in CSV row(s) [4]; write finite"),
+    (None, ["goal=target", "target.probability=1.5"],
+     "target.probability=1.5: out of range; use a number in (0, 1)"),
+    (None, ["space.parameters.a.high=ten"], "space.parameters.a.high=ten: not a number; use a "
+     "number"),
 ])
 def test_bad_input_is_one_line_naming_the_column_or_key(plane, tmp_path, edit, overrides,
                                                         message):

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from sinterlab.atomic import quiet_thread_write_failures, writing
 from sinterlab.console import route_library_logs
-from sinterlab.errors import SinterlabError
+from sinterlab.errors import WRITE_FAILED, SinterlabError, WriteFailed
 from sinterlab.evaluation.display import interval, reported_model, short_name
 from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
@@ -78,16 +79,30 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
     return lines
 
 
+#: a failed write whose library named no file (sinterlab's own writes always name theirs)
+UNNAMED = "a file the library writing it did not name"
+
+
+def stopped(err: WriteFailed) -> str:
+    """The line a command stopped by a failed write ends with."""
+    return f"stopped: {err}, then run the same command again"
+
+
 @contextmanager
 def one_line_errors(prog: str):
-    """Bad input: its one line on screen, exit 2; Ctrl-C: what is cached, exit 130."""
+    """Bad input: its one line on screen, exit 2; a failed write (disk full): the file and the
+    cause, exit 74; Ctrl-C: what is cached, exit 130."""
     route_library_logs()
+    quiet_thread_write_failures()
     try:
-        with sigint_raises_interrupted():
+        with sigint_raises_interrupted(), writing(UNNAMED):
             yield
     except SinterlabError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except WriteFailed as err:
+        print(f"{prog}: {stopped(err)}", file=sys.stderr)
+        sys.exit(WRITE_FAILED)
     except RunInterrupted as err:
         print(f"{prog}: {err.describe()}", file=sys.stderr)
         sys.exit(130)

@@ -1,7 +1,8 @@
 """``sinterlab-explain run=RUN_DIR images=[a.tif,b.tif]``: prediction maps and Grad-CAM.
 
 Exit status: 0 every image explained; 1 some images could not be read (named on screen);
-2 bad input, nothing written; 130 Ctrl-C.
+2 bad input, nothing written; 74 a file could not be written (one line naming it and the
+cause); 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sinterlab.cli import CONF_DIR, one_line_errors
+from sinterlab.config_schema import EXPLAIN, check_config
 from sinterlab.explain.write import explain_images
 from sinterlab.predict import collect_images, load_run_model, missing_images
 
@@ -23,6 +25,7 @@ PROG = "sinterlab-explain"
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="explain")
 def main(cfg: DictConfig) -> None:
     with one_line_errors(PROG):
+        check_config(cfg, EXPLAIN)
         model = load_run_model(cfg)
         asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
         missing = missing_images(asked)

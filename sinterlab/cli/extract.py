@@ -6,7 +6,8 @@ The descriptor and config are checked as a training run checks them (the same pr
 physical scale and backbone key the same entries). An image another live job is extracting is
 left to it; a killed job's images are extracted by the next run of the same command.
 
-Exit status: 0 done; 2 bad input; 130 Ctrl-C (what was extracted stays cached).
+Exit status: 0 done; 2 bad input; 74 a file could not be written (disk full, quota: one line
+naming it and the cause); 130 Ctrl-C (what was extracted stays cached).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from sinterlab.cli import CONF_DIR, one_line_errors
-from sinterlab.errors import SinterlabError
+from sinterlab.config_schema import EXTRACT, check_config
 from sinterlab.study.extraction import extract_shard
 
 PROG = "sinterlab-extract"
@@ -24,9 +25,7 @@ PROG = "sinterlab-extract"
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="extract")
 def main(cfg: DictConfig) -> None:
     with one_line_errors(PROG):
-        if not 0 <= int(cfg.shard) < int(cfg.shards):
-            raise SinterlabError(f"shard={cfg.shard} shards={cfg.shards}: use 0 <= shard < "
-                                 "shards")
+        check_config(cfg, EXTRACT)
         stats = extract_shard(cfg)
     print(f"{PROG}: shard {cfg.shard} of {cfg.shards}: {stats['images']} images, "
           f"{stats['from_cache']} already cached, {stats['extracted']} extracted"

@@ -8,7 +8,8 @@ by leave-one-sample-out prediction, answers one goal:
 
 Writes ``plan.md``, ``plan.html``, ``plan.csv`` and ``figures/`` into the run folder.
 
-Exit status: 0 done (also when there are too few samples to plan: it says so); 2 bad input.
+Exit status: 0 done (also when there are too few samples to plan: it says so); 2 bad input;
+74 a file could not be written (one line naming it and the cause).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.cli import CONF_DIR, one_line_errors
+from sinterlab.config_schema import PLAN, check_config
 from sinterlab.errors import SinterlabError
 
 #: harmless here: a deprecation inside BoTorch's imports, GPyTorch's jitter on replicated settings
@@ -49,6 +51,7 @@ GOALS = ("map", "target", "next")
 
 def plan(cfg: DictConfig, out_dir: Path) -> list[str]:
     """Run ``cfg.goal`` and write its files into ``out_dir``; the lines to print."""
+    check_config(cfg, PLAN)
     if OmegaConf.is_missing(cfg.data, "descriptor"):
         raise SinterlabError("data.descriptor is not set; give the descriptor CSV: "
                              "sinterlab-plan data.descriptor=PATH (make plan-demo makes one)")

@@ -2,7 +2,9 @@
 
 Exit status: 0 every image predicted; 1 predictions written, but some images could not be read
 (their rows carry the reason in ``error``); 2 bad input, nothing predicted (``strict=true``
-makes one bad image stop everything); 130 Ctrl-C (embeddings already extracted stay cached).
+makes one bad image stop everything); 74 a file could not be written (disk full, quota, file
+size limit, permission: one line naming it and the cause); 130 Ctrl-C (embeddings already
+extracted stay cached).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from omegaconf import DictConfig
 
 from sinterlab.atomic import write_with
 from sinterlab.cli import CONF_DIR, one_line_errors
+from sinterlab.config_schema import PREDICT, check_config
 from sinterlab.explain.write import check_explainable, explain_images
 from sinterlab.predict import load_run_model, predict
 
@@ -23,6 +26,7 @@ from sinterlab.predict import load_run_model, predict
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("sinterlab-predict"):
+        check_config(cfg, PREDICT)
         model = load_run_model(cfg)
         if cfg.maps:
             check_explainable(model)

@@ -1,4 +1,9 @@
-"""``sinterlab-report DIR [--out STEM]``: summarise every metrics.json under DIR."""
+"""``sinterlab-report DIR [--out STEM]``: summarise every metrics.json under DIR.
+
+Exit status: 0 written (runs that failed or are incomplete are named on screen); 2 no such
+folder, or no finished run in it; 74 the summary could not be written (one line naming the
+file and the cause).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sinterlab.cli import stopped
+from sinterlab.errors import WRITE_FAILED, WriteFailed
 from sinterlab.evaluation.summary import failed_runs, write_summary
 
 
@@ -37,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         print(f"sinterlab-report: {err}", file=sys.stderr)
         sys.exit(2)
+    except WriteFailed as err:
+        print(f"sinterlab-report: {stopped(err)}", file=sys.stderr)
+        sys.exit(WRITE_FAILED)
     print(md_path.read_text(encoding="utf-8"), end="")
     for run, reason in failed_runs(root):
         print(f"sinterlab-report: skipped run {run}: {reason}", file=sys.stderr)

@@ -3,7 +3,8 @@
     sinterlab-synth out=data/demo
     sinterlab-synth preset=paper out=data/paper seed=1 workers=2
 
-``preset=X`` is short for the Hydra override ``synth/preset=X``.
+``preset=X`` is short for the Hydra override ``synth/preset=X``. Exit status 74: a file could
+not be written (one line naming it and the cause).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import hydra
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from sinterlab.cli import CONF_DIR, one_line_errors, stopped
+from sinterlab.config_schema import SYNTH, check_config
+from sinterlab.errors import WRITE_FAILED, WriteFailed
 
 
 def _alias_preset(argv: list[str]) -> list[str]:
@@ -33,9 +36,15 @@ def _alias_preset(argv: list[str]) -> list[str]:
 def _app(cfg: DictConfig) -> None:
     from sinterlab.synth.generate import generate_dataset
 
+    with one_line_errors("sinterlab-synth"):
+        check_config(cfg, SYNTH)
     out = Path(to_absolute_path(str(cfg.out)))
     t0 = time.perf_counter()
-    desc = generate_dataset(cfg, out)
+    try:
+        desc = generate_dataset(cfg, out)
+    except WriteFailed as err:
+        print(f"sinterlab-synth: {stopped(err)}", file=sys.stderr)
+        sys.exit(WRITE_FAILED)
     total = time.perf_counter() - t0
     n = generate_dataset.last_stats.get("n_images", 0)
     print(f"preset={cfg.get('preset')} seed={cfg.seed}: {n} images -> {out}")

@@ -5,6 +5,11 @@ TIFF tags are read by tifffile's own vendor parsers (FEI/Thermo Fisher's INI tag
 SmartSEM's CZ_SEM tag, ImageJ's scale); Hitachi and JEOL write a text file beside the image
 (``<stem>.txt``), read with :mod:`configparser` (Hitachi's INI layout) or as JEOL's
 ``$KEY value`` lines. Descriptor columns of the same names fill or override what a file lacks.
+
+A run uses one unit: every image's pixel size, or none (:func:`one_unit`); a pixel size that is
+not a positive, finite number is never used, and ``pixel_size_problem`` says what was read and
+from where; :func:`check_pixel_sizes` names unknown and outlying pixel sizes before any
+resampling.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from sinterlab.errors import SinterlabError
 FIELDS = ("pixel_size_nm", "magnification", "voltage_kv", "working_distance_mm", "detector",
           "dwell_us", "acquired", "instrument", "metadata_source")
 NUMERIC = ("pixel_size_nm", "magnification", "voltage_kv", "working_distance_mm", "dwell_us")
+#: why an image's pixel size is unknown or unusable (None when it is known), beside FIELDS
+PROBLEM = "pixel_size_problem"
 
 _LENGTH_NM = {"m": 1e9, "mm": 1e6, "um": 1e3, "µm": 1e3, "micron": 1e3, "nm": 1.0, "pm": 1e-3}
 
@@ -51,12 +58,22 @@ def _date(text: str | None, *formats: str) -> str | None:
     return None
 
 
+def _as_read(value, factor: float):
+    """``value`` times ``factor`` when it is a number (whatever its sign), the text when it is
+    not one (to be named, never used), None when absent."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return float(value) * factor
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def _fei(meta: dict) -> dict:
     scan, beam, stage = meta.get("Scan", {}), meta.get("Beam", {}), meta.get("Stage", {})
-    width = scan.get("PixelWidth")
     magnification = (meta.get("EScan", {}) or {}).get("Mag") or \
         (meta.get("Image", {}) or {}).get("Magnification")
-    return {"pixel_size_nm": float(width) * 1e9 if width else None,
+    return {"pixel_size_nm": _as_read(scan.get("PixelWidth"), 1e9),
             "magnification": _number(magnification) if magnification else None,
             "voltage_kv": float(beam["HV"]) / 1000 if beam.get("HV") else None,
             "working_distance_mm": (float(stage["WorkingDistance"]) * 1000
@@ -143,9 +160,25 @@ def _jeol(path: Path) -> dict:
             "instrument": entries.get("CM_INSTRUMENT"), "metadata_source": "JEOL sidecar"}
 
 
+def _usable_pixel(found: dict) -> dict:
+    """``found`` with a pixel size that is not a positive, finite number set to None, and
+    ``PROBLEM`` saying why the pixel size is unknown: the value read and where it came from."""
+    value, source = found.get("pixel_size_nm"), found.get("metadata_source")
+    problem = None
+    if value is None:
+        problem = ("pixel size unknown (no instrument metadata in the file or a sidecar)"
+                   if source is None else f"pixel size unknown (its {source} has none)")
+    elif isinstance(value, str):
+        problem = f"pixel size {value!r} in its {source} is not a number"
+    elif not math.isfinite(value) or value <= 0:
+        problem = f"pixel size {value:g} nm in its {source} is not a positive, finite number"
+    return found | {"pixel_size_nm": None if problem else value, PROBLEM: problem}
+
+
 def read_metadata(path: str | Path) -> dict:
     """The imaging settings recorded for the image at ``path`` (every field of FIELDS, None
-    where nothing says). A sidecar that cannot be read is an error naming it."""
+    where nothing says, and ``PROBLEM``). A sidecar that cannot be read is an error naming
+    it."""
     path = Path(path)
     found: dict = {}
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -169,14 +202,14 @@ def read_metadata(path: str | Path) -> dict:
                 f"{sidecar}: instrument sidecar not understood ({type(err).__name__}: "
                 f"{' '.join(str(err).split())[:120]}); fix or remove it, or give the pixel size "
                 "in a pixel_size_nm column of the descriptor") from None
-    return {field: found.get(field) for field in FIELDS}
+    return _usable_pixel({field: found.get(field) for field in FIELDS})
 
 
 def image_metadata(paths: list[str], table: pd.DataFrame | None = None,
                    csv: Path | None = None) -> pd.DataFrame:
     """One row per image of ``paths``: what its files say, filled or overridden by the
     descriptor ``table``'s columns of the same names (numbers checked: positive, finite)."""
-    frame = pd.DataFrame([read_metadata(p) for p in paths], columns=list(FIELDS))
+    frame = pd.DataFrame([read_metadata(p) for p in paths], columns=[*FIELDS, PROBLEM])
     if table is None:
         return frame
     for field in FIELDS[:-1]:
@@ -196,6 +229,82 @@ def image_metadata(paths: list[str], table: pd.DataFrame | None = None,
             given = numbers
         filled = given.notna()
         frame.loc[filled, field] = given[filled].to_numpy()
+        if field == "pixel_size_nm":
+            frame.loc[filled, PROBLEM] = None
         frame.loc[filled, "metadata_source"] = frame.loc[filled, "metadata_source"].map(
             lambda s: "descriptor" if s is None or pd.isna(s) else f"{s} + descriptor")
     return frame
+
+
+def one_unit(pixel_sizes) -> list[float | None]:
+    """One unit per run: every image's pixel size when all are known, else None for every
+    image (lengths in pixels for all, never µm beside px)."""
+    values = [None if v is None or pd.isna(v) else float(v) for v in pixel_sizes]
+    return values if all(v is not None for v in values) else [None] * len(values)
+
+
+def pixel_size_outliers(pixel_nm, factor: float | None) -> tuple[float | None, np.ndarray]:
+    """The median of the known pixel sizes and, per image, whether its pixel size differs from
+    that median by more than ``factor`` either way (unknown ones never do; ``factor`` None:
+    none)."""
+    values = pd.to_numeric(pd.Series(list(pixel_nm), dtype=object), errors="coerce")
+    values = values.to_numpy(float)
+    known = np.isfinite(values)
+    if not known.any():
+        return None, np.zeros(len(values), bool)
+    median = float(np.median(values[known]))
+    if factor is None:
+        return median, np.zeros(len(values), bool)
+    ratio = np.where(known, np.maximum(values / median, median / values), 1.0)
+    return median, ratio > float(factor)
+
+
+def _listed(names, limit: int = 5) -> str:
+    names = [str(n) for n in names]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit
+                                       else "")
+
+
+def check_pixel_sizes(names, metadata: pd.DataFrame, scale_cfg, csv) -> list[str]:
+    """Whether the pixel sizes of ``metadata`` (one row per image, named by ``names``) serve
+    ``preprocess.scale``, before any resampling. With a target scale (auto or a number) every
+    image needs a usable pixel size, none differing from the median by more than
+    ``outlier_factor``: else a one-line refusal naming them and the fix. Without one, the same
+    findings are warnings (returned): a run with some images without a pixel size measures all
+    in pixels."""
+    scale_cfg = scale_cfg or {}
+    target, factor = scale_cfg.get("pixel_size_nm"), scale_cfg.get("outlier_factor")
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float))
+                               or not math.isfinite(factor) or factor <= 1):
+        raise SinterlabError(f"preprocess.scale.outlier_factor={factor!r}: use a number above 1 "
+                             "(how far a pixel size may lie from the run's median), or null "
+                             "to not check")
+    names = [str(n) for n in names]
+    pixel = pd.to_numeric(metadata["pixel_size_nm"], errors="coerce").to_numpy(float)
+    unknown = np.flatnonzero(~np.isfinite(pixel))
+    fix = f"give a pixel_size_nm column in {csv} (a value there overrides the file)"
+    if len(unknown):
+        first = unknown[0]
+        said = (f"{names[first]}: {metadata[PROBLEM].iloc[first]}; {len(unknown)} of "
+                f"{len(names)} images have no usable pixel size "
+                f"({_listed([names[i] for i in unknown])})")
+        if target is not None:
+            raise SinterlabError(f"{said}: {fix}, or set preprocess.scale.pixel_size_nm=null "
+                                 "to keep pixels as read")
+        if len(unknown) < len(names):  # some known, some not: one unit for all
+            return [f"{said}, the other {len(names) - len(unknown)} have one: every image's "
+                    f"measures are in px (one unit per run); {fix} to measure in µm"]
+        return []
+    median, outlying = pixel_size_outliers(pixel, factor)
+    if not outlying.any():
+        return []
+    sources = metadata["metadata_source"].to_numpy()
+    said = (f"{csv}: pixel size of {int(outlying.sum())} of {len(names)} images differs from "
+            f"the run's median {median:g} nm by more than preprocess.scale.outlier_factor="
+            f"{factor:g}: " + _listed([f"{names[i]} {pixel[i]:g} nm ({sources[i]})"
+                                        for i in np.flatnonzero(outlying)], 3))
+    fix = (f"give the right value in a pixel_size_nm column of {csv} (it overrides the file), "
+           "or raise preprocess.scale.outlier_factor if it is right")
+    if target is not None:
+        raise SinterlabError(f"{said}; {fix}")
+    return [f"{said}; their measures' lengths use it: {fix}"]

@@ -63,10 +63,11 @@ def failed_runs(root: Path) -> list[tuple[str, str]]:
     """(run folder relative to ``root``, reason) of every run without results: failed (the
     first line of its error.txt) or incomplete (claimed, then killed or still running)."""
     out = []
-    for path in sorted([*Path(root).rglob(ERROR), *Path(root).rglob(CLAIM)]):
-        reason = failure(path.parent) if path.name == ERROR else incomplete(path.parent)
+    marked = [*Path(root).rglob(ERROR), *Path(root).rglob(CLAIM)]
+    for folder in sorted({path.parent for path in marked}):
+        reason = failure(folder) or incomplete(folder)
         if reason:
-            out.append((path.parent.relative_to(root).as_posix() or ".", reason))
+            out.append((folder.relative_to(root).as_posix() or ".", reason))
     return out
 
 

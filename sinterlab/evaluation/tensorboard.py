@@ -16,6 +16,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from sinterlab.atomic import writing
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
@@ -89,6 +90,13 @@ def log_run(cfg: DictConfig, dm: DataModule, metrics: dict, figures: dict[str, P
     logger = _tensorboard_logger(cfg)
     if logger is None:
         return None
+    with writing(logger.log_dir):  # TensorBoard writes its files as it goes
+        _write_run(cfg, dm, metrics, figures, test_fold, maps, logger)
+    return Path(logger.log_dir)
+
+
+def _write_run(cfg: DictConfig, dm: DataModule, metrics: dict, figures: dict[str, Path],
+               test_fold: np.ndarray, maps: list[Path], logger) -> None:
     tb = cfg.evaluation.tensorboard
     writer = logger.experiment
     if tb.figures:
@@ -116,4 +124,3 @@ def log_run(cfg: DictConfig, dm: DataModule, metrics: dict, figures: dict[str, P
                              tag="patch_embeddings")
     writer.flush()
     logger.finalize("success")
-    return Path(logger.log_dir)

@@ -5,7 +5,8 @@ image file's bytes, the crop/equalize/patch settings and the backbone's weights 
 key, so changing one setting only misses the entries it affects, while the runs of a sweep (other
 classes, splits, seeds, heads) hit the same files. Entries are written atomically, so a killed
 extraction resumes with the images already done. An entry that cannot be read (a damaged disk, a
-copy cut short) is moved to ``<folder>/corrupt/`` with a warning and extracted again.
+copy cut short) or that is wrong (another embedding width, NaN or infinite values, shapes that
+do not match) is moved to ``<folder>/corrupt/`` with a warning and extracted again.
 """
 
 from __future__ import annotations
@@ -54,8 +55,11 @@ class CacheEntry:
 class EmbeddingCache:
     """Folder of entries for one backbone (with its weights) and one preprocessing setting."""
 
-    def __init__(self, root: str | Path, backbone_name: str, weights_sha: str, settings: dict):
+    def __init__(self, root: str | Path, backbone_name: str, weights_sha: str, settings: dict,
+                 embedding_dim: int | None = None):
+        """``embedding_dim``: the backbone's; an entry of another width is wrong (None: any)."""
         safe_name = backbone_name.replace("/", "_")
+        self.embedding_dim = embedding_dim
         self.settings_key = settings_sha256(settings)[:16]
         self.folder = Path(root) / f"{safe_name}-{weights_sha[:12]}" / self.settings_key
         self.settings = settings
@@ -70,25 +74,44 @@ class EmbeddingCache:
         with np.load(self.path(image_sha)) as data:
             return CacheEntry(*(data[name] for name in ENTRY_FIELDS))
 
+    def entry_problem(self, entry: CacheEntry) -> str | None:
+        """What is wrong with a readable ``entry``, or None: shapes that do not fit together,
+        another embedding width than the backbone's, values that are not finite numbers."""
+        embeddings, params, crop = entry.embeddings, entry.params, entry.crop
+        if embeddings.ndim != 2 or params.ndim != 2 or len(embeddings) != len(params) or \
+                not len(embeddings) or params.shape[1] != 5 or crop.shape != (4,):
+            return (f"shapes {embeddings.shape}, {params.shape} and {crop.shape}, expected "
+                    "(patches, width), (patches, 5) and (4,)")
+        if self.embedding_dim is not None and embeddings.shape[1] != self.embedding_dim:
+            return (f"embeddings {embeddings.shape[1]} wide, the backbone's are "
+                    f"{self.embedding_dim}")
+        for name, values in (("embeddings", embeddings), ("params", params), ("crop", crop)):
+            if not np.issubdtype(values.dtype, np.number):
+                return f"{name} of dtype {values.dtype}"
+            if not np.isfinite(values).all():
+                return f"{int((~np.isfinite(values)).sum())} NaN or infinite {name} values"
+        return None
+
     def load_or_set_aside(self, image_sha: str, image: str) -> CacheEntry | None:
-        """The entry if present and readable; a damaged one is moved to ``corrupt/`` with a
-        warning naming it (None: extract ``image`` again)."""
+        """The entry if present, readable and right; a damaged or wrong one is moved to
+        ``corrupt/`` with a warning naming it (None: extract ``image`` again)."""
         if not self.has(image_sha):
             return None
         try:
             entry = self.load(image_sha)
-            if entry.embeddings.ndim != 2 or len(entry.embeddings) != len(entry.params) or \
-                    not len(entry.embeddings):
-                raise ValueError(f"shapes {entry.embeddings.shape} and {entry.params.shape}")
-            return entry
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-            aside = self.folder / "corrupt" / \
-                f"{image_sha}.{datetime.now():%Y%m%d-%H%M%S-%f}.npz"
-            aside.parent.mkdir(exist_ok=True)
-            os.replace(self.path(image_sha), aside)
-            log.warning("%s: unreadable cache entry (%s: %s) moved to %s; extracting %s again",
-                        self.path(image_sha), type(err).__name__, err, aside, image)
-            return None
+            problem = f"unreadable cache entry ({type(err).__name__}: {err})"
+        else:
+            wrong = self.entry_problem(entry)
+            if wrong is None:
+                return entry
+            problem = f"wrong cache entry ({wrong})"
+        aside = self.folder / "corrupt" / f"{image_sha}.{datetime.now():%Y%m%d-%H%M%S-%f}.npz"
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(self.path(image_sha), aside)
+        log.warning("%s: %s moved to %s; extracting %s again", self.path(image_sha), problem,
+                    aside, image)
+        return None
 
     def check_writable(self) -> None:
         """Fail before any extraction when new entries could not be saved."""

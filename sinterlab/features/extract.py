@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sinterlab.data.crop import CropBox
 from sinterlab.data.images import image_warnings
-from sinterlab.data.metadata import read_metadata
+from sinterlab.data.metadata import PROBLEM, read_metadata
 from sinterlab.data.patches import (
     GridSampler,
     GridSpec,
@@ -31,7 +31,7 @@ from sinterlab.data.patches import (
     rotation_setting,
 )
 from sinterlab.data.preprocess import preprocess_image, read_and_locate, scaled_size
-from sinterlab.errors import SinterlabError
+from sinterlab.errors import SinterlabError, WriteFailed
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
 from sinterlab.features.runtime import Runner, build_runner, resolve_runtime
@@ -205,6 +205,8 @@ def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
     settings.pop("checks", None)  # warnings about images, not part of the embeddings
     if (settings.get("scale") or {}).get("pixel_size_nm") is None:
         settings.pop("scale", None)  # pixels as read: the keys runs had before scales
+    else:
+        settings["scale"].pop("outlier_factor", None)  # a check of the inputs, not a setting
     settings["patches"] = spec.__dict__ | {"mean": list(backbone.mean),
                                            "std": list(backbone.std)}
     if runtime == "torch":
@@ -242,21 +244,26 @@ def image_problem(ref: ImageRef, preprocess_cfg, sampler: PatchSampler,
     return None
 
 
-def scale_factors(paths, pixel_sizes, preprocess_cfg) -> tuple[list[float], dict[str, str]]:
+def scale_factors(paths, pixel_sizes, preprocess_cfg, problems=None,
+                  ) -> tuple[list[float], dict[str, str]]:
     """Per image, its pixel size / the run's (``preprocess.scale.pixel_size_nm``; 1 when that
-    is null), and the images whose pixel size is needed but unknown, with the fix.
-    ``pixel_sizes``: known ones (e.g. with descriptor columns); None reads the files."""
+    is null), and the images whose pixel size is needed but unknown, with what is wrong and the
+    fix. ``pixel_sizes``: known ones (e.g. with descriptor columns), with ``problems`` saying
+    why one is unknown; None reads the files."""
     target = (preprocess_cfg.get("scale") or {}).get("pixel_size_nm")
     if target is None:
         return [1.0] * len(paths), {}
     if pixel_sizes is None:  # what each file (or its sidecar) says
-        pixel_sizes = [read_metadata(p)["pixel_size_nm"] for p in paths]
+        metadata = [read_metadata(p) for p in paths]
+        pixel_sizes = [m["pixel_size_nm"] for m in metadata]
+        problems = [m[PROBLEM] for m in metadata]
+    problems = list(problems) if problems is not None else [None] * len(paths)
     factors, unknown = [], {}
-    for path, pixel in zip(paths, pixel_sizes, strict=True):
+    for path, pixel, problem in zip(paths, pixel_sizes, problems, strict=True):
         if pixel is None or not np.isfinite(float(pixel)) or float(pixel) <= 0:
-            unknown[str(path)] = ("pixel size unknown (no instrument metadata in the file or "
-                                  "a sidecar); give a pixel_size_nm column in the descriptor, "
-                                  "or set preprocess.scale.pixel_size_nm=null")
+            unknown[str(path)] = (f"{problem or 'pixel size unknown'}; give a pixel_size_nm "
+                                  "column in the descriptor (it overrides the file), or set "
+                                  "preprocess.scale.pixel_size_nm=null")
             factors.append(1.0)
         else:
             factors.append(float(pixel) / float(target))
@@ -266,7 +273,7 @@ def scale_factors(paths, pixel_sizes, preprocess_cfg) -> tuple[list[float], dict
 def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                  progress: bool = True, fix: str = "remove it", skip_bad: bool = False,
                  grid_stride: int | None = None, pixel_sizes=None,
-                 fill_only: bool = False) -> Embedded:
+                 fill_only: bool = False, pixel_problems=None) -> Embedded:
     """Every image of ``paths`` with its cache entry for these settings and weights.
 
     Before any extraction: damaged cache entries are set aside, every image still to extract is
@@ -274,12 +281,13 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
     is an error naming it (and ``fix``), or with ``skip_bad`` is left out and named in ``bad``.
     ``grid_stride``: patches on a regular grid (maps) instead of the run's random ones.
     ``fill_only``: fill the cache and load nothing; images other live jobs extract are theirs.
+    ``pixel_sizes``, ``pixel_problems``: see :func:`scale_factors`.
     """
     spec = patch_spec(preprocess_cfg, backbone, grid_stride)
     requested = str(features_cfg.get("runtime", "torch"))
     runtime = resolve_runtime(requested, str(features_cfg.accelerator))
     sampler = (GridSampler if grid_stride else PatchSampler)(spec, backbone.mean, backbone.std)
-    factors, unknown = scale_factors(paths, pixel_sizes, preprocess_cfg)
+    factors, unknown = scale_factors(paths, pixel_sizes, preprocess_cfg, pixel_problems)
     if unknown and not skip_bad:
         first = next(iter(unknown))
         more = f" ({len(unknown) - 1} more)" if len(unknown) > 1 else ""
@@ -288,7 +296,8 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
             if str(p) not in unknown]
     while True:
         cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
-                               cache_settings(preprocess_cfg, spec, backbone, runtime))
+                               cache_settings(preprocess_cfg, spec, backbone, runtime),
+                               backbone.embedding_dim)
         entries = {ref.key: cache.load_or_set_aside(ref.key, ref.path) for ref in refs}
         bad, warnings = dict(unknown), []
         for ref in dict.fromkeys(refs):
@@ -308,6 +317,8 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
         try:
             runner = build_runner(runtime, backbone, cache.folder.parent, spec.output_size)
             break
+        except WriteFailed:  # the export could not be saved: no fault of the runtime
+            raise
         except Exception as err:  # an export the runtime cannot take: torch always can
             if requested != "auto" or runtime == "torch":
                 raise SinterlabError(

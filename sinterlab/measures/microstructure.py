@@ -74,38 +74,57 @@ def correlation_lengths(mask: np.ndarray) -> tuple[float, float]:
     return float(lengths[0]), float(lengths[1])
 
 
+#: per switch of ``measures.measures``, the names of the values it gives
+MEASURES = {"porosity": ("porosity",), "pore_diameter": ("pore_diameter",),
+            "chord_length": ("pore_chord_x", "solid_chord_x", "pore_chord_y", "solid_chord_y"),
+            "correlation_length": ("correlation_length",),
+            "specific_perimeter": ("specific_perimeter",), "solid_size": ("solid_size",)}
+
+
+def measure_names(enabled) -> list[str]:
+    """The names of the values the ``enabled`` measures give, in their order."""
+    return [name for switch, names in MEASURES.items() if switch in enabled for name in names]
+
+
+def one_phase(pores: np.ndarray) -> str | None:
+    """'pores' or 'solid' when the mask holds that phase only (a blank or saturated image:
+    nothing to measure), else None."""
+    porosity = float(pores.mean())
+    return "pores" if porosity == 1.0 else "solid" if porosity == 0.0 else None
+
+
 def measure_mask(pores: np.ndarray, pixel_nm: float | None, enabled) -> dict[str, float]:
     """The enabled measures of a pore mask; lengths in µm when ``pixel_nm`` is known, else
-    pixels. A mask with no pores or no solid gives NaN for every measure but porosity."""
+    pixels. A mask with no pores or no solid (:func:`one_phase`) gives NaN for every measure,
+    porosity included: a blank image says nothing about the film."""
     scale = pixel_nm / 1000 if pixel_nm else 1.0
     out: dict[str, float] = {}
-    porosity = float(pores.mean())
-    if "porosity" in enabled:
-        out["porosity"] = porosity
-    one_phase = porosity in (0.0, 1.0)
+    single = one_phase(pores) is not None
     nan = float("nan")
+    if "porosity" in enabled:
+        out["porosity"] = float(pores.mean()) if not single else nan
     if "pore_diameter" in enabled:
         areas = np.array([r.area for r in measure.regionprops(measure.label(pores))])
         out["pore_diameter"] = (float(np.mean(2 * np.sqrt(areas / np.pi))) * scale
-                                if len(areas) and not one_phase else nan)
+                                if len(areas) and not single else nan)
     if "chord_length" in enabled:
         for axis, name in ((1, "x"), (0, "y")):
             pore_chords, solid_chords = _chords(pores, axis), _chords(~pores, axis)
             out[f"pore_chord_{name}"] = (float(pore_chords.mean()) * scale
-                                         if len(pore_chords) and not one_phase else nan)
+                                         if len(pore_chords) and not single else nan)
             out[f"solid_chord_{name}"] = (float(solid_chords.mean()) * scale
-                                          if len(solid_chords) and not one_phase else nan)
+                                          if len(solid_chords) and not single else nan)
     if "correlation_length" in enabled:
         out["correlation_length"] = (float(np.mean(correlation_lengths(pores))) * scale
-                                     if not one_phase else nan)
+                                     if not single else nan)
     if "specific_perimeter" in enabled:
         # interface length per unit area (1/µm or 1/pixel)
         out["specific_perimeter"] = (measure.perimeter(pores) / pores.size / scale
-                                     if not one_phase else nan)
+                                     if not single else nan)
     if "solid_size" in enabled:
         # twice the mean distance to the nearest pore over the solid: particle and neck size
         # (distances run between pixel centres: half a pixel less reaches the boundary)
         distance = ndimage.distance_transform_edt(~pores)
         out["solid_size"] = (2 * (float(distance[~pores].mean()) - 0.5) * scale
-                             if not one_phase else nan)
+                             if not single else nan)
     return out

@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sinterlab.data.descriptor import str_label
 
 #: columns of a measures table that are not measures
-INFO = ("path", "length_unit", "image", "sample_id")
+INFO = ("path", "length_unit", "one_phase", "image", "sample_id")
 
 
 def measure_columns(table: pd.DataFrame) -> list[str]:
@@ -87,7 +87,10 @@ def summarise(measures: pd.DataFrame, table: pd.DataFrame, target, n: int, seed:
                        measures.drop(columns=["path"]).reset_index(drop=True)], axis=1)
     per_sample = frame.groupby("sample_id", sort=False).agg(
         {target.name: "first", **dict.fromkeys(names, "mean")})
-    record = {"unit": measures["length_unit"].iloc[0] if len(measures) else None,
+    units = measures["length_unit"].unique() if len(measures) else [None]
+    if len(units) > 1:  # image_measures gives one unit per run: a mixed table is a bug
+        raise ValueError(f"measures in several units {sorted(units)}: not comparable")
+    record = {"unit": units[0],
               "measures": names, "n_samples": len(per_sample),
               "per_sample": per_sample.reset_index().to_dict(orient="records")}
     if target.kind == "regression":

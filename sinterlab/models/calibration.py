@@ -19,6 +19,7 @@ candidate's CV members: temperature, or element-wise image scale and bias.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from scipy.special import softmax
 
 from sinterlab.atomic import write_json
+from sinterlab.errors import SinterlabError
 from sinterlab.models.head import HeadEnsemble
 
 #: temperatures are kept inside this range (a member that fits its validation rows perfectly
@@ -242,11 +244,16 @@ def save_image_calibration(checkpoint: Path, calibrations: list[ImageCalibration
 
 def load_image_calibration(checkpoint: Path) -> list[ImageCalibration | None] | None:
     """The image calibration saved beside ``checkpoint``; None when the run folder has none
-    (its images are served the mean of temperature-scaled patch probabilities)."""
-    import json
-
+    (a run from before image calibration: its images are served the mean of
+    temperature-scaled patch probabilities). A damaged one is a one-line error."""
     path = calibration_path(checkpoint)
     if not path.is_file():
         return None
-    return [c and ImageCalibration.from_dict(c)
-            for c in json.loads(path.read_text())["targets"]]
+    try:
+        return [c and ImageCalibration.from_dict(c)
+                for c in json.loads(path.read_text(encoding="utf-8"))["targets"]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        reason = " ".join(str(err).split())[:120]
+        raise SinterlabError(f"{path}: the image calibration of the model is unreadable "
+                             f"({type(err).__name__}: {reason}); restore it from a copy of "
+                             "the run folder, or train again") from None

@@ -24,6 +24,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.preprocessing import StandardScaler
 
+from sinterlab.atomic import write_with
+
 FEATURES = ("patch", "image_mean")
 
 
@@ -89,15 +91,11 @@ class LinearEnsemble:
 
     # -- safe persistence: arrays and JSON, no pickle ------------------------------------------
     def save(self, path: Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"targets": self.targets, "features": self.features, "params": self.params}
         arrays = {f"weight_{t}": w for t, w in enumerate(self.weights)} | {
             f"bias_{t}": b for t, b in enumerate(self.biases)}
-        tmp = path.with_name(path.name + ".part.npz")
-        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-        tmp.replace(path)
-        return path
+        return write_with(path, lambda tmp: np.savez(tmp, meta=np.array(json.dumps(meta)),
+                                                     **arrays))
 
     @classmethod
     def load(cls, path: Path) -> LinearEnsemble:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from sinterlab.data.descriptor import read_table
-from sinterlab.data.metadata import image_metadata
+from sinterlab.data.metadata import check_pixel_sizes, image_metadata
 from sinterlab.errors import SinterlabError
 from sinterlab.features.cache import file_sha256
 from sinterlab.features.extract import ImageRef, scale_factors
@@ -19,7 +19,8 @@ from sinterlab.measures.compute import image_measures
 
 def descriptor_measures(descriptor: str | Path, image_column: str, sample_column: str,
                         preprocess_cfg, measures_cfg) -> tuple[pd.DataFrame, list[str]]:
-    """(image, sample and measures per descriptor row; warnings of one-phase images)."""
+    """(image, sample and measures per descriptor row; warnings of one-phase images and of
+    pixel sizes missing or far from the others')."""
     csv = Path(descriptor).expanduser().resolve()
     if str((preprocess_cfg.get("scale") or {}).get("pixel_size_nm")) == "auto":
         raise SinterlabError("preprocess.scale.pixel_size_nm=auto is for training runs; give "
@@ -33,13 +34,13 @@ def descriptor_measures(descriptor: str | Path, image_column: str, sample_column
     if missing:
         raise SinterlabError(f"{missing[0]}: image not found ({len(missing)} missing); fix "
                              f"{image_column!r} in {csv} (paths relative to its folder)")
-    pixel_sizes = image_metadata([str(p) for p in paths], table, csv)["pixel_size_nm"].tolist()
-    factors, unknown = scale_factors([str(p) for p in paths], pixel_sizes, preprocess_cfg)
-    if unknown:
-        path, fix = next(iter(unknown.items()))
-        raise SinterlabError(f"{path}: {fix}")
+    metadata = image_metadata([str(p) for p in paths], table, csv)
+    checked = check_pixel_sizes(table[image_column], metadata, preprocess_cfg.get("scale"), csv)
+    pixel_sizes = metadata["pixel_size_nm"].tolist()
+    factors, _ = scale_factors([str(p) for p in paths], pixel_sizes, preprocess_cfg)
     refs = [ImageRef(str(p), file_sha256(p), f) for p, f in zip(paths, factors, strict=True)]
     frame, warnings = image_measures(refs, pixel_sizes, preprocess_cfg, measures_cfg)
+    warnings = checked + warnings
     frame.insert(0, sample_column, table[sample_column].astype(str).to_numpy()
                  if sample_column in table.columns else table.index.astype(str))
     frame.insert(0, image_column, table[image_column].to_numpy())

@@ -75,6 +75,13 @@ def _numeric(csv: Path, table: pd.DataFrame, column: str) -> pd.Series:
         shown = [str(v) for v in table[column][text].head(3)]
         raise SinterlabError(f"{csv}: column {column!r} has text {shown} in CSV row(s) {rows}; "
                              "write numbers only (leave a cell empty when not measured)")
+    infinite = np.isinf(values.to_numpy(float))
+    if infinite.any():
+        rows = [int(i) + 2 for i in np.flatnonzero(infinite)[:5]]
+        shown = [str(v) for v in table[column][infinite].head(3)]
+        raise SinterlabError(f"{csv}: column {column!r} has infinite values {shown} in CSV "
+                             f"row(s) {rows}; write finite numbers (leave a cell empty when not "
+                             "measured)")
     return values
 
 

@@ -37,7 +37,7 @@ from sinterlab.data.descriptor import (
     load_descriptor,
     str_label,
 )
-from sinterlab.data.metadata import image_metadata
+from sinterlab.data.metadata import check_pixel_sizes, image_metadata
 from sinterlab.data.patches import PARAM_COLUMNS
 from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignments
 from sinterlab.errors import SinterlabError
@@ -130,7 +130,7 @@ class SEMDataModule(pl.LightningDataModule):
         metadata = image_metadata(list(descriptor.table[PATH]), descriptor.table, descriptor.csv)
         log.info("instrument metadata of %d images read in %.1f ms per image",
                  len(metadata), 1000 * (time.perf_counter() - started) / max(len(metadata), 1))
-        resolve_scale(cfg, descriptor, metadata)
+        warnings += resolve_scale(cfg, descriptor, metadata)
         return CheckedInputs(descriptor, extra, metadata, splits, small_classes,
                              descriptor.warnings + warnings)
 
@@ -366,31 +366,26 @@ def check_class_groups(cfg: DictConfig, descriptor: Descriptor) -> tuple[list[st
         "saw the class, and they count in every score (split.allow_small_classes=true)"]
 
 
-def resolve_scale(cfg: DictConfig, descriptor: Descriptor, metadata: pd.DataFrame) -> None:
+def resolve_scale(cfg: DictConfig, descriptor: Descriptor, metadata: pd.DataFrame) -> list[str]:
     """``preprocess.scale.pixel_size_nm``: ``auto`` becomes the coarsest pixel size of the
     data (nothing is upsampled) and ``preprocess.patches.size_um`` a size in pixels, in the
     run's config itself (so config.yaml and predict read the numbers used; resolving again gives
-    the same). An image whose pixel size is unknown stops the run here, before the backbone."""
+    the same). An image whose pixel size is unknown, unusable or far from the others' stops the
+    run here, before the backbone; without a target scale those are warnings (returned)."""
     scale, patches = cfg.preprocess.get("scale") or {}, cfg.preprocess.patches
     target = scale.get("pixel_size_nm")
-    if target is None:
-        if patches.get("size_um") is not None:
-            raise SinterlabError("preprocess.patches.size_um needs a physical scale: set "
-                                 "preprocess.scale.pixel_size_nm=auto (or a number)")
-        return
-    pixel = pd.to_numeric(metadata["pixel_size_nm"], errors="coerce")
-    if pixel.isna().any():
-        path = descriptor.table[PATH][pixel.isna()].iloc[0]
-        more = int(pixel.isna().sum()) - 1
-        raise SinterlabError(
-            f"{path}: pixel size unknown (no instrument metadata in the file or a sidecar)"
-            f"{f' ({more} more)' if more else ''}; give a pixel_size_nm column in "
-            f"{descriptor.csv}, or set preprocess.scale.pixel_size_nm=null")
-    if target == "auto":
-        target = float(pixel.max())
-    elif not isinstance(target, (int, float)) or not np.isfinite(target) or target <= 0:
+    if target is None and patches.get("size_um") is not None:
+        raise SinterlabError("preprocess.patches.size_um needs a physical scale: set "
+                             "preprocess.scale.pixel_size_nm=auto (or a number)")
+    if target not in (None, "auto") and (isinstance(target, bool) or not isinstance(
+            target, (int, float)) or not np.isfinite(target) or target <= 0):
         raise SinterlabError(f"preprocess.scale.pixel_size_nm={target!r}: use null, auto "
                              "or a positive number of nanometres per pixel")
+    warnings = check_pixel_sizes(descriptor.table[IMAGE], metadata, scale, descriptor.csv)
+    if target is None:
+        return warnings
+    if target == "auto":
+        target = float(pd.to_numeric(metadata["pixel_size_nm"]).max())
     with open_dict(cfg):
         cfg.preprocess.scale.pixel_size_nm = float(target)
         if patches.get("size_um") is not None:
@@ -398,6 +393,7 @@ def resolve_scale(cfg: DictConfig, descriptor: Descriptor, metadata: pd.DataFram
                                                        / float(target)))
     log.info("physical scale: %.4g nm per pixel, patches of %d px (%.3g µm)", target,
              int(patches.size), int(patches.size) * float(target) / 1000)
+    return warnings
 
 
 def duplicate_images(descriptor: Descriptor, refs: list[ImageRef]) -> list[str]:

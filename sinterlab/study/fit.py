@@ -22,6 +22,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from sklearn.preprocessing import StandardScaler
 
+from sinterlab.atomic import write_with, writing
 from sinterlab.data.descriptor import IMAGE
 from sinterlab.errors import SinterlabError
 from sinterlab.models.calibration import (
@@ -168,7 +169,8 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
         enable_progress_bar=bool(cfg.trainer.enable_progress_bar) and sys.stdout.isatty(),
         **({} if validate else {"limit_val_batches": 0}))
     started = time.perf_counter()
-    trainer.fit(head, datamodule=folds)
+    with writing(loggers[0].log_dir if loggers else run_dir):  # TensorBoard writes as it goes
+        trainer.fit(head, datamodule=folds)
     wall = time.perf_counter() - started
     calibration = cfg.evaluation.calibration
     images = [None] * len(head.targets)
@@ -184,7 +186,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
         if image_calibration is not None:
             images = [c and c.median(head.members) for c in image_calibration]
     checkpoint = run_dir / "checkpoints" / f"{tag}-ensemble.ckpt"
-    trainer.save_checkpoint(checkpoint, weights_only=True)
+    write_with(checkpoint, lambda tmp: trainer.save_checkpoint(tmp, weights_only=True))
     save_image_calibration(checkpoint, images)
     members = head.member_summary()
     validated = [r for r in members if r["best_val_loss"] is not None]

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from sinterlab.atomic import write_json, write_with
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
+from sinterlab.errors import WriteFailed
 from sinterlab.evaluation.display import reported_model
 from sinterlab.evaluation.figures import (
     plot_confusion,
@@ -39,6 +40,7 @@ from sinterlab.explain.gallery import write_gallery
 from sinterlab.manifest import MANIFEST, RunManifest
 from sinterlab.measures.compute import one_image
 from sinterlab.measures.trends import summarise
+from sinterlab.models.calibration import calibration_path
 from sinterlab.study.datamodule import SEMDataModule
 
 log = logging.getLogger(__name__)
@@ -186,10 +188,26 @@ def optional_stage(name: str, compute, skipped: dict[str, str]):
     try:
         return compute()
     except Exception as err:  # any failure of an optional product: recorded, not raised
-        reason = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        reason = str(err) if isinstance(err, WriteFailed) else \
+            f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
         log.warning("%s skipped: %s", name, reason, exc_info=True)
         skipped[name] = reason
         return None
+
+
+def served_files(run_dir: Path, checkpoint: str | None) -> dict[str, str]:
+    """{path relative to the run folder: what it holds} of every file predict reads: the
+    manifest records their sha256, and predict refuses a run folder where one is missing or
+    changed."""
+    files = {"config.yaml": "the run's configuration (the preprocessing, backbone and "
+                            "features its model was trained on)"}
+    if checkpoint:
+        files[checkpoint] = "the served model's checkpoint"
+        calibration = calibration_path(run_dir / checkpoint)
+        if calibration.is_file():
+            files[str(calibration.relative_to(run_dir))] = ("the image calibration of the "
+                                                            "served model")
+    return files
 
 
 def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
@@ -249,7 +267,9 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
     }
     # the results first: a failure of an optional product below never costs them
     write_json(run_dir / "metrics.json", metrics)
-    RunManifest.from_metrics(metrics, run_dir / "metrics.json").write(run_dir / MANIFEST)
+    manifest = RunManifest.from_metrics(metrics, run_dir / "metrics.json")
+    manifest.with_files(run_dir, served_files(run_dir, manifest.checkpoint)).write(
+        run_dir / MANIFEST)
     write_markdown_report(run_dir, metrics, figures)
     if cfg.evaluation.gallery.enabled and dm.extra_inputs:
         skipped["gallery"] = (f"maps read the image alone; the head also reads "
