@@ -130,3 +130,96 @@ def test_auto_leaves_out_ordinal_candidates_for_unordered_targets(make_cfg):
                              - {"corn", "level_value"}))
     with pytest.raises(SinterlabError, match="every candidate .* needs an ordered"):
         check_losses(only, [Target("grade", "classification", ("low", "mid", "high"))])
+
+
+@pytest.fixture(scope="module")
+def two_level_descriptor(tmp_path_factory):
+    """Two burst counts, 16 samples each (4 slides x 4 sets), two images per sample."""
+    from sinterlab.synth.generate import generate_dataset, load_preset
+
+    return generate_dataset(load_preset("tiny", design__burst_counts=[100, 250], design__slides=4,
+                                        design__sets=4, design__images_per_sample=2),
+                            tmp_path_factory.mktemp("two_levels"))
+
+
+def test_selection_scores_what_predict_serves_not_raw_image_means(
+        two_level_descriptor, shared_cache, tmp_path):
+    """Issue 33: a patch-level model that is more accurate but under-confident per image (the
+    mean of 40 weak patch probabilities sits near the middle), against an image-mean model that
+    is sharp but less accurate. Scored on raw image means the sharp one wins every outer fold;
+    scored on the image-calibrated probabilities predict serves, the accurate one does."""
+    from tests.conftest import FAST, compose_train
+
+    cfg = compose_train(FAST + [
+        f"data.descriptor={two_level_descriptor}", f"features.cache_dir={shared_cache}",
+        "model=auto", "protocol.seeds=[0]", "preprocess.patches.per_image=40",
+        "model.selection.grid=none", "model.candidates.sk_logreg.module.C=1.0",
+        "model.candidates.sk_logreg_image.module.C=1.0",
+        *(f"~model.candidates.{n}" for n in CANDIDATES - {"sk_logreg", "sk_logreg_image"})],
+        tmp_path)
+    dm = SEMDataModule(cfg)
+    dm.setup()
+    # the level shows in one dimension, weakly per patch (noise 3 around +-1); 48 more dimensions
+    # hold patch noise alone, which averages to a few images' worth of spurious structure
+    rng = np.random.default_rng(0)
+    y = dm.y[:, 0].numpy()
+    dm.x = torch.tensor(np.hstack([(2 * y - 1 + rng.normal(scale=3.0, size=len(y)))[:, None],
+                                   rng.normal(scale=5.0, size=(len(y), 48))]),
+                        dtype=torch.float32)
+    record, nested, _, candidates = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
+    from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
+
+    images = dm.patches["image"].to_numpy().astype(str)
+    truth = y[first_rows(images)]
+    accuracy, sureness = {}, {}
+    for name, out in candidates.items():
+        _, per_image = aggregate_by_group(out, images)
+        accuracy[name] = float(np.mean(per_image.argmax(axis=1) == truth))
+        sureness[name] = float(np.mean(per_image.max(axis=1)))
+    assert accuracy["sk_logreg"] > accuracy["sk_logreg_image"] + 0.1
+    assert sureness["sk_logreg"] < sureness["sk_logreg_image"]  # under-confident per image
+    points = record["points"]
+    raw_rule = [min(points, key=lambda p: points[p]["inner_scores_unserved"][f])
+                for f in range(5)]
+    assert raw_rule == ["sk_logreg_image"] * 5  # the rule before: the sharp one, every fold
+    assert record["winners"] == ["sk_logreg"] * 5
+    assert record["final"]["model"] == "sk_logreg"
+
+
+def test_a_chosen_model_behind_another_candidate_is_named():
+    from sinterlab.evaluation.statistics import selection_check
+
+    def cell(value, width):
+        return {"image": {"accuracy": {"value": value, "low": value - width / 2,
+                                       "high": value + width / 2}}}
+
+    pooled = {"auto": cell(0.60, 0.10), "a": cell(0.60, 0.1), "b": cell(0.75, 0.1),
+              "c": cell(0.70, 0.3)}
+    check = selection_check(pooled, "image", "accuracy", True, {"nested": "auto", "final": "c"},
+                            ["a", "b", "c"])
+    assert check["nested"]["best_other"] == "b" and check["nested"]["disagrees"]
+    assert abs(check["nested"]["behind_by"] - 0.15) < 1e-9
+    assert check["final"]["best_other"] == "b" and not check["final"]["disagrees"]  # 0.05 < 0.3
+    # lower is better (MAE): behind means larger
+    check = selection_check({"auto": {"image": {"mae": {"value": 30.0, "low": 28, "high": 32}}},
+                             "a": {"image": {"mae": {"value": 20.0}}}}, "image", "mae", False,
+                            {"nested": "auto"}, ["a"])
+    assert check["nested"]["behind_by"] == 10.0 and check["nested"]["disagrees"]
+
+
+def test_the_p_value_tests_the_served_image_model_or_names_its_proxy(make_cfg):
+    from sinterlab.study.training import image_permutation_test
+
+    cfg = make_cfg("evaluation.permutation.n=20")
+    dm = SEMDataModule(cfg)
+    dm.setup()
+    test_fold = dm.test_fold(dm.assignment)
+    image_model = OmegaConf.to_container(make_cfg("model=sk_logreg_image").model.module)
+    served = image_permutation_test(cfg, dm, test_fold, ("sk_logreg_image C=0.01", image_model))
+    assert served["tests_served_model"] and "sk_logreg_image C=0.01" in served["model"]
+    assert served["n_permutations"] == 20 and 0 < served["p_value"] <= 1
+    head = OmegaConf.to_container(cfg.model.module)
+    proxy = image_permutation_test(cfg, dm, test_fold, ("mlp", head), 0.9)
+    assert not proxy["tests_served_model"] and proxy["proxy_for"] == "mlp"
+    assert proxy["model"] == "ridge classifier on image-mean embeddings"
+    assert proxy["served_accuracy"] == 0.9

@@ -12,7 +12,12 @@ from omegaconf import OmegaConf
 from sinterlab.atomic import quiet_thread_write_failures, writing
 from sinterlab.console import route_library_logs
 from sinterlab.errors import WRITE_FAILED, SinterlabError, WriteFailed
-from sinterlab.evaluation.display import interval, reported_model, short_name
+from sinterlab.evaluation.display import (
+    interval,
+    reported_model,
+    selection_warning,
+    short_name,
+)
 from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 #: the Hydra config folder at the repository root
@@ -54,13 +59,22 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
                          f"{verdict['level']} MAE {interval(ordered['mae'], missing=NA)} "
                          f"{first.get('error_unit', '')}, within one level "
                          f"{interval(ordered['within_one'], missing=NA)}")
-        if "p_value" in cv.get("permutation", {}):
-            lines.append(f"{label:<26} p-value against chance {cv['permutation']['p_value']:.4f}")
+        perm = cv.get("permutation", {})
+        if "p_value" in perm:
+            tested = (f"proxy: ridge on image means, accuracy {perm['observed_accuracy']:.3f}; "
+                      f"not the served {perm['proxy_for']}" if perm.get("proxy_for")
+                      else "the served model refitted per permutation"
+                      if perm.get("tests_served_model") else perm["model"])
+            lines.append(f"{label:<26} p-value against chance {perm['p_value']:.4f} ({tested})")
     best = metrics["cv"]["verdict"]
     if "best_baseline" in best and not best["head_beats_by_more_than_interval"]:
         primary = {"head": "MLP head", "auto": "auto-selected model"}[best["primary"]]
         lines.append(f"note: the {primary} does not beat the "
                      f"{short_name(best['best_baseline'])} by more than its interval width")
+    agree = best.get("selection") or {}
+    for check in (agree.get(role) for role in ("nested", "final")):
+        if check and check["disagrees"]:
+            lines.append("note: " + selection_warning(check, agree["level"], agree["metric"]))
     warning = (metrics["cv"].get("instrument") or {}).get("warning")
     if warning:
         lines.append(f"warning: {warning}")

@@ -70,3 +70,11 @@ def interval(cell: Mapping | None, digits: int = 3, missing: str = "—") -> str
     return (f"{number(cell.get('value'), digits, missing)} "
             f"[{number(cell['low'], digits, missing)}, "
             f"{number(cell['high'], digits, missing)}]")
+
+
+def selection_warning(check: dict, level: str, metric: str) -> str:
+    """One line: the chosen model scores below another candidate by more than its interval."""
+    return (f"model selection and {level} {metric} disagree: {check['model']} "
+            f"({check['value']:.3f}) is behind {check['best_other']} ({check['best_value']:.3f}) "
+            f"by {check['behind_by']:.3f}, more than its interval width "
+            f"({check['interval_width']:.3f})")

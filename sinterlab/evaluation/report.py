@@ -154,6 +154,16 @@ def _verdict_text(cv: Mapping) -> str:
         else:
             lines.append(f"**The {head} does not beat the {base}** (behind by "
                          f"{number(-v['head_margin'])}); {paired}.")
+    agree = v.get("selection") or {}
+    for role, what in (("nested", "The auto-selected model"), ("final", "The final model's "
+                                                                          "candidate")):
+        check = agree.get(role)
+        if check and check["disagrees"]:
+            lines.append(f"**Selection and {level}-level {metric} disagree:** {what} "
+                         f"({long_name(check['model'])}, {number(check['value'])}) is behind "
+                         f"{long_name(check['best_other'])} ({number(check['best_value'])}) by "
+                         f"{number(check['behind_by'])}, more than its interval width "
+                         f"({number(check['interval_width'])}); see Model selection.")
     return " ".join(lines) + "\n"
 
 
@@ -174,10 +184,17 @@ def _headline(m: Mapping) -> list[str]:
     out += _ordered_headline(m, model, level)
     perm = cv.get("permutation") or {}
     if "p_value" in perm:
-        out.append(f"Against chance: p = {number(perm['p_value'], 4)} ({perm['model']}: "
-                   f"out-of-fold image accuracy {number(perm['observed_accuracy'])} vs "
+        proxy = perm.get("proxy_for")
+        out.append(f"Against chance: p = {number(perm['p_value'], 4)} "
+                   + ("for a **proxy**, not the served model: " if proxy else "")
+                   + f"({perm['model']}: out-of-fold image accuracy "
+                   f"{number(perm['observed_accuracy'])} vs "
                    f"{number(perm['permuted_accuracy_mean'])} on average over "
-                   f"{perm['n_permutations']} label permutations between samples, folds kept).\n")
+                   f"{perm['n_permutations']} label permutations between samples, folds kept)"
+                   + (f"; the served model ({proxy}, image accuracy "
+                      f"{number(perm.get('served_accuracy'))}) would be trained again for every "
+                      "permutation, so its own p-value is not computed" if proxy else "")
+                   + ".\n")
     contrast = m.get("contrast") or {}
     c_cv = contrast.get("cv") or {}
     c_pooled = c_cv.get("pooled") or {}
@@ -298,27 +315,37 @@ def _selection(m: Mapping) -> list[str]:
              *(number(sel["inner_scores"][n][f]) for n in names)]
             for f in range(len(sel["winners"]))]
     final = sel["final"]
-    scores = ", ".join(f"{long_name(n)} {number(v)}"
-                       for n, v in sel["cv_scores"].items())
     refit = (f"for {final['epochs']} epochs (the median best epoch of its CV heads), "
              f"{final['members']} seeds" if final.get("epochs") else "with these settings")
     wall = sel.get("candidate_wall_s") or {}
+    cv = m.get("cv") or {}
+    v = cv.get("verdict") or {}
+    level, metric = v.get("level", "image"), v.get("metric", "accuracy")
+    wins = {n: sel["winners"].count(n) for n in names}
+    chosen = [[long_name(n) + (" **(final)**" if n == final["model"] else ""),
+               number(float(np.mean(sel["inner_scores"][n]))), number(sel["cv_scores"][n]),
+               interval(((cv.get("pooled") or {}).get(n) or {}).get(level, {}).get(metric)),
+               wins[n], number(wall.get(n), 1)] for n in names]
     return ["## Model selection (nested CV)\n",
             f"For each outer fold, every candidate (and every point of its grid, "
-            f"`model.selection.grid={sel['grid']}`) was scored by the **{score}** of its "
-            f"image-level outputs on held-out groups of a {sel['inner_folds']}-fold grouped CV "
-            f"inside that fold's training groups (seeds {sel['inner_seeds']}); no outer test row "
-            "was read. The best point, trained on the outer training groups, predicted the outer "
-            "test fold: that is the auto-selected row above, the honest score of choosing a "
-            "model this way. Each candidate's own row takes its best grid point per outer fold "
-            "by the same inner score.\n",
+            f"`model.selection.grid={sel['grid']}`) was scored by the **{score}** of the image "
+            f"probabilities `sinterlab-predict` would serve (each model's image calibration, "
+            f"fitted on validation images of the inner training groups only) on held-out groups "
+            f"of a {sel['inner_folds']}-fold grouped CV inside that fold's training groups "
+            f"(seeds {sel['inner_seeds']}); no outer test row was read. The best point, trained "
+            "on the outer training groups, predicted the outer test fold: that is the "
+            "auto-selected row above, the honest score of choosing a model this way. Each "
+            "candidate's own row takes its best grid point per outer fold by the same inner "
+            "score.\n",
+            f"What chose, beside what a user reads (lower {sel['score']} is better; "
+            f"{level}-level {metric} of each candidate's row above, on the same folds):\n",
+            _table(["candidate", f"mean inner {sel['score']}", f"CV {sel['score']}",
+                    f"{level} {metric}", "outer folds won", "time (s)"], chosen),
             _table(["outer fold", "winner", *(f"inner {sel['score']}: {long_name(n)}"
                                              for n in names)], rows),
             f"Final model (used by `sinterlab-predict`): **{final.get('point', final['model'])}**"
-            f", the best cross-validated {score} on all data ({scores}), refitted on every group "
-            f"{refit} (`{final['checkpoint']}`). Selection took {number(sel['wall_s'], 1)} s"
-            + (" (" + ", ".join(f"{n} {number(v, 1)} s" for n, v in wall.items()) + ")"
-               if wall else "") + ".\n"]
+            f", the best cross-validated {score} on all data, refitted on every group "
+            f"{refit} (`{final['checkpoint']}`). Selection took {number(sel['wall_s'], 1)} s.\n"]
 
 
 def _paper(m: Mapping) -> list[str]:

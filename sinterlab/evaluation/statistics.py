@@ -454,3 +454,28 @@ def verdict(pooled: dict, kind: str, level: str, primary: str | None,
             "baseline_minus_head_interval": [low, high],
             "head_clearly_better": bool(clear)}
     return out
+
+
+def selection_check(pooled: dict, level: str, metric: str, higher: bool,
+                    chosen: dict[str, str], candidates: list[str]) -> dict:
+    """Does what model selection chose score worse than another candidate on the same folds, by
+    more than its own interval width? ``chosen``: role -> model key (the nested ``auto`` row,
+    and the final model's candidate); ``candidates``: the keys of every candidate's row. Per
+    role: its value, the best other candidate's, the margin and whether they disagree."""
+    def value(name: str) -> float | None:
+        return ((pooled.get(name) or {}).get(level) or {}).get(metric, {}).get("value")
+
+    sign = 1 if higher else -1
+    out = {"level": level, "metric": metric}
+    for role, name in chosen.items():
+        cell = ((pooled.get(name) or {}).get(level) or {}).get(metric) or {}
+        others = [c for c in candidates if c != name and value(c) is not None]
+        if value(name) is None or not others:
+            continue
+        best = max(others, key=lambda c: sign * value(c))
+        margin = sign * (value(best) - value(name))
+        width = (cell["high"] - cell["low"]) if cell.get("low") is not None else None
+        out[role] = {"model": name, "value": value(name), "best_other": best,
+                     "best_value": value(best), "behind_by": margin, "interval_width": width,
+                     "disagrees": bool(width is not None and margin > width)}
+    return out

@@ -22,6 +22,7 @@ from scipy.linalg import block_diag
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.atomic import write_with
@@ -142,6 +143,17 @@ class LinearModel:
             raise ValueError(f"model.module.features={features!r}: use one of {list(FEATURES)}")
         self.C, self.pca, self.features = float(C), pca, features
         self.max_iter, self.tol = int(max_iter), float(tol)
+
+    def image_classifier(self, seed: int):
+        """The same steps as one scikit-learn pipeline on image-mean embeddings, for refitting
+        per label permutation (a permutation test of this very model)."""
+        steps = [StandardScaler()]
+        if self.pca:
+            steps.append(PCA(n_components=int(self.pca), svd_solver="randomized",
+                             random_state=seed))
+        steps.append(LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol,
+                                        random_state=seed))
+        return make_pipeline(*steps)
 
 
 def fit_linear(models: list[LinearModel], targets: list[dict], x: np.ndarray, y: np.ndarray,

@@ -216,7 +216,8 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     chosen = min(points, key=lambda n: points[n]["cv_score"])
     name, model = points[chosen]["candidate"], configs[chosen]
     everything = np.full((1, len(dm.x)), "train")
-    final_info = {"model": name, "point": chosen, "params": points[chosen]["params"]}
+    final_info = {"model": name, "point": chosen, "params": points[chosen]["params"],
+                  "module": OmegaConf.to_container(model.module, resolve=True)}
     with stage(f"model selection: final model ({chosen}) refitted on all groups"):
         if is_head(model):
             best_epochs = [m["best_epoch"] for m in infos[chosen]["members"]

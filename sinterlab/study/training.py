@@ -26,6 +26,7 @@ from sinterlab.atomic import write_text
 from sinterlab.console import recorded_stages, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, Target, str_label
 from sinterlab.evaluation.baselines import baseline_outputs
+from sinterlab.evaluation.display import selection_warning
 from sinterlab.evaluation.instrument import instrument_check, settings_by_class
 from sinterlab.evaluation.metrics import (
     aggregate_by_group,
@@ -44,6 +45,7 @@ from sinterlab.evaluation.statistics import (
     fold_statistics,
     per_fold_metrics,
     permutation_test,
+    selection_check,
     verdict,
 )
 from sinterlab.measures.compute import image_measures
@@ -191,9 +193,20 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, split_kind: str, run_d
         "verdict": verdict(pooled, first.kind, cfg.evaluation.headline_level, primary,
                            baselines),
     }
+    if primary == AUTO:
+        v = block["cv"]["verdict"]
+        final = block["selection"]["final"]["model"]
+        block["cv"]["verdict"]["selection"] = selection_check(
+            pooled, v["level"], v["metric"], v["higher_is_better"],
+            {"nested": AUTO, "final": final}, list(block["selection"]["candidates"]))
+        for check in block["cv"]["verdict"]["selection"].values():
+            if isinstance(check, dict) and check["disagrees"]:
+                log.warning(selection_warning(check, v["level"], v["metric"]))
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
         with stage(f"{split_kind} split: permutation test"):
-            block["cv"]["permutation"] = image_permutation_test(cfg, dm, test_fold)
+            block["cv"]["permutation"] = image_permutation_test(
+                cfg, dm, test_fold, served_model(cfg, block, primary),
+                pooled.get(primary or "", {}).get("image", {}).get("accuracy", {}).get("value"))
         if cfg.evaluation.instrument.enabled and split_kind != "patch":
             block["cv"]["instrument"] = instrument_block(cfg, dm, test_fold)
     block["outputs"] = {"head": head_outputs, "head_raw": head_raw if head_outputs else None,
@@ -252,8 +265,27 @@ def fold_sizes(dm: SEMDataModule, fold: np.ndarray, split_kind: str) -> dict:
             "val_patches": int((fold == "val").sum())}
 
 
-def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) -> dict:
-    """The permutation test on image-mean embeddings (images of patch-split folds: skipped)."""
+def served_model(cfg: DictConfig, block: dict, primary: str | None) -> tuple[str, dict] | None:
+    """(name, module config) of the model a block's headline reports (the final model of
+    model=auto, else the trained head's config); None without one."""
+    if primary == AUTO:
+        final = block["selection"]["final"]
+        return final.get("point", final["model"]), final["module"]
+    if primary == HEAD:
+        model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
+                 else cfg.model)
+        return str(model.name), OmegaConf.to_container(model.module, resolve=True)
+    return None
+
+
+def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray,
+                           served: tuple[str, dict] | None = None,
+                           served_accuracy: float | None = None) -> dict:
+    """Is the reported model's out-of-fold accuracy above chance? Labels permuted between
+    samples, folds kept (images of patch-split folds: skipped). A served scikit-learn model on
+    image-mean embeddings is itself refitted per permutation, with its chosen settings; any
+    other (a head, a patch-level model: hundreds of refits) is represented by a ridge classifier
+    on image-mean embeddings in closed form, and the result names it as that model's proxy."""
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
     folds_per_image = pd.Series(test_fold).groupby(image_ids, sort=False).nunique()
     if (folds_per_image > 1).any():
@@ -261,8 +293,20 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     _, x_image = aggregate_by_group(dm.image_x.numpy(), image_ids)
     rows = first_rows(image_ids)
     p = cfg.evaluation.permutation
-    return permutation_test(x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
-                            test_fold[rows], int(p.n), int(p.seed), float(p.alpha))
+    name, module = served or (None, {})
+    refit = (str(module.get("_target_", "")).endswith("linear.LinearModel")
+             and module.get("features") == "image_mean" and not dm.extra_inputs)
+    make_model = None
+    if refit:
+        linear = instantiate(module)
+        make_model = lambda: linear.image_classifier(int(cfg.seed))  # noqa: E731
+    result = permutation_test(x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
+                              test_fold[rows], int(p.n), int(p.seed), float(p.alpha), make_model)
+    if refit:
+        return result | {"model": f"the served model ({name}), refitted per permutation",
+                         "tests_served_model": True}
+    return result | {"tests_served_model": False, "proxy_for": name,
+                     "served_accuracy": served_accuracy}
 
 
 def instrument_block(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) -> dict:
