@@ -183,22 +183,29 @@ def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
 
 def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndarray,
                           member_rows: list[np.ndarray], hidden: list[np.ndarray],
-                          pooling: str, calibrator: str) -> ImageCalibration:
+                          pooling: str, calibrator: str,
+                          pools: np.ndarray | None = None) -> ImageCalibration:
     """Cross-fitted maps of (M, N, C) raw member probabilities (``labels`` per row).
 
     Member m's map is fitted on the validation images of every member (``member_rows``: each
     member's own validation rows, pooled per image with its own probabilities) less the rows
     ``hidden[m]`` (a boolean per row: the member's test rows). One fold's validation images are
     a handful of samples, too few to fit even one temperature reliably; all folds' are many,
-    and none of them is a test group of the member that uses the map.
+    and none of them is a test group of the member that uses the map. ``pools`` (M, M): which
+    members' outputs may enter member m's map (default all); model selection's inner members
+    take only those of their own outer fold, whose training never read its test rows.
     """
     fitted: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
     scale, bias = [], []
-    for m in range(len(member_rows)):
-        key = np.asarray(hidden[m], dtype=bool).tobytes()
+    members = len(member_rows)
+    pools = np.ones((members, members), bool) if pools is None else np.asarray(pools, bool)
+    for m in range(members):
+        key = np.asarray(hidden[m], dtype=bool).tobytes() + pools[m].tobytes()
         if key not in fitted:
             scores, targets = [np.zeros((0, probs.shape[2]))], [np.zeros(0, int)]
             for k, rows in enumerate(member_rows):
+                if not pools[m, k]:
+                    continue
                 rows = rows[~hidden[m][rows]]
                 codes = pd.factorize(np.asarray(images[rows]).astype(str))[0]
                 scores.append(pool_images(probs[k:k + 1, rows], images[rows], pooling)[1][0])
@@ -212,12 +219,14 @@ def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndar
 def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
                            images: np.ndarray, val_rows: list[np.ndarray],
                            test_rows: list[np.ndarray], pooling: str,
-                           calibrator: str) -> list[ImageCalibration | None]:
+                           calibrator: str, pools: np.ndarray | None = None,
+                           ) -> list[ImageCalibration | None]:
     """Per target of ``head`` (a head or scikit-learn ensemble), its members' cross-fitted
     image calibration from their groups' ``val_rows``, each member's map blind to its group's
     ``test_rows`` (None for regression). An ensemble without validation rows (scikit-learn)
     passes its test rows as both: member f's map is then fitted on the out-of-fold images of
-    the other folds' members, never on an image of its own test groups."""
+    the other folds' members, never on an image of its own test groups. ``pools`` (G, G):
+    which groups may calibrate which (see :func:`fit_image_calibration`)."""
     per_group = head.per_group
     used = np.unique(np.concatenate(val_rows)) if val_rows else np.zeros(0, int)
     where = np.full(len(x), -1)
@@ -226,8 +235,11 @@ def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
     outputs = head.predict_members(x[used], calibrated=False, images=ids[used])
     member_rows = [where[rows] for rows in val_rows for _ in range(per_group)]
     hidden = [np.isin(used, rows) for rows in test_rows for _ in range(per_group)]
+    if pools is not None:
+        pools = np.repeat(np.repeat(np.asarray(pools, bool), per_group, axis=0), per_group, axis=1)
     return [fit_image_calibration(out, y[used, i].numpy(), images[used], member_rows, hidden,
-                                  pooling, calibrator) if t["kind"] == "classification" else None
+                                  pooling, calibrator, pools)
+            if t["kind"] == "classification" else None
             for i, (t, out) in enumerate(zip(head.targets, outputs, strict=True))]
 
 

@@ -179,7 +179,8 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
             fit_temperatures(head, dm.x, dm.y, folds.rows("val"))
         images = head_image_calibration(head, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
                                         folds.rows("val"), unseen_rows(assignment),
-                                        calibration.pooling, calibration.calibrator)
+                                        calibration.pooling, calibration.calibrator,
+                                        calibration_pools(assignment))
     else:
         if temperatures is not None:
             set_temperatures(head, temperatures)
@@ -263,8 +264,8 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
         if any(len(rows) for rows in test_rows):
             images = head_image_calibration(ensemble, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
                                             test_rows, unseen_rows(assignment),
-                                            calibration.pooling,
-                                            calibration.calibrator)
+                                            calibration.pooling, calibration.calibrator,
+                                            calibration_pools(assignment))
         else:
             images = [c and c.median(ensemble.members) for c in image_calibration or
                       [None] * len(targets)]
@@ -286,6 +287,16 @@ def unseen_rows(assignment: np.ndarray) -> list[np.ndarray]:
     assignment leaves out ('-': the outer test fold of model selection's inner folds). An image
     calibration used by a group's members is never fitted on them."""
     return [np.flatnonzero((fold != "train") & (fold != "val")) for fold in assignment]
+
+
+def calibration_pools(assignment: np.ndarray) -> np.ndarray:
+    """(G, G): may group k's members calibrate group g's? Not when k trained or validated on a
+    row g's assignment leaves out ('-': the outer test fold of an inner group), so model
+    selection inside one outer fold never depends on that fold's test rows; within a plain
+    assignment every group may."""
+    left_out = assignment == "-"
+    used = (assignment == "train") | (assignment == "val")
+    return ~(left_out.astype(np.int32) @ used.T.astype(np.int32) > 0)
 
 
 def group_outputs(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule,
