@@ -210,3 +210,26 @@ def test_checkpoints_of_older_runs_name_their_optimizer_in_a_word(name, cls):
 def test_an_unknown_optimizer_is_a_clear_error(optimizer, match):
     with pytest.raises(ValueError, match=match):
         HeadEnsemble(12, [spec("classification", 1)], HIDDEN, 0.0, True, optimizer, 1e-3, 0.0)
+
+
+def test_stacked_corn_loss_equals_coral_pytorchs_per_member():
+    """Issue 34: CORN's loss for every member in one expression, equal to coral-pytorch's
+    ``corn_loss`` called once per member on its own rows (gradients too)."""
+    from coral_pytorch.losses import corn_loss
+
+    from sinterlab.models.head import stacked_corn_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 50, 4, requires_grad=True)
+    labels = torch.randint(0, 5, (6, 50))
+    keep = torch.rand(6, 50) > 0.3
+    keep[5] = False  # a member without rows in this batch
+    keep[4] = labels[4] == 0  # only the lowest level: only task 0 reads rows
+    batched = stacked_corn_loss(logits, labels, keep)
+    reference = torch.stack([corn_loss(logits[m][keep[m]], labels[m][keep[m]], 5)
+                             for m in range(5)])
+    torch.testing.assert_close(batched[:5], reference)
+    assert batched[5] == 0
+    grad, = torch.autograd.grad(batched[:5].sum(), logits)
+    grad_ref, = torch.autograd.grad(reference.sum(), logits)
+    torch.testing.assert_close(grad, grad_ref)

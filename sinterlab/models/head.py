@@ -29,7 +29,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from coral_pytorch.losses import corn_loss
 from hydra.utils import get_class
 
 from sinterlab.models.allocator import reuse_freed_memory
@@ -75,6 +74,20 @@ def corn_level_probabilities(logits: torch.Tensor) -> torch.Tensor:
     ones = torch.ones_like(above[..., :1])
     zeros = torch.zeros_like(above[..., :1])
     return torch.cat([ones, above], dim=-1) - torch.cat([above, zeros], dim=-1)
+
+
+def stacked_corn_loss(logits: torch.Tensor, labels: torch.Tensor,
+                      keep: torch.Tensor) -> torch.Tensor:
+    """coral-pytorch's ``corn_loss`` of every member at once: ``logits`` (M, B, C-1), ``labels``
+    (M, B), ``keep`` (M, B) the rows each member reads. Task k reads the rows with a label
+    above k-1 and asks whether it is above k; a member's loss is its summed binary
+    cross-entropy over every task's rows divided by their count (0 without rows)."""
+    tasks = torch.arange(logits.shape[2], device=logits.device)
+    rows = (labels[..., None] > tasks - 1) & keep[..., None]  # (M, B, C-1)
+    above = (labels[..., None] > tasks).to(logits.dtype)
+    log_p = F.logsigmoid(logits)
+    loss = -(log_p * above + (log_p - logits) * (1 - above))
+    return (loss * rows).sum(dim=(1, 2)) / rows.sum(dim=(1, 2)).clamp_min(1)
 
 
 class HeadEnsemble(pl.LightningModule):
@@ -187,9 +200,7 @@ class HeadEnsemble(pl.LightningModule):
                 continue
             if self.corn and i == 0:
                 labels, keep = y[:, :, i].long(), w > 0
-                # coral-pytorch's CORN loss, one member at a time (it averages over its rows)
-                row_loss = torch.stack([corn_loss(out[m][keep[m]], labels[m][keep[m]],
-                                                  t["num_classes"]) for m in range(len(out))])
+                row_loss = stacked_corn_loss(out, labels, keep)  # every member at once
                 n = keep.sum(1).float()
                 total = total + t.get("loss_weight", 1.0) * row_loss
                 norm = n if norm is None else norm
