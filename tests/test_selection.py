@@ -49,10 +49,20 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
             assert points[label]["candidate"] == name
     # the nested score, each candidate's plain CV score and the baselines, on the same folds
     assert cv["primary"] == "auto" and cv["verdict"]["primary"] == "auto"
-    assert {"auto", *CANDIDATES, "pca_logreg", "linear_probe", "measures"} == set(cv["pooled"])
+    # only what won an outer fold, and the final model, was trained on the outer folds; the
+    # final model has the best mean inner score
+    trained = set(CANDIDATES) - set(selection["not_trained"])
+    assert {"auto", *trained, "pca_logreg", "linear_probe", "measures"} == set(cv["pooled"])
+    assert set(selection["winners"]) <= trained and final["model"] in trained
+    saved = {p.name.split(".")[0] for p in (run_dir / "checkpoints").iterdir()}
+    for name in selection["not_trained"]:
+        assert not any(s == f"sample-{name}" or s.startswith(f"sample-{name}-") for s in saved)
+    assert final["point"] == min(points, key=lambda p: np.mean(points[p]["inner_scores"]))
+    assert all("cv_score" in points[p] for p in selection["winner_points"])
     # outer fold f's out-of-fold predictions are its winner's
     for fold, winner in enumerate(selection["winners"]):
-        assert cv["per_fold"][fold]["auto"] == cv["per_fold"][fold][winner]
+        if winner in cv["per_fold"][fold]:
+            assert cv["per_fold"][fold]["auto"] == cv["per_fold"][fold][winner]
     report = (run_dir / "report.md").read_text()
     assert "## Model selection (nested CV)" in report and "Final model" in report
     assert "scored by the **ranked probability score (RPS)**" in report
@@ -153,7 +163,8 @@ def test_selection_scores_what_predict_serves_not_raw_image_means(
     cfg = compose_train(FAST + [
         f"data.descriptor={two_level_descriptor}", f"features.cache_dir={shared_cache}",
         "model=auto", "protocol.seeds=[0]", "preprocess.patches.per_image=40",
-        "model.selection.grid=none", "model.candidates.sk_logreg.module.C=1.0",
+        "model.selection.grid=none", "model.selection.outer_fits=all",
+        "model.candidates.sk_logreg.module.C=1.0",
         "model.candidates.sk_logreg_image.module.C=1.0",
         *(f"~model.candidates.{n}" for n in CANDIDATES - {"sk_logreg", "sk_logreg_image"})],
         tmp_path)

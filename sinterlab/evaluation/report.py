@@ -323,7 +323,7 @@ def _selection(m: Mapping) -> list[str]:
     level, metric = v.get("level", "image"), v.get("metric", "accuracy")
     wins = {n: sel["winners"].count(n) for n in names}
     chosen = [[long_name(n) + (" **(final)**" if n == final["model"] else ""),
-               number(float(np.mean(sel["inner_scores"][n]))), number(sel["cv_scores"][n]),
+               number(float(np.mean(sel["inner_scores"][n]))), number(sel["cv_scores"].get(n)),
                interval(((cv.get("pooled") or {}).get(n) or {}).get(level, {}).get(metric)),
                wins[n], number(wall.get(n), 1)] for n in names]
     return ["## Model selection (nested CV)\n",
@@ -344,8 +344,13 @@ def _selection(m: Mapping) -> list[str]:
             _table(["outer fold", "winner", *(f"inner {sel['score']}: {long_name(n)}"
                                              for n in names)], rows),
             f"Final model (used by `sinterlab-predict`): **{final.get('point', final['model'])}**"
-            f", the best cross-validated {score} on all data, refitted on every group "
-            f"{refit} (`{final['checkpoint']}`). Selection took {number(sel['wall_s'], 1)} s.\n"]
+            f", the best mean inner {score} over the outer folds, refitted on every group "
+            f"{refit} (`{final['checkpoint']}`). Selection took {number(sel['wall_s'], 1)} s.\n",
+            *([f"Not trained on the outer folds (they won no outer fold and are not the final "
+               f"model, so they could not change the answer; `model.selection.outer_fits=all` "
+               f"trains them for rows of their own): "
+               f"{', '.join(long_name(n) for n in sel['not_trained'])}.\n"]
+              if sel.get("not_trained") else [])]
 
 
 def _paper(m: Mapping) -> list[str]:

@@ -122,14 +122,16 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     """Nested grouped CV over ``cfg.model.candidates`` and their grids.
 
     Each grid point of each candidate is fitted on the inner training groups of every outer
-    fold's non-test groups and scored on the pooled inner held-out groups of that outer fold;
-    and fitted on the plain outer folds. A candidate's row takes, per outer fold, its point with
-    the best inner score (its tuned hyper-parameters); outer fold f of the nested (``auto``)
-    row takes the best point of all candidates on f. The final model is the point with the best
-    score of its plain CV on all data, refitted on every group (heads: for the median of their
-    members' best epoch counts). Returns the selection record, the nested out-of-fold outputs
-    (per target; calibrated, raw and served per image), the chosen point's CV training record
-    and every candidate's tuned out-of-fold output (first target).
+    fold's non-test groups and scored on the pooled inner held-out groups of that outer fold,
+    by the image probabilities predict would serve. Outer fold f of the nested (``auto``) row
+    takes the best point of all candidates on f, trained on f's training groups; the final
+    model is the point with the best mean inner score, refitted on every group (heads: for the
+    median of their CV members' best epoch counts). Only those points are trained on the outer
+    folds (``model.selection.outer_fits=winners``); with ``all`` every point is, and each
+    candidate's row takes its best point per outer fold. Returns the selection record, the
+    nested out-of-fold outputs (per target; calibrated, raw and served per image), the final
+    point's CV training record and the tuned out-of-fold output (first target) of every
+    candidate trained on all outer folds.
     """
     started = time.perf_counter()
     sel = cfg.model.selection
@@ -144,7 +146,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     images = dm.patches[IMAGE].to_numpy().astype(str)
     inner_test = dm.rows(inner, "test")
     test_fold = dm.test_fold(assignment)
-    points, configs, outputs, infos, spent = {}, {}, {}, {}, {}
+    points, configs, outputs, infos, spent, grids = {}, {}, {}, {}, {}, {}
     for number, name in enumerate(names, 1):
         model = cfg.model.candidates[name]
         grid = grid_points(name, model, searched(sel, model))
@@ -176,44 +178,61 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                 points[label] = {"candidate": name, "inner_scores": scores,
                                  "inner_scores_unserved": before, "inner_refined": refined,
                                  "params": {k: OmegaConf.select(point, k) for k in keys}}
-            tags = [f"{kind}-{name}" if len(grid) == 1 else f"{kind}-{name}-{j}"
-                    for j in range(len(grid))]
-            for label, (ensemble, info) in zip(labels, fit_models(
-                    cfg, dm, assignment, run_dir, tags, [m for _, m in grid]), strict=True):
-                # the last: what predict serves (image-calibrated probabilities; regression: the
-                # outputs themselves)
-                outputs[label] = (model_oof(ensemble, dm, assignment),
-                                  model_oof(ensemble, dm, assignment, calibrated=False),
-                                  model_oof(ensemble, dm, assignment,
-                                            images=image_calibrations(info)))
-                tested = test_fold >= 0
-                points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
-                                                        outputs[label][2][0][tested],
-                                                        images[tested])
-                points[label]["checkpoint"] = info["checkpoint"]
-                infos[label] = info
+            grids[name] = grid
         spent[name] = timing["wall_s"]
 
     def best(labels: list[str], f: int) -> str:
         return min(labels, key=lambda n: points[n]["inner_scores"][f])
 
-    def combine(chosen: list[str], calibrated: int) -> list[np.ndarray]:
-        """Per target, outer fold f's rows from the outputs of ``chosen[f]``."""
-        first = outputs[chosen[0]][calibrated]
+    tuned = {name: [best([n for n in points if points[n]["candidate"] == name], f)
+                    for f in range(folds)] for name in names}
+    winner_points = [best(list(points), f) for f in range(folds)]
+    chosen = min(points, key=lambda n: float(np.mean(points[n]["inner_scores"])))
+    mode = str(sel.outer_fits)
+    if mode not in ("winners", "all"):
+        raise ValueError(f"model.selection.outer_fits={mode!r}: use winners or all")
+    # a point that wins no outer fold and is not the final model is never trained on the outer
+    # folds (it cannot change the answer); outer_fits=all trains every point, so every
+    # candidate also gets its own out-of-fold row
+    needed = set(points) if mode == "all" else {*winner_points, chosen}
+    tested = test_fold >= 0
+    for name in names:
+        grid = [(label, point) for label, point in grids[name] if label in needed]
+        if not grid:
+            continue
+        with stage(f"model selection: outer folds of {name} ({len(grid)} of "
+                   f"{len(grids[name])} grid points)") as timing:
+            tags = [f"{kind}-{name}" if len(grids[name]) == 1 else
+                    f"{kind}-{name}-{[g for g, _ in grids[name]].index(label)}"
+                    for label, _ in grid]
+            for (label, _), (ensemble, info) in zip(grid, fit_models(
+                    cfg, dm, assignment, run_dir, tags, [m for _, m in grid]), strict=True):
+                # the last: what predict serves (image-calibrated probabilities; regression:
+                # the outputs themselves)
+                outputs[label] = (model_oof(ensemble, dm, assignment),
+                                  model_oof(ensemble, dm, assignment, calibrated=False),
+                                  model_oof(ensemble, dm, assignment,
+                                            images=image_calibrations(info)))
+                points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
+                                                        outputs[label][2][0][tested],
+                                                        images[tested])
+                points[label]["checkpoint"] = info["checkpoint"]
+                infos[label] = info
+        spent[name] += timing["wall_s"]
+
+    def combine(per_fold: list[str], calibrated: int) -> list[np.ndarray]:
+        """Per target, outer fold f's rows from the outputs of ``per_fold[f]``."""
+        first = outputs[per_fold[0]][calibrated]
         combined = [np.full_like(out, np.nan) for out in first]
-        for f, label in enumerate(chosen):
+        for f, label in enumerate(per_fold):
             rows = test_fold == f
             for t, out in enumerate(outputs[label][calibrated]):
                 combined[t][rows] = out[rows]
         return combined
 
-    tuned = {name: [best([n for n in points if points[n]["candidate"] == name], f)
-                    for f in range(folds)] for name in names}
-    winner_points = [best(list(points), f) for f in range(folds)]
     nested = combine(winner_points, 0), combine(winner_points, 1), combine(winner_points, 2)
-    candidate_oof = {name: combine(tuned[name], 0)[0] for name in names}
-    tested = test_fold >= 0
-    chosen = min(points, key=lambda n: points[n]["cv_score"])
+    trained = [name for name in names if all(p in outputs for p in tuned[name])]
+    candidate_oof = {name: combine(tuned[name], 0)[0] for name in trained}
     name, model = points[chosen]["candidate"], configs[chosen]
     everything = np.full((1, len(dm.x)), "train")
     final_info = {"model": name, "point": chosen, "params": points[chosen]["params"],
@@ -244,7 +263,8 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
         "tuned_points": tuned,
         "cv_scores": {n: image_score(kind_of_score, score, y[tested],
                                      combine(tuned[n], 2)[0][tested], images[tested])
-                      for n in names},
+                      for n in trained},
+        "outer_fits": mode, "not_trained": [n for n in names if n not in trained],
         "winners": [points[p]["candidate"] for p in winner_points],
         "winner_points": winner_points,
         "fold_checkpoints": [points[p]["checkpoint"] for p in winner_points],
