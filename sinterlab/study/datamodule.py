@@ -234,9 +234,12 @@ class SEMDataModule(pl.LightningDataModule):
         return inner_assignment(self.cfg, assignment, kind, folds, self.y[:, 0].numpy(),
                                 self.patches)
 
-    def folds(self, assignment: np.ndarray | None = None) -> FoldsDataModule:
-        """The datamodule of one assignment's folds (default: the run's split)."""
-        return FoldsDataModule(self, self.assignment if assignment is None else assignment)
+    def folds(self, assignment: np.ndarray | None = None,
+              batch_size: int | None = None) -> FoldsDataModule:
+        """The datamodule of one assignment's folds (default: the run's split), its training
+        batches of ``batch_size`` rows per fold (default ``model.batch_size``)."""
+        return FoldsDataModule(self, self.assignment if assignment is None else assignment,
+                               batch_size)
 
     @staticmethod
     def rows(assignment: np.ndarray, subset: str) -> list[np.ndarray]:
@@ -302,11 +305,13 @@ class FoldsDataModule(pl.LightningDataModule):
     ``Trainer.fit`` takes to train every fold's members at once. Its loaders read the parent's
     in-memory inputs: a batch of every fold's own rows per step."""
 
-    def __init__(self, data: SEMDataModule, assignment: np.ndarray):
+    def __init__(self, data: SEMDataModule, assignment: np.ndarray,
+                 batch_size: int | None = None):
         super().__init__()
         if data.x is None:
             raise RuntimeError("SEMDataModule.folds() needs a set-up module: call setup() first")
         self.data, self.assignment = data, assignment
+        self.batch_size = int(data.cfg.model.batch_size if batch_size is None else batch_size)
 
     @property
     def validates(self) -> bool:
@@ -318,8 +323,8 @@ class FoldsDataModule(pl.LightningDataModule):
         return self.data.rows(self.assignment, subset)
 
     def train_dataloader(self) -> GroupBatches:
-        return GroupBatches(self.data.x, self.data.y, self.rows("train"),
-                            int(self.data.cfg.model.batch_size), seed=int(self.data.cfg.seed))
+        return GroupBatches(self.data.x, self.data.y, self.rows("train"), self.batch_size,
+                            seed=int(self.data.cfg.seed))
 
     def val_dataloader(self) -> GroupRows:
         return GroupRows(self.data.x, self.data.y, self.rows("val"))

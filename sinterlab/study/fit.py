@@ -150,7 +150,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     model = cfg.model if model is None else model
     seeds = [int(s) for s in (cfg.protocol.seeds if seeds is None else seeds)]
     max_epochs = int(cfg.trainer.max_epochs if max_epochs is None else max_epochs)
-    folds = dm.folds(assignment)
+    folds = dm.folds(assignment, int(model.batch_size))
     train_rows = folds.rows("train")
     validate = folds.validates
     stop = cfg.protocol.early_stopping
