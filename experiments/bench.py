@@ -337,13 +337,16 @@ def bench_cv_run() -> dict | None:
             "extracted": metrics["cache"]["extracted"],
             "candidates": metrics["selection"]["candidates"],
             "final": metrics["selection"]["final"]["point"],
-            "image_accuracy": metrics["cv"]["pooled"]["auto"]["image"]["accuracy"]}
+            "image_accuracy": metrics["cv"]["pooled"]["auto"]["image"]["accuracy"],
+            "image_mae": metrics["cv"]["pooled"]["auto"]["image"].get("mae"),
+            "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
 def is_training(name: str) -> bool:
     """Stages that train models (candidates of model selection, heads), as opposed to the
     statistics, baselines and figures around them."""
-    return "candidate" in name or "head training" in name or "refitted" in name
+    return any(word in name for word in ("candidate", "outer folds of", "head training",
+                                         "refitted"))
 
 
 def stage_lines(cv: dict) -> list[str]:
@@ -437,8 +440,11 @@ def main() -> None:
                       + ")\n",
                       f"Wall time **{cv['wall_s'] / 60:.1f} min** ({cv['extracted']} images "
                       f"extracted; candidates {', '.join(cv['candidates'])}; final "
-                      f"{cv['final']}). Pooled out-of-fold image accuracy {acc['value']:.3f} "
-                      f"[{acc['low']:.3f}, {acc['high']:.3f}].\n", *stage_lines(cv)]
+                      f"{cv['final']}; heads on {cv['device']}). Pooled out-of-fold image "
+                      f"accuracy {acc['value']:.3f} [{acc['low']:.3f}, {acc['high']:.3f}]"
+                      + (f", MAE {cv['image_mae']['value']:.1f} [{cv['image_mae']['low']:.1f}, "
+                         f"{cv['image_mae']['high']:.1f}] BC" if cv.get("image_mae") else "")
+                      + ".\n", *stage_lines(cv)]
     append(lines)
 
 

@@ -226,6 +226,7 @@ MODEL = {
     "module.max_iter": COUNT,
     "module.tol": POSITIVE,
     "batch_size": COUNT,
+    "early_stopping.patience": Number(integer=True, low=1, null=True),
     "loss_weights.*": NONNEGATIVE,
 }
 

@@ -154,10 +154,11 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     train_rows = folds.rows("train")
     validate = folds.validates
     stop = cfg.protocol.early_stopping
+    patience = model_patience(cfg, model)
     head: HeadEnsemble = instantiate(model.module)(
         in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, model),
         max_epochs=max_epochs, groups=len(assignment), seeds=seeds,
-        patience=stop.patience if validate else None, min_delta=float(stop.min_delta),
+        patience=patience if validate else None, min_delta=float(stop.min_delta),
         inputs=input_scaling(dm, train_rows))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
@@ -195,7 +196,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
             "extra_inputs": head.extra_inputs,
             "members": members, "n_members": len(members),
             "max_epochs": max_epochs, "epochs_run": trainer.current_epoch,
-            "early_stopping_patience": stop.patience,
+            "early_stopping_patience": patience,
             "best_val_loss": (float(np.mean([r["best_val_loss"] for r in validated]))
                               if validated else None),
             "checkpoint": str(checkpoint.relative_to(run_dir)),
@@ -207,10 +208,17 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     return head, info
 
 
+def model_patience(cfg: DictConfig, model: DictConfig) -> int | None:
+    """Validations without improvement before a member stops: the model's own
+    ``early_stopping.patience`` (model=auto's candidates set theirs), else the protocol's."""
+    own = model.get("early_stopping")
+    return cfg.protocol.early_stopping.patience if own is None else own.patience
+
+
 def protocol_name(cfg: DictConfig, model: DictConfig) -> str:
     used = {"max_epochs": cfg.trainer.max_epochs, "batch_size": model.batch_size,
             "lr": model.module.lr, "check_val_every_n_epoch": cfg.trainer.check_val_every_n_epoch}
-    stop = cfg.protocol.early_stopping.patience
+    stop = model_patience(cfg, model)
     stopping = f"; early stopping after {stop} validations without improvement" if stop else ""
     paper = OmegaConf.to_container(cfg.evaluation.paper_training)
     if used == paper:
