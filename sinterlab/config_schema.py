@@ -226,7 +226,6 @@ MODEL = {
     "module.max_iter": COUNT,
     "module.tol": POSITIVE,
     "batch_size": COUNT,
-    "early_stopping.patience": Number(integer=True, low=1, null=True),
     "loss_weights.*": NONNEGATIVE,
 }
 
@@ -240,6 +239,8 @@ TRAIN = {
     "model.grid": Grid("model"),
     **{f"model.candidates.*.{key}": rule for key, rule in MODEL.items()},
     "model.candidates.*.grid": Grid("model.candidates.*"),
+    # model=auto's heads stop sooner than a head trained alone (conf/model/auto.yaml)
+    "model.candidates.*.early_stopping.patience": Number(integer=True, low=1, null=True),
     "model.selection.inner_folds": Number(integer=True, low=2),
     "model.selection.inner_seeds": SEEDS,
     "split.fractions": Shares(("train", "val", "test")),
