@@ -77,22 +77,6 @@ def image_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
     return float(SCORES[kind][score](truth, mean))
 
 
-def refined_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
-                  images: np.ndarray) -> float:
-    """``score`` of the image outputs after the best temperature on their log-probabilities,
-    fitted on these same rows (the refinement part of the score: calibration made free)."""
-    if kind == "regression":
-        return image_score(kind, score, y, output, images)
-    from scipy.optimize import minimize_scalar
-    from scipy.special import softmax
-    _, mean = aggregate_by_group(output, images)
-    truth = y[first_rows(images)].astype(np.int64)
-    logp = np.log(np.clip(mean, 1e-15, 1.0))
-    best = minimize_scalar(lambda t: SCORES[kind][score](truth, softmax(logp * np.exp(t), axis=1)),
-                           bounds=(-4.0, 4.0), method="bounded")
-    return float(best.fun)
-
-
 def grid_points(name: str, model: DictConfig, searched: bool) -> list[tuple[str, DictConfig]]:
     """(label, config) of each point of the candidate's ``grid`` (dotted keys into its config,
     lists of values); its configured values alone when not ``searched`` or without a grid."""
@@ -165,7 +149,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                 # fold's training groups, never on the inner held-out groups scored here
                 held_out = group_outputs(ensemble, dm, inner, images=image_calibrations(info))
                 unserved = group_outputs(ensemble, dm, inner)
-                scores, before, refined = [], [], []
+                scores, before = [], []
                 for f in range(folds):
                     groups = range(f * per_outer, (f + 1) * per_outer)
                     rows = np.concatenate([inner_test[g] for g in groups])
@@ -173,10 +157,10 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                         into.append(image_score(kind_of_score, score, y[rows],
                                                 np.concatenate([out[g][0] for g in groups]),
                                                 images[rows]))
-                    refined.append(refined_score(kind_of_score, score, y[rows], np.concatenate(
-                        [unserved[g][0] for g in groups]), images[rows]))
                 points[label] = {"candidate": name, "inner_scores": scores,
-                                 "inner_scores_unserved": before, "inner_refined": refined,
+                                 # the same score of raw image means (the rule before issue
+                                 # 33), so a reader sees where calibration decided
+                                 "inner_scores_unserved": before,
                                  "params": {k: OmegaConf.select(point, k) for k in keys}}
             grids[name] = grid
         spent[name] = timing["wall_s"]
