@@ -29,6 +29,7 @@ from sinterlab.study.fit import (
     image_calibrations,
     is_head,
     median_temperatures,
+    model_inputs,
     model_oof,
 )
 
@@ -216,7 +217,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                 points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
                                                         outputs[label][2][0][tested],
                                                         images[tested])
-                points[label]["checkpoint"] = info["checkpoint"]
+                points[label] |= {"checkpoint": info["checkpoint"], "kind": info["kind"]}
                 infos[label] = info
         spent[name] += timing["wall_s"]
 
@@ -236,7 +237,8 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     name, model = points[chosen]["candidate"], configs[chosen]
     everything = np.full((1, len(dm.x)), "train")
     final_info = {"model": name, "point": chosen, "params": points[chosen]["params"],
-                  "module": OmegaConf.to_container(model.module, resolve=True)}
+                  "module": OmegaConf.to_container(model.module, resolve=True),
+                  "inputs": model_inputs(model)}
     with stage(f"model selection: final model ({chosen}) refitted on all groups"):
         if is_head(model):
             best_epochs = [m["best_epoch"] for m in infos[chosen]["members"]
@@ -253,7 +255,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
             final_info |= {"epochs": None, "temperatures": None,
                            "image_calibration": final.get("image_calibration")}
     final_info |= {"members": final["n_members"], "checkpoint": final["checkpoint"],
-                   "wall_s": final["wall_s"]}
+                   "kind": final["kind"], "wall_s": final["wall_s"]}
     record = {
         "candidates": names, "score": score, "grid": str(sel.grid),
         "inner_folds": int(sel.inner_folds), "inner_seeds": inner_seeds,
