@@ -344,7 +344,9 @@ class FoldsDataModule(pl.LightningDataModule):
         if data.x is None:
             raise RuntimeError("SEMDataModule.folds() needs a set-up module: call setup() first")
         self.data, self.assignment = data, assignment
-        self.batch_size = int(data.cfg.model.batch_size if batch_size is None else batch_size)
+        #: rows per fold of a training batch (None: ``model.batch_size``, read when a head asks
+        #: for training batches; a scikit-learn model has none)
+        self.batch_size = batch_size
 
     @property
     def validates(self) -> bool:
@@ -356,7 +358,8 @@ class FoldsDataModule(pl.LightningDataModule):
         return self.data.rows(self.assignment, subset)
 
     def train_dataloader(self) -> GroupBatches:
-        return GroupBatches(self.data.x, self.data.y, self.rows("train"), self.batch_size,
+        size = self.data.cfg.model.batch_size if self.batch_size is None else self.batch_size
+        return GroupBatches(self.data.x, self.data.y, self.rows("train"), int(size),
                             seed=int(self.data.cfg.seed))
 
     def val_dataloader(self) -> GroupRows:
