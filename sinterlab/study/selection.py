@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error
 
 from sinterlab.console import stage
@@ -103,8 +103,9 @@ def grid_points(name: str, model: DictConfig, searched: bool) -> list[tuple[str,
     points = []
     for values in itertools.product(*grid.values()):
         point = model.copy()
-        for key, value in zip(grid, values, strict=True):
-            OmegaConf.update(point, key, value, merge=False)
+        with open_dict(point):  # a grid may set what the config leaves at its default
+            for key, value in zip(grid, values, strict=True):
+                OmegaConf.update(point, key, value, merge=False)
         label = " ".join(f"{key.split('.')[-1]}={value}" for key, value in zip(grid, values,
                                                                               strict=True))
         points.append((f"{name} {label}", point))
