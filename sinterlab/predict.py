@@ -236,7 +236,8 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
 
 def measures_settings(run_cfg: DictConfig, requested) -> DictConfig:
     """The run's measures settings; predict's ``measures`` may only move their cache."""
-    requested = OmegaConf.to_container(OmegaConf.create(requested or {}), resolve=True)
+    requested = {k: v for k, v in OmegaConf.to_container(
+        OmegaConf.create(requested or {}), resolve=True).items() if v is not None}
     other = sorted(set(requested) - {"cache_dir"})
     if other:
         raise SinterlabError(f"measures.{other[0]}: the served model reads the measures as the "
