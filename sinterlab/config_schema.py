@@ -225,6 +225,12 @@ MODEL = {
     "module.pca": Number(integer=True, low=1, null=True),
     "module.max_iter": COUNT,
     "module.tol": POSITIVE,
+    # scikit-learn estimators of conf/model (a forest, an SVM)
+    "module.n_estimators": COUNT,
+    "module.min_samples_leaf": COUNT,
+    "module.random_state": Number(integer=True, low=0, high=2**32 - 1, null=True),
+    "module.n_jobs": Number(integer=True, low=-1, null=True),
+    "module.gamma": Number(low=0, low_open=True, words=("scale", "auto")),
     "batch_size": COUNT,
     "loss_weights.*": NONNEGATIVE,
 }

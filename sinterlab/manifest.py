@@ -25,8 +25,9 @@ from pathlib import Path
 from sinterlab.atomic import write_json
 from sinterlab.errors import SinterlabError
 
-#: the manifest version this code writes (and the newest it reads); 2: ``files``
-SCHEMA = 2
+#: the manifest version this code writes (and the newest it reads); 2: ``files``; 3: ``kind``
+#: and ``measures``
+SCHEMA = 3
 #: the manifest's file name in a run folder
 MANIFEST = "manifest.json"
 #: feature runtime of a metrics.json that records none
@@ -61,6 +62,16 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class MeasuresRecord:
+    """The microstructure measures a served model reads, as the run computed them."""
+
+    #: measure columns, in the order the model reads them
+    names: tuple[str, ...]
+    #: their length unit (µm or px): new images must be measured in the same
+    unit: str
+
+
+@dataclass(frozen=True)
 class RunFile:
     """A file of the run folder that predict reads, as training left it."""
 
@@ -91,6 +102,10 @@ class RunManifest:
     targets: tuple[dict, ...]
     sets: PredictionSets | None = None
     interval: Interval | None = None
+    #: the kind of candidate the checkpoint holds (:data:`sinterlab.models.kinds.KINDS`)
+    kind: str = "head"
+    #: the measures the served model reads; None: it reads none
+    measures: MeasuresRecord | None = None
     #: the files predict reads, with their sha256; () for a run of schema 1 or without manifest
     files: tuple[RunFile, ...] = ()
     schema: int = field(default=SCHEMA)
@@ -157,6 +172,7 @@ class RunManifest:
                                  "(pip install -U sinterlab) to serve this run")
         sets, interval = get("sets"), get("interval")
         files = get("files") if schema >= 2 else []
+        measures = get("measures") if schema >= 3 else None
         if not isinstance(files, list):
             raise SinterlabError(f"{source}: 'files' is not a list; {fix}")
         return cls(
@@ -171,7 +187,10 @@ class RunManifest:
             extra_inputs=tuple(get("extra_inputs")), targets=tuple(get("targets")),
             sets=PredictionSets(get("sets.threshold"), get("sets.confidence")) if sets else None,
             interval=Interval(get("interval.half_width"),
-                              get("interval.confidence")) if interval else None)
+                              get("interval.confidence")) if interval else None,
+            kind=get("kind") if schema >= 3 else legacy_kind(get("checkpoint")),
+            measures=MeasuresRecord(tuple(get("measures.names")),
+                                    get("measures.unit")) if measures else None)
 
     @classmethod
     def from_metrics(cls, metrics: dict, source: Path) -> RunManifest:
@@ -181,13 +200,18 @@ class RunManifest:
         get = _Getter(metrics, source, "the file is from another tool or was edited; restore "
                                        "it or train again")
         final = get("selection.final", None)
+        served = "selection.final" if final else "training"
+        get(served)
         if final:  # model=auto: the selected candidate refitted on all groups
             checkpoint = get("selection.final.checkpoint")
             model = get("selection.final.point", None) or get("selection.final.model")
         else:
-            get("training")
             checkpoint = get("training.checkpoint", None)
             model = get("training.model", DEFAULT_MODEL)
+        inputs = get(f"{served}.inputs", None) or "patch"
+        measures = None
+        if "measures" in inputs.split("+"):
+            measures = MeasuresRecord(tuple(get("measures.measures")), get("measures.unit"))
         sets = get("calibration.sets", None)
         conformal = get("calibration.conformal", None)
         return cls(
@@ -202,7 +226,14 @@ class RunManifest:
             sets=PredictionSets(get("calibration.sets.threshold"),
                                 get("calibration.sets.confidence")) if sets else None,
             interval=Interval(get("calibration.conformal.half_width"),
-                              get("calibration.conformal.confidence")) if conformal else None)
+                              get("calibration.conformal.confidence")) if conformal else None,
+            kind=get(f"{served}.kind", None) or legacy_kind(checkpoint), measures=measures)
+
+
+def legacy_kind(checkpoint: str | None) -> str:
+    """The kind of a run from before schema 3, which knew two: an affine scikit-learn model
+    (``.npz``) or a head."""
+    return "affine" if checkpoint and checkpoint.endswith(".npz") else "head"
 
 
 _REQUIRED = object()

@@ -1,9 +1,12 @@
-"""Apply a finished run to new micrographs: same preprocessing, backbone and head ensemble.
+"""Apply a finished run to new micrographs: same preprocessing, backbone and served model.
 
 Every member of the run predicts every patch (under cross-validation: folds x seeds, each
 trained without one fold; with ``model=auto``: the selected candidate refitted on all groups).
-A scikit-learn candidate is served the same way from its arrays (``.npz``); an image-mean one
-gives each image its output on the image's mean embedding.
+Any kind of candidate is loaded and served through the same contract
+(:class:`~sinterlab.models.candidate.Candidate`, its kind recorded in the manifest); an image
+model gives each image its output on the image's mean embedding, and a model that reads the
+images' microstructure measures gets them measured with the run's preprocessing and
+segmentation settings (cached like the run's).
 Classification: each member's patch probabilities are pooled per image and calibrated at that
 level (:class:`~sinterlab.models.calibration.ImageCalibration`, fitted on the member's validation
 images), then averaged over the members: prediction, confidence = its calibrated probability,
@@ -47,9 +50,11 @@ from sinterlab.evaluation.reliability import prediction_sets, set_label
 from sinterlab.features.backbone import Backbone, with_target
 from sinterlab.features.extract import embed_images
 from sinterlab.manifest import RunManifest, read_manifest
+from sinterlab.measures.compute import image_measures
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
-from sinterlab.models.head import HeadEnsemble
-from sinterlab.models.linear import LinearEnsemble
+from sinterlab.models.candidate import Candidate
+from sinterlab.models.estimators import UntrustedModel
+from sinterlab.models.kinds import load_candidate
 from sinterlab.runs import failure
 
 log = logging.getLogger(__name__)
@@ -75,16 +80,18 @@ def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, RunManifest]:
     return run_dir, OmegaConf.load(config), manifest
 
 
-def load_head(path: Path) -> HeadEnsemble | LinearEnsemble:
-    """The run's head ensemble (``.ckpt``) or scikit-learn model (``.npz``); a missing or
-    damaged checkpoint is a one-line error."""
+def load_model(path: Path, kind: str) -> Candidate:
+    """The run's model of ``kind`` (a head ensemble, an affine or any scikit-learn model) at
+    ``path``; a missing, damaged or untrusted checkpoint is a one-line error."""
     if not path.is_file():
         raise SinterlabError(f"{path}: checkpoint missing; the run did not finish saving it or "
                              "the file was moved; restore it or train again")
-    try:  # tensors and plain values only: a checkpoint from elsewhere runs no code
-        if path.suffix == ".npz":
-            return LinearEnsemble.load(path)
-        return HeadEnsemble.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    try:  # tensors, arrays and trusted types only: a checkpoint from elsewhere runs no code
+        return load_candidate(path, kind)
+    except UntrustedModel as err:
+        raise SinterlabError(f"{path}: checkpoint refused: {err}, which could run code when "
+                             "loaded; use checkpoints written by sinterlab-train, or train "
+                             "again") from None
     except pickle.UnpicklingError as err:
         if "Weights only load failed" not in str(err):
             raise SinterlabError(f"{path}: checkpoint unreadable (UnpicklingError); the file is "
@@ -171,10 +178,13 @@ class RunModel:
     cfg: DictConfig
     manifest: RunManifest
     backbone: Backbone
-    head: HeadEnsemble | LinearEnsemble
+    head: Candidate
     features: DictConfig
     #: per target, the image calibration of the members; None: the run folder has none
     images: list[ImageCalibration | None] | None = None
+    #: the run's measures settings (cache folder: the run's or predict's ``measures``); None:
+    #: the served model reads no measures
+    measures: DictConfig | None = None
 
     @property
     def extra_inputs(self) -> list[str]:
@@ -206,7 +216,10 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
     if not checkpoint:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
-    head = load_head(run_dir / checkpoint)
+    head = load_model(run_dir / checkpoint, manifest.kind)
+    if head.reads_measures and manifest.measures is None:
+        raise SinterlabError(f"{run_dir}: the served model reads the images' measures, which "
+                             "the manifest does not name; train again")
     extra = list(manifest.extra_inputs)
     if head.in_features != backbone.embedding_dim + len(extra):
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
@@ -216,7 +229,36 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
     features = OmegaConf.merge(run_cfg.features, {"runtime": manifest.runtime},
                                cfg.get("features") or {})
     return RunModel(run_dir, run_cfg, manifest, backbone, head, features,
-                    load_image_calibration(run_dir / checkpoint))
+                    load_image_calibration(run_dir / checkpoint),
+                    measures_settings(run_cfg, cfg.get("measures")) if head.reads_measures
+                    else None)
+
+
+def measures_settings(run_cfg: DictConfig, requested) -> DictConfig:
+    """The run's measures settings; predict's ``measures`` may only move their cache."""
+    requested = {k: v for k, v in OmegaConf.to_container(
+        OmegaConf.create(requested or {}), resolve=True).items() if v is not None}
+    other = sorted(set(requested) - {"cache_dir"})
+    if other:
+        raise SinterlabError(f"measures.{other[0]}: the served model reads the measures as the "
+                             "run computed them; only measures.cache_dir may be given")
+    return OmegaConf.merge(run_cfg.measures, requested)
+
+
+def served_measures(model: RunModel, refs, pixel_sizes: list, counts: list[int]) -> np.ndarray:
+    """(N, K): each patch row's image's measures, computed (or read from the cache) with the
+    run's preprocessing and segmentation, in the columns and unit the served model read."""
+    record = model.manifest.measures
+    table, warnings = image_measures(refs, pixel_sizes, model.cfg.preprocess, model.measures)
+    for warning in warnings:
+        log.warning(warning)
+    units = sorted(set(table["length_unit"]))
+    if units != [record.unit]:
+        raise SinterlabError(f"{model.run_dir}: the served model reads measures in "
+                             f"{record.unit}; these images measure in {', '.join(units)} (a "
+                             "pixel size is unknown for some); predict images whose pixel size "
+                             "the instrument recorded, or use a run trained in the same unit")
+    return np.repeat(table[list(record.names)].to_numpy(np.float64), counts, axis=0)
 
 
 def extra_input_values(model: RunModel, descriptor) -> dict[str, np.ndarray]:
@@ -277,13 +319,19 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     paths = [Path(ref.path) for ref in embedded.refs]
     entries = embedded.entries
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
+    counts = [len(e.embeddings) for e in entries]
     if extra:  # each patch gets its image's raw values; the head standardises them as trained
         values = np.stack([extra[str(p)] for p in paths])
-        counts = [len(e.embeddings) for e in entries]
         x = torch.cat([x, torch.from_numpy(np.repeat(values, counts, axis=0)).to(x.dtype)], 1)
-    groups = np.repeat([str(p) for p in paths], [len(e.embeddings) for e in entries])
-    outputs = [member.mean(axis=0) for member in head.predict_members(x, images=groups)]
-    raw = head.predict_members(x, calibrated=False, images=groups) if model.images else None
+    groups = np.repeat([str(p) for p in paths], counts)
+    measures = None
+    if head.reads_measures:
+        measures = served_measures(model, embedded.refs,
+                                   [metadata[str(p)]["pixel_size_nm"] for p in paths], counts)
+    outputs = [member.mean(axis=0) for member in head.predict_members(
+        x, images=groups, measures=measures)]
+    raw = head.predict_members(x, calibrated=False, images=groups,
+                               measures=measures) if model.images else None
     table = pd.DataFrame({"image": [str(p) for p in paths]})
     for i, (target, output) in enumerate(zip(head.targets, outputs, strict=True)):
         _, mean = aggregate_by_group(output, groups)

@@ -28,7 +28,6 @@ import pytest
 import tifffile
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from lightning.pytorch import Trainer
 
 from sinterlab.cli.explain import main as explain_main
 from sinterlab.cli.extract import main as extract_main
@@ -206,9 +205,9 @@ def replaced_checkpoint(w: World) -> list[str]:
 
 def disk_full_at_the_checkpoint(w: World) -> list[str]:
     """The disk fills up as the heads' checkpoint is written."""
-    def full(self, filepath, *args, **kwargs):
+    def full(obj, filepath, *args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-    w.monkeypatch.setattr(Trainer, "save_checkpoint", full)
+    w.monkeypatch.setattr(torch, "save", full)
     return [f"data.descriptor={w.descriptor}"]
 
 

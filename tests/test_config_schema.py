@@ -81,7 +81,10 @@ def test_every_number_in_conf_has_a_range(name, composed):
 
 
 #: keys that no file in conf/ sets, with the reason they have a rule
-OPTIONAL = {"space.parameters.*.levels": "a list of levels in place of low, high and step"}
+OPTIONAL = {"space.parameters.*.levels": "a list of levels in place of low, high and step",
+            **{f"model.candidates.*.module.{key}": "the random forest's, when a user adds it to "
+               "model=auto (it is not in the default list)"
+               for key in ("n_estimators", "min_samples_leaf", "random_state", "n_jobs")}}
 
 
 @pytest.mark.parametrize("name", list(SCHEMAS))

@@ -11,7 +11,7 @@ from sinterlab.models.batches import GroupBatches, GroupRows
 from sinterlab.models.calibration import fit_temperatures
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.mlp import MemberMLP
-from sinterlab.predict import load_head
+from sinterlab.predict import load_model
 from tests.conftest import compose_train
 
 HIDDEN = [32, 16, 8]
@@ -190,7 +190,7 @@ def test_configured_optimizer_gets_lr_and_weight_decay_and_checkpoints_keep_its_
     x, y = data(64)
     trainer = fit(head, GroupBatches(x, y, [np.arange(64)], 32), max_epochs=1)
     trainer.save_checkpoint(tmp_path / "head.ckpt")
-    loaded = load_head(tmp_path / "head.ckpt")  # weights_only: the path is a plain string
+    loaded = load_model(tmp_path / "head.ckpt", "head")  # weights_only: a plain string path
     assert loaded.hparams.optimizer == head.hparams.optimizer == path
     assert type(loaded.configure_optimizers()) is cls
 

@@ -24,7 +24,9 @@ from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
 from tests.conftest import FAST, compose_train
 
-AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
+#: the affine candidates and the heads (the other scikit-learn candidates: tests/test_candidates.py)
+AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2",
+        *(f"~model.candidates.{n}" for n in ("sk_svm", "sk_measures", "sk_image_measures"))]
 HEADS = ("mlp", "linear", "mlp_small", "corn", "level_value")
 TARGET = [{"name": "y", "kind": "classification", "classes": ["a", "b", "c"],
            "class_names": ["a", "b", "c"], "num_classes": 3}]
@@ -40,7 +42,7 @@ def blobs(n=300, d=12, seed=0):
 @pytest.mark.parametrize("pca", [None, 4])
 def test_stored_map_equals_the_sklearn_pipeline_and_saves_without_pickle(pca, tmp_path):
     x, y = blobs()
-    [ensemble], _ = fit_linear([LinearModel(0.1, pca, "patch", 500, 1e-8)], TARGET, x,
+    [ensemble], _ = fit_linear([LinearModel(0.1, pca, 500, 1e-8)], ["patch"], TARGET, x,
                                y[:, None], np.arange(len(x)).astype(str), [np.arange(200)], 0)
     steps = [StandardScaler()] + ([PCA(pca, random_state=0)] if pca else [])
     pipe = make_pipeline(*steps, LogisticRegression(C=0.1, max_iter=500, tol=1e-8))
@@ -61,7 +63,7 @@ def test_image_mean_model_gives_each_image_its_mean_embeddings_output():
     x, y = blobs(n=120)
     images = np.repeat(np.arange(30), 4).astype(str)
     y = np.repeat(y[::4], 4)
-    [ensemble], _ = fit_linear([LinearModel(1.0, None, "image_mean", 500, 1e-8)], TARGET, x,
+    [ensemble], _ = fit_linear([LinearModel(1.0, None, 500, 1e-8)], ["image_mean"], TARGET, x,
                                y[:, None], images, [np.arange(120)], 0)
     image_out = ensemble.predict_members(x, images=images)[0][0]
     means = x.reshape(30, 4, -1).mean(axis=1)
@@ -133,8 +135,8 @@ def test_auto_picks_a_strongly_regularised_linear_model_with_c_near_the_best(wid
     _, fresh = wide_dm()
     inject(fresh, noisy_linear(fresh, np.random.default_rng(1), labels))
     grid = cfg.model.candidates[record["final"]["model"]].grid["module.C"]
-    features = cfg.model.candidates[record["final"]["model"]].module.features
-    fitted, _ = fit_linear([LinearModel(c, None, features, 300, 1e-3) for c in grid],
+    inputs = cfg.model.candidates[record["final"]["model"]].inputs
+    fitted, _ = fit_linear([LinearModel(c, None, 300, 1e-3) for c in grid], [inputs] * len(grid),
                            [t.as_dict() | {"num_classes": 3} for t in dm.descriptor.targets],
                            dm.x.numpy(), dm.y.numpy(),
                            dm.patches[IMAGE].to_numpy().astype(str), [np.arange(len(dm.x))],

@@ -155,6 +155,21 @@ def test_map_and_cli_next_on_synthetic_sheet_resistance(plan_data, tmp_path):
     assert not done.stderr.strip()
 
 
+def test_every_goal_answers_and_writes_its_own_section(plane, tmp_path):
+    """The goals are a registry: each one's table, console lines and plan.md section."""
+    from sinterlab.planning.answers import GOALS
+
+    assert list(GOALS) == ["map", "target", "next"]
+    headings = {"map": "## Response surface", "target": "## Target: y <= 2",
+                "next": "## Next batch: 2 experiments"}
+    for name, goal in GOALS.items():
+        cfg = plan_cfg(*PLANE, f"data.descriptor={plane}", f"goal={name}", "map.points=5",
+                       "target.op='<='", "target.value=2", "next.q=2")
+        lines = plan(cfg, tmp_path / name)
+        assert lines[-1].startswith("table: ") and goal.name == name
+        assert headings[name] in (tmp_path / name / "plan.md").read_text()
+
+
 def test_blank_response_cells_leave_those_samples_out(plane, tmp_path):
     frame = pd.read_csv(plane)
     frame.loc[[0, 5], "y"] = np.nan
@@ -229,6 +244,7 @@ def bad_missing(path, frame):
      "target.probability=1.5: out of range; use a number in (0, 1)"),
     (None, ["space.parameters.a.high=ten"], "space.parameters.a.high=ten: not a number; use a "
      "number"),
+    (None, ["goal=optimise"], "goal='optimise' is unknown; use one of ['map', 'target', 'next']"),
 ])
 def test_bad_input_is_one_line_naming_the_column_or_key(plane, tmp_path, edit, overrides,
                                                         message):

@@ -19,8 +19,8 @@ from sinterlab.study.selection import ranked_probability_score, select_model
 from sinterlab.study.training import run_experiment
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
-CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image", "corn",
-              "level_value"}
+CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
+              "sk_svm", "sk_measures", "sk_image_measures", "corn", "level_value"}
 
 
 @pytest.mark.slow
@@ -226,11 +226,12 @@ def test_the_p_value_tests_the_served_image_model_or_names_its_proxy(make_cfg):
     dm.setup()
     test_fold = dm.test_fold(dm.assignment)
     image_model = OmegaConf.to_container(make_cfg("model=sk_logreg_image").model.module)
-    served = image_permutation_test(cfg, dm, test_fold, ("sk_logreg_image C=0.01", image_model))
+    served = image_permutation_test(cfg, dm, test_fold, ("sk_logreg_image C=0.01", image_model,
+                                                         "image_mean"))
     assert served["tests_served_model"] and "sk_logreg_image C=0.01" in served["model"]
     assert served["n_permutations"] == 20 and 0 < served["p_value"] <= 1
     head = OmegaConf.to_container(cfg.model.module)
-    proxy = image_permutation_test(cfg, dm, test_fold, ("mlp", head), 0.9)
+    proxy = image_permutation_test(cfg, dm, test_fold, ("mlp", head, "patch"), 0.9)
     assert not proxy["tests_served_model"] and proxy["proxy_for"] == "mlp"
     assert proxy["model"] == "ridge classifier on image-mean embeddings"
     assert proxy["served_accuracy"] == 0.9

@@ -31,14 +31,8 @@ QUIET = (r"`torch\.jit\.script` is deprecated", r"A not p\.d\., added jitter")
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=QUIET[0])
-    from sinterlab.planning import figures
-    from sinterlab.planning.goals import (
-        TooFewSamples,
-        fit_responses,
-        map_table,
-        next_batch,
-        target_table,
-    )
+    from sinterlab.planning.answers import goal_named
+    from sinterlab.planning.goals import TooFewSamples, fit_responses
     from sinterlab.planning.measures import descriptor_measures
     from sinterlab.planning.report import write_plan
     from sinterlab.planning.responses import load_samples, responses_from_config
@@ -46,7 +40,6 @@ with warnings.catch_warnings():
 
 PROG = "sinterlab-plan"
 log = logging.getLogger(__name__)
-GOALS = ("map", "target", "next")
 
 
 def plan(cfg: DictConfig, out_dir: Path) -> list[str]:
@@ -55,9 +48,7 @@ def plan(cfg: DictConfig, out_dir: Path) -> list[str]:
     if OmegaConf.is_missing(cfg.data, "descriptor"):
         raise SinterlabError("data.descriptor is not set; give the descriptor CSV: "
                              "sinterlab-plan data.descriptor=PATH (make plan-demo makes one)")
-    goal = str(cfg.goal)
-    if goal not in GOALS:
-        raise SinterlabError(f"goal={goal!r} is unknown; use one of {list(GOALS)}")
+    goal = goal_named(str(cfg.goal))
     space = space_from_config(cfg.space)
     responses = responses_from_config(cfg.responses)
     measures = cfg.data.get("measures")
@@ -76,49 +67,18 @@ def plan(cfg: DictConfig, out_dir: Path) -> list[str]:
         fitted = fit_responses(samples, space, responses, level,
                                int(cfg.surrogate.min_samples), int(cfg.surrogate.seed))
     except TooFewSamples as few:
-        paths = write_plan(out_dir, goal, cfg, space, grid, samples, {}, None, [], note=str(few))
+        paths = write_plan(out_dir, goal.name, cfg, space, grid, samples, {}, None, [],
+                           note=str(few))
         return [f"{PROG}: {few}", f"plan: {paths['plan.md']}"]
     lines = [f"samples: {len(samples)}; allowed settings: {len(grid)}"]
     for name, f in fitted.items():
         lines.append(f"{name}: leave-one-sample-out coverage of the {level:.0%} interval "
                      f"{f.loo['coverage']:.0%} over {f.loo['n']} samples, RMSE "
                      f"{f.loo['rmse_measured']:.3g} {f.response.unit}".rstrip())
-    acquisition, figs = "", []
-    if goal == "map":
-        result = map_table(grid, space, fitted, level)
-        held = figures.fixed_values(space, cfg.map.get("fixed"))
-        for name, f in fitted.items():
-            figs.append(figures.curve_figure(f, space, held, level, int(cfg.map.points),
-                                             out_dir / "figures" / f"{name}_curves.png"))
-            if len(space.parameters) >= 2:
-                figs.append(figures.map_figure(f, space, held, level, int(cfg.map.points),
-                                               out_dir / "figures" / f"{name}_map.png"))
-        for name, f in fitted.items():
-            best = result.loc[result[f"{name}_mean"].idxmin()]
-            lines.append(f"lowest predicted {name}: {_setting(best, space)} -> "
-                         f"{best[f'{name}_mean']:.3g} [{best[f'{name}_lower']:.3g}, "
-                         f"{best[f'{name}_upper']:.3g}] {f.response.unit}".rstrip())
-    elif goal == "target":
-        result = target_table(grid, space, fitted, cfg.target, level)
-        t = cfg.target
-        meets = result[result["meets"]]
-        lines.append(f"target {t.response} {t.op} {t.value} with p >= {t.probability}: "
-                     f"{len(meets)} of {len(result)} settings")
-        for _, row in meets.head(int(t.rows)).iterrows():
-            lines.append(f"  {_setting(row, space)} cost {row['cost']:g} {space.cost_unit}: "
-                         f"P = {row['probability']:.2f}")
-    else:
-        result, acquisition = next_batch(grid, space, fitted, cfg.next, level)
-        lines.append(f"next {len(result)} experiments ({acquisition}):")
-        for _, row in result.iterrows():
-            lines.append(f"  {int(row['rank'])}. {_setting(row, space)}: {row['reason']}")
-    paths = write_plan(out_dir, goal, cfg, space, grid, samples, fitted, result, figs,
-                       acquisition)
-    return [*lines, f"plan: {paths['plan.md']}", f"table: {paths['plan.csv']}"]
-
-
-def _setting(row, space) -> str:
-    return " ".join(f"{name}={row[name]:g}" for name in space.names)
+    answer = goal.answer(cfg, grid, space, fitted, level, out_dir)
+    paths = write_plan(out_dir, goal.name, cfg, space, grid, samples, fitted, answer.table,
+                       answer.figures, goal.section(answer, cfg, space))
+    return [*lines, *answer.lines, f"plan: {paths['plan.md']}", f"table: {paths['plan.csv']}"]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="plan")

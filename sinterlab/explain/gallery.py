@@ -3,7 +3,8 @@ and most confidently wrong (regression: the smallest and largest errors), each w
 
 A map in the gallery comes from the members that never saw its image: the seeds of the fold
 that tested it (under ``model=auto``, of the candidate that won that fold), so it shows what
-the out-of-fold prediction saw.
+the out-of-fold prediction saw. Images of a fold won by a model of the images' measures get no
+map: it reads no patch.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from sinterlab.data.descriptor import IMAGE, PATH, str_label
 from sinterlab.explain.maps import draw_map, grid_embeddings, image_map
 from sinterlab.explain.write import default_stride
-from sinterlab.predict import load_head
+from sinterlab.predict import load_model
 
 #: the run's DataModule (sinterlab.study.datamodule.SEMDataModule), handed down by the study
 #: layer; typed loosely so that this layer never imports the one above it
@@ -56,7 +57,11 @@ def write_gallery(cfg: DictConfig, dm: DataModule, metrics: dict, images: pd.Dat
     if chosen.empty or not metrics.get("training"):
         return []
     paths = dict(zip(dm.descriptor.table[IMAGE], dm.descriptor.table[PATH], strict=True))
-    winners = (metrics.get("selection") or {}).get("fold_checkpoints")
+    selection = metrics.get("selection") or {}
+    winners = selection.get("fold_checkpoints")
+    kinds = {metrics["training"]["checkpoint"]: metrics["training"].get("kind", "head")} | {
+        p["checkpoint"]: p["kind"] for p in (selection.get("points") or {}).values()
+        if "checkpoint" in p}
     features = OmegaConf.merge(cfg.features, {"runtime": dm.cache_stats.get("runtime",
                                                                               "torch")})
     stride = int(g.stride or default_stride(cfg.preprocess))
@@ -69,8 +74,10 @@ def write_gallery(cfg: DictConfig, dm: DataModule, metrics: dict, images: pd.Dat
         fold = int(row.fold)
         checkpoint = winners[fold] if winners else metrics["training"]["checkpoint"]
         if checkpoint not in heads:
-            heads[checkpoint] = load_head(run_dir / checkpoint)
+            heads[checkpoint] = load_model(run_dir / checkpoint, kinds[checkpoint])
         head = heads[checkpoint]
+        if head.reads_measures:  # a map shows what patches say; this model reads measures
+            continue
         seeds = head.per_group
         m = image_map(head, cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
                       members=slice(fold * seeds, (fold + 1) * seeds))

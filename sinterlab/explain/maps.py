@@ -29,7 +29,7 @@ from sinterlab.evaluation.figures import add_scale_bar, save_figure  # noqa: E40
 from sinterlab.features.backbone import Backbone  # noqa: E402
 from sinterlab.features.cache import CacheEntry  # noqa: E402
 from sinterlab.features.extract import Embedded, ImageRef, embed_images  # noqa: E402
-from sinterlab.models.head import HeadEnsemble  # noqa: E402
+from sinterlab.models.candidate import Candidate  # noqa: E402
 from sinterlab.predict import RunModel  # noqa: E402
 
 
@@ -69,7 +69,7 @@ def grid_embeddings(preprocess_cfg, backbone: Backbone, features_cfg, paths, str
                         skip_bad=skip_bad, grid_stride=stride, fix="leave it out")
 
 
-def image_map(head: HeadEnsemble, preprocess_cfg, ref: ImageRef, entry: CacheEntry,
+def image_map(head: Candidate, preprocess_cfg, ref: ImageRef, entry: CacheEntry,
               members: slice = slice(None)) -> ImageMap:
     """One image's map under the head's first target, from ``members`` (default all; a
     fold's seeds for an out-of-fold map)."""

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,8 @@ from sinterlab.explain.attribution import draw_cam
 from sinterlab.explain.maps import draw_map, grid_maps, grid_table
 from sinterlab.predict import RunModel
 
+log = logging.getLogger(__name__)
+
 
 def default_stride(preprocess_cfg) -> int:
     """Half the run's patch size: every pixel away from the edges is seen by four patches."""
@@ -20,8 +23,13 @@ def default_stride(preprocess_cfg) -> int:
 
 
 def check_explainable(model: RunModel) -> None:
-    """Maps and Grad-CAM read the image alone: a run whose head also reads extra inputs
-    (``data.extra_inputs``) is refused, before any image is read."""
+    """Maps and Grad-CAM read the image's patches alone: a run whose model also reads extra
+    inputs (``data.extra_inputs``) or the images' measures is refused, before any image is
+    read."""
+    if model.head.reads_measures:
+        raise SinterlabError(f"{model.run_dir}: maps and Grad-CAM read the image's patches "
+                             "alone, and this run's model reads the images' measures (inputs="
+                             f"{model.head.inputs}); predict without maps=true")
     if model.extra_inputs:
         raise SinterlabError(f"{model.run_dir}: maps and Grad-CAM read the image alone, and this "
                              f"run's head also reads the extra inputs {model.extra_inputs}; "
@@ -33,9 +41,14 @@ def explain_images(model: RunModel, paths, out_dir: Path, stride: int | None = N
                    cam_patches: int = 4, progress: bool = True,
                    ) -> tuple[pd.DataFrame, list[Path], dict]:
     """For each image: ``<stem>_map.png`` (prediction map and patch histogram) and, unless
-    ``cam_patches=0``, ``<stem>_cam.png`` (Grad-CAM of its strongest patches); plus
-    ``grid_predictions.csv``. Returns the grid table, the files and the images left out."""
+    ``cam_patches=0`` or the model has no gradients (a forest, an SVM), ``<stem>_cam.png``
+    (Grad-CAM of its strongest patches); plus ``grid_predictions.csv``. Returns the grid
+    table, the files and the images left out."""
     check_explainable(model)
+    if cam_patches and not model.head.gradients:
+        log.warning("Grad-CAM needs a model with gradients (a head or an affine model); %s "
+                    "has none: maps only", model.model_name)
+        cam_patches = 0
     out_dir = Path(out_dir)
     target = model.head.targets[0]
     maps, bad = grid_maps(model, paths, stride or default_stride(model.cfg.preprocess),

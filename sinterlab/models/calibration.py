@@ -220,8 +220,10 @@ def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
                            images: np.ndarray, val_rows: list[np.ndarray],
                            test_rows: list[np.ndarray], pooling: str,
                            calibrator: str, pools: np.ndarray | None = None,
+                           measures: np.ndarray | None = None,
                            ) -> list[ImageCalibration | None]:
-    """Per target of ``head`` (a head or scikit-learn ensemble), its members' cross-fitted
+    """Per target of ``head`` (any candidate; ``measures``: each row's image's measures, for
+    one that reads them), its members' cross-fitted
     image calibration from their groups' ``val_rows``, each member's map blind to its group's
     ``test_rows`` (None for regression). An ensemble without validation rows (scikit-learn)
     passes its test rows as both: member f's map is then fitted on the out-of-fold images of
@@ -232,7 +234,8 @@ def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
     where = np.full(len(x), -1)
     where[used] = np.arange(len(used))
     ids = np.asarray(images).astype(str)
-    outputs = head.predict_members(x[used], calibrated=False, images=ids[used])
+    outputs = head.predict_members(x[used], calibrated=False, images=ids[used],
+                                   measures=None if measures is None else measures[used])
     member_rows = [where[rows] for rows in val_rows for _ in range(per_group)]
     hidden = [np.isin(used, rows) for rows in test_rows for _ in range(per_group)]
     if pools is not None:

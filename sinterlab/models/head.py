@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
@@ -31,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
 
+from sinterlab.atomic import write_with
 from sinterlab.models.allocator import reuse_freed_memory
+from sinterlab.models.candidate import Candidate
 from sinterlab.models.mlp import MemberMLP
 from sinterlab.models.stacked import StackedMLP
 
@@ -90,10 +93,16 @@ def stacked_corn_loss(logits: torch.Tensor, labels: torch.Tensor,
     return (loss * rows).sum(dim=(1, 2)) / rows.sum(dim=(1, 2)).clamp_min(1)
 
 
-class HeadEnsemble(pl.LightningModule):
+class HeadEnsemble(pl.LightningModule, Candidate):
     """``targets``: dicts with name, kind, loss_weight, and per member (lists of length M):
     ``num_classes`` + ``class_weights`` (or None) for classification, ``mean``/``std`` for
-    regression. ``seeds``: the seeds of each group; members are ordered group-major."""
+    regression. ``seeds``: the seeds of each group; members are ordered group-major. A
+    :class:`~sinterlab.models.candidate.Candidate` on patch embeddings, trained by Lightning."""
+
+    kind = "head"
+    suffix = ".ckpt"
+    gradients = True
+    inputs = "patch"
 
     def __init__(self, in_features: int, targets: list[dict], hidden: list[int], dropout: float,
                  batch_norm: bool, optimizer: str | Mapping, lr: float, weight_decay: float,
@@ -371,11 +380,11 @@ class HeadEnsemble(pl.LightningModule):
     @torch.inference_mode()
     def predict_members(self, x: torch.Tensor, batch_size: int = 4096,
                         calibrated: bool = True, images: np.ndarray | None = None,
-                        ) -> list[np.ndarray]:
+                        measures: np.ndarray | None = None) -> list[np.ndarray]:
         """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target
         (M, N, C) class probabilities (temperature-scaled unless ``calibrated=False``) or
         (M, N) predictions in the parameter's units. A head reads each patch on its own:
-        ``images`` (which image each row belongs to) changes nothing."""
+        ``images`` (which image each row belongs to) and ``measures`` change nothing."""
         result = []
         for i, (t, out) in enumerate(zip(self.targets, self.logits(x, batch_size),
                                          strict=True)):
@@ -389,6 +398,25 @@ class HeadEnsemble(pl.LightningModule):
                 mean, std = getattr(self, f"mean_{i}")[:, None], getattr(self, f"std_{i}")[:, None]
                 result.append((out.squeeze(2) * std + mean).cpu().numpy())
         return result
+
+    # -- the candidate contract: persistence and description --------------------------------
+    def save(self, path: Path) -> Path:
+        """A Lightning checkpoint of the weights and hyper-parameters (tensors and plain values:
+        :meth:`load` reads it with ``weights_only=True``)."""
+        checkpoint = {"pytorch-lightning_version": pl.__version__,
+                      "state_dict": self.state_dict(),
+                      "hparams_name": "kwargs", "hyper_parameters": dict(self.hparams)}
+        return write_with(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+
+    @classmethod
+    def load(cls, path: Path) -> HeadEnsemble:
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+
+    def describe(self) -> dict:
+        hp = self.hparams
+        return {"kind": self.kind, "inputs": self.inputs, "members": self.members,
+                "params": {"hidden": list(hp.hidden), "dropout": hp.dropout,
+                           "weight_decay": hp.weight_decay, "lr": hp.lr, "loss": hp.loss}}
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -1,5 +1,5 @@
 """Scikit-learn candidates: standardise -> [PCA] -> logistic regression (ridge for regression),
-fitted per fold on patch embeddings or on image-mean embeddings.
+fitted per fold on patch embeddings or on image-mean embeddings (``inputs``).
 
 Every step is affine, so a fitted member is stored as one affine map per target (logits or
 value = x @ W.T + b on a patch embedding): serving, maps and Grad-CAM apply it to patches like a
@@ -26,19 +26,26 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.atomic import write_with
+from sinterlab.models.candidate import Candidate, FoldView
 
+#: what an affine map can read: its inputs are the raw embedding (measures need imputing)
 FEATURES = ("patch", "image_mean")
 
 
-class LinearEnsemble:
+class LinearEnsemble(Candidate):
     """``groups`` members (one per fold; no seeds: the fit is deterministic), each an affine map
     per target: ``weights[t]`` (M, C, D), ``biases[t]`` (M, C); C = 1 for regression."""
 
+    kind = "affine"
+    suffix = ".npz"
+    gradients = True
+
     def __init__(self, targets: list[dict], weights: list[np.ndarray], biases: list[np.ndarray],
-                 features: str, params: dict):
-        if features not in FEATURES:
-            raise ValueError(f"features={features!r}: use one of {list(FEATURES)}")
-        self.targets, self.features, self.params = targets, features, params
+                 inputs: str, params: dict):
+        if inputs not in FEATURES:
+            raise ValueError(f"inputs={inputs!r}: an affine model reads one of "
+                             f"{list(FEATURES)}")
+        self.targets, self.inputs, self.params = targets, inputs, params
         self.weights = [np.asarray(w, dtype=np.float32) for w in weights]
         self.biases = [np.asarray(b, dtype=np.float32) for b in biases]
         self.in_features = self.weights[0].shape[2]
@@ -48,7 +55,10 @@ class LinearEnsemble:
         return self.weights[0].shape[0]
 
     groups = members
-    per_group = 1
+
+    @property
+    def per_group(self) -> int:
+        return 1
 
     def member_outputs(self, x: torch.Tensor, target: int = 0) -> torch.Tensor:
         """Differentiable (M, N, C) class probabilities (or (M, N, 1) values) of patch
@@ -59,11 +69,12 @@ class LinearEnsemble:
         return out.softmax(dim=2) if self.targets[target]["kind"] == "classification" else out
 
     def predict_members(self, x, batch_size: int = 4096, calibrated: bool = True,
-                        images: np.ndarray | None = None) -> list[np.ndarray]:
+                        images: np.ndarray | None = None,
+                        measures: np.ndarray | None = None) -> list[np.ndarray]:
         """Like :meth:`HeadEnsemble.predict_members`: ``x`` (G, N, D) or (N, D) -> per target
         (M, N, C) probabilities or (M, N) values. With ``images`` (N,) or (G, N) ids, an
         image-mean model gives every row its image's output; otherwise each patch its own
-        (maps). There is no temperature: ``calibrated`` changes nothing."""
+        (maps). There is no temperature: ``calibrated`` changes nothing; no measures are read."""
         x = torch.as_tensor(x).float().numpy()
         if x.ndim == 2:
             x = np.broadcast_to(x, (self.members, *x.shape))
@@ -71,7 +82,7 @@ class LinearEnsemble:
         result = []
         for t, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             logits = np.einsum("mnd,mcd->mnc", x, w, optimize=True) + b[:, None]
-            if images is not None and self.features == "image_mean":
+            if images is not None and self.inputs == "image_mean":
                 for m in range(len(logits)):
                     codes, index = np.unique(np.asarray(images[m]).astype(str),
                                              return_inverse=True)
@@ -90,9 +101,20 @@ class LinearEnsemble:
         return [[1.0] * self.members if t["kind"] == "classification" else None
                 for t in self.targets]
 
+    def describe(self) -> dict:
+        return {"kind": self.kind, "inputs": self.inputs, "members": self.members,
+                "params": self.params}
+
+    @classmethod
+    def fit_folds(cls, modules: list[LinearModel], inputs: list[str], view: FoldView,
+                  ) -> tuple[list[LinearEnsemble], float]:
+        """One ensemble per module (grid points of one candidate) on ``view``'s folds."""
+        return fit_linear(modules, inputs, view.targets, view.x, view.y, view.images,
+                          view.rows, view.seed, view.extra)
+
     # -- safe persistence: arrays and JSON, no pickle ------------------------------------------
     def save(self, path: Path) -> Path:
-        meta = {"targets": self.targets, "features": self.features, "params": self.params}
+        meta = {"targets": self.targets, "inputs": self.inputs, "params": self.params}
         arrays = {f"weight_{t}": w for t, w in enumerate(self.weights)} | {
             f"bias_{t}": b for t, b in enumerate(self.biases)}
         return write_with(path, lambda tmp: np.savez(tmp, meta=np.array(json.dumps(meta)),
@@ -104,7 +126,8 @@ class LinearEnsemble:
             meta = json.loads(str(data["meta"]))
             n = len(meta["targets"])
             return cls(meta["targets"], [data[f"weight_{t}"] for t in range(n)],
-                       [data[f"bias_{t}"] for t in range(n)], meta["features"], meta["params"])
+                       [data[f"bias_{t}"] for t in range(n)],
+                       meta.get("inputs") or meta["features"], meta["params"])
 
 
 def _affine(scaler: StandardScaler, pca: PCA | None, coef: np.ndarray, intercept: np.ndarray,
@@ -134,14 +157,12 @@ def _full_classes(coef: np.ndarray, intercept: np.ndarray, seen: np.ndarray,
 
 
 class LinearModel:
-    """The ``module`` of a scikit-learn candidate config: how to fit it. ``C`` is the inverse
-    regularisation strength (ridge: alpha = 1 / C), ``pca`` the number of components (null: no
-    PCA step), ``features`` patch embeddings or image-mean embeddings."""
+    """The ``module`` of an affine scikit-learn candidate config: how to fit it. ``C`` is the
+    inverse regularisation strength (ridge: alpha = 1 / C), ``pca`` the number of components
+    (null: no PCA step); what it reads is the candidate's ``inputs``."""
 
-    def __init__(self, C: float, pca: int | None, features: str, max_iter: int, tol: float):
-        if features not in FEATURES:
-            raise ValueError(f"model.module.features={features!r}: use one of {list(FEATURES)}")
-        self.C, self.pca, self.features = float(C), pca, features
+    def __init__(self, C: float, pca: int | None, max_iter: int, tol: float):
+        self.C, self.pca = float(C), pca
         self.max_iter, self.tol = int(max_iter), float(tol)
 
     def image_classifier(self, seed: int):
@@ -156,24 +177,28 @@ class LinearModel:
         return make_pipeline(*steps)
 
 
-def fit_linear(models: list[LinearModel], targets: list[dict], x: np.ndarray, y: np.ndarray,
-               images: np.ndarray, train_rows: list[np.ndarray], seed: int, extra: int = 0,
-               ) -> tuple[list[LinearEnsemble], float]:
-    """One ensemble per model of ``models`` (grid points of one candidate), each with a member
-    per fold of ``train_rows``. Points that differ only in C share the scaling and PCA of a
-    fold and are fitted from the weakest to the strongest C, each starting from the last
-    (warm start). ``extra``: the last columns of ``x`` are extra inputs
-    (``data.extra_inputs``), standardised with the fold's rows like the embedding but kept out
-    of the PCA (a few columns among hundreds of embedding dimensions would be dropped by it).
+def fit_linear(models: list[LinearModel], inputs: list[str], targets: list[dict], x: np.ndarray,
+               y: np.ndarray, images: np.ndarray, train_rows: list[np.ndarray], seed: int,
+               extra: int = 0) -> tuple[list[LinearEnsemble], float]:
+    """One ensemble per model of ``models`` (grid points of one candidate), each reading its
+    ``inputs`` (patch or image_mean), with a member per fold of ``train_rows``. Points that
+    differ only in C share the scaling and PCA of a fold and are fitted from the weakest to the
+    strongest C, each starting from the last (warm start). ``extra``: the last columns of ``x``
+    are extra inputs (``data.extra_inputs``), standardised with the fold's rows like the
+    embedding but kept out of the PCA (a few columns among hundreds of embedding dimensions
+    would be dropped by it).
     Returns the ensembles (in the order of ``models``) and the wall time."""
     started = time.perf_counter()
     weights = {i: [[] for _ in targets] for i in range(len(models))}
     biases = {i: [[] for _ in targets] for i in range(len(models))}
-    order = sorted(range(len(models)), key=lambda i: (models[i].features, models[i].pca or 0,
+    for read in inputs:
+        if read not in FEATURES:
+            raise ValueError(f"inputs={read!r}: an affine model reads one of {list(FEATURES)}; "
+                             "a model of the measures is a scikit-learn estimator by _target_")
+    order = sorted(range(len(models)), key=lambda i: (inputs[i], models[i].pca or 0,
                                                       models[i].C))
     for rows in train_rows:
-        for (features, k), same in groupby(order, key=lambda i: (models[i].features,
-                                                                 models[i].pca)):
+        for (features, k), same in groupby(order, key=lambda i: (inputs[i], models[i].pca)):
             same = list(same)
             xf, yf = x[rows].astype(np.float64), y[rows]
             if features == "image_mean":
@@ -211,7 +236,7 @@ def fit_linear(models: list[LinearModel], targets: list[dict], x: np.ndarray, y:
                     weights[i][t].append(w)
                     biases[i][t].append(b)
     ensembles = [LinearEnsemble(targets, [np.stack(w) for w in weights[i]],
-                                [np.stack(b) for b in biases[i]], models[i].features,
+                                [np.stack(b) for b in biases[i]], inputs[i],
                                 {"C": models[i].C, "pca": models[i].pca})
                  for i in range(len(models))]
     return ensembles, time.perf_counter() - started

@@ -67,27 +67,30 @@ def check_lines(fitted: dict[str, Fitted], samples: pd.DataFrame, space: Space) 
     return lines
 
 
-def goal_lines(goal: str, result: pd.DataFrame, cfg, space: Space, acquisition: str = ""
-               ) -> list[str]:
-    if goal == "map":
-        return ["## Response surface", "",
-                f"`plan.csv` has every allowed setting with each response's mean and "
-                f"{float(cfg.surrogate.interval):.0%} interval (a new sample's value).", ""]
-    if goal == "target":
-        t = cfg.target
-        meets = result[result["meets"]]
-        lines = [f"## Target: {t.response} {t.op} {t.value} with probability >= "
-                 f"{float(t.probability):.0%}", ""]
-        if len(meets):
-            lines += [f"{len(meets)} of {len(result)} allowed settings meet it; cheapest "
-                      f"({COST} in {space.cost_unit or 'units'}) first:", "",
-                      *table(meets.drop(columns="meets").head(int(t.rows)))]
-        else:
-            lines += [f"No allowed setting meets it with probability >= "
-                      f"{float(t.probability):.0%}; the most probable:", "",
-                      *table(result.sort_values("probability", ascending=False)
-                             .drop(columns="meets").head(int(t.rows)))]
-        return lines
+def map_section(result: pd.DataFrame, cfg, space: Space) -> list[str]:
+    return ["## Response surface", "",
+            f"`plan.csv` has every allowed setting with each response's mean and "
+            f"{float(cfg.surrogate.interval):.0%} interval (a new sample's value).", ""]
+
+
+def target_section(result: pd.DataFrame, cfg, space: Space) -> list[str]:
+    t = cfg.target
+    meets = result[result["meets"]]
+    lines = [f"## Target: {t.response} {t.op} {t.value} with probability >= "
+             f"{float(t.probability):.0%}", ""]
+    if len(meets):
+        lines += [f"{len(meets)} of {len(result)} allowed settings meet it; cheapest "
+                  f"({COST} in {space.cost_unit or 'units'}) first:", "",
+                  *table(meets.drop(columns="meets").head(int(t.rows)))]
+    else:
+        lines += [f"No allowed setting meets it with probability >= "
+                  f"{float(t.probability):.0%}; the most probable:", "",
+                  *table(result.sort_values("probability", ascending=False)
+                         .drop(columns="meets").head(int(t.rows)))]
+    return lines
+
+
+def next_section(result: pd.DataFrame, cfg, space: Space, acquisition: str) -> list[str]:
     n = cfg.next
     aim = (f"{n.direction} {n.response}" if n.acquisition == "nei"
            else f"learn the map of {n.response}")
@@ -98,9 +101,10 @@ def goal_lines(goal: str, result: pd.DataFrame, cfg, space: Space, acquisition: 
 
 
 def write_plan(out_dir: Path, goal: str, cfg, space: Space, grid: pd.DataFrame,
-               samples: pd.DataFrame, fitted: dict[str, Fitted], result: pd.DataFrame,
-               figures: list[Path], acquisition: str = "", note: str = "") -> dict[str, Path]:
-    """plan.md, plan.html and plan.csv (``result``) into ``out_dir``."""
+               samples: pd.DataFrame, fitted: dict[str, Fitted], result: pd.DataFrame | None,
+               figures: list[Path], section: list[str] = (), note: str = "") -> dict[str, Path]:
+    """plan.md, plan.html and plan.csv (``result``) into ``out_dir``; ``section``: the goal's
+    own lines of plan.md."""
     out_dir = Path(out_dir)
     lines = [f"# sinterlab-plan: goal={goal}", "",
              f"Descriptor: `{cfg.data.descriptor}`; {len(samples)} samples; responses: "
@@ -111,8 +115,7 @@ def write_plan(out_dir: Path, goal: str, cfg, space: Space, grid: pd.DataFrame,
     lines += space_lines(space, grid)
     if fitted:
         lines += check_lines(fitted, samples, space)
-    if result is not None:
-        lines += goal_lines(goal, result, cfg, space, acquisition)
+    lines += section
     for path in figures:
         lines += [f"![{path.stem}]({path.relative_to(out_dir)})", ""]
     text = "\n".join(lines)

@@ -43,6 +43,8 @@ from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignmen
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.extract import Embedded, ImageRef, embed_images
+from sinterlab.measures.compute import image_measures
+from sinterlab.measures.trends import measure_columns
 from sinterlab.models.batches import GroupBatches, GroupRows
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,9 @@ class SEMDataModule(pl.LightningDataModule):
         self.extra_inputs: list[str] = [extra] if isinstance(extra, str) else list(extra)
         with open_dict(cfg):  # a single name becomes a list in config.yaml too
             cfg.data.extra_inputs = self.extra_inputs
+        #: the images' microstructure measures, one row per descriptor row (None: not computed)
+        self.measures: pd.DataFrame | None = None
+        self._row_measures: tuple[int, np.ndarray] | None = None
         self.warnings: list[str] = []
         self.small_classes: list[str] = []
         #: per split kind the run evaluates, its folds as planned from the descriptor
@@ -213,6 +218,34 @@ class SEMDataModule(pl.LightningDataModule):
         permutation test and the PCA figure read the images only)."""
         return self.x[:, :self.x.shape[1] - len(self.extra_inputs)]
 
+    def measure_images(self) -> list[str]:
+        """The images' microstructure measures (from their cache, else measured), with the
+        run's preprocessing; returns a warning per image segmentation found one phase in."""
+        self.measures, warnings = image_measures(self.refs,
+                                                 self.metadata["pixel_size_nm"].tolist(),
+                                                 self.cfg.preprocess, self.cfg.measures)
+        return warnings
+
+    def row_measures(self) -> np.ndarray | None:
+        """(N, K): per patch row, its image's measures (columns: :meth:`measure_names`),
+        measured on first use; None when the run measures nothing (``measures.enabled``)."""
+        if self.measures is None and self.cfg.measures.enabled:
+            for warning in self.measure_images():
+                log.warning(warning)
+        if self.measures is None:
+            return None
+        if self._row_measures is None or self._row_measures[0] != id(self.measures):
+            position = pd.Series(np.arange(len(self.descriptor.table)),
+                                 self.descriptor.table[IMAGE])
+            values = self.measures[self.measure_names()].to_numpy(np.float64)
+            self._row_measures = (id(self.measures),
+                                  values[position[self.patches[IMAGE]].to_numpy()])
+        return self._row_measures[1]
+
+    def measure_names(self) -> list[str]:
+        """The measures' columns, in the order models read them."""
+        return measure_columns(self.measures)
+
     def class_groups(self) -> pd.DataFrame | None:
         """Per class of the first target: groups of the run's split kind and images."""
         return class_groups(self.cfg, self.descriptor)
@@ -311,7 +344,9 @@ class FoldsDataModule(pl.LightningDataModule):
         if data.x is None:
             raise RuntimeError("SEMDataModule.folds() needs a set-up module: call setup() first")
         self.data, self.assignment = data, assignment
-        self.batch_size = int(data.cfg.model.batch_size if batch_size is None else batch_size)
+        #: rows per fold of a training batch (None: ``model.batch_size``, read when a head asks
+        #: for training batches; a scikit-learn model has none)
+        self.batch_size = batch_size
 
     @property
     def validates(self) -> bool:
@@ -323,7 +358,8 @@ class FoldsDataModule(pl.LightningDataModule):
         return self.data.rows(self.assignment, subset)
 
     def train_dataloader(self) -> GroupBatches:
-        return GroupBatches(self.data.x, self.data.y, self.rows("train"), self.batch_size,
+        size = self.data.cfg.model.batch_size if self.batch_size is None else self.batch_size
+        return GroupBatches(self.data.x, self.data.y, self.rows("train"), int(size),
                             seed=int(self.data.cfg.seed))
 
     def val_dataloader(self) -> GroupRows:

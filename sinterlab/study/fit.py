@@ -1,11 +1,13 @@
-"""Train the head ensemble on the folds of an assignment, and read its out-of-fold outputs.
+"""Fit a candidate on the folds of an assignment, and read its out-of-fold outputs.
 
-One call trains every member of a run (folds x seeds) as one stacked
-:class:`~sinterlab.models.head.HeadEnsemble`, through Lightning (``Trainer.fit`` with the
-assignment's :class:`~sinterlab.study.datamodule.FoldsDataModule`), with the module named by the
-model config (``model.module._target_``); holdout is the one-fold case. A scikit-learn candidate
-(``_target_`` :class:`~sinterlab.models.linear.LinearModel`) is fitted per fold instead
-(:func:`fit_models` takes either kind).
+:func:`fit_models` takes any kind of candidate (:mod:`sinterlab.models.kinds`, by the config's
+``module._target_``) and returns :class:`~sinterlab.models.candidate.Candidate` ensembles. A
+Lightning head trains every member of a run (folds x seeds) as one stacked
+:class:`~sinterlab.models.head.HeadEnsemble` through ``Trainer.fit`` with the assignment's
+:class:`~sinterlab.study.datamodule.FoldsDataModule`; holdout is the one-fold case. A
+scikit-learn candidate (the affine :class:`~sinterlab.models.linear.LinearModel`, or any
+estimator) is fitted per fold on a :class:`~sinterlab.models.candidate.FoldView` of the rows it
+reads (``inputs``: patch embeddings, image means, the images' measures, or both).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from sklearn.preprocessing import StandardScaler
 
-from sinterlab.atomic import write_with, writing
+from sinterlab.atomic import writing
 from sinterlab.data.descriptor import IMAGE
 from sinterlab.errors import SinterlabError
 from sinterlab.models.calibration import (
@@ -32,8 +34,10 @@ from sinterlab.models.calibration import (
     save_image_calibration,
     set_temperatures,
 )
+from sinterlab.models.candidate import Candidate, FoldView, check_inputs, reads_measures
+from sinterlab.models.estimators import EstimatorEnsemble, kind_misfit
 from sinterlab.models.head import HeadEnsemble
-from sinterlab.models.linear import LinearEnsemble, fit_linear
+from sinterlab.models.kinds import candidate_class
 from sinterlab.study.datamodule import SEMDataModule
 
 log = logging.getLogger(__name__)
@@ -77,20 +81,24 @@ def input_scaling(dm: SEMDataModule, train_rows: list[np.ndarray]) -> dict | Non
 
 
 def check_losses(cfg: DictConfig, targets: list) -> None:
-    """Every head the run will train (the model, or each candidate of model=auto) suits the
-    targets; called before any backbone time is spent. Candidates of model=auto that need an
-    ordered target (CORN, level value) are left out of the run when the target is not one."""
+    """Every candidate the run will fit (the model, or each candidate of model=auto) suits the
+    targets and has its inputs; called before any backbone time is spent. Candidates of
+    model=auto that cannot learn the target (CORN and level value without an ordered one, a
+    scikit-learn classifier on values or regressor on classes) or read the images' measures
+    when ``measures.enabled=false`` are left out of the run."""
     if "module" in cfg.model:
         check_loss(targets, cfg.model)
+        reason = misfit(cfg, targets, cfg.model)
+        if reason:
+            raise SinterlabError(f"model {cfg.model.name}: {reason}")
     candidates = cfg.model.get("candidates")
     if not candidates:
         return
     unfit = {name: reason for name, model in candidates.items()
-             if "module" in model and (reason := order_misfit(targets, model))}
+             if "module" in model and (reason := misfit(cfg, targets, model))}
     if unfit and len(unfit) == len(candidates):
         raise SinterlabError(f"model.candidates: every candidate ({', '.join(unfit)}) "
-                             f"{next(iter(unfit.values()))}; add a cross-entropy or "
-                             "scikit-learn candidate")
+                             f"{next(iter(unfit.values()))}; add a candidate that can")
     with open_dict(cfg):
         for name, reason in unfit.items():
             log.info("model=auto leaves out candidate %s: it %s", name, reason)
@@ -98,6 +106,28 @@ def check_losses(cfg: DictConfig, targets: list) -> None:
     for model in candidates.values():
         if "module" in model:
             check_loss(targets, model)
+
+
+def misfit(cfg: DictConfig, targets: list, model: DictConfig) -> str | None:
+    """Why ``model`` cannot take part in this run (None when it can): a loss that cannot learn
+    the first target, an estimator of the other task, a head on other inputs than patches, or
+    the images' measures when the run computes none."""
+    kind = candidate_class(model.module, model.name)
+    read = model_inputs(model)
+    if kind is HeadEnsemble:
+        if read != "patch":
+            return f"is a head and reads patch embeddings (inputs=patch, not {read})"
+        return order_misfit(targets, model)
+    if reads_measures(read) and not cfg.measures.enabled:
+        return f"reads the images' measures (inputs={read}); measures.enabled is false"
+    if kind is EstimatorEnsemble:
+        return kind_misfit(instantiate(model.module), [t.as_dict() for t in targets])
+    return None
+
+
+def model_inputs(model: DictConfig) -> str:
+    """What the candidate reads (``inputs``; patch embeddings when the config says nothing)."""
+    return check_inputs(str(model.get("inputs") or "patch"), model.name)
 
 
 def order_misfit(targets: list, model: DictConfig) -> str | None:
@@ -187,12 +217,12 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
             set_temperatures(head, temperatures)
         if image_calibration is not None:
             images = [c and c.median(head.members) for c in image_calibration]
-    checkpoint = run_dir / "checkpoints" / f"{tag}-ensemble.ckpt"
-    write_with(checkpoint, lambda tmp: trainer.save_checkpoint(tmp, weights_only=True))
+    checkpoint = head.save(run_dir / "checkpoints" / f"{tag}-ensemble{head.suffix}")
     save_image_calibration(checkpoint, images)
     members = head.member_summary()
     validated = [r for r in members if r["best_val_loss"] is not None]
-    info = {"model": model.name, "protocol": protocol_name(cfg, model),
+    info = {"model": model.name, "kind": head.kind, "inputs": head.inputs,
+            "protocol": protocol_name(cfg, model),
             "extra_inputs": head.extra_inputs,
             "members": members, "n_members": len(members),
             "max_epochs": max_epochs, "epochs_run": trainer.current_epoch,
@@ -240,54 +270,73 @@ def image_calibrations(info: dict) -> list[ImageCalibration | None]:
 
 
 def is_head(model: DictConfig) -> bool:
-    """Lightning heads train through :func:`fit_head`; scikit-learn candidates do not."""
-    return issubclass(get_class(model.module._target_), pl.LightningModule)
+    """Lightning heads train through :func:`fit_head`; scikit-learn candidates per fold."""
+    return candidate_class(model.module, model.name) is HeadEnsemble
+
+
+def fold_view(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray) -> FoldView:
+    """What a candidate fitted per fold reads: every row, and per group its training and
+    validation rows (it needs no validation)."""
+    targets = [t.as_dict() | ({"num_classes": len(t.classes)} if t.kind == "classification"
+                              else {}) for t in dm.descriptor.targets]
+    return FoldView(dm.x.numpy(), dm.y.numpy(), dm.patches[IMAGE].to_numpy().astype(str),
+                    dm.row_measures(),
+                    [np.flatnonzero((fold == "train") | (fold == "val")) for fold in assignment],
+                    targets, int(cfg.seed), len(dm.extra_inputs))
 
 
 def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
                tags: list[str], models: list[DictConfig], seeds: list[int] | None = None,
                image_calibration: list[ImageCalibration | None] | None = None,
-               ) -> list[tuple[HeadEnsemble | LinearEnsemble, dict]]:
+               ) -> list[tuple[Candidate, dict]]:
     """Each of ``models`` (grid points of one candidate) on the folds of ``assignment``, saved
     as ``checkpoints/<tag>``: heads through :func:`fit_head`, one per model; scikit-learn
     models all at once on each fold's training and validation rows (they need no validation),
     their image calibration cross-fitted on the other folds' out-of-fold images (without test
     rows: the median member of ``image_calibration``)."""
-    if is_head(models[0]):
+    kind = candidate_class(models[0].module, models[0].name)
+    if kind is HeadEnsemble:
         return [fit_head(cfg, dm, assignment, run_dir, tag, model=model, seeds=seeds,
                          image_calibration=image_calibration)
                 for tag, model in zip(tags, models, strict=True)]
-    targets = [t.as_dict() | ({"num_classes": len(t.classes)} if t.kind == "classification"
-                              else {}) for t in dm.descriptor.targets]
-    rows = [np.flatnonzero((fold == "train") | (fold == "val")) for fold in assignment]
-    ensembles, wall = fit_linear([instantiate(m.module) for m in models], targets,
-                                 dm.x.numpy(), dm.y.numpy(),
-                                 dm.patches[IMAGE].to_numpy().astype(str), rows, int(cfg.seed),
-                                 extra=len(dm.extra_inputs))
+    view = fold_view(cfg, dm, assignment)
+    ensembles, wall = kind.fit_folds([instantiate(m.module) for m in models],
+                                     [model_inputs(m) for m in models], view)
     out = []
     test_rows = dm.rows(assignment, "test")
     calibration = cfg.evaluation.calibration
     for tag, model, ensemble in zip(tags, models, ensembles, strict=True):
-        checkpoint = ensemble.save(run_dir / "checkpoints" / f"{tag}.npz")
+        checkpoint = ensemble.save(run_dir / "checkpoints" / f"{tag}{ensemble.suffix}")
         if any(len(rows) for rows in test_rows):
             images = head_image_calibration(ensemble, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
                                             test_rows, unseen_rows(assignment),
                                             calibration.pooling, calibration.calibrator,
-                                            calibration_pools(assignment))
+                                            calibration_pools(assignment),
+                                            view.measures if ensemble.reads_measures else None)
         else:
             images = [c and c.median(ensemble.members) for c in image_calibration or
-                      [None] * len(targets)]
+                      [None] * len(view.targets)]
         save_image_calibration(checkpoint, images)
+        described = ensemble.describe()
         out.append((ensemble, {
-            "model": model.name, "params": ensemble.params,
+            "model": model.name, "kind": ensemble.kind, "inputs": ensemble.inputs,
+            "params": described["params"],
             "protocol": f"scikit-learn, fitted per fold on its training and validation rows "
-                        f"({model.module.features} embeddings)",
+                        f"({protocol_inputs(ensemble.inputs)})",
             "members": [], "n_members": ensemble.members, "best_val_loss": None,
             "checkpoint": str(checkpoint.relative_to(run_dir)),
             "temperatures": ensemble.temperatures(), "history": [],
             "image_calibration": [c and c.as_dict() for c in images],
             "wall_s": round(wall / len(models), 2)}))
     return out
+
+
+def protocol_inputs(inputs: str) -> str:
+    """What a per-fold model read, in words."""
+    return {"patch": "patch embeddings", "image_mean": "image_mean embeddings",
+            "measures": "the images' measures",
+            "image_mean+measures": "image_mean embeddings and the images' measures",
+            "patch+measures": "patch embeddings and their images' measures"}[inputs]
 
 
 def unseen_rows(assignment: np.ndarray) -> list[np.ndarray]:
@@ -307,7 +356,7 @@ def calibration_pools(assignment: np.ndarray) -> np.ndarray:
     return ~(left_out.astype(np.int32) @ used.T.astype(np.int32) > 0)
 
 
-def group_outputs(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule,
+def group_outputs(model: Candidate, dm: SEMDataModule,
                   assignment: np.ndarray, calibrated: bool = True,
                   images: list[ImageCalibration | None] | None = None,
                   ) -> list[list[np.ndarray]]:
@@ -321,10 +370,12 @@ def group_outputs(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule,
     index = loader.index
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
     batch_images = np.where(loader.weight.numpy() > 0, image_ids[index.numpy()], "")
-    per_member = model.predict_members(dm.x[index], calibrated=calibrated, images=batch_images)
+    measures = dm.row_measures()[index.numpy()] if model.reads_measures else None
+    per_member = model.predict_members(dm.x[index], calibrated=calibrated, images=batch_images,
+                                       measures=measures)
     calibrations = images or [None] * len(per_member)
     raw = per_member if not any(calibrations) else model.predict_members(
-        dm.x[index], calibrated=False, images=batch_images)
+        dm.x[index], calibrated=False, images=batch_images, measures=measures)
     seeds = model.per_group
     out = []
     for g, rows in enumerate(dm.rows(assignment, "test")):
@@ -341,7 +392,7 @@ def group_outputs(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule,
     return out
 
 
-def model_oof(model: HeadEnsemble | LinearEnsemble, dm: SEMDataModule, assignment: np.ndarray,
+def model_oof(model: Candidate, dm: SEMDataModule, assignment: np.ndarray,
               calibrated: bool = True,
               images: list[ImageCalibration | None] | None = None) -> list[np.ndarray]:
     """Per target, each tested patch's output from its own fold's members (see

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_squared_error
 
 from sinterlab.console import stage
@@ -29,6 +29,7 @@ from sinterlab.study.fit import (
     image_calibrations,
     is_head,
     median_temperatures,
+    model_inputs,
     model_oof,
 )
 
@@ -86,8 +87,9 @@ def grid_points(name: str, model: DictConfig, searched: bool) -> list[tuple[str,
     points = []
     for values in itertools.product(*grid.values()):
         point = model.copy()
-        for key, value in zip(grid, values, strict=True):
-            OmegaConf.update(point, key, value, merge=False)
+        with open_dict(point):  # a grid may set what the config leaves at its default
+            for key, value in zip(grid, values, strict=True):
+                OmegaConf.update(point, key, value, merge=False)
         label = " ".join(f"{key.split('.')[-1]}={value}" for key, value in zip(grid, values,
                                                                               strict=True))
         points.append((f"{name} {label}", point))
@@ -200,7 +202,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                 points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
                                                         outputs[label][2][0][tested],
                                                         images[tested])
-                points[label]["checkpoint"] = info["checkpoint"]
+                points[label] |= {"checkpoint": info["checkpoint"], "kind": info["kind"]}
                 infos[label] = info
         spent[name] += timing["wall_s"]
 
@@ -220,7 +222,8 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     name, model = points[chosen]["candidate"], configs[chosen]
     everything = np.full((1, len(dm.x)), "train")
     final_info = {"model": name, "point": chosen, "params": points[chosen]["params"],
-                  "module": OmegaConf.to_container(model.module, resolve=True)}
+                  "module": OmegaConf.to_container(model.module, resolve=True),
+                  "inputs": model_inputs(model)}
     with stage(f"model selection: final model ({chosen}) refitted on all groups"):
         if is_head(model):
             best_epochs = [m["best_epoch"] for m in infos[chosen]["members"]
@@ -237,7 +240,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
             final_info |= {"epochs": None, "temperatures": None,
                            "image_calibration": final.get("image_calibration")}
     final_info |= {"members": final["n_members"], "checkpoint": final["checkpoint"],
-                   "wall_s": final["wall_s"]}
+                   "kind": final["kind"], "wall_s": final["wall_s"]}
     record = {
         "candidates": names, "score": score, "grid": str(sel.grid),
         "inner_folds": int(sel.inner_folds), "inner_seeds": inner_seeds,

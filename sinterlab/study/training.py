@@ -48,12 +48,17 @@ from sinterlab.evaluation.statistics import (
     selection_check,
     verdict,
 )
-from sinterlab.measures.compute import image_measures
 from sinterlab.measures.trends import measure_columns, measures_oof
 from sinterlab.runs import RunInterrupted, claim
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.study.extraction import refuse_ddp
-from sinterlab.study.fit import check_losses, fit_models, image_calibrations, model_oof
+from sinterlab.study.fit import (
+    check_losses,
+    fit_models,
+    image_calibrations,
+    model_inputs,
+    model_oof,
+)
 from sinterlab.study.record import IMAGE_ONLY, record_run
 from sinterlab.study.selection import select_model
 from sinterlab.threads import library_threads
@@ -265,21 +270,23 @@ def fold_sizes(dm: SEMDataModule, fold: np.ndarray, split_kind: str) -> dict:
             "val_patches": int((fold == "val").sum())}
 
 
-def served_model(cfg: DictConfig, block: dict, primary: str | None) -> tuple[str, dict] | None:
-    """(name, module config) of the model a block's headline reports (the final model of
-    model=auto, else the trained head's config); None without one."""
+def served_model(cfg: DictConfig, block: dict, primary: str | None,
+                 ) -> tuple[str, dict, str] | None:
+    """(name, module config, inputs) of the model a block's headline reports (the final model
+    of model=auto, else the trained head's config); None without one."""
     if primary == AUTO:
         final = block["selection"]["final"]
-        return final.get("point", final["model"]), final["module"]
+        return final.get("point", final["model"]), final["module"], final["inputs"]
     if primary == HEAD:
         model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
                  else cfg.model)
-        return str(model.name), OmegaConf.to_container(model.module, resolve=True)
+        return (str(model.name), OmegaConf.to_container(model.module, resolve=True),
+                model_inputs(model))
     return None
 
 
 def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray,
-                           served: tuple[str, dict] | None = None,
+                           served: tuple[str, dict, str] | None = None,
                            served_accuracy: float | None = None) -> dict:
     """Is the reported model's out-of-fold accuracy above chance? Labels permuted between
     samples, folds kept (images of patch-split folds: skipped). A served scikit-learn model on
@@ -293,9 +300,9 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     _, x_image = aggregate_by_group(dm.image_x.numpy(), image_ids)
     rows = first_rows(image_ids)
     p = cfg.evaluation.permutation
-    name, module = served or (None, {})
+    name, module, inputs = served or (None, {}, None)
     refit = (str(module.get("_target_", "")).endswith("linear.LinearModel")
-             and module.get("features") == "image_mean" and not dm.extra_inputs)
+             and inputs == "image_mean" and not dm.extra_inputs)
     make_model = None
     if refit:
         linear = instantiate(module)
@@ -360,11 +367,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
         with stage("descriptor checks and embeddings"):
             dm.setup("fit")
         write_text(run_dir / "config.yaml", resolved_yaml(cfg))  # with the scale resolved
-        dm.measures = None
         if cfg.measures.enabled:
             with stage("microstructure measures"):
-                dm.measures, warnings = image_measures(
-                    dm.refs, dm.metadata["pixel_size_nm"].tolist(), cfg.preprocess, cfg.measures)
+                warnings = dm.measure_images()
             for warning in warnings:
                 log.warning(warning)
             dm.warnings += warnings
