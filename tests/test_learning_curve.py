@@ -280,3 +280,22 @@ def test_a_run_with_learning_curves_records_and_reports_them(make_cfg, tmp_path)
         in report
     assert any(line.startswith("how much data:") for line in summary_lines(metrics, run_dir))
     assert any(s["stage"] == "how much data: learning curves" for s in saved["stages"])
+
+
+def test_a_head_thins_its_training_rows_only_and_trains_every_subset_at_once(
+        curve_run, many_samples, shared_cache, tmp_path):
+    _, dm, _, _ = curve_run
+    cfg = compose_train(FAST + [f"data.descriptor={many_samples}",
+                                f"features.cache_dir={shared_cache}", "model=linear",
+                                "protocol.folds=3"], tmp_path)
+    head = cfg.model
+    smaller = subsets(dm, dm.assignment, "samples", [0.25], 2, ("train",), 0)[0]
+    for subset in smaller:
+        check_subset(dm, dm.assignment, subset, "sample")
+        assert np.array_equal(subset == "val", dm.assignment == "val")  # early stopping's rows
+        assert (subset == "train").sum() < (dm.assignment == "train").sum()
+    outputs = served_outputs(cfg, dm, head, [dm.assignment, *smaller], [0])
+    tested = dm.test_fold(dm.assignment) >= 0
+    for out in outputs:
+        assert out.shape == (len(dm.x), 3) and np.isfinite(out[tested]).all()
+        np.testing.assert_allclose(out[tested].sum(axis=1), 1.0, rtol=1e-5)

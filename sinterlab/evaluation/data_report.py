@@ -114,6 +114,8 @@ def how_much_data_section(m: Mapping) -> list[str]:
             out.append(f"**More {AXIS_WORDS[axis]}** (today {curve['today']:.1f} "
                        f"{curve['unit']}):\n")
             out.append(_curve_table(curve, metrics, unit))
+        for axis, reason in (lc.get("axes_skipped") or {}).items():
+            out.append(f"More {AXIS_WORDS[axis]}: not measured ({reason}: nothing to thin).\n")
         base = lc.get("baseline_curve")
         if base:
             out.append(f"**{long_name(lc['baseline'])}, more samples:**\n")

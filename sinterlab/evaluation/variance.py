@@ -25,7 +25,7 @@ def nested_components(score: np.ndarray, classes: np.ndarray, samples: np.ndarra
     the mean squares equated to their expectations in an unbalanced design, negative estimates
     set to 0)."""
     score = np.asarray(score, dtype=np.float64)
-    codes = [np.unique(np.asarray(v).astype(str), return_inverse=True)[1]
+    codes = [np.unique(np.asarray(v), return_inverse=True)[1].reshape(-1)
              for v in (classes, samples, images)]
     # nesting made explicit: an image (sample) code names its sample (class) too
     c, s, i = codes
@@ -83,11 +83,12 @@ def bootstrap_components(score: np.ndarray, classes: np.ndarray, samples: np.nda
                          images: np.ndarray, n: int, seed: int) -> list[dict[str, float]]:
     """The components of ``n`` bootstrap data sets that draw every class's samples with
     replacement (a sample drawn twice counts as two samples)."""
-    samples = np.asarray(samples).astype(str)
-    classes = np.asarray(classes).astype(str)
-    names, first, position = np.unique(samples, return_index=True, return_inverse=True)
+    classes = np.unique(np.asarray(classes).astype(str), return_inverse=True)[1].reshape(-1)
+    images = np.unique(np.asarray(images).astype(str), return_inverse=True)[1].reshape(-1)
+    _, first, position = np.unique(np.asarray(samples).astype(str), return_index=True,
+                                   return_inverse=True)
     sample_class = classes[first]
-    rows_of = [np.flatnonzero(position == k) for k in range(len(names))]
+    rows_of = [np.flatnonzero(position == k) for k in range(len(first))]
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -97,8 +98,7 @@ def bootstrap_components(score: np.ndarray, classes: np.ndarray, samples: np.nda
         rows = np.concatenate([rows_of[k] for k in drawn])
         copy = np.repeat(np.arange(len(drawn)), [len(rows_of[k]) for k in drawn])
         out.append(nested_components(score[rows], classes[rows], copy,
-                                     np.char.add(copy.astype(str),
-                                                 np.asarray(images).astype(str)[rows])))
+                                     copy * (images.max() + 1) + images[rows]))
     return out
 
 

@@ -52,10 +52,10 @@ from sinterlab.study.fit import fit_models, is_head
 
 log = logging.getLogger(__name__)
 #: axis -> (the column whose values are kept or dropped whole, the column that stratifies them,
-#: what the axis's size counts)
-AXES = {"samples": (SAMPLE, "label", "samples per class"),
-        "images": (IMAGE, SAMPLE, "images per sample"),
-        "patches": ("patch_id", IMAGE, "patches per image")}
+#: one of them, what holds them): the axis's size counts "<axis> per <holder>"
+AXES = {"samples": (SAMPLE, "label", "sample", "class"),
+        "images": (IMAGE, SAMPLE, "image", "sample"),
+        "patches": ("patch_id", IMAGE, "patch", "image")}
 FIT_ROLES = {"head": ("train",), "other": ("train", "val")}
 
 
@@ -98,7 +98,7 @@ def subsets(dm: SEMDataModule, assignment: np.ndarray, axis: str, fractions: lis
     outer fold's fitted ``roles`` rows along ``axis`` (whole samples stratified by class, whole
     images within each sample, patches within each image), nested across fractions within a
     draw; the rows dropped are '-'."""
-    unit_column, stratum_column, _ = AXES[axis]
+    unit_column, stratum_column, *_ = AXES[axis]
     table = dm.patches.assign(label=dm.y[:, 0].numpy())
     units = table[unit_column].to_numpy().astype(str)
     strata = table[stratum_column].to_numpy().astype(str)
@@ -235,7 +235,7 @@ def kept_size(dm: SEMDataModule, assignments: list[np.ndarray], axis: str,
               roles: tuple[str, ...]) -> float:
     """The mean count of the axis's units in the fitted rows of a fold: samples per class,
     images per sample or patches per image."""
-    unit_column, stratum_column, _ = AXES[axis]
+    unit_column, stratum_column, *_ = AXES[axis]
     table = dm.patches.assign(label=dm.y[:, 0].numpy())
     sizes = []
     for assignment in assignments:
@@ -248,7 +248,7 @@ def kept_size(dm: SEMDataModule, assignments: list[np.ndarray], axis: str,
 def dataset_size(dm: SEMDataModule, axis: str) -> float:
     """The data set's own size on ``axis``: samples per class, images per sample, patches per
     image (means)."""
-    unit_column, stratum_column, _ = AXES[axis]
+    unit_column, stratum_column, *_ = AXES[axis]
     table = dm.patches.assign(label=dm.y[:, 0].numpy())
     return float(table.groupby(stratum_column)[unit_column].nunique().mean())
 
@@ -413,13 +413,17 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: dict) -> dict:
     record = {"model": served_name(block, model), "baseline": baseline,
               "level": "image", "metrics": [m for m, _ in scorer.metrics],
               "draws": int(lc.draws), "head_seeds": seeds if model is not None and is_head(model)
-              else None, "axes": {}, "baseline_curve": None}
+              else None, "axes": {}, "baseline_curve": None,
+              # an axis with one unit per stratum (one image per sample) has nothing to thin
+              "axes_skipped": {axis: f"one {AXES[axis][2]} per {AXES[axis][3]}"
+                               for axis in AXES if dataset_size(dm, axis) <= 1}}
     fitted = [(model, "model")] if model is not None else []
     fitted.append((None, "baseline"))
     draws = int(lc.draws)
     for fit_model, who in fitted:
         roles = FIT_ROLES["head" if fit_model is not None and is_head(fit_model) else "other"]
-        axes = list(AXES) if who == "model" else ["samples"]
+        axes = [axis for axis in (AXES if who == "model" else ["samples"])
+                if axis not in record["axes_skipped"]]
         fractions = {axis: [float(f) for f in lc.fractions[axis] if float(f) < 1.0] + [1.0]
                      for axis in axes}
         smaller = {axis: subsets(dm, assignment, axis, fractions[axis][:-1], draws, roles,
@@ -443,7 +447,8 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: dict) -> dict:
                           for per_draw in smaller[axis]] + [today])
             curve = curve_record(points, x, fractions[axis], scorer, lc, confidence, classes,
                                  rng)
-            curve |= {"unit": AXES[axis][2], "today": today, "fractions": fractions[axis]}
+            curve |= {"unit": f"{axis} per {AXES[axis][3]}", "today": today,
+                      "fractions": fractions[axis]}
             if who == "model":
                 record["axes"][axis] = curve
             else:
