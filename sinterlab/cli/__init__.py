@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from sinterlab.atomic import quiet_thread_write_failures, writing
 from sinterlab.console import route_library_logs
 from sinterlab.errors import WRITE_FAILED, SinterlabError, WriteFailed
+from sinterlab.evaluation.data_report import console_line
 from sinterlab.evaluation.display import (
     interval,
     reported_model,
@@ -66,6 +67,9 @@ def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
                       else "the served model refitted per permutation"
                       if perm.get("tests_served_model") else perm["model"])
             lines.append(f"{label:<26} p-value against chance {perm['p_value']:.4f} ({tested})")
+    data = console_line(metrics)
+    if data:
+        lines.append(data)
     best = metrics["cv"]["verdict"]
     if "best_baseline" in best and not best["head_beats_by_more_than_interval"]:
         primary = {"head": "MLP head", "auto": "auto-selected model"}[best["primary"]]

@@ -329,3 +329,99 @@ def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(True, alpha=0.3)
     return save_figure(fig, path)
+
+
+#: how a learning curve's metric is labelled on its axis
+CURVE_LABELS = {"accuracy": "image accuracy", "mae": "image MAE"}
+
+
+def learning_curve_figure(record: dict, error_unit: str = "", chance: float | None = None,
+                          dpi: int = 120):
+    """The learning curves of a run's ``learning_curve`` block: one column per axis (samples,
+    images per sample, patches per image), one row per metric; per panel the points (mean over
+    the subset draws, with their interval; each draw a dot), the fitted curve (dashed where it
+    extrapolates) with its interval as a band, the projections at k times today's size with
+    the interval a run would measure, today's size as a vertical line, and along samples the
+    best baseline in grey. Returns the figure (not saved)."""
+    axes_names = list(record["axes"]) or ["samples"]
+    metrics = record["metrics"]
+    fig, grid = plt.subplots(len(metrics), len(axes_names), dpi=dpi, squeeze=False,
+                             figsize=(4.6 * len(axes_names), 3.6 * len(metrics)))
+    for col, axis in enumerate(axes_names):
+        curves = [(record["axes"].get(axis), record["model"] or "served model", "C0")]
+        if axis == "samples" and record.get("baseline_curve"):
+            curves.append((record["baseline_curve"], record["baseline"], "grey"))
+        for row, metric in enumerate(metrics):
+            ax = grid[row, col]
+            for curve, name, color in curves:
+                if curve is None:
+                    continue
+                points = curve["points"]
+                x = np.array([p["x"] for p in points])
+                value = np.array([p[metric]["value"] for p in points])
+                low = np.array([p[metric]["low"] for p in points], dtype=float)
+                high = np.array([p[metric]["high"] for p in points], dtype=float)
+                ax.errorbar(x, value, yerr=[value - low, high - value], fmt="o", color=color,
+                            capsize=3, label=f"{name}: measured")
+                for p in points:
+                    ax.plot([p["x"]] * len(p[metric]["per_draw"]), p[metric]["per_draw"], ".",
+                            color=color, alpha=0.35, ms=4)
+                band = curve["fit"][metric]["band"]
+                bx = np.array(band["x"])
+                inside = bx <= x.max() * (1 + 1e-9)
+                ax.fill_between(bx, band["low"], band["high"], color=color, alpha=0.15,
+                                label=f"{name}: fit, interval")
+                ax.plot(bx[inside], np.array(band["value"])[inside], color=color, lw=1.5)
+                ax.plot(bx[~inside], np.array(band["value"])[~inside], color=color, lw=1.5,
+                        ls="--")
+                for proj in curve["projection"][metric]:
+                    ax.errorbar([proj["x"]], [proj["value"]],
+                                yerr=[[proj["value"] - proj["run_low"]],
+                                      [proj["run_high"] - proj["value"]]],
+                                fmt="D", color=color, mfc="white", capsize=4)
+                    ax.annotate(f"{proj['multiplier']:g}x", (proj["x"], proj["value"]),
+                                textcoords="offset points", xytext=(6, 6), fontsize=8)
+            today = (record["axes"].get(axis) or record.get("baseline_curve"))["today"]
+            ax.axvline(today, color="black", ls=":", lw=1, label="today")
+            if metric == "accuracy" and chance is not None:
+                ax.axhline(chance, color="red", ls=":", lw=1, label="chance")
+            unit = (record["axes"].get(axis) or record["baseline_curve"])["unit"]
+            ax.set_xlabel(unit)
+            ax.set_ylabel(CURVE_LABELS.get(metric, metric)
+                          + (f" ({error_unit})" if metric == "mae" and error_unit else ""))
+            ax.set_title(f"more {axis}")
+            ax.grid(True, alpha=0.3)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=7, loc="best")
+    fig.suptitle("How much data: scores on the same test samples, fitted and projected "
+                 "(diamonds: k x today, bars: what a run would measure)", fontsize=9)
+    return fig
+
+
+def plot_learning_curves(record: dict, path, error_unit: str = "",
+                         chance: float | None = None) -> Path:
+    return save_figure(learning_curve_figure(record, error_unit, chance), path)
+
+
+def variance_figure(record: dict, dpi: int = 120):
+    """The variance components of a run's ``variance_components`` block as shares of a sample's
+    reading noise, each with its interval. Returns the figure (not saved)."""
+    names = list(record["shares"])
+    labels = [name.replace("_", " ") for name in names]
+    values = np.array([record["shares"][n]["value"] for n in names], dtype=float)
+    low = np.array([record["shares"][n]["low"] for n in names], dtype=float)
+    high = np.array([record["shares"][n]["high"] for n in names], dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 2.8), dpi=dpi)
+    ax.barh(labels, values, xerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)],
+            color=["C0", "C1", "C2"], capsize=4)
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"share of a sample's reading noise ({record['images_per_sample']:g} images "
+                  f"of {record['patches_per_image']:g} patches)")
+    ax.set_title(f"Where the {record['output']} varies within a class", fontsize=10)
+    ax.grid(True, axis="x", alpha=0.3)
+    return fig
+
+
+def plot_variance_components(record: dict, path) -> Path:
+    return save_figure(variance_figure(record), path)

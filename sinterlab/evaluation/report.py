@@ -18,6 +18,7 @@ import markdown
 import numpy as np
 
 from sinterlab.atomic import write_text
+from sinterlab.evaluation.data_report import how_much_data_section
 from sinterlab.evaluation.display import interval, long_name, number, reported_model
 from sinterlab.evaluation.metrics import LEVELS, ORDINAL
 
@@ -554,7 +555,8 @@ def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_di
     parts = [*_header(metrics), *_headline(metrics),
              *_models_table(metrics, "Models on the same folds"), *_ordered_table(metrics),
              *_folds_table(metrics),
-             *_samples_table(metrics), *_calibration(metrics), *_selection(metrics)]
+             *_samples_table(metrics), *_calibration(metrics), *_selection(metrics),
+             *how_much_data_section(metrics)]
     contrast = metrics.get("contrast")
     if contrast:
         parts += _models_table(contrast, f"Leak contrast: {_split_label(contrast)}")

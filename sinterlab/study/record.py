@@ -24,6 +24,7 @@ from sinterlab.evaluation.display import reported_model
 from sinterlab.evaluation.figures import (
     plot_confusion,
     plot_expected_by_level,
+    plot_learning_curves,
     plot_loss_curves,
     plot_measures,
     plot_overlay,
@@ -31,6 +32,7 @@ from sinterlab.evaluation.figures import (
     plot_pca,
     plot_reliability,
     plot_roc,
+    plot_variance_components,
 )
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.report import write_html_report, write_markdown_report
@@ -181,6 +183,24 @@ def measure_figures(cfg: DictConfig, dm: SEMDataModule, record: dict, fig_dir: P
     return out
 
 
+def data_size_figures(dm: SEMDataModule, block: dict, run_dir: Path,
+                      skipped: dict[str, str]) -> None:
+    """The learning curves and the variance components ("How much data"); each block records
+    its figure's path relative to the run folder."""
+    first = dm.descriptor.targets[0]
+    chance = 1 / len(first.classes) if first.kind == "classification" else None
+    curves, variance = block.get("learning_curve"), block.get("variance_components")
+    for name, record, draw in (
+            ("learning_curve", curves, lambda path: plot_learning_curves(
+                curves, path, first.error_unit if first.ordered else first.unit, chance)),
+            ("variance_components", variance, lambda path: plot_variance_components(
+                variance, path))):
+        if record and "skipped" not in record:
+            path = optional_stage(f"figure {name}", lambda d=draw, n=name: d(
+                run_dir / "figures" / f"{n}.png"), skipped)
+            record["figure"] = path and str(path.relative_to(run_dir))
+
+
 def optional_stage(name: str, compute, skipped: dict[str, str]):
     """Run an optional product of a finished run (a figure, the gallery, TensorBoard, the
     HTML report): a failure is logged and recorded in ``skipped`` (metrics.json and the
@@ -238,6 +258,7 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
         figures = make_figures(dm, main, run_dir / "figures", skipped)
         if measures:
             figures |= measure_figures(cfg, dm, measures, run_dir / "figures", skipped)
+        data_size_figures(dm, main, run_dir, skipped)
     test_fold = main.pop("outputs")["test_fold"]
     metrics = {
         "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
@@ -263,6 +284,8 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
         "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
         "skipped": skipped,
         "measures": measures,
+        "learning_curve": main.get("learning_curve"),
+        "variance_components": main.get("variance_components"),
         "stages": stages,
     }
     # the results first: a failure of an optional product below never costs them

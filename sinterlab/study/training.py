@@ -50,6 +50,7 @@ from sinterlab.evaluation.statistics import (
 )
 from sinterlab.measures.trends import measure_columns, measures_oof
 from sinterlab.runs import RunInterrupted, claim
+from sinterlab.study.data_size import learning_curves, variance_block
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.study.extraction import refuse_ddp
 from sinterlab.study.fit import (
@@ -385,6 +386,11 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
                         stages: list[dict]) -> dict:
     split_kind = cfg.split.kind
     main = evaluate_protocol(cfg, dm, split_kind, run_dir, train_head=True)
+    with stage("how much data: variance components"):
+        main["variance_components"] = variance_block(cfg, dm, main)
+    if cfg.evaluation.learning_curve.enabled:
+        with stage("how much data: learning curves"):
+            main["learning_curve"] = learning_curves(cfg, dm, main)
     contrast = None
     if cfg.evaluation.contrast.enabled:
         other = "sample" if split_kind == "patch" else "patch"
