@@ -115,7 +115,7 @@ def test_linear_pca_keeps_the_extra_inputs_beside_its_components():
     x = np.hstack([embedding, (y + rng.normal(0, 0.3, 240))[:, None] * 50])
     x = x.astype(np.float32).astype(np.float64)  # the values fit_linear reads
     targets = [{"name": "burst_count", "kind": "classification", "num_classes": 3}]
-    [ensemble], _ = fit_linear([LinearModel(0.1, 4, "patch", 500, 1e-8)], targets,
+    [ensemble], _ = fit_linear([LinearModel(0.1, 4, 500, 1e-8)], ["patch"], targets,
                                x.astype(np.float32), y[:, None], np.arange(240).astype(str),
                                [np.arange(200)], 0, extra=1)
     pca = PCA(4, svd_solver="randomized", random_state=0)

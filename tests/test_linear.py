@@ -10,16 +10,19 @@ import torch
 from omegaconf import OmegaConf
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.data.descriptor import IMAGE, SAMPLE
+from sinterlab.evaluation.metrics import first_rows
 from sinterlab.explain.write import explain_images
+from sinterlab.models.calibration import fit_image_calibration
 from sinterlab.models.linear import LinearEnsemble, LinearModel, fit_linear
 from sinterlab.predict import load_run_model, predict
 from sinterlab.study.datamodule import SEMDataModule
-from sinterlab.study.selection import image_score, select_model
+from sinterlab.study.selection import select_model
 from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
 from tests.conftest import FAST, compose_train
@@ -141,10 +144,23 @@ def test_auto_picks_a_strongly_regularised_linear_model_with_c_near_the_best(wid
                            dm.x.numpy(), dm.y.numpy(),
                            dm.patches[IMAGE].to_numpy().astype(str), [np.arange(len(dm.x))],
                            0)
+    # scored as predict serves them: each C's image temperature fitted on a third draw
+    _, calib = wide_dm()
+    inject(calib, noisy_linear(calib, np.random.default_rng(2), labels))
+    calibration = cfg.evaluation.calibration
     images = fresh.patches[IMAGE].to_numpy().astype(str)
-    losses = [image_score("classification", "log_loss", labels,
-                          m.predict_members(fresh.x, images=images)[0][0], images)
-              for m in fitted]
+    calib_images = calib.patches[IMAGE].to_numpy().astype(str)
+    losses = []
+    for m in fitted:
+        raw = m.predict_members(calib.x, images=calib_images, calibrated=False)[0]
+        fitted_map = fit_image_calibration(raw, labels, calib_images, [np.arange(len(labels))],
+                                           [np.zeros(len(labels), bool)], calibration.pooling,
+                                           calibration.calibrator)
+        names, served = fitted_map.apply(
+            m.predict_members(fresh.x, images=images, calibrated=False)[0], images)
+        truth = labels[first_rows(images)]
+        assert list(names) == list(images[first_rows(images)])
+        losses.append(log_loss(truth, served[0], labels=[0, 1, 2]))
     best = grid[int(np.argmin(losses))]
     chosen = record["final"]["params"]["module.C"]
     # more regularised than scikit-learn's default C=1 (worse here), and chosen within one
@@ -157,7 +173,9 @@ def test_auto_picks_a_strongly_regularised_linear_model_with_c_near_the_best(wid
 def test_sklearn_final_model_is_served_by_predict_and_explain(make_cfg, tiny_descriptor,
                                                              tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [*AUTO, *(f"~model.candidates.{h}" for h in HEADS)]
+    # every candidate's own row: each is trained on the outer folds
+    overrides = [*AUTO, "model.selection.outer_fits=all",
+                 *(f"~model.candidates.{h}" for h in HEADS)]
     run_experiment(make_cfg(*overrides), run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     final = metrics["selection"]["final"]
@@ -199,7 +217,8 @@ def xor(dm, rng, labels, d=8):
 
 @pytest.mark.slow
 def test_auto_still_picks_a_head_where_the_boundary_is_not_linear(wide_dm, tmp_path):
-    cfg, dm = wide_dm("trainer.max_epochs=20", "~model.candidates.linear",
+    cfg, dm = wide_dm("trainer.max_epochs=20", "model.selection.outer_fits=all",
+                      "~model.candidates.linear",
                       "~model.candidates.mlp_small", "~model.candidates.sk_pca_logreg")
     inject(dm, xor(dm, np.random.default_rng(0), dm.y[:, 0].numpy().astype(int)))
     record, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
