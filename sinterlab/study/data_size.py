@@ -428,14 +428,21 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: dict) -> dict:
                      for axis in axes}
         smaller = {axis: subsets(dm, assignment, axis, fractions[axis][:-1], draws, roles,
                                  int(lc.seed)) for axis in axes}
-        # one fit per fraction (all its draws at once); every axis ends at all of today's
-        # data, trained once
+        # every axis ends at all of today's data, trained once; a head trains every subset in
+        # one stacked fit (its cost is the steps, not the members: measured 2x faster than a
+        # fit per fraction), a scikit-learn model one fit per fraction (all its draws)
         chunks = [[assignment]] + [per_draw for axis in axes for per_draw in smaller[axis]]
         for chunk in chunks[1:]:
             for subset in chunk:
                 check_subset(dm, assignment, subset, kind)
-        outputs = [served_outputs(cfg, dm, fit_model, chunk, seeds) if who == "model"
-                   else baseline_oof(cfg, dm, baseline, chunk) for chunk in chunks]
+        if who == "baseline":
+            outputs = [baseline_oof(cfg, dm, baseline, chunk) for chunk in chunks]
+        elif is_head(fit_model):
+            flat = served_outputs(cfg, dm, fit_model, [a for c in chunks for a in c], seeds)
+            ends = np.cumsum([len(c) for c in chunks])
+            outputs = [flat[end - len(c):end] for c, end in zip(chunks, ends, strict=True)]
+        else:
+            outputs = [served_outputs(cfg, dm, fit_model, chunk, seeds) for chunk in chunks]
         start = 1
         for axis in axes:
             grouped = outputs[start:start + len(smaller[axis])] + [outputs[0]]
