@@ -96,15 +96,20 @@ class EstimatorEnsemble(Candidate):
         nothing). An image view gives every row its image's output."""
         x = np.asarray(x, dtype=np.float32)
         M = self.members
-        if x.ndim == 2:
+        every = x.ndim == 2 and (images is None or np.ndim(images) == 1) and (
+            measures is None or np.ndim(measures) == 2)
+        if every:
             x = np.broadcast_to(x, (M, *x.shape))
             images = None if images is None else np.broadcast_to(images, x.shape[:2])
             measures = None if measures is None else np.broadcast_to(
                 measures, (M, *np.shape(measures)))
         result = [[] for _ in self.targets]
+        shared = None
         for m, pipes in enumerate(self.fitted):
-            design, index = view_rows(self.inputs, x[m], None if images is None else images[m],
-                                      None if measures is None else measures[m])
+            if shared is None or not every:  # rows every member reads: their design once
+                shared = view_rows(self.inputs, x[m], None if images is None else images[m],
+                                   None if measures is None else measures[m])
+            design, index = shared
             for t, (target, pipe) in enumerate(zip(self.targets, pipes, strict=True)):
                 result[t].append(_outputs(pipe, target, design)[index])
         return [np.stack(out) for out in result]
