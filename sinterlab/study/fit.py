@@ -359,13 +359,15 @@ def calibration_pools(assignment: np.ndarray) -> np.ndarray:
 def group_outputs(model: Candidate, dm: SEMDataModule,
                   assignment: np.ndarray, calibrated: bool = True,
                   images: list[ImageCalibration | None] | None = None,
-                  ) -> list[list[np.ndarray]]:
+                  with_unserved: bool = False,
+                  ) -> list[list[np.ndarray]] | tuple[list[list[np.ndarray]], ...]:
     """Per group (fold) of ``assignment``, per target, the outputs of its test rows from its
     own members (mean over seeds); class probabilities temperature-scaled unless
     ``calibrated=False``; an image-mean model gives each row its image's output. With
     ``images`` (per target), a classification target's rows hold their image's served
     probability instead: each member's raw probabilities pooled and calibrated per image, mean
-    over seeds."""
+    over seeds. ``with_unserved``: also the outputs without ``images`` (from the same
+    predictions: one pass over the rows), as a second list."""
     loader = dm.folds(assignment).test_dataloader()
     index = loader.index
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
@@ -377,19 +379,21 @@ def group_outputs(model: Candidate, dm: SEMDataModule,
     raw = per_member if not any(calibrations) else model.predict_members(
         dm.x[index], calibrated=False, images=batch_images, measures=measures)
     seeds = model.per_group
-    out = []
+    out, plain = [], []
     for g, rows in enumerate(dm.rows(assignment, "test")):
         own = slice(g * seeds, (g + 1) * seeds)
-        outputs = []
+        outputs, unserved = [], []
         for members, uncalibrated, calibration in zip(per_member, raw, calibrations,
                                                       strict=True):
+            unserved.append(members[own, :len(rows)].mean(axis=0))
             if calibration is None:
-                outputs.append(members[own, :len(rows)].mean(axis=0))
+                outputs.append(unserved[-1])
                 continue
             _, probs = calibration.apply(uncalibrated[own, :len(rows)], image_ids[rows], own)
             outputs.append(probs.mean(axis=0)[pd.factorize(image_ids[rows])[0]])
         out.append(outputs)
-    return out
+        plain.append(unserved)
+    return (out, plain) if with_unserved else out
 
 
 def model_oof(model: Candidate, dm: SEMDataModule, assignment: np.ndarray,

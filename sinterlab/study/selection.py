@@ -149,8 +149,9 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                 # what predict would serve: each inner member's image probabilities through
                 # its image calibration, fitted on inner validation images of its own outer
                 # fold's training groups, never on the inner held-out groups scored here
-                held_out = group_outputs(ensemble, dm, inner, images=image_calibrations(info))
-                unserved = group_outputs(ensemble, dm, inner)
+                held_out, unserved = group_outputs(ensemble, dm, inner,
+                                                   images=image_calibrations(info),
+                                                   with_unserved=True)
                 scores, before = [], []
                 for f in range(folds):
                     groups = range(f * per_outer, (f + 1) * per_outer)
