@@ -232,6 +232,9 @@ MODEL = {
     "module.n_jobs": Number(integer=True, low=-1, null=True),
     "module.gamma": Number(low=0, low_open=True, words=("scale", "auto")),
     "batch_size": COUNT,
+    # a head's batch shrinks on small data (sinterlab.study.fit.head_batch)
+    "min_steps_per_epoch": Number(integer=True, low=1, null=True),
+    "min_batch_size": Number(integer=True, low=1, null=True),
     "loss_weights.*": NONNEGATIVE,
 }
 

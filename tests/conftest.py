@@ -80,6 +80,8 @@ def trained_run(tmp_path_factory, tiny_descriptor, shared_cache) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
     done = run("sinterlab-train", *FAST, f"data.descriptor={tiny_descriptor}",
                f"features.cache_dir={shared_cache}", f"hydra.run.dir={run_dir}",
+               # its own measures cache (make exports PROJECT_ROOT, the default's anchor)
+               f"measures.cache_dir={run_dir / 'cache' / 'measures'}",
                f"paths.log_dir={run_dir / 'logs'}", cwd=run_dir)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"report: {run_dir / 'report.md'}" in done.stdout

@@ -6,12 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from sinterlab.models.batches import GroupBatches, GroupRows
 from sinterlab.models.calibration import fit_temperatures
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.mlp import MemberMLP
 from sinterlab.predict import load_model
+from sinterlab.study.fit import head_batch
 from tests.conftest import compose_train
 
 HIDDEN = [32, 16, 8]
@@ -233,3 +235,18 @@ def test_stacked_corn_loss_equals_coral_pytorchs_per_member():
     grad, = torch.autograd.grad(batched[:5].sum(), logits)
     grad_ref, = torch.autograd.grad(reference.sum(), logits)
     torch.testing.assert_close(grad, grad_ref)
+
+
+def test_a_head_shrinks_its_batch_where_an_epoch_would_be_a_few_steps():
+    """model=auto's heads train at batch 128 with lr 2e-3; a member with fewer rows than 25
+    steps of 128 trains at rows / 25 (not below 32), the learning rate scaled by the square
+    root; without the keys the configured values stand."""
+    model = OmegaConf.create({"batch_size": 128, "min_steps_per_epoch": 25,
+                              "min_batch_size": 32, "module": {"lr": 2e-3}})
+    rows = [np.arange(n) for n in (4000, 4400, 4800)]  # the paper preset's inner members
+    assert head_batch(model, rows) == (128, 2e-3)
+    batch, lr = head_batch(model, [np.arange(n) for n in (800, 880, 960)])  # the demo's
+    assert batch == 35 and lr == pytest.approx(2e-3 * (35 / 128) ** 0.5)
+    assert head_batch(model, [np.arange(100)])[0] == 32
+    plain = OmegaConf.create({"batch_size": 32, "module": {"lr": 1e-3}})
+    assert head_batch(plain, [np.arange(100)]) == (32, 1e-3)

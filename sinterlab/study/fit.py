@@ -180,13 +180,14 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     model = cfg.model if model is None else model
     seeds = [int(s) for s in (cfg.protocol.seeds if seeds is None else seeds)]
     max_epochs = int(cfg.trainer.max_epochs if max_epochs is None else max_epochs)
-    folds = dm.folds(assignment, int(model.batch_size))
+    batch, lr = head_batch(model, dm.rows(assignment, "train"))
+    folds = dm.folds(assignment, batch)
     train_rows = folds.rows("train")
     validate = folds.validates
     stop = cfg.protocol.early_stopping
     patience = model_patience(cfg, model)
     head: HeadEnsemble = instantiate(model.module)(
-        in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, model),
+        in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, model), lr=lr,
         max_epochs=max_epochs, groups=len(assignment), seeds=seeds,
         patience=patience if validate else None, min_delta=float(stop.min_delta),
         inputs=input_scaling(dm, train_rows))
@@ -226,7 +227,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
             "extra_inputs": head.extra_inputs,
             "members": members, "n_members": len(members),
             "max_epochs": max_epochs, "epochs_run": trainer.current_epoch,
-            "early_stopping_patience": patience,
+            "early_stopping_patience": patience, "batch_size": batch, "lr": lr,
             "best_val_loss": (float(np.mean([r["best_val_loss"] for r in validated]))
                               if validated else None),
             "checkpoint": str(checkpoint.relative_to(run_dir)),
@@ -236,6 +237,22 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
             "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
             "history": head.history}
     return head, info
+
+
+def head_batch(model: DictConfig, train_rows: list[np.ndarray]) -> tuple[int, float]:
+    """The batch size and learning rate a head trains with: its ``batch_size`` and
+    ``module.lr``, except where its members' training rows (the median member's) would give
+    fewer than ``min_steps_per_epoch`` steps an epoch: then the batch shrinks to that many
+    steps, not below ``min_batch_size``, and the learning rate by the square root of the
+    ratio (as model=auto's raised them; measured on the demo's 2,400 patches: the heads lost
+    at batch 128, see conf/model/auto.yaml)."""
+    batch, lr = int(model.batch_size), float(model.module.lr)
+    steps = model.get("min_steps_per_epoch")
+    if not steps or not train_rows:
+        return batch, lr
+    rows = int(np.median([len(r) for r in train_rows]))
+    fitted = max(int(model.get("min_batch_size") or 1), min(batch, rows // int(steps)))
+    return fitted, lr * float(np.sqrt(fitted / batch))
 
 
 def model_patience(cfg: DictConfig, model: DictConfig) -> int | None:
