@@ -232,9 +232,6 @@ MODEL = {
     "module.n_jobs": Number(integer=True, low=-1, null=True),
     "module.gamma": Number(low=0, low_open=True, words=("scale", "auto")),
     "batch_size": COUNT,
-    # a head's batch shrinks on small data (sinterlab.study.fit.head_batch)
-    "min_steps_per_epoch": Number(integer=True, low=1, null=True),
-    "min_batch_size": Number(integer=True, low=1, null=True),
     "loss_weights.*": NONNEGATIVE,
 }
 
@@ -250,6 +247,9 @@ TRAIN = {
     "model.candidates.*.grid": Grid("model.candidates.*"),
     # model=auto's heads stop sooner than a head trained alone (conf/model/auto.yaml)
     "model.candidates.*.early_stopping.patience": Number(integer=True, low=1, null=True),
+    # and shrink their batch on small data (sinterlab.study.fit.head_batch)
+    "model.candidates.*.min_steps_per_epoch": Number(integer=True, low=1, null=True),
+    "model.candidates.*.min_batch_size": Number(integer=True, low=1, null=True),
     "model.selection.inner_folds": Number(integer=True, low=2),
     "model.selection.inner_seeds": SEEDS,
     "split.fractions": Shares(("train", "val", "test")),

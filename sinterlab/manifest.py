@@ -136,10 +136,12 @@ class RunManifest:
             if not path.is_file():
                 raise SinterlabError(f"{path}: {record.holds} is missing; {fix}")
             size = path.stat().st_size
-            if size < record.size:
-                raise SinterlabError(f"{path}: {record.holds} is truncated ({size} of "
-                                     f"{record.size} bytes); {fix}")
             found = file_sha256(path)
+            if found != record.sha256 and size < record.size:  # cut short, or another file
+                raise SinterlabError(f"{path}: {record.holds} is truncated ({size} of "
+                                     f"{record.size} bytes) or replaced: its sha256 "
+                                     f"{found[:12]} differs from the saved one's "
+                                     f"{record.sha256[:12]}; {fix}")
             if found != record.sha256:
                 raise SinterlabError(f"{path}: {record.holds} differs from the one the run "
                                      f"saved (sha256 {found[:12]} vs {record.sha256[:12]}): "
