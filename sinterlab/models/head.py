@@ -406,7 +406,13 @@ class HeadEnsemble(pl.LightningModule, Candidate):
         checkpoint = {"pytorch-lightning_version": pl.__version__,
                       "state_dict": self.state_dict(),
                       "hparams_name": "kwargs", "hyper_parameters": dict(self.hparams)}
-        return write_with(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+        def save(tmp: Path) -> None:
+            # through a Python file: its failed write is an OSError write_with names (torch's
+            # own writer of a path reports only "iostream error", e.g. under ulimit -f)
+            with open(tmp, "wb") as file:
+                torch.save(checkpoint, file)
+
+        return write_with(Path(path), save)
 
     @classmethod
     def load(cls, path: Path) -> HeadEnsemble:

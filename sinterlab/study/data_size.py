@@ -141,7 +141,8 @@ def served_outputs(cfg: DictConfig, dm: SEMDataModule, model: DictConfig,
         [(ensemble, _)] = fit_models(quiet, dm, stacked, Path(scratch), ["learning-curve"],
                                      [model], seeds)
     images = dm.patches[IMAGE].to_numpy().astype(str)
-    members = ensemble.predict_members(dm.x, images=images)[0]
+    members = ensemble.predict_members(
+        dm.x, images=images, measures=dm.row_measures() if ensemble.reads_measures else None)[0]
     per_group = ensemble.per_group
     outputs, group = [], 0
     for assignment in assignments:
