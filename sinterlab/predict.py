@@ -52,7 +52,7 @@ from sinterlab.features.extract import embed_images
 from sinterlab.manifest import RunManifest, read_manifest
 from sinterlab.measures.compute import image_measures
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
-from sinterlab.models.candidate import Candidate
+from sinterlab.models.candidate import Candidate, raw_members
 from sinterlab.models.estimators import UntrustedModel
 from sinterlab.models.kinds import load_candidate
 from sinterlab.runs import failure
@@ -328,10 +328,10 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     if head.reads_measures:
         measures = served_measures(model, embedded.refs,
                                    [metadata[str(p)]["pixel_size_nm"] for p in paths], counts)
-    outputs = [member.mean(axis=0) for member in head.predict_members(
-        x, images=groups, measures=measures)]
-    raw = head.predict_members(x, calibrated=False, images=groups,
-                               measures=measures) if model.images else None
+    members = head.predict_members(x, images=groups, measures=measures)
+    outputs = [member.mean(axis=0) for member in members]
+    raw = raw_members(head, members, x, images=groups,
+                      measures=measures) if model.images else None
     table = pd.DataFrame({"image": [str(p) for p in paths]})
     for i, (target, output) in enumerate(zip(head.targets, outputs, strict=True)):
         _, mean = aggregate_by_group(output, groups)

@@ -95,6 +95,14 @@ def view_rows(inputs: str, x: np.ndarray, images: np.ndarray | None,
     return np.hstack(parts), np.arange(len(x))
 
 
+def raw_members(model: Candidate, calibrated: list[np.ndarray], x, **kwargs,
+                ) -> list[np.ndarray]:
+    """``model``'s raw member outputs of ``x``: its ``calibrated`` ones again where every
+    temperature is exactly 1 (scikit-learn models: no second pass), else a pass without."""
+    scaled = any(t is not None and np.any(np.asarray(t) != 1.0) for t in model.temperatures())
+    return model.predict_members(x, calibrated=False, **kwargs) if scaled else calibrated
+
+
 class Candidate(ABC):
     """A fitted candidate: ``members`` members, ``per_group`` per group (fold), ordered
     group-major (member ``m`` belongs to group ``m // per_group``)."""

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE
 from sinterlab.data.splits import check_disjoint
@@ -48,7 +48,9 @@ from sinterlab.evaluation.variance import (
     sentence,
 )
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
-from sinterlab.study.fit import fit_models, is_head
+from sinterlab.study.fit import fit_models, head_model, is_head
+from sinterlab.study.record import reported_outputs
+from sinterlab.study.selection import point_config
 
 log = logging.getLogger(__name__)
 #: axis -> (the column whose values are kept or dropped whole, the column that stratifies them,
@@ -66,13 +68,9 @@ def served_config(cfg: DictConfig, block: dict) -> DictConfig | None:
     primary = block["cv"]["primary"]
     if primary == "auto":
         final = block["selection"]["final"]
-        model = cfg.model.candidates[final["model"]].copy()
-        for key, value in (final.get("params") or {}).items():
-            OmegaConf.update(model, key, value, merge=False)
-        return model
+        return point_config(cfg.model.candidates[final["model"]], final.get("params") or {})
     if primary == "head":
-        return (next(iter(cfg.model.candidates.values())) if cfg.model.name == "auto"
-                else cfg.model)
+        return head_model(cfg)
     return None
 
 
@@ -466,8 +464,7 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: dict) -> dict:
         accuracy = samples["_curves"]["accuracy"]
         record["needed"] = needed_samples(*accuracy, [float(a) for a in lc.targets],
                                           samples["today"], float(lc.max_factor), confidence)
-        head = block["outputs"]["head"]
-        output = head[0] if head else block["outputs"]["models"][reported_model(block["cv"])]
+        output = reported_outputs(block)[0]
         record["studies"] = future_studies(dm, output, tested, accuracy, samples["today"], lc,
                                            confidence, int(lc.seed))
     for curve in [*record["axes"].values(), record["baseline_curve"]]:
@@ -496,9 +493,8 @@ def variance_block(cfg: DictConfig, dm: SEMDataModule, block: dict) -> dict:
     outputs = block["outputs"]
     tested = outputs["test_fold"] >= 0
     first = dm.descriptor.targets[0]
-    head = outputs["head"]
     name = reported_model(block["cv"])
-    output = (head[0] if head else outputs["models"][name])[tested]
+    output = reported_outputs(block)[0][tested]
     y = dm.y[:, 0].numpy()[tested]
     score, scale = patch_scores(first, output, y)
     classes = dm.patches[first.name].to_numpy().astype(str)[tested]

@@ -16,6 +16,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning.pytorch as pl
 import numpy as np
@@ -34,7 +35,13 @@ from sinterlab.models.calibration import (
     save_image_calibration,
     set_temperatures,
 )
-from sinterlab.models.candidate import Candidate, FoldView, check_inputs, reads_measures
+from sinterlab.models.candidate import (
+    Candidate,
+    FoldView,
+    check_inputs,
+    raw_members,
+    reads_measures,
+)
 from sinterlab.models.estimators import EstimatorEnsemble, kind_misfit
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.kinds import candidate_class
@@ -286,6 +293,13 @@ def image_calibrations(info: dict) -> list[ImageCalibration | None]:
     return [c and ImageCalibration.from_dict(c) for c in info.get("image_calibration") or []]
 
 
+def head_model(cfg: DictConfig) -> DictConfig:
+    """The model a run trains as its head: under model=auto its first candidate (the head of
+    the leak contrast), else the run's model."""
+    candidates = cfg.model.get("candidates")
+    return next(iter(candidates.values())) if cfg.model.name == "auto" else cfg.model
+
+
 def is_head(model: DictConfig) -> bool:
     """Lightning heads train through :func:`fit_head`; scikit-learn candidates per fold."""
     return candidate_class(model.module, model.name) is HeadEnsemble
@@ -373,56 +387,60 @@ def calibration_pools(assignment: np.ndarray) -> np.ndarray:
     return ~(left_out.astype(np.int32) @ used.T.astype(np.int32) > 0)
 
 
-def group_outputs(model: Candidate, dm: SEMDataModule,
-                  assignment: np.ndarray, calibrated: bool = True,
-                  images: list[ImageCalibration | None] | None = None,
-                  with_unserved: bool = False,
-                  ) -> list[list[np.ndarray]] | tuple[list[list[np.ndarray]], ...]:
+class Outputs(NamedTuple):
+    """Three views of one pass of predictions, each per target (and per group, from
+    :func:`group_outputs`): class probabilities temperature-scaled (``calibrated``), ``raw``,
+    and as predict serves them (``served``: a classification target with an image calibration
+    gives each row its image's calibrated probability; otherwise the calibrated output)."""
+
+    calibrated: list
+    raw: list
+    served: list
+
+
+def group_outputs(model: Candidate, dm: SEMDataModule, assignment: np.ndarray,
+                  images: list[ImageCalibration | None] | None = None) -> Outputs:
     """Per group (fold) of ``assignment``, per target, the outputs of its test rows from its
-    own members (mean over seeds); class probabilities temperature-scaled unless
-    ``calibrated=False``; an image-mean model gives each row its image's output. With
-    ``images`` (per target), a classification target's rows hold their image's served
-    probability instead: each member's raw probabilities pooled and calibrated per image, mean
-    over seeds. ``with_unserved``: also the outputs without ``images`` (from the same
-    predictions: one pass over the rows), as a second list."""
+    own members (mean over seeds), in the three views of :class:`Outputs`; an image-mean model
+    gives each row its image's output. ``images``: the image calibration per target (served:
+    each member's raw probabilities pooled and calibrated per image, mean over seeds)."""
     loader = dm.folds(assignment).test_dataloader()
     index = loader.index
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
     batch_images = np.where(loader.weight.numpy() > 0, image_ids[index.numpy()], "")
     measures = dm.row_measures()[index.numpy()] if model.reads_measures else None
-    per_member = model.predict_members(dm.x[index], calibrated=calibrated, images=batch_images,
-                                       measures=measures)
+    x = dm.x[index]
+    per_member = model.predict_members(x, images=batch_images, measures=measures)
+    raw = raw_members(model, per_member, x, images=batch_images, measures=measures)
     calibrations = images or [None] * len(per_member)
-    raw = per_member if not any(calibrations) else model.predict_members(
-        dm.x[index], calibrated=False, images=batch_images, measures=measures)
-    seeds = model.per_group
-    out, plain = [], []
+    views = Outputs([], [], [])
     for g, rows in enumerate(dm.rows(assignment, "test")):
-        own = slice(g * seeds, (g + 1) * seeds)
-        outputs, unserved = [], []
-        for members, uncalibrated, calibration in zip(per_member, raw, calibrations,
-                                                      strict=True):
-            unserved.append(members[own, :len(rows)].mean(axis=0))
-            if calibration is None:
-                outputs.append(unserved[-1])
-                continue
-            _, probs = calibration.apply(uncalibrated[own, :len(rows)], image_ids[rows], own)
-            outputs.append(probs.mean(axis=0)[pd.factorize(image_ids[rows])[0]])
-        out.append(outputs)
-        plain.append(unserved)
-    return (out, plain) if with_unserved else out
+        own = slice(g * model.per_group, (g + 1) * model.per_group)
+        calibrated = [members[own, :len(rows)].mean(axis=0) for members in per_member]
+        served = list(calibrated)
+        for t, calibration in enumerate(calibrations):
+            if calibration is not None:
+                _, probs = calibration.apply(raw[t][own, :len(rows)], image_ids[rows], own)
+                served[t] = probs.mean(axis=0)[pd.factorize(image_ids[rows])[0]]
+        views.calibrated.append(calibrated)
+        views.raw.append([members[own, :len(rows)].mean(axis=0) for members in raw])
+        views.served.append(served)
+    return views
 
 
 def model_oof(model: Candidate, dm: SEMDataModule, assignment: np.ndarray,
-              calibrated: bool = True,
-              images: list[ImageCalibration | None] | None = None) -> list[np.ndarray]:
-    """Per target, each tested patch's output from its own fold's members (see
-    :func:`group_outputs`)."""
-    per_group = group_outputs(model, dm, assignment, calibrated, images)
-    out = []
-    for t, first in enumerate(per_group[0]):
-        full = np.full((len(dm.x), *first.shape[1:]), np.nan)
-        for rows, outputs in zip(dm.rows(assignment, "test"), per_group, strict=True):
-            full[rows] = outputs[t]
-        out.append(full)
-    return out
+              images: list[ImageCalibration | None] | None = None) -> Outputs:
+    """Per target, each tested patch's output from its own fold's members, in the three views
+    of :class:`Outputs` (see :func:`group_outputs`); untested rows NaN."""
+    test_rows = dm.rows(assignment, "test")
+
+    def spread(per_group: list[list[np.ndarray]]) -> list[np.ndarray]:
+        out = []
+        for t, first in enumerate(per_group[0]):
+            full = np.full((len(dm.x), *first.shape[1:]), np.nan)
+            for rows, outputs in zip(test_rows, per_group, strict=True):
+                full[rows] = outputs[t]
+            out.append(full)
+        return out
+
+    return Outputs(*map(spread, group_outputs(model, dm, assignment, images)))

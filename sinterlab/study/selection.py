@@ -86,14 +86,19 @@ def grid_points(name: str, model: DictConfig, searched: bool) -> list[tuple[str,
         return [(name, model)]
     points = []
     for values in itertools.product(*grid.values()):
-        point = model.copy()
-        with open_dict(point):  # a grid may set what the config leaves at its default
-            for key, value in zip(grid, values, strict=True):
-                OmegaConf.update(point, key, value, merge=False)
-        label = " ".join(f"{key.split('.')[-1]}={value}" for key, value in zip(grid, values,
-                                                                              strict=True))
-        points.append((f"{name} {label}", point))
+        params = dict(zip(grid, values, strict=True))
+        label = " ".join(f"{key.split('.')[-1]}={value}" for key, value in params.items())
+        points.append((f"{name} {label}", point_config(model, params)))
     return points
+
+
+def point_config(model: DictConfig, params: dict) -> DictConfig:
+    """A copy of the candidate's config with a grid point's ``params`` (dotted keys) set."""
+    point = model.copy()
+    with open_dict(point):  # a grid may set what the config leaves at its default
+        for key, value in params.items():
+            OmegaConf.update(point, key, value, merge=False)
+    return point
 
 
 def searched(sel: DictConfig, model: DictConfig) -> bool:
@@ -149,9 +154,8 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                 # what predict would serve: each inner member's image probabilities through
                 # its image calibration, fitted on inner validation images of its own outer
                 # fold's training groups, never on the inner held-out groups scored here
-                held_out, unserved = group_outputs(ensemble, dm, inner,
-                                                   images=image_calibrations(info),
-                                                   with_unserved=True)
+                views = group_outputs(ensemble, dm, inner, images=image_calibrations(info))
+                held_out, unserved = views.served, views.calibrated
                 scores, before = [], []
                 for f in range(folds):
                     groups = range(f * per_outer, (f + 1) * per_outer)
@@ -194,12 +198,10 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                     for label, _ in grid]
             for (label, _), (ensemble, info) in zip(grid, fit_models(
                     cfg, dm, assignment, run_dir, tags, [m for _, m in grid]), strict=True):
-                # the last: what predict serves (image-calibrated probabilities; regression:
-                # the outputs themselves)
-                outputs[label] = (model_oof(ensemble, dm, assignment),
-                                  model_oof(ensemble, dm, assignment, calibrated=False),
-                                  model_oof(ensemble, dm, assignment,
-                                            images=image_calibrations(info)))
+                # calibrated, raw and served (image-calibrated probabilities; regression: the
+                # outputs themselves) views of one pass of predictions
+                outputs[label] = model_oof(ensemble, dm, assignment,
+                                           images=image_calibrations(info))
                 points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
                                                         outputs[label][2][0][tested],
                                                         images[tested])

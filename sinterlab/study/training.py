@@ -48,7 +48,7 @@ from sinterlab.evaluation.statistics import (
     selection_check,
     verdict,
 )
-from sinterlab.measures.trends import measure_columns, measures_oof
+from sinterlab.measures.trends import measures_oof
 from sinterlab.runs import RunInterrupted, claim
 from sinterlab.study.data_size import learning_curves, variance_block
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
@@ -56,6 +56,7 @@ from sinterlab.study.extraction import refuse_ddp
 from sinterlab.study.fit import (
     check_losses,
     fit_models,
+    head_model,
     image_calibrations,
     model_inputs,
     model_oof,
@@ -101,7 +102,7 @@ def image_only_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, r
     image_only.x, image_only.extra_inputs = dm.image_x, []
     [(fitted, _)] = fit_models(cfg, image_only, assignment, run_dir,
                                [f"{split_kind}-{IMAGE_ONLY}"], [model])
-    return model_oof(fitted, image_only, assignment)[0]
+    return model_oof(fitted, image_only, assignment).calibrated[0]
 
 
 # -- evaluation of one split kind ---------------------------------------------------------------
@@ -141,17 +142,12 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, split_kind: str, run_d
         outputs = {AUTO: head_outputs[0]} | candidates | outputs
     elif train_head:
         primary = HEAD
-        # under model=auto the other split's head is the first candidate
-        model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
-                 else cfg.model)
+        model = head_model(cfg)  # under model=auto the other split's: the first candidate
         with stage(f"{split_kind} split: head training"):
             [(head, block["training"])] = fit_models(cfg, dm, assignment, run_dir, [split_kind],
                                                      [model])
-        head_outputs = model_oof(head, dm, assignment)
-        head_raw = model_oof(head, dm, assignment, calibrated=False)
-        head_served = (model_oof(head, dm, assignment,
-                                 images=image_calibrations(block["training"]))
-                       if block["training"].get("image_calibration") else head_outputs)
+        head_outputs, head_raw, head_served = model_oof(
+            head, dm, assignment, images=image_calibrations(block["training"]))
         outputs = {HEAD: head_outputs[0]} | outputs
         if dm.extra_inputs and split_kind == cfg.split.kind:
             with stage(f"{split_kind} split: image-only {model.name} (same folds)"):
@@ -224,9 +220,7 @@ def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray)
     """The measures-only model's out-of-fold outputs, per patch (its image's)."""
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
     rows = first_rows(image_ids)
-    position = pd.Series(np.arange(len(dm.descriptor.table)), dm.descriptor.table[IMAGE])
-    features = dm.measures[measure_columns(dm.measures)].to_numpy(float)[
-        position[image_ids[rows]].to_numpy()]
+    features = dm.row_measures()[rows]
     first = dm.descriptor.targets[0]
     num_classes = len(first.classes) if first.kind == "classification" else None
     per_image = measures_oof(features, dm.y[rows, 0].numpy(), test_fold[rows], first.kind,
@@ -279,8 +273,7 @@ def served_model(cfg: DictConfig, block: dict, primary: str | None,
         final = block["selection"]["final"]
         return final.get("point", final["model"]), final["module"], final["inputs"]
     if primary == HEAD:
-        model = (next(iter(cfg.model.candidates.values())) if cfg.model.name == AUTO
-                 else cfg.model)
+        model = head_model(cfg)
         return (str(model.name), OmegaConf.to_container(model.module, resolve=True),
                 model_inputs(model))
     return None
