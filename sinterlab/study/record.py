@@ -113,8 +113,8 @@ def oof_tables(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutputs
          **{f"{t.name}_true": "first" for t in dm.descriptor.targets},
          **dict.fromkeys(values, "mean")}).rename(columns={"patch_id": "patches"}).reset_index()
     image_ids = dm.patches[IMAGE].to_numpy()[tested]
-    for target, output in zip(dm.descriptor.targets, outputs.primary.served if outputs.primary else [],
-                              strict=False):
+    served = outputs.primary.served if outputs.primary else []
+    for target, output in zip(dm.descriptor.targets, served, strict=False):
         if target.kind == "classification":  # per image: what predict serves
             probs = aggregate_by_group(output[tested], image_ids)[1]
             for c, name in enumerate(target.classes):
