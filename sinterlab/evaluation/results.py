@@ -22,7 +22,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pydantic
 
@@ -539,6 +539,10 @@ FALLBACK_MODEL = "linear_probe"
 class RunMetrics(ProtocolBlock):
     """``metrics.json``: the run's own split's block and everything around it."""
 
+    #: written first, before the block's fields
+    LEADING: ClassVar[tuple[str, ...]] = ("schema", "experiment", "task", "seed", "protocol",
+                                          "targets")
+
     schema: int = SCHEMA
     experiment: str
     task: str
@@ -634,7 +638,9 @@ def jsonable(value: Any) -> Any:
         return value.as_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         # a field left at its default None is absent (as in the files before schema 2)
-        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+        leading = getattr(value, "LEADING", ())
+        fields = sorted(dataclasses.fields(value), key=lambda f: f.name not in leading)
+        return {f.name: jsonable(getattr(value, f.name)) for f in fields
                 if not (f.default is None and getattr(value, f.name) is None)}
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}

@@ -15,6 +15,8 @@ import copy
 import dataclasses
 import logging
 import time
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -25,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_text
 from sinterlab.console import recorded_stages, stage
-from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, Target, str_label
+from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, str_label
 from sinterlab.evaluation.baselines import baseline_outputs
 from sinterlab.evaluation.display import selection_warning
 from sinterlab.evaluation.instrument import instrument_check, settings_by_class
@@ -86,6 +88,8 @@ from sinterlab.threads import library_threads
 
 log = logging.getLogger(__name__)
 HEAD, AUTO, MEASURES = "head", "auto", "measures"
+#: a bootstrap unit's column -> its name in metrics.json
+UNIT_NAMES = {SLIDE: "slide", SAMPLE: "sample"}
 
 
 def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
@@ -133,84 +137,136 @@ def bootstrap_unit(split_kind: str) -> str:
 
 def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, split_kind: str, run_dir: Path,
                       train_head: bool) -> tuple[ProtocolBlock, ProtocolOutputs]:
-    """Head (optional) and baselines on the folds of ``split_kind``: the block of metrics.json,
-    and the out-of-fold outputs it was computed from."""
+    """Primary model (optional) and baselines on the folds of ``split_kind``: the block of
+    metrics.json, and the out-of-fold outputs it was computed from."""
     assignment = dm.assignment if split_kind == cfg.split.kind else dm.split(split_kind)
     test_fold = dm.test_fold(assignment)
-    tested = test_fold >= 0
-    first = dm.descriptor.targets[0]
-    y = dm.y.numpy()
-    images = dm.patches[IMAGE].to_numpy().astype(str)
-    samples = dm.patches[SAMPLE].to_numpy().astype(str)
-    unit_column = bootstrap_unit(split_kind)
-    units = dm.patches[unit_column].to_numpy().astype(str)
     with stage(f"{split_kind} split: baselines"):
         outputs, baseline_info = baselines_oof(cfg, dm, assignment)
-        baselines = tuple(outputs)
         if getattr(dm, "measures", None) is not None and split_kind != "patch":
             outputs[MEASURES] = measures_baseline(cfg, dm, test_fold)
-            baselines = (*baselines, MEASURES)
-    head: Outputs | None = None
-    primary, selection, training = None, None, None
-    if train_head and cfg.model.name == "auto" and split_kind == cfg.split.kind:
-        primary = AUTO
+    baselines = tuple(outputs)
+    primary = train_primary(cfg, dm, split_kind, assignment, run_dir) if train_head else None
+    if primary:
+        outputs = primary.outputs | outputs
+    scored = Scored(dm, split_kind, test_fold)
+    block = ProtocolBlock(
+        split=split_info(cfg, dm, split_kind, assignment),
+        cv=cross_validation(cfg, dm, scored, assignment, outputs, primary, baselines),
+        baseline={name: scored.metrics(outputs[name]) for name in baselines},
+        baseline_info=baseline_info | {"fitted_on": "each fold's train + validation rows"},
+        training=primary and primary.training, selection=primary and primary.selection)
+    if primary:
+        tested = scored.tested
+        block.test = record_of(Metrics, evaluate_targets(
+            [t.as_dict() for t in dm.descriptor.targets], scored.y[tested],
+            [o[tested] for o in primary.head.calibrated], scored.images[tested],
+            scored.samples[tested]))
+        block.calibration = calibration_block(cfg, scored, primary.head,
+                                              served_by(primary.info))
+    return block, ProtocolOutputs(primary=primary and primary.head, models=outputs,
+                                  test_fold=test_fold)
+
+
+@dataclass
+class Primary:
+    """A block's own model: the head trained on the folds, or model=auto's nested choice."""
+
+    #: the metrics.json key of its row: head or auto
+    key: str
+    head: Outputs
+    #: its out-of-fold outputs (first target), with model=auto's candidates and the image-only
+    #: twin, keyed as their rows
+    outputs: dict[str, np.ndarray]
+    #: the fit record fit_models gave (members, calibration)
+    info: dict
+    selection: Selection | None = None
+
+    @cached_property
+    def training(self) -> Training:
+        return record_of(Training, self.info)
+
+
+def train_primary(cfg: DictConfig, dm: SEMDataModule, split_kind: str, assignment: np.ndarray,
+                  run_dir: Path) -> Primary:
+    """model=auto's nested CV on the run's own split; otherwise the configured head (under
+    model=auto on the contrast split: its first candidate) with, given data.extra_inputs, the
+    same model on the image alone."""
+    if cfg.model.name == "auto" and split_kind == cfg.split.kind:
         with stage(f"{split_kind} split: model selection (nested CV)"):
-            selection, nested, training, candidates = select_model(cfg, dm, assignment,
-                                                                   split_kind, run_dir)
+            selection, nested, info, candidates = select_model(cfg, dm, assignment, split_kind,
+                                                               run_dir)
         head = Outputs(*nested)
-        outputs = {AUTO: head.calibrated[0]} | candidates | outputs
-    elif train_head:
-        primary = HEAD
-        model = head_model(cfg)  # under model=auto the other split's: the first candidate
-        with stage(f"{split_kind} split: head training"):
-            [(fitted, training)] = fit_models(cfg, dm, assignment, run_dir, [split_kind], [model])
-        head = model_oof(fitted, dm, assignment, images=image_calibrations(training))
-        outputs = {HEAD: head.calibrated[0]} | outputs
-        if dm.extra_inputs and split_kind == cfg.split.kind:
-            with stage(f"{split_kind} split: image-only {model.name} (same folds)"):
-                outputs = {HEAD: outputs[HEAD],
-                           IMAGE_ONLY: image_only_oof(cfg, dm, assignment, run_dir, split_kind,
-                                                      model)} | outputs
-    test, calibration = None, None
-    if head is not None:
-        targets = [t.as_dict() for t in dm.descriptor.targets]
-        test = record_of(Metrics, evaluate_targets(targets, y[tested],
-                                                   [o[tested] for o in head.calibrated],
-                                                   images[tested], samples[tested]))
-        calibration = calibration_block(
-            cfg, first, y[tested, 0], head.raw[0][tested], head.calibrated[0][tested],
-            head.served[0][tested], images[tested], samples[tested], units[tested],
-            test_fold[tested], split_kind, served_by(training))
-    values = np.asarray(first.values) if first.ordered else None  # errors in the units
-    baseline = {name: record_of(Metrics, evaluate_levels(
-        first.kind, y[tested, 0], outputs[name][tested], images[tested], samples[tested],
-        values)) for name in baselines}
-    tables = {name: LevelTables(first.kind, y[tested, 0], out[tested], images[tested],
-                                samples[tested], units[tested], values)
-              for name, out in outputs.items()}
+        return Primary(AUTO, head, {AUTO: head.calibrated[0]} | candidates, info, selection)
+    model = head_model(cfg)
+    with stage(f"{split_kind} split: head training"):
+        [(fitted, info)] = fit_models(cfg, dm, assignment, run_dir, [split_kind], [model])
+    head = model_oof(fitted, dm, assignment, images=image_calibrations(info))
+    outputs = {HEAD: head.calibrated[0]}
+    if dm.extra_inputs and split_kind == cfg.split.kind:
+        with stage(f"{split_kind} split: image-only {model.name} (same folds)"):
+            outputs[IMAGE_ONLY] = image_only_oof(cfg, dm, assignment, run_dir, split_kind, model)
+    return Primary(HEAD, head, outputs, info)
+
+
+class Scored:
+    """The rows a split kind's models are scored on: truth, image, sample and bootstrap unit
+    per patch row, which rows were tested and in which fold."""
+
+    def __init__(self, dm: SEMDataModule, split_kind: str, test_fold: np.ndarray):
+        self.split_kind, self.test_fold = split_kind, test_fold
+        self.tested = test_fold >= 0
+        self.target = dm.descriptor.targets[0]
+        self.y = dm.y.numpy()
+        self.images = dm.patches[IMAGE].to_numpy().astype(str)
+        self.samples = dm.patches[SAMPLE].to_numpy().astype(str)
+        self.unit_column = bootstrap_unit(split_kind)
+        self.units = dm.patches[self.unit_column].to_numpy().astype(str)
+        #: an ordered target's level values: its errors in its units
+        self.values = np.asarray(self.target.values) if self.target.ordered else None
+
+    def metrics(self, output: np.ndarray) -> Metrics:
+        """A model's pooled out-of-fold metrics (first target) at every level, no intervals."""
+        t = self.tested
+        return record_of(Metrics, evaluate_levels(self.target.kind, self.y[t, 0], output[t],
+                                                  self.images[t], self.samples[t], self.values))
+
+    def tables(self, output: np.ndarray) -> LevelTables:
+        t = self.tested
+        return LevelTables(self.target.kind, self.y[t, 0], output[t], self.images[t],
+                           self.samples[t], self.units[t], self.values)
+
+
+def cross_validation(cfg: DictConfig, dm: SEMDataModule, scored: Scored,
+                     assignment: np.ndarray, outputs: dict[str, np.ndarray],
+                     primary: Primary | None, baselines: tuple[str, ...]) -> CrossValidation:
+    """Every model's pooled metrics with intervals (bootstrap over units), per fold and their
+    spread, the verdict, and (classification) the permutation test and the instrument check."""
+    first, key = scored.target, primary and primary.key
     b = cfg.evaluation.bootstrap
-    with stage(f"{split_kind} split: bootstrap intervals"):
-        pooled = bootstrap_intervals(tables, int(b.n), int(b.seed), float(b.confidence),
-                                     reference=primary)
-    per_fold = {name: per_fold_metrics(first.kind, y[:, 0], out, images, samples, test_fold,
-                                       values) for name, out in outputs.items()}
-    trained = training and record_of(Training, training)
+    with stage(f"{scored.split_kind} split: bootstrap intervals"):
+        pooled = bootstrap_intervals({name: scored.tables(out) for name, out in outputs.items()},
+                                     int(b.n), int(b.seed), float(b.confidence), reference=key)
+    per_fold = {name: per_fold_metrics(first.kind, scored.y[:, 0], out, scored.images,
+                                       scored.samples, scored.test_fold, scored.values)
+                for name, out in outputs.items()}
     cv = CrossValidation(
-        protocol=cfg.protocol.name, folds=len(assignment), primary=primary,
-        head_model=trained and trained.model,
+        protocol=cfg.protocol.name, folds=len(assignment), primary=key,
+        head_model=primary and primary.training.model,
         seeds=[int(s) for s in cfg.protocol.seeds], split_seed=int(cfg.protocol.split_seed),
         target=first.name,
-        per_fold=[Fold(fold=f, **fold_sizes(dm, assignment[f], split_kind),
+        per_fold=[Fold(fold=f, **fold_sizes(dm, assignment[f], scored.split_kind),
                        models={name: record_of(Metrics, per_fold[name][f]) for name in outputs})
                   for f in range(len(assignment))],
         fold_statistics={name: fold_statistics(per_fold[name], first.kind, first.ordered)
                          for name in outputs},
         pooled=pooled,
-        bootstrap=Bootstrap(n=int(b.n), unit={SLIDE: "slide", SAMPLE: "sample"}[unit_column],
+        bootstrap=Bootstrap(n=int(b.n), unit=UNIT_NAMES[scored.unit_column],
                             confidence=float(b.confidence), seed=int(b.seed),
-                            units=int(len(np.unique(units[tested])))),
-        verdict=verdict(pooled, first.kind, cfg.evaluation.headline_level, primary, baselines))
-    if selection is not None:
+                            units=int(len(np.unique(scored.units[scored.tested])))),
+        verdict=verdict(pooled, first.kind, cfg.evaluation.headline_level, key, baselines))
+    selection = primary and primary.selection
+    if selection:
         v = cv.verdict
         v.selection = selection_check(pooled, v.level, v.metric, v.higher_is_better,
                                       {"nested": AUTO, "final": selection.final.model},
@@ -219,19 +275,14 @@ def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, split_kind: str, run_d
             if check.disagrees:
                 log.warning(selection_warning(check, v.level, v.metric))
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
-        with stage(f"{split_kind} split: permutation test"):
-            reported = cv.cell(primary or "", "image", "accuracy")
+        with stage(f"{scored.split_kind} split: permutation test"):
+            reported = cv.cell(key or "", "image", "accuracy")
             cv.permutation = image_permutation_test(
-                cfg, dm, test_fold, served_model(cfg, selection, primary),
+                cfg, dm, scored.test_fold, served_model(cfg, selection, key),
                 reported and reported.value)
-        if cfg.evaluation.instrument.enabled and split_kind != "patch":
-            cv.instrument = instrument_block(cfg, dm, test_fold)
-    block = ProtocolBlock(
-        split=split_info(cfg, dm, split_kind, assignment), cv=cv, baseline=baseline,
-        baseline_info=baseline_info | {"fitted_on": "each fold's train + validation rows"},
-        training=trained, test=test,
-        calibration=calibration, selection=selection)
-    return block, ProtocolOutputs(primary=head, models=outputs, test_fold=test_fold)
+        if cfg.evaluation.instrument.enabled and scored.split_kind != "patch":
+            cv.instrument = instrument_block(cfg, dm, scored.test_fold)
+    return cv
 
 
 def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) -> np.ndarray:
@@ -247,27 +298,28 @@ def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray)
     return per_image[index]
 
 
-def calibration_block(cfg: DictConfig, target: Target, y: np.ndarray, raw: np.ndarray,
-                      calibrated: np.ndarray, served: np.ndarray, images: np.ndarray,
-                      samples: np.ndarray, units: np.ndarray, folds: np.ndarray, split_kind: str,
+def calibration_block(cfg: DictConfig, scored: Scored, head: Outputs,
                       served_by: str | None) -> Calibration:
-    """ECE per patch, image and sample before/after calibration, with intervals that resample
-    ``units`` of ``split_kind``, what is ``served_by`` and the conformal prediction sets of the
-    served image probabilities (classification); or the conformal intervals (regression); each
-    with its coverage checked fold by fold, on the tested rows' out-of-fold outputs."""
+    """ECE per patch, image and sample before/after calibration of the primary model's tested
+    rows, with intervals that resample the split's units, what is ``served_by`` and the
+    conformal prediction sets of the served image probabilities (classification); or the
+    conformal intervals (regression); each with its coverage checked fold by fold."""
     c, b = cfg.evaluation.calibration, cfg.evaluation.bootstrap
+    t = scored.tested
+    y, images, folds = scored.y[t, 0], scored.images[t], scored.test_fold[t]
     first = first_rows(images)
-    if target.kind == "classification":
+    if scored.target.kind == "classification":
+        served = head.served[0][t]
         out = record_of(Calibration, classification_calibration(
-            y, raw, calibrated, served, images, samples, units, int(c.bins), int(b.n),
-            int(b.seed), float(b.confidence)))
-        out.bootstrap.unit = {SLIDE: "slide", SAMPLE: "sample"}[bootstrap_unit(split_kind)]
+            y, head.raw[0][t], head.calibrated[0][t], served, images, scored.samples[t],
+            scored.units[t], int(c.bins), int(b.n), int(b.seed), float(b.confidence)))
+        out.bootstrap.unit = UNIT_NAMES[scored.unit_column]
         out.sets = record_of(PredictionSetsCheck, conformal_sets(
             y[first].astype(np.int64), served[first], folds[first],
-            float(c.conformal_confidence), target.ordered))
+            float(c.conformal_confidence), scored.target.ordered))
         out.served = served_by
         return out
-    _, predicted = aggregate_by_group(calibrated, images)
+    _, predicted = aggregate_by_group(head.calibrated[0][t], images)
     return Calibration(conformal=record_of(ConformalCheck, conformal_coverage(
         y[first], predicted, folds[first], float(c.conformal_confidence))))
 
