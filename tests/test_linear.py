@@ -62,6 +62,25 @@ def test_stored_map_equals_the_sklearn_pipeline_and_saves_without_pickle(pca, tm
     np.testing.assert_allclose(torch_out.numpy(), got, atol=1e-4)
 
 
+@pytest.mark.parametrize("pca", [None, 4])
+def test_grid_fitted_along_the_c_path_equals_each_point_fitted_from_scratch(pca):
+    """Points that differ only in C are fitted weakest-regularised last, each lbfgs run warm
+    from the previous C's solution: at a tight tolerance every point's map is the one a cold
+    fit of that point alone gives, in the order the points were passed."""
+    x, y = blobs(d=16)
+    folds = [np.arange(200), np.arange(100, 300)]
+    images = np.arange(len(x)).astype(str)
+    grid = [1.0, 1e-3, 0.1, 1e-2]  # not in C order
+    path, _ = fit_linear([LinearModel(c, pca, 2000, 1e-10) for c in grid], ["patch"] * len(grid),
+                         TARGET, x, y[:, None], images, folds, 0)
+    for c, warm in zip(grid, path, strict=True):
+        [cold], _ = fit_linear([LinearModel(c, pca, 2000, 1e-10)], ["patch"], TARGET, x,
+                               y[:, None], images, folds, 0)
+        assert warm.params == {"C": c, "pca": pca}
+        np.testing.assert_allclose(warm.weights[0], cold.weights[0], atol=2e-4)
+        np.testing.assert_allclose(warm.biases[0], cold.biases[0], atol=2e-4)
+
+
 def test_image_mean_model_gives_each_image_its_mean_embeddings_output():
     x, y = blobs(n=120)
     images = np.repeat(np.arange(30), 4).astype(str)
