@@ -88,3 +88,22 @@ def test_a_baseline_added_in_yaml_is_fitted_under_its_name(tmp_path):
                                   factories, 0, 4)
     assert set(outputs) == {*BASELINES, "probe_c1"}
     assert not np.array_equal(outputs["probe_c1"], outputs["linear_probe"])
+
+
+@pytest.mark.parametrize("kind", ["classification", "regression"])
+def test_float32_baselines_give_the_float64_outputs(kind, tmp_path):
+    """``evaluation.baseline_dtype=float32`` (the run's setting) solves the same problems as
+    float64: at a tight tolerance their outputs agree; an unknown dtype is refused."""
+    cfg = compose_train(["evaluation.baseline_tol=1e-7"], tmp_path)
+    assert cfg.evaluation.baseline_dtype == "float32"
+    factories = {name: instantiate(spec) for name, spec in cfg.evaluation.baselines.items()}
+    x, y, fits, tests = problem(kind)
+    classes = 4 if kind == "classification" else None
+    single, double = (baseline_outputs(kind, x[fits[0]], y[fits[0]], x[tests[0]], factories, 0,
+                                       classes, dtype=dtype)[0]
+                      for dtype in ("float32", "float64"))
+    for name in BASELINES:
+        np.testing.assert_allclose(single[name], double[name], atol=2e-3)
+    with pytest.raises(ValueError, match="dtype"):
+        baseline_outputs(kind, x[fits[0]], y[fits[0]], x[tests[0]], factories, 0, classes,
+                         dtype="float16")

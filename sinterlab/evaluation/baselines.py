@@ -23,6 +23,8 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from sinterlab.models.linear import solver_dtype
+
 #: the baselines of conf/evaluation/default.yaml, as they appear in metrics.json and reports
 BASELINES = ("pca_logreg", "linear_probe")
 
@@ -78,6 +80,7 @@ def baseline_outputs(
     seed: int,
     num_classes: int | None = None,
     estimators: dict | None = None,
+    dtype: str = "float64",
 ) -> tuple[dict[str, np.ndarray], dict]:
     """Fit every baseline of ``factories`` (name -> pipeline factory) on the training rows;
     their outputs on ``x_test``.
@@ -85,10 +88,11 @@ def baseline_outputs(
     Outputs: class probabilities (n, ``num_classes``) or predictions (n,). Also returns the PCA
     facts of the first pipeline with a ``pca`` step (components, explained variance) and, under
     ``estimators``, each pipeline's fitted last step (pass them to the next fold to warm-start
-    it).
+    it). ``dtype`` (float32 | float64): what the pipelines compute in.
     """
-    x_train = np.asarray(x_train, dtype=np.float64)
-    x_test = np.asarray(x_test, dtype=np.float64)
+    dtype = solver_dtype(dtype)
+    x_train = np.asarray(x_train, dtype=dtype)
+    x_test = np.asarray(x_test, dtype=dtype)
     y_train = np.asarray(y_train).reshape(-1)
     if x_train.ndim != 2 or x_test.ndim != 2:
         raise ValueError("x_train and x_test must be 2-D (n_patches, embedding_dim)")

@@ -167,7 +167,8 @@ def baseline_oof(cfg: DictConfig, dm: SEMDataModule, name: str,
         for fold in assignment:
             fit, test = np.flatnonzero((fold == "train") | (fold == "val")), fold == "test"
             out, info = baseline_outputs(first.kind, x[fit], y[fit], x[test], factory,
-                                         int(cfg.seed), classes, estimators)
+                                         int(cfg.seed), classes, estimators,
+                                         str(cfg.evaluation.baseline_dtype))
             estimators = info["estimators"]
             full[test] = out[name]
         outputs.append(full)

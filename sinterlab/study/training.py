@@ -85,7 +85,8 @@ def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
     for fold in assignment:
         fit, test = np.flatnonzero(fold != "test"), np.flatnonzero(fold == "test")
         outputs, info = baseline_outputs(first.kind, x[fit], y[fit], x[test], factories,
-                                         int(cfg.seed), num_classes, estimators)
+                                         int(cfg.seed), num_classes, estimators,
+                                         str(e.baseline_dtype))
         estimators = info.pop("estimators")
         for name in factories:
             out[name][test] = outputs[name]
