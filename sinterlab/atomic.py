@@ -129,10 +129,10 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_json(path: str | Path, obj: object) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _jsonable(value: object) -> object:
+def json_default(value: object) -> object:
     """numpy scalars/arrays and paths in metrics dicts."""
     if hasattr(value, "tolist"):
         return value.tolist()

@@ -243,7 +243,7 @@ def test_auto_chooses_the_measures_model_where_the_embeddings_say_nothing(make_c
     dm.setup()
     dm.x = torch.randn(dm.x.shape, generator=torch.Generator().manual_seed(0))  # noise only
     record, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
-    assert record["final"]["model"] == "sk_measures" and record["final"]["kind"] == "sklearn"
-    assert record["final"]["inputs"] == "measures"
-    assert set(record["winners"]) <= {"sk_measures", "sk_image_measures"}
-    assert record["cv_scores"]["sk_measures"] < record["cv_scores"]["sk_logreg_image"]
+    assert record.final.model == "sk_measures" and record.final.kind == "sklearn"
+    assert record.final.inputs == "measures"
+    assert set(record.winners) <= {"sk_measures", "sk_image_measures"}
+    assert record.cv_scores["sk_measures"] < record.cv_scores["sk_logreg_image"]

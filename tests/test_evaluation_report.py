@@ -78,14 +78,14 @@ def test_the_verdict_says_plainly_when_the_head_does_not_beat_a_baseline(finishe
     metrics = metrics_of(finished_run)
     verdict = metrics["cv"]["verdict"]
     verdict |= {"best_model": "linear_probe", "best_baseline": "linear_probe",
-                "head_margin": -0.1, "head_interval_width": 0.3,
-                "head_beats_by_more_than_interval": False}
+                "primary_margin": -0.1, "primary_interval_width": 0.3,
+                "primary_beats_by_more_than_interval": False}
     md, _ = write_report(tmp_path, metrics)
     assert "**The MLP head does not beat the linear probe**" in md.read_text()
-    verdict |= {"best_model": "head", "head_margin": 0.05}
+    verdict |= {"best_model": "head", "primary_margin": 0.05}
     md, _ = write_report(tmp_path, metrics)
     assert "no clear gain over the linear probe" in md.read_text()
-    verdict |= {"head_margin": 0.4, "head_beats_by_more_than_interval": True}
+    verdict |= {"primary_margin": 0.4, "primary_beats_by_more_than_interval": True}
     md, _ = write_report(tmp_path, metrics)
     assert "beats the best baseline (linear probe) by 0.400" in md.read_text()
 

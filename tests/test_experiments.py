@@ -31,7 +31,7 @@ def test_experiment_runs_in_fast_mode(experiment, make_cfg, design_descriptor, t
     else:
         assert set(patch) == {t["name"] for t in saved["targets"]}
     assert "not transfer learning" in (tmp_path / "report.md").read_text()
-    assert metrics["contrast"]["split"]["leaky"] != metrics["split"]["leaky"]
+    assert metrics.contrast.split.leaky != metrics.split.leaky
     if experiment == "five_class":  # an ordered target: errors in BC beside the accuracy
         head = saved["cv"]["pooled"]["head"]["image"]
         assert head["mae"]["low"] <= head["mae"]["value"] <= head["mae"]["high"]

@@ -58,7 +58,8 @@ def test_extra_input_beats_image_only_on_the_same_folds(marked_run):
     image_only = pooled[IMAGE_ONLY]["image"]["accuracy"]["value"]
     assert with_marker >= image_only + 0.1, (with_marker, image_only)  # measured: 0.425, 0.225
     # the same folds: the per-fold table scores both models on every fold
-    assert all(IMAGE_ONLY in row and "head" in row for row in metrics["cv"]["per_fold"])
+    assert all(IMAGE_ONLY in row["models"] and "head" in row["models"]
+               for row in metrics["cv"]["per_fold"])
     report = (marked_run / "report.md").read_text()
     assert "extra inputs `marker`" in report and "image only (no extra inputs)" in report
     assert "gallery" in metrics["skipped"]  # maps read the image alone

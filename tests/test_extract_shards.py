@@ -39,7 +39,7 @@ def test_two_shards_fill_the_cache_that_training_reads(tiny_descriptor, tmp_path
     cfg = make_cfg(f"features.cache_dir={cache}", "protocol.folds=3", "protocol.seeds=[0]",
                    "evaluation.gallery.enabled=false")
     metrics = run_experiment(cfg, tmp_path / "run")
-    assert metrics["cache"]["from_cache"] == 24 and metrics["cache"]["extracted"] == 0
+    assert metrics.cache.from_cache == 24 and metrics.cache.extracted == 0
 
 
 def test_a_killed_shard_resumes_without_redoing_finished_images(tiny_descriptor, tmp_path,

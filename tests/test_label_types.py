@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf, open_dict
 
+from sinterlab.evaluation.results import ClassGroups
 from sinterlab.predict import predict
 from sinterlab.study.training import run_experiment
 
@@ -65,17 +66,17 @@ def test_every_target_kind_completes_with_every_optional_stage_and_predict_serve
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
     metrics = run_experiment(cfg, run_dir)
-    assert metrics["skipped"] == {}
+    assert metrics.skipped == {}
     assert json.loads((run_dir / "metrics.json").read_text())["skipped"] == {}
     assert (run_dir / "report.html").is_file()
-    assert metrics["gallery"], "the gallery drew no map"
-    assert all((run_dir / r["map"]).is_file() for r in metrics["gallery"])
-    assert metrics["tensorboard"] and str(run_dir) in metrics["tensorboard"]
+    assert metrics.gallery, "the gallery drew no map"
+    assert all((run_dir / r.map).is_file() for r in metrics.gallery)
+    assert metrics.tensorboard and str(run_dir) in metrics.tensorboard
     if ordered:  # errors counted in levels of the named grades
-        assert metrics["targets"][0]["error_unit"] == "levels"
-        assert "mae" in metrics["cv"]["pooled"]["head"]["image"]
+        assert metrics.first_target.error_unit == "levels"
+        assert metrics.cv.cell("head", "image", "mae") is not None
     if target == "composition":
-        assert {r["truth"] for r in metrics["gallery"]} <= set(NAMES.values())
+        assert {r.truth for r in metrics.gallery} <= set(NAMES.values())
         assert "Cu–Ni 50 µm" in (run_dir / "report.md").read_text()
     images = sorted((source.parent / "images").glob("*.tif"))[:2]
     table, _ = predict(predict_cfg(run_dir, images))
@@ -108,7 +109,7 @@ def test_failing_optional_stages_cost_nothing_computed(make_cfg, tmp_path, monke
     assert all("could not convert" in reason for reason in saved["skipped"].values())
     assert saved["cv"]["pooled"]["head"]["image"]["accuracy"]["value"] is not None
     assert (tmp_path / "oof_predictions.csv").is_file()
-    assert (tmp_path / metrics["training"]["checkpoint"]).is_file()
+    assert (tmp_path / metrics.training.checkpoint).is_file()
     assert (tmp_path / "figures" / "loss.png").is_file()  # the other figures are drawn
     assert not (tmp_path / "report.html").exists()
     report = (tmp_path / "report.md").read_text()
@@ -128,8 +129,8 @@ def test_a_small_class_kept_on_request_is_warned_about_and_counted(make_cfg, tin
     cfg = make_cfg(f"data.descriptor={path}", "protocol.folds=3", "protocol.seeds=[0]",
                    "split.allow_small_classes=true")
     metrics = run_experiment(cfg, tmp_path / "run")
-    assert metrics["data"]["small_classes"] == ["250"]
-    assert metrics["data"]["class_groups"]["250"] == {"groups": 1, "images": int(lone.sum())}
+    assert metrics.data.small_classes == ["250"]
+    assert metrics.data.class_groups["250"] == ClassGroups(groups=1, images=int(lone.sum()))
     report = (tmp_path / "run" / "report.md").read_text()
     headline = report.split("## ")[0]
     assert "class(es) 250 have too few samples" in headline

@@ -5,6 +5,7 @@ simulated studies; the report section, its figure and its console line."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -31,7 +32,8 @@ from sinterlab.study.data_size import (
     variance_block,
 )
 from sinterlab.study.datamodule import SEMDataModule
-from sinterlab.study.fit import fit_models
+from sinterlab.study.fit import Outputs, fit_models
+from sinterlab.study.record import ProtocolOutputs
 from sinterlab.synth.generate import generate_dataset, load_preset
 from tests.conftest import FAST, compose_train
 
@@ -123,17 +125,20 @@ def signal_embeddings(dm: SEMDataModule, strength: float, seed: int = 0) -> None
     dm.x = torch.from_numpy(x.astype(np.float32))
 
 
-def fake_block(dm: SEMDataModule, point: str, params: dict) -> dict:
-    """What learning_curves reads of an evaluated block: the primary model and its final point,
-    the baselines' scores, the out-of-fold outputs of the reported model."""
+def fake_block(dm: SEMDataModule, point: str, params: dict,
+               ) -> tuple[SimpleNamespace, ProtocolOutputs]:
+    """What learning_curves reads of an evaluated block (the primary model and its final point,
+    the baselines' scores) and its out-of-fold outputs (the reported model's)."""
     tested = dm.test_fold(dm.assignment)
     output = np.full((len(dm.x), 3), 1 / 3)
-    return {"cv": {"primary": "auto",
-                   "verdict": {"higher_is_better": True,
-                               "scores": {"pca_logreg": 0.6, "linear_probe": 0.5}}},
-            "selection": {"final": {"model": point, "point": f"{point} C=1.0",
-                                    "params": params}},
-            "outputs": {"head": [output], "models": {}, "test_fold": tested}}
+    block = SimpleNamespace(
+        cv=SimpleNamespace(primary="auto", verdict=SimpleNamespace(
+            higher_is_better=True, scores={"pca_logreg": 0.6, "linear_probe": 0.5})),
+        selection=SimpleNamespace(final=SimpleNamespace(model=point, point=f"{point} C=1.0",
+                                                        params=params)),
+        reported="auto")
+    return block, ProtocolOutputs(primary=Outputs([output], [output], [output]), models={},
+                                  test_fold=tested)
 
 
 @pytest.fixture(scope="module")
@@ -144,8 +149,8 @@ def curve_run(many_samples, shared_cache, tmp_path_factory):
     dm = SEMDataModule(cfg)
     dm.setup()
     signal_embeddings(dm, strength=0.45)
-    block = fake_block(dm, "sk_logreg_image", {"module.C": 1.0})
-    return cfg, dm, block, learning_curves(cfg, dm, block)
+    block, oof = fake_block(dm, "sk_logreg_image", {"module.C": 1.0})
+    return cfg, dm, (block, oof), learning_curves(cfg, dm, block, oof)
 
 
 def test_subsets_are_nested_stratified_and_never_touch_a_test_sample(curve_run):
@@ -187,7 +192,7 @@ def test_subsets_are_nested_stratified_and_never_touch_a_test_sample(curve_run):
 def test_no_test_sample_reaches_a_subset_model(curve_run, tmp_path):
     """Fold 0's subset models (every fraction, and all of today's data) fit the same weights
     whatever fold 0's test samples hold: their labels and embeddings changed, nothing moves."""
-    cfg, dm, block, _ = curve_run
+    cfg, dm, (block, _), _ = curve_run
     model = served_config(cfg, block)
     fold0 = [a[:1] for a in [dm.assignment, *subsets(dm, dm.assignment, "samples",
                                                       [0.25, 0.5], 1, ("train", "val"), 0)[0]]]
@@ -236,10 +241,8 @@ def test_a_curve_with_a_known_signal_rises_and_projects_monotonically(curve_run)
 
 def test_report_section_figure_and_console_line(curve_run):
     cfg, dm, block, record = curve_run
-    vc = variance_block(cfg, dm, block | {"cv": block["cv"] | {"primary": "auto"}})
-    metrics = {"targets": [t.as_dict() for t in dm.descriptor.targets],
-               "learning_curve": record, "variance_components": vc}
-    text = "\n".join(how_much_data_section(metrics))
+    vc = variance_block(cfg, dm, *block)
+    text = "\n".join(how_much_data_section(record, vc, dm.descriptor.targets[0]))
     assert text.startswith("## How much data")
     assert "**More samples** (today 12.0 samples per class)" in text
     assert "**2x (projected)**" in text and "**4x (projected)**" in text
@@ -247,7 +250,7 @@ def test_report_section_figure_and_console_line(curve_run):
     assert "image accuracy 0.8:" in text
     assert "A permutation test against chance reaches p < 0.05" in text
     assert vc["sentence"][1:] in text
-    line = console_line(metrics)
+    line = console_line(record, vc)
     assert line.startswith("how much data: image accuracy") and "2x samples (24 per class)" in line
     assert vc["advice"] in line
     fig = learning_curve_figure(record, "BC", chance=1 / 3)
@@ -260,7 +263,7 @@ def test_report_section_figure_and_console_line(curve_run):
     labels = axes[0].get_legend_handles_labels()[1]
     assert "pca_logreg: measured" in labels and "today" in labels and "chance" in labels
     # without learning curves: the variance sentence and how to turn them on
-    off = how_much_data_section({"targets": metrics["targets"], "variance_components": vc})
+    off = how_much_data_section(None, vc, dm.descriptor.targets[0])
     assert "evaluation.learning_curve.enabled=true" in "\n".join(off)
 
 

@@ -178,13 +178,13 @@ def test_auto_picks_a_linear_model_whose_served_loss_is_near_the_best(wide_dm,
     rng = np.random.default_rng(0)
     inject(dm, noisy_linear(dm, rng, labels))
     record, nested, _, rows = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
-    assert record["final"]["model"].startswith("sk_logreg")
-    assert set(record["winners"]) <= {"sk_logreg", "sk_logreg_image"}
+    assert record.final.model.startswith("sk_logreg")
+    assert set(record.winners) <= {"sk_logreg", "sk_logreg_image"}
     # the best C on fresh samples from the same distribution
     _, fresh = wide_dm()
     inject(fresh, noisy_linear(fresh, np.random.default_rng(1), labels))
-    grid = cfg.model.candidates[record["final"]["model"]].grid["module.C"]
-    inputs = cfg.model.candidates[record["final"]["model"]].inputs
+    grid = cfg.model.candidates[record.final.model].grid["module.C"]
+    inputs = cfg.model.candidates[record.final.model].inputs
     fitted, _ = fit_linear([LinearModel(c, None, 300, 1e-3) for c in grid], [inputs] * len(grid),
                            [t.as_dict() | {"num_classes": 3} for t in dm.descriptor.targets],
                            dm.x.numpy(), dm.y.numpy(),
@@ -207,7 +207,7 @@ def test_auto_picks_a_linear_model_whose_served_loss_is_near_the_best(wide_dm,
         truth = labels[first_rows(images)]
         assert list(names) == list(images[first_rows(images)])
         losses.append(log_loss(truth, served[0], labels=[0, 1, 2]))
-    chosen = record["final"]["params"]["module.C"]
+    chosen = record.final.params["module.C"]
     # served (calibrated) probabilities make the grid flat (measured: fresh log-loss 0.943 at
     # C=1e-4 to 0.924 at C=1; the raw ones punished strong regularisation's timid
     # probabilities); the chosen C is within 0.015 (1.4 % of chance's log 3) of the best
@@ -268,10 +268,10 @@ def test_auto_still_picks_a_head_where_the_boundary_is_not_linear(wide_dm, tmp_p
                       "~model.candidates.mlp_small", "~model.candidates.sk_pca_logreg")
     inject(dm, xor(dm, np.random.default_rng(0), dm.y[:, 0].numpy().astype(int)))
     record, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
-    assert record["winners"] == ["mlp"] * 3
-    assert record["final"]["model"] == "mlp"
-    assert record["cv_scores"]["mlp"] < min(record["cv_scores"]["sk_logreg"],
-                                            record["cv_scores"]["sk_logreg_image"])
+    assert record.winners == ["mlp"] * 3
+    assert record.final.model == "mlp"
+    assert record.cv_scores["mlp"] < min(record.cv_scores["sk_logreg"],
+                                            record.cv_scores["sk_logreg_image"])
 
 
 @pytest.mark.slow

@@ -109,10 +109,10 @@ def test_settings_that_give_the_answer_away_are_warned_about(make_cfg, tiny_desc
                    "evaluation.permutation.n=200", "evaluation.gallery.enabled=false",
                    "evaluation.contrast.enabled=false")
     metrics = run_experiment(cfg, tmp_path / "run")
-    check = metrics["cv"]["instrument"]
-    assert "magnification" in check["features"]
+    check = metrics.cv.instrument
+    assert "magnification" in check.features
     report = (tmp_path / "run" / "report.md").read_text()
     assert ("the imaging settings alone predict burst_count" in report) == confounded
-    assert ("warning" in check) == confounded
+    assert (check.warning is not None) == confounded
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert ("warning" in saved["cv"]["instrument"]) == confounded

@@ -61,8 +61,9 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     assert all("cv_score" in points[p] for p in selection["winner_points"])
     # outer fold f's out-of-fold predictions are its winner's
     for fold, winner in enumerate(selection["winners"]):
-        if winner in cv["per_fold"][fold]:
-            assert cv["per_fold"][fold]["auto"] == cv["per_fold"][fold][winner]
+        models = cv["per_fold"][fold]["models"]
+        if winner in models:
+            assert models["auto"] == models[winner]
     report = (run_dir / "report.md").read_text()
     assert "## Model selection (nested CV)" in report and "Final model" in report
     assert "scored by the **ranked probability score (RPS)**" in report
@@ -85,11 +86,11 @@ def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
     dm.x[fold0] = torch.randn(int(fold0.sum()), dm.x.shape[1]) * 10
     dm.y[fold0, 0] = dm.y[fold0, 0].flip(0)  # and their labels
     scrambled, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
-    for label, point in clean["points"].items():  # every grid point of every candidate
-        again = scrambled["points"][label]["inner_scores"]
-        assert again[0] == point["inner_scores"][0]
-        assert again[1:] != point["inner_scores"][1:]
-    assert scrambled["winner_points"][0] == clean["winner_points"][0]
+    for label, point in clean.points.items():  # every grid point of every candidate
+        again = scrambled.points[label].inner_scores
+        assert again[0] == point.inner_scores[0]
+        assert again[1:] != point.inner_scores[1:]
+    assert scrambled.winner_points[0] == clean.winner_points[0]
     # the inner folds never hold an outer test row
     inner = dm.inner_folds(dm.assignment, "sample", 2)
     outer_test = np.repeat(dm.assignment == "test", 2, axis=0)
@@ -189,33 +190,34 @@ def test_selection_scores_what_predict_serves_not_raw_image_means(
         sureness[name] = float(np.mean(per_image.max(axis=1)))
     assert accuracy["sk_logreg"] > accuracy["sk_logreg_image"] + 0.1
     assert sureness["sk_logreg"] < sureness["sk_logreg_image"]  # under-confident per image
-    points = record["points"]
-    raw_rule = [min(points, key=lambda p: points[p]["inner_scores_unserved"][f])
+    points = record.points
+    raw_rule = [min(points, key=lambda p: points[p].inner_scores_unserved[f])
                 for f in range(5)]
     assert raw_rule == ["sk_logreg_image"] * 5  # the rule before: the sharp one, every fold
-    assert record["winners"] == ["sk_logreg"] * 5
-    assert record["final"]["model"] == "sk_logreg"
+    assert record.winners == ["sk_logreg"] * 5
+    assert record.final.model == "sk_logreg"
 
 
 def test_a_chosen_model_behind_another_candidate_is_named():
+    from sinterlab.evaluation.results import Interval, Intervals
     from sinterlab.evaluation.statistics import selection_check
 
     def cell(value, width):
-        return {"image": {"accuracy": {"value": value, "low": value - width / 2,
-                                       "high": value + width / 2}}}
+        return Intervals(image={"accuracy": Interval(value, value - width / 2,
+                                                      value + width / 2)})
 
     pooled = {"auto": cell(0.60, 0.10), "a": cell(0.60, 0.1), "b": cell(0.75, 0.1),
               "c": cell(0.70, 0.3)}
     check = selection_check(pooled, "image", "accuracy", True, {"nested": "auto", "final": "c"},
                             ["a", "b", "c"])
-    assert check["nested"]["best_other"] == "b" and check["nested"]["disagrees"]
-    assert abs(check["nested"]["behind_by"] - 0.15) < 1e-9
-    assert check["final"]["best_other"] == "b" and not check["final"]["disagrees"]  # 0.05 < 0.3
+    assert check.nested.best_other == "b" and check.nested.disagrees
+    assert abs(check.nested.behind_by - 0.15) < 1e-9
+    assert check.final.best_other == "b" and not check.final.disagrees  # 0.05 < 0.3
     # lower is better (MAE): behind means larger
-    check = selection_check({"auto": {"image": {"mae": {"value": 30.0, "low": 28, "high": 32}}},
-                             "a": {"image": {"mae": {"value": 20.0}}}}, "image", "mae", False,
-                            {"nested": "auto"}, ["a"])
-    assert check["nested"]["behind_by"] == 10.0 and check["nested"]["disagrees"]
+    check = selection_check({"auto": Intervals(image={"mae": Interval(30.0, 28, 32)}),
+                             "a": Intervals(image={"mae": Interval(20.0)})}, "image", "mae",
+                            False, {"nested": "auto"}, ["a"])
+    assert check.nested.behind_by == 10.0 and check.nested.disagrees
 
 
 def test_the_p_value_tests_the_served_image_model_or_names_its_proxy(make_cfg):
@@ -228,10 +230,10 @@ def test_the_p_value_tests_the_served_image_model_or_names_its_proxy(make_cfg):
     image_model = OmegaConf.to_container(make_cfg("model=sk_logreg_image").model.module)
     served = image_permutation_test(cfg, dm, test_fold, ("sk_logreg_image C=0.01", image_model,
                                                          "image_mean"))
-    assert served["tests_served_model"] and "sk_logreg_image C=0.01" in served["model"]
-    assert served["n_permutations"] == 20 and 0 < served["p_value"] <= 1
+    assert served.tests_served_model and "sk_logreg_image C=0.01" in served.model
+    assert served.n_permutations == 20 and 0 < served.p_value <= 1
     head = OmegaConf.to_container(cfg.model.module)
     proxy = image_permutation_test(cfg, dm, test_fold, ("mlp", head, "patch"), 0.9)
-    assert not proxy["tests_served_model"] and proxy["proxy_for"] == "mlp"
-    assert proxy["model"] == "ridge classifier on image-mean embeddings"
-    assert proxy["served_accuracy"] == 0.9
+    assert not proxy.tests_served_model and proxy.proxy_for == "mlp"
+    assert proxy.model == "ridge classifier on image-mean embeddings"
+    assert proxy.served_accuracy == 0.9

@@ -97,9 +97,9 @@ def test_bootstrap_interval_width_reflects_samples_not_patches():
         table = LevelTables("classification", np.repeat(labels, repeat),
                             np.repeat(probs, repeat, axis=0), np.repeat(images, repeat),
                             np.repeat(samples, repeat), np.repeat(samples, repeat))
-        cell = bootstrap_intervals({"m": table}, 300, seed=1)["m"]["patch"]["accuracy"]
-        assert cell["low"] <= cell["value"] <= cell["high"]
-        return cell["high"] - cell["low"]
+        cell = bootstrap_intervals({"m": table}, 300, seed=1)["m"].cell("patch", "accuracy")
+        assert cell.low <= cell.value <= cell.high
+        return cell.width
 
     assert width(10) == pytest.approx(width(1), abs=0.05)
     assert width(1) > 0.2  # 10 samples: the interval is wide, as it should be
@@ -113,11 +113,11 @@ def test_paired_difference_and_verdict():
     tables = {name: LevelTables("classification", labels, out, images, samples, samples)
               for name, out in (("head", noisy), ("linear_probe", good))}
     pooled = bootstrap_intervals(tables, 200, seed=0, reference="head")
-    cell = pooled["linear_probe"]["image"]["accuracy"]
-    assert cell["value"] == 1.0 and cell["diff"] > 0 and cell["diff_low"] > 0
+    cell = pooled["linear_probe"].cell("image", "accuracy")
+    assert cell.value == 1.0 and cell.diff > 0 and cell.diff_low > 0
     v = verdict(pooled, "classification", "image", "head")
-    assert v["best_model"] == "linear_probe" and v["best_baseline"] == "linear_probe"
-    assert not v["head_beats_by_more_than_interval"] and not v["head_clearly_better"]
+    assert v.best_model == "linear_probe" and v.best_baseline == "linear_probe"
+    assert not v.primary_beats_by_more_than_interval and not v.primary_clearly_better
 
 
 def test_permutation_test_separates_signal_from_chance():

@@ -13,12 +13,8 @@ from sinterlab.atomic import quiet_thread_write_failures, writing
 from sinterlab.console import route_library_logs
 from sinterlab.errors import WRITE_FAILED, SinterlabError, WriteFailed
 from sinterlab.evaluation.data_report import console_line
-from sinterlab.evaluation.display import (
-    interval,
-    reported_model,
-    selection_warning,
-    short_name,
-)
+from sinterlab.evaluation.display import interval, selection_warning, short_name
+from sinterlab.evaluation.results import RunMetrics, as_run
 from sinterlab.runs import RunInterrupted, sigint_raises_interrupted
 
 #: the Hydra config folder at the repository root
@@ -31,69 +27,63 @@ OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 NA = "n/a"
 
 
-def summary_lines(metrics: dict, run_dir: Path) -> list[str]:
+def summary_lines(metrics: RunMetrics | dict, run_dir: Path) -> list[str]:
     """The key numbers of a finished run, as printed at the end of ``sinterlab-train``: the
     pooled out-of-fold main metric per model with its interval, for each split evaluated."""
-    weights = metrics["backbone"]["weights"]
+    m = as_run(metrics)
+    weights, cache, first = m.backbone.weights, m.cache, m.first_target
     lines = [f"run: {run_dir}", f"report: {run_dir / 'report.md'}",
-             f"backbone: {metrics['backbone']['name']} weights={weights['source']} "
-             f"({weights['identity']})" + ("" if weights["transfer_learning"]
-                                           else "  [random init: NOT transfer learning]"),
-             f"embeddings: {metrics['cache']['images']} images, "
-             f"{metrics['cache']['from_cache']} from cache, "
-             f"{metrics['cache']['extracted']} extracted "
-             f"(runtime {metrics['cache'].get('runtime', 'torch')})"]
-    for block in [metrics] + ([metrics["contrast"]] if metrics.get("contrast") else []):
-        cv, split = block["cv"], block["split"]
-        verdict = cv["verdict"]
-        label = (f"{cv['folds']}-fold CV" if cv["protocol"] == "cv" else "holdout") + \
-            f" by {split['kind']}" + (" (LEAKY)" if split["leaky"] else "")
-        for name, levels in cv["pooled"].items():
-            cell = levels[verdict["level"]][verdict["metric"]]
+             f"backbone: {m.backbone.name} weights={weights.source} ({weights.identity})"
+             + ("" if weights.transfer_learning else "  [random init: NOT transfer learning]"),
+             f"embeddings: {cache.images} images, {cache.from_cache} from cache, "
+             f"{cache.extracted} extracted (runtime {cache.runtime})"]
+    for block in [m] + ([m.contrast] if m.contrast else []):
+        cv, split, verdict = block.cv, block.split, block.cv.verdict
+        level, metric = verdict.level, verdict.metric
+        label = (f"{cv.folds}-fold CV" if cv.protocol == "cv" else "holdout") + \
+            f" by {split.kind}" + (" (LEAKY)" if split.leaky else "")
+        for name in cv.pooled:
             lines.append(f"{label:<26} {short_name(name):<13} "
-                         f"{verdict['level']} {verdict['metric']} {interval(cell, missing=NA)}")
-        first = (metrics.get("targets") or [{}])[0]
-        primary = reported_model(cv)
-        ordered = cv["pooled"].get(primary, {}).get(verdict["level"], {})
-        if first.get("ordered") and "mae" in ordered:
+                         f"{level} {metric} {interval(cv.cell(name, level, metric), missing=NA)}")
+        primary = block.reported
+        if first.ordered and cv.cell(primary, level, "mae"):
             lines.append(f"{label:<26} {short_name(primary):<13} "
-                         f"{verdict['level']} MAE {interval(ordered['mae'], missing=NA)} "
-                         f"{first.get('error_unit', '')}, within one level "
-                         f"{interval(ordered['within_one'], missing=NA)}")
-        perm = cv.get("permutation", {})
-        if "p_value" in perm:
-            tested = (f"proxy: ridge on image means, accuracy {perm['observed_accuracy']:.3f}; "
-                      f"not the served {perm['proxy_for']}" if perm.get("proxy_for")
+                         f"{level} MAE {interval(cv.cell(primary, level, 'mae'), missing=NA)} "
+                         f"{first.error_unit}, within one level "
+                         f"{interval(cv.cell(primary, level, 'within_one'), missing=NA)}")
+        perm = cv.permutation
+        if perm and perm.p_value is not None:
+            tested = (f"proxy: ridge on image means, accuracy {perm.observed_accuracy:.3f}; "
+                      f"not the served {perm.proxy_for}" if perm.proxy_for
                       else "the served model refitted per permutation"
-                      if perm.get("tests_served_model") else perm["model"])
-            lines.append(f"{label:<26} p-value against chance {perm['p_value']:.4f} ({tested})")
-    data = console_line(metrics)
+                      if perm.tests_served_model else perm.model)
+            lines.append(f"{label:<26} p-value against chance {perm.p_value:.4f} ({tested})")
+    data = console_line(m.learning_curve, m.variance_components)
     if data:
         lines.append(data)
-    best = metrics["cv"]["verdict"]
-    if "best_baseline" in best and not best["head_beats_by_more_than_interval"]:
-        primary = {"head": "MLP head", "auto": "auto-selected model"}[best["primary"]]
+    best = m.cv.verdict
+    if best.best_baseline and not best.primary_beats_by_more_than_interval:
+        primary = {"head": "MLP head", "auto": "auto-selected model"}[best.primary]
         lines.append(f"note: the {primary} does not beat the "
-                     f"{short_name(best['best_baseline'])} by more than its interval width")
-    agree = best.get("selection") or {}
-    for check in (agree.get(role) for role in ("nested", "final")):
-        if check and check["disagrees"]:
-            lines.append("note: " + selection_warning(check, agree["level"], agree["metric"]))
-    warning = (metrics["cv"].get("instrument") or {}).get("warning")
-    if warning:
-        lines.append(f"warning: {warning}")
-    for name, reason in (metrics.get("skipped") or {}).items():
+                     f"{short_name(best.best_baseline)} by more than its interval width")
+    agree = best.selection
+    for _, check in (agree.checks() if agree else []):
+        if check.disagrees:
+            lines.append("note: " + selection_warning(check, agree.level, agree.metric))
+    if m.cv.instrument and m.cv.instrument.warning:
+        lines.append(f"warning: {m.cv.instrument.warning}")
+    for name, reason in m.skipped.items():
         lines.append(f"warning: {name} skipped ({reason}); the results above are complete")
-    small = (metrics.get("data") or {}).get("small_classes")
-    if small:
-        lines.append(f"warning: class(es) {', '.join(map(str, small))} have too few groups "
-                     "for the split; their images were tested by heads that never saw them")
-    final = (metrics.get("selection") or {}).get("final")
-    if final:
-        epochs = f" for {final['epochs']} epochs" if final.get("epochs") else ""
-        lines.append(f"final model: {final.get('point', final['model'])} refitted on all groups"
-                     f"{epochs} ({final['checkpoint']}); winners per outer fold: "
-                     f"{', '.join(metrics['selection']['winners'])}")
+    if m.data.small_classes:
+        lines.append(f"warning: class(es) {', '.join(map(str, m.data.small_classes))} have too "
+                     "few groups for the split; their images were tested by heads that never "
+                     "saw them")
+    if m.selection:
+        final = m.selection.final
+        epochs = f" for {final.epochs} epochs" if final.epochs else ""
+        lines.append(f"final model: {final.point} refitted on all groups{epochs} "
+                     f"({final.checkpoint}); winners per outer fold: "
+                     f"{', '.join(m.selection.winners)}")
     return lines
 
 

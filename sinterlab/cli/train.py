@@ -75,7 +75,8 @@ def main(cfg: DictConfig) -> float | None:
         log.exception("crashed")
         raise
     print("\n".join(summary_lines(metrics, run_dir)))
-    return metrics["training"]["best_val_loss"]  # what hparams_search minimizes
+    # what hparams_search minimizes
+    return metrics.training.best_val_loss if metrics.training else None
 
 
 class ClaimRunFolder(Callback):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from sinterlab.data.descriptor import Target
 from sinterlab.evaluation.display import interval, long_name, number
 
 AXIS_WORDS = {"samples": "samples", "images": "images per sample",
@@ -78,14 +79,13 @@ def _studies(lc: Mapping) -> list[str]:
             "studies)."]
 
 
-def how_much_data_section(m: Mapping) -> list[str]:
-    """Learning curves along samples, images per sample and patches per image; what twice and
-    four times the data would give; the samples needed; and the variance components."""
-    lc, vc = m.get("learning_curve"), m.get("variance_components")
+def how_much_data_section(lc: Mapping | None, vc: Mapping | None, target: Target) -> list[str]:
+    """Learning curves (``lc``) along samples, images per sample and patches per image; what
+    twice and four times the data would give; the samples needed; and the variance components
+    (``vc``) of the first ``target``'s outputs."""
     if not lc and not vc:
         return []
-    target = (m.get("targets") or [{}])[0]
-    unit = target.get("error_unit") or target.get("unit") or ""
+    unit = (target.error_unit if target.ordered else "") or target.unit or ""
     out = ["## How much data\n"]
     if vc:
         out.append(f"**{vc['sentence'][0].upper()}{vc['sentence'][1:]}.**\n")
@@ -144,9 +144,10 @@ def how_much_data_section(m: Mapping) -> list[str]:
     return out
 
 
-def console_line(m: Mapping) -> str | None:
-    """One line: the score twice the samples (images, patches) would give, and the advice."""
-    lc, vc = m.get("learning_curve") or {}, m.get("variance_components")
+def console_line(lc: Mapping | None, vc: Mapping | None) -> str | None:
+    """One line: the score twice the samples (images, patches) would give (learning curves
+    ``lc``), and the advice of the variance components ``vc``."""
+    lc = lc or {}
     parts = []
     if lc.get("axes"):
         metric = lc["metrics"][0]

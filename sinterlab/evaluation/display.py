@@ -64,21 +64,26 @@ def number(value: Any, digits: int = 3, missing: str = "—") -> str:
     return str(value)
 
 
-def interval(cell: Mapping | None, digits: int = 3, missing: str = "—") -> str:
-    """'0.812 [0.700, 0.900]' from a pooled cell (``value``, ``low``, ``high``); the value alone
-    when it has no interval."""
+def interval(cell: Any, digits: int = 3, missing: str = "—") -> str:
+    """'0.812 [0.700, 0.900]' from a pooled cell (an :class:`~sinterlab.evaluation.results.
+    Interval`, or a mapping with ``value``, ``low``, ``high``); the value alone when it has no
+    interval."""
     if not cell:
         return missing
-    if cell.get("low") is None:
-        return number(cell.get("value"), digits, missing)
-    return (f"{number(cell.get('value'), digits, missing)} "
-            f"[{number(cell['low'], digits, missing)}, "
-            f"{number(cell['high'], digits, missing)}]")
+    if isinstance(cell, Mapping):
+        value, low, high = cell.get("value"), cell.get("low"), cell.get("high")
+    else:
+        value, low, high = cell.value, cell.low, cell.high
+    if low is None:
+        return number(value, digits, missing)
+    return f"{number(value, digits, missing)} [{number(low, digits, missing)}, " \
+        f"{number(high, digits, missing)}]"
 
 
-def selection_warning(check: dict, level: str, metric: str) -> str:
-    """One line: the chosen model scores below another candidate by more than its interval."""
-    return (f"model selection and {level} {metric} disagree: {check['model']} "
-            f"({check['value']:.3f}) is behind {check['best_other']} ({check['best_value']:.3f}) "
-            f"by {check['behind_by']:.3f}, more than its interval width "
-            f"({check['interval_width']:.3f})")
+def selection_warning(check: Any, level: str, metric: str) -> str:
+    """One line: the chosen model scores below another candidate by more than its interval
+    (``check``: a :class:`~sinterlab.evaluation.results.SelectionCheck`)."""
+    return (f"model selection and {level} {metric} disagree: {check.model} "
+            f"({check.value:.3f}) is behind {check.best_other} ({check.best_value:.3f}) "
+            f"by {check.behind_by:.3f}, more than its interval width "
+            f"({check.interval_width:.3f})")

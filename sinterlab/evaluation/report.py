@@ -1,5 +1,6 @@
-"""Per-run report: ``report.md`` written once from ``metrics.json``, and ``report.html`` rendered
-from that Markdown by Python-Markdown (``tables`` extension) with the figures embedded.
+"""Per-run report: ``report.md`` written once from the run's :class:`RunMetrics`, and
+``report.html`` rendered from that Markdown by Python-Markdown (``tables`` extension) with the
+figures embedded.
 
 The headline is the grouped, cross-validated number with its interval; every model is shown on
 the same folds; the paper's leaky patch-level figure stays beside it, labelled.
@@ -18,15 +19,25 @@ import markdown
 import numpy as np
 
 from sinterlab.atomic import write_text
+from sinterlab.data.descriptor import Target
 from sinterlab.evaluation.data_report import how_much_data_section
-from sinterlab.evaluation.display import interval, long_name, number, reported_model
+from sinterlab.evaluation.display import interval, long_name, number
 from sinterlab.evaluation.metrics import LEVELS, ORDINAL
+from sinterlab.evaluation.results import (
+    CrossValidation,
+    Interval,
+    LevelCalibration,
+    PredictionSetsCheck,
+    ProtocolBlock,
+    RunMetrics,
+    as_run,
+)
 
 
-def model_name(key: str, cv: Mapping) -> str:
+def model_name(key: str, cv: CrossValidation) -> str:
     """Display name; the plain head is named after its model config when not the paper's."""
-    if key == "head" and cv.get("head_model") not in (None, "mlp"):
-        return f"{cv['head_model']} head"
+    if key == "head" and cv.head_model not in (None, "mlp"):
+        return f"{cv.head_model} head"
     return long_name(key)
 
 
@@ -37,6 +48,10 @@ RANDOM_INIT_WARNING = "⚠ random-init backbone: not transfer learning"
 SCORE_NAMES = {"rps": "ranked probability score (RPS)", "log_loss": "log-loss",
                "error": "error rate", "mse": "mean squared error", "mae": "mean absolute error"}
 PAPER_KEY_ALIASES = {"f1": "f1_macro", "f1_score": "f1_macro", "auc": "auroc", "acc": "accuracy"}
+#: the ordered target's columns: (metric, digits, header)
+ORDERED_COLUMNS = (("mae", 1, "MAE [{unit}]"), ("mae_expected", 1, "MAE expected [{unit}]"),
+                   ("within_one", 3, "within one level"), ("qwk", 3, "QWK"),
+                   ("spearman", 3, "Spearman ρ"))
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -45,324 +60,284 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
 
 
-def _split_label(block: Mapping) -> str:
-    split, cv = block.get("split") or {}, block.get("cv") or {}
-    if cv.get("protocol") == "cv":
-        text = f"{cv['folds']}-fold CV by {split.get('kind')}"
-    else:
-        text = f"holdout split by {split.get('kind')}"
-    return text + (" (LEAKY)" if split.get("leaky") else "")
+def _split_label(block: ProtocolBlock) -> str:
+    kind = block.split.kind
+    text = f"{block.cv.folds}-fold CV by {kind}" if block.cv.protocol == "cv" else \
+        f"holdout split by {kind}"
+    return text + (" (LEAKY)" if block.split.leaky else "")
 
 
 # -- sections ------------------------------------------------------------------------------------
-def _header(m: Mapping) -> list[str]:
-    bb = m.get("backbone") or {}
-    weights = bb.get("weights") or {}
-    cv = m.get("cv") or {}
-    facts = [f"task `{m.get('task')}`", f"targets {', '.join(t['name'] for t in m['targets'])}",
-             f"protocol `{_split_label(m)}`, seeds {cv.get('seeds')}",
-             f"backbone `{bb.get('name')}`, weights **{weights.get('source')}** "
-             f"({weights.get('identity')})"]
-    out = [f"# Run report: {m.get('experiment')}\n", "; ".join(facts) + ".\n"]
-    if (m.get("split") or {}).get("leaky"):
+def _header(m: RunMetrics) -> list[str]:
+    weights = m.backbone.weights
+    facts = [f"task `{m.task}`", f"targets {', '.join(t.name for t in m.targets)}",
+             f"protocol `{_split_label(m)}`, seeds {m.cv.seeds}",
+             f"backbone `{m.backbone.name}`, weights **{weights.source}** ({weights.identity})"]
+    out = [f"# Run report: {m.experiment}\n", "; ".join(facts) + ".\n"]
+    if m.split.leaky:
         out.append(f"> {LEAK_WARNING}\n")
-    if weights.get("transfer_learning") is False:
+    if weights.transfer_learning is False:
         out.append(f"> {RANDOM_INIT_WARNING}\n")
-    small = (m.get("data") or {}).get("small_classes")
-    if small:
-        out.append(f"> ⚠ class(es) {', '.join(map(str, small))} have too few "
-                   f"{(m.get('split') or {}).get('kind')}s: their images are tested by heads "
-                   "that never saw the class, and they count in every score below "
-                   "(groups per class: see Data)\n")
-    out += [f"> {name} skipped: {reason}\n" for name, reason in (m.get("skipped") or {}).items()]
-    warning = ((m.get("cv") or {}).get("instrument") or {}).get("warning")
-    if warning:
-        out.append(f"> ⚠ {warning}\n")
+    if m.data.small_classes:
+        out.append(f"> ⚠ class(es) {', '.join(map(str, m.data.small_classes))} have too few "
+                   f"{m.split.kind}s: their images are tested by heads that never saw the class, "
+                   "and they count in every score below (groups per class: see Data)\n")
+    out += [f"> {name} skipped: {reason}\n" for name, reason in m.skipped.items()]
+    if m.cv.instrument and m.cv.instrument.warning:
+        out.append(f"> ⚠ {m.cv.instrument.warning}\n")
     return out
 
 
-def _measures(m: Mapping) -> list[str]:
+def _measures(m: RunMetrics) -> list[str]:
     """Which classical measures move with the parameter, strongest first."""
-    record = m.get("measures") or {}
+    record = m.measures
     if not record:
         return []
-    target = (m.get("targets") or [{}])[0].get("name")
     out = ["## Microstructure measures\n",
            f"Measured on every image's segmented micrograph (pores vs solid; lengths in "
-           f"{record.get('unit')}), averaged per sample ({record.get('n_samples')} samples); "
+           f"{record.unit}), averaged per sample ({record.n_samples} samples); "
            "`measures.csv` has every image. The measures-only model (measures + logistic/ridge) "
            "is scored on the same folds as the other models above.\n"]
-    if "trends_skipped" in record:
-        return out + [f"Trends skipped: {record['trends_skipped']}.\n"]
+    if record.trends_skipped:
+        return out + [f"Trends skipped: {record.trends_skipped}.\n"]
     lines = []
-    for t in record.get("trends") or []:
-        if t["rho"] is None:
-            lines.append(f"- {t['measure']}: undefined (constant, or NaN in most samples)")
+    for t in record.trends:
+        if t.rho is None:
+            lines.append(f"- {t.measure}: undefined (constant, or NaN in most samples)")
             continue
-        direction = "rises" if t["rho"] > 0 else "falls"
-        sure = "" if (t["p_value"] or 1) < 0.05 else " (not distinguishable from chance)"
-        lines.append(f"- **{t['measure']}** {direction} with {target} (Spearman ρ = "
-                     f"{t['rho']:.2f} [{number(t['low'], 2)}, {number(t['high'], 2)}], "
-                     f"p = {number(t['p_value'], 3)}){sure}")
+        direction = "rises" if t.rho > 0 else "falls"
+        sure = "" if (t.p_value or 1) < 0.05 else " (not distinguishable from chance)"
+        lines.append(f"- **{t.measure}** {direction} with {m.first_target.name} (Spearman ρ = "
+                     f"{t.rho:.2f} [{number(t.low, 2)}, {number(t.high, 2)}], "
+                     f"p = {number(t.p_value, 3)}){sure}")
     return out + ["\n".join(lines) + "\n"]
 
 
-def _instrument(m: Mapping) -> list[str]:
+def _instrument(m: RunMetrics) -> list[str]:
     """Imaging settings per class and the settings-only model on the same folds."""
-    check = (m.get("cv") or {}).get("instrument") or {}
+    check = m.cv.instrument
     if not check:
         return []
     out = ["## Imaging settings\n"]
-    if "skipped" in check:
-        return out + [f"Instrument-only check skipped: {check['skipped']}.\n"]
-    out.append(f"{check['model']} ({', '.join(check['features'])}), on the same folds: "
-               f"out-of-fold image accuracy {number(check['observed_accuracy'])} vs "
-               f"{number(check['permuted_accuracy_mean'])} with labels permuted between samples; "
-               f"p = {number(check['p_value'], 4)}. "
-               + ("**The settings alone predict the parameter.**" if check.get("warning")
+    if check.skipped:
+        return out + [f"Instrument-only check skipped: {check.skipped}.\n"]
+    out.append(f"{check.model} ({', '.join(check.features)}), on the same folds: "
+               f"out-of-fold image accuracy {number(check.observed_accuracy)} vs "
+               f"{number(check.permuted_accuracy_mean)} with labels permuted between samples; "
+               f"p = {number(check.p_value, 4)}. "
+               + ("**The settings alone predict the parameter.**" if check.warning
                   else "The settings alone do not predict the parameter better than chance.")
                + "\n")
-    by_class = check.get("by_class") or {}
-    fields = sorted({f for row in by_class.values() for f in row})
+    fields = sorted({f for row in check.by_class.values() for f in row})
     if fields:
         out.append(_table(["class", *fields], [[c, *(row.get(f, "—") for f in fields)]
-                                               for c, row in by_class.items()]))
+                                               for c, row in check.by_class.items()]))
     return out
 
 
-def _verdict_text(cv: Mapping) -> str:
-    v = cv.get("verdict") or {}
-    if not v.get("best_model"):
+def _verdict_text(cv: CrossValidation) -> str:
+    v = cv.verdict
+    if not v.best_model:
         return ""
-    metric, level = v["metric"], v["level"]
-    lines = [f"Best model on {level}-level {metric}: **{model_name(v['best_model'], cv)}**."]
-    if "best_baseline" in v:
-        base = long_name(v["best_baseline"])
-        head = model_name(v["primary"], cv)
-        low, high = v["baseline_minus_head_interval"]
+    lines = [f"Best model on {v.level}-level {v.metric}: **{model_name(v.best_model, cv)}**."]
+    if v.best_baseline:
+        base = long_name(v.best_baseline)
+        head = model_name(v.primary, cv)
+        low, high = v.baseline_minus_primary_interval or (None, None)
         paired = (f"{base} minus head: [{number(low)}, {number(high)}] (paired bootstrap)"
                   if low is not None else "")
-        if v["head_beats_by_more_than_interval"]:
+        if v.primary_beats_by_more_than_interval:
             lines.append(f"The {head} beats the best baseline ({base}) by "
-                         f"{number(v['head_margin'])}, more than its interval width "
-                         f"({number(v['head_interval_width'])}); "
-                         f"{paired}.")
-        elif v["head_margin"] > 0:
+                         f"{number(v.primary_margin)}, more than its interval width "
+                         f"({number(v.primary_interval_width)}); {paired}.")
+        elif v.primary_margin > 0:
             lines.append(f"The {head} is ahead of the best baseline ({base}) by only "
-                         f"{number(v['head_margin'])}, less than its interval width "
-                         f"({number(v['head_interval_width'])}): **no clear gain over the "
+                         f"{number(v.primary_margin)}, less than its interval width "
+                         f"({number(v.primary_interval_width)}): **no clear gain over the "
                          f"{base}**; {paired}.")
         else:
             lines.append(f"**The {head} does not beat the {base}** (behind by "
-                         f"{number(-v['head_margin'])}); {paired}.")
-    agree = v.get("selection") or {}
-    for role, what in (("nested", "The auto-selected model"), ("final", "The final model's "
-                                                                          "candidate")):
-        check = agree.get(role)
-        if check and check["disagrees"]:
-            lines.append(f"**Selection and {level}-level {metric} disagree:** {what} "
-                         f"({long_name(check['model'])}, {number(check['value'])}) is behind "
-                         f"{long_name(check['best_other'])} ({number(check['best_value'])}) by "
-                         f"{number(check['behind_by'])}, more than its interval width "
-                         f"({number(check['interval_width'])}); see Model selection.")
+                         f"{number(-v.primary_margin)}); {paired}.")
+    what = {"nested": "The auto-selected model", "final": "The final model's candidate"}
+    for role, check in (v.selection.checks() if v.selection else []):
+        if check.disagrees:
+            lines.append(f"**Selection and {v.level}-level {v.metric} disagree:** {what[role]} "
+                         f"({long_name(check.model)}, {number(check.value)}) is behind "
+                         f"{long_name(check.best_other)} ({number(check.best_value)}) by "
+                         f"{number(check.behind_by)}, more than its interval width "
+                         f"({number(check.interval_width)}); see Model selection.")
     return " ".join(lines) + "\n"
 
 
-def _headline(m: Mapping) -> list[str]:
-    cv = m.get("cv") or {}
-    v = cv.get("verdict") or {}
-    pooled = cv.get("pooled") or {}
-    model = reported_model(cv)
-    level, metric = v.get("level", "image"), v.get("metric", "accuracy")
-    b = cv.get("bootstrap") or {}
+def _headline(m: RunMetrics) -> list[str]:
+    cv, model = m.cv, m.reported
+    level, metric, b = cv.verdict.level, cv.verdict.metric, cv.bootstrap
     out = ["## Headline\n",
            f"**{model_name(model, cv)}, {level}-level {metric}: "
-           f"{interval((pooled.get(model) or {}).get(level, {}).get(metric))}** "
+           f"{interval(cv.cell(model, level, metric))}** "
            f"({_split_label(m)}; every tested {level} predicted by heads that never saw its "
-           f"group; {int(b.get('confidence', 0.95) * 100)}% interval from {b.get('n')} bootstrap "
-           f"resamples of the {b.get('units')} {b.get('unit')}s, not of patches).\n",
-           _verdict_text(cv)]
-    out += _ordered_headline(m, model, level)
-    perm = cv.get("permutation") or {}
-    if "p_value" in perm:
-        proxy = perm.get("proxy_for")
-        out.append(f"Against chance: p = {number(perm['p_value'], 4)} "
+           f"group; {int(b.confidence * 100)}% interval from {b.n} bootstrap "
+           f"resamples of the {b.units} {b.unit}s, not of patches).\n",
+           _verdict_text(cv), *_ordered_headline(m, model, level)]
+    perm = cv.permutation
+    if perm and perm.p_value is not None:
+        proxy = perm.proxy_for
+        out.append(f"Against chance: p = {number(perm.p_value, 4)} "
                    + ("for a **proxy**, not the served model: " if proxy else "")
-                   + f"({perm['model']}: out-of-fold image accuracy "
-                   f"{number(perm['observed_accuracy'])} vs "
-                   f"{number(perm['permuted_accuracy_mean'])} on average over "
-                   f"{perm['n_permutations']} label permutations between samples, folds kept)"
+                   + f"({perm.model}: out-of-fold image accuracy "
+                   f"{number(perm.observed_accuracy)} vs "
+                   f"{number(perm.permuted_accuracy_mean)} on average over "
+                   f"{perm.n_permutations} label permutations between samples, folds kept)"
                    + (f"; the served model ({proxy}, image accuracy "
-                      f"{number(perm.get('served_accuracy'))}) would be trained again for every "
+                      f"{number(perm.served_accuracy)}) would be trained again for every "
                       "permutation, so its own p-value is not computed" if proxy else "")
                    + ".\n")
-    contrast = m.get("contrast") or {}
-    c_cv = contrast.get("cv") or {}
-    c_pooled = c_cv.get("pooled") or {}
-    c_model = reported_model(c_cv)
-    if c_pooled:
-        out.append(f"Beside it, {_split_label(contrast)}: {model_name(c_model, c_cv)} "
-                   f"{level}-level {metric} {interval(c_pooled[c_model][level][metric])}"
+    contrast = m.contrast
+    if contrast and contrast.cv.pooled:
+        c_model = contrast.reported
+        out.append(f"Beside it, {_split_label(contrast)}: {model_name(c_model, contrast.cv)} "
+                   f"{level}-level {metric} {interval(contrast.cv.cell(c_model, level, metric))}"
                    + (" — the paper's kind of split, optimistic because patches of one image "
-                      "sit in training and test." if contrast["split"].get("leaky") else ".")
+                      "sit in training and test." if contrast.split.leaky else ".")
                    + "\n")
     return out
 
 
-def _ordered_target(m: Mapping) -> Mapping | None:
-    first = (m.get("targets") or [{}])[0]
-    return first if first.get("ordered") else None
+def _ordered_target(m: RunMetrics) -> Target | None:
+    first = m.first_target
+    return first if first.ordered else None
 
 
-def _step(target: Mapping) -> str:
+def _step(target: Target) -> str:
     """'±50 BC' when the levels are evenly spaced, else 'one level'."""
-    values = np.asarray(target.get("values") or [], dtype=float)
-    steps = np.diff(values)
-    if target.get("error_unit") != "levels" and len(steps) and np.allclose(steps, steps[0]):
-        return f"±{steps[0]:g} {target.get('error_unit') or ''}".strip()
+    steps = np.diff(np.asarray(target.values, dtype=float))
+    if target.error_unit != "levels" and len(steps) and np.allclose(steps, steps[0]):
+        return f"±{steps[0]:g} {target.error_unit}".strip()
     return "one level"
 
 
-def _ordered_headline(m: Mapping, model: str, level: str) -> list[str]:
+def _ordered_headline(m: RunMetrics, model: str, level: str) -> list[str]:
     """An ordered target in its own units: MAE and within-one-level accuracy with intervals."""
     target = _ordered_target(m)
-    cell = ((m.get("cv") or {}).get("pooled") or {}).get(model, {}).get(level, {})
+    cell = (m.cv.pooled[model].at(level) or {}) if model in m.cv.pooled else {}
     if not target or "mae" not in cell:
         return []
-    unit = target.get("error_unit") or ""
-    return [f"In {target['name']} terms: mean absolute error **{interval(cell['mae'], 1)} {unit}** "
-            f"(from the probability-weighted expected value: {interval(cell['mae_expected'], 1)} "
-            f"{unit}); "
-            f"within one level ({_step(target)}): **{interval(cell['within_one'])}**; quadratic "
-            f"weighted kappa {interval(cell['qwk'])}; Spearman ρ of the expected value with the "
-            f"truth {interval(cell['spearman'])}.\n"]
+    unit = target.error_unit
+    mae, expected, within, qwk, rho = (cell.get(k) for k, _, _ in ORDERED_COLUMNS)
+    return [f"In {target.name} terms: mean absolute error **{interval(mae, 1)} {unit}** "
+            f"(from the probability-weighted expected value: {interval(expected, 1)} "
+            f"{unit}); within one level ({_step(target)}): **{interval(within)}**; quadratic "
+            f"weighted kappa {interval(qwk)}; Spearman ρ of the expected value with the "
+            f"truth {interval(rho)}.\n"]
 
 
-def _ordered_table(m: Mapping) -> list[str]:
+def _ordered_table(m: RunMetrics) -> list[str]:
     target = _ordered_target(m)
-    cv = m.get("cv") or {}
-    pooled = cv.get("pooled") or {}
-    if not target or not pooled:
+    if not target or not m.cv.pooled:
         return []
-    unit = target.get("error_unit") or ""
-    rows = [[model_name(name, cv)] + [interval(levels["image"].get(k), 1 if "mae" in k else 3)
-                                      for k in ("mae", "mae_expected", "within_one", "qwk",
-                                                "spearman")]
-            for name, levels in pooled.items()]
+    unit = target.error_unit
+    rows = [[model_name(name, m.cv)] + [interval(row.cell("image", k), digits)
+                                        for k, digits, _ in ORDERED_COLUMNS]
+            for name, row in m.cv.pooled.items()]
     return ["## Ordered target: errors in " + (unit or "levels") + "\n",
             f"Image level, every model on the same folds. MAE from the predicted level and from "
             f"the expected value (Σ p × level value); within one level = off by at most "
             f"{_step(target)}.\n",
-            _table(["model", f"MAE [{unit}]", f"MAE expected [{unit}]", "within one level",
-                    "QWK", "Spearman ρ"], rows)]
+            _table(["model", *(h.format(unit=unit) for _, _, h in ORDERED_COLUMNS)], rows)]
 
 
-def _models_table(block: Mapping, title: str) -> list[str]:
-    cv = block.get("cv") or {}
-    pooled = cv.get("pooled") or {}
-    if not pooled:
+def _models_table(block: ProtocolBlock, title: str) -> list[str]:
+    cv = block.cv
+    if not cv.pooled:
         return []
-    first = next(iter(pooled.values()))
-    metrics = [k for k in first["patch"] if k not in dict(ORDINAL)]
+    first = next(iter(cv.pooled.values()))
+    metrics = [k for k in first.patch or {} if k not in dict(ORDINAL)]
     headers = ["model"] + [f"{lvl} {mt}" for mt in metrics[:1] for lvl in LEVELS] + \
         [f"image {mt}" for mt in metrics[1:]]
-    rows = []
-    for name, levels in pooled.items():
-        rows.append([model_name(name, cv)]
-                    + [interval(levels[lvl][metrics[0]]) for lvl in LEVELS]
-                    + [interval(levels["image"][mt]) for mt in metrics[1:]])
+    rows = [[model_name(name, cv)] + [interval(row.cell(lvl, metrics[0])) for lvl in LEVELS]
+            + [interval(row.cell("image", mt)) for mt in metrics[1:]]
+            for name, row in cv.pooled.items()]
     return [f"## {title}\n",
             f"Pooled out-of-fold predictions of every model on the same folds "
-            f"({_split_label(block)}); 95% intervals resample {cv['bootstrap']['unit']}s.\n",
+            f"({_split_label(block)}); 95% intervals resample {cv.bootstrap.unit}s.\n",
             _table(headers, rows)]
 
 
-def _folds_table(m: Mapping) -> list[str]:
-    cv = m.get("cv") or {}
-    folds = cv.get("per_fold") or []
-    if not folds:
+def _folds_table(m: RunMetrics) -> list[str]:
+    cv = m.cv
+    if not cv.per_fold:
         return []
-    level, metric = cv["verdict"]["level"], cv["verdict"]["metric"]
-    models = [k for k in cv["pooled"] if k in folds[0]]
-    rows = [[f["fold"], f["test_groups"], f["test_images"], f["test_patches"]]
-            + [number(f[k][level][metric]) for k in models] for f in folds]
-    stats = cv.get("fold_statistics") or {}
-    rows.append(["mean ± sd", "", "", ""] + [
-        f"{number(stats[k][level][metric]['mean'])} ± {number(stats[k][level][metric]['sd'])}"
-        for k in models])
+    level, metric = cv.verdict.level, cv.verdict.metric
+    models = [k for k in cv.pooled if k in cv.per_fold[0].models]
+    rows = [[f.fold, f.test_groups, f.test_images, f.test_patches]
+            + [number(f.models[k].at(level)[metric]) for k in models] for f in cv.per_fold]
+    spread = {k: cv.fold_statistics[k].at(level)[metric] for k in models}
+    rows.append(["mean ± sd", "", "", ""] + [f"{number(s.mean)} ± {number(s.sd)}"
+                                             for s in spread.values()])
     return ["## Per fold\n", f"{level}-level {metric} on each fold's test groups.\n",
             _table(["fold", "test groups", "test images", "test patches",
                     *(model_name(k, cv) for k in models)], rows)]
 
 
-def _samples_table(m: Mapping) -> list[str]:
-    samples = m.get("samples") or []
-    if not samples:
+def _samples_table(m: RunMetrics) -> list[str]:
+    if not m.samples:
         return []
-    columns = [c for c in samples[0] if c != "sample"]
-    rows = [[s["sample"], *(number(s[c]) for c in columns)] for s in samples]
+    columns = list(m.samples[0])
+    rows = [[number(s[c]) for c in columns] for s in m.samples]
     return ["## Per sample\n", "Each tested sample, what its images were read as out of fold "
-            "(`oof_samples.csv`; per image: `oof_predictions.csv`).\n",
-            _table(["sample", *columns], rows)]
+            "(`oof_samples.csv`; per image: `oof_predictions.csv`).\n", _table(columns, rows)]
 
 
-def _selection(m: Mapping) -> list[str]:
-    sel = m.get("selection")
+def _selection(m: RunMetrics) -> list[str]:
+    sel = m.selection
     if not sel:
         return []
-    names = sel["candidates"]
-    score = SCORE_NAMES.get(sel["score"], sel["score"])
-    rows = [[f, sel["winner_points"][f],
-             *(number(sel["inner_scores"][n][f]) for n in names)]
-            for f in range(len(sel["winners"]))]
-    final = sel["final"]
-    refit = (f"for {final['epochs']} epochs (the median best epoch of its CV heads), "
-             f"{final['members']} seeds" if final.get("epochs") else "with these settings")
-    wall = sel.get("candidate_wall_s") or {}
-    cv = m.get("cv") or {}
-    v = cv.get("verdict") or {}
-    level, metric = v.get("level", "image"), v.get("metric", "accuracy")
-    wins = {n: sel["winners"].count(n) for n in names}
-    chosen = [[long_name(n) + (" **(final)**" if n == final["model"] else ""),
-               number(float(np.mean(sel["inner_scores"][n]))), number(sel["cv_scores"].get(n)),
-               interval(((cv.get("pooled") or {}).get(n) or {}).get(level, {}).get(metric)),
-               wins[n], number(wall.get(n), 1)] for n in names]
+    names, final, cv = sel.candidates, sel.final, m.cv
+    score = SCORE_NAMES.get(sel.score, sel.score)
+    rows = [[f, sel.winner_points[f], *(number(sel.inner_scores[n][f]) for n in names)]
+            for f in range(len(sel.winners))]
+    refit = (f"for {final.epochs} epochs (the median best epoch of its CV heads), "
+             f"{final.members} seeds" if final.epochs else "with these settings")
+    level, metric = cv.verdict.level, cv.verdict.metric
+    chosen = [[long_name(n) + (" **(final)**" if n == final.model else ""),
+               number(float(np.mean(sel.inner_scores[n]))), number(sel.cv_scores.get(n)),
+               interval(cv.cell(n, level, metric)), sel.winners.count(n),
+               number(sel.candidate_wall_s.get(n), 1)] for n in names]
     return ["## Model selection (nested CV)\n",
             f"For each outer fold, every candidate (and every point of its grid, "
-            f"`model.selection.grid={sel['grid']}`) was scored by the **{score}** of the image "
+            f"`model.selection.grid={sel.grid}`) was scored by the **{score}** of the image "
             f"probabilities `sinterlab-predict` would serve (each model's image calibration, "
             f"fitted on validation images of the inner training groups only) on held-out groups "
-            f"of a {sel['inner_folds']}-fold grouped CV inside that fold's training groups "
-            f"(seeds {sel['inner_seeds']}); no outer test row was read. The best point, trained "
+            f"of a {sel.inner_folds}-fold grouped CV inside that fold's training groups "
+            f"(seeds {sel.inner_seeds}); no outer test row was read. The best point, trained "
             "on the outer training groups, predicted the outer test fold: that is the "
             "auto-selected row above, the honest score of choosing a model this way. Each "
             "candidate's own row takes its best grid point per outer fold by the same inner "
             "score.\n",
-            f"What chose, beside what a user reads (lower {sel['score']} is better; "
+            f"What chose, beside what a user reads (lower {sel.score} is better; "
             f"{level}-level {metric} of each candidate's row above, on the same folds):\n",
-            _table(["candidate", f"mean inner {sel['score']}", f"CV {sel['score']}",
+            _table(["candidate", f"mean inner {sel.score}", f"CV {sel.score}",
                     f"{level} {metric}", "outer folds won", "time (s)"], chosen),
-            _table(["outer fold", "winner", *(f"inner {sel['score']}: {long_name(n)}"
+            _table(["outer fold", "winner", *(f"inner {sel.score}: {long_name(n)}"
                                              for n in names)], rows),
-            f"Final model (used by `sinterlab-predict`): **{final.get('point', final['model'])}**"
+            f"Final model (used by `sinterlab-predict`): **{final.point}**"
             f", the best mean inner {score} over the outer folds, refitted on every group "
-            f"{refit} (`{final['checkpoint']}`). Selection took {number(sel['wall_s'], 1)} s.\n",
+            f"{refit} (`{final.checkpoint}`). Selection took {number(sel.wall_s, 1)} s.\n",
             *([f"Not trained on the outer folds (they won no outer fold and are not the final "
                f"model, so they could not change the answer; `model.selection.outer_fits=all` "
                f"trains them for rows of their own): "
-               f"{', '.join(long_name(n) for n in sel['not_trained'])}.\n"]
-              if sel.get("not_trained") else [])]
+               f"{', '.join(long_name(n) for n in sel.not_trained)}.\n"]
+              if sel.not_trained else [])]
 
 
-def _paper(m: Mapping) -> list[str]:
-    paper = m.get("paper") or {}
-    numbers = {k: v for k, v in paper.items() if isinstance(v, int | float)
+def _paper(m: RunMetrics) -> list[str]:
+    numbers = {k: v for k, v in (m.paper or {}).items() if isinstance(v, int | float)
                and not isinstance(v, bool)}
     if not numbers:
         return []
-    blocks = [b for b in (m, m.get("contrast")) if b and "test" in b]
-    rows = [[k, number(float(v)), *(number(b["test"]["patch"].get(PAPER_KEY_ALIASES.get(k, k)))
-                                  if "patch" in b["test"] else "—" for b in blocks)]
+    blocks = [b for b in (m, m.contrast) if b and b.test]
+    rows = [[k, number(float(v)), *(number(b.test.patch.get(PAPER_KEY_ALIASES.get(k, k)))
+                                  if b.test.patch else "—" for b in blocks)]
             for k, v in numbers.items()]
     return ["## The paper's figures\n",
             "The paper split its patches at random (leaky). Patch-level metrics of the MLP head "
@@ -370,165 +345,148 @@ def _paper(m: Mapping) -> list[str]:
             _table(["metric (patch level)", "paper", *(_split_label(b) for b in blocks)], rows)]
 
 
-def _calibration(m: Mapping) -> list[str]:
+def _calibration(m: RunMetrics) -> list[str]:
     """How far the head's probabilities (or values) can be trusted, out of fold."""
-    cal = m.get("calibration")
+    cal = m.calibration
     if not cal:
         return []
-    if "conformal" in cal:
-        c = cal["conformal"]
-        target = m["targets"][0]
-        unit = f" {target.get('unit')}".rstrip()
-        coverage = "not checkable (one fold)" if c["coverage"] is None else \
-            f"{c['coverage']:.3f} of {c['images']} images"
+    if cal.conformal:
+        c = cal.conformal
+        unit = f" {m.first_target.unit}".rstrip()
+        coverage = "not checkable (one fold)" if c.coverage is None else \
+            f"{c.coverage:.3f} of {c.images} images"
         return ["## How far to trust a value\n",
-                f"Split-conformal interval at {c['confidence']:.0%} confidence (from the "
-                f"out-of-fold residuals of images): prediction ± {c['half_width']:.3g}{unit}. "
+                f"Split-conformal interval at {c.confidence:.0%} confidence (from the "
+                f"out-of-fold residuals of images): prediction ± {c.half_width:.3g}{unit}. "
                 f"Checked fold by fold on residuals the interval never saw: coverage "
                 f"{coverage}. `sinterlab-predict` gives every image this interval.\n"]
-    temps = [t for t in (m.get("training") or {}).get("temperatures") or [] if t]
+    temps = [t for t in (m.training.temperatures if m.training else []) if t]
     spread = (f" Patch level: each member's temperature on its own validation rows, "
               f"{min(temps[0]):.2f}–{max(temps[0]):.2f} (median {float(np.median(temps[0])):.2f};"
               " > 1 means the raw head was over-confident)." if temps else "")
-    levels = [level for level in LEVELS if level in cal]
-    rows = [[level, cal[level]["n"],
-             _ece(cal[level], "raw"), _ece(cal[level], "calibrated")] for level in levels]
-    if "served" not in cal:  # a run folder without image calibration: temperatures only
+    rows = [[level, cal.at(level).n, _ece(cal.at(level), "raw"),
+             _ece(cal.at(level), "calibrated")] for level in LEVELS if cal.at(level)]
+    if not cal.served:  # a run folder without image calibration: temperatures only
         return ["## How far to trust a probability\n",
                 "Expected calibration error of the out-of-fold probabilities (top label, "
-                f"{cal['bins']} bins), before and after each member's temperature scaling on its "
+                f"{cal.bins} bins), before and after each member's temperature scaling on its "
                 f"own validation rows.{spread} `sinterlab-predict` reports the mean of the "
                 "temperature-scaled patch probabilities per image.\n",
                 _table(["level", "n", "ECE raw", "ECE temperature-scaled"], rows)]
-    image = cal["image"]
-    k = cal.get("images_class_changed")
+    k = cal.images_class_changed
     changed = (f" The served class differs from the one the accuracies above count (mean of "
-               f"temperature-scaled patch probabilities) on {k} of {image['n']} images."
+               f"temperature-scaled patch probabilities) on {k} of {cal.image.n} images."
                if k else "")
     return ["## How far to trust a probability\n",
-            f"**Image level (what `sinterlab-predict` serves): ECE {_ece(image, 'calibrated')}, "
-            f"raw {_ece(image, 'raw')}.** Served per image: {cal['served']}, cross-fitted on the "
-            "validation images of every fold but those of the member's own test groups, "
-            "averaged over the members. "
+            f"**Image level (what `sinterlab-predict` serves): ECE "
+            f"{_ece(cal.image, 'calibrated')}, raw {_ece(cal.image, 'raw')}.** Served per image: "
+            f"{cal.served}, cross-fitted on the validation images of every fold but those of the "
+            "member's own test groups, averaged over the members. "
             f"Expected calibration error of the out-of-fold probabilities (top label, "
-            f"{cal['bins']} bins); {cal['confidence']:.0%} intervals from "
-            f"{cal['bootstrap']['n']} bootstrap resamples of {cal['bootstrap']['unit']}s. "
+            f"{cal.bins} bins); {cal.confidence:.0%} intervals from "
+            f"{cal.bootstrap.n} bootstrap resamples of {cal.bootstrap.unit}s. "
             "Raw: the members' uncalibrated patch probabilities, per image and sample their mean. "
             "Calibrated: per image the served probability, per sample the mean of its images'."
             f"{spread}{changed}\n",
-            _table(["level", "n", "ECE raw", "ECE calibrated"], rows), *_sets(cal.get("sets"))]
+            _table(["level", "n", "ECE raw", "ECE calibrated"], rows), *_sets(cal.sets)]
 
 
-def _sets(sets: Mapping | None) -> list[str]:
+def _sets(sets: PredictionSetsCheck | None) -> list[str]:
     """The conformal prediction sets of images and their checked coverage."""
     if not sets:
         return []
-    kind = ("a contiguous range of levels (e.g. 150–200)" if sets["ordered"]
-            else "a set of classes")
-    checked = ("not checkable (one fold)" if sets["coverage"] is None else
-               f"**{sets['coverage']:.3f}** of {sets['images']} images, {sets['mean_size']:.2f} "
-               f"classes per set on average, {sets['singletons']:.0%} of sets a single class")
-    rows = [[f["fold"], f["images"], number(f["coverage"]), number(f["mean_size"], 2)]
-            for f in sets["per_fold"]]
-    return [f"**Prediction sets at {sets['confidence']:.0%}** (split-conformal on the served "
+    kind = "a contiguous range of levels (e.g. 150–200)" if sets.ordered else "a set of classes"
+    checked = ("not checkable (one fold)" if sets.coverage is None else
+               f"**{sets.coverage:.3f}** of {sets.images} images, {sets.mean_size:.2f} "
+               f"classes per set on average, {sets.singletons:.0%} of sets a single class")
+    rows = [[f.fold, f.images, number(f.coverage), number(f.mean_size, 2)]
+            for f in sets.per_fold]
+    return [f"**Prediction sets at {sets.confidence:.0%}** (split-conformal on the served "
             f"image probabilities; each image gets {kind} that holds the true value for "
-            f"{sets['confidence']:.0%} of new images). Checked fold by fold on images the "
+            f"{sets.confidence:.0%} of new images). Checked fold by fold on images the "
             f"threshold never saw: coverage {checked}. `sinterlab-predict` writes each "
             "image's set.\n",
             *([_table(["fold", "images", "coverage", "mean set size"], rows)] if rows else [])]
 
 
-def _ece(level: Mapping, key: str) -> str:
-    """'0.081 [0.052, 0.120]' from a level of the calibration block."""
-    low, high = level.get(f"ece_{key}_interval") or (None, None)
-    return interval({"value": level[f"ece_{key}"], "low": low, "high": high})
+def _ece(level: LevelCalibration, which: str) -> str:
+    """'0.081 [0.052, 0.120]' of the raw or calibrated ECE of a level."""
+    low, high = getattr(level, f"ece_{which}_interval") or (None, None)
+    return interval(Interval(getattr(level, f"ece_{which}"), low, high))
 
 
-def _gallery(m: Mapping) -> list[str]:
+def _gallery(m: RunMetrics) -> list[str]:
     """Most confidently right and wrong out-of-fold images, each with its map."""
-    records = m.get("gallery")
-    if not records:
+    if not m.gallery:
         return []
     out = ["## Gallery\n",
            "Per class, the out-of-fold image predicted most confidently right and most "
            "confidently wrong (regression: closest and farthest), each mapped by the members that "
            "never saw it (the seeds of the fold that tested it). Colour: the class the patches "
            "covering a pixel predict; opacity: their confidence.\n"]
-    for r in records:
-        confidence = "" if r.get("confidence") is None or r["confidence"] != r["confidence"] \
-            else f" ({r['confidence']:.2f})"
-        out.append(f"**{r['kind']}**: `{Path(str(r['image'])).name}`, true {r['truth']}, "
-                   f"predicted {r['predicted']}{confidence}, fold {r['fold']}\n\n"
-                   f"![{Path(r['map']).stem}]({r['map']})\n")
+    for r in m.gallery:
+        confidence = "" if r.confidence is None or r.confidence != r.confidence \
+            else f" ({r.confidence:.2f})"
+        out.append(f"**{r.kind}**: `{Path(str(r.image)).name}`, true {r.truth}, "
+                   f"predicted {r.predicted}{confidence}, fold {r.fold}\n\n"
+                   f"![{Path(r.map).stem}]({r.map})\n")
     return out
 
 
-def _training(m: Mapping) -> list[str]:
-    tr = m.get("training") or {}
+def _training(m: RunMetrics) -> list[str]:
+    tr = m.training
     if not tr:
         return []
-    if not tr.get("history"):  # a scikit-learn model: fitted, not trained by epochs
-        params = ", ".join(f"{k}={v}" for k, v in (tr.get("params") or {}).items())
+    if not tr.history:  # a scikit-learn model: fitted, not trained by epochs
+        params = ", ".join(f"{k}={v}" for k, v in tr.params.items())
         return ["## Training\n",
-                f"{tr.get('protocol')}. {long_name(tr.get('model'))} "
-                f"({params}): {tr.get('n_members')} members (one per fold) fitted in "
-                f"{number(tr.get('wall_s'), 1)} s.\n"]
-    members = tr.get("members") or []
-    rows = [[r["fold"], r["seed"], number(r["best_epoch"]), number(r["best_val_loss"]),
-             r["stopped_epoch"], number(r["early_stopped"])] for r in members]
+                f"{tr.protocol}. {long_name(tr.model)} ({params}): {tr.n_members} members "
+                f"(one per fold) fitted in {number(tr.wall_s, 1)} s.\n"]
+    rows = [[r.fold, r.seed, number(r.best_epoch), number(r.best_val_loss), r.stopped_epoch,
+             number(r.early_stopped)] for r in tr.members]
     return ["## Training\n",
-            f"{tr.get('protocol')}. {long_name(tr.get('model'))}: "
-            f"{tr.get('n_members')} heads (folds x seeds) trained as one "
-            f"ensemble in {number(tr.get('wall_s'), 1)} s ({tr.get('epochs_run')} epochs of at "
-            f"most {tr.get('max_epochs')}); each kept the weights of its lowest validation loss.\n",
+            f"{tr.protocol}. {long_name(tr.model)}: {tr.n_members} heads (folds x seeds) "
+            f"trained as one ensemble in {number(tr.wall_s, 1)} s ({tr.epochs_run} epochs of at "
+            f"most {tr.max_epochs}); each kept the weights of its lowest validation loss.\n",
             _table(["fold", "seed", "best epoch", "best val loss", "stopped at epoch",
                     "early-stopped"], rows)]
 
 
-def _stages(m: Mapping) -> list[str]:
-    """Each stage's wall time and its share of the run (metrics.json ``stages``; a stage the
-    report was written during shows as running)."""
-    stages = m.get("stages") or []
-    total = sum(s["wall_s"] or 0 for s in stages if s["depth"] == 0)
+def _stages(m: RunMetrics) -> list[str]:
+    """Each stage's wall time and its share of the run (a stage the report was written during
+    shows as running)."""
+    total = sum(s.wall_s or 0 for s in m.stages if s.depth == 0)
     if not total:
         return []
-    rows = [["&nbsp;&nbsp;" * s["depth"] + s["stage"],
-             "running" if s["wall_s"] is None else number(s["wall_s"], 1),
-             "" if s["wall_s"] is None else f"{s['wall_s'] / total:.0%}"] for s in stages]
+    rows = [["&nbsp;&nbsp;" * s.depth + s.stage,
+             "running" if s.wall_s is None else number(s.wall_s, 1),
+             "" if s.wall_s is None else f"{s.wall_s / total:.0%}"] for s in m.stages]
     return ["## Where the time went\n", f"{number(total, 1)} s in the stages below.\n",
             _table(["stage", "wall s", "share"], rows)]
 
 
-def _data(m: Mapping) -> list[str]:
-    d, bb, cache = m.get("data") or {}, m.get("backbone") or {}, m.get("cache") or {}
-    weights = bb.get("weights") or {}
-    inputs = m.get("inputs") or {}
-    extra = inputs.get("extra")
-    items = [f"descriptor `{d.get('descriptor')}`: {d.get('n_images')} images, "
-             f"{d.get('n_samples')} samples, {d.get('n_patches')} patches",
-             f"backbone `{bb.get('name')}` (embedding {bb.get('embedding_dim')}), weights "
-             f"{weights.get('source')} `{weights.get('identity')}` sha256 "
-             f"`{str(weights.get('sha256'))[:16]}…`, transfer learning: "
-             f"{number(weights.get('transfer_learning'))}",
-             f"embeddings: {cache.get('from_cache')} images from cache, {cache.get('extracted')} "
-             f"extracted, runtime {cache.get('runtime', 'torch')} (`{cache.get('folder')}`)",
-             "preprocessing: " + ", ".join(f"{k} `{v}`" for k, v in _flat(m.get("preprocess"))),
+def _data(m: RunMetrics) -> list[str]:
+    d, bb, cache, extra = m.data, m.backbone, m.cache, m.inputs.extra
+    items = [f"descriptor `{d.descriptor}`: {d.n_images} images, {d.n_samples} samples, "
+             f"{d.n_patches} patches",
+             f"backbone `{bb.name}` (embedding {bb.embedding_dim}), weights "
+             f"{bb.weights.source} `{bb.weights.identity}` sha256 "
+             f"`{str(bb.weights.sha256)[:16]}…`, transfer learning: "
+             f"{number(bb.weights.transfer_learning)}",
+             f"embeddings: {cache.from_cache} images from cache, {cache.extracted} extracted, "
+             f"runtime {cache.runtime} (`{cache.folder}`)",
+             "preprocessing: " + ", ".join(f"{k} `{v}`" for k, v in _flat(m.preprocess)),
              "model input: " + (
                  f"image embedding + extra inputs {', '.join(f'`{n}`' for n in extra)} "
-                 f"({inputs.get('note')})" if extra
-                 else "image embedding only (no data.extra_inputs)")]
-    for note in (d.get("sample_id_note"), (m.get("split") or {}).get("note")):
-        if note:
-            items.append(f"note: {note}")
-    items += [f"**warning:** {warning}" for warning in d.get("warnings") or []]
+                 f"({m.inputs.note})" if extra else "image embedding only (no data.extra_inputs)")]
+    items += [f"note: {note}" for note in (d.sample_id_note, m.split.note) if note]
+    items += [f"**warning:** {warning}" for warning in d.warnings]
     out = ["## Data, backbone, preprocessing\n", "\n".join(f"- {i}" for i in items) + "\n"]
-    groups = d.get("class_groups")
-    if groups:
-        kind = (m.get("split") or {}).get("kind")
-        small = set(d.get("small_classes") or [])
-        out.append(_table(["class", f"{kind}s", "images", ""],
-                          [[c, g["groups"], g["images"], "too few" if c in small else ""]
-                           for c, g in groups.items()]))
+    if d.class_groups:
+        small = set(d.small_classes)
+        out.append(_table(["class", f"{m.split.kind}s", "images", ""],
+                          [[c, g.groups, g.images, "too few" if c in small else ""]
+                           for c, g in d.class_groups.items()]))
     return out
 
 
@@ -551,18 +509,17 @@ def _figures(figures: Mapping[str, Path] | None, run_dir: Path) -> list[str]:
     return out
 
 
-def report_markdown(metrics: Mapping, figures: Mapping[str, Path] | None, run_dir: Path) -> str:
-    parts = [*_header(metrics), *_headline(metrics),
-             *_models_table(metrics, "Models on the same folds"), *_ordered_table(metrics),
-             *_folds_table(metrics),
-             *_samples_table(metrics), *_calibration(metrics), *_selection(metrics),
-             *how_much_data_section(metrics)]
-    contrast = metrics.get("contrast")
-    if contrast:
-        parts += _models_table(contrast, f"Leak contrast: {_split_label(contrast)}")
-    parts += [*_measures(metrics), *_instrument(metrics), *_gallery(metrics), *_paper(metrics),
-              *_training(metrics), *_data(metrics), *_stages(metrics),
-              *_figures(figures, Path(run_dir))]
+def report_markdown(metrics: RunMetrics | Mapping, figures: Mapping[str, Path] | None,
+                    run_dir: Path) -> str:
+    m = as_run(metrics)
+    parts = [*_header(m), *_headline(m), *_models_table(m, "Models on the same folds"),
+             *_ordered_table(m), *_folds_table(m), *_samples_table(m), *_calibration(m),
+             *_selection(m),
+             *how_much_data_section(m.learning_curve, m.variance_components, m.first_target)]
+    if m.contrast:
+        parts += _models_table(m.contrast, f"Leak contrast: {_split_label(m.contrast)}")
+    parts += [*_measures(m), *_instrument(m), *_gallery(m), *_paper(m), *_training(m),
+              *_data(m), *_stages(m), *_figures(figures, Path(run_dir))]
     return "\n".join(parts)
 
 
@@ -577,12 +534,6 @@ def _embed_images(text: str, run_dir: Path) -> str:
     return re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", embed, text)
 
 
-def write_markdown_report(run_dir: Path, metrics: Mapping,
-                          figures: Mapping[str, Path] | None = None) -> Path:
-    """Write ``report.md`` into ``run_dir``."""
-    return write_text(Path(run_dir) / "report.md", report_markdown(metrics, figures, run_dir))
-
-
 def markdown_page(text: str, folder: Path, title: str, heading: str = "") -> str:
     """A standalone HTML page of Markdown ``text`` whose PNG links (relative to ``folder``)
     are embedded, with ``heading`` above it."""
@@ -594,16 +545,17 @@ def markdown_page(text: str, folder: Path, title: str, heading: str = "") -> str
             f"</head><body>{heading}{body}</body></html>\n")
 
 
-def write_html_report(run_dir: Path, metrics: Mapping) -> Path:
-    """Render ``report.md`` to ``report.html`` with the figures embedded."""
+def write_html_report(run_dir: Path, text: str, experiment: str) -> Path:
+    """``report.html``: the Markdown report ``text`` with the figures embedded."""
     run_dir = Path(run_dir)
-    text = (run_dir / "report.md").read_text(encoding="utf-8")
     return write_text(run_dir / "report.html",
-                      markdown_page(text, run_dir, f"sinterlab: {metrics.get('experiment')}"))
+                      markdown_page(text, run_dir, f"sinterlab: {experiment}"))
 
 
-def write_report(run_dir: Path, metrics: Mapping, figures: Mapping[str, Path] | None = None,
-                 ) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into ``run_dir``."""
-    return (write_markdown_report(run_dir, metrics, figures),
-            write_html_report(run_dir, metrics))
+def write_report(run_dir: Path, metrics: RunMetrics | Mapping,
+                 figures: Mapping[str, Path] | None = None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into ``run_dir``, each once."""
+    m = as_run(metrics)
+    text = report_markdown(m, figures, run_dir)
+    return (write_text(Path(run_dir) / "report.md", text),
+            write_html_report(run_dir, text, m.experiment))

@@ -9,10 +9,14 @@ sample are not independent observations, so resampling them would overstate the 
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
+from sinterlab.data.descriptor import Target
 from sinterlab.evaluation.baselines import BASELINES
 from sinterlab.evaluation.metrics import (
     LEVELS,
@@ -23,6 +27,15 @@ from sinterlab.evaluation.metrics import (
     expected_value,
     first_rows,
     regression_metrics,
+)
+from sinterlab.evaluation.results import (
+    Interval,
+    Intervals,
+    SelectionCheck,
+    SelectionChecks,
+    Spread,
+    Spreads,
+    Verdict,
 )
 
 #: scalar metrics that get intervals and fold statistics; (name, higher is better)
@@ -46,6 +59,31 @@ def _scalars(kind: str, y: np.ndarray, output: np.ndarray,
     else:
         m = regression_metrics(y, output)
     return {name: m[name] for name, _ in scalars(kind, values is not None)}
+
+
+@dataclass
+class UnitSums:
+    """Per-unit sums of one level's rows (arrays over units; per class where two-dimensional)
+    from which every scalar metric of a bootstrap draw follows."""
+
+    n: np.ndarray
+    correct: np.ndarray | None = None
+    true: np.ndarray | None = None
+    predicted: np.ndarray | None = None
+    true_positives: np.ndarray | None = None
+    #: (classes, units, units): positives of a class in one unit scored above negatives in
+    #: another (ties half)
+    pairs: np.ndarray | None = None
+    #: (units, true, predicted) counts of an ordered target
+    confusion: np.ndarray | None = None
+    abs_error: np.ndarray | None = None
+    abs_expected: np.ndarray | None = None
+    within_one: np.ndarray | None = None
+    #: (unit, true value, expected value) of every row: Spearman's rho by draw
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    squared_error: np.ndarray | None = None
+    y: np.ndarray | None = None
+    y_squared: np.ndarray | None = None
 
 
 class LevelTables:
@@ -72,7 +110,7 @@ class LevelTables:
             _, mean = aggregate_by_group(output, ids)
             rows = first_rows(ids)
             self.levels[level] = (y[rows], mean, np.asarray(units).astype(str)[rows])
-        self.unit_names = np.unique(self.levels["patch"][2])
+        self.unit_names = np.unique(np.asarray(units).astype(str))
 
     def metrics(self, draw: dict[str, np.ndarray] | None = None) -> dict:
         """Scalar metrics per level, on all rows or on the rows of a bootstrap ``draw``."""
@@ -98,7 +136,7 @@ class LevelTables:
                                         for u in np.repeat(np.arange(len(c)), c.astype(int))])
                  for level, rows in index.items()} for c in counts]
 
-    def unit_statistics(self, level: str) -> dict[str, np.ndarray]:
+    def unit_statistics(self, level: str) -> UnitSums:
         """Per-unit sums of ``level``'s rows from which every scalar metric of a draw follows."""
         y, output, units = self.levels[level]
         unit = np.searchsorted(self.unit_names, units)
@@ -109,16 +147,17 @@ class LevelTables:
 
         if self.kind != "classification":
             error = output.reshape(-1) - y.astype(np.float64)
-            return {"n": per_unit(np.ones(len(y))), "abs": per_unit(np.abs(error)),
-                    "sq": per_unit(error ** 2), "y": per_unit(y), "y2": per_unit(y ** 2)}
+            return UnitSums(n=per_unit(np.ones(len(y))), abs_error=per_unit(np.abs(error)),
+                            squared_error=per_unit(error ** 2), y=per_unit(y),
+                            y_squared=per_unit(y ** 2))
         classes = output.shape[1]
         predicted = output.argmax(axis=1)
-        stats = {"n": per_unit(np.ones(len(y))), "correct": per_unit(predicted == y),
-                 "true": np.stack([per_unit(y == c) for c in range(classes)], axis=1),
-                 "predicted": np.stack([per_unit(predicted == c) for c in range(classes)],
-                                       axis=1),
-                 "tp": np.stack([per_unit((y == c) & (predicted == c))
-                                 for c in range(classes)], axis=1)}
+        stats = UnitSums(
+            n=per_unit(np.ones(len(y))), correct=per_unit(predicted == y),
+            true=np.stack([per_unit(y == c) for c in range(classes)], axis=1),
+            predicted=np.stack([per_unit(predicted == c) for c in range(classes)], axis=1),
+            true_positives=np.stack([per_unit((y == c) & (predicted == c))
+                                     for c in range(classes)], axis=1))
         # pairs[c, u, v]: positives of class c in unit u scored above negatives in unit v (ties
         # count half), the Mann-Whitney form of the one-vs-rest AUROC
         pairs = np.zeros((classes, size, size))
@@ -131,18 +170,18 @@ class LevelTables:
                 ties = np.searchsorted(negatives, scores, side="right") - below
                 pairs[c, :, v] = np.bincount(unit[positive], weights=below + 0.5 * ties,
                                              minlength=size)
-        stats["pairs"] = pairs
+        stats.pairs = pairs
         if self.values is not None:
             values = self.values
-            stats["confusion"] = np.stack([  # (units, true, predicted)
+            stats.confusion = np.stack([  # (units, true, predicted)
                 np.bincount(y[unit == u] * classes + predicted[unit == u],
                             minlength=classes ** 2).reshape(classes, classes)
                 for u in range(size)]).astype(np.float64)
-            stats["abs"] = per_unit(np.abs(values[predicted] - values[y]))
+            stats.abs_error = per_unit(np.abs(values[predicted] - values[y]))
             expected = expected_value(output, values)
-            stats["abs_expected"] = per_unit(np.abs(expected - values[y]))
-            stats["within_one"] = per_unit(np.abs(predicted - y) <= 1)
-            stats["rows"] = (unit, values[y], expected)
+            stats.abs_expected = per_unit(np.abs(expected - values[y]))
+            stats.within_one = per_unit(np.abs(predicted - y) <= 1)
+            stats.rows = (unit, values[y], expected)
         return stats
 
     def draw_metrics(self, counts: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
@@ -151,7 +190,7 @@ class LevelTables:
         out = {}
         for level in self.levels:
             stats = self.unit_statistics(level)
-            n = counts @ stats["n"]
+            n = counts @ stats.n
             with np.errstate(divide="ignore", invalid="ignore"):
                 if self.kind == "classification":
                     out[level] = _draw_classification(counts, stats, n)
@@ -162,15 +201,16 @@ class LevelTables:
         return out
 
 
-def _draw_classification(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict:
+def _draw_classification(counts: np.ndarray, stats: UnitSums, n: np.ndarray) -> dict:
     """Accuracy, macro F1 (sklearn's, absent classes 0) and AUROC (binary: class 1; else the
     mean over classes present with positives and negatives) from per-unit statistics."""
-    true, predicted, tp = (counts @ stats[k] for k in ("true", "predicted", "tp"))
+    true, predicted, tp = (counts @ s for s in (stats.true, stats.predicted,
+                                                stats.true_positives))
     denominator = true + predicted
     f1 = np.where(denominator > 0, 2 * tp / np.where(denominator > 0, denominator, 1), 0.0)
     positives = true
     negatives = n[:, None] - true
-    pairs = np.einsum("du,cuv,dv->dc", counts, stats["pairs"], counts)
+    pairs = np.einsum("du,cuv,dv->dc", counts, stats.pairs, counts)
     defined = (positives > 0) & (negatives > 0)
     per_class = np.where(defined, pairs / np.where(defined, positives * negatives, 1), np.nan)
     present = (positives > 0).sum(axis=1)
@@ -179,14 +219,14 @@ def _draw_classification(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict
     else:
         auroc = np.nanmean(np.where(defined, per_class, np.nan), axis=1)
     auroc = np.where(present >= 2, auroc, np.nan)
-    return {"accuracy": counts @ stats["correct"] / n, "f1_macro": f1.mean(axis=1),
+    return {"accuracy": counts @ stats.correct / n, "f1_macro": f1.mean(axis=1),
             "auroc": auroc}
 
 
-def _draw_ordinal(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict:
+def _draw_ordinal(counts: np.ndarray, stats: UnitSums, n: np.ndarray) -> dict:
     """MAE (predicted level, expected value), within-one share, quadratic weighted kappa and
     Spearman's rho of an ordered target for every draw."""
-    confusion = np.einsum("du,utp->dtp", counts, stats["confusion"])
+    confusion = np.einsum("du,utp->dtp", counts, stats.confusion)
     classes = confusion.shape[1]
     weights = (np.arange(classes)[:, None] - np.arange(classes)[None, :]) ** 2.0
     expected = np.einsum("dt,dp->dtp", confusion.sum(axis=2), confusion.sum(axis=1)) / \
@@ -196,9 +236,9 @@ def _draw_ordinal(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict:
     seen = ((confusion.sum(axis=2) > 0) | (confusion.sum(axis=1) > 0)).sum(axis=1)
     qwk = np.where((expected_cost > 0) & (seen > 1),
                    1 - observed_cost / np.where(expected_cost > 0, expected_cost, 1), np.nan)
-    return {"mae": counts @ stats["abs"] / n, "mae_expected": counts @ stats["abs_expected"] / n,
-            "within_one": counts @ stats["within_one"] / n, "qwk": qwk,
-            "spearman": _weighted_spearman(counts, *stats["rows"])}
+    return {"mae": counts @ stats.abs_error / n, "mae_expected": counts @ stats.abs_expected / n,
+            "within_one": counts @ stats.within_one / n, "qwk": qwk,
+            "spearman": _weighted_spearman(counts, *stats.rows)}
 
 
 def _weighted_ranks(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -230,44 +270,43 @@ def _weighted_spearman(counts: np.ndarray, unit: np.ndarray, truth: np.ndarray,
     return np.concatenate(out)
 
 
-def _draw_regression(counts: np.ndarray, stats: dict, n: np.ndarray) -> dict:
-    sq = counts @ stats["sq"]
-    total = counts @ stats["y2"] - (counts @ stats["y"]) ** 2 / n
-    defined = (n >= 2) & (total > 1e-12 * np.maximum(counts @ stats["y2"], 1e-300))
-    return {"mae": counts @ stats["abs"] / n, "rmse": np.sqrt(sq / n),
+def _draw_regression(counts: np.ndarray, stats: UnitSums, n: np.ndarray) -> dict:
+    sq = counts @ stats.squared_error
+    total = counts @ stats.y_squared - (counts @ stats.y) ** 2 / n
+    defined = (n >= 2) & (total > 1e-12 * np.maximum(counts @ stats.y_squared, 1e-300))
+    return {"mae": counts @ stats.abs_error / n, "rmse": np.sqrt(sq / n),
             "r2": np.where(defined, 1 - sq / np.where(defined, total, 1), np.nan)}
 
 
 def bootstrap_intervals(tables: dict[str, LevelTables], n: int, seed: int,
-                        confidence: float = 0.95, reference: str | None = None) -> dict:
+                        confidence: float = 0.95, reference: str | None = None,
+                        ) -> dict[str, Intervals]:
     """Pooled metrics with percentile intervals for every model, from the same unit draws.
 
     ``tables``: model name -> its :class:`LevelTables` (same rows and units). With
     ``reference`` (a model name), each other model also gets the paired interval of its
     difference to it (other minus reference), from the same draws.
-    Returns ``{model: {level: {metric: {"value", "low", "high"[, "diff_low", "diff_high"]}}}}``.
+    Returns model -> its :class:`Intervals` (level -> metric -> :class:`Interval`).
     """
     first = next(iter(tables.values()))
     counts = first.unit_counts(n, seed)
     alpha = (1 - confidence) / 2
     point = {name: t.metrics() for name, t in tables.items()}
     boot = {name: t.draw_metrics(counts) for name, t in tables.items()}
-    out: dict = {}
+    out: dict[str, Intervals] = {}
     for name, t in tables.items():
-        out[name] = {}
+        levels: dict[str, dict[str, Interval]] = {}
         for level in LEVELS:
-            out[name][level] = {}
+            levels[level] = {}
             for metric, _ in scalars(t.kind, t.values is not None):
                 values = boot[name][level][metric]
-                cell = {"value": point[name][level][metric],
-                        **_interval(values, alpha)}
+                cell = Interval(point[name][level][metric], *_interval(values, alpha))
                 if reference and name != reference:
-                    ref = boot[reference][level][metric]
-                    diff = _interval(values - ref, alpha)
-                    cell |= {"diff": _sub(point[name][level][metric],
-                                          point[reference][level][metric]),
-                             "diff_low": diff["low"], "diff_high": diff["high"]}
-                out[name][level][metric] = cell
+                    cell.diff = _sub(point[name][level][metric], point[reference][level][metric])
+                    cell.diff_low, cell.diff_high = _interval(
+                        values - boot[reference][level][metric], alpha)
+                levels[level][metric] = cell
+        out[name] = Intervals(**levels)
     return out
 
 
@@ -275,15 +314,16 @@ def _sub(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def _interval(values: np.ndarray, alpha: float) -> dict:
+def _interval(values: np.ndarray, alpha: float) -> tuple[float | None, float | None]:
+    """(low, high) percentiles of the finite ``values``."""
     values = values[np.isfinite(values)]
     if not len(values):
-        return {"low": None, "high": None}
+        return None, None
     low, high = np.quantile(values, [alpha, 1 - alpha])
-    return {"low": float(low), "high": float(high)}
+    return float(low), float(high)
 
 
-def fold_statistics(per_fold: list[dict], kind: str, ordered: bool = False) -> dict:
+def fold_statistics(per_fold: list[dict], kind: str, ordered: bool = False) -> Spreads:
     """Mean and sd over folds of each level's scalar metrics (``per_fold``: evaluate_levels)."""
     out = {}
     for level in LEVELS:
@@ -291,10 +331,9 @@ def fold_statistics(per_fold: list[dict], kind: str, ordered: bool = False) -> d
         for metric, _ in scalars(kind, ordered):
             values = np.array([f[level][metric] for f in per_fold
                                if f[level][metric] is not None], dtype=float)
-            out[level][metric] = {
-                "mean": float(values.mean()) if len(values) else None,
-                "sd": float(values.std(ddof=1)) if len(values) > 1 else None}
-    return out
+            out[level][metric] = Spread(float(values.mean()) if len(values) else None,
+                                        float(values.std(ddof=1)) if len(values) > 1 else None)
+    return Spreads(**out)
 
 
 def per_fold_metrics(kind: str, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
@@ -397,7 +436,7 @@ def permutation_test(x_image: np.ndarray, y_image: np.ndarray, groups: np.ndarra
             "p_value": float((1 + np.sum(permuted >= observed)) / (1 + n))}
 
 
-def sample_table(target: dict, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
+def sample_table(target: Target, y: np.ndarray, output: np.ndarray, image_ids: np.ndarray,
                  sample_ids: np.ndarray, test_fold: np.ndarray) -> pd.DataFrame:
     """One row per tested sample: its truth, fold, images, and what its images were read as."""
     tested = test_fold >= 0
@@ -411,8 +450,8 @@ def sample_table(target: dict, y: np.ndarray, output: np.ndarray, image_ids: np.
     for sample, part in frame.groupby("sample", sort=True):
         index = part.index.to_numpy()
         row = {"sample": sample, "fold": int(part["fold"].iloc[0]), "images": len(part)}
-        if target["kind"] == "classification":
-            classes = target["class_names"]
+        if target.kind == "classification":
+            classes = target.class_names
             truth = int(part["y"].iloc[0])
             votes = np.bincount(image_out[index].argmax(axis=1), minlength=len(classes))
             row |= {"true": classes[truth], "images_correct": float(votes[truth] / len(part)),
@@ -426,56 +465,57 @@ def sample_table(target: dict, y: np.ndarray, output: np.ndarray, image_ids: np.
     return pd.DataFrame(rows)
 
 
-def verdict(pooled: dict, kind: str, level: str, primary: str | None,
-            baselines: tuple[str, ...] = BASELINES) -> dict:
+def verdict(pooled: dict[str, Intervals], kind: str, level: str, primary: str | None,
+            baselines: tuple[str, ...] = BASELINES) -> Verdict:
     """Which model is best at ``level`` on the main metric, and does the ``primary`` model (the
     head, or the auto-selected one) beat the best baseline by more than its interval width."""
     metric, higher = main_metric(kind)
-    scores = {name: levels[level][metric]["value"] for name, levels in pooled.items()}
+    scores = {name: row.cell(level, metric).value for name, row in pooled.items()}
     ranked = sorted((n for n in scores if scores[n] is not None),
                     key=lambda n: scores[n], reverse=higher)
-    out = {"level": level, "metric": metric, "higher_is_better": higher,
-           "best_model": ranked[0] if ranked else None, "scores": scores}
-    if primary is None:
-        return out
+    out = Verdict(level=level, metric=metric, higher_is_better=higher,
+                  best_model=ranked[0] if ranked else None, scores=scores)
     ranked_baselines = [n for n in ranked if n in baselines]
-    if not ranked_baselines or scores[primary] is None:
+    if primary is None or not ranked_baselines or scores[primary] is None:
         return out
     best = ranked_baselines[0]
-    cell, head_cell = pooled[best][level][metric], pooled[primary][level][metric]
+    cell, head_cell = pooled[best].cell(level, metric), pooled[primary].cell(level, metric)
     margin = (scores[primary] - scores[best]) * (1 if higher else -1)
-    width = (head_cell["high"] - head_cell["low"]) if head_cell["low"] is not None else None
+    width = head_cell.width
     # the paired interval of (baseline - head) from the same bootstrap draws
-    low, high = cell.get("diff_low"), cell.get("diff_high")
+    low, high = cell.diff_low, cell.diff_high
     clear = low is not None and ((high < 0) if higher else (low > 0))
-    out |= {"primary": primary, "best_baseline": best, "head_margin": margin,
-            "head_interval_width": width,
-            "head_beats_by_more_than_interval": bool(width is not None and margin > width),
-            "baseline_minus_head_interval": [low, high],
-            "head_clearly_better": bool(clear)}
-    return out
+    return dataclasses.replace(
+        out, primary=primary, best_baseline=best, primary_margin=margin,
+        primary_interval_width=width,
+        primary_beats_by_more_than_interval=bool(width is not None and margin > width),
+        baseline_minus_primary_interval=[low, high], primary_clearly_better=bool(clear))
 
 
-def selection_check(pooled: dict, level: str, metric: str, higher: bool,
-                    chosen: dict[str, str], candidates: list[str]) -> dict:
+def selection_check(pooled: dict[str, Intervals], level: str, metric: str, higher: bool,
+                    chosen: dict[str, str], candidates: list[str]) -> SelectionChecks:
     """Does what model selection chose score worse than another candidate on the same folds, by
-    more than its own interval width? ``chosen``: role -> model key (the nested ``auto`` row,
-    and the final model's candidate); ``candidates``: the keys of every candidate's row. Per
-    role: its value, the best other candidate's, the margin and whether they disagree."""
+    more than its own interval width? ``chosen``: role (nested, final) -> model key (the nested
+    ``auto`` row, and the final model's candidate); ``candidates``: the keys of every
+    candidate's row. Per role: its value, the best other candidate's, the margin and whether
+    they disagree."""
+    def cell(name: str) -> Interval | None:
+        return pooled[name].cell(level, metric) if name in pooled else None
+
     def value(name: str) -> float | None:
-        return ((pooled.get(name) or {}).get(level) or {}).get(metric, {}).get("value")
+        return cell(name).value if cell(name) else None
 
     sign = 1 if higher else -1
-    out = {"level": level, "metric": metric}
+    out = SelectionChecks(level=level, metric=metric)
     for role, name in chosen.items():
-        cell = ((pooled.get(name) or {}).get(level) or {}).get(metric) or {}
         others = [c for c in candidates if c != name and value(c) is not None]
         if value(name) is None or not others:
             continue
         best = max(others, key=lambda c: sign * value(c))
         margin = sign * (value(best) - value(name))
-        width = (cell["high"] - cell["low"]) if cell.get("low") is not None else None
-        out[role] = {"model": name, "value": value(name), "best_other": best,
-                     "best_value": value(best), "behind_by": margin, "interval_width": width,
-                     "disagrees": bool(width is not None and margin > width)}
+        width = cell(name).width
+        setattr(out, role, SelectionCheck(
+            model=name, value=value(name), best_other=best, best_value=value(best),
+            behind_by=margin, interval_width=width,
+            disagrees=bool(width is not None and margin > width)))
     return out

@@ -18,7 +18,9 @@ from typing import Any
 import pandas as pd
 
 from sinterlab.atomic import write_text
+from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.display import long_name
+from sinterlab.evaluation.results import Interval, ProtocolBlock, RunMetrics, read_metrics
 from sinterlab.runs import CLAIM, ERROR, failure, incomplete
 
 #: the run's own model (the plain head, or the auto-selected one): the table's "head" column;
@@ -31,27 +33,10 @@ GROUP_COLUMNS = ("experiment", "data", "classes", "inputs", "split_kind", "proto
 ORDERED_COLUMNS = ("mae", "within_one")
 
 
-def _get(d: Any, dotted: str) -> Any:
-    for key in dotted.split("."):
-        if not isinstance(d, Mapping):
-            return None
-        d = d.get(key)
-    return d
-
-
-def _classes(metrics: Mapping) -> str:
+def _classes(run: RunMetrics) -> str:
     """'burst_count: 50, 150, 250' (classification) or 'burst_count (regression)'."""
-    parts = []
-    for target in metrics.get("targets") or []:
-        classes = target.get("classes")
-        parts.append(f"{target.get('name')}: {', '.join(map(str, classes))}" if classes
-                     else f"{target.get('name')} ({target.get('kind')})")
-    return "; ".join(parts)
-
-
-def _inputs(metrics: Mapping) -> str:
-    """'image' or 'image + duty_cycle': what the models read (``data.extra_inputs``)."""
-    return " + ".join(["image", *(_get(metrics, "inputs.extra") or [])])
+    return "; ".join(f"{t.name}: {', '.join(map(str, t.classes))}" if t.classes
+                     else f"{t.name} ({t.kind})" for t in run.targets)
 
 
 def _short(path: object) -> str:
@@ -71,33 +56,31 @@ def failed_runs(root: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _block_row(path: Path, root: Path, metrics: Mapping, block: Mapping) -> dict[str, Any]:
-    cv = block.get("cv") or {}
-    verdict = cv.get("verdict") or {}
-    level, metric = verdict.get("level"), verdict.get("metric")
+def _block_row(path: Path, root: Path, run: RunMetrics, block: ProtocolBlock,
+               ) -> dict[str, Any]:
+    cv = block.cv
+    level, metric = cv.verdict.level, cv.verdict.metric
+    trained = block.selection or block.training
     row: dict[str, Any] = {
         "run": path.parent.relative_to(root).as_posix() or ".",
-        "experiment": metrics.get("experiment"),
-        "data": _get(metrics, "data.descriptor"), "classes": _classes(metrics),
-        "inputs": _inputs(metrics),
-        "split_kind": _get(block, "split.kind"), "leaky": bool(_get(block, "split.leaky")),
-        "protocol": f"{cv.get('protocol')} ({cv.get('folds')} folds)" if cv else None,
-        "backbone": _get(metrics, "backbone.name"),
-        "weights_source": _get(metrics, "backbone.weights.source"),
-        "level": level, "metric": metric, "best_model": verdict.get("best_model"),
-        "p_value": _get(cv, "permutation.p_value"),
-        "wall_s": _get(block, "selection.wall_s") or _get(block, "training.wall_s"),
+        "experiment": run.experiment, "data": run.data.descriptor, "classes": _classes(run),
+        "inputs": " + ".join(["image", *run.inputs.extra]),
+        "split_kind": block.split.kind, "leaky": block.split.leaky,
+        "protocol": f"{cv.protocol} ({cv.folds} folds)",
+        "backbone": run.backbone.name, "weights_source": run.backbone.weights.source,
+        "level": level, "metric": metric, "best_model": cv.verdict.best_model,
+        "p_value": cv.permutation.p_value if cv.permutation else None,
+        "wall_s": trained.wall_s if trained else None,
+        "primary_model": cv.primary,
     }
-    row["primary_model"] = cv.get("primary")
-    cells = {"primary": (cv.get("primary"), metric)}
-    cells |= {f"model:{model}": (model, metric) for model in cv.get("pooled") or {}
-              if model not in PRIMARY}
+    cells = {"primary": (cv.primary, metric)}
+    cells |= {f"model:{model}": (model, metric) for model in cv.pooled if model not in PRIMARY}
     # an ordered target: the run's own model's errors in the parameter's units too
-    cells |= {f"primary_{m}": (cv.get("primary"), m) for m in ORDERED_COLUMNS}
+    cells |= {f"primary_{m}": (cv.primary, m) for m in ORDERED_COLUMNS}
     for column, (key, name) in cells.items():
-        cell = (_get(cv, f"pooled.{key}.{level}.{name}") if key else None) or {}
+        cell = (cv.cell(key, level, name) if key else None) or Interval(None)
         for part in ("value", "low", "high"):
-            value = cell.get(part)
+            value = getattr(cell, part)
             row[f"{column}.{part}"] = math.nan if value is None else float(value)
     return row
 
@@ -117,10 +100,14 @@ def summarize_runs(root: Path) -> pd.DataFrame:
         if not isinstance(metrics, Mapping) or "cv" not in metrics:
             warnings.warn(f"skipping {path}: not a cross-validated sinterlab run", stacklevel=2)
             continue
-        rows.append(_block_row(path, root, metrics, metrics) | {"source": "run"})
-        if isinstance(metrics.get("contrast"), Mapping):
-            rows.append(_block_row(path, root, metrics, metrics["contrast"])
-                        | {"source": "contrast"})
+        try:
+            run = read_metrics(path)
+        except SinterlabError as exc:
+            warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
+            continue
+        rows.append(_block_row(path, root, run, run) | {"source": "run"})
+        if run.contrast:
+            rows.append(_block_row(path, root, run, run.contrast) | {"source": "contrast"})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame

@@ -20,6 +20,7 @@ from sinterlab.atomic import writing
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
+from sinterlab.evaluation.results import RunMetrics
 
 #: the run's DataModule (sinterlab.study.datamodule.SEMDataModule), handed down by the study
 #: layer; typed loosely so that this layer never imports the one above it
@@ -50,21 +51,21 @@ def hparams(cfg: DictConfig) -> dict:
     return out
 
 
-def hparam_metrics(metrics: dict) -> dict[str, float]:
+def hparam_metrics(run: RunMetrics) -> dict[str, float]:
     """The pooled out-of-fold headline metric of every model, the p-value, the ECE."""
-    cv = metrics["cv"]
-    level, metric = cv["verdict"]["level"], cv["verdict"]["metric"]
+    cv = run.cv
+    level, metric = cv.verdict.level, cv.verdict.metric
     out = {}
-    for model, levels in cv["pooled"].items():
-        value = ((levels.get(level) or {}).get(metric) or {}).get("value")
-        if value is not None:
-            out[f"cv/{model}/{level}_{metric}"] = float(value)
-    if "p_value" in cv.get("permutation", {}):
-        out["cv/p_value"] = float(cv["permutation"]["p_value"])
-    image = (metrics.get("calibration") or {}).get("image")
+    for model in cv.pooled:
+        cell = cv.cell(model, level, metric)
+        if cell and cell.value is not None:
+            out[f"cv/{model}/{level}_{metric}"] = float(cell.value)
+    if cv.permutation and cv.permutation.p_value is not None:
+        out["cv/p_value"] = float(cv.permutation.p_value)
+    image = run.calibration.image if run.calibration else None
     if image:
-        out["calibration/ece_raw"] = float(image["ece_raw"])
-        out["calibration/ece_calibrated"] = float(image["ece_calibrated"])
+        out["calibration/ece_raw"] = float(image.ece_raw)
+        out["calibration/ece_calibrated"] = float(image.ece_calibrated)
     return out
 
 
@@ -83,7 +84,7 @@ def thumbnails(dm: DataModule, rows: np.ndarray, size: int) -> torch.Tensor:
     return out
 
 
-def log_run(cfg: DictConfig, dm: DataModule, metrics: dict, figures: dict[str, Path],
+def log_run(cfg: DictConfig, dm: DataModule, metrics: RunMetrics, figures: dict[str, Path],
             test_fold: np.ndarray, maps: list[Path] = ()) -> Path | None:
     """Write the run's TensorBoard entry (``maps``: a few prediction maps, shown as images
     too); returns its folder (None without a TensorBoard logger)."""
@@ -95,7 +96,7 @@ def log_run(cfg: DictConfig, dm: DataModule, metrics: dict, figures: dict[str, P
     return Path(logger.log_dir)
 
 
-def _write_run(cfg: DictConfig, dm: DataModule, metrics: dict, figures: dict[str, Path],
+def _write_run(cfg: DictConfig, dm: DataModule, metrics: RunMetrics, figures: dict[str, Path],
                test_fold: np.ndarray, maps: list[Path], logger) -> None:
     tb = cfg.evaluation.tensorboard
     writer = logger.experiment

@@ -18,6 +18,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.descriptor import IMAGE, PATH, str_label
+from sinterlab.evaluation.results import ProtocolBlock
 from sinterlab.explain.maps import draw_map, grid_embeddings, image_map
 from sinterlab.explain.write import default_stride
 from sinterlab.predict import load_model
@@ -48,20 +49,29 @@ def pick(images: pd.DataFrame, target: dict, per_kind: int) -> pd.DataFrame:
     return pd.concat(picked).reset_index(drop=True) if picked else images.iloc[:0]
 
 
-def write_gallery(cfg: DictConfig, dm: DataModule, metrics: dict, images: pd.DataFrame,
+def write_gallery(cfg: DictConfig, dm: DataModule, block: ProtocolBlock, images: pd.DataFrame,
                   run_dir: Path) -> list[dict]:
-    """Maps of the picked images in ``figures/gallery``; returns one record per map."""
+    """Maps of the picked images in ``figures/gallery`` by the members that tested them (the
+    block's reported model, or model=auto's winner of each outer fold); returns one record per
+    map. An image whose model reads microstructure measures gets no map (a map shows what
+    patches say) and is not embedded."""
     g = cfg.evaluation.gallery
     target = dm.descriptor.targets[0].as_dict()
     chosen = pick(images, target, int(g.per_kind))
-    if chosen.empty or not metrics.get("training"):
+    if chosen.empty or not block.training:
         return []
     paths = dict(zip(dm.descriptor.table[IMAGE], dm.descriptor.table[PATH], strict=True))
-    selection = metrics.get("selection") or {}
-    winners = selection.get("fold_checkpoints")
-    kinds = {metrics["training"]["checkpoint"]: metrics["training"].get("kind", "head")} | {
-        p["checkpoint"]: p["kind"] for p in (selection.get("points") or {}).values()
-        if "checkpoint" in p}
+    winners = block.selection.fold_checkpoints if block.selection else None
+    kinds = {block.training.checkpoint: block.training.kind} | {
+        p.checkpoint: p.kind for p in (block.selection.points.values() if block.selection
+                                       else []) if p.checkpoint}
+    of_fold = {fold: winners[fold] if winners else block.training.checkpoint
+               for fold in chosen["fold"].astype(int).unique()}
+    heads = {checkpoint: load_model(run_dir / checkpoint, kinds[checkpoint])
+             for checkpoint in set(of_fold.values())}
+    chosen = chosen[[not heads[of_fold[int(f)]].reads_measures for f in chosen["fold"]]]
+    if chosen.empty:
+        return []
     features = OmegaConf.merge(cfg.features, {"runtime": dm.cache_stats.get("runtime",
                                                                               "torch")})
     stride = int(g.stride or default_stride(cfg.preprocess))
@@ -69,15 +79,11 @@ def write_gallery(cfg: DictConfig, dm: DataModule, metrics: dict, images: pd.Dat
                                list(dict.fromkeys(paths[i] for i in chosen[IMAGE])), stride)
     grids = {ref.path: (ref, entry) for ref, entry in zip(embedded.refs, embedded.entries,
                                                            strict=True)}
-    records, heads = [], {}
+    records = []
     for row in chosen.itertuples(index=False):
         fold = int(row.fold)
-        checkpoint = winners[fold] if winners else metrics["training"]["checkpoint"]
-        if checkpoint not in heads:
-            heads[checkpoint] = load_model(run_dir / checkpoint, kinds[checkpoint])
+        checkpoint = of_fold[fold]
         head = heads[checkpoint]
-        if head.reads_measures:  # a map shows what patches say; this model reads measures
-            continue
         seeds = head.per_group
         m = image_map(head, cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
                       members=slice(fold * seeds, (fold + 1) * seeds))

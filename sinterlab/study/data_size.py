@@ -26,7 +26,6 @@ from omegaconf import DictConfig, open_dict
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE
 from sinterlab.data.splits import check_disjoint
 from sinterlab.evaluation.baselines import baseline_outputs
-from sinterlab.evaluation.display import reported_model
 from sinterlab.evaluation.learning_curve import (
     PowerLaw,
     SampleOutcomes,
@@ -38,6 +37,7 @@ from sinterlab.evaluation.learning_curve import (
     size_grid,
 )
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value, first_rows
+from sinterlab.evaluation.results import ProtocolBlock
 from sinterlab.evaluation.statistics import LevelTables
 from sinterlab.evaluation.variance import (
     COMPONENTS,
@@ -49,7 +49,7 @@ from sinterlab.evaluation.variance import (
 )
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.study.fit import fit_models, head_model, is_head
-from sinterlab.study.record import reported_outputs
+from sinterlab.study.record import ProtocolOutputs
 from sinterlab.study.selection import point_config
 
 log = logging.getLogger(__name__)
@@ -62,30 +62,29 @@ FIT_ROLES = {"head": ("train",), "other": ("train", "val")}
 
 
 # -- what is trained --------------------------------------------------------------------------
-def served_config(cfg: DictConfig, block: dict) -> DictConfig | None:
+def served_config(cfg: DictConfig, block: ProtocolBlock) -> DictConfig | None:
     """The config of the model a run serves: model=auto's final point (its candidate with the
     chosen parameters), else the trained head's; None when the run trained none."""
-    primary = block["cv"]["primary"]
+    primary = block.cv.primary
     if primary == "auto":
-        final = block["selection"]["final"]
-        return point_config(cfg.model.candidates[final["model"]], final.get("params") or {})
+        final = block.selection.final
+        return point_config(cfg.model.candidates[final.model], final.params)
     if primary == "head":
         return head_model(cfg)
     return None
 
 
-def served_name(block: dict, model: DictConfig | None) -> str | None:
+def served_name(block: ProtocolBlock, model: DictConfig | None) -> str | None:
     if model is None:
         return None
-    final = (block.get("selection") or {}).get("final")
-    return final.get("point", final["model"]) if final else str(model.name)
+    return block.selection.final.point if block.selection else str(model.name)
 
 
-def best_baseline(cfg: DictConfig, block: dict) -> str:
+def best_baseline(cfg: DictConfig, block: ProtocolBlock) -> str:
     """The entry of ``evaluation.baselines`` with the best headline score on the run's folds."""
-    verdict = block["cv"]["verdict"]
-    sign = 1 if verdict["higher_is_better"] else -1
-    scores = {name: verdict["scores"].get(name) for name in cfg.evaluation.baselines}
+    verdict = block.cv.verdict
+    sign = 1 if verdict.higher_is_better else -1
+    scores = {name: verdict.scores.get(name) for name in cfg.evaluation.baselines}
     return max((n for n in scores if scores[n] is not None), key=lambda n: sign * scores[n])
 
 
@@ -388,7 +387,8 @@ def future_studies(dm: SEMDataModule, output: np.ndarray, tested: np.ndarray,
                       "moved by the learning curve's gain at n"}
 
 
-def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: dict) -> dict:
+def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
+                    oof: ProtocolOutputs) -> dict:
     """The learning-curve block of metrics.json: per axis the points, the fit (with its band
     for the figure) and the projection; the baseline's along samples; the samples per class
     needed for the target accuracies and the simulated future studies."""
@@ -463,7 +463,7 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: dict) -> dict:
         accuracy = samples["_curves"]["accuracy"]
         record["needed"] = needed_samples(*accuracy, [float(a) for a in lc.targets],
                                           samples["today"], float(lc.max_factor), confidence)
-        output = reported_outputs(block)[0]
+        output = oof.reported(block)[0]
         record["studies"] = future_studies(dm, output, tested, accuracy, samples["today"], lc,
                                            confidence, int(lc.seed))
     for curve in [*record["axes"].values(), record["baseline_curve"]]:
@@ -485,15 +485,15 @@ def patch_scores(target, output: np.ndarray, y: np.ndarray) -> tuple[np.ndarray,
     return output[np.arange(len(y)), y.astype(np.int64)], "probability of the true class"
 
 
-def variance_block(cfg: DictConfig, dm: SEMDataModule, block: dict) -> dict:
+def variance_block(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
+                   oof: ProtocolOutputs) -> dict:
     """Variance components of the reported model's out-of-fold output per patch (within each
     class: between samples, between images of a sample, between patches of an image), their
     intervals (samples resampled within class) and the sentence."""
-    outputs = block["outputs"]
-    tested = outputs["test_fold"] >= 0
+    tested = oof.test_fold >= 0
     first = dm.descriptor.targets[0]
-    name = reported_model(block["cv"])
-    output = reported_outputs(block)[0][tested]
+    name = block.reported
+    output = oof.reported(block)[0][tested]
     y = dm.y[:, 0].numpy()[tested]
     score, scale = patch_scores(first, output, y)
     classes = dm.patches[first.name].to_numpy().astype(str)[tested]

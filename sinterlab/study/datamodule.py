@@ -155,12 +155,13 @@ class SEMDataModule(pl.LightningDataModule):
                             fill_only=fill_only)
 
     # -- setup: every process assigns the state --------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        """The checked inputs, the embeddings read from the cache, the per-patch table and
-        inputs, and the split's folds (``stage``: the same for every stage)."""
+    def setup(self, stage: str | None = None, inputs: CheckedInputs | None = None) -> None:
+        """The checked inputs (``inputs``: as :meth:`check_inputs` gave them, else checked
+        here), the embeddings read from the cache, the per-patch table and inputs, and the
+        split's folds (``stage``: the same for every stage)."""
         if self.x is not None:
             return
-        inputs = self.check_inputs()
+        inputs = inputs or self.check_inputs()
         embedded = self.embed(inputs)
         self.descriptor, self.metadata, self.extra = (inputs.descriptor, inputs.metadata,
                                                       inputs.extra)

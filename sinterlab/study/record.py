@@ -9,18 +9,20 @@ TensorBoard logs. Optional products that fail are recorded as skipped, never cos
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from sinterlab.atomic import write_json, write_with
+from sinterlab.atomic import write_json, write_text, write_with
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.errors import WriteFailed
-from sinterlab.evaluation.display import reported_model
 from sinterlab.evaluation.figures import (
     plot_confusion,
     plot_expected_by_level,
@@ -35,7 +37,22 @@ from sinterlab.evaluation.figures import (
     plot_variance_components,
 )
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
-from sinterlab.evaluation.report import write_html_report, write_markdown_report
+from sinterlab.evaluation.report import report_markdown, write_html_report
+from sinterlab.evaluation.results import (
+    Backbone,
+    Cache,
+    ClassGroups,
+    CrossValidation,
+    Data,
+    GalleryEntry,
+    Inputs,
+    MeasuresSummary,
+    ProtocolBlock,
+    RunMetrics,
+    StageTime,
+    jsonable,
+    record_of,
+)
 from sinterlab.evaluation.statistics import sample_table
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
@@ -44,29 +61,41 @@ from sinterlab.measures.compute import one_image
 from sinterlab.measures.trends import summarise
 from sinterlab.models.calibration import calibration_path
 from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.fit import Outputs
 
 log = logging.getLogger(__name__)
 #: with data.extra_inputs, the run's model trained again on the image embeddings alone
 IMAGE_ONLY = "image_only"
 
 
-def reported_outputs(block: dict) -> list[np.ndarray]:
-    """The out-of-fold outputs of the model the block reports (:func:`reported_model`): the
-    head's, one array per target, or else the fallback baseline's (first target only)."""
-    outputs = block["outputs"]
-    return outputs["head"] or [outputs["models"][reported_model(block["cv"])]]
+@dataclass
+class ProtocolOutputs:
+    """The out-of-fold outputs (one row per patch) a :class:`ProtocolBlock` was computed from:
+    its primary model's (the trained head, or model=auto's nested choice; calibrated, raw and
+    served, one array per target), every model's of the first target, and each row's test fold
+    (-1: never tested)."""
+
+    primary: Outputs | None
+    models: dict[str, np.ndarray]
+    test_fold: np.ndarray
+
+    def reported(self, block: ProtocolBlock) -> list[np.ndarray]:
+        """The outputs of the model the block reports: the primary model's, one array per
+        target, or else the fallback baseline's (first target only)."""
+        return self.primary.calibrated if self.primary else [self.models[block.reported]]
 
 
-def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def oof_tables(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutputs,
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Out-of-fold predictions of the head (or, without one, the linear probe) per image and
     per patch: truth, fold, predicted value and class probabilities (per image: the served,
     image-calibrated ones; per patch: temperature-scaled)."""
-    outputs, test_fold = block["outputs"], block["outputs"]["test_fold"]
-    head = reported_outputs(block)
+    test_fold = outputs.test_fold
+    head = outputs.reported(block)
     tested = test_fold >= 0
     patches = dm.patches.loc[tested, ["patch_id", IMAGE, SAMPLE]].copy()
     patches["fold"] = test_fold[tested]
-    patches["model"] = reported_model(block["cv"])
+    patches["model"] = block.reported
     for target, output in zip(dm.descriptor.targets, head, strict=False):
         out = output[tested]
         patches[f"{target.name}_true"] = dm.patches.loc[tested, target.name].to_numpy()
@@ -84,8 +113,8 @@ def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFra
          **{f"{t.name}_true": "first" for t in dm.descriptor.targets},
          **dict.fromkeys(values, "mean")}).rename(columns={"patch_id": "patches"}).reset_index()
     image_ids = dm.patches[IMAGE].to_numpy()[tested]
-    for target, output in zip(dm.descriptor.targets, outputs.get("head_served") or [],
-                              strict=False):
+    served = outputs.primary.served if outputs.primary else []
+    for target, output in zip(dm.descriptor.targets, served, strict=False):
         if target.kind == "classification":  # per image: what predict serves
             probs = aggregate_by_group(output[tested], image_ids)[1]
             for c, name in enumerate(target.classes):
@@ -98,8 +127,8 @@ def oof_tables(dm: SEMDataModule, block: dict) -> tuple[pd.DataFrame, pd.DataFra
     return images, patches
 
 
-def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
-                 skipped: dict[str, str]) -> dict[str, Path]:
+def make_figures(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutputs,
+                 fig_dir: Path, skipped: dict[str, str]) -> dict[str, Path]:
     """Figures of the pooled out-of-fold predictions (every tested patch and image); a figure
     that fails is left out with its reason in ``skipped``, never costing the run."""
     figures: dict[str, Path] = {}
@@ -109,15 +138,14 @@ def make_figures(dm: SEMDataModule, block: dict, fig_dir: Path,
         if path is not None:
             figures[name] = path
 
-    if (block.get("training") or {}).get("history"):
-        add("loss", lambda: plot_loss_curves(block["training"]["history"], fig_dir / "loss.png"))
-    if "patch" in (block.get("calibration") or {}):
-        add("reliability", lambda: plot_reliability(block["calibration"],
+    if block.training and block.training.history:
+        add("loss", lambda: plot_loss_curves(block.training.history, fig_dir / "loss.png"))
+    if block.calibration and block.calibration.patch:
+        add("reliability", lambda: plot_reliability(jsonable(block.calibration),
                                                     fig_dir / "reliability.png"))
-    test_fold = block["outputs"]["test_fold"]
-    tested = test_fold >= 0
+    tested = outputs.test_fold >= 0
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)[tested]
-    head = reported_outputs(block)
+    head = outputs.reported(block)
     y = dm.y.numpy()[tested]
     for i, (target, output) in enumerate(zip(dm.descriptor.targets, head, strict=False)):
         suffix = "" if len(dm.descriptor.targets) == 1 else f"_{target.name}"
@@ -183,13 +211,13 @@ def measure_figures(cfg: DictConfig, dm: SEMDataModule, record: dict, fig_dir: P
     return out
 
 
-def data_size_figures(dm: SEMDataModule, block: dict, run_dir: Path,
+def data_size_figures(dm: SEMDataModule, block: ProtocolBlock, run_dir: Path,
                       skipped: dict[str, str]) -> None:
     """The learning curves and the variance components ("How much data"); each block records
     its figure's path relative to the run folder."""
     first = dm.descriptor.targets[0]
     chance = 1 / len(first.classes) if first.kind == "classification" else None
-    curves, variance = block.get("learning_curve"), block.get("variance_components")
+    curves, variance = block.learning_curve, block.variance_components
     for name, record, draw in (
             ("learning_curve", curves, lambda path: plot_learning_curves(
                 curves, path, first.error_unit if first.ordered else first.unit, chance)),
@@ -230,19 +258,18 @@ def served_files(run_dir: Path, checkpoint: str | None) -> dict[str, str]:
     return files
 
 
-def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
-               contrast: dict | None, stages: list[dict]) -> dict:
-    """Write the run folder from the evaluated protocol (``main``, with its outputs) and the
-    leak contrast: tables, figures, metrics.json, manifest.json, reports, gallery and
-    TensorBoard; returns the metrics. ``stages``: the run's stage timings so far (the list
-    grows with the stages below)."""
-    split_kind = cfg.split.kind
-    images, patches = oof_tables(dm, main)
+def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: ProtocolBlock,
+               outputs: ProtocolOutputs, contrast: ProtocolBlock | None,
+               stages: list[dict]) -> RunMetrics:
+    """Write the run folder from the evaluated protocol (``main`` and its ``outputs``) and the
+    leak contrast: tables, figures, gallery, TensorBoard, then metrics.json, manifest.json and
+    the reports, each file once; returns the run's metrics. ``stages``: the run's stage timings
+    so far (the list grows with the stages below)."""
+    images, patches = oof_tables(dm, main, outputs)
     first = dm.descriptor.targets[0]
-    outputs = main["outputs"]
-    samples = sample_table(first.as_dict(), dm.y[:, 0].numpy(), reported_outputs(main)[0],
+    samples = sample_table(first, dm.y[:, 0].numpy(), outputs.reported(main)[0],
                            dm.patches[IMAGE].to_numpy().astype(str),
-                           dm.patches[SAMPLE].to_numpy().astype(str), outputs["test_fold"])
+                           dm.patches[SAMPLE].to_numpy().astype(str), outputs.test_fold)
     tables = [("oof_predictions", images), ("oof_patches", patches), ("oof_samples", samples),
               ("images", dm.image_table()), ("patches", dm.patch_table())]
     measures = None
@@ -255,82 +282,73 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: dict,
         write_with(run_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     skipped: dict[str, str] = {}
     with stage("figures"):
-        figures = make_figures(dm, main, run_dir / "figures", skipped)
+        figures = make_figures(dm, main, outputs, run_dir / "figures", skipped)
         if measures:
             figures |= measure_figures(cfg, dm, measures, run_dir / "figures", skipped)
         data_size_figures(dm, main, run_dir, skipped)
-    test_fold = main.pop("outputs")["test_fold"]
-    metrics = {
-        "experiment": cfg.experiment_name, "task": cfg.task, "seed": int(cfg.seed),
-        "protocol": OmegaConf.to_container(cfg.protocol, resolve=True),
-        "targets": [t.as_dict() for t in dm.descriptor.targets],
-        "split": main["split"], "backbone": dm.backbone.describe(),
-        "preprocess": dm.cache.settings,  # exactly what keyed the embeddings
-        "data": {"descriptor": str(dm.descriptor.csv), "n_images": len(dm.descriptor.table),
-                 "n_samples": int(dm.descriptor.table[SAMPLE].nunique()),
-                 "n_patches": int(len(dm.x)), "counts": dm.counts(dm.assignment, "image"),
-                 "patch_counts": dm.counts(dm.assignment, "patch"),
-                 "sample_id_note": "; ".join(dm.descriptor.notes) or None,
-                 "warnings": dm.warnings, "small_classes": dm.small_classes,
-                 "class_groups": class_groups_record(dm)},
-        "inputs": inputs_record(dm, main["cv"]),
-        "cache": dict(dm.cache_stats) | {"folder": str(dm.cache.folder)},
-        "training": main["training"], "test": main["test"], "baseline": main["baseline"],
-        "baseline_info": main["baseline_info"], "cv": main["cv"],
-        "calibration": main.get("calibration"),
-        "selection": main.get("selection"),
-        "samples": samples.to_dict(orient="records"),
-        "contrast": contrast,
-        "paper": OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
-        "skipped": skipped,
-        "measures": measures,
-        "learning_curve": main.get("learning_curve"),
-        "variance_components": main.get("variance_components"),
-        "stages": stages,
-    }
-    # the results first: a failure of an optional product below never costs them
+    run = RunMetrics(
+        **{f.name: getattr(main, f.name) for f in dataclasses.fields(ProtocolBlock)},
+        experiment=cfg.experiment_name, task=cfg.task, seed=int(cfg.seed),
+        protocol=OmegaConf.to_container(cfg.protocol, resolve=True),
+        targets=list(dm.descriptor.targets),
+        backbone=record_of(Backbone, dm.backbone.describe()),
+        preprocess=dm.cache.settings,  # exactly what keyed the embeddings
+        data=Data(descriptor=str(dm.descriptor.csv), n_images=len(dm.descriptor.table),
+                  n_samples=int(dm.descriptor.table[SAMPLE].nunique()),
+                  n_patches=int(len(dm.x)), counts=dm.counts(dm.assignment, "image"),
+                  patch_counts=dm.counts(dm.assignment, "patch"),
+                  sample_id_note="; ".join(dm.descriptor.notes) or None,
+                  warnings=list(dm.warnings), small_classes=list(dm.small_classes),
+                  class_groups=class_groups_record(dm)),
+        inputs=inputs_record(dm, main.cv),
+        cache=record_of(Cache, dict(dm.cache_stats) | {"folder": str(dm.cache.folder)}),
+        samples=record_of(list[dict[str, Any]], samples.to_dict(orient="records")),
+        contrast=contrast,
+        paper=OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
+        skipped=skipped, measures=measures and record_of(MeasuresSummary, measures))
+    if cfg.evaluation.gallery.enabled and dm.extra_inputs:
+        skipped["gallery"] = (f"maps read the image alone; the head also reads "
+                              f"data.extra_inputs={dm.extra_inputs}")
+    elif cfg.evaluation.gallery.enabled and main.cv.primary and cfg.split.kind != "patch":
+        with stage("gallery"):
+            gallery = optional_stage("gallery", lambda: write_gallery(
+                cfg, dm, main, images, run_dir), skipped)
+        run.gallery = gallery and record_of(list[GalleryEntry], gallery)
+    with stage("TensorBoard"):
+        board = optional_stage("tensorboard", lambda: log_run(
+            cfg, dm, run, figures, outputs.test_fold,
+            [run_dir / r.map for r in (run.gallery or [])[:4]]), skipped)
+    run.tensorboard = str(board) if board else None
+    run.stages = record_of(list[StageTime], stages)
+    text = report_markdown(run, figures, run_dir)
+    if optional_stage("report.html", lambda: write_html_report(run_dir, text, run.experiment),
+                      skipped) is None:  # the Markdown report names what was left out
+        text = report_markdown(run, figures, run_dir)
+    metrics = jsonable(run)
     write_json(run_dir / "metrics.json", metrics)
     manifest = RunManifest.from_metrics(metrics, run_dir / "metrics.json")
     manifest.with_files(run_dir, served_files(run_dir, manifest.checkpoint)).write(
         run_dir / MANIFEST)
-    write_markdown_report(run_dir, metrics, figures)
-    if cfg.evaluation.gallery.enabled and dm.extra_inputs:
-        skipped["gallery"] = (f"maps read the image alone; the head also reads "
-                              f"data.extra_inputs={dm.extra_inputs}")
-    elif cfg.evaluation.gallery.enabled and main["cv"]["primary"] and split_kind != "patch":
-        with stage("gallery"):
-            metrics["gallery"] = optional_stage(
-                "gallery", lambda: write_gallery(cfg, dm, metrics, images, run_dir), skipped)
-    with stage("TensorBoard"):
-        board = optional_stage("tensorboard", lambda: log_run(
-            cfg, dm, metrics, figures, test_fold,
-            [run_dir / r["map"] for r in (metrics.get("gallery") or [])[:4]]), skipped)
-    metrics["tensorboard"] = str(board) if board else None
-    write_markdown_report(run_dir, metrics, figures)
-    optional_stage("report.html", lambda: write_html_report(run_dir, metrics), skipped)
-    write_json(run_dir / "metrics.json", metrics)
-    if skipped:  # the report names what was left out
-        write_markdown_report(run_dir, metrics, figures)
-    return metrics
+    write_text(run_dir / "report.md", text)
+    return run
 
 
-
-
-def inputs_record(dm: SEMDataModule, cv: dict) -> dict:
+def inputs_record(dm: SEMDataModule, cv: CrossValidation) -> Inputs:
     """What the models read: the image embedding and ``data.extra_inputs`` (metrics.json)."""
     if not dm.extra_inputs:
-        return {"extra": [], "note": "image embedding only"}
-    compared = IMAGE_ONLY in cv["pooled"]
-    return {"extra": list(dm.extra_inputs), "image_only_compared": compared,
-            "note": "each standardised per fold with its training rows only (heads: inside the "
-                    "module; scikit-learn: its scaler); baselines image-only; "
-                    + ("image_only: the same model without them on the same folds" if compared
-                       else "model=auto: compare with a sweep data.extra_inputs=[],[...]")}
+        return Inputs(extra=[], note="image embedding only")
+    compared = IMAGE_ONLY in cv.pooled
+    return Inputs(extra=list(dm.extra_inputs), image_only_compared=compared,
+                  note="each standardised per fold with its training rows only (heads: inside "
+                       "the module; scikit-learn: its scaler); baselines image-only; "
+                       + ("image_only: the same model without them on the same folds"
+                          if compared
+                          else "model=auto: compare with a sweep data.extra_inputs=[],[...]"))
 
 
-def class_groups_record(dm: SEMDataModule) -> dict | None:
+def class_groups_record(dm: SEMDataModule) -> dict[str, ClassGroups] | None:
     """Groups and images per class of the run's split (for the report's count table)."""
     counts = dm.class_groups()
     return None if counts is None else {
-        str(c): {"groups": int(r.groups), "images": int(r.images)}
+        str(c): ClassGroups(groups=int(r.groups), images=int(r.images))
         for c, r in counts.iterrows()}

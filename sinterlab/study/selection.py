@@ -21,6 +21,7 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE
 from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
+from sinterlab.evaluation.results import FinalModel, GridPoint, Selection, record_of
 from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import (
     fit_head,
@@ -109,7 +110,8 @@ def searched(sel: DictConfig, model: DictConfig) -> bool:
 
 
 def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kind: str,
-                 run_dir: Path) -> tuple[dict, list[np.ndarray], dict, dict[str, np.ndarray]]:
+                 run_dir: Path,
+                 ) -> tuple[Selection, tuple[list[np.ndarray], ...], dict, dict[str, np.ndarray]]:
     """Nested grouped CV over ``cfg.model.candidates`` and their grids.
 
     Each grid point of each candidate is fitted on the inner training groups of every outer
@@ -137,7 +139,8 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     images = dm.patches[IMAGE].to_numpy().astype(str)
     inner_test = dm.rows(inner, "test")
     test_fold = dm.test_fold(assignment)
-    points, configs, outputs, infos, spent, grids = {}, {}, {}, {}, {}, {}
+    points: dict[str, GridPoint] = {}
+    configs, outputs, infos, spent, grids = {}, {}, {}, {}, {}
     for number, name in enumerate(names, 1):
         model = cfg.model.candidates[name]
         grid = grid_points(name, model, searched(sel, model))
@@ -164,21 +167,21 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                         into.append(image_score(kind_of_score, score, y[rows],
                                                 np.concatenate([out[g][0] for g in groups]),
                                                 images[rows]))
-                points[label] = {"candidate": name, "inner_scores": scores,
-                                 # the same score of raw image means (the rule before issue
-                                 # 33), so a reader sees where calibration decided
-                                 "inner_scores_unserved": before,
-                                 "params": {k: OmegaConf.select(point, k) for k in keys}}
+                # inner_scores_unserved: the same score of raw image means (the rule before
+                # issue 33), so a reader sees where calibration decided
+                points[label] = GridPoint(
+                    candidate=name, inner_scores=scores, inner_scores_unserved=before,
+                    params={k: OmegaConf.select(point, k) for k in keys})
             grids[name] = grid
         spent[name] = timing["wall_s"]
 
     def best(labels: list[str], f: int) -> str:
-        return min(labels, key=lambda n: points[n]["inner_scores"][f])
+        return min(labels, key=lambda n: points[n].inner_scores[f])
 
-    tuned = {name: [best([n for n in points if points[n]["candidate"] == name], f)
+    tuned = {name: [best([n for n in points if points[n].candidate == name], f)
                     for f in range(folds)] for name in names}
     winner_points = [best(list(points), f) for f in range(folds)]
-    chosen = min(points, key=lambda n: float(np.mean(points[n]["inner_scores"])))
+    chosen = min(points, key=lambda n: float(np.mean(points[n].inner_scores)))
     mode = str(sel.outer_fits)
     if mode not in ("winners", "all"):
         raise ValueError(f"model.selection.outer_fits={mode!r}: use winners or all")
@@ -202,10 +205,10 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                 # outputs themselves) views of one pass of predictions
                 outputs[label] = model_oof(ensemble, dm, assignment,
                                            images=image_calibrations(info))
-                points[label]["cv_score"] = image_score(kind_of_score, score, y[tested],
-                                                        outputs[label][2][0][tested],
-                                                        images[tested])
-                points[label] |= {"checkpoint": info["checkpoint"], "kind": info["kind"]}
+                points[label].cv_score = image_score(kind_of_score, score, y[tested],
+                                                     outputs[label][2][0][tested],
+                                                     images[tested])
+                points[label].checkpoint, points[label].kind = info["checkpoint"], info["kind"]
                 infos[label] = info
         spent[name] += timing["wall_s"]
 
@@ -222,9 +225,9 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     nested = combine(winner_points, 0), combine(winner_points, 1), combine(winner_points, 2)
     trained = [name for name in names if all(p in outputs for p in tuned[name])]
     candidate_oof = {name: combine(tuned[name], 0)[0] for name in trained}
-    name, model = points[chosen]["candidate"], configs[chosen]
+    name, model = points[chosen].candidate, configs[chosen]
     everything = np.full((1, len(dm.x)), "train")
-    final_info = {"model": name, "point": chosen, "params": points[chosen]["params"],
+    final_info = {"model": name, "point": chosen, "params": points[chosen].params,
                   "module": OmegaConf.to_container(model.module, resolve=True),
                   "inputs": model_inputs(model)}
     with stage(f"model selection: final model ({chosen}) refitted on all groups"):
@@ -244,21 +247,18 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                            "image_calibration": final.get("image_calibration")}
     final_info |= {"members": final["n_members"], "checkpoint": final["checkpoint"],
                    "kind": final["kind"], "wall_s": final["wall_s"]}
-    record = {
-        "candidates": names, "score": score, "grid": str(sel.grid),
-        "inner_folds": int(sel.inner_folds), "inner_seeds": inner_seeds,
-        "points": points,
-        "inner_scores": {n: [points[tuned[n][f]]["inner_scores"][f] for f in range(folds)]
-                         for n in names},
-        "tuned_points": tuned,
-        "cv_scores": {n: image_score(kind_of_score, score, y[tested],
-                                     combine(tuned[n], 2)[0][tested], images[tested])
-                      for n in trained},
-        "outer_fits": mode, "not_trained": [n for n in names if n not in trained],
-        "winners": [points[p]["candidate"] for p in winner_points],
-        "winner_points": winner_points,
-        "fold_checkpoints": [points[p]["checkpoint"] for p in winner_points],
-        "final": final_info,
-        "candidate_wall_s": spent,
-        "wall_s": round(time.perf_counter() - started, 2)}
+    record = Selection(
+        candidates=names, score=score, grid=str(sel.grid), inner_folds=int(sel.inner_folds),
+        inner_seeds=inner_seeds, points=points,
+        inner_scores={n: [points[tuned[n][f]].inner_scores[f] for f in range(folds)]
+                      for n in names},
+        tuned_points=tuned,
+        cv_scores={n: image_score(kind_of_score, score, y[tested],
+                                  combine(tuned[n], 2)[0][tested], images[tested])
+                   for n in trained},
+        outer_fits=mode, not_trained=[n for n in names if n not in trained],
+        winners=[points[p].candidate for p in winner_points], winner_points=winner_points,
+        fold_checkpoints=[points[p].checkpoint for p in winner_points],
+        final=record_of(FinalModel, final_info), candidate_wall_s=spent,
+        wall_s=round(time.perf_counter() - started, 2))
     return record, nested, infos[chosen], candidate_oof

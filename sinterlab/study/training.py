@@ -12,6 +12,7 @@ The run folder also receives ``config.yaml`` and the ensemble checkpoints.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -39,6 +40,23 @@ from sinterlab.evaluation.reliability import (
     conformal_coverage,
     conformal_sets,
 )
+from sinterlab.evaluation.results import (
+    Bootstrap,
+    Calibration,
+    ConformalCheck,
+    CrossValidation,
+    Fold,
+    InstrumentCheck,
+    Metrics,
+    Permutation,
+    PredictionSetsCheck,
+    ProtocolBlock,
+    RunMetrics,
+    Selection,
+    Split,
+    Training,
+    record_of,
+)
 from sinterlab.evaluation.statistics import (
     LevelTables,
     bootstrap_intervals,
@@ -54,6 +72,7 @@ from sinterlab.study.data_size import learning_curves, variance_block
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.study.extraction import refuse_ddp
 from sinterlab.study.fit import (
+    Outputs,
     check_losses,
     fit_models,
     head_model,
@@ -61,7 +80,7 @@ from sinterlab.study.fit import (
     model_inputs,
     model_oof,
 )
-from sinterlab.study.record import IMAGE_ONLY, record_run
+from sinterlab.study.record import IMAGE_ONLY, ProtocolOutputs, record_run
 from sinterlab.study.selection import select_model
 from sinterlab.threads import library_threads
 
@@ -112,107 +131,106 @@ def bootstrap_unit(split_kind: str) -> str:
 
 
 def evaluate_protocol(cfg: DictConfig, dm: SEMDataModule, split_kind: str, run_dir: Path,
-                      train_head: bool) -> dict:
-    """Head (optional) and baselines on the folds of ``split_kind``: the block of metrics.json."""
+                      train_head: bool) -> tuple[ProtocolBlock, ProtocolOutputs]:
+    """Head (optional) and baselines on the folds of ``split_kind``: the block of metrics.json,
+    and the out-of-fold outputs it was computed from."""
     assignment = dm.assignment if split_kind == cfg.split.kind else dm.split(split_kind)
     test_fold = dm.test_fold(assignment)
     tested = test_fold >= 0
     first = dm.descriptor.targets[0]
     y = dm.y.numpy()
-    ids = {level: dm.patches[column].to_numpy().astype(str)
-           for level, column in (("image", IMAGE), ("sample", SAMPLE))}
+    images = dm.patches[IMAGE].to_numpy().astype(str)
+    samples = dm.patches[SAMPLE].to_numpy().astype(str)
     unit_column = bootstrap_unit(split_kind)
     units = dm.patches[unit_column].to_numpy().astype(str)
     with stage(f"{split_kind} split: baselines"):
-        outputs, pca = baselines_oof(cfg, dm, assignment)
+        outputs, baseline_info = baselines_oof(cfg, dm, assignment)
         baselines = tuple(outputs)
         if getattr(dm, "measures", None) is not None and split_kind != "patch":
             outputs[MEASURES] = measures_baseline(cfg, dm, test_fold)
             baselines = (*baselines, MEASURES)
-    block: dict = {"split": split_info(cfg, dm, split_kind, assignment),
-                   "baseline_info": pca | {"fitted_on": "each fold's train + validation rows"}}
-    head_outputs, head_raw, head_served, primary = None, None, None, None
+    head: Outputs | None = None
+    primary, selection, training = None, None, None
     if train_head and cfg.model.name == "auto" and split_kind == cfg.split.kind:
         primary = AUTO
         with stage(f"{split_kind} split: model selection (nested CV)"):
-            block["selection"], nested, block["training"], candidates = \
-                select_model(cfg, dm, assignment, split_kind, run_dir)
-        head_outputs, head_raw, head_served = nested
-        outputs = {AUTO: head_outputs[0]} | candidates | outputs
+            selection, nested, training, candidates = select_model(cfg, dm, assignment,
+                                                                   split_kind, run_dir)
+        head = Outputs(*nested)
+        outputs = {AUTO: head.calibrated[0]} | candidates | outputs
     elif train_head:
         primary = HEAD
         model = head_model(cfg)  # under model=auto the other split's: the first candidate
         with stage(f"{split_kind} split: head training"):
-            [(head, block["training"])] = fit_models(cfg, dm, assignment, run_dir, [split_kind],
-                                                     [model])
-        head_outputs, head_raw, head_served = model_oof(
-            head, dm, assignment, images=image_calibrations(block["training"]))
-        outputs = {HEAD: head_outputs[0]} | outputs
+            [(fitted, training)] = fit_models(cfg, dm, assignment, run_dir, [split_kind], [model])
+        head = model_oof(fitted, dm, assignment, images=image_calibrations(training))
+        outputs = {HEAD: head.calibrated[0]} | outputs
         if dm.extra_inputs and split_kind == cfg.split.kind:
             with stage(f"{split_kind} split: image-only {model.name} (same folds)"):
                 outputs = {HEAD: outputs[HEAD],
                            IMAGE_ONLY: image_only_oof(cfg, dm, assignment, run_dir, split_kind,
                                                       model)} | outputs
-    if head_outputs is not None:
+    test, calibration = None, None
+    if head is not None:
         targets = [t.as_dict() for t in dm.descriptor.targets]
-        block["test"] = evaluate_targets(targets, y[tested],
-                                         [o[tested] for o in head_outputs],
-                                         ids["image"][tested], ids["sample"][tested])
-        block["calibration"] = calibration_block(
-            cfg, first, y[tested, 0], head_raw[0][tested], head_outputs[0][tested],
-            head_served[0][tested], ids["image"][tested], ids["sample"][tested], units[tested],
-            test_fold[tested], split_kind, served_by(block["training"]))
+        test = record_of(Metrics, evaluate_targets(targets, y[tested],
+                                                   [o[tested] for o in head.calibrated],
+                                                   images[tested], samples[tested]))
+        calibration = calibration_block(
+            cfg, first, y[tested, 0], head.raw[0][tested], head.calibrated[0][tested],
+            head.served[0][tested], images[tested], samples[tested], units[tested],
+            test_fold[tested], split_kind, served_by(training))
     values = np.asarray(first.values) if first.ordered else None  # errors in the units
-    block["baseline"] = {name: evaluate_levels(first.kind, y[tested, 0], outputs[name][tested],
-                                               ids["image"][tested], ids["sample"][tested],
-                                               values)
-                         for name in baselines}
-    tables = {name: LevelTables(first.kind, y[tested, 0], out[tested], ids["image"][tested],
-                                ids["sample"][tested], units[tested], values)
+    baseline = {name: record_of(Metrics, evaluate_levels(
+        first.kind, y[tested, 0], outputs[name][tested], images[tested], samples[tested],
+        values)) for name in baselines}
+    tables = {name: LevelTables(first.kind, y[tested, 0], out[tested], images[tested],
+                                samples[tested], units[tested], values)
               for name, out in outputs.items()}
     b = cfg.evaluation.bootstrap
     with stage(f"{split_kind} split: bootstrap intervals"):
         pooled = bootstrap_intervals(tables, int(b.n), int(b.seed), float(b.confidence),
                                      reference=primary)
-    per_fold = {name: per_fold_metrics(first.kind, y[:, 0], out, ids["image"], ids["sample"],
-                                       test_fold, values) for name, out in outputs.items()}
-    block["cv"] = {
-        "protocol": cfg.protocol.name, "folds": len(assignment), "primary": primary,
-        "head_model": (block.get("training") or {}).get("model"),
-        "seeds": [int(s) for s in cfg.protocol.seeds], "split_seed": int(cfg.protocol.split_seed),
-        "target": first.name,
-        "per_fold": [{"fold": f, **fold_sizes(dm, assignment[f], split_kind),
-                      **{name: per_fold[name][f] for name in outputs}}
-                     for f in range(len(assignment))],
-        "fold_statistics": {name: fold_statistics(per_fold[name], first.kind, first.ordered)
-                            for name in outputs},
-        "pooled": pooled,
-        "bootstrap": {"n": int(b.n), "unit": {SLIDE: "slide", SAMPLE: "sample"}[unit_column],
-                      "confidence": float(b.confidence),
-                      "seed": int(b.seed),
-                      "units": int(len(np.unique(units[tested])))},
-        "verdict": verdict(pooled, first.kind, cfg.evaluation.headline_level, primary,
-                           baselines),
-    }
-    if primary == AUTO:
-        v = block["cv"]["verdict"]
-        final = block["selection"]["final"]["model"]
-        block["cv"]["verdict"]["selection"] = selection_check(
-            pooled, v["level"], v["metric"], v["higher_is_better"],
-            {"nested": AUTO, "final": final}, list(block["selection"]["candidates"]))
-        for check in block["cv"]["verdict"]["selection"].values():
-            if isinstance(check, dict) and check["disagrees"]:
-                log.warning(selection_warning(check, v["level"], v["metric"]))
+    per_fold = {name: per_fold_metrics(first.kind, y[:, 0], out, images, samples, test_fold,
+                                       values) for name, out in outputs.items()}
+    trained = training and record_of(Training, training)
+    cv = CrossValidation(
+        protocol=cfg.protocol.name, folds=len(assignment), primary=primary,
+        head_model=trained and trained.model,
+        seeds=[int(s) for s in cfg.protocol.seeds], split_seed=int(cfg.protocol.split_seed),
+        target=first.name,
+        per_fold=[Fold(fold=f, **fold_sizes(dm, assignment[f], split_kind),
+                       models={name: record_of(Metrics, per_fold[name][f]) for name in outputs})
+                  for f in range(len(assignment))],
+        fold_statistics={name: fold_statistics(per_fold[name], first.kind, first.ordered)
+                         for name in outputs},
+        pooled=pooled,
+        bootstrap=Bootstrap(n=int(b.n), unit={SLIDE: "slide", SAMPLE: "sample"}[unit_column],
+                            confidence=float(b.confidence), seed=int(b.seed),
+                            units=int(len(np.unique(units[tested])))),
+        verdict=verdict(pooled, first.kind, cfg.evaluation.headline_level, primary, baselines))
+    if selection is not None:
+        v = cv.verdict
+        v.selection = selection_check(pooled, v.level, v.metric, v.higher_is_better,
+                                      {"nested": AUTO, "final": selection.final.model},
+                                      list(selection.candidates))
+        for _, check in v.selection.checks():
+            if check.disagrees:
+                log.warning(selection_warning(check, v.level, v.metric))
     if first.kind == "classification" and int(cfg.evaluation.permutation.n) > 0:
         with stage(f"{split_kind} split: permutation test"):
-            block["cv"]["permutation"] = image_permutation_test(
-                cfg, dm, test_fold, served_model(cfg, block, primary),
-                pooled.get(primary or "", {}).get("image", {}).get("accuracy", {}).get("value"))
+            reported = cv.cell(primary or "", "image", "accuracy")
+            cv.permutation = image_permutation_test(
+                cfg, dm, test_fold, served_model(cfg, selection, primary),
+                reported and reported.value)
         if cfg.evaluation.instrument.enabled and split_kind != "patch":
-            block["cv"]["instrument"] = instrument_block(cfg, dm, test_fold)
-    block["outputs"] = {"head": head_outputs, "head_raw": head_raw if head_outputs else None,
-                        "head_served": head_served, "models": outputs, "test_fold": test_fold}
-    return block
+            cv.instrument = instrument_block(cfg, dm, test_fold)
+    block = ProtocolBlock(
+        split=split_info(cfg, dm, split_kind, assignment), cv=cv, baseline=baseline,
+        baseline_info=baseline_info | {"fitted_on": "each fold's train + validation rows"},
+        training=trained, test=test,
+        calibration=calibration, selection=selection)
+    return block, ProtocolOutputs(primary=head, models=outputs, test_fold=test_fold)
 
 
 def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) -> np.ndarray:
@@ -231,7 +249,7 @@ def measures_baseline(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray)
 def calibration_block(cfg: DictConfig, target: Target, y: np.ndarray, raw: np.ndarray,
                       calibrated: np.ndarray, served: np.ndarray, images: np.ndarray,
                       samples: np.ndarray, units: np.ndarray, folds: np.ndarray, split_kind: str,
-                      served_by: str | None) -> dict:
+                      served_by: str | None) -> Calibration:
     """ECE per patch, image and sample before/after calibration, with intervals that resample
     ``units`` of ``split_kind``, what is ``served_by`` and the conformal prediction sets of the
     served image probabilities (classification); or the conformal intervals (regression); each
@@ -239,15 +257,18 @@ def calibration_block(cfg: DictConfig, target: Target, y: np.ndarray, raw: np.nd
     c, b = cfg.evaluation.calibration, cfg.evaluation.bootstrap
     first = first_rows(images)
     if target.kind == "classification":
-        out = classification_calibration(y, raw, calibrated, served, images, samples, units,
-                                         int(c.bins), int(b.n), int(b.seed), float(b.confidence))
-        out["bootstrap"]["unit"] = {SLIDE: "slide", SAMPLE: "sample"}[bootstrap_unit(split_kind)]
-        out["sets"] = conformal_sets(y[first].astype(np.int64), served[first], folds[first],
-                                     float(c.conformal_confidence), target.ordered)
-        return out | {"served": served_by}
+        out = record_of(Calibration, classification_calibration(
+            y, raw, calibrated, served, images, samples, units, int(c.bins), int(b.n),
+            int(b.seed), float(b.confidence)))
+        out.bootstrap.unit = {SLIDE: "slide", SAMPLE: "sample"}[bootstrap_unit(split_kind)]
+        out.sets = record_of(PredictionSetsCheck, conformal_sets(
+            y[first].astype(np.int64), served[first], folds[first],
+            float(c.conformal_confidence), target.ordered))
+        out.served = served_by
+        return out
     _, predicted = aggregate_by_group(calibrated, images)
-    return {"conformal": conformal_coverage(y[first], predicted, folds[first],
-                                            float(c.conformal_confidence))}
+    return Calibration(conformal=record_of(ConformalCheck, conformal_coverage(
+        y[first], predicted, folds[first], float(c.conformal_confidence))))
 
 
 def served_by(training: dict) -> str | None:
@@ -264,13 +285,13 @@ def fold_sizes(dm: SEMDataModule, fold: np.ndarray, split_kind: str) -> dict:
             "val_patches": int((fold == "val").sum())}
 
 
-def served_model(cfg: DictConfig, block: dict, primary: str | None,
+def served_model(cfg: DictConfig, selection: Selection | None, primary: str | None,
                  ) -> tuple[str, dict, str] | None:
     """(name, module config, inputs) of the model a block's headline reports (the final model
     of model=auto, else the trained head's config); None without one."""
     if primary == AUTO:
-        final = block["selection"]["final"]
-        return final.get("point", final["model"]), final["module"], final["inputs"]
+        final = selection.final
+        return final.point, final.module, final.inputs
     if primary == HEAD:
         model = head_model(cfg)
         return (str(model.name), OmegaConf.to_container(model.module, resolve=True),
@@ -280,7 +301,7 @@ def served_model(cfg: DictConfig, block: dict, primary: str | None,
 
 def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray,
                            served: tuple[str, dict, str] | None = None,
-                           served_accuracy: float | None = None) -> dict:
+                           served_accuracy: float | None = None) -> Permutation:
     """Is the reported model's out-of-fold accuracy above chance? Labels permuted between
     samples, folds kept (images of patch-split folds: skipped). A served scikit-learn model on
     image-mean embeddings is itself refitted per permutation, with its chosen settings; any
@@ -289,7 +310,7 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
     folds_per_image = pd.Series(test_fold).groupby(image_ids, sort=False).nunique()
     if (folds_per_image > 1).any():
-        return {"skipped": "the patches of one image sit in several folds (patch split)"}
+        return Permutation(skipped="the patches of one image sit in several folds (patch split)")
     _, x_image = aggregate_by_group(dm.image_x.numpy(), image_ids)
     rows = first_rows(image_ids)
     p = cfg.evaluation.permutation
@@ -300,42 +321,43 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     if refit:
         linear = instantiate(module)
         make_model = lambda: linear.image_classifier(int(cfg.seed))  # noqa: E731
-    result = permutation_test(x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
-                              test_fold[rows], int(p.n), int(p.seed), float(p.alpha), make_model)
+    result = record_of(Permutation, permutation_test(
+        x_image, dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows], test_fold[rows],
+        int(p.n), int(p.seed), float(p.alpha), make_model))
     if refit:
-        return result | {"model": f"the served model ({name}), refitted per permutation",
-                         "tests_served_model": True}
-    return result | {"tests_served_model": False, "proxy_for": name,
-                     "served_accuracy": served_accuracy}
+        return dataclasses.replace(
+            result, model=f"the served model ({name}), refitted per permutation",
+            tests_served_model=True)
+    return dataclasses.replace(result, tests_served_model=False, proxy_for=name,
+                               served_accuracy=served_accuracy)
 
 
-def instrument_block(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray) -> dict:
+def instrument_block(cfg: DictConfig, dm: SEMDataModule, test_fold: np.ndarray,
+                     ) -> InstrumentCheck:
     """The imaging settings alone on the run's folds (see :mod:`evaluation.instrument`)."""
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)
     rows = first_rows(image_ids)
     by_image = dm.images.set_index(IMAGE).loc[image_ids[rows]]
     p, c = cfg.evaluation.permutation, cfg.evaluation.instrument
-    result = instrument_check(by_image.reset_index(), dm.y[rows, 0].numpy(),
-                              dm.patches[SAMPLE].to_numpy()[rows], test_fold[rows], int(p.n),
-                              int(p.seed), int(c.depth), float(c.alpha),
-                              dm.descriptor.targets[0].name)
     first = dm.descriptor.targets[0]
-    result["by_class"] = settings_by_class(dm.images, dm.images[first.name].map(str_label))
-    if "warning" in result:
-        log.warning(result["warning"])
+    result = record_of(InstrumentCheck, instrument_check(
+        by_image.reset_index(), dm.y[rows, 0].numpy(), dm.patches[SAMPLE].to_numpy()[rows],
+        test_fold[rows], int(p.n), int(p.seed), int(c.depth), float(c.alpha), first.name)
+        | {"by_class": settings_by_class(dm.images, dm.images[first.name].map(str_label))})
+    if result.warning:
+        log.warning(result.warning)
     return result
 
 
 def split_info(cfg: DictConfig, dm: SEMDataModule, split_kind: str,
-               assignment: np.ndarray) -> dict:
+               assignment: np.ndarray) -> Split:
     columns = {"image": cfg.data.image_column, "sample": cfg.data.sample_column,
                "slide": cfg.data.slide_column}
-    return {"kind": split_kind, "leaky": split_kind == "patch",
-            "group_column": columns.get(split_kind),
-            "protocol": cfg.protocol.name, "folds": len(assignment),
-            "fractions": OmegaConf.to_container(cfg.split.fractions),
-            "split_seed": int(cfg.protocol.split_seed),
-            "note": "; ".join(dm.descriptor.notes) or None}
+    return Split(kind=split_kind, leaky=split_kind == "patch",
+                 group_column=columns.get(split_kind), protocol=cfg.protocol.name,
+                 folds=len(assignment), fractions=OmegaConf.to_container(cfg.split.fractions),
+                 split_seed=int(cfg.protocol.split_seed),
+                 note="; ".join(dm.descriptor.notes) or None)
 
 
 def resolved_yaml(cfg: DictConfig) -> str:
@@ -346,20 +368,22 @@ def resolved_yaml(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(plain, resolve=True)
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
+def run_experiment(cfg: DictConfig, run_dir: Path) -> RunMetrics:
     """Train and evaluate one configured experiment into ``run_dir``; returns the metrics."""
     run_dir = Path(run_dir)
     note = claim(run_dir, keep_own=True)
     if note:
         log.warning(note)
     pl.seed_everything(int(cfg.seed), workers=True)
-    write_text(run_dir / "config.yaml", resolved_yaml(cfg))
     refuse_ddp(cfg)
     with recorded_stages() as stages, library_threads(cfg.get("library_threads")):
         dm = SEMDataModule(cfg, checks=[lambda targets: check_losses(cfg, targets)])
         with stage("descriptor checks and embeddings"):
-            dm.setup("fit")
-        write_text(run_dir / "config.yaml", resolved_yaml(cfg))  # with the scale resolved
+            # the configuration is resolved before any work (the physical scale `auto` picks,
+            # the model=auto candidates that suit the targets) and written once
+            inputs = dm.check_inputs()
+            write_text(run_dir / "config.yaml", resolved_yaml(cfg))
+            dm.setup("fit", inputs)
         if cfg.measures.enabled:
             with stage("microstructure measures"):
                 warnings = dm.measure_images()
@@ -375,19 +399,18 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> dict:
 
 
 def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
-                        stages: list[dict]) -> dict:
+                        stages: list[dict]) -> RunMetrics:
     split_kind = cfg.split.kind
-    main = evaluate_protocol(cfg, dm, split_kind, run_dir, train_head=True)
+    main, outputs = evaluate_protocol(cfg, dm, split_kind, run_dir, train_head=True)
     with stage("how much data: variance components"):
-        main["variance_components"] = variance_block(cfg, dm, main)
+        main.variance_components = variance_block(cfg, dm, main, outputs)
     if cfg.evaluation.learning_curve.enabled:
         with stage("how much data: learning curves"):
-            main["learning_curve"] = learning_curves(cfg, dm, main)
+            main.learning_curve = learning_curves(cfg, dm, main, outputs)
     contrast = None
     if cfg.evaluation.contrast.enabled:
         other = "sample" if split_kind == "patch" else "patch"
         with stage(f"leak contrast ({other} split)"):
-            contrast = evaluate_protocol(cfg, dm, other, run_dir,
-                                         bool(cfg.evaluation.contrast.train_head))
-        contrast.pop("outputs")
-    return record_run(cfg, dm, run_dir, main, contrast, stages)
+            contrast, _ = evaluate_protocol(cfg, dm, other, run_dir,
+                                            bool(cfg.evaluation.contrast.train_head))
+    return record_run(cfg, dm, run_dir, main, outputs, contrast, stages)

@@ -1,0 +1,643 @@
+"""A run's results as types, from the protocol to the report: ``metrics.json`` is written from a
+:class:`RunMetrics` and read back into one, and the report, the console summary and
+``sinterlab-report`` read its attributes, not string keys.
+
+Every block the evaluation produces has its dataclass here: the pooled intervals of a model
+(:class:`Interval` per metric and level), a split's cross-validation (:class:`CrossValidation`,
+with its :class:`Verdict`, permutation test and instrument check), the model selection
+(:class:`Selection`), the calibration (:class:`Calibration`), the training record
+(:class:`Training`) and a split kind's whole evaluation (:class:`ProtocolBlock`).
+Free-form records stay dicts where their keys are data, not schema: the configuration sections
+copied into the run (protocol, preprocessing, a model's module), a metric per name.
+
+:func:`load` validates a ``metrics.json`` (or any block of it) into these types with pydantic:
+a file newer than this code is refused, unknown keys are ignored, a missing or mistyped field is
+one line naming it. :func:`jsonable` turns them back into plain JSON values.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+
+from sinterlab.atomic import json_default
+from sinterlab.data.descriptor import Target
+from sinterlab.errors import SinterlabError
+
+#: the metrics.json version this code writes (and the newest it reads); 2: typed blocks, a
+#: fold's models under ``models``, the verdict's ``primary_*`` keys (``head_*`` before)
+SCHEMA = 2
+#: the levels every metric is reported at
+LEVELS = ("patch", "image", "sample")
+
+T = TypeVar("T")
+
+
+# -- pooled and per-fold metrics ------------------------------------------------------------------
+@dataclass
+class Interval:
+    """A pooled out-of-fold metric with its bootstrap interval (resampling groups); against the
+    block's reference model also the paired interval of (this model - reference)."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    #: this model minus the reference, and its paired interval
+    diff: float | None = None
+    diff_low: float | None = None
+    diff_high: float | None = None
+
+    @property
+    def width(self) -> float | None:
+        return None if self.low is None or self.high is None else self.high - self.low
+
+
+@dataclass
+class Spread:
+    """A metric's mean and standard deviation over the folds."""
+
+    mean: float | None
+    sd: float | None
+
+
+@dataclass
+class ByLevel:
+    """Something per level (patch, image, sample); a level a block lacks is None."""
+
+    def at(self, level: str) -> Any:
+        return getattr(self, level, None)
+
+
+@dataclass
+class Metrics(ByLevel):
+    """Metric name -> value at each level (lists for per-class AUROC and the confusion matrix)."""
+
+    patch: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    sample: dict[str, Any] | None = None
+
+
+@dataclass
+class Intervals(ByLevel):
+    """Metric name -> pooled value and interval at each level: one model's row."""
+
+    patch: dict[str, Interval] | None = None
+    image: dict[str, Interval] | None = None
+    sample: dict[str, Interval] | None = None
+
+    def cell(self, level: str, metric: str) -> Interval | None:
+        return (self.at(level) or {}).get(metric)
+
+
+@dataclass
+class Spreads(ByLevel):
+    patch: dict[str, Spread] | None = None
+    image: dict[str, Spread] | None = None
+    sample: dict[str, Spread] | None = None
+
+
+@dataclass
+class Fold:
+    """One outer fold: its test sizes and every model's metrics on its test groups."""
+
+    fold: int
+    test_groups: int
+    test_images: int
+    test_patches: int
+    train_patches: int
+    val_patches: int
+    models: dict[str, Metrics] = field(default_factory=dict)
+
+
+@dataclass
+class Bootstrap:
+    n: int
+    unit: str
+    confidence: float = 0.95
+    seed: int | None = None
+    units: int | None = None
+
+
+# -- the verdict and the checks against chance ----------------------------------------------------
+@dataclass
+class SelectionCheck:
+    """Did model selection choose a model behind another candidate by more than its interval?"""
+
+    model: str
+    value: float | None
+    best_other: str
+    best_value: float | None
+    behind_by: float
+    interval_width: float | None
+    disagrees: bool
+
+
+@dataclass
+class SelectionChecks:
+    level: str
+    metric: str
+    nested: SelectionCheck | None = None
+    final: SelectionCheck | None = None
+
+    def checks(self) -> list[tuple[str, SelectionCheck]]:
+        return [(role, check) for role in ("nested", "final")
+                if (check := getattr(self, role)) is not None]
+
+
+@dataclass
+class Verdict:
+    """The best model at the headline level, and whether the primary model beats the best
+    baseline by more than its interval width."""
+
+    level: str
+    metric: str
+    higher_is_better: bool
+    best_model: str | None
+    scores: dict[str, float | None]
+    primary: str | None = None
+    best_baseline: str | None = None
+    primary_margin: float | None = None
+    primary_interval_width: float | None = None
+    primary_beats_by_more_than_interval: bool | None = None
+    baseline_minus_primary_interval: list[float | None] | None = None
+    primary_clearly_better: bool | None = None
+    selection: SelectionChecks | None = None
+
+
+@dataclass
+class Permutation:
+    """The out-of-fold accuracy against label permutations between samples (or why skipped)."""
+
+    model: str | None = None
+    observed_accuracy: float | None = None
+    n_permutations: int | None = None
+    permuted_accuracy_mean: float | None = None
+    p_value: float | None = None
+    tests_served_model: bool | None = None
+    proxy_for: str | None = None
+    served_accuracy: float | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class InstrumentCheck(Permutation):
+    """The imaging settings alone on the run's folds, and the settings per class."""
+
+    features: list[str] = field(default_factory=list)
+    warning: str | None = None
+    by_class: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class CrossValidation:
+    """A split kind's protocol: folds, every model's pooled and per-fold metrics, the verdict."""
+
+    protocol: str
+    folds: int
+    primary: str | None
+    seeds: list[int]
+    split_seed: int
+    target: str
+    per_fold: list[Fold]
+    fold_statistics: dict[str, Spreads]
+    pooled: dict[str, Intervals]
+    bootstrap: Bootstrap
+    verdict: Verdict
+    head_model: str | None = None
+    permutation: Permutation | None = None
+    instrument: InstrumentCheck | None = None
+
+    def cell(self, model: str, level: str, metric: str) -> Interval | None:
+        row = self.pooled.get(model)
+        return row.cell(level, metric) if row else None
+
+
+# -- calibration ----------------------------------------------------------------------------------
+@dataclass
+class Curve:
+    confidence: list[float]
+    accuracy: list[float]
+
+
+@dataclass
+class LevelCalibration:
+    """Expected calibration error at one level, before and after calibration."""
+
+    n: int
+    ece_raw: float | None = None
+    ece_calibrated: float | None = None
+    ece_raw_interval: list[float | None] | None = None
+    ece_calibrated_interval: list[float | None] | None = None
+    curve_raw: Curve | None = None
+    curve_calibrated: Curve | None = None
+
+
+@dataclass
+class SetsFold:
+    fold: int
+    images: int
+    coverage: float | None
+    mean_size: float | None = None
+    half_width: float | None = None
+
+
+@dataclass
+class PredictionSetsCheck:
+    """Split-conformal prediction sets of the served image probabilities, checked by fold."""
+
+    confidence: float
+    ordered: bool
+    images: int
+    threshold: float
+    coverage: float | None
+    mean_size: float | None
+    singletons: float | None
+    per_fold: list[SetsFold]
+
+
+@dataclass
+class ConformalCheck:
+    """Split-conformal intervals of a regression target, checked by fold."""
+
+    confidence: float
+    coverage: float | None
+    images: int
+    half_width: float
+    per_fold: list[SetsFold]
+
+
+@dataclass
+class CalibrationBootstrap:
+    n: int
+    seed: int | None = None
+    unit: str | None = None
+
+
+@dataclass
+class Calibration(ByLevel):
+    """How far the outputs can be trusted: ECE per level (classification) or the conformal
+    interval (regression)."""
+
+    bins: int | None = None
+    headline_level: str | None = None
+    confidence: float | None = None
+    bootstrap: CalibrationBootstrap | None = None
+    images_class_changed: int | None = None
+    patch: LevelCalibration | None = None
+    image: LevelCalibration | None = None
+    sample: LevelCalibration | None = None
+    sets: PredictionSetsCheck | None = None
+    served: str | None = None
+    conformal: ConformalCheck | None = None
+
+
+# -- training and selection -----------------------------------------------------------------------
+@dataclass
+class Member:
+    """One head of an ensemble: its fold, seed and best validation epoch."""
+
+    member: int
+    fold: int
+    seed: int
+    best_epoch: int | None
+    best_val_loss: float | None
+    stopped_epoch: int | None
+    early_stopped: bool | None
+
+
+@dataclass
+class Training:
+    """How the reported model was trained on the folds (a head by epochs; a scikit-learn model
+    fitted once per fold)."""
+
+    model: str
+    kind: str
+    protocol: str
+    checkpoint: str | None
+    n_members: int
+    wall_s: float
+    inputs: str | None = None
+    extra_inputs: list[str] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+    max_epochs: int | None = None
+    epochs_run: int | None = None
+    early_stopping_patience: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    best_val_loss: float | None = None
+    temperatures: list[list[float] | None] = field(default_factory=list)
+    image_calibration: list[dict[str, Any] | None] = field(default_factory=list)
+    s_per_epoch: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GridPoint:
+    """One point of a candidate's grid: its inner scores per outer fold (served and raw image
+    probabilities) and, where trained on the outer folds, its CV score and checkpoint."""
+
+    candidate: str
+    inner_scores: list[float]
+    inner_scores_unserved: list[float]
+    params: dict[str, Any]
+    cv_score: float | None = None
+    checkpoint: str | None = None
+    kind: str | None = None
+
+
+@dataclass
+class FinalModel:
+    """The point with the best mean inner score, refitted on every group: what predict serves."""
+
+    model: str
+    point: str
+    params: dict[str, Any]
+    module: dict[str, Any]
+    inputs: str
+    members: int
+    checkpoint: str
+    kind: str
+    wall_s: float
+    epochs: int | None = None
+    temperatures: list[float | None] | None = None
+    image_calibration: list[dict[str, Any] | None] | None = None
+
+
+@dataclass
+class Selection:
+    """``model=auto``'s nested CV: every grid point's inner scores, the winners per outer fold
+    and the final model."""
+
+    candidates: list[str]
+    score: str
+    grid: str
+    inner_folds: int
+    inner_seeds: list[int]
+    points: dict[str, GridPoint]
+    inner_scores: dict[str, list[float]]
+    tuned_points: dict[str, list[str]]
+    cv_scores: dict[str, float]
+    outer_fits: str
+    not_trained: list[str]
+    winners: list[str]
+    winner_points: list[str]
+    fold_checkpoints: list[str | None]
+    final: FinalModel
+    candidate_wall_s: dict[str, float]
+    wall_s: float
+
+
+# -- what the run read ----------------------------------------------------------------------------
+@dataclass
+class Split:
+    kind: str
+    leaky: bool
+    protocol: str
+    folds: int
+    group_column: str | None = None
+    fractions: dict[str, float] = field(default_factory=dict)
+    split_seed: int | None = None
+    note: str | None = None
+
+
+@dataclass
+class Weights:
+    source: str
+    identity: str | None = None
+    sha256: str | None = None
+    pretrained: bool | None = None
+    transfer_learning: bool | None = None
+
+
+@dataclass
+class Backbone:
+    name: str
+    weights: Weights
+    embedding_dim: int | None = None
+    input_size: int | None = None
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ClassGroups:
+    groups: int
+    images: int
+
+
+@dataclass
+class Data:
+    descriptor: str
+    n_images: int
+    n_samples: int
+    n_patches: int
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    patch_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    sample_id_note: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    small_classes: list[str] = field(default_factory=list)
+    class_groups: dict[str, ClassGroups] | None = None
+
+
+@dataclass
+class Inputs:
+    """What the models read: the image embedding and ``data.extra_inputs``."""
+
+    extra: list[str]
+    note: str
+    image_only_compared: bool | None = None
+
+
+@dataclass
+class Cache:
+    images: int
+    extracted: int
+    from_cache: int
+    folder: str
+    patches_per_s: float | None = None
+    left_to_others: int | None = None
+    runtime: str = "torch"
+
+
+@dataclass
+class Trend:
+    """How a microstructure measure moves with the parameter across samples."""
+
+    measure: str
+    rho: float | None
+    low: float | None = None
+    high: float | None = None
+    p_value: float | None = None
+
+
+@dataclass
+class MeasuresSummary:
+    """The microstructure measures per sample and their trends with the first target."""
+
+    unit: str
+    measures: list[str]
+    n_samples: int
+    per_sample: list[dict[str, Any]] = field(default_factory=list)
+    trends: list[Trend] = field(default_factory=list)
+    trends_skipped: str | None = None
+
+
+@dataclass
+class GalleryEntry:
+    image: str
+    kind: str
+    fold: int
+    truth: Any
+    predicted: Any
+    confidence: float | None
+    checkpoint: str | None
+    map: str
+
+
+@dataclass
+class StageTime:
+    stage: str
+    depth: int
+    wall_s: float | None
+
+
+# -- the blocks -----------------------------------------------------------------------------------
+@dataclass(kw_only=True)
+class ProtocolBlock:
+    """One split kind's evaluation: the run's own split, or the leak contrast's."""
+
+    split: Split
+    cv: CrossValidation
+    baseline: dict[str, Metrics]
+    baseline_info: dict[str, Any]
+    training: Training | None = None
+    test: Metrics | None = None
+    calibration: Calibration | None = None
+    selection: Selection | None = None
+    learning_curve: dict[str, Any] | None = None
+    variance_components: dict[str, Any] | None = None
+
+    @property
+    def reported(self) -> str:
+        """The model whose outputs the block reports: its primary model (the head, or the
+        auto-selected one), else the linear probe (a baseline every run fits)."""
+        return self.cv.primary or FALLBACK_MODEL
+
+
+#: the model a block reports when it trained none of its own
+FALLBACK_MODEL = "linear_probe"
+
+
+@dataclass(kw_only=True)
+class RunMetrics(ProtocolBlock):
+    """``metrics.json``: the run's own split's block and everything around it."""
+
+    schema: int = SCHEMA
+    experiment: str
+    task: str
+    seed: int
+    protocol: dict[str, Any]
+    targets: list[Target]
+    backbone: Backbone
+    preprocess: dict[str, Any]
+    data: Data
+    inputs: Inputs
+    cache: Cache
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    contrast: ProtocolBlock | None = None
+    paper: dict[str, Any] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    measures: MeasuresSummary | None = None
+    stages: list[StageTime] = field(default_factory=list)
+    gallery: list[GalleryEntry] | None = None
+    tensorboard: str | None = None
+
+    @property
+    def first_target(self) -> Target:
+        return self.targets[0]
+
+
+# -- reading and writing --------------------------------------------------------------------------
+_ADAPTERS: dict[type, pydantic.TypeAdapter] = {}
+
+
+def load(kind: type[T], data: Any, source: str = "metrics.json") -> T:
+    """``data`` (JSON values) as ``kind``; a missing or mistyped field is one line naming it and
+    ``source``."""
+    adapter = _ADAPTERS.setdefault(kind, pydantic.TypeAdapter(kind))
+    try:
+        return adapter.validate_python(data)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise SinterlabError(f"{source}: {where}: {first['msg']} ({err.error_count()} "
+                             "problem(s)); run the experiment again with this sinterlab") from None
+
+
+def record_of(kind: type[T], data: Any, source: str = "the run's results") -> T:
+    """A block the evaluation built as a dict (numpy scalars and arrays allowed) as ``kind``,
+    exactly as metrics.json will hold it."""
+    return load(kind, json.loads(json.dumps(data, default=json_default)), source)
+
+
+def read_metrics(path: str | Path) -> RunMetrics:
+    """A run folder's ``metrics.json``; one newer than this code is refused with the fix."""
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    schema = int(data.get("schema", 1))
+    if schema > SCHEMA:
+        raise SinterlabError(f"{path}: metrics schema {schema} is newer than this sinterlab "
+                             f"reads ({SCHEMA}); upgrade sinterlab")
+    return load(RunMetrics, upgrade(data), str(path))
+
+
+def as_run(metrics: RunMetrics | dict) -> RunMetrics:
+    """A run's metrics as :class:`RunMetrics` (a metrics.json dict is read into one, untouched)."""
+    return metrics if isinstance(metrics, RunMetrics) else \
+        load(RunMetrics, upgrade(copy.deepcopy(dict(metrics))))
+
+
+#: schema 1's verdict keys, named after the head although they judge any primary model
+RENAMED_VERDICT_KEYS = {"head_margin": "primary_margin",
+                        "head_interval_width": "primary_interval_width",
+                        "head_beats_by_more_than_interval": "primary_beats_by_more_than_interval",
+                        "baseline_minus_head_interval": "baseline_minus_primary_interval",
+                        "head_clearly_better": "primary_clearly_better"}
+
+
+def upgrade(data: dict) -> dict:
+    """A schema-1 metrics dict in schema 2's shape: a fold's models under ``models``, the
+    verdict's keys named after the primary model."""
+    for block in (data, data.get("contrast") or {}):
+        cv = block.get("cv") or {}
+        if isinstance(cv.get("verdict"), dict):
+            cv["verdict"] = {RENAMED_VERDICT_KEYS.get(k, k): v for k, v in cv["verdict"].items()}
+        cv["per_fold"] = [row if "models" in row else
+                          {**{k: v for k, v in row.items() if not isinstance(v, dict)},
+                           "models": {k: v for k, v in row.items() if isinstance(v, dict)}}
+                          for row in cv.get("per_fold") or []]
+    return data
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, dicts and lists as plain JSON values (a target with its derived class
+    names, as :meth:`Target.as_dict` writes it); a field left at its default None is left
+    out."""
+    if isinstance(value, Target):
+        return value.as_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # a field left at its default None is absent (as in the files before schema 2)
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.default is None and getattr(value, f.name) is None)}
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
