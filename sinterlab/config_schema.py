@@ -106,6 +106,21 @@ def _num(value) -> str:
 
 
 @dataclass(frozen=True)
+class Choice:
+    """One of the named words."""
+
+    words: tuple[str, ...]
+
+    def allowed(self, cfg) -> str:
+        return ", ".join(self.words[:-1]) + " or " + self.words[-1] if len(self.words) > 1 \
+            else self.words[0]
+
+
+#: what a scikit-learn model or a baseline computes in
+DTYPE = Choice(("float32", "float64"))
+
+
+@dataclass(frozen=True)
 class Each:
     """A list whose every element meets ``rule``; ``length`` elements when given, in ascending
     order when ``ascending``."""
@@ -156,7 +171,7 @@ class Grid:
     prefix: str
 
 
-Rule = Number | Each | Either | Shares | Switch | Grid
+Rule = Number | Choice | Each | Either | Shares | Switch | Grid
 
 # -- the ranges that recur ------------------------------------------------------------------
 ANY = Number()
@@ -231,6 +246,7 @@ MODEL = {
     "module.random_state": Number(integer=True, low=0, high=2**32 - 1, null=True),
     "module.n_jobs": Number(integer=True, low=-1, null=True),
     "module.gamma": Number(low=0, low_open=True, words=("scale", "auto")),
+    "module.dtype": DTYPE,
     "batch_size": COUNT,
     "loss_weights.*": NONNEGATIVE,
 }
@@ -272,6 +288,7 @@ TRAIN = {
     "evaluation.pca_components": COUNT,
     "evaluation.baseline_max_iter": COUNT,
     "evaluation.baseline_C": POSITIVE,
+    "evaluation.baseline_dtype": DTYPE,
     "evaluation.baseline_tol": POSITIVE,
     "evaluation.baselines.*.components": COUNT,
     "evaluation.baselines.*.C": POSITIVE,
@@ -429,6 +446,9 @@ def violation(key: str, value, rule: Rule, cfg, schema: dict) -> str | None:
     if isinstance(rule, Switch):
         case = rule.cases.get(str(_select(cfg, rule.key)))
         return violation(key, value, case, cfg, schema) if case else None
+    if isinstance(rule, Choice):
+        return None if value in rule.words else \
+            f"{key}={_shown(value)}: not allowed; use {rule.allowed(cfg)}"
     if isinstance(rule, Number):
         problem = rule.problem(value, cfg)
         return f"{key}={_shown(value)}: {problem}; use {rule.allowed(cfg)}" if problem else None

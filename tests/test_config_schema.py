@@ -136,6 +136,10 @@ def test_the_defaults_pass_and_a_bad_value_is_one_line():
     ("predict", ["+features.batch_size=0"], "features.batch_size=0: out of range"),
     ("synth", ["+image.pixel_nm_by_slide={2: 0}"], "image.pixel_nm_by_slide.2=0: out of range"),
     ("plan", ["+map.fixed.duty_cycle=x"], "map.fixed.duty_cycle=x: not a number"),
+    ("train", ["evaluation.baseline_dtype=float16"],
+     "evaluation.baseline_dtype=float16: not allowed; use float32 or float64"),
+    ("train", ["model=auto", "model.candidates.sk_logreg.module.dtype=half"],
+     "model.candidates.sk_logreg.module.dtype=half: not allowed; use float32 or float64"),
 ])
 def test_values_outside_their_rule(name, overrides, message):
     with pytest.raises(SinterlabError) as err:

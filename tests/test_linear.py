@@ -18,6 +18,7 @@ from sinterlab.cli import CONF_DIR
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.evaluation.metrics import first_rows
 from sinterlab.explain.write import explain_images
+from sinterlab.models import linear
 from sinterlab.models.calibration import fit_image_calibration
 from sinterlab.models.linear import LinearEnsemble, LinearModel, fit_linear
 from sinterlab.predict import load_run_model, predict
@@ -60,6 +61,51 @@ def test_stored_map_equals_the_sklearn_pipeline_and_saves_without_pickle(pca, tm
     np.testing.assert_allclose(again[0], got, atol=1e-6)
     torch_out = ensemble.member_outputs(torch.from_numpy(x[200:]))[0]
     np.testing.assert_allclose(torch_out.numpy(), got, atol=1e-4)
+
+
+@pytest.mark.parametrize("pca", [None, 4])
+def test_grid_fitted_along_the_c_path_equals_each_point_fitted_from_scratch(pca):
+    """Points that differ only in C are fitted weakest-regularised last, each lbfgs run warm
+    from the previous C's solution: at a tight tolerance every point's map is the one a cold
+    fit of that point alone gives, in the order the points were passed."""
+    x, y = blobs(d=16)
+    folds = [np.arange(200), np.arange(100, 300)]
+    images = np.arange(len(x)).astype(str)
+    grid = [1.0, 1e-3, 0.1, 1e-2]  # not in C order
+    path, _ = fit_linear([LinearModel(c, pca, 2000, 1e-10) for c in grid], ["patch"] * len(grid),
+                         TARGET, x, y[:, None], images, folds, 0)
+    for c, warm in zip(grid, path, strict=True):
+        [cold], _ = fit_linear([LinearModel(c, pca, 2000, 1e-10)], ["patch"], TARGET, x,
+                               y[:, None], images, folds, 0)
+        assert warm.params == {"C": c, "pca": pca}
+        np.testing.assert_allclose(warm.weights[0], cold.weights[0], atol=2e-4)
+        np.testing.assert_allclose(warm.biases[0], cold.biases[0], atol=2e-4)
+
+
+@pytest.mark.parametrize("pca", [None, 4])
+def test_float32_fits_give_the_float64_maps(pca, monkeypatch):
+    """``module.dtype=float32`` (half the memory each lbfgs step reads) fits the same map as
+    float64 where both reach their optimum; an unknown dtype is refused."""
+    solved = []
+
+    class Recorded(linear.LogisticRegression):
+        def fit(self, X, y):
+            solved.append(X.dtype.name)
+            return super().fit(X, y)
+
+    monkeypatch.setattr(linear, "LogisticRegression", Recorded)
+    x, y = blobs(d=16)
+    folds, images = [np.arange(200), np.arange(100, 300)], np.arange(len(x)).astype(str)
+    fitted = {dtype: fit_linear([LinearModel(c, pca, 2000, 1e-6, dtype) for c in (1e-2, 1.0)],
+                                ["patch"] * 2, TARGET, x, y[:, None], images, folds, 0)[0]
+              for dtype in ("float32", "float64")}
+    for single, double in zip(fitted["float32"], fitted["float64"], strict=True):
+        np.testing.assert_allclose(single.weights[0], double.weights[0], atol=2e-3)
+        got, expected = (e.predict_members(torch.from_numpy(x))[0] for e in (single, double))
+        np.testing.assert_allclose(got, expected, atol=1e-3)
+    assert solved == ["float32"] * 4 + ["float64"] * 4  # 2 folds x 2 C each
+    with pytest.raises(ValueError, match="dtype"):
+        LinearModel(0.1, None, 100, 1e-3, "float16")
 
 
 def test_image_mean_model_gives_each_image_its_mean_embeddings_output():

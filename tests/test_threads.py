@@ -26,3 +26,43 @@ def test_null_leaves_the_libraries_as_they_are():
     before = blas_threads()
     with library_threads(None):
         assert blas_threads() == before
+
+
+def test_small_torch_solves_take_the_library_cap_inside_a_run_only(monkeypatch):
+    from sinterlab.models import calibration
+    from sinterlab.threads import small_torch
+
+    seen = []
+    probe = small_torch(lambda: seen.append(torch.get_num_threads()))
+    torch_before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        probe()
+        with library_threads(1):
+            probe()
+            assert torch.get_num_threads() == 2  # the heads keep PyTorch's pool
+        with library_threads(None):
+            probe()
+        assert seen == [2, 1, 2]
+        assert torch.get_num_threads() == 2
+        # the image calibration maps are such solves
+        rng = np.random.default_rng(0)
+        probs = rng.dirichlet(np.ones(3), size=(1, 60))
+        labels, images = rng.integers(0, 3, 60), np.arange(60) // 3
+        rows, hidden = [np.arange(60)], [np.zeros(60, bool)]
+        free = calibration.fit_image_calibration(probs, labels, images, rows, hidden,
+                                                 "mean_log_probability", "vector")
+        with library_threads(1):
+            capped = calibration.fit_image_calibration(probs, labels, images, rows, hidden,
+                                                       "mean_log_probability", "vector")
+        np.testing.assert_array_equal(free.scale, capped.scale)
+        np.testing.assert_array_equal(free.bias, capped.bias)
+        fit_map, threads = calibration._fit_map, []
+        monkeypatch.setattr(calibration, "_fit_map", lambda *a: threads.append(
+            torch.get_num_threads()) or fit_map(*a))
+        with library_threads(1):
+            calibration.fit_image_calibration(probs, labels, images, rows, hidden,
+                                              "mean_log_probability", "vector")
+        assert threads == [1]
+    finally:
+        torch.set_num_threads(torch_before)

@@ -28,6 +28,7 @@ from torchmetrics.functional.classification import multiclass_calibration_error
 
 from sinterlab.evaluation.metrics import LEVELS
 from sinterlab.evaluation.statistics import LevelTables
+from sinterlab.threads import small_torch
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int) -> float:
@@ -45,6 +46,7 @@ def reliability_curve(probs: np.ndarray, labels: np.ndarray, bins: int) -> dict:
     return {"confidence": mean_confidence.tolist(), "accuracy": accuracy.tolist()}
 
 
+@small_torch
 def classification_calibration(labels: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
                                served: np.ndarray, images: np.ndarray, samples: np.ndarray,
                                units: np.ndarray, bins: int, n: int, seed: int,

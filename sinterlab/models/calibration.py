@@ -32,12 +32,14 @@ from scipy.special import softmax
 from sinterlab.atomic import write_json
 from sinterlab.errors import SinterlabError
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.threads import small_torch
 
 #: temperatures are kept inside this range (a member that fits its validation rows perfectly
 #: would otherwise be pushed towards T -> 0)
 BOUNDS = (0.05, 20.0)
 
 
+@small_torch
 def _fit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(S, N, C) logits of S members on the same N rows -> their S temperatures."""
     log_t = torch.zeros(len(logits), requires_grad=True)
@@ -181,6 +183,7 @@ def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
     return params[0].detach().numpy(), params[1].detach().numpy()
 
 
+@small_torch
 def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndarray,
                           member_rows: list[np.ndarray], hidden: list[np.ndarray],
                           pooling: str, calibrator: str,

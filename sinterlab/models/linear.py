@@ -156,14 +156,29 @@ def _full_classes(coef: np.ndarray, intercept: np.ndarray, seen: np.ndarray,
     return w, b
 
 
+#: the arithmetic a fit may run in: the embeddings are float32; float64 doubles the memory
+#: each lbfgs step reads (experiments/results.md, issue 34)
+DTYPES = ("float32", "float64")
+
+
+def solver_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype of a configured ``dtype`` (float32 | float64)."""
+    if str(dtype) not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: use one of {list(DTYPES)}")
+    return np.dtype(str(dtype))
+
+
 class LinearModel:
     """The ``module`` of an affine scikit-learn candidate config: how to fit it. ``C`` is the
     inverse regularisation strength (ridge: alpha = 1 / C), ``pca`` the number of components
-    (null: no PCA step); what it reads is the candidate's ``inputs``."""
+    (null: no PCA step), ``dtype`` the precision its standardising, PCA and solver compute in;
+    what it reads is the candidate's ``inputs``."""
 
-    def __init__(self, C: float, pca: int | None, max_iter: int, tol: float):
+    def __init__(self, C: float, pca: int | None, max_iter: int, tol: float,
+                 dtype: str = "float64"):
         self.C, self.pca = float(C), pca
         self.max_iter, self.tol = int(max_iter), float(tol)
+        self.dtype = solver_dtype(dtype)
 
     def image_classifier(self, seed: int):
         """The same steps as one scikit-learn pipeline on image-mean embeddings, for refitting
@@ -183,10 +198,10 @@ def fit_linear(models: list[LinearModel], inputs: list[str], targets: list[dict]
     """One ensemble per model of ``models`` (grid points of one candidate), each reading its
     ``inputs`` (patch or image_mean), with a member per fold of ``train_rows``. Points that
     differ only in C share the scaling and PCA of a fold and are fitted from the weakest to the
-    strongest C, each starting from the last (warm start). ``extra``: the last columns of ``x``
-    are extra inputs (``data.extra_inputs``), standardised with the fold's rows like the
-    embedding but kept out of the PCA (a few columns among hundreds of embedding dimensions
-    would be dropped by it).
+    strongest C, each starting from the last (warm start); each computes in its ``dtype``.
+    ``extra``: the last columns of ``x`` are extra inputs (``data.extra_inputs``), standardised
+    with the fold's rows like the embedding but kept out of the PCA (a few columns among
+    hundreds of embedding dimensions would be dropped by it).
     Returns the ensembles (in the order of ``models``) and the wall time."""
     started = time.perf_counter()
     weights = {i: [[] for _ in targets] for i in range(len(models))}
@@ -196,11 +211,12 @@ def fit_linear(models: list[LinearModel], inputs: list[str], targets: list[dict]
             raise ValueError(f"inputs={read!r}: an affine model reads one of {list(FEATURES)}; "
                              "a model of the measures is a scikit-learn estimator by _target_")
     order = sorted(range(len(models)), key=lambda i: (inputs[i], models[i].pca or 0,
-                                                      models[i].C))
+                                                      models[i].dtype.name, models[i].C))
     for rows in train_rows:
-        for (features, k), same in groupby(order, key=lambda i: (inputs[i], models[i].pca)):
+        for (features, k, dtype), same in groupby(order, key=lambda i: (
+                inputs[i], models[i].pca, models[i].dtype)):
             same = list(same)
-            xf, yf = x[rows].astype(np.float64), y[rows]
+            xf, yf = x[rows].astype(dtype), y[rows]
             if features == "image_mean":
                 frame = pd.DataFrame(xf).groupby(images[rows], sort=False)
                 xf = frame.mean().to_numpy()

@@ -155,19 +155,18 @@ def served_outputs(cfg: DictConfig, dm: SEMDataModule, model: DictConfig,
 def baseline_oof(cfg: DictConfig, dm: SEMDataModule, name: str,
                  assignments: list[np.ndarray]) -> list[np.ndarray]:
     """The baseline ``name`` of ``evaluation.baselines`` fitted per fold of each assignment on
-    its training and validation rows (each fold warm-started from the previous one)."""
+    its training and validation rows (each from scratch)."""
     first = dm.descriptor.targets[0]
     classes = len(first.classes) if first.kind == "classification" else None
     factory = {name: instantiate(cfg.evaluation.baselines[name])}
     x, y = dm.image_x.numpy(), dm.y[:, 0].numpy()
-    outputs, estimators = [], None
+    outputs = []
     for assignment in assignments:
         full = np.full((len(x), classes) if classes else (len(x),), np.nan)
         for fold in assignment:
             fit, test = np.flatnonzero((fold == "train") | (fold == "val")), fold == "test"
-            out, info = baseline_outputs(first.kind, x[fit], y[fit], x[test], factory,
-                                         int(cfg.seed), classes, estimators)
-            estimators = info["estimators"]
+            out, _ = baseline_outputs(first.kind, x[fit], y[fit], x[test], factory,
+                                      int(cfg.seed), classes, str(cfg.evaluation.baseline_dtype))
             full[test] = out[name]
         outputs.append(full)
     return outputs

@@ -95,21 +95,20 @@ UNIT_NAMES = {SLIDE: "slide", SAMPLE: "sample"}
 def baselines_oof(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray,
                   ) -> tuple[dict[str, np.ndarray], dict]:
     """The baselines of ``evaluation.baselines`` per fold, fitted on the fold's training and
-    validation rows; each fold starts from the previous fold's solution."""
+    validation rows, each from scratch."""
     first = dm.descriptor.targets[0]
     num_classes = len(first.classes) if first.kind == "classification" else None
     shape = (len(dm.x), num_classes) if num_classes else (len(dm.x),)
     e = cfg.evaluation
     factories = {str(name): instantiate(spec) for name, spec in e.baselines.items()}
     out = {name: np.full(shape, np.nan) for name in factories}
-    info, estimators = {}, None
+    info = {}
     x, y = dm.image_x.numpy(), dm.y[:, 0].numpy()  # image-only, even with data.extra_inputs
     started = time.perf_counter()
     for fold in assignment:
         fit, test = np.flatnonzero(fold != "test"), np.flatnonzero(fold == "test")
         outputs, info = baseline_outputs(first.kind, x[fit], y[fit], x[test], factories,
-                                         int(cfg.seed), num_classes, estimators)
-        estimators = info.pop("estimators")
+                                         int(cfg.seed), num_classes, str(e.baseline_dtype))
         for name in factories:
             out[name][test] = outputs[name]
     return out, info | {"C": float(e.baseline_C),
