@@ -29,6 +29,7 @@ import pydantic
 from sinterlab.atomic import json_default
 from sinterlab.data.descriptor import Target
 from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.display import FALLBACK_MODEL
 
 #: the metrics.json version this code writes (and the newest it reads); 2: typed blocks, a
 #: fold's models under ``models``, the verdict's ``primary_*`` keys (``head_*`` before)
@@ -529,10 +530,6 @@ class ProtocolBlock:
         """The model whose outputs the block reports: its primary model (the head, or the
         auto-selected one), else the linear probe (a baseline every run fits)."""
         return self.cv.primary or FALLBACK_MODEL
-
-
-#: the model a block reports when it trained none of its own
-FALLBACK_MODEL = "linear_probe"
 
 
 @dataclass(kw_only=True)
