@@ -320,6 +320,7 @@ def bench_cv_run() -> dict | None:
         return None
     from hydra import compose, initialize_config_dir
 
+    from sinterlab.evaluation.results import jsonable
     from sinterlab.study.training import run_experiment
 
     run_dir = Path(tempfile.mkdtemp(prefix="sinterlab-bench-cv-"))
@@ -333,12 +334,13 @@ def bench_cv_run() -> dict | None:
     start = time.perf_counter()
     metrics = run_experiment(cfg, run_dir)
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "stages": metrics["stages"], "args": extra,
-            "extracted": metrics["cache"]["extracted"],
-            "candidates": metrics["selection"]["candidates"],
-            "final": metrics["selection"]["final"]["point"],
-            "image_accuracy": metrics["cv"]["pooled"]["auto"]["image"]["accuracy"],
-            "image_mae": metrics["cv"]["pooled"]["auto"]["image"].get("mae"),
+    auto = metrics.cv.pooled["auto"].image
+    return {"wall_s": wall, "stages": jsonable(metrics.stages), "args": extra,
+            "extracted": metrics.cache.extracted,
+            "candidates": metrics.selection.candidates,
+            "final": metrics.selection.final.point,
+            "image_accuracy": jsonable(auto["accuracy"]),
+            "image_mae": jsonable(auto.get("mae")),
             "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
