@@ -75,14 +75,20 @@ def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, tiny_descriptor, shared_cache) -> Path:
-    """`sinterlab-train debug=fast` on the tiny data, as a user would type it."""
+def trained_run(tmp_path_factory, tiny_descriptor, shared_cache, request) -> Path:
+    """A finished `sinterlab-train debug=fast` run on the tiny data, trained in this process
+    (the console script's own start-up costs ~8 s a process; `make test-slow` runs it as a
+    user types it, tests/test_train_smoke.py)."""
+    from sinterlab.study.training import run_experiment
+
     run_dir = tmp_path_factory.mktemp("run")
-    done = run("sinterlab-train", *FAST, f"data.descriptor={tiny_descriptor}",
-               f"features.cache_dir={shared_cache}", f"hydra.run.dir={run_dir}",
-               # its own measures cache (make exports PROJECT_ROOT, the default's anchor)
-               f"measures.cache_dir={run_dir / 'cache' / 'measures'}",
-               f"paths.log_dir={run_dir / 'logs'}", cwd=run_dir)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"report: {run_dir / 'report.md'}" in done.stdout
+    cfg = compose_train([*FAST, f"data.descriptor={tiny_descriptor}",
+                         f"features.cache_dir={shared_cache}",
+                         # its own measures cache (make exports PROJECT_ROOT, the default's anchor)
+                         f"measures.cache_dir={run_dir / 'cache' / 'measures'}"], run_dir)
+    # outside the requesting test's capture: a library's log handler made during the run keeps
+    # the stream it saw, and a test's captured stream is closed when that test ends
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        run_experiment(cfg, run_dir)
+    GlobalHydra.instance().clear()
     return run_dir

@@ -28,7 +28,12 @@ def finished_run(tmp_path_factory, tiny_descriptor, shared_cache):
     run_dir = tmp_path_factory.mktemp("report_run")
     cfg = compose_train(FAST + [f"data.descriptor={tiny_descriptor}",
                                 f"features.cache_dir={shared_cache}", "protocol.folds=3",
-                                "protocol.seeds=[0]"], run_dir)
+                                "protocol.seeds=[0]",
+                                # the report's own sections only: no gallery, no TensorBoard
+                                # images or projector (their tests have runs of their own)
+                                "evaluation.gallery.enabled=false",
+                                "evaluation.tensorboard.figures=false",
+                                "evaluation.tensorboard.projector_patches=0"], run_dir)
     run_experiment(cfg, run_dir)
     return run_dir
 
