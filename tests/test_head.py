@@ -250,3 +250,25 @@ def test_a_head_shrinks_its_batch_where_an_epoch_would_be_a_few_steps():
     assert head_batch(model, [np.arange(100)])[0] == 32
     plain = OmegaConf.create({"batch_size": 32, "module": {"lr": 1e-3}})
     assert head_batch(plain, [np.arange(100)]) == (32, 1e-3)
+
+
+def test_a_bag_head_reads_the_mean_row_of_each_image():
+    """pooling=image_mean: given an image's patches, every patch gets the output of their
+    mean; without image ids each row is read on its own (the mean rows it was trained on)."""
+    bag = HeadEnsemble(12, [spec("classification", 2)], HIDDEN, 0.0, True, "adam", 1e-2, 0.0,
+                       groups=2, pooling="image_mean")
+    x, _ = data(12)
+    images = np.repeat(["b", "a", "c"], 4)  # ids out of sorted order
+    probs = bag.predict_members(x, images=images)[0]  # (M, N, C)
+    means = torch.stack([x[images == i].mean(dim=0) for i in ("b", "a", "c")])
+    alone = bag.predict_members(means)[0]
+    assert np.allclose(probs, np.repeat(alone, 4, axis=1), atol=1e-6)
+    # per group ids (G, N): the second group sees other images
+    groups = np.stack([images, np.repeat(["a", "b", "c", "d"], 3)])
+    split = bag.predict_members(x[None].expand(2, -1, -1), images=groups)[0]
+    assert np.allclose(split[0], probs[0], atol=1e-6)
+    assert np.allclose(split[1, :3], bag.predict_members(x[:3].mean(0, keepdim=True))[0][1],
+                       atol=1e-6)
+    with pytest.raises(ValueError, match="a head reads one of"):
+        HeadEnsemble(12, [spec("classification", 2)], HIDDEN, 0.0, True, "adam", 1e-2, 0.0,
+                     pooling="measures")

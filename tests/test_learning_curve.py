@@ -40,7 +40,8 @@ from tests.conftest import FAST, compose_train
 #: model=auto with the fast image-mean candidate only, three folds
 FAST_AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]",
              *(f"~model.candidates.{name}" for name in ("mlp", "linear", "mlp_small", "sk_logreg",
-                                                       "sk_pca_logreg", "corn", "level_value")),
+                                                       "sk_pca_logreg", "corn", "level_value",
+                                                       "mlp_image", "level_value_image")),
              "evaluation.learning_curve.draws=2", "evaluation.bootstrap.n=200",
              "evaluation.learning_curve.studies.studies=100",
              "evaluation.learning_curve.studies.permutations=50",

@@ -20,7 +20,8 @@ from sinterlab.study.training import run_experiment
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
-              "sk_svm", "sk_measures", "sk_image_measures", "corn", "level_value"}
+              "sk_svm", "sk_measures", "sk_image_measures", "corn", "level_value", "mlp_image",
+              "level_value_image"}
 
 
 @pytest.mark.slow
@@ -132,13 +133,13 @@ def test_auto_leaves_out_ordinal_candidates_for_unordered_targets(make_cfg):
     model=auto runs without them (and says so in the log); with only those, it refuses."""
     cfg = make_cfg(*AUTO)
     check_losses(cfg, [Target("grade", "classification", ("low", "mid", "high"))])
-    assert set(cfg.model.candidates) == CANDIDATES - {"corn", "level_value"}
+    assert set(cfg.model.candidates) == CANDIDATES - {"corn", "level_value", "level_value_image"}
     numbers = make_cfg(*AUTO)
     check_losses(numbers, [Target("bc", "classification", ("50", "150", "250"), "BC", True,
                                   (50.0, 150.0, 250.0))])
     assert set(numbers.model.candidates) == CANDIDATES
     only = make_cfg(*AUTO, *(f"~model.candidates.{n}" for n in CANDIDATES
-                             - {"corn", "level_value"}))
+                             - {"corn", "level_value", "level_value_image"}))
     with pytest.raises(SinterlabError, match="every candidate .* needs an ordered"):
         check_losses(only, [Target("grade", "classification", ("low", "mid", "high"))])
 
@@ -237,3 +238,29 @@ def test_the_p_value_tests_the_served_image_model_or_names_its_proxy(make_cfg):
     assert not proxy.tests_served_model and proxy.proxy_for == "mlp"
     assert proxy.model == "ridge classifier on image-mean embeddings"
     assert proxy.served_accuracy == 0.9
+
+
+def test_a_bag_head_trains_on_each_images_mean_row_and_serves_it_to_its_patches(make_cfg,
+                                                                                tmp_path):
+    from sinterlab.study.fit import fit_models, group_outputs, image_view, misfit
+
+    cfg = make_cfg("model=mlp_image", "protocol.folds=3", "protocol.seeds=[0]")
+    dm = SEMDataModule(cfg)
+    dm.setup()
+    view, first = image_view(dm)
+    images = dm.patches["image"].to_numpy()
+    assert len(view.x) == len(set(images)) == len(first)
+    for row, image in enumerate(view.patches["image"]):  # its mean row, with its labels
+        assert torch.allclose(view.x[row], dm.x[images == image].mean(dim=0), atol=1e-5)
+        assert (dm.y[images == image] == view.y[row]).all()
+    [(head, info)] = fit_models(cfg, dm, dm.assignment, tmp_path, ["bag"], [cfg.model])
+    assert head.inputs == info["inputs"] == "image_mean"
+    served = group_outputs(head, dm, dm.assignment).served
+    for rows, per_target in zip(dm.rows(dm.assignment, "test"), served, strict=True):
+        for image in set(images[rows]):  # every patch of an image: its image's output
+            same = per_target[0][images[rows] == image]
+            assert np.allclose(same, same[0])
+    # a patch split puts an image's patches in several folds: no bag head there
+    patch = make_cfg("model=mlp_image", "split=patch")
+    assert "bag head" in misfit(patch, [Target("grade", "classification", ("low", "high"))],
+                                patch.model)

@@ -93,6 +93,26 @@ def stacked_corn_loss(logits: torch.Tensor, labels: torch.Tensor,
     return (loss * rows).sum(dim=(1, 2)) / rows.sum(dim=(1, 2)).clamp_min(1)
 
 
+#: what a head's rows are: patches, or one mean row per image (a bag head)
+POOLINGS = ("patch", "image_mean")
+
+
+def image_means(x: torch.Tensor, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x`` (G, N, D) with ``images`` (G, N) ids -> (G, K, D) each group's mean row per image
+    (K: the most images of a group, zero rows after a group's own) and (G, N) each row's index
+    among its group's images."""
+    G, N, D = x.shape
+    index = torch.from_numpy(np.stack([np.unique(np.asarray(row).astype(str),
+                                                 return_inverse=True)[1].reshape(-1)
+                                       for row in images])).to(x.device)
+    K = int(index.max()) + 1 if N else 0
+    sums = torch.zeros(G, K, D, dtype=x.dtype, device=x.device).scatter_add_(
+        1, index[..., None].expand(G, N, D), x)
+    counts = torch.zeros(G, K, dtype=x.dtype, device=x.device).scatter_add_(
+        1, index, torch.ones(G, N, dtype=x.dtype, device=x.device))
+    return sums / counts.clamp(min=1)[..., None], index
+
+
 class HeadEnsemble(pl.LightningModule, Candidate):
     """``targets``: dicts with name, kind, loss_weight, and per member (lists of length M):
     ``num_classes`` + ``class_weights`` (or None) for classification, ``mean``/``std`` for
@@ -109,11 +129,13 @@ class HeadEnsemble(pl.LightningModule, Candidate):
                  scheduler: dict | None = None, max_epochs: int = 1, groups: int = 1,
                  seeds: tuple[int, ...] = (0,), patience: int | None = None,
                  min_delta: float = 0.0, loss: str = "cross_entropy",
-                 inputs: dict | None = None):
+                 inputs: dict | None = None, pooling: str = "patch"):
         """``optimizer``: a torch optimizer class as a dotted path or a ``_target_`` mapping,
         built with ``lr`` and ``weight_decay``. ``inputs``: the extra input columns at the end
         of ``x`` (``names``) and, per group, their training ``mean`` and ``std`` (lists of G
-        lists); None: the embedding alone."""
+        lists); None: the embedding alone. ``pooling``: what a row is, ``patch`` (each patch
+        on its own) or ``image_mean`` (a bag head: trained on one mean row per image, and
+        given the rows of an image, it reads their mean)."""
         # checkpoints keep plain values only (predict loads them with weights_only=True):
         # save_hyperparameters records the class path, not the mapping
         optimizer = optimizer_path(optimizer)
@@ -121,6 +143,10 @@ class HeadEnsemble(pl.LightningModule, Candidate):
         super().__init__()
         self.save_hyperparameters()
         self.targets = targets
+        if pooling not in POOLINGS:
+            raise ValueError(f"model.inputs={pooling!r}: a head reads one of {list(POOLINGS)}")
+        #: what it reads (the candidate contract's ``inputs``)
+        self.inputs = pooling
         if loss not in LOSSES:
             raise ValueError(f"model.module.loss={loss!r}: use one of {list(LOSSES)}")
         #: the first target is trained as ordinal levels (CORN): C-1 outputs
@@ -345,15 +371,24 @@ class HeadEnsemble(pl.LightningModule, Candidate):
                 state.setdefault(f"temperature_{i}", torch.ones(self.members))
 
     @torch.inference_mode()
-    def logits(self, x: torch.Tensor, batch_size: int = 4096) -> list[torch.Tensor]:
+    def logits(self, x: torch.Tensor, batch_size: int = 4096,
+               images: np.ndarray | None = None) -> list[torch.Tensor]:
         """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target the raw
-        member outputs (M, N, C)."""
+        member outputs (M, N, C). A bag head (``pooling=image_mean``) given ``images`` ((N,)
+        or (G, N) ids) reads each image's mean row and gives it to every row of the image."""
         self.eval()
         if x.dim() == 2:
             x = x.unsqueeze(0).expand(self.stack.groups, *x.shape)
+        index = None
+        if images is not None and self.inputs == "image_mean":
+            x, index = image_means(x, np.broadcast_to(np.asarray(images), x.shape[:2]))
         chunks = [self.class_scores(self(part.to(self.device)))
                   for part in x.split(batch_size, dim=1)]
-        return [torch.cat([c[i] for c in chunks], dim=1).float() for i in range(len(chunks[0]))]
+        out = [torch.cat([c[i] for c in chunks], dim=1).float() for i in range(len(chunks[0]))]
+        if index is None:
+            return out
+        rows = index.to(self.device).repeat_interleave(self.stack.per_group, dim=0)  # (M, N)
+        return [o.gather(1, rows[..., None].expand(*rows.shape, o.shape[2])) for o in out]
 
     def class_scores(self, outputs: list[torch.Tensor]) -> list[torch.Tensor]:
         """The outputs the probabilities come from: as trained, except a level_value head's
@@ -383,10 +418,11 @@ class HeadEnsemble(pl.LightningModule, Candidate):
                         measures: np.ndarray | None = None) -> list[np.ndarray]:
         """``x`` (G, N, D) or (N, D) (every group reads the same rows) -> per target
         (M, N, C) class probabilities (temperature-scaled unless ``calibrated=False``) or
-        (M, N) predictions in the parameter's units. A head reads each patch on its own:
-        ``images`` (which image each row belongs to) and ``measures`` change nothing."""
+        (M, N) predictions in the parameter's units. A patch head reads each patch on its own;
+        a bag head reads the mean of each image's rows (``images``: which image each row
+        belongs to). ``measures`` change nothing."""
         result = []
-        for i, (t, out) in enumerate(zip(self.targets, self.logits(x, batch_size),
+        for i, (t, out) in enumerate(zip(self.targets, self.logits(x, batch_size, images),
                                          strict=True)):
             if t["kind"] == "classification":
                 if calibrated:

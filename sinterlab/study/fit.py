@@ -12,6 +12,7 @@ reads (``inputs``: patch embeddings, image means, the images' measures, or both)
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -28,6 +29,7 @@ from sklearn.preprocessing import StandardScaler
 from sinterlab.atomic import writing
 from sinterlab.data.descriptor import IMAGE
 from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.metrics import first_rows
 from sinterlab.models.calibration import (
     ImageCalibration,
     fit_temperatures,
@@ -43,7 +45,7 @@ from sinterlab.models.candidate import (
     reads_measures,
 )
 from sinterlab.models.estimators import EstimatorEnsemble, kind_misfit
-from sinterlab.models.head import HeadEnsemble
+from sinterlab.models.head import POOLINGS, HeadEnsemble, image_means
 from sinterlab.models.kinds import candidate_class
 from sinterlab.study.datamodule import SEMDataModule
 
@@ -122,8 +124,12 @@ def misfit(cfg: DictConfig, targets: list, model: DictConfig) -> str | None:
     kind = candidate_class(model.module, model.name)
     read = model_inputs(model)
     if kind is HeadEnsemble:
-        if read != "patch":
-            return f"is a head and reads patch embeddings (inputs=patch, not {read})"
+        if read not in POOLINGS:
+            return f"is a head and reads patch embeddings or image means (inputs=patch or " \
+                   f"image_mean, not {read})"
+        if read == "image_mean" and cfg.split.kind == "patch":
+            return "is a bag head (one row per image) and a patch split puts an image's " \
+                   "patches in several folds"
         return order_misfit(targets, model)
     if reads_measures(read) and not cfg.measures.enabled:
         return f"reads the images' measures (inputs={read}); measures.enabled is false"
@@ -185,6 +191,10 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     # run must not depend on whether its embeddings came from the cache
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     model = cfg.model if model is None else model
+    pooling = model_inputs(model)
+    if pooling == "image_mean":  # a bag head trains on one mean row per image
+        dm, first = image_view(dm)
+        assignment = assignment[:, first]
     seeds = [int(s) for s in (cfg.protocol.seeds if seeds is None else seeds)]
     max_epochs = int(cfg.trainer.max_epochs if max_epochs is None else max_epochs)
     batch, lr = head_batch(model, dm.rows(assignment, "train"))
@@ -197,7 +207,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
         in_features=dm.x.shape[1], targets=head_targets(dm, train_rows, seeds, model), lr=lr,
         max_epochs=max_epochs, groups=len(assignment), seeds=seeds,
         patience=patience if validate else None, min_delta=float(stop.min_delta),
-        inputs=input_scaling(dm, train_rows))
+        inputs=input_scaling(dm, train_rows), pooling=pooling)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
                for spec in (cfg.get("logger") or {}).values()]
@@ -244,6 +254,20 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
             "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
             "history": head.history}
     return head, info
+
+
+def image_view(dm: SEMDataModule) -> tuple[SEMDataModule, np.ndarray]:
+    """``dm`` with one row per image (its patches' mean row, the first patch's labels and
+    table row), and the patch row each image row comes from: what a bag head trains on. The
+    folds of a sample, slide or image split keep an image's patches together, so an
+    assignment's columns at those rows are the images' folds."""
+    images = dm.patches[IMAGE].to_numpy().astype(str)
+    first = first_rows(images)
+    means, index = image_means(dm.x[None], images[None])
+    view = copy.copy(dm)
+    view.x = means[0, index[0, first]]  # in the order of the images' first rows
+    view.y, view.patches = dm.y[first], dm.patches.iloc[first].reset_index(drop=True)
+    return view, first
 
 
 def head_batch(model: DictConfig, train_rows: list[np.ndarray]) -> tuple[int, float]:
