@@ -217,7 +217,11 @@ def _draw_classification(counts: np.ndarray, stats: UnitSums, n: np.ndarray) -> 
     if per_class.shape[1] == 2:
         auroc = per_class[:, 1]
     else:
-        auroc = np.nanmean(np.where(defined, per_class, np.nan), axis=1)
+        # the mean over the classes each draw defines (none: NaN, without numpy's warning on
+        # an empty slice: a bootstrap draw of a tiny holdout may hold one class only)
+        count = defined.sum(axis=1)
+        auroc = np.where(count > 0, np.where(defined, per_class, 0.0).sum(axis=1)
+                         / np.maximum(count, 1), np.nan)
     auroc = np.where(present >= 2, auroc, np.nan)
     return {"accuracy": counts @ stats.correct / n, "f1_macro": f1.mean(axis=1),
             "auroc": auroc}
