@@ -28,6 +28,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
@@ -98,13 +99,12 @@ POOLINGS = ("patch", "image_mean")
 
 
 def image_means(x: torch.Tensor, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` (G, N, D) with ``images`` (G, N) ids -> (G, K, D) each group's mean row per image
-    (K: the most images of a group, zero rows after a group's own) and (G, N) each row's index
-    among its group's images."""
+    """``x`` (G, N, D) with ``images`` (G, N) ids -> (G, K, D) each group's mean row per image,
+    images in order of first appearance (K: the most images of a group, zero rows after a
+    group's own) and (G, N) each row's index among its group's images."""
     G, N, D = x.shape
-    index = torch.from_numpy(np.stack([np.unique(np.asarray(row).astype(str),
-                                                 return_inverse=True)[1].reshape(-1)
-                                       for row in images])).to(x.device)
+    index = torch.from_numpy(np.stack([pd.factorize(np.asarray(row).astype(str))[0]
+                                       for row in images]).astype(np.int64)).to(x.device)
     K = int(index.max()) + 1 if N else 0
     sums = torch.zeros(G, K, D, dtype=x.dtype, device=x.device).scatter_add_(
         1, index[..., None].expand(G, N, D), x)

@@ -262,10 +262,9 @@ def image_view(dm: SEMDataModule) -> tuple[SEMDataModule, np.ndarray]:
     folds of a sample, slide or image split keep an image's patches together, so an
     assignment's columns at those rows are the images' folds."""
     images = dm.patches[IMAGE].to_numpy().astype(str)
-    first = first_rows(images)
-    means, index = image_means(dm.x[None], images[None])
+    first = first_rows(images)  # images in order of first appearance, as image_means gives them
     view = copy.copy(dm)
-    view.x = means[0, index[0, first]]  # in the order of the images' first rows
+    view.x = image_means(dm.x[None], images[None])[0][0]
     view.y, view.patches = dm.y[first], dm.patches.iloc[first].reset_index(drop=True)
     return view, first
 
