@@ -104,6 +104,11 @@ def test_one_table_names_each_model_for_the_report_and_the_console():
     assert (long_name("auto"), short_name("auto")) == ("auto-selected model (nested CV)",
                                                        "auto (nested)")
     assert long_name("new_model") == short_name("new_model") == "new_model"
+    # every model a config ships has its names (a candidate's row, the console's lines)
+    from sinterlab.cli import CONF_DIR
+    from sinterlab.evaluation.display import MODEL_NAMES
+
+    assert {p.stem for p in (CONF_DIR / "model").glob("*.yaml")} - {"auto"} <= set(MODEL_NAMES)
     assert interval({"value": 0.8123, "low": 0.7, "high": 0.9}) == "0.812 [0.700, 0.900]"
     assert interval({"value": 0.5, "low": None}) == "0.500"
     assert interval(None) == "—" and interval(None, missing="n/a") == "n/a"

@@ -32,6 +32,8 @@ MODEL_NAMES: dict[str, tuple[str, str]] = {
     "image_only": ("same model, image only (no extra inputs)", "image_only"),
     "corn": ("CORN ordinal head", "corn"),
     "level_value": ("level-value regression head", "level value"),
+    "mlp_image": ("bag MLP head on image means", "bag mlp"),
+    "level_value_image": ("bag level-value head on image means", "bag level value"),
 }
 
 
