@@ -264,3 +264,19 @@ def test_a_bag_head_trains_on_each_images_mean_row_and_serves_it_to_its_patches(
     patch = make_cfg("model=mlp_image", "split=patch")
     assert "bag head" in misfit(patch, [Target("grade", "classification", ("low", "high"))],
                                 patch.model)
+
+
+@pytest.mark.slow
+def test_a_bag_head_run_is_served_the_mean_of_each_images_patches(make_cfg, tiny_descriptor,
+                                                                   tmp_path):
+    """model=mlp_image end to end: the run records that its head read image means, and
+    predict serves it (that a bag head reads an image's mean: tests/test_head.py)."""
+    run_dir = tmp_path / "run"
+    run_experiment(make_cfg("model=mlp_image"), run_dir)
+    assert json.loads((run_dir / "metrics.json").read_text())["training"]["inputs"] == \
+        "image_mean"
+    images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
+    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
+    cfg.run, cfg.images = str(run_dir), [str(p) for p in images]
+    table, _ = predict(cfg)
+    assert len(table) == 2 and table["model"].str.startswith("mlp_image").all()
