@@ -272,9 +272,13 @@ def test_a_bag_head_run_is_served_the_mean_of_each_images_patches(make_cfg, tiny
     """model=mlp_image end to end: the run records that its head read image means, and
     predict serves it (that a bag head reads an image's mean: tests/test_head.py)."""
     run_dir = tmp_path / "run"
-    run_experiment(make_cfg("model=mlp_image"), run_dir)
-    assert json.loads((run_dir / "metrics.json").read_text())["training"]["inputs"] == \
-        "image_mean"
+    run_experiment(make_cfg("model=mlp_image", "evaluation.contrast.train_head=true"), run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["training"]["inputs"] == "image_mean"
+    # the leak contrast's patch split puts an image's patches in several folds: no bag head
+    # there, its baselines only
+    assert "head" not in metrics["contrast"]["cv"]["pooled"]
+    assert "linear_probe" in metrics["contrast"]["cv"]["pooled"]
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
     cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
     cfg.run, cfg.images = str(run_dir), [str(p) for p in images]

@@ -462,7 +462,12 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
     contrast = None
     if cfg.evaluation.contrast.enabled:
         other = "sample" if split_kind == "patch" else "patch"
+        train_head = bool(cfg.evaluation.contrast.train_head)
+        if train_head and other == "patch" and model_inputs(head_model(cfg)) == "image_mean":
+            log.info("leak contrast: %s is a bag head (one row per image) and a patch split "
+                     "puts an image's patches in several folds; the contrast has its baselines "
+                     "only", head_model(cfg).name)
+            train_head = False
         with stage(f"leak contrast ({other} split)"):
-            contrast, _ = evaluate_protocol(cfg, dm, other, run_dir,
-                                            bool(cfg.evaluation.contrast.train_head))
+            contrast, _ = evaluate_protocol(cfg, dm, other, run_dir, train_head)
     return record_run(cfg, dm, run_dir, main, outputs, contrast, stages)
