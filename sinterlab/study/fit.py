@@ -117,17 +117,19 @@ def check_losses(cfg: DictConfig, targets: list) -> None:
             check_loss(targets, model)
 
 
-def misfit(cfg: DictConfig, targets: list, model: DictConfig) -> str | None:
+def misfit(cfg: DictConfig, targets: list, model: DictConfig,
+           split_kind: str | None = None) -> str | None:
     """Why ``model`` cannot take part in this run (None when it can): a loss that cannot learn
-    the first target, an estimator of the other task, a head on other inputs than patches, or
-    the images' measures when the run computes none."""
+    the first target, an estimator of the other task, a head on other inputs than patches or
+    image means, a bag head on a patch split (``split_kind``, default the run's), or the
+    images' measures when the run computes none."""
     kind = candidate_class(model.module, model.name)
     read = model_inputs(model)
     if kind is HeadEnsemble:
         if read not in POOLINGS:
             return f"is a head and reads patch embeddings or image means (inputs=patch or " \
                    f"image_mean, not {read})"
-        if read == "image_mean" and cfg.split.kind == "patch":
+        if read == "image_mean" and (split_kind or cfg.split.kind) == "patch":
             return "is a bag head (one row per image) and a patch split puts an image's " \
                    "patches in several folds"
         return order_misfit(targets, model)

@@ -79,6 +79,7 @@ from sinterlab.study.fit import (
     fit_models,
     head_model,
     image_calibrations,
+    misfit,
     model_inputs,
     model_oof,
 )
@@ -463,10 +464,10 @@ def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
     if cfg.evaluation.contrast.enabled:
         other = "sample" if split_kind == "patch" else "patch"
         train_head = bool(cfg.evaluation.contrast.train_head)
-        if train_head and other == "patch" and model_inputs(head_model(cfg)) == "image_mean":
-            log.info("leak contrast: %s is a bag head (one row per image) and a patch split "
-                     "puts an image's patches in several folds; the contrast has its baselines "
-                     "only", head_model(cfg).name)
+        unfit = train_head and misfit(cfg, dm.descriptor.targets, head_model(cfg), other)
+        if unfit:  # a bag head on the patch split
+            log.info("leak contrast: %s %s; the contrast has its baselines only",
+                     head_model(cfg).name, unfit)
             train_head = False
         with stage(f"leak contrast ({other} split)"):
             contrast, _ = evaluate_protocol(cfg, dm, other, run_dir, train_head)
