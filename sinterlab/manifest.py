@@ -20,10 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+import pydantic
+from typing_extensions import Required, TypedDict
 
 from sinterlab.atomic import write_json
 from sinterlab.errors import SinterlabError
+from sinterlab.typed import STRICT, from_data
 
 #: the manifest version this code writes (and the newest it reads); 2: ``files``; 3: ``kind``
 #: and ``measures``
@@ -34,11 +39,44 @@ MANIFEST = "manifest.json"
 DEFAULT_RUNTIME = "torch"
 #: head model of a metrics.json that records none
 DEFAULT_MODEL = "mlp"
+#: the feature runtimes a run may record (features.runtime, resolved)
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+#: the kinds of candidate a run may record (:data:`sinterlab.models.kinds.KINDS`)
+KIND_NAMES = ("head", "affine", "sklearn")
+
+
+def inside_run(path: str) -> str:
+    """A path relative to the run folder that stays inside it (no absolute path, no ``..``):
+    a run folder names its own files, never another place on the reader's disk."""
+    parts = PurePosixPath(path.replace("\\", "/"))
+    if not path or parts.is_absolute() or ".." in parts.parts or ":" in path:
+        raise ValueError("a path inside the run folder (relative, without '..')")
+    return path
+
+
+#: a file of the run folder, relative to it
+RunPath = Annotated[str, pydantic.AfterValidator(inside_run)]
+
+
+@pydantic.with_config(STRICT)
+class TargetRecord(TypedDict, total=False):
+    """A target as the run recorded it (:meth:`sinterlab.data.descriptor.Target.as_dict`)."""
+
+    name: Required[str]
+    kind: Required[Literal["classification", "regression"]]
+    unit: str | None
+    classes: list[str]
+    class_names: list[str]
+    ordered: bool
+    values: list[float]
+    error_unit: str | None
 
 
 @dataclass(frozen=True)
 class BackboneRecord:
     """The backbone the embeddings came from, and the weights (by their tensors' sha256)."""
+
+    __pydantic_config__ = STRICT
 
     name: str
     weights_source: str
@@ -49,6 +87,8 @@ class BackboneRecord:
 class PredictionSets:
     """Split-conformal prediction sets of the first target (classification)."""
 
+    __pydantic_config__ = STRICT
+
     threshold: float
     confidence: float
 
@@ -57,6 +97,8 @@ class PredictionSets:
 class Interval:
     """Split-conformal interval of the first target (regression): prediction +- half_width."""
 
+    __pydantic_config__ = STRICT
+
     half_width: float
     confidence: float
 
@@ -64,6 +106,8 @@ class Interval:
 @dataclass(frozen=True)
 class MeasuresRecord:
     """The microstructure measures a served model reads, as the run computed them."""
+
+    __pydantic_config__ = STRICT
 
     #: measure columns, in the order the model reads them
     names: tuple[str, ...]
@@ -75,8 +119,10 @@ class MeasuresRecord:
 class RunFile:
     """A file of the run folder that predict reads, as training left it."""
 
+    __pydantic_config__ = STRICT
+
     #: relative to the run folder
-    path: str
+    path: RunPath
     #: what it holds, for the refusal ("the image calibration of the served model")
     holds: str
     sha256: str
@@ -85,25 +131,28 @@ class RunFile:
 
 @dataclass(frozen=True)
 class RunManifest:
+    """What predict serves; every field typed and checked on reading (:meth:`from_dict`)."""
+
+    __pydantic_config__ = STRICT
     backbone: BackboneRecord
     #: the served ensemble, relative to the run folder; None: the run saved none
-    checkpoint: str | None
+    checkpoint: RunPath | None
     #: the served model's name (a selected point under model=auto, else the head model)
     model: str
     #: True: the model=auto winner refitted on all groups; False: the cross-validation members
     refitted: bool
     #: feature runtime the run's embeddings came from
-    runtime: str
+    runtime: Literal[RUNTIMES]
     #: the crop/equalize/patch settings that keyed the embeddings (None: not recorded)
-    preprocess: dict | None
+    preprocess: dict[str, pydantic.JsonValue] | None
     #: descriptor columns the head reads beside the embedding (``data.extra_inputs``)
     extra_inputs: tuple[str, ...]
     #: the run's targets as recorded in metrics.json
-    targets: tuple[dict, ...]
+    targets: tuple[TargetRecord, ...]
     sets: PredictionSets | None = None
     interval: Interval | None = None
     #: the kind of candidate the checkpoint holds (:data:`sinterlab.models.kinds.KINDS`)
-    kind: str = "head"
+    kind: Literal[KIND_NAMES] = "head"
     #: the measures the served model reads; None: it reads none
     measures: MeasuresRecord | None = None
     #: the files predict reads, with their sha256; () for a run of schema 1 or without manifest
@@ -159,48 +208,41 @@ class RunManifest:
         return cls.from_dict(_read_json(path), path)
 
     @classmethod
-    def from_dict(cls, data: dict, source: Path) -> RunManifest:
-        """The manifest in ``data`` (read from ``source``, named in errors)."""
-        fix = (f"restore {source.name}, or delete it to serve the run from its metrics.json, "
-               "or train again")
-        get = _Getter(data, source, fix)
-        schema = get("schema")
-        if not isinstance(schema, int) or isinstance(schema, bool):
+    def from_dict(cls, data, source: Path, fix: str | None = None) -> RunManifest:
+        """The manifest in ``data`` (read from ``source``, named in errors with ``fix``):
+        every field of its type, none unknown; an older schema's absent fields take that
+        schema's meaning."""
+        fix = fix or (f"restore {source.name}, or delete it to serve the run from its "
+                      "metrics.json, or train again")
+        if not isinstance(data, dict):
+            raise SinterlabError(f"{source}: not a JSON object; {fix}")
+        if "schema" not in data:
+            raise SinterlabError(f"{source}: field 'schema' missing; {fix}")
+        schema = data["schema"]
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
             raise SinterlabError(f"{source}: manifest schema {schema!r} is not a version "
                                  f"number; {fix}")
         if schema > SCHEMA:
             raise SinterlabError(f"{source}: manifest schema {schema} is newer than this "
                                  f"sinterlab reads ({SCHEMA}); upgrade sinterlab "
                                  "(pip install -U sinterlab) to serve this run")
-        sets, interval = get("sets"), get("interval")
-        files = get("files") if schema >= 2 else []
-        measures = get("measures") if schema >= 3 else None
-        if not isinstance(files, list):
-            raise SinterlabError(f"{source}: 'files' is not a list; {fix}")
-        return cls(
-            schema=schema,
-            files=tuple(RunFile(get(f"files.{i}.path"), get(f"files.{i}.holds"),
-                                get(f"files.{i}.sha256"), get(f"files.{i}.size"))
-                        for i in range(len(files))),
-            backbone=BackboneRecord(get("backbone.name"), get("backbone.weights_source"),
-                                    get("backbone.weights_sha256")),
-            checkpoint=get("checkpoint"), model=get("model"), refitted=bool(get("refitted")),
-            runtime=get("runtime"), preprocess=get("preprocess"),
-            extra_inputs=tuple(get("extra_inputs")), targets=tuple(get("targets")),
-            sets=PredictionSets(get("sets.threshold"), get("sets.confidence")) if sets else None,
-            interval=Interval(get("interval.half_width"),
-                              get("interval.confidence")) if interval else None,
-            kind=get("kind") if schema >= 3 else legacy_kind(get("checkpoint")),
-            measures=MeasuresRecord(tuple(get("measures.names")),
-                                    get("measures.unit")) if measures else None)
+        data = dict(data)
+        if schema < 2:  # schema 1 recorded no files
+            data.setdefault("files", [])
+        if schema < 3:  # nor the kind of model (a suffix told it) or the measures read
+            checkpoint = data.get("checkpoint")
+            data.setdefault("kind", legacy_kind(checkpoint if isinstance(checkpoint, str)
+                                                else None))
+            data.setdefault("measures", None)
+        return from_data(cls, data, source, fix)
 
     @classmethod
     def from_metrics(cls, metrics: dict, source: Path) -> RunManifest:
         """The manifest of a run from its ``metrics.json`` (``source``, named in errors): how
         training writes it, and how a run folder without manifest.json is served. Under model=auto
         the selected candidate refitted on all groups is served; otherwise the CV heads."""
-        get = _Getter(metrics, source, "the file is from another tool or was edited; restore "
-                                       "it or train again")
+        fix = "the file is from another tool or was edited; restore it or train again"
+        get = _Getter(metrics, source, fix)
         final = get("selection.final", None)
         served = "selection.final" if final else "training"
         get(served)
@@ -211,31 +253,34 @@ class RunManifest:
             checkpoint = get("training.checkpoint", None)
             model = get("training.model", DEFAULT_MODEL)
         inputs = get(f"{served}.inputs", None) or "patch"
-        measures = None
-        if "measures" in inputs.split("+"):
-            measures = MeasuresRecord(tuple(get("measures.measures")), get("measures.unit"))
+        measures = "measures" in str(inputs).split("+")
         sets = get("calibration.sets", None)
         conformal = get("calibration.conformal", None)
-        return cls(
-            backbone=BackboneRecord(get("backbone.name"), get("backbone.weights.source"),
-                                    get("backbone.weights.sha256")),
-            checkpoint=checkpoint, model=model,
-            refitted=bool(final),
-            runtime=get("cache.runtime", DEFAULT_RUNTIME),
-            preprocess=get("preprocess", None),
-            extra_inputs=tuple(get("inputs.extra", [])),
-            targets=tuple(get("targets")),
-            sets=PredictionSets(get("calibration.sets.threshold"),
-                                get("calibration.sets.confidence")) if sets else None,
-            interval=Interval(get("calibration.conformal.half_width"),
-                              get("calibration.conformal.confidence")) if conformal else None,
-            kind=get(f"{served}.kind", None) or legacy_kind(checkpoint), measures=measures)
+        return cls.from_dict({
+            "schema": SCHEMA,
+            "backbone": {"name": get("backbone.name"),
+                         "weights_source": get("backbone.weights.source"),
+                         "weights_sha256": get("backbone.weights.sha256")},
+            "checkpoint": checkpoint, "model": model, "refitted": bool(final),
+            "runtime": get("cache.runtime", DEFAULT_RUNTIME),
+            "preprocess": get("preprocess", None),
+            "extra_inputs": get("inputs.extra", []),
+            "targets": get("targets"),
+            "sets": {"threshold": get("calibration.sets.threshold"),
+                     "confidence": get("calibration.sets.confidence")} if sets else None,
+            "interval": {"half_width": get("calibration.conformal.half_width"),
+                         "confidence": get("calibration.conformal.confidence")}
+            if conformal else None,
+            "kind": get(f"{served}.kind", None) or legacy_kind(checkpoint),
+            "measures": {"names": get("measures.measures"), "unit": get("measures.unit")}
+            if measures else None,
+            "files": []}, source, fix)
 
 
 def legacy_kind(checkpoint: str | None) -> str:
     """The kind of a run from before schema 3, which knew two: an affine scikit-learn model
     (``.npz``) or a head."""
-    return "affine" if checkpoint and checkpoint.endswith(".npz") else "head"
+    return "affine" if isinstance(checkpoint, str) and checkpoint.endswith(".npz") else "head"
 
 
 _REQUIRED = object()

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import timm
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.data.descriptor import (
@@ -47,7 +47,8 @@ from sinterlab.data.metadata import FIELDS, PROBLEM, read_metadata
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.reliability import prediction_sets, set_label
-from sinterlab.features.backbone import Backbone, with_target
+from sinterlab.evaluation.results import SCHEMA as METRICS_SCHEMA
+from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
 from sinterlab.manifest import RunManifest, read_manifest
 from sinterlab.measures.compute import image_measures
@@ -55,15 +56,17 @@ from sinterlab.models.calibration import ImageCalibration, load_image_calibratio
 from sinterlab.models.candidate import Candidate, raw_members
 from sinterlab.models.estimators import UntrustedModel
 from sinterlab.models.kinds import load_candidate
+from sinterlab.run_config import RunConfig, read_run_config
 from sinterlab.runs import failure
+from sinterlab.typed import STRICT_IGNORING_REST, from_json
 
 log = logging.getLogger(__name__)
 
 
-def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, RunManifest]:
-    """The finished run's folder, config and manifest (a run folder without manifest.json: the
-    manifest of its metrics.json), every file the manifest records checked against its
-    sha256."""
+def load_run(run_dir: str | Path) -> tuple[Path, RunConfig, RunManifest]:
+    """The finished run's folder, typed configuration and manifest (a run folder without
+    manifest.json: the manifest of its metrics.json), every file the manifest records checked
+    against its sha256, the metrics' schema one this sinterlab reads."""
     run_dir = Path(run_dir).expanduser().resolve()
     config, metrics = run_dir / "config.yaml", run_dir / "metrics.json"
     reason = failure(run_dir)
@@ -77,7 +80,28 @@ def load_run(run_dir: str | Path) -> tuple[Path, DictConfig, RunManifest]:
                              "run=logs/train/runs/<stamp>")
     manifest = read_manifest(run_dir)
     manifest.verify(run_dir)
-    return run_dir, OmegaConf.load(config), manifest
+    check_metrics_schema(metrics)
+    return run_dir, read_run_config(config), manifest
+
+
+@dataclass(frozen=True)
+class _MetricsVersion:
+    __pydantic_config__ = STRICT_IGNORING_REST
+    schema: int = 1
+
+
+def check_metrics_schema(path: Path) -> None:
+    """``metrics.json``'s schema is a version number this sinterlab reads (one line if not)."""
+    try:
+        text = path.read_bytes()
+    except OSError as err:
+        raise SinterlabError(f"{path}: unreadable ({err.strerror}); restore it or train "
+                             "again") from None
+    schema = from_json(_MetricsVersion, text, path, "restore it or train again").schema
+    if not 1 <= schema <= METRICS_SCHEMA:
+        raise SinterlabError(f"{path}: metrics schema {schema} is not one this sinterlab "
+                             f"reads (1 to {METRICS_SCHEMA}); upgrade sinterlab, or pass a run "
+                             "it trained")
 
 
 def load_model(path: Path, kind: str) -> Candidate:
@@ -156,11 +180,13 @@ def missing_images(paths: list[Path]) -> dict[str, str]:
     return out
 
 
-def check_same(name: str, requested, used) -> None:
-    """Refuse a requested backbone/preprocessing that differs from what the head was trained on."""
+def check_same(name: str, requested, used, free: tuple[str, ...] = ()) -> None:
+    """Refuse a requested backbone/preprocessing that differs from what the head was trained
+    on (the keys ``free`` may differ: where a file lies on this machine)."""
     if requested is None:
         return
     requested = OmegaConf.to_container(OmegaConf.create(requested), resolve=True)
+    requested = {k: v for k, v in requested.items() if k not in ("_target_", *free)}
     used = OmegaConf.to_container(used, resolve=True)
     merged = OmegaConf.to_container(OmegaConf.merge(used, requested))
     if merged != used:
@@ -197,21 +223,44 @@ class RunModel:
         return self.manifest.display_name(self.head.members)
 
 
+def run_backbone(run_dir: Path, config: RunConfig, requested) -> Backbone:
+    """The run's backbone, built from its typed record (a timm model name, the weights source
+    sinterlab knows), never from a name the folder gives for Python to import. ``requested``
+    (predict's ``backbone``) must equal it, except ``checkpoint_path``: where the weights file
+    lies on this machine (its tensors must hash to the run's)."""
+    spec = config.backbone
+    used = config.block("backbone")
+    check_same("backbone", requested, used, free=("checkpoint_path",))
+    if not timm.is_model(spec.name):
+        raise SinterlabError(f"{run_dir / 'config.yaml'}: backbone.name={spec.name!r} is no "
+                             f"timm model this timm {timm.__version__} knows; install the "
+                             "timm the run used, or train again")
+    checkpoint = (requested or {}).get("checkpoint_path") or spec.checkpoint_path
+    # an older run config sets the memory format in features
+    channels_last = spec.channels_last if spec.channels_last is not None else bool(
+        config.features.channels_last)
+    return build_backbone(spec.name, spec.pretrained, checkpoint, spec.package, channels_last,
+                          spec.cam_layer)
+
+
 def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
     """The run ``cfg.run`` ready to apply; ``cfg.backbone`` / ``cfg.preprocess``, when given,
-    must equal the run's. ``checkpoint`` (relative to the run): another of its ensembles."""
-    run_dir, run_cfg, manifest = load_run(cfg.run)
-    run_backbone = with_target(run_cfg.backbone)
-    check_same("backbone", cfg.get("backbone"), run_backbone)
+    must equal the run's. ``checkpoint`` (relative to the run): another of its ensembles.
+    Extraction runs with ``cfg.features`` (its caches, devices and batch size: a run folder
+    decides nothing of where predict writes), in the run's runtime and precision unless
+    ``cfg.features`` names them."""
+    run_dir, config, manifest = load_run(cfg.run)
+    run_cfg = OmegaConf.create({name: OmegaConf.to_container(config.block(name))
+                                for name in ("preprocess", "measures")
+                                if getattr(config, name) is not None})
+    OmegaConf.set_readonly(run_cfg, True)
     check_same("preprocess", cfg.get("preprocess"), run_cfg.preprocess)
-    # a run config without backbone.channels_last sets the memory format in features
-    backbone = instantiate(OmegaConf.merge(
-        {"channels_last": run_cfg.features.get("channels_last", False)}, run_backbone))
+    backbone = run_backbone(run_dir, config, cfg.get("backbone"))
     recorded = manifest.backbone.weights_sha256
     if backbone.weights.sha256 != recorded:
         raise SinterlabError(f"{run_dir}: backbone weights differ from the run's (sha256 "
                              f"{backbone.weights.sha256[:12]} vs {recorded[:12]}); restore the "
-                             "weights the run used or retrain")
+                             "weights the run used (backbone.checkpoint_path=FILE) or retrain")
     checkpoint = checkpoint or manifest.checkpoint
     if not checkpoint:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
@@ -225,24 +274,44 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}"
                              + (f" and the extra inputs {extra} {len(extra)}" if extra else ""))
-    # the runtime the run's embeddings came from
-    features = OmegaConf.merge(run_cfg.features, {"runtime": manifest.runtime},
-                               cfg.get("features") or {})
-    return RunModel(run_dir, run_cfg, manifest, backbone, head, features,
+    return RunModel(run_dir, run_cfg, manifest, backbone, head,
+                    extraction_settings(cfg.get("features"), config, manifest),
                     load_image_calibration(run_dir / checkpoint),
-                    measures_settings(run_cfg, cfg.get("measures")) if head.reads_measures
-                    else None)
+                    measures_settings(run_dir, config, cfg.get("measures"))
+                    if head.reads_measures else None)
 
 
-def measures_settings(run_cfg: DictConfig, requested) -> DictConfig:
-    """The run's measures settings; predict's ``measures`` may only move their cache."""
+def extraction_settings(requested, config: RunConfig, manifest: RunManifest) -> DictConfig:
+    """predict's own extraction settings (``features``: batch size, devices, cache folder),
+    in the runtime the run's embeddings came from and the run's precision unless given."""
+    own = OmegaConf.to_container(OmegaConf.create(requested or {}), resolve=True)
+    if not own.get("cache_dir"):
+        raise SinterlabError("features.cache_dir: predict's embedding cache folder is not set; "
+                             "give features.cache_dir=FOLDER (a run folder never decides "
+                             "where predict writes)")
+    return OmegaConf.create(own | {"runtime": own.get("runtime") or manifest.runtime,
+                                   "precision": own.get("precision")
+                                   or config.features.precision})
+
+
+def measures_settings(run_dir: Path, config: RunConfig, requested) -> DictConfig:
+    """The run's measures settings with predict's cache folder (``measures``: only
+    ``cache_dir`` may be given, and must be: a run folder never decides where predict
+    writes)."""
+    if config.measures is None:
+        raise SinterlabError(f"{run_dir / 'config.yaml'}: the served model reads the images' "
+                             "measures, but the configuration has no measures block; train "
+                             "again")
     requested = {k: v for k, v in OmegaConf.to_container(
         OmegaConf.create(requested or {}), resolve=True).items() if v is not None}
     other = sorted(set(requested) - {"cache_dir"})
     if other:
         raise SinterlabError(f"measures.{other[0]}: the served model reads the measures as the "
                              "run computed them; only measures.cache_dir may be given")
-    return OmegaConf.merge(run_cfg.measures, requested)
+    if not requested.get("cache_dir"):
+        raise SinterlabError("measures.cache_dir: predict's measures cache folder is not set; "
+                             "give measures.cache_dir=FOLDER")
+    return OmegaConf.merge(config.block("measures"), {"cache_dir": requested["cache_dir"]})
 
 
 def served_measures(model: RunModel, refs, pixel_sizes: list, counts: list[int]) -> np.ndarray:

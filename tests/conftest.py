@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.synth.generate import generate_dataset, load_preset
@@ -52,6 +53,17 @@ def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
         cfg.hydra.runtime.output_dir = str(run_dir)
     HydraConfig().set_config(cfg)
     return cfg
+
+
+def predict_config(run_dir: Path, **values) -> DictConfig:
+    """conf/predict.yaml as a user runs it on their own run ``run_dir`` (``values`` set on
+    top): predict's caches are the user's, here the ones that run's training used."""
+    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
+    cfg.pop("hydra")
+    trained = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    cfg.features.cache_dir = trained["features"]["cache_dir"]
+    cfg.measures.cache_dir = trained["measures"]["cache_dir"]
+    return OmegaConf.merge(cfg, {"run": str(run_dir)}, values)
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ from sinterlab.models.calibration import (
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.predict import predict
 from sinterlab.study.training import run_experiment
+from tests.conftest import predict_config
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 
@@ -235,8 +236,7 @@ def test_predict_serves_the_image_calibration_of_the_final_model(make_cfg, tiny_
     members = metrics["training"]["image_calibration"][0]
     assert final["image_calibration"][0]["scale"] == [
         np.median(members["scale"], axis=0).tolist()]
-    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    cfg.run = str(tmp_path)
+    cfg = predict_config(tmp_path)
     cfg.images = [str(p) for p in sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:3]]
     table, _ = predict(cfg)
     assert table["burst_count_calibration"].str.startswith("image temperature").all()

@@ -17,7 +17,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import SVC
 
-from sinterlab.cli import CONF_DIR
 from sinterlab.errors import SinterlabError
 from sinterlab.explain.write import check_explainable
 from sinterlab.models.candidate import Candidate, FoldView, view_rows
@@ -31,7 +30,7 @@ from sinterlab.study.fit import check_losses
 from sinterlab.study.selection import select_model
 from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
-from tests.conftest import FAST, compose_train
+from tests.conftest import FAST, compose_train, predict_config
 
 TARGET = [{"name": "y", "kind": "classification", "classes": ["a", "b", "c"],
            "class_names": ["a", "b", "c"], "num_classes": 3}]
@@ -190,8 +189,7 @@ def test_a_forest_and_an_svm_from_yaml_alone_compete_and_the_winner_is_served(
     final = selection["final"]
     assert final["kind"] == "sklearn" and final["checkpoint"] == "checkpoints/final.skops"
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
-    predict_cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    predict_cfg.run, predict_cfg.images = str(run_dir), [str(p) for p in images]
+    predict_cfg = predict_config(run_dir, images=[str(p) for p in images])
     model = load_run_model(predict_cfg)
     assert isinstance(model.head, EstimatorEnsemble)
     assert model.head.inputs == cfg.model.candidates[final["model"]].inputs
@@ -220,8 +218,7 @@ def test_the_measures_model_is_served_on_new_images(make_cfg, new_images, tmp_pa
     assert manifest["measures"]["names"] == metrics["measures"]["measures"]
     cached = set(cache.rglob("*.json"))
     images = sorted((new_images.parent / "images").glob("*.tif"))
-    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    cfg.run, cfg.images = str(run_dir), [str(p) for p in images]
+    cfg = predict_config(run_dir, images=[str(p) for p in images])
     table, _ = predict(cfg)
     assert table["error"].eq("").all() and len(table) == len(images)
     assert table["burst_count"].isin(["50", "150", "250"]).all()

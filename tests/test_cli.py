@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from sinterlab.cli import summary_lines
 from sinterlab.errors import SinterlabError
 from sinterlab.predict import predict
-from tests.conftest import run
+from tests.conftest import predict_config, run
 
 
 def test_train_cli_writes_the_contracted_metrics(trained_run):
@@ -39,21 +39,16 @@ def test_predict_cli_gives_one_row_per_image(trained_run, tiny_descriptor, tmp_p
 
 
 def test_predict_from_a_folder_and_a_descriptor(trained_run, tiny_descriptor):
-    base = OmegaConf.load(Path(__file__).parents[1] / "conf" / "predict.yaml")
-    base.pop("hydra")
-    by_folder = predict(OmegaConf.merge(base, {"run": str(trained_run),
-                                               "images": str(tiny_descriptor.parent / "images")}))
-    by_csv = predict(OmegaConf.merge(base, {"run": str(trained_run),
-                                            "descriptor": str(tiny_descriptor)}))
+    by_folder = predict(predict_config(trained_run,
+                                       images=str(tiny_descriptor.parent / "images")))
+    by_csv = predict(predict_config(trained_run, descriptor=str(tiny_descriptor)))
     assert len(by_folder[0]) == len(by_csv[0]) == 24
     assert sorted(by_folder[0]["image"]) == sorted(by_csv[0]["image"])
 
 
 def test_predict_refuses_other_features(trained_run, tiny_descriptor):
-    base = OmegaConf.load(Path(__file__).parents[1] / "conf" / "predict.yaml")
-    base.pop("hydra")
-    cfg = OmegaConf.merge(base, {"run": str(trained_run), "descriptor": str(tiny_descriptor),
-                                 "preprocess": {"equalize": {"method": "clahe"}}})
+    base = predict_config(trained_run, descriptor=str(tiny_descriptor))
+    cfg = OmegaConf.merge(base, {"preprocess": {"equalize": {"method": "clahe"}}})
     with pytest.raises(SinterlabError, match="preprocess differs"):
         predict(cfg)
     cfg = OmegaConf.merge(base, {"run": str(trained_run), "descriptor": str(tiny_descriptor),

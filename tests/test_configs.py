@@ -4,10 +4,9 @@ from pathlib import Path
 
 import pytest
 from hydra.utils import get_class, instantiate
-from omegaconf import OmegaConf
 
 from sinterlab.cli import CONF_DIR
-from sinterlab.features.backbone import TARGET, Backbone, with_target
+from sinterlab.features.backbone import TARGET, Backbone
 from tests.conftest import compose_train
 
 GROUPS = ["data", "preprocess", "backbone", "features", "model", "split", "protocol", "trainer",
@@ -44,16 +43,6 @@ def test_offline_backbones_instantiate(option, tmp_path):
     assert backbone.name == cfg.backbone.name
     assert backbone.channels_last == cfg.backbone.channels_last
     assert backbone.cam_layer == cfg.backbone.cam_layer
-
-
-def test_backbone_config_of_an_older_run_gets_the_factory(tmp_path):
-    """config.yaml of runs made before backbones had ``_target_`` still builds the same."""
-    cfg = compose_train(["backbone=random_tiny"], tmp_path)
-    old = OmegaConf.create({k: v for k, v in cfg.backbone.items() if k != "_target_"})
-    assert with_target(old) == cfg.backbone
-    assert with_target(cfg.backbone) == cfg.backbone
-    rebuilt, built = instantiate(with_target(old)), instantiate(cfg.backbone)
-    assert rebuilt.describe() == built.describe()
 
 
 HEADS = [o for o in options("model") if o != "auto" and not o.startswith("sk_")]

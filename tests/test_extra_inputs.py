@@ -8,14 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sinterlab.cli import CONF_DIR
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.summary import summarize_runs
 from sinterlab.models.linear import LinearModel, fit_linear
@@ -24,7 +22,7 @@ from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import input_scaling
 from sinterlab.study.record import IMAGE_ONLY
 from sinterlab.study.training import run_experiment
-from tests.conftest import FAST, compose_train
+from tests.conftest import FAST, compose_train, predict_config
 
 EXTRA = ["data.extra_inputs=[marker]", "protocol.seeds=[0]"]
 
@@ -96,8 +94,7 @@ def test_scaling_uses_each_folds_training_rows_only(marked, shared_cache, marked
 
 
 def test_predict_needs_the_extra_inputs(marked_run, marked):
-    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    cfg.run, cfg.descriptor = str(marked_run), str(marked)
+    cfg = predict_config(marked_run, descriptor=str(marked))
     table, _ = predict(cfg)
     assert len(table) == len(pd.read_csv(marked)) and (table["error"] == "").all()
     images = sorted((marked.parent / "images").glob("*.tif"))[:2]

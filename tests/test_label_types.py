@@ -8,11 +8,12 @@ import json
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from sinterlab.evaluation.results import ClassGroups
 from sinterlab.predict import predict
 from sinterlab.study.training import run_experiment
+from tests.conftest import predict_config
 
 #: whole runs end to end: `make test-slow` (CI runs it after `make test`)
 pytestmark = pytest.mark.slow
@@ -32,9 +33,7 @@ def named_descriptor(tiny_descriptor, tmp_path):
 
 
 def predict_cfg(run_dir, images):
-    return OmegaConf.create({"run": str(run_dir), "images": [str(p) for p in images],
-                             "descriptor": None, "suffixes": [".tif"], "strict": False,
-                             "backbone": None, "preprocess": None, "features": None})
+    return predict_config(run_dir, images=[str(p) for p in images], suffixes=[".tif"])
 
 
 def all_stages_on(cfg):

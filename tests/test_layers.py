@@ -10,9 +10,9 @@ from pathlib import Path
 import sinterlab
 
 #: first to last; one layer per entry (a package of sinterlab, or a top-level module)
-LAYERS = [("errors", "atomic", "console", "runs", "threads", "manifest", "config_schema"),
+LAYERS = [("errors", "typed", "atomic", "console", "runs", "threads", "manifest", "config_schema"),
           ("synth",), ("data",), ("features", "measures"), ("models",), ("evaluation",),
-          ("predict",), ("explain",), ("study",), ("planning",), ("cli",)]
+          ("run_config", "predict"), ("explain",), ("study",), ("planning",), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 PACKAGE = Path(sinterlab.__file__).parent
 

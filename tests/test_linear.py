@@ -7,14 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from sinterlab.cli import CONF_DIR
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.evaluation.metrics import first_rows
 from sinterlab.explain.write import explain_images
@@ -26,7 +24,7 @@ from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.selection import select_model
 from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
-from tests.conftest import FAST, compose_train
+from tests.conftest import FAST, compose_train, predict_config
 
 #: the affine candidates and the heads (the other scikit-learn candidates: tests/test_candidates.py)
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2",
@@ -231,8 +229,7 @@ def test_sklearn_final_model_is_served_by_predict_and_explain(make_cfg, tiny_des
     assert "Final model (used by `sinterlab-predict`): **sk_" in (run_dir / "report.md").read_text()
 
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
-    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    cfg.run, cfg.images = str(run_dir), [str(p) for p in images]
+    cfg = predict_config(run_dir, images=[str(p) for p in images])
     model = load_run_model(cfg)
     assert isinstance(model.head, LinearEnsemble)
     table, _ = predict(cfg, model)
@@ -286,8 +283,7 @@ def test_sklearn_candidates_regress_every_target_and_predict_serves_them(
     assert metrics["selection"]["score"] == "mse"
     assert metrics["selection"]["final"]["checkpoint"].endswith(".npz")
     images = sorted((design_descriptor.parent / "images").glob("*.tif"))[:2]
-    predict_cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    predict_cfg.run, predict_cfg.images = str(run_dir), [str(p) for p in images]
+    predict_cfg = predict_config(run_dir, images=[str(p) for p in images])
     table, _ = predict(predict_cfg)
     for target in metrics["targets"]:
         assert np.isfinite(table[target["name"]]).all()

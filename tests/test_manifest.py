@@ -11,7 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from sinterlab.errors import SinterlabError
 from sinterlab.manifest import (
@@ -25,13 +24,14 @@ from sinterlab.manifest import (
     read_manifest,
 )
 from sinterlab.predict import predict
+from tests.conftest import predict_config
 
 #: the parts of a metrics.json the manifest is built from (a CV run, classification)
 METRICS = {
     "backbone": {"name": "resnet18", "weights": {"source": "hub", "sha256": "ab" * 32}},
     "training": {"model": "mlp", "checkpoint": "checkpoints/sample-ensemble.ckpt"},
     "selection": None,
-    "cache": {"runtime": "onnx"},
+    "cache": {"runtime": "onnxruntime"},
     "preprocess": {"patch": {"size": 224}},
     "inputs": {"extra": ["duty_cycle"]},
     "targets": [{"name": "burst_count", "kind": "classification", "classes": ["50", "150"]}],
@@ -49,7 +49,7 @@ def test_from_metrics_takes_what_the_server_needs():
     assert m.backbone == BackboneRecord("resnet18", "hub", "ab" * 32)
     assert (m.checkpoint, m.model, m.refitted) == (
         "checkpoints/sample-ensemble.ckpt", "mlp", False)
-    assert (m.runtime, m.extra_inputs) == ("onnx", ("duty_cycle",))
+    assert (m.runtime, m.extra_inputs) == ("onnxruntime", ("duty_cycle",))
     assert m.sets == PredictionSets(0.2, 0.9) and m.interval is None
     assert m.display_name(15) == "mlp: mean of 15 cross-validation heads"
 
@@ -182,9 +182,7 @@ def test_metrics_missing_a_key_is_one_line_not_a_key_error(tmp_path, drop):
 
 # -- a trained run ---------------------------------------------------------------------------
 def predict_cfg(run: Path, descriptor: Path):
-    base = OmegaConf.load(Path(__file__).parents[1] / "conf" / "predict.yaml")
-    base.pop("hydra")
-    return OmegaConf.merge(base, {"run": str(run), "descriptor": str(descriptor)})
+    return predict_config(run, descriptor=str(descriptor))
 
 
 def test_training_writes_the_manifest_of_its_metrics(trained_run):

@@ -9,7 +9,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from sinterlab.cli import CONF_DIR
 from sinterlab.data.descriptor import Target
 from sinterlab.errors import SinterlabError
 from sinterlab.predict import predict
@@ -17,6 +16,7 @@ from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import check_losses
 from sinterlab.study.selection import ranked_probability_score, select_model
 from sinterlab.study.training import run_experiment
+from tests.conftest import predict_config
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
@@ -71,8 +71,7 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     assert "auto-selected model (nested CV), image-level accuracy" in report
 
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
-    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    cfg.run, cfg.images = str(run_dir), [str(p) for p in images]
+    cfg = predict_config(run_dir, images=[str(p) for p in images])
     table, _ = predict(cfg)
     assert table["model"].str.startswith(f"{final['point']}: mean of 1 refitted").all()
 
@@ -280,7 +279,6 @@ def test_a_bag_head_run_is_served_the_mean_of_each_images_patches(make_cfg, tiny
     assert "head" not in metrics["contrast"]["cv"]["pooled"]
     assert "linear_probe" in metrics["contrast"]["cv"]["pooled"]
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
-    cfg = OmegaConf.load(CONF_DIR / "predict.yaml")
-    cfg.run, cfg.images = str(run_dir), [str(p) for p in images]
+    cfg = predict_config(run_dir, images=[str(p) for p in images])
     table, _ = predict(cfg)
     assert len(table) == 2 and table["model"].str.startswith("mlp_image").all()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import timm
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from sinterlab.features.weights import WeightsInfo, create_with_weights
@@ -45,10 +44,6 @@ def build_backbone(name: str, pretrained: bool, checkpoint_path: str | None = No
                     cam_layer)
 
 
-#: the factory a backbone config names; a run's config.yaml without ``_target_`` means it
+#: the factory a backbone config names (a run's config.yaml may name no other)
 TARGET = f"{build_backbone.__module__}.{build_backbone.__name__}"
 
-
-def with_target(cfg) -> DictConfig:
-    """``cfg`` with ``_target_`` filled in when missing (a run's config.yaml without one)."""
-    return OmegaConf.merge({"_target_": TARGET}, cfg)

@@ -8,8 +8,9 @@ medians (views with measures), every column standardised with the fold's rows, t
 the estimator. A classifier without ``predict_proba`` (an SVM) gives the softmax of its decision
 scores; the image calibration fitted on validation images makes probabilities of either.
 
-Stored with skops (``skops.io``): no pickle; loading trusts only scikit-learn, NumPy and SciPy
-types (anything else in the file is refused in one line, never loaded).
+Stored with skops (``skops.io``): no pickle; loading trusts skops' defaults and an explicit list
+of exact class names (:data:`TRUSTED_TYPES`); anything else in the file is refused in one line,
+never loaded.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
+from sklearn.metrics import _dist_metrics
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.atomic import write_with
+from sinterlab.errors import SinterlabError
 from sinterlab.models.candidate import (
     Candidate,
     FoldView,
@@ -38,13 +41,26 @@ from sinterlab.models.candidate import (
     reads_measures,
     view_rows,
 )
+from sinterlab.models.saved import EnsembleMeta
+from sinterlab.typed import from_json
 
-#: packages whose types a stored model may hold beyond skops' own trusted defaults
-TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy")
+#: the types a stored model may hold beyond skops' own trusted defaults (scikit-learn's
+#: estimators and NumPy arrays): exact class names, each a data structure an estimator keeps
+#: (trees, neighbour indexes and their metrics); never a function, never a whole package
+TRUSTED_TYPES = frozenset((
+    "numpy.dtype",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree",
+    *(f"{_dist_metrics.__name__}.{name}" for name in dir(_dist_metrics)
+      if name.endswith(("Distance64", "Distance32"))
+      and isinstance(getattr(_dist_metrics, name), type)),
+))
 
 
 class UntrustedModel(ValueError):
-    """A stored model holds a type outside :data:`TRUSTED_PACKAGES`."""
+    """A stored model holds a type outside skops' defaults and :data:`TRUSTED_TYPES`."""
 
 
 def kind_misfit(estimator: BaseEstimator, targets: list[dict]) -> str | None:
@@ -160,17 +176,29 @@ class EstimatorEnsemble(Candidate):
 
     @classmethod
     def load(cls, path: Path) -> EstimatorEnsemble:
-        """The ensemble at ``path``; a type outside :data:`TRUSTED_PACKAGES` is refused
-        (:class:`UntrustedModel`) before anything is built."""
+        """The ensemble at ``path``; a type outside skops' defaults and :data:`TRUSTED_TYPES`
+        (exact names) is refused (:class:`UntrustedModel`) before anything is built, and the
+        metadata is checked field by field (:class:`~sinterlab.models.saved.EnsembleMeta`)."""
         untrusted = sio.get_untrusted_types(file=path)
-        foreign = [t for t in untrusted if t.split(".")[0] not in TRUSTED_PACKAGES]
+        foreign = sorted(set(untrusted) - TRUSTED_TYPES)
         if foreign:
-            raise UntrustedModel(f"it holds types outside {list(TRUSTED_PACKAGES)}: "
+            raise UntrustedModel(f"it holds types outside those sinterlab trusts: "
                                  f"{', '.join(foreign[:3])}")
-        state = sio.load(path, trusted=untrusted)
-        meta = json.loads(state["meta"])
-        return cls(meta["targets"], state["members"], meta["inputs"], meta["params"],
-                   meta["estimator"], meta["in_features"])
+        state = sio.load(path, trusted=list(untrusted))
+        fix = "use checkpoints written by sinterlab-train, or train again"
+        if not isinstance(state, dict) or not isinstance(state.get("meta"), str):
+            raise SinterlabError(f"{path}: no metadata; {fix}")
+        meta = from_json(EnsembleMeta, state["meta"], path, fix)
+        members = state.get("members")
+        if not (isinstance(members, list) and all(
+                isinstance(m, list) and all(isinstance(p, Pipeline) for p in m)
+                for m in members)):
+            raise SinterlabError(f"{path}: its members are not scikit-learn pipelines; {fix}")
+        if meta.estimator is None or meta.in_features is None or meta.inputs is None:
+            raise SinterlabError(f"{path}: field 'estimator', 'inputs' or 'in_features' "
+                                 f"missing; {fix}")
+        return cls(list(meta.targets), members, meta.inputs, dict(meta.params),
+                   meta.estimator, meta.in_features)
 
 
 def _params(estimator: BaseEstimator) -> dict:

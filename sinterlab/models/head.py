@@ -22,6 +22,7 @@ losses on the device, read once per epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,10 +35,12 @@ import torch.nn.functional as F
 from hydra.utils import get_class
 
 from sinterlab.atomic import write_with
+from sinterlab.errors import SinterlabError
 from sinterlab.models.allocator import reuse_freed_memory
 from sinterlab.models.candidate import Candidate
 from sinterlab.models.mlp import MemberMLP
 from sinterlab.models.stacked import StackedMLP
+from sinterlab.typed import from_data
 
 #: losses of the first (classification) target: cross-entropy over the classes; CORN over
 #: ordered levels; or level_value: the squared error of one output against the standardised
@@ -452,7 +455,21 @@ class HeadEnsemble(pl.LightningModule, Candidate):
 
     @classmethod
     def load(cls, path: Path) -> HeadEnsemble:
-        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+        """The head saved at ``path``: tensors read without pickle, the hyper-parameters checked
+        field by field (:class:`~sinterlab.models.saved.HeadParams`) before the module is
+        built, then its weights loaded strictly."""
+        from sinterlab.models.saved import HeadParams
+
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        fix = "use checkpoints written by sinterlab-train, or train again"
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"),
+                                                              dict):
+            raise SinterlabError(f"{path}: no state_dict of tensors; {fix}")
+        params = from_data(HeadParams, checkpoint.get("hyper_parameters"), path, fix)
+        head = cls(**{f.name: getattr(params, f.name) for f in dataclasses.fields(params)})
+        head.on_load_checkpoint(checkpoint)
+        head.load_state_dict(checkpoint["state_dict"], strict=True)
+        return head.eval()
 
     def describe(self) -> dict:
         hp = self.hparams

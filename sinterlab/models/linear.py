@@ -26,7 +26,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.atomic import write_with
+from sinterlab.errors import SinterlabError
 from sinterlab.models.candidate import Candidate, FoldView
+from sinterlab.models.saved import EnsembleMeta
+from sinterlab.typed import from_json
 
 #: what an affine map can read: its inputs are the raw embedding (measures need imputing)
 FEATURES = ("patch", "image_mean")
@@ -122,12 +125,17 @@ class LinearEnsemble(Candidate):
 
     @classmethod
     def load(cls, path: Path) -> LinearEnsemble:
+        """The ensemble at ``path``: arrays without pickle, its metadata checked field by
+        field (:class:`~sinterlab.models.saved.EnsembleMeta`)."""
+        fix = "use checkpoints written by sinterlab-train, or train again"
         with np.load(Path(path), allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            n = len(meta["targets"])
-            return cls(meta["targets"], [data[f"weight_{t}"] for t in range(n)],
-                       [data[f"bias_{t}"] for t in range(n)],
-                       meta.get("inputs") or meta["features"], meta["params"])
+            meta = from_json(EnsembleMeta, str(data["meta"]), path, fix)
+            inputs = meta.inputs or meta.features
+            if inputs is None:
+                raise SinterlabError(f"{path}: field 'inputs' missing; {fix}")
+            n = len(meta.targets)
+            return cls(list(meta.targets), [data[f"weight_{t}"] for t in range(n)],
+                       [data[f"bias_{t}"] for t in range(n)], inputs, dict(meta.params))
 
 
 def _affine(scaler: StandardScaler, pca: PCA | None, coef: np.ndarray, intercept: np.ndarray,
