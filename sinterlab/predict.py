@@ -133,6 +133,19 @@ def load_model(path: Path, kind: str) -> Candidate:
                              "again") from None
 
 
+def output_path(out: str | None, default: Path, overwrite: bool) -> Path:
+    """Where a command writes: ``out``, or ``default`` (a new stamped name). An ``out`` that
+    exists already is refused unless ``overwrite``: an earlier command's results are never
+    replaced without a word."""
+    if not out:
+        return default
+    path = Path(out).expanduser()
+    if path.exists() and not overwrite:
+        raise SinterlabError(f"{path}: exists already (an earlier command's output); give "
+                             "another out=, or overwrite=true to replace it")
+    return path
+
+
 def collect_images(images, descriptor, suffixes) -> list[Path]:
     """Paths from a list of files, a folder (its files with an image suffix; subfolders are
     skipped with a note), or a descriptor CSV's `image` column. Paths that name no file are

@@ -31,16 +31,32 @@ def adapter(kind: Any) -> pydantic.TypeAdapter:
     return _ADAPTERS[kind]
 
 
+#: the names pydantic gives the members of a union in an error's location
+_TYPE_TAGS = {"int", "float", "str", "bool", "none", "list", "dict", "tuple"}
+
+
+def _field(loc: tuple) -> tuple[str, bool]:
+    """The field's dotted name, and whether a union member's tag was dropped from it."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (
+        "[" in p or p.lower() in _TYPE_TAGS))]
+    return ".".join(parts) or "the top level", len(parts) < len(loc)
+
+
 def problem(err: pydantic.ValidationError) -> str:
     """The first problem of ``err`` as ``field 'a.b' missing`` or ``field 'a.b': why (got x)``."""
     first = err.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "the top level"
+    where, union = _field(first["loc"])
     if first["type"] == "missing":
         return f"field '{where}' missing"
-    if first["type"] == "extra_forbidden":
+    if first["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
         return f"field '{where}' is not one this sinterlab knows"
     shown = repr(first.get("input"))
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    if union:  # every member refused it: name them all
+        said = sorted({e["msg"].lower().removeprefix("input should be ")
+                       for e in err.errors(include_url=False)
+                       if _field(e["loc"])[0] == where})
+        return f"field '{where}': input should be {' or '.join(said)} (got {shown})"
     return f"field '{where}': {first['msg'].lower()} (got {shown})"
 
 

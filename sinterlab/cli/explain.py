@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -17,7 +16,7 @@ from omegaconf import DictConfig
 from sinterlab.cli import CONF_DIR, one_line_errors
 from sinterlab.config_schema import EXPLAIN, check_config
 from sinterlab.explain.write import explain_images
-from sinterlab.predict import collect_images, load_run_model, missing_images
+from sinterlab.predict import collect_images, load_run_model, missing_images, output_path
 
 PROG = "sinterlab-explain"
 
@@ -26,12 +25,13 @@ PROG = "sinterlab-explain"
 def main(cfg: DictConfig) -> None:
     with one_line_errors(PROG):
         check_config(cfg, EXPLAIN)
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+        out = output_path(cfg.out, Path(cfg.run).expanduser().resolve() / "explain" / stamp,
+                          cfg.overwrite)
         model = load_run_model(cfg)
         asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
         missing = missing_images(asked)
         paths = [p for p in asked if str(p) not in missing]
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
-        out = Path(cfg.out) if cfg.out else model.run_dir / "explain" / stamp
         _, written, bad = explain_images(model, paths, out, cfg.stride, int(cfg.cam_patches))
         bad = missing | bad
     for path in written:

@@ -20,19 +20,21 @@ from sinterlab.atomic import write_with
 from sinterlab.cli import CONF_DIR, one_line_errors
 from sinterlab.config_schema import PREDICT, check_config
 from sinterlab.explain.write import check_explainable, explain_images
-from sinterlab.predict import load_run_model, predict
+from sinterlab.predict import load_run_model, output_path, predict
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("sinterlab-predict"):
         check_config(cfg, PREDICT)
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+        run_dir = Path(cfg.run).expanduser().resolve()
+        # before any backbone time: an existing out= is refused, not found out at the end
+        out = output_path(cfg.out, run_dir / "predictions" / f"{stamp}.csv", cfg.overwrite)
         model = load_run_model(cfg)
         if cfg.maps:
             check_explainable(model)
-        table, run_dir = predict(cfg, model)
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
-        out = Path(cfg.out) if cfg.out else run_dir / "predictions" / f"{stamp}.csv"
+        table, _ = predict(cfg, model)
         write_with(out, lambda p: table.to_csv(p, index=False))
         if cfg.maps:
             good = [p for p, e in zip(table["image"], table["error"], strict=True) if not e]
