@@ -159,6 +159,25 @@ def test_report_cli_writes_and_prints_the_summary(finished_run, tmp_path, capsys
         capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("change", "words"), [
+    ({"schema": "two"}, "metrics schema 'two' is not a version number"),
+    ({"schema": 99}, "metrics schema 99 is newer"),
+    ({"targets": "burst_count"}, "targets"),
+])
+def test_report_names_each_unreadable_metrics_file_and_why(finished_run, tmp_path, capsys,
+                                                           change, words):
+    """A metrics.json of a wrong schema or field: skipped in one line naming it and why, then
+    'no readable metrics.json' (not 'none found'), exit 2; never a traceback."""
+    run = tmp_path / "multirun" / "0"
+    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("tensorboard", "figures"))
+    metrics = metrics_of(run) | change
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.warns(UserWarning, match=words), pytest.raises(SystemExit) as stop:
+        report_main([str(tmp_path / "multirun")])
+    assert stop.value.code == 2
+    assert "no readable metrics.json under" in capsys.readouterr().err
+
+
 def data_cells(run: Path) -> str:
     """The data, classes and inputs cells of a run's rows in the sweep summary."""
     metrics = metrics_of(run)

@@ -592,7 +592,10 @@ def read_metrics(path: str | Path) -> RunMetrics:
     """A run folder's ``metrics.json``; one newer than this code is refused with the fix."""
     path = Path(path)
     data = json.loads(path.read_text(encoding="utf-8"))
-    schema = int(data.get("schema", 1))
+    schema = data.get("schema", 1) if isinstance(data, dict) else None
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+        raise SinterlabError(f"{path}: metrics schema {schema!r} is not a version number; "
+                             "restore the file or run the experiment again")
     if schema > SCHEMA:
         raise SinterlabError(f"{path}: metrics schema {schema} is newer than this sinterlab "
                              f"reads ({SCHEMA}); upgrade sinterlab")

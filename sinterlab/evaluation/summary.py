@@ -183,8 +183,12 @@ def write_summary(root: Path, out_stem: Path | None = None, digits: int = 3) -> 
         raise FileNotFoundError(f"no such folder: {root}")
     frame, failed = summarize_runs(root), failed_runs(root)
     if frame.empty:
-        raise FileNotFoundError(f"no metrics.json found under {root}" + (
-            f" ({len(failed)} failed run(s): {failed[0][0]}: {failed[0][1]})" if failed else ""))
+        found = sorted(root.rglob("metrics.json"))
+        raise FileNotFoundError(
+            (f"no readable metrics.json under {root} ({len(found)} found, each skipped with "
+             "the reason above)" if found else f"no metrics.json found under {root}") + (
+                f" ({len(failed)} failed run(s): {failed[0][0]}: {failed[0][1]})"
+                if failed else ""))
     md_path, csv_path = _out_paths(root, out_stem)
     title = (f"# Sweep summary: {root}\n\nPooled out-of-fold metric per model; one run: value "
              "[95% interval resampling samples]; several runs: mean ± sd of their values.\n\n")
