@@ -365,6 +365,7 @@ PREDICT = {
     **FEATURES,
     "stride": Number(integer=True, low=1, null=True),
     "cam_patches": NONNEGATIVE_COUNT,
+    "checks.pixel_size_tolerance": NONNEGATIVE,
 }
 
 EXPLAIN = PREDICT

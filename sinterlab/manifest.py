@@ -31,8 +31,8 @@ from sinterlab.errors import SinterlabError
 from sinterlab.typed import STRICT, from_data
 
 #: the manifest version this code writes (and the newest it reads); 2: ``files``; 3: ``kind``
-#: and ``measures``
-SCHEMA = 3
+#: and ``measures``; 4: ``pixel_size_nm``
+SCHEMA = 4
 #: the manifest's file name in a run folder
 MANIFEST = "manifest.json"
 #: feature runtime of a metrics.json that records none
@@ -116,6 +116,17 @@ class MeasuresRecord:
 
 
 @dataclass(frozen=True)
+class PixelSizes:
+    """The pixel sizes (nm) of the training images whose instrument recorded one."""
+
+    __pydantic_config__ = STRICT
+    low: float
+    high: float
+    #: the run resampled every image to this pixel size (``preprocess.scale.pixel_size_nm``)
+    resampled_to: float | None = None
+
+
+@dataclass(frozen=True)
 class RunFile:
     """A file of the run folder that predict reads, as training left it."""
 
@@ -157,6 +168,8 @@ class RunManifest:
     measures: MeasuresRecord | None = None
     #: the files predict reads, with their sha256; () for a run of schema 1 or without manifest
     files: tuple[RunFile, ...] = ()
+    #: the training images' pixel sizes; None: none known (or a run before schema 4)
+    pixel_size_nm: PixelSizes | None = None
     schema: int = field(default=SCHEMA)
 
     def display_name(self, members: int) -> str:

@@ -43,7 +43,9 @@ from sinterlab.data.descriptor import (
     extra_input_matrix,
     read_table,
 )
+from sinterlab.data.images import image_warnings
 from sinterlab.data.metadata import FIELDS, PROBLEM, read_metadata
+from sinterlab.data.preprocess import read_and_locate
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.reliability import prediction_sets, set_label
@@ -363,6 +365,33 @@ def extra_input_values(model: RunModel, descriptor) -> dict[str, np.ndarray]:
     return dict(zip(paths, values, strict=True))
 
 
+def image_checks(path: Path, preprocess) -> list[str]:
+    """What makes a micrograph suspect (blank or constant, mostly saturated, one page of
+    several): the checks training applies, for every image predict serves (cached or not)."""
+    try:
+        image, box = read_and_locate(path, preprocess)
+    except SinterlabError:
+        return []  # its embedding was made: a read problem is named where it arises
+    found = image_warnings(path, box.apply(image), preprocess.get("checks"))
+    return [w.removeprefix(f"{path}: ") for w in found]
+
+
+def scale_checks(pixel_size_nm, manifest: RunManifest, tolerance: float) -> list[str]:
+    """A pixel size outside the training images' range (widened by ``tolerance``): the
+    features then see another scale of the same microstructure, and the prediction says
+    so."""
+    known = manifest.pixel_size_nm
+    if known is None or pixel_size_nm is None or not np.isfinite(float(pixel_size_nm)):
+        return []
+    size = float(pixel_size_nm)
+    low, high = known.low * (1 - tolerance), known.high * (1 + tolerance)
+    if low <= size <= high:
+        return []
+    factor = max(size / known.high, known.low / size)
+    return [f"pixel size {size:.3g} nm outside the run's {low:.3g}-{high:.3g} nm (scale "
+            f"differs {factor:.1f}x); the model never saw this scale"]
+
+
 def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFrame, Path]:
     """One row per image of ``cfg.images`` / ``cfg.descriptor`` (unreadable ones with their
     reason in ``error``), and the run folder; ``model``: the run, when already loaded."""
@@ -455,6 +484,11 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                 table["interval_confidence"] = interval.confidence
     table["patches"] = [len(e.embeddings) for e in entries]
     table["model"] = model.model_name
+    table["warning"] = [
+        "; ".join(image_checks(Path(p), run_cfg.preprocess)
+                  + scale_checks(metadata[p]["pixel_size_nm"], manifest,
+                                 float(cfg.checks.pixel_size_tolerance)))
+        for p in table["image"]]
     for column in (*FIELDS, PROBLEM):  # what the instrument recorded, as in images.csv
         table[column] = [metadata[p][column] for p in table["image"]]
     table["error"] = ""

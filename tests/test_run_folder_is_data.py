@@ -240,3 +240,38 @@ def test_an_existing_output_is_refused_unless_overwrite(tmp_path):
     with pytest.raises(SinterlabError, match="exists already.*overwrite=true"):
         output_path(str(out), tmp_path / "stamped.csv", False)
     assert output_path(str(out), tmp_path / "stamped.csv", True) == out
+
+
+# -- predict names what it cannot vouch for -------------------------------------------------
+def test_a_constant_image_is_predicted_with_a_warning(trained_run, tmp_path, tiny_descriptor):
+    """A blank micrograph still gets a class (the model cannot refuse), but its row says it
+    is blank instead of an empty error column beside a confident answer."""
+    import numpy as np
+    import tifffile
+
+    shape = tifffile.imread(sorted((tiny_descriptor.parent / "images").glob("*.tif"))[0]).shape
+    gray = tmp_path / "gray.tif"
+    tifffile.imwrite(gray, np.full(shape, 128, np.uint8))
+    good = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[0]
+    table, _ = predict(predict_config(trained_run, images=[str(gray), str(good)]))
+    rows = dict(zip(table["image"], table["warning"], strict=True))
+    assert rows[str(gray)].startswith("blank (grey levels 128-128 only)")
+    assert rows[str(good.resolve())] == ""
+
+
+def test_the_manifest_records_the_training_pixel_sizes(trained_run):
+    recorded = read_manifest(trained_run).pixel_size_nm
+    assert recorded is not None and recorded.low == recorded.high == 4.0
+
+
+@pytest.mark.parametrize(("size", "words"), [
+    (4.0, None), (4.3, None),
+    (12.0, "pixel size 12 nm outside the run's 3.6-4.4 nm (scale differs 3.0x)"),
+    (4.0 / 3, "pixel size 1.33 nm outside the run's 3.6-4.4 nm (scale differs 3.0x)"),
+    (None, None),
+])
+def test_a_pixel_size_outside_the_runs_range_is_named(trained_run, size, words):
+    from sinterlab.predict import scale_checks
+
+    found = scale_checks(size, read_manifest(trained_run), 0.1)
+    assert found == ([] if words is None else [words + "; the model never saw this scale"])

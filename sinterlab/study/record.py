@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from sinterlab.evaluation.results import (
 from sinterlab.evaluation.statistics import sample_table
 from sinterlab.evaluation.tensorboard import log_run
 from sinterlab.explain.gallery import write_gallery
-from sinterlab.manifest import MANIFEST, RunManifest
+from sinterlab.manifest import MANIFEST, PixelSizes, RunManifest
 from sinterlab.measures.compute import one_image
 from sinterlab.measures.trends import summarise
 from sinterlab.models.calibration import calibration_path
@@ -258,6 +258,17 @@ def served_files(run_dir: Path, checkpoint: str | None) -> dict[str, str]:
     return files
 
 
+def pixel_sizes(dm: SEMDataModule, cfg: DictConfig) -> PixelSizes | None:
+    """The range of the training images' recorded pixel sizes (None when none is known), for
+    predict to name a new image measured at another scale."""
+    known = pd.to_numeric(dm.metadata["pixel_size_nm"], errors="coerce").dropna()
+    if known.empty:
+        return None
+    target = (cfg.preprocess.get("scale") or {}).get("pixel_size_nm")
+    return PixelSizes(float(known.min()), float(known.max()),
+                      float(target) if target is not None else None)
+
+
 def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: ProtocolBlock,
                outputs: ProtocolOutputs, contrast: ProtocolBlock | None,
                stages: list[dict]) -> RunMetrics:
@@ -326,7 +337,8 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: Protocol
         text = report_markdown(run, figures, run_dir)
     metrics = jsonable(run)
     write_json(run_dir / "metrics.json", metrics)
-    manifest = RunManifest.from_metrics(metrics, run_dir / "metrics.json")
+    manifest = replace(RunManifest.from_metrics(metrics, run_dir / "metrics.json"),
+                       pixel_size_nm=pixel_sizes(dm, cfg))
     manifest.with_files(run_dir, served_files(run_dir, manifest.checkpoint)).write(
         run_dir / MANIFEST)
     write_text(run_dir / "report.md", text)
