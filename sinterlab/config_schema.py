@@ -358,6 +358,7 @@ PLAN = {
     "next.q": COUNT,
     "next.mc_samples": COUNT,
     "next.seed": SEED,
+    "space.max_settings": COUNT,
 }
 
 PREDICT = {

@@ -245,6 +245,13 @@ def bad_missing(path, frame):
     (None, ["space.parameters.a.high=ten"], "space.parameters.a.high=ten: not a number; use a "
      "number"),
     (None, ["goal=optimise"], "goal='optimise' is unknown; use one of ['map', 'target', 'next']"),
+    # a step typed too fine: refused with the count before any memory is taken
+    (None, ["space.parameters.a.step=1e-6"], "space.parameters.a: step=1e-06 gives 10,000,001 "
+     "levels in [0, 10], more than space.max_settings=1,000,000"),
+    (None, ["space.parameters.a.step=0.01", "space.parameters.b.step=0.01"],
+     "space.parameters: 1001 x 1001 = 1,002,001 settings, more than space.max_settings"),
+    (None, ["space.cost.expression='a - 5'"], "space.cost.expression='a - 5' is negative (-5 "
+     "at {'a': 0.0, 'b': 0.0})"),
 ])
 def test_bad_input_is_one_line_naming_the_column_or_key(plane, tmp_path, edit, overrides,
                                                         message):

@@ -10,6 +10,7 @@ evaluated as code.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,11 @@ class Space:
         if cost.dtype == bool or not np.isfinite(cost).all():
             raise SinterlabError(f"space.cost.expression={self.cost!r} is not a finite number "
                                  "at every setting; write e.g. 'burst_count * 0.02'")
+        if (cost < 0).any():
+            where = frame[self.names].iloc[int(np.argmin(cost))].to_dict()
+            raise SinterlabError(f"space.cost.expression={self.cost!r} is negative "
+                                 f"({float(cost.min()):g} at {where}); a cost is a time or an "
+                                 "amount: write one that is >= 0 at every setting")
         return cost.astype(float)
 
     def grid(self) -> pd.DataFrame:
@@ -94,6 +100,7 @@ class Space:
 def space_from_config(cfg) -> Space:
     """``space`` of ``conf/plan.yaml`` as a :class:`Space`."""
     parameters = []
+    limit = int(cfg.max_settings)
     if not cfg.get("parameters"):
         raise SinterlabError("space.parameters is empty; name at least one process parameter "
                              "with its low, high and step (or levels)")
@@ -111,11 +118,22 @@ def space_from_config(cfg) -> Space:
             if step <= 0 or high < low:
                 raise SinterlabError(f"{key}: need low <= high and step > 0 (got low={low:g}, "
                                      f"high={high:g}, step={step:g})")
+            count = math.floor((high - low) / step + 0.5) + 1
+            if count > limit:
+                raise SinterlabError(f"{key}: step={step:g} gives {count:,} levels in "
+                                     f"[{low:g}, {high:g}], more than space.max_settings="
+                                     f"{limit:,}; use a coarser step")
             levels = list(np.round(np.arange(low, high + step / 2, step), 10))
         if levels[0] < low or levels[-1] > high:
             raise SinterlabError(f"{key}: levels {levels} lie outside [{low:g}, {high:g}]")
         parameters.append(Parameter(str(name), low, high, tuple(float(v) for v in levels),
                                     str(entry.get("unit") or "")))
+    settings = math.prod(len(p.levels) for p in parameters)
+    if settings > limit:
+        raise SinterlabError(
+            f"space.parameters: {' x '.join(str(len(p.levels)) for p in parameters)} = "
+            f"{settings:,} settings, more than space.max_settings={limit:,}; use coarser steps "
+            "or fewer levels (or raise space.max_settings)")
     cost = cfg.get("cost") or {}
     return Space(tuple(parameters), tuple(str(c) for c in (cfg.get("constraints") or [])),
                  str(cost.get("expression") or ""), str(cost.get("unit") or ""))
