@@ -233,8 +233,9 @@ def test_a_curve_with_a_known_signal_rises_and_projects_monotonically(curve_run)
     assert np.all(np.diff(band["value"]) >= -1e-12)
     # the baseline's curve, the images and patches axes, the samples needed, the studies
     assert record["baseline_curve"]["points"][-1]["x"] == pytest.approx(12.0)
-    assert set(record["axes"]) == {"samples", "images", "patches"}
-    assert record["axes"]["images"]["today"] == pytest.approx(2.0)
+    # two images per sample thin to 1 or 2 only: two sizes cannot fit a curve of three numbers
+    assert set(record["axes"]) == {"samples", "patches"}
+    assert "only 2 distinct size(s) (1, 2 images per sample" in record["axes_skipped"]["images"]
     assert [n["accuracy"] for n in record["needed"]] == [0.8, 0.9]
     assert record["studies"]["today"] == 12
     json.dumps(record)  # metrics.json-ready
@@ -256,10 +257,11 @@ def test_report_section_figure_and_console_line(curve_run):
     assert vc["advice"] in line
     fig = learning_curve_figure(record, "BC", chance=1 / 3)
     axes = fig.axes
-    assert [a.get_title() for a in axes] == ["more samples", "more images", "more patches",
-                                              "more samples", "more images", "more patches"]
+    assert [a.get_title() for a in axes] == ["more samples", "more patches",
+                                              "more samples", "more patches"]
+    assert "More images per sample: not measured (the subsets hold only 2" in text
     assert axes[0].get_xlabel() == "samples per class"
-    assert axes[0].get_ylabel() == "image accuracy" and axes[3].get_ylabel() == "image MAE (BC)"
+    assert axes[0].get_ylabel() == "image accuracy" and axes[2].get_ylabel() == "image MAE (BC)"
     assert any(isinstance(c, PolyCollection) for c in axes[0].collections)  # the band
     labels = axes[0].get_legend_handles_labels()[1]
     assert "pca_logreg: measured" in labels and "today" in labels and "chance" in labels
@@ -303,3 +305,24 @@ def test_a_head_thins_its_training_rows_only_and_trains_every_subset_at_once(
     for out in outputs:
         assert out.shape == (len(dm.x), 3) and np.isfinite(out[tested]).all()
         np.testing.assert_allclose(out[tested].sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_subsets_that_cannot_differ_give_no_projection(shared_cache, tmp_path):
+    """Two samples per class: every 'fewer samples' subset keeps as many as today's data
+    (a class needs its samples), so no curve or projection is drawn through identical points;
+    the record says why in one sentence."""
+    data = generate_dataset(load_preset("tiny", design__sets=1), tmp_path / "data")
+    cfg = compose_train(FAST + [f"data.descriptor={data}", f"features.cache_dir={shared_cache}",
+                                *FAST_AUTO], tmp_path / "run")
+    dm = SEMDataModule(cfg)
+    dm.setup()
+    signal_embeddings(dm, strength=0.45)
+    block, oof = fake_block(dm, "sk_logreg_image", {"module.C": 1.0})
+    record = learning_curves(cfg, dm, block, oof)
+    skipped = {**record.get("axes_skipped", {}),
+               **({"all": record["skipped"]} if "skipped" in record else {})}
+    assert any("distinct size" in why and "no projection" in why
+               for why in skipped.values()), record
+    assert "samples" not in record.get("axes", {})
+    line = console_line(record, None)
+    assert line is None or "samples (" not in line

@@ -95,3 +95,18 @@ def test_bootstrap_over_samples_brackets_the_truth():
     assert low < 4.0 < high
     images = np.quantile([d["between_images"] for d in draws], [0.025, 0.975])
     assert images[0] < 0.25 < images[1]
+
+
+def test_one_image_per_sample_leaves_the_image_component_not_estimable():
+    """One image per sample: no image has a sibling, so between images is not estimable (not
+    0 [0, 0]) and the advice does not claim that images of one sample agree."""
+    score, cls, sample, image = nested_data((2.0, 1.0, 0.5), samples=30, images=1)
+    got = nested_components(score, cls, sample, image)
+    assert got["between_images"] is None
+    assert got["between_samples"] > 0 and got["between_patches"] > 0
+    noise = reading_noise(got, images=1, patches=6)
+    assert noise["shares"]["between_images"] is None
+    assert "not estimable" in advice(noise, 2.0) and "agree closely" not in advice(noise, 2.0)
+    assert "between images of one sample not estimable" in sentence(noise, 2.0, 1, 6)
+    draws = bootstrap_components(score, cls, sample, image, n=5, seed=0)
+    assert all(d["between_images"] is None for d in draws)

@@ -115,23 +115,26 @@ def how_much_data_section(lc: Mapping | None, vc: Mapping | None, target: Target
                        f"{curve['unit']}):\n")
             out.append(_curve_table(curve, metrics, unit))
         for axis, reason in (lc.get("axes_skipped") or {}).items():
-            out.append(f"More {AXIS_WORDS[axis]}: not measured ({reason}: nothing to thin).\n")
+            out.append(f"More {AXIS_WORDS[axis]}: not measured ({reason}).\n")
         base = lc.get("baseline_curve")
         if base:
             out.append(f"**{long_name(lc['baseline'])}, more samples:**\n")
             out.append(_curve_table(base, metrics, unit))
         samples = lc["axes"].get("samples") or base
-        first = samples["fit"][metrics[0]]
-        out.append(f"Limit of the {_metric_name(metrics[0], unit)} with unlimited samples "
-                   f"(the curve's floor): {interval(first['limit'])}; exponent "
-                   f"{first['exponent']:.2f}.\n")
-        out += ["\n".join(_needed(lc) + _studies(lc)) + "\n"]
+        if samples is not None:
+            first = samples["fit"][metrics[0]]
+            out.append(f"Limit of the {_metric_name(metrics[0], unit)} with unlimited samples "
+                       f"(the curve's floor): {interval(first['limit'])}; exponent "
+                       f"{first['exponent']:.2f}.\n")
+            out += ["\n".join(_needed(lc) + _studies(lc)) + "\n"]
         if lc.get("figure"):
             out.append(f"![learning curves]({lc['figure']})\n")
         out.append(f"Learning curves took {number(lc['wall_s'], 1)} s.\n")
     if vc:
-        rows = [[name.replace("_", " "), number(vc["components"][name]["value"], 4),
-                 interval(vc["shares"][name])] for name in vc["components"]]
+        rows = [[name.replace("_", " "),
+                 number(vc["components"][name]["value"], 4, missing="not estimable"),
+                 interval(vc["shares"][name], missing="not estimable")]
+                for name in vc["components"]]
         out.append(f"Variance components of the out-of-fold {vc['output']} of the "
                    f"{long_name(vc['model'])}, per patch, within each class (nested ANOVA; "
                    "intervals from "

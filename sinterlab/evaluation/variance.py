@@ -58,7 +58,11 @@ def nested_components(score: np.ndarray, classes: np.ndarray, samples: np.ndarra
     patches = ms_p
     image = max((ms_i - ms_p) / k1, 0.0) if k1 > 0 else 0.0
     sample = max((ms_s - ms_p - k2 * image) / k3, 0.0) if k3 > 0 else 0.0
-    return {"between_samples": sample, "between_images": image, "between_patches": patches}
+    # a level without replicates (one image per sample: no image has a sibling) tells nothing
+    # of its variance: not estimable (None), never 0; its variance is counted in the level above
+    return {"between_samples": sample if df_s > 0 else None,
+            "between_images": image if df_i > 0 else None,
+            "between_patches": patches if df_p > 0 else None}
 
 
 def reading_noise(components: dict[str, float], images: float, patches: float) -> dict:
@@ -66,14 +70,17 @@ def reading_noise(components: dict[str, float], images: float, patches: float) -
     ``patches`` patches): each one's share, and by how much twice the images per sample, or
     twice the patches per image, would shrink that reading's variance (twice the samples halve
     the variance of a class's mean reading: 0.5)."""
-    s, i, p = (components[name] for name in COMPONENTS)
+    s, i, p = (components[name] or 0.0 for name in COMPONENTS)
     parts = np.array([s, i / images, p / (images * patches)])
     total = float(parts.sum())
     if total <= 0:
         return {"total": 0.0, "shares": dict.fromkeys(COMPONENTS, None),
-                "twice_images": 0.0, "twice_patches": 0.0, "twice_samples": 0.5}
+                "twice_images": 0.0, "twice_patches": 0.0, "twice_samples": 0.5,
+                "estimable": {name: components[name] is not None for name in COMPONENTS}}
     return {"total": total,
-            "shares": {name: float(v / total) for name, v in zip(COMPONENTS, parts, strict=True)},
+            "estimable": {name: components[name] is not None for name in COMPONENTS},
+            "shares": {name: float(v / total) if components[name] is not None else None
+                       for name, v in zip(COMPONENTS, parts, strict=True)},
             "twice_images": float((parts[1] + parts[2]) / 2 / total),
             "twice_patches": float(parts[2] / 2 / total),
             "twice_samples": 0.5}
@@ -106,6 +113,10 @@ def advice(noise: dict, worthwhile: float) -> str:
     """Which of more samples, more images per sample or more patches per image shrinks the
     noise of what a class looks like most: more images (patches) pay off when twice them remove
     at least ``worthwhile`` times what twice the samples remove."""
+    if not noise["estimable"]["between_images"]:
+        return ("one image per sample: how much images of one sample differ is not estimable "
+                "(it is counted in between samples); image two or more of some samples before "
+                "choosing between more images and more samples")
     if noise["shares"]["between_samples"] is None:
         return "the output does not vary within a class: more data of any kind changes nothing"
     enough = worthwhile * noise["twice_samples"]
@@ -125,9 +136,13 @@ def sentence(noise: dict, worthwhile: float, images: float, patches: float) -> s
     shares = noise["shares"]
     if shares["between_samples"] is None:
         return lead
-    return (f"{lead} (between samples of one class {shares['between_samples']:.0%}, between "
-            f"images of one sample {shares['between_images']:.0%}, between patches of one image "
-            f"{shares['between_patches']:.0%} of a sample's reading noise with {images:g} images "
+
+    def share(name: str) -> str:
+        return f"{shares[name]:.0%}" if shares[name] is not None else "not estimable"
+
+    return (f"{lead} (between samples of one class {share('between_samples')}, between "
+            f"images of one sample {share('between_images')}, between patches of one image "
+            f"{share('between_patches')} of a sample's reading noise with {images:g} images "
             f"of {patches:g} patches; twice the images per sample would remove "
             f"{noise['twice_images']:.0%} of it, twice the patches per image "
             f"{noise['twice_patches']:.0%}, twice the samples {noise['twice_samples']:.0%} of the "

@@ -62,6 +62,10 @@ FIT_ROLES = {"head": ("train",), "other": ("train", "val")}
 
 
 # -- what is trained --------------------------------------------------------------------------
+#: the numbers of a learning curve (floor, scale, exponent): an axis needs as many sizes
+CURVE_PARAMETERS = 3
+
+
 def served_config(cfg: DictConfig, block: ProtocolBlock) -> DictConfig | None:
     """The config of the model a run serves: model=auto's final point (its candidate with the
     chosen parameters), else the trained head's; None when the run trained none."""
@@ -242,6 +246,16 @@ def kept_size(dm: SEMDataModule, assignments: list[np.ndarray], axis: str,
     return float(np.mean(sizes))
 
 
+def subset_sizes(dm: SEMDataModule, assignment: np.ndarray, smaller: list[list[np.ndarray]],
+                 axis: str, roles: tuple[str, ...]) -> np.ndarray:
+    """The x of each point along ``axis``: today's size scaled by the share of the fitted
+    units each fraction's subsets keep, then today's."""
+    today = dataset_size(dm, axis)
+    full = kept_size(dm, [assignment], axis, roles)
+    return np.array([today * kept_size(dm, per_draw, axis, roles) / full
+                     for per_draw in smaller] + [today])
+
+
 def dataset_size(dm: SEMDataModule, axis: str) -> float:
     """The data set's own size on ``axis``: samples per class, images per sample, patches per
     image (means)."""
@@ -413,7 +427,7 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
               "draws": int(lc.draws), "head_seeds": seeds if model is not None and is_head(model)
               else None, "axes": {}, "baseline_curve": None,
               # an axis with one unit per stratum (one image per sample) has nothing to thin
-              "axes_skipped": {axis: f"one {AXES[axis][2]} per {AXES[axis][3]}"
+              "axes_skipped": {axis: f"one {AXES[axis][2]} per {AXES[axis][3]}: nothing to thin"
                                for axis in AXES if dataset_size(dm, axis) <= 1}}
     fitted = [(model, "model")] if model is not None else []
     fitted.append((None, "baseline"))
@@ -426,6 +440,17 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
                      for axis in axes}
         smaller = {axis: subsets(dm, assignment, axis, fractions[axis][:-1], draws, roles,
                                  int(lc.seed)) for axis in axes}
+        sizes = {axis: subset_sizes(dm, assignment, smaller[axis], axis, roles)
+                 for axis in axes}
+        for axis in list(axes):  # a curve of three numbers needs three distinct sizes
+            distinct = np.unique(np.round(sizes[axis], 9))
+            if len(distinct) < CURVE_PARAMETERS:
+                record["axes_skipped"][axis] = (
+                    f"the subsets hold only {len(distinct)} distinct size(s) "
+                    f"({', '.join(f'{v:.3g}' for v in distinct)} {axis} per {AXES[axis][3]}; "
+                    f"today's data is too small to thin), and a curve of {CURVE_PARAMETERS} "
+                    "numbers needs as many: no curve and no projection")
+                axes.remove(axis)
         # every axis ends at all of today's data, trained once; a head trains every subset in
         # one stacked fit (its cost is the steps, not the members: measured 2x faster than a
         # fit per fraction), a scikit-learn model one fit per fraction (all its draws)
@@ -446,20 +471,19 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
             grouped = outputs[start:start + len(smaller[axis])] + [outputs[0]]
             start += len(smaller[axis])
             points = axis_points(scorer, grouped)
-            today = dataset_size(dm, axis)
-            full = kept_size(dm, [assignment], axis, roles)
-            x = np.array([today * kept_size(dm, per_draw, axis, roles) / full
-                          for per_draw in smaller[axis]] + [today])
-            curve = curve_record(points, x, fractions[axis], scorer, lc, confidence, classes,
-                                 rng)
-            curve |= {"unit": f"{axis} per {AXES[axis][3]}", "today": today,
+            curve = curve_record(points, sizes[axis], fractions[axis], scorer, lc, confidence,
+                                 classes, rng)
+            curve |= {"unit": f"{axis} per {AXES[axis][3]}", "today": sizes[axis][-1],
                       "fractions": fractions[axis]}
             if who == "model":
                 record["axes"][axis] = curve
             else:
                 record["baseline_curve"] = curve
+    if not record["axes"] and record["baseline_curve"] is None:
+        return {"skipped": "; ".join(f"{axis}: {why}"
+                                     for axis, why in record["axes_skipped"].items())}
     samples = record["axes"].get("samples") or record["baseline_curve"]
-    if first.kind == "classification":
+    if first.kind == "classification" and samples is not None:
         accuracy = samples["_curves"]["accuracy"]
         record["needed"] = needed_samples(*accuracy, [float(a) for a in lc.targets],
                                           samples["today"], float(lc.max_factor), confidence)
@@ -467,7 +491,8 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
         record["studies"] = future_studies(dm, output, tested, accuracy, samples["today"], lc,
                                            confidence, int(lc.seed))
     for curve in [*record["axes"].values(), record["baseline_curve"]]:
-        curve.pop("_curves", None)
+        if curve is not None:
+            curve.pop("_curves", None)
     record["wall_s"] = round(time.perf_counter() - started, 2)
     return record
 
@@ -507,10 +532,14 @@ def variance_block(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
     per_image = float(len(images) / len(np.unique(images)))
     noise = reading_noise(point, per_sample, per_image)
     noise_draws = [reading_noise(d, per_sample, per_image) for d in draws]
-    shared = point["between_patches"] <= 1e-12 * max(sum(point.values()), 1e-300)
+    known = [v for v in point.values() if v is not None]
+    shared = (point["between_patches"] or 0.0) <= 1e-12 * max(sum(known), 1e-300)
     return {"model": name, "output": scale, "images_per_sample": per_sample,
             "patches_per_image": per_image,
-            "components": {c: percentile_cell([d[c] for d in draws], point[c], confidence)
+            "components": {c: percentile_cell([np.nan if d[c] is None else d[c]
+                                               for d in draws],
+                                              np.nan if point[c] is None else point[c],
+                                              confidence)
                            for c in COMPONENTS},
             "shares": {c: percentile_cell([d["shares"][c] if d["shares"][c] is not None
                                            else np.nan for d in noise_draws],
