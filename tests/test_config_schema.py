@@ -133,7 +133,7 @@ def test_the_defaults_pass_and_a_bad_value_is_one_line():
     ("train", ["preprocess.patches.rotation=quarter"], "use dihedral or a number in [0, 360]"),
     ("train", ["seed=true"], "seed=true: not an integer"),
     ("train", ["trainer.max_epochs=inf"], "trainer.max_epochs=inf: not a finite number"),
-    ("predict", ["+features.batch_size=0"], "features.batch_size=0: out of range"),
+    ("predict", ["features.batch_size=0"], "features.batch_size=0: out of range"),
     ("synth", ["+image.pixel_nm_by_slide={2: 0}"], "image.pixel_nm_by_slide.2=0: out of range"),
     ("plan", ["+map.fixed.duty_cycle=x"], "map.fixed.duty_cycle=x: not a number"),
     ("train", ["evaluation.baseline_dtype=float16"],
