@@ -81,6 +81,8 @@ def test_a_sweep_goes_on_past_a_failed_run_and_exits_2(tmp_path, tiny_descriptor
     assert code == 2
     assert "too few sample groups" in (sweep / "0" / "error.txt").read_text()
     assert (sweep / "1" / "metrics.json").is_file()  # the next run still ran
+    # one configuration per run folder: the resolved config.yaml, no Hydra .hydra/ copy
+    assert (sweep / "1" / "config.yaml").is_file() and not (sweep / "1" / ".hydra").exists()
     assert "1 run(s) of the sweep failed" in err and str(sweep / "0" / "error.txt") in err
 
 
