@@ -422,8 +422,6 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                             pixel_problems=[metadata[str(p)][PROBLEM] for p in found]
                             ) if found else None
     bad = missing | (embedded.bad if embedded else {})
-    for warning in embedded.warnings if embedded else []:
-        log.warning(warning)
     if not embedded or not embedded.refs:
         raise SinterlabError(f"{next(iter(bad))}: {next(iter(bad.values()))}"
                              f"; no image could be predicted ({len(bad)} bad)")
@@ -489,6 +487,9 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                   + scale_checks(metadata[p]["pixel_size_nm"], manifest,
                                  float(cfg.checks.pixel_size_tolerance)))
         for p in table["image"]]
+    for image, warning in zip(table["image"], table["warning"], strict=True):
+        if warning:  # on screen too, cached image or not
+            log.warning("%s: %s", image, warning)
     for column in (*FIELDS, PROBLEM):  # what the instrument recorded, as in images.csv
         table[column] = [metadata[p][column] for p in table["image"]]
     table["error"] = ""

@@ -140,7 +140,13 @@ def interrupted_after_two_images(w: World) -> list[str]:
 
 def predict_args(w: World, run: Path, images: list[Path]) -> list[str]:
     return [f"run={run}", f"images=[{','.join(str(p) for p in images)}]",
-            f"out={w.tmp / 'predictions.csv'}", f"hydra.run.dir={w.tmp / 'hydra'}"]
+            f"out={w.tmp / 'predictions.csv'}", f"hydra.run.dir={w.tmp / 'hydra'}",
+            *own_caches(w)]
+
+
+def own_caches(w: World) -> list[str]:
+    """predict's caches: the user's (here the test's folder), never the run folder's."""
+    return [f"features.cache_dir={w.filled_cache}", f"measures.cache_dir={w.cache / 'measures'}"]
 
 
 def one_unreadable_image(*extra: str) -> Callable[[World], list[str]]:
@@ -299,7 +305,7 @@ def folder_with_subfolder(w: World) -> list[str]:
     for image in w.images(2):
         shutil.copy(image, folder / image.name)
     return [f"run={w.trained_run}", f"images={folder}", f"out={w.tmp / 'predictions.csv'}",
-            f"hydra.run.dir={w.tmp / 'hydra'}"]
+            f"hydra.run.dir={w.tmp / 'hydra'}", *own_caches(w)]
 
 
 def suspect_images(w: World) -> list[str]:

@@ -188,8 +188,9 @@ def predict_cfg(run: Path, descriptor: Path):
 def test_training_writes_the_manifest_of_its_metrics(trained_run):
     written = RunManifest.read(trained_run / MANIFEST)
     metrics = json.loads((trained_run / "metrics.json").read_text())
-    assert replace(written, files=()) == RunManifest.from_metrics(
+    assert replace(written, files=(), pixel_size_nm=None) == RunManifest.from_metrics(
         metrics, trained_run / "metrics.json")
+    assert (written.pixel_size_nm.low, written.pixel_size_nm.high) == (4.0, 4.0)
     checkpoint = metrics["training"]["checkpoint"]
     assert [f.path for f in written.files] == [
         "config.yaml", checkpoint, checkpoint.replace(".ckpt", ".calibration.json")]
