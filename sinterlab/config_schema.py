@@ -249,6 +249,13 @@ MODEL = {
     "module.dtype": DTYPE,
     "batch_size": COUNT,
     "loss_weights.*": NONNEGATIVE,
+    "complexity": NONNEGATIVE_COUNT,
+    # how model=auto searches a grid dimension past its written values (study/selection.py)
+    "search.*.low": ANY,
+    "search.*.high": ANY,
+    "search.*.factor": Number(low=1, low_open=True, null=True),
+    "search.*.step": Number(low=0, low_open=True, null=True),
+    "search.*.scale": Choice(("log", "linear")),
 }
 
 TRAIN = {
@@ -268,6 +275,7 @@ TRAIN = {
     "model.candidates.*.min_batch_size": Number(integer=True, low=1, null=True),
     "model.selection.inner_folds": Number(integer=True, low=2),
     "model.selection.inner_seeds": SEEDS,
+    "model.selection.max_extensions": NONNEGATIVE_COUNT,
     "split.fractions": Shares(("train", "val", "test")),
     "split.min_groups_per_class": COUNT,
     "split.min_class_groups": COUNT,

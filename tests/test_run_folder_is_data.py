@@ -275,3 +275,23 @@ def test_a_pixel_size_outside_the_runs_range_is_named(trained_run, size, words):
 
     found = scale_checks(size, read_manifest(trained_run), 0.1)
     assert found == ([] if words is None else [words + "; the model never saw this scale"])
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda c: c["targets"][0].update(pooling="__import__"), "field 'targets.0.pooling'"),
+    (lambda c: c["targets"][0].update(scale="1.0"), "field 'targets.0.scale'"),
+    (lambda c: c["targets"][0].update(_target_="os.system"), "field 'targets.0._target_' is "
+     "not one"),
+])
+def test_the_image_calibration_is_typed(trained_run, tmp_path, change, words):
+    from sinterlab.models.calibration import calibration_path, load_image_calibration
+
+    run = copy_run(trained_run, tmp_path)
+    checkpoint = run / "checkpoints" / "sample-ensemble.ckpt"
+    path = calibration_path(checkpoint)
+    saved = json.loads(path.read_text())
+    change(saved)
+    path.write_text(json.dumps(saved))
+    with pytest.raises(SinterlabError) as err:
+        load_image_calibration(checkpoint)
+    assert words in one_line(err)

@@ -86,8 +86,10 @@ def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
     dm.x[fold0] = torch.randn(int(fold0.sum()), dm.x.shape[1]) * 10
     dm.y[fold0, 0] = dm.y[fold0, 0].flip(0)  # and their labels
     scrambled, *_ = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
-    for label, point in clean.points.items():  # every grid point of every candidate
-        again = scrambled.points[label].inner_scores
+    # every grid point of every candidate, those the search added past a grid's edge too (the
+    # other folds' optima move with their scrambled rows, so they may add other points)
+    for label in clean.points.keys() & scrambled.points.keys():
+        point, again = clean.points[label], scrambled.points[label].inner_scores
         assert again[0] == point.inner_scores[0]
         assert again[1:] != point.inner_scores[1:]
     assert scrambled.winner_points[0] == clean.winner_points[0]
@@ -282,3 +284,68 @@ def test_a_bag_head_run_is_served_the_mean_of_each_images_patches(make_cfg, tiny
     cfg = predict_config(run_dir, images=[str(p) for p in images])
     table, _ = predict(cfg)
     assert len(table) == 2 and table["model"].str.startswith("mlp_image").all()
+
+
+def grid_point(name: str, params: dict, scores: list[float]):
+    from sinterlab.evaluation.results import GridPoint
+    from sinterlab.study.selection import Point
+
+    return Point(f"{name} {params}", name, None, 0, 2, GridPoint(
+        candidate=name, inner_scores=scores, inner_scores_unserved=scores, params=params))
+
+
+def test_a_search_extends_the_edge_an_optimum_lies_on_until_a_hard_bound():
+    from sinterlab.study.selection import Dimension, extension, where_optimum
+
+    c = Dimension("module.C", "log", 1e-4, 1e2)
+    assert c.beyond(10.0, +1) == 100.0 and c.beyond(100.0, +1) is None
+    assert c.beyond(1e-3, -1) == 1e-4 and c.bound(100.0) == "high" and c.bound(1.0) is None
+    pca = Dimension("module.pca", "log", 4, 64, factor=2)
+    assert pca.beyond(16, +1) == 32 and pca.beyond(64, +1) is None
+    dropout = Dimension("module.dropout", "linear", 0.0, 0.9, step=0.2)
+    assert dropout.beyond(0.5, +1) == 0.7 and dropout.beyond(0.9, +1) is None
+    # fold 0's optimum on the upper edge, fold 1's interior: one point one decade up
+    points = [grid_point("lr", {"module.C": c_}, scores)
+              for c_, scores in ((0.1, [0.5, 0.4]), (1.0, [0.4, 0.3]), (10.0, [0.3, 0.35]))]
+    assert extension(points, {"module.C": c}, folds=2) == [{"module.C": 100.0}]
+    points.append(grid_point("lr", {"module.C": 100.0}, [0.2, 0.5]))
+    # still on the edge, but that edge is the hard bound: nothing more to try
+    assert extension(points, {"module.C": c}, folds=2) == []
+    assert where_optimum(points, points[-1], {"module.C": c}) == "C=100 (at its hard bound (high))"
+    assert where_optimum(points, points[1], {"module.C": c}) == "C=1"
+    # a dimension without a search block is never extended, and its edge is named
+    assert extension(points, {}, folds=2) == []
+    assert where_optimum(points, points[-1], {}) == "C=100 (on an edge of the values tried)"
+    # the other dimensions stay at the best point's values; both edges of a one-value axis
+    two = [grid_point("pca", {"module.pca": 16, "module.C": 1.0}, [0.1])]
+    assert extension(two, {"module.pca": pca}, folds=1) == [
+        {"module.pca": 32, "module.C": 1.0}, {"module.pca": 8, "module.C": 1.0}]
+
+
+def test_the_one_se_rule_serves_the_simplest_candidate_the_inner_cv_cannot_tell_apart():
+    import numpy as np
+
+    from sinterlab.study.selection import choose
+
+    rng = np.random.default_rng(0)
+    base = 0.5 + rng.normal(0, 0.2, 40)
+    wobble = rng.normal(0, 0.1, 40)
+    wobble = (wobble - wobble.mean()) / wobble.std(ddof=1) * 0.1  # sd 0.1: SE 0.016
+
+    def point(name, shift, spread=0.0):
+        p = grid_point(name, {}, [])
+        p.losses = [base + shift + wobble * (spread > 0)]
+        p.record.inner_scores = [float(np.mean(p.losses[0]))]
+        return p
+
+    mlp = point("mlp", -0.01, spread=0.1)  # the best mean, by less than its noise
+    measures = point("sk_measures", 0.0)
+    svm = point("sk_svm", 0.3)  # clearly behind
+    complexity = {"sk_measures": 1, "sk_svm": 9, "mlp": 13}
+    picked, ties = choose([mlp, measures, svm], [0], "one_se", complexity)
+    assert picked is measures and ties == ["sk_measures"]
+    picked, ties = choose([mlp, measures, svm], [0], "best", complexity)
+    assert picked is mlp and ties == ["sk_measures"]  # the report says so either way
+    # a best point clearly ahead of every other is served by both rules
+    clear = point("mlp", -0.3)
+    assert choose([clear, measures, svm], [0], "one_se", complexity) == (clear, [])

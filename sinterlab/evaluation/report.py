@@ -320,14 +320,50 @@ def _selection(m: RunMetrics) -> list[str]:
                     f"{level} {metric}", "outer folds won", "time (s)"], chosen),
             _table(["outer fold", "winner", *(f"inner {sel.score}: {long_name(n)}"
                                              for n in names)], rows),
+            *_separation(sel),
             f"Final model (used by `sinterlab-predict`): **{final.point}**"
-            f", the best mean inner {score} over the outer folds, refitted on every group "
+            f", {_rule_words(sel, score)}, refitted on every group "
             f"{refit} (`{final.checkpoint}`). Selection took {number(sel.wall_s, 1)} s.\n",
+            *(["Where each searched candidate's tuned point lies per outer fold (a grid "
+               "dimension with a `search` block in its model config is extended past the "
+               "written values until the optimum is interior or at a hard bound):\n",
+               _table(["candidate", *(f"outer fold {f}" for f in range(len(sel.winners)))],
+                      [[long_name(n), *sel.optimum[n]] for n in sel.optimum])]
+              if sel.optimum else []),
             *([f"Not trained on the outer folds (they won no outer fold and are not the final "
                f"model, so they could not change the answer; `model.selection.outer_fits=all` "
                f"trains them for rows of their own): "
                f"{', '.join(long_name(n) for n in sel.not_trained)}.\n"]
               if sel.not_trained else [])]
+
+
+def _rule_words(sel, score: str) -> str:
+    if sel.rule == "one_se":
+        return (f"the simplest candidate within one standard error of the best mean inner "
+                f"{score} over the outer folds")
+    return f"the best mean inner {score} over the outer folds"
+
+
+def _separation(sel) -> list[str]:
+    """Whether the inner CV could tell the candidates apart, fold by fold, and which rule
+    served (the one-standard-error rule or the best mean)."""
+    if not sel.not_separated:
+        return []
+    rule = ("the simplest of them (`model.selection.rule=one_se`: by the `complexity` of each "
+            "model config)" if sel.rule == "one_se" else
+            "the best inner score regardless (`model.selection.rule=best`)")
+    rows = [[f, ", ".join(long_name(n) for n in ties) or "— (separated)"]
+            for f, ties in enumerate(sel.not_separated)]
+    tied = sum(bool(t) for t in sel.not_separated)
+    lead = ("The inner CV could not tell the candidates apart" if tied == len(rows) else
+            f"The inner CV could not tell some candidates apart ({tied} of {len(rows)} outer "
+            "folds)" if tied else "The inner CV separated the best candidate from the others")
+    return [f"{lead}: within one standard error of each fold's best point (per-sample losses "
+            f"paired on the same inner held-out samples). Where it could not, {rule} was "
+            f"served. Over all folds: "
+            + (", ".join(long_name(n) for n in sel.final_not_separated) or "none")
+            + " within one standard error of the best.\n",
+            _table(["outer fold", "candidates within one SE of the best"], rows)]
 
 
 def _paper(m: RunMetrics) -> list[str]:

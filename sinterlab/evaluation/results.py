@@ -351,6 +351,8 @@ class GridPoint:
     cv_score: float | None = None
     checkpoint: str | None = None
     kind: str | None = None
+    #: added by the search past the written grid (``search`` of the candidate)
+    extended: bool = False
 
 
 @dataclass
@@ -393,6 +395,15 @@ class Selection:
     final: FinalModel
     candidate_wall_s: dict[str, float]
     wall_s: float
+    #: per searched candidate, per outer fold: where its tuned point lies (past the written
+    #: grid, at a declared hard bound, or on an edge of the values tried)
+    optimum: dict[str, list[str]] = field(default_factory=dict)
+    #: how the served point was chosen: best (lowest mean inner score) or one_se
+    rule: str = "best"
+    #: per outer fold, the other candidates within one standard error of its best point (the
+    #: inner CV could not tell them apart); and over all folds, for the final model
+    not_separated: list[list[str]] = field(default_factory=list)
+    final_not_separated: list[str] = field(default_factory=list)
 
 
 # -- what the run read ----------------------------------------------------------------------------

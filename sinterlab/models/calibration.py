@@ -19,9 +19,9 @@ candidate's CV members: temperature, or element-wise image scale and bias.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ from sinterlab.atomic import write_json
 from sinterlab.errors import SinterlabError
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.threads import small_torch
+from sinterlab.typed import STRICT, from_json
 
 #: temperatures are kept inside this range (a member that fits its validation rows perfectly
 #: would otherwise be pushed towards T -> 0)
@@ -260,18 +261,36 @@ def save_image_calibration(checkpoint: Path, calibrations: list[ImageCalibration
                       {"targets": [c and c.as_dict() for c in calibrations]})
 
 
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """One target's image calibration as saved: what predict reads, checked field by field."""
+
+    __pydantic_config__ = STRICT
+    pooling: Literal[POOLINGS]  # type: ignore[valid-type]
+    calibrator: Literal[CALIBRATORS]  # type: ignore[valid-type]
+    scale: list[list[float]]
+    bias: list[list[float]]
+
+
+@dataclass(frozen=True)
+class CalibrationFile:
+    __pydantic_config__ = STRICT
+    targets: list[CalibrationRecord | None]
+
+
 def load_image_calibration(checkpoint: Path) -> list[ImageCalibration | None] | None:
     """The image calibration saved beside ``checkpoint``; None when the run folder has none
     (a run from before image calibration: its images are served the mean of
-    temperature-scaled patch probabilities). A damaged one is a one-line error."""
+    temperature-scaled patch probabilities). A damaged one, or a field of the wrong type, is a
+    one-line error."""
     path = calibration_path(checkpoint)
     if not path.is_file():
         return None
+    fix = "restore it from a copy of the run folder, or train again"
     try:
-        return [c and ImageCalibration.from_dict(c)
-                for c in json.loads(path.read_text(encoding="utf-8"))["targets"]]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
-        reason = " ".join(str(err).split())[:120]
+        text = path.read_bytes()
+    except OSError as err:
         raise SinterlabError(f"{path}: the image calibration of the model is unreadable "
-                             f"({type(err).__name__}: {reason}); restore it from a copy of "
-                             "the run folder, or train again") from None
+                             f"({err.strerror}); {fix}") from None
+    saved = from_json(CalibrationFile, text, path, fix)
+    return [c and ImageCalibration.from_dict(asdict(c)) for c in saved.targets]
