@@ -14,8 +14,9 @@ from typing import Literal
 
 import pydantic
 import torch
-from typing_extensions import Required, TypedDict
+from typing_extensions import TypedDict
 
+from sinterlab.manifest import TargetRecord
 from sinterlab.models.head import LOSSES, POOLINGS
 from sinterlab.typed import STRICT
 
@@ -30,18 +31,10 @@ Number = int | float
 
 
 @pydantic.with_config(STRICT)
-class ModelTarget(TypedDict, total=False):
-    """A target as a model saves it: the run's record of it (``Target.as_dict``) plus what the
-    model learnt it with (per member: class weights, or the training mean and std)."""
+class ModelTarget(TargetRecord, total=False):
+    """A target as a model saves it: the run's record of it plus what the model learnt it with
+    (per member: class weights, or the training mean and std)."""
 
-    name: Required[str]
-    kind: Required[Literal["classification", "regression"]]
-    unit: str | None
-    classes: list[str]
-    class_names: list[str]
-    ordered: bool
-    values: list[Number]
-    error_unit: str | None
     loss_weight: Number
     num_classes: int
     class_weights: list[list[Number]] | None
