@@ -311,11 +311,17 @@ def test_a_search_extends_the_edge_an_optimum_lies_on_until_a_hard_bound():
     points.append(grid_point("lr", {"module.C": 100.0}, [0.2, 0.5]))
     # still on the edge, but that edge is the hard bound: nothing more to try
     assert extension(points, {"module.C": c}, folds=2) == []
-    assert where_optimum(points, points[-1], {"module.C": c}) == "C=100 (at its hard bound (high))"
-    assert where_optimum(points, points[1], {"module.C": c}) == "C=1"
+    written = {"module.C": [0.1, 1.0, 10.0]}
+    assert where_optimum(points, points[-1], {"module.C": c}, written) == \
+        "C=100 (at its hard bound (high))"
+    assert where_optimum(points, points[1], {"module.C": c}, written) == "C=1"
+    points.insert(0, grid_point("lr", {"module.C": 0.01}, [0.6, 0.6]))
+    assert where_optimum(points, points[1], {"module.C": c}, {"module.C": [1.0, 10.0]}) == \
+        "C=0.1 (past the written grid)"
     # a dimension without a search block is never extended, and its edge is named
     assert extension(points, {}, folds=2) == []
-    assert where_optimum(points, points[-1], {}) == "C=100 (on an edge of the values tried)"
+    assert where_optimum(points, points[-1], {}, written) == \
+        "C=100 (on an edge of the values tried)"
     # the other dimensions stay at the best point's values; both edges of a one-value axis
     two = [grid_point("pca", {"module.pca": 16, "module.C": 1.0}, [0.1])]
     assert extension(two, {"module.pca": pca}, folds=1) == [

@@ -297,10 +297,11 @@ def score_inner(cfg: DictConfig, dm: SEMDataModule, inner: np.ndarray, run_dir: 
         point.record.inner_scores_unserved = scoring.per_fold(views.calibrated)
 
 
-def where_optimum(points: list[Point], best: Point, dims: dict[str, Dimension]) -> str:
+def where_optimum(points: list[Point], best: Point, dims: dict[str, Dimension],
+                  written: dict[str, list]) -> str:
     """Where one outer fold's best point of a candidate lies in its searched space: each grid
-    value, marked where it was found past the written grid, sits at a declared hard bound, or
-    stays on an edge of the values tried (no search declared, or the rounds ran out)."""
+    value, marked where it sits at a declared hard bound, stays on an edge of the values tried
+    (no search declared, or the rounds ran out), or was found past the ``written`` grid."""
     parts = []
     for key, value in best.record.params.items():
         values = sorted({p.record.params[key] for p in points})
@@ -309,10 +310,10 @@ def where_optimum(points: list[Point], best: Point, dims: dict[str, Dimension]) 
             note = f"at its hard bound ({dims[key].bound(value)})"
         elif len(values) > 1 and value in (values[0], values[-1]):
             note = "on an edge of the values tried"
-        elif best.record.extended:
+        elif value not in written.get(key, [value]):
             note = "past the written grid"
-        parts.append(f"{key.split('.')[-1]}={value:g}" + (f" ({note})" if note else "")
-                     if isinstance(value, int | float) else f"{key.split('.')[-1]}={value}")
+        shown = f"{value:g}" if isinstance(value, int | float) else str(value)
+        parts.append(f"{key.split('.')[-1]}={shown}" + (f" ({note})" if note else ""))
     return ", ".join(parts)
 
 
@@ -502,7 +503,9 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                                  combine(tuned[n], "served", test_fold)[0][tested])
                    for n in trained},
         optimum={n: [where_optimum(candidates[n], tuned[n][f],
-                                   dimensions(cfg.model.candidates[n])) for f in range(folds)]
+                                   dimensions(cfg.model.candidates[n]),
+                                   OmegaConf.to_container(cfg.model.candidates[n].grid))
+                     for f in range(folds)]
                  for n in names if any(p.record.params for p in candidates[n])},
         rule=rule, not_separated=[ties for _, ties in choices], final_not_separated=final_ties,
         outer_fits=mode, not_trained=[n for n in names if n not in trained],
