@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from sinterlab.cli import summary_lines
+from sinterlab.cli.train import summary_lines
 from sinterlab.errors import SinterlabError
 from sinterlab.predict import predict
 from tests.conftest import run
