@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import skops.io as sio
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.dummy import DummyClassifier
@@ -153,6 +152,8 @@ class EstimatorEnsemble(Candidate):
 
     # -- persistence: skops, trusted types only ----------------------------------------------
     def save(self, path: Path) -> Path:
+        import skops.io as sio  # ~0.9 s to load (it pulls pytest): only when saving or loading
+
         meta = {"targets": self.targets, "inputs": self.inputs, "params": self.params,
                 "estimator": self.estimator, "in_features": self.in_features}
         state = {"meta": json.dumps(meta), "members": self.fitted}
@@ -162,6 +163,8 @@ class EstimatorEnsemble(Candidate):
     def load(cls, path: Path) -> EstimatorEnsemble:
         """The ensemble at ``path``; a type outside :data:`TRUSTED_PACKAGES` is refused
         (:class:`UntrustedModel`) before anything is built."""
+        import skops.io as sio
+
         untrusted = sio.get_untrusted_types(file=path)
         foreign = [t for t in untrusted if t.split(".")[0] not in TRUSTED_PACKAGES]
         if foreign:
