@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from sinterlab.cli import CONF_DIR
+from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
 
 #: overrides every test run gets: tiny random backbone, few patches and epochs, CPU
@@ -85,9 +86,9 @@ def trained_run(tmp_path_factory, tiny_descriptor, shared_cache, request) -> Pat
     """One finished `sinterlab-train debug=fast` run on the tiny data (its metrics.json, report,
     figures, checkpoint and manifest), shared by the tests of the report, the console and
     predict; trained in this process (a console script's own start-up costs seconds a process;
-    `make test-slow` runs whole runs as a user types them)."""
-    from sinterlab.study.training import run_experiment
-
+    `make test-slow` runs whole runs as a user types them). ``run_experiment`` is imported with
+    this module, at collection: imported first inside a test, the training stack let
+    Lightning's warnings past the ini's filterwarnings."""
     run_dir = tmp_path_factory.mktemp("run")
     cfg = compose_train([*FAST, *TRAINED, f"data.descriptor={tiny_descriptor}",
                          f"features.cache_dir={shared_cache}",
