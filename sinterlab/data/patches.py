@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-from albumentations.augmentations.geometric import functional as fgeometric
 
 from sinterlab.errors import SinterlabError
 
@@ -95,7 +94,10 @@ class PatchSampler:
     @staticmethod
     def rotation(side: int, angle: float) -> np.ndarray:
         """Rotation of a ``side`` square about its centre by ``angle`` degrees, as
-        albumentations' Rotate computes it."""
+        albumentations' Rotate computes it (imported here: its package takes ~0.5 s to load,
+        for this one function)."""
+        from albumentations.augmentations.geometric import functional as fgeometric
+
         return fgeometric.create_affine_transformation_matrix(
             {"x": 0, "y": 0}, {"x": 0, "y": 0}, {"x": 1, "y": 1}, angle,
             fgeometric.center((side, side)))

@@ -1,4 +1,5 @@
-"""Run figures (matplotlib, Agg backend). Each function writes one PNG and returns its path."""
+"""Run figures (matplotlib, Agg backend). ``*_figure`` builds a figure and returns it (what a
+test inspects); ``plot_*`` builds the same figure, writes it as one PNG and returns its path."""
 
 from __future__ import annotations
 
@@ -41,14 +42,8 @@ def save_figure(fig, path, dpi: float | None = None) -> Path:
     return path
 
 
-
-def plot_loss_curves(
-    history: list[dict],
-    path,
-    log_scale: bool | None = None,
-    log_span: float = 10.0,
-    dpi: int = 120,
-) -> Path:
+def loss_figure(history: list[dict], log_scale: bool | None = None, log_span: float = 10.0,
+                dpi: int = 120):
     """Train (and, where logged, validation) loss per epoch: one thin line per ensemble member
     (a history value may be a list, one loss per member) and their mean in bold.
 
@@ -84,16 +79,16 @@ def plot_loss_curves(
     else:
         ax.text(0.5, 0.5, "no loss history", ha="center", va="center", transform=ax.transAxes)
     ax.grid(True, alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_roc(
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    class_names: Sequence[str],
-    path,
-    dpi: int = 120,
-) -> Path:
+def plot_loss_curves(history: list[dict], path, log_scale: bool | None = None,
+                     log_span: float = 10.0, dpi: int = 120) -> Path:
+    return save_figure(loss_figure(history, log_scale, log_span, dpi), path)
+
+
+def roc_figure(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
+               dpi: int = 120):
     """ROC curve: the positive class (binary) or one-vs-rest per class (multiclass)."""
     y = np.asarray(y_true).astype(np.int64).reshape(-1)
     probs = np.asarray(probs, dtype=np.float64)
@@ -120,7 +115,12 @@ def plot_roc(
     ax.set_title("ROC" if num_classes == 2 else "ROC (one-vs-rest)")
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(True, alpha=0.3)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_roc(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str], path,
+             dpi: int = 120) -> Path:
+    return save_figure(roc_figure(y_true, probs, class_names, dpi), path)
 
 
 def distance_counts(y_true: np.ndarray, y_pred: np.ndarray, levels: int) -> np.ndarray:
@@ -129,15 +129,8 @@ def distance_counts(y_true: np.ndarray, y_pred: np.ndarray, levels: int) -> np.n
     return np.bincount(distance, minlength=levels)
 
 
-def plot_confusion(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    class_names: Sequence[str],
-    path,
-    dpi: int = 120,
-    cmap: str = "Blues",
-    ordered: bool = False,
-) -> Path:
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str],
+                     dpi: int = 120, cmap: str = "Blues", ordered: bool = False):
     """Confusion matrix as counts (left) and row-normalised (right); rows are the truth. For
     ordered levels a third panel counts the predictions by their distance from the diagonal
     (0: right, 1: a neighbouring level, ...)."""
@@ -169,7 +162,12 @@ def plot_confusion(
         ax.set_title(title)
     if rates.size:
         axes[1].images[0].set_clim(0, 1)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str], path,
+                   dpi: int = 120, cmap: str = "Blues", ordered: bool = False) -> Path:
+    return save_figure(confusion_figure(y_true, y_pred, class_names, dpi, cmap, ordered), path)
 
 
 def plot_expected_by_level(truth: np.ndarray, expected: np.ndarray, values: Sequence[float],
@@ -235,16 +233,8 @@ def plot_overlay(micrograph: np.ndarray, pores: np.ndarray, title: str, path,
     return save_figure(fig, path)
 
 
-def plot_pca(
-    embeddings: np.ndarray,
-    labels: np.ndarray,
-    class_names: Sequence[str] | None,
-    path,
-    seed: int = 0,
-    dpi: int = 120,
-    point_size: float = 8.0,
-    alpha: float = 0.6,
-) -> Path:
+def pca_figure(embeddings: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None,
+               seed: int = 0, dpi: int = 120, point_size: float = 8.0, alpha: float = 0.6):
     """2-D PCA scatter of the embeddings coloured by class.
 
     ``class_names=None`` treats ``labels`` as continuous values (colour bar), e.g. for a
@@ -274,19 +264,18 @@ def plot_pca(
     ax.set_ylabel(f"PC2 ({100 * ratio[1]:.1f}% variance)")
     ax.set_title("PCA of patch embeddings")
     ax.grid(True, alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_parity(
-    y_true: np.ndarray,
-    y_pred: np.ndarray,
-    name: str,
-    unit: str,
-    path,
-    dpi: int = 120,
-    point_size: float = 10.0,
-    alpha: float = 0.6,
-) -> Path:
+def plot_pca(embeddings: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None,
+             path, seed: int = 0, dpi: int = 120, point_size: float = 8.0,
+             alpha: float = 0.6) -> Path:
+    return save_figure(pca_figure(embeddings, labels, class_names, seed, dpi, point_size, alpha),
+                       path)
+
+
+def parity_figure(y_true: np.ndarray, y_pred: np.ndarray, name: str, unit: str, dpi: int = 120,
+                  point_size: float = 10.0, alpha: float = 0.6):
     """Predicted vs true with the identity line; MAE and R^2 in the title."""
     t = np.asarray(y_true, dtype=np.float64).reshape(-1)
     p = np.asarray(y_pred, dtype=np.float64).reshape(-1)
@@ -305,10 +294,15 @@ def plot_parity(
     ax.set_title(f"{name}: MAE = {m['mae']:.3g}{unit_txt}, R² = {r2}")
     ax.legend(loc="upper left")
     ax.grid(True, alpha=0.3)
-    return save_figure(fig, path)
+    return fig
 
 
-def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
+def plot_parity(y_true: np.ndarray, y_pred: np.ndarray, name: str, unit: str, path,
+                dpi: int = 120, point_size: float = 10.0, alpha: float = 0.6) -> Path:
+    return save_figure(parity_figure(y_true, y_pred, name, unit, dpi, point_size, alpha), path)
+
+
+def reliability_figure(calibration: dict, dpi: int = 120):
     """Reliability diagrams (accuracy against confidence of the predicted class) per image (what
     predict serves, first), patch and sample, raw and calibrated, with the ECE of each."""
     levels = [lvl for lvl in ("image", "patch", "sample") if lvl in calibration]
@@ -328,7 +322,11 @@ def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
         ax.set_title(f"per {level}{served} (n = {block['n']}, {calibration['bins']} bins)")
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(True, alpha=0.3)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
+    return save_figure(reliability_figure(calibration, dpi), path)
 
 
 #: how a learning curve's metric is labelled on its axis

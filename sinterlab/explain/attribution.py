@@ -18,7 +18,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from captum.attr import LayerAttribution, LayerGradCam  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sinterlab.data.patches import GridSampler  # noqa: E402
@@ -65,7 +64,10 @@ def cam_layer(model: RunModel) -> nn.Module:
 def grad_cam(model: RunModel, patches: torch.Tensor, targets: list[int],
              members: slice = slice(None)) -> np.ndarray:
     """(N, H, W) Grad-CAM of each patch for its target class (index 0 for regression),
-    upsampled to the patch and scaled to [0, 1] per patch."""
+    upsampled to the patch and scaled to [0, 1] per patch. captum is imported here: a run
+    imports this module for its gallery, which draws no Grad-CAM."""
+    from captum.attr import LayerAttribution, LayerGradCam
+
     net = PatchOutput(model, members).eval()
     with torch.enable_grad():
         x = patches.clone().requires_grad_(True)

@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, TQDMProgressBar
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from sinterlab.console import on_terminal
 from sinterlab.data.crop import CropBox
 from sinterlab.data.images import image_warnings
 from sinterlab.data.metadata import PROBLEM, read_metadata
@@ -158,6 +159,7 @@ def _extract(mine: list[ImageRef], cache: EmbeddingCache, runner: Runner,
     fulfil so the next run (or another job) takes them."""
     log.info("extracting %d of %d images (runtime %s)", len(mine), stats["images"],
              cache.settings.get("runtime", "torch"))
+    progress = progress and on_terminal()  # a log file or a pipe would keep every frame
     writer = CacheWriter(cache)
     on_cpu = cache.settings.get("runtime", "torch") != "torch"  # ONNX Runtime / OpenVINO
     trainer = pl.Trainer(accelerator="cpu" if on_cpu else features_cfg.accelerator,

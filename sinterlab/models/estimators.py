@@ -22,7 +22,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import skops.io as sio
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, clone, is_classifier, is_regressor
 from sklearn.dummy import DummyClassifier
@@ -169,6 +168,8 @@ class EstimatorEnsemble(Candidate):
 
     # -- persistence: skops, trusted types only ----------------------------------------------
     def save(self, path: Path) -> Path:
+        import skops.io as sio  # ~0.9 s to load (it pulls pytest): only when saving or loading
+
         meta = {"targets": self.targets, "inputs": self.inputs, "params": self.params,
                 "estimator": self.estimator, "in_features": self.in_features}
         state = {"meta": json.dumps(meta), "members": self.fitted}
@@ -179,6 +180,8 @@ class EstimatorEnsemble(Candidate):
         """The ensemble at ``path``; a type outside skops' defaults and :data:`TRUSTED_TYPES`
         (exact names) is refused (:class:`UntrustedModel`) before anything is built, and the
         metadata is checked field by field (:class:`~sinterlab.models.saved.EnsembleMeta`)."""
+        import skops.io as sio
+
         untrusted = sio.get_untrusted_types(file=path)
         foreign = sorted(set(untrusted) - TRUSTED_TYPES)
         if foreign:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.atomic import writing
+from sinterlab.console import on_terminal
 from sinterlab.data.descriptor import IMAGE
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import first_rows
@@ -213,11 +213,10 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     loggers = [instantiate(spec, version=f"{spec.version}-{tag}")
                for spec in (cfg.get("logger") or {}).values()]
-    # a progress bar only on a terminal: in a log file or a pipe its last frame stays behind;
-    # no validation loop when no fold has validation rows
+    # a progress bar only on a terminal; no validation loop when no fold has validation rows
     trainer: pl.Trainer = instantiate(
         cfg.trainer, logger=loggers or False, enable_checkpointing=False, max_epochs=max_epochs,
-        enable_progress_bar=bool(cfg.trainer.enable_progress_bar) and sys.stdout.isatty(),
+        enable_progress_bar=bool(cfg.trainer.enable_progress_bar) and on_terminal(),
         **({} if validate else {"limit_val_batches": 0}))
     started = time.perf_counter()
     with writing(loggers[0].log_dir if loggers else run_dir):  # TensorBoard writes as it goes

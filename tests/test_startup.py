@@ -1,0 +1,34 @@
+"""Console scripts import what they use: the ones that read files or a finished run, or only
+print their help, load no torch (the training stack takes seconds to import)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+#: prints, as the process ends, whether torch was imported
+CHECK = ("import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in "
+         "sys.modules)); from sinterlab.cli.{script} import main; main()")
+
+
+@pytest.mark.parametrize(("script", "help_line"), [("report", "usage: sinterlab-report"),
+                                                   ("synth", "out: ???"), ("plan", "goal: map")])
+def test_help_imports_no_torch(script, help_line, tmp_path):
+    done = subprocess.run([sys.executable, "-c", CHECK.format(script=script), "--help"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert any(line.startswith(help_line) for line in lines), done.stdout[:2000]
+    assert lines[-1] == "torch imported: False"
+
+
+@pytest.mark.parametrize("module", ["sinterlab.cli.report", "sinterlab.cli.synth",
+                                    "sinterlab.cli.plan", "sinterlab.cli.callbacks",
+                                    "sinterlab.evaluation", "sinterlab.evaluation.summary"])
+def test_module_imports_no_torch(module):
+    done = subprocess.run([sys.executable, "-c", f"import {module}, sys; "
+                           "assert 'torch' not in sys.modules, 'torch'"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
