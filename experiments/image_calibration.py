@@ -5,8 +5,10 @@
 but the inner ones), fits sinterlab's cross-fitted image calibration for every pooling x
 calibrator (the heads are not retrained: calibration comes after training) and prints, per
 choice, the out-of-fold ECE per image and per sample with 95% intervals that resample samples,
-and image accuracy. Beside them: the raw mean of patch probabilities and the mean of
-temperature-scaled patch probabilities (what predict served before image calibration).
+and image accuracy: as served (each fold's map kept only where it beats the raw probabilities
+on held-out samples, ``evaluation.calibration.check`` of conf/) and with every map kept.
+Beside them: the raw mean of patch probabilities and the mean of temperature-scaled patch
+probabilities (what predict served before image calibration).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
+from sinterlab.cli import CONF_DIR
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.evaluation.reliability import expected_calibration_error
 from sinterlab.evaluation.statistics import LevelTables
-from sinterlab.models.calibration import CALIBRATORS, POOLINGS, head_image_calibration
+from sinterlab.models.calibration import CALIBRATORS, POOLINGS, MapCheck, head_image_calibration
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.study.datamodule import SEMDataModule
 
@@ -36,6 +39,10 @@ def main(run: Path, patterns: list[str]) -> None:
     val, test = dm.rows(dm.assignment, "val"), dm.rows(dm.assignment, "test")
     tested = np.concatenate(test)
     b, bins = cfg.evaluation.bootstrap, int(cfg.evaluation.calibration.bins)
+    # a run from before the check has none in its config: this code's default
+    served_check = MapCheck.from_config(OmegaConf.merge(
+        OmegaConf.load(CONF_DIR / "evaluation" / "default.yaml").calibration,
+        cfg.evaluation.calibration))
     patterns = patterns or [f"{cfg.split.kind}-*ensemble.ckpt"]
     checkpoints = [c for p in patterns for c in sorted((run / "checkpoints").glob(p))
                    if "-inner-" not in c.name]
@@ -71,14 +78,20 @@ def main(run: Path, patterns: list[str]) -> None:
             print(row(name, served))
         for pooling in POOLINGS:
             for calibrator in CALIBRATORS:
-                [calibration] = head_image_calibration(head, dm.x, dm.y, images, val, test,
-                                                       pooling, calibrator)
-                served = np.full((len(y), raw.shape[2]), np.nan)
-                for g, rows in enumerate(test):
-                    own = slice(g * seeds, (g + 1) * seeds)
-                    probs = calibration.apply(raw[own][:, rows], images[rows], own)[1]
-                    served[rows] = probs.mean(0)[pd.factorize(images[rows])[0]]
-                print(row(f"{pooling}, {calibrator}", served))
+                for checked, check in (("", served_check),
+                                       (", every map kept", MapCheck(served_check.folds,
+                                                                     -np.inf, 0.0))):
+                    [calibration] = head_image_calibration(head, dm.x, dm.y, images, val, test,
+                                                           pooling, calibrator, check=check,
+                                                           units=samples)
+                    served = np.full((len(y), raw.shape[2]), np.nan)
+                    for g, rows in enumerate(test):
+                        own = slice(g * seeds, (g + 1) * seeds)
+                        probs = calibration.apply(raw[own][:, rows], images[rows], own)[1]
+                        served[rows] = probs.mean(0)[pd.factorize(images[rows])[0]]
+                    kept = f" (maps kept: {int(calibration.kept.sum())} of " \
+                           f"{len(calibration.kept)})" if not checked else ""
+                    print(row(f"{pooling}, {calibrator}{checked}{kept}", served))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
@@ -76,6 +77,17 @@ def make_cfg(tmp_path, tiny_descriptor, shared_cache):
         return compose_train(base + list(overrides), tmp_path)
 
     return make
+
+
+def refit_scale(members: dict) -> list[float]:
+    """The image scale a refit without validation rows (model=auto's final model) takes from
+    its CV members' calibration record: the median of the kept maps where most members kept
+    theirs, else 1 (the raw probabilities)."""
+    kept = np.asarray(members["kept"])
+    scales = np.asarray(members["scale"])
+    if 2 * kept.sum() > len(kept):
+        return np.median(scales[kept], axis=0).tolist()
+    return [1.0] * scales.shape[1]
 
 
 BIN = Path(sys.executable).parent

@@ -25,18 +25,27 @@ from sinterlab.evaluation.reliability import (
 )
 from sinterlab.evaluation.report import report_markdown
 from sinterlab.manifest import MANIFEST
+from sinterlab.models import calibration as calibration_module
 from sinterlab.models.calibration import (
+    ImageCalibration,
+    MapCheck,
     _fit,
+    _fit_map,
     calibration_path,
     fit_image_calibration,
     load_image_calibration,
+    pool_images,
 )
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.predict import predict
 from sinterlab.study.training import run_experiment
-from tests.conftest import predict_config
+from sinterlab.threads import library_threads
+from tests.conftest import predict_config, refit_scale
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
+#: the shipped image calibration settings
+CALIBRATION = OmegaConf.load(CONF_DIR / "evaluation" / "default.yaml").calibration
+CHECK = MapCheck.from_config(CALIBRATION)
 
 
 def overconfident(n=4000, classes=3, factor=4.0, seed=0):
@@ -82,11 +91,13 @@ def test_image_calibration_fixes_what_averaging_correlated_patches_breaks():
     assert expected_calibration_error(probs[0], labels, 10) < 0.02  # patches: calibrated
     image_labels = labels[::40]
     raw = expected_calibration_error(probs[0].reshape(2000, 40, 3).mean(1), image_labels, 10)
-    c = OmegaConf.load(CONF_DIR / "evaluation" / "default.yaml").calibration
     calibration = fit_image_calibration(val_probs, val_labels, val_images,
                                         [np.arange(len(val_labels))],
-                                        [np.zeros(len(val_labels), bool)], c.pooling,
-                                        c.calibrator)
+                                        [np.zeros(len(val_labels), bool)], CALIBRATION.pooling,
+                                        CALIBRATION.calibrator, check=CHECK)
+    # informative images, raw probabilities under-confident: the map beats them held out
+    assert calibration.kept.all()
+    assert calibration.loss_map[0] < calibration.loss_raw[0] - 0.1
     names, served = calibration.apply(probs, images)
     assert (names == images[::40]).all()
     ece = expected_calibration_error(served[0], image_labels, 10)
@@ -103,9 +114,10 @@ def test_image_maps_are_cross_fitted_blind_to_their_test_rows_and_the_refit_take
 
     def fit(p):
         return fit_image_calibration(p, labels, images, halves, hidden, "mean_log_probability",
-                                     "temperature")
+                                     "temperature", check=CHECK)
 
     calibration = fit(members)
+    assert calibration.kept.all()
     assert not np.allclose(calibration.scale[0], calibration.scale[1])
     scrambled = members.copy()
     scrambled[:, 1000:] = scrambled[:, 1000:][:, ::-1]  # member 0's test rows
@@ -115,6 +127,157 @@ def test_image_maps_are_cross_fitted_blind_to_their_test_rows_and_the_refit_take
     final = calibration.median(3)
     assert final.scale.shape == (3, 3)
     assert np.allclose(final.scale, np.median(calibration.scale, axis=0))
+
+
+def calibrated_images(images, patches=10, classes=5, signal=1.0, seed=0):
+    """Image probabilities that are exact posteriors (each label drawn from its image's
+    probabilities), carried by every patch of the image: the raw mean of the patch
+    probabilities is calibrated, and no map can improve it."""
+    rng = np.random.default_rng(seed)
+    p = softmax(rng.normal(0, signal, (images, classes)), axis=1)
+    y = np.array([rng.choice(classes, p=row) for row in p])
+    return (np.repeat(p, patches, axis=0)[None], np.repeat(y, patches),
+            np.repeat(np.arange(images).astype(str), patches))
+
+
+def one_group(probs, labels, images, check=CHECK, units=None):
+    """The image calibration of one member from its own validation images, its solves on one
+    thread as in a run (``library_threads``)."""
+    with library_threads(1):
+        return fit_image_calibration(probs, labels, images, [np.arange(len(labels))],
+                                     [np.zeros(len(labels), bool)], CALIBRATION.pooling,
+                                     CALIBRATION.calibrator, check=check, units=units)
+
+
+def log_loss_of(probs, labels):
+    return float(-np.log(probs[np.arange(len(labels)), labels]).mean())
+
+
+def test_a_harmful_map_fitted_on_too_few_images_is_rejected_for_the_raw_probabilities():
+    """Calibrated raw probabilities, a temperature fitted on 12 images: on fresh images it
+    makes them worse; held out within those 12 images it does not beat them, so the member
+    serves the raw probabilities (the mean of its patches')."""
+    fresh, fresh_labels, fresh_images = calibrated_images(3000, seed=100)
+    truth, raw = fresh_labels[::10], fresh[0][::10]
+    probs, labels, images = calibrated_images(12, seed=0)
+    scale, bias = _fit_map(pool_images(probs, images, CALIBRATION.pooling)[1][0], labels[::10],
+                           CALIBRATION.calibrator)
+    harmful = softmax(scale * pool_images(fresh, fresh_images, CALIBRATION.pooling)[1][0]
+                      + bias, axis=1)
+    # the map those 12 images give sharpens calibrated probabilities (T = 0.67): harmful
+    assert 1 / scale[0] < 0.8
+    assert expected_calibration_error(harmful, truth, 10) > \
+        expected_calibration_error(raw, truth, 10) + 0.05
+    assert log_loss_of(harmful, truth) > log_loss_of(raw, truth) + 0.03
+    calibration = one_group(probs, labels, images)
+    assert not calibration.kept[0]
+    assert calibration.loss_map[0] > calibration.loss_raw[0]  # the held-out evidence
+    assert (calibration.scale == 1).all() and (calibration.bias == 0).all()
+    names, served = calibration.apply(fresh, fresh_images)
+    np.testing.assert_allclose(served[0], raw, rtol=1e-6)  # the raw mean of the patches
+    assert calibration.describe() == ("kept the raw probabilities (mean of the patch "
+                                      "probabilities): the fitted image temperature did not "
+                                      "improve held-out log-loss")
+    # over many draws of 12 images: most maps are rejected, and what is served is better
+    # on fresh images than every fitted map would be
+    kept, served_loss, mapped_loss = 0, [], []
+    for seed in range(1, 21):
+        probs, labels, images = calibrated_images(12, seed=seed)
+        checked = one_group(probs, labels, images)
+        always = one_group(probs, labels, images, MapCheck(CHECK.folds, -np.inf, 0.0))
+        kept += int(checked.kept[0])
+        served_loss.append(log_loss_of(checked.apply(fresh, fresh_images)[1][0], truth))
+        mapped_loss.append(log_loss_of(always.apply(fresh, fresh_images)[1][0], truth))
+    assert kept <= 2
+    assert np.mean(served_loss) < np.mean(mapped_loss) - 0.01
+
+
+def test_maps_that_help_on_informative_images_are_kept():
+    """Under-confident raw image probabilities (correlated patches, mean of probabilities) on
+    40 validation images: the map beats them held out in nearly every draw, and what is
+    served beats the raw probabilities on fresh images."""
+    fresh, fresh_labels, fresh_images = correlated_patches(1000, seed=100)
+    truth = fresh_labels[::40]
+    raw = log_loss_of(fresh[0].reshape(1000, 40, 3).mean(1), truth)
+    kept, served = 0, []
+    for seed in range(10):
+        calibration = one_group(*correlated_patches(40, seed=seed))
+        kept += int(calibration.kept[0])
+        served.append(log_loss_of(calibration.apply(fresh, fresh_images)[1][0], truth))
+    assert kept >= 8
+    assert np.mean(served) < raw - 0.1
+
+
+def test_the_check_holds_out_whole_samples_and_deals_them_by_label(monkeypatch):
+    """The cross-fit parts: every sample's images in one part, each part holding every label
+    (as many samples per label as parts), each map fitted on the other parts only, and one
+    last fit on every image for the map served."""
+    probs, labels, images = correlated_patches(60, patches=4, seed=3)
+    # 30 samples of two images each; labels per sample
+    labels = np.repeat(np.arange(30) % 3, 8)
+    units = np.repeat(np.arange(30).astype(str), 8)
+    fits = []
+    monkeypatch.setattr(calibration_module, "_fit_map", lambda scores, targets, calibrator: (
+        fits.append((scores.copy(), targets.copy())) or _fit_map(scores, targets, calibrator)))
+    calibration = one_group(probs, labels, images, units=units)
+    per_image_scores = pool_images(probs, images, CALIBRATION.pooling)[1][0]
+    sample_of = units[::4]
+    folds = CHECK.folds
+    checks = fits[:folds] if calibration.kept[0] else fits
+    assert len(checks) == folds and len(fits) == folds + int(calibration.kept[0])
+    held_out = []
+    for scores, _ in checks:
+        fitted = {sample_of[np.flatnonzero((per_image_scores == row).all(1))[0]]
+                  for row in scores}
+        rest = set(sample_of) - fitted
+        assert len(rest) == 30 // folds and len(scores) == 2 * (30 - len(rest))
+        assert {int(s) % 3 for s in rest} == {0, 1, 2}  # every label held out in every part
+        held_out.append(rest)
+    assert set().union(*held_out) == set(sample_of)  # every sample held out once
+    if calibration.kept[0]:
+        assert len(fits[-1][0]) == 60
+
+
+def test_a_refit_keeps_the_median_map_only_where_most_members_kept_theirs():
+    scale = np.array([[0.5] * 3, [0.7] * 3, [0.9] * 3, [1.0] * 3])
+    bias = np.zeros((4, 3))
+    mostly = ImageCalibration("mean_log_probability", "temperature", scale, bias,
+                              np.array([True, True, False, True]))
+    final = mostly.median(2)
+    assert final.kept.all() and np.allclose(final.scale, 0.7)  # median of 0.5, 0.7, 1.0
+    half = ImageCalibration("mean_log_probability", "temperature", scale, bias,
+                            np.array([True, False, False, True]))
+    raw = half.median(2)
+    assert not raw.kept.any() and (raw.scale == 1).all() and (raw.bias == 0).all()
+    assert "2 of 4 members" in half.describe()
+    assert mostly.describe().startswith("image temperature on the mean log probability of "
+                                        "the patches for 3 of 4 members")
+    # served per member: the map where kept, the raw mean of the patch probabilities where not
+    probs, _, images = correlated_patches(5, patches=4)
+    members = np.repeat(probs, 4, axis=0)
+    _, served = half.apply(members, images)
+    means = probs[0].reshape(5, 4, 3).mean(1)
+    np.testing.assert_allclose(served[1], means, rtol=1e-6)
+    np.testing.assert_allclose(served[2], means, rtol=1e-6)
+    assert not np.allclose(served[0], means)
+    np.testing.assert_allclose(served[0], softmax(0.5 * pool_images(
+        probs, images, "mean_log_probability")[1][0], axis=1))
+
+
+def test_the_calibration_record_round_trips_and_an_older_one_keeps_every_map():
+    probs, labels, images = correlated_patches(40, seed=0)
+    calibration = one_group(probs, labels, images)
+    record = calibration.as_dict()
+    assert set(record) == {"pooling", "calibrator", "scale", "bias", "kept",
+                           "heldout_log_loss_raw", "heldout_log_loss_map",
+                           "heldout_gain_error"}
+    again = ImageCalibration.from_dict(json.loads(json.dumps(record)))
+    np.testing.assert_array_equal(again.kept, calibration.kept)
+    np.testing.assert_allclose(again.loss_raw, calibration.loss_raw)
+    refit = ImageCalibration.from_dict(json.loads(json.dumps(calibration.median(2).as_dict())))
+    assert refit.as_dict()["heldout_log_loss_raw"] == [None, None]  # no check of its own
+    older = {k: record[k] for k in ("pooling", "calibrator", "scale", "bias")}
+    assert ImageCalibration.from_dict(older).kept.all()
 
 
 def test_calibration_block_reports_three_levels_with_intervals():
@@ -196,11 +359,18 @@ def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
     cal = metrics["calibration"]
     for level in ("patch", "image", "sample"):
         assert {"ece_raw", "ece_calibrated", "ece_calibrated_interval"} <= set(cal[level])
-    assert cal["served"].startswith("image temperature") and cal["bootstrap"]["unit"] == "sample"
+    assert cal["bootstrap"]["unit"] == "sample"
     [temps] = metrics["training"]["temperatures"]
     assert len(temps) == 6 and all(0.05 <= t <= 20 for t in temps)
     [image] = metrics["training"]["image_calibration"]
     assert np.asarray(image["scale"]).shape == (6, 3)
+    # per fold (its two seeds alike) the map or the raw probabilities, by held-out log-loss
+    kept = np.asarray(image["kept"])
+    gain = np.subtract(image["heldout_log_loss_raw"], image["heldout_log_loss_map"])
+    needed = CHECK.min_gain + CHECK.standard_errors * np.asarray(image["heldout_gain_error"])
+    assert (kept == (gain > needed)).all() and (kept[::2] == kept[1::2]).all()
+    assert (np.asarray(image["scale"])[~kept] == 1).all()
+    assert cal["served"] == ImageCalibration.from_dict(image).describe()
     assert (tmp_path / "figures" / "reliability.png").stat().st_size > 0
     report = (tmp_path / "report.md").read_text()
     assert "Image level (what `sinterlab-predict` serves): ECE" in report
@@ -234,12 +404,12 @@ def test_predict_serves_the_image_calibration_of_the_final_model(make_cfg, tiny_
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     final = metrics["selection"]["final"]
     members = metrics["training"]["image_calibration"][0]
-    assert final["image_calibration"][0]["scale"] == [
-        np.median(members["scale"], axis=0).tolist()]
+    assert final["image_calibration"][0]["scale"] == [refit_scale(members)]
+    served = ImageCalibration.from_dict(final["image_calibration"][0]).describe()
     cfg = predict_config(tmp_path)
     cfg.images = [str(p) for p in sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:3]]
     table, _ = predict(cfg)
-    assert table["burst_count_calibration"].str.startswith("image temperature").all()
+    assert table["burst_count_calibration"].eq(served).all()
     # the conformal set holds the predicted level; numbers are ordered: a range, in BC
     for level, members in zip(table["burst_count"], table["burst_count_set"], strict=True):
         low, _, high = members.removesuffix(" BC").partition("–")

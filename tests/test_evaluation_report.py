@@ -95,6 +95,45 @@ def test_one_table_names_each_model_for_the_report_and_the_console():
     assert interval(None) == "—" and interval(None, missing="n/a") == "n/a"
 
 
+def test_the_calibration_section_says_per_fold_whether_the_map_or_the_raw_is_served(
+        trained_run, tmp_path):
+    """The run's calibration record beside each checkpoint and in metrics.json holds, per
+    member, whether its fitted map beat the raw probabilities held out; the report shows the
+    served ECE with the raw beside it and each fold's choice with the log-losses that made it."""
+    from sinterlab.models.calibration import load_image_calibration
+
+    metrics = metrics_of(trained_run)
+    [image] = metrics["training"]["image_calibration"]
+    saved = load_image_calibration(trained_run / metrics["training"]["checkpoint"])[0]
+    assert saved.kept.tolist() == image["kept"] and len(image["kept"]) == 3  # 3 folds x 1 seed
+    for kept, raw, fitted, error in zip(image["kept"], image["heldout_log_loss_raw"],
+                                        image["heldout_log_loss_map"],
+                                        image["heldout_gain_error"], strict=True):
+        assert kept == (raw - fitted > 0.0 + 1.0 * error)  # evaluation.calibration.check
+    assert metrics["calibration"]["served"] == saved.describe()
+    md = (trained_run / "report.md").read_text()
+    section = md.split("## How far to trust a probability", 1)[1].split("\n## ", 1)[0]
+    cal = metrics["calibration"]["image"]
+    # a random-init backbone on 24 images: no fold's map beats the raw probabilities, so the
+    # served image probabilities are the raw ones
+    assert not any(image["kept"]) and cal["ece_calibrated"] == pytest.approx(cal["ece_raw"])
+    assert f"ECE {cal['ece_calibrated']:.3f} [" in section
+    assert f"raw {cal['ece_raw']:.3f} [" in section
+    for fold, (kept, raw, fitted, error) in enumerate(zip(
+            image["kept"], image["heldout_log_loss_raw"], image["heldout_log_loss_map"],
+            image["heldout_gain_error"], strict=True)):
+        choice = "its map" if kept else "raw"
+        assert (f"fold {fold}: {choice} ({fitted:.3f} vs {raw:.3f}, gain {raw - fitted:.3f} "
+                f"± {error:.3f})") in section
+    # the same record with every map rejected, then every map kept
+    for kept, choice in ((False, "raw"), (True, "its map")):
+        edited = copy.deepcopy(metrics)
+        edited["training"]["image_calibration"][0]["kept"] = [kept] * 3
+        md, _ = write_report(tmp_path, edited)
+        section = md.read_text().split("## How far to trust a probability", 1)[1]
+        assert all(f"fold {fold}: {choice} (" in section for fold in range(3))
+
+
 def test_html_is_rendered_from_the_markdown_with_figures_embedded(trained_run):
     page = (trained_run / "report.html").read_text()
     assert "<table>" in page and "<h2>Headline</h2>" in page

@@ -17,14 +17,14 @@ from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.evaluation.metrics import first_rows
 from sinterlab.explain.write import explain_images
 from sinterlab.models import linear
-from sinterlab.models.calibration import fit_image_calibration
+from sinterlab.models.calibration import ImageCalibration, MapCheck, fit_image_calibration
 from sinterlab.models.linear import LinearEnsemble, LinearModel, fit_linear
 from sinterlab.predict import load_run_model, predict
 from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.selection import select_model
 from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
-from tests.conftest import FAST, compose_train, predict_config
+from tests.conftest import FAST, compose_train, predict_config, refit_scale
 
 #: the affine candidates and the heads (the other scikit-learn candidates: tests/test_candidates.py)
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2",
@@ -199,7 +199,9 @@ def test_auto_picks_a_linear_model_whose_served_loss_is_near_the_best(wide_dm,
         raw = m.predict_members(calib.x, images=calib_images, calibrated=False)[0]
         fitted_map = fit_image_calibration(raw, labels, calib_images, [np.arange(len(labels))],
                                            [np.zeros(len(labels), bool)], calibration.pooling,
-                                           calibration.calibrator)
+                                           calibration.calibrator,
+                                           check=MapCheck.from_config(calibration),
+                                           units=calib.patches[SAMPLE].to_numpy())
         names, served = fitted_map.apply(
             m.predict_members(fresh.x, images=images, calibrated=False)[0], images)
         truth = labels[first_rows(images)]
@@ -237,11 +239,13 @@ def test_sklearn_final_model_is_served_by_predict_and_explain(make_cfg, tiny_des
     assert table["error"].eq("").all()
     # served calibrated per image like a head: each fold's map fitted on the other folds'
     # out-of-fold images, the final model the median of its candidate's fold maps
-    assert table["burst_count_calibration"].str.startswith("image temperature").all()
-    assert metrics["calibration"]["served"].startswith("image temperature")
-    scales = metrics["training"]["image_calibration"][0]["scale"]
-    assert final["image_calibration"][0]["scale"] == [np.median(scales, axis=0).tolist()]
-    assert len(scales) == 3  # one map per fold
+    # (each fold's map kept only where it beat the raw probabilities held out)
+    served = ImageCalibration.from_dict(final["image_calibration"][0]).describe()
+    assert table["burst_count_calibration"].eq(served).all()
+    members = metrics["training"]["image_calibration"][0]
+    assert metrics["calibration"]["served"] == ImageCalibration.from_dict(members).describe()
+    assert final["image_calibration"][0]["scale"] == [refit_scale(members)]
+    assert len(members["scale"]) == len(members["kept"]) == 3  # one map per fold
     grid, written, bad = explain_images(model, images[:1], tmp_path / "maps", cam_patches=2,
                                         progress=False)
     assert not bad and len(grid) > 1 and {p.suffix for p in written} == {".png", ".csv"}

@@ -50,19 +50,23 @@ def test_small_torch_solves_take_the_library_cap_inside_a_run_only(monkeypatch):
         probs = rng.dirichlet(np.ones(3), size=(1, 60))
         labels, images = rng.integers(0, 3, 60), np.arange(60) // 3
         rows, hidden = [np.arange(60)], [np.zeros(60, bool)]
+        # every map kept (min_gain -inf), so the served map is fitted too
+        check = calibration.MapCheck(folds=3, min_gain=-np.inf, standard_errors=0.0)
         free = calibration.fit_image_calibration(probs, labels, images, rows, hidden,
-                                                 "mean_log_probability", "vector")
+                                                 "mean_log_probability", "vector", check=check)
         with library_threads(1):
             capped = calibration.fit_image_calibration(probs, labels, images, rows, hidden,
-                                                       "mean_log_probability", "vector")
+                                                       "mean_log_probability", "vector",
+                                                       check=check)
         np.testing.assert_array_equal(free.scale, capped.scale)
         np.testing.assert_array_equal(free.bias, capped.bias)
+        np.testing.assert_array_equal(free.loss_map, capped.loss_map)
         fit_map, threads = calibration._fit_map, []
         monkeypatch.setattr(calibration, "_fit_map", lambda *a: threads.append(
             torch.get_num_threads()) or fit_map(*a))
         with library_threads(1):
             calibration.fit_image_calibration(probs, labels, images, rows, hidden,
-                                              "mean_log_probability", "vector")
-        assert threads == [1]
+                                              "mean_log_probability", "vector", check=check)
+        assert threads == [1] * 4  # the three held-out checks and the served map
     finally:
         torch.set_num_threads(torch_before)

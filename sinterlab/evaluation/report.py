@@ -416,8 +416,9 @@ def _calibration(m: RunMetrics) -> list[str]:
     return ["## How far to trust a probability\n",
             f"**Image level (what `sinterlab-predict` serves): ECE "
             f"{_ece(cal.image, 'calibrated')}, raw {_ece(cal.image, 'raw')}.** Served per image: "
-            f"{cal.served}, cross-fitted on the validation images of every fold but those of the "
-            "member's own test groups, averaged over the members. "
+            f"{cal.served}, averaged over the members; each member's map is fitted on the "
+            "validation images of every fold but those of its own test groups (cross-fitted)."
+            f"{_map_choice(m)} "
             f"Expected calibration error of the out-of-fold probabilities (top label, "
             f"{cal.bins} bins); {cal.confidence:.0%} intervals from "
             f"{cal.bootstrap.n} bootstrap resamples of {cal.bootstrap.unit}s. "
@@ -425,6 +426,37 @@ def _calibration(m: RunMetrics) -> list[str]:
             "Calibrated: per image the served probability, per sample the mean of its images'."
             f"{spread}{changed}\n",
             _table(["level", "n", "ECE raw", "ECE calibrated"], rows), *_sets(cal.sets)]
+
+
+def _map_choice(m: RunMetrics) -> str:
+    """Per fold, whether its fitted image map or the raw probabilities are served, with the
+    held-out log-losses that decided, and what the final model of model=auto serves."""
+    first = (m.training.image_calibration or [None])[0] if m.training else None
+    if not first or not first.kept or not first.heldout_log_loss_raw:
+        return ""  # a run from before the check, or no calibrator to check
+    folds = [member.fold for member in m.training.members] or list(range(len(first.kept)))
+    errors = first.heldout_gain_error or [None] * len(first.kept)
+    choices = {}
+    for fold, kept, raw, fitted, error in zip(folds, first.kept, first.heldout_log_loss_raw,
+                                              first.heldout_log_loss_map, errors, strict=True):
+        if fold not in choices:
+            choices[fold] = (f"fold {fold}: " + ("its map" if kept else "raw") + (
+                "" if raw is None else f" ({number(fitted)} vs {number(raw)}, gain "
+                f"{number(raw - fitted)} ± {number(error)})"))
+    what = {"temperature": "temperature", "vector": "vector scaling"}.get(first.calibrator)
+    if what is None:
+        return ""
+    final = (m.selection.final.image_calibration or [None])[0] if m.selection else None
+    refit = "" if not final or final.kept is None else (
+        " The final model, refitted on every sample, serves "
+        + ("the median of the kept maps" if all(final.kept) else "the raw probabilities")
+        + f": {sum(first.kept)} of {len(first.kept)} CV members kept their map.")
+    return (f" The raw probabilities are always a candidate: a fold's fitted image {what} is "
+            "served only where, fitted on some samples of its calibration images and scored "
+            "on the others, it lowers their log-loss below the raw probabilities' by more than "
+            "the noise of that gain (`evaluation.calibration.check`; held-out log-loss per "
+            "image, map vs raw, and the gain ± its standard error over samples): "
+            f"{'; '.join(choices.values())}.{refit}")
 
 
 def _sets(sets: PredictionSetsCheck | None) -> list[str]:

@@ -300,6 +300,24 @@ class Calibration(ByLevel):
 
 # -- training and selection -----------------------------------------------------------------------
 @dataclass
+class ImageMap:
+    """One target's image calibration (:class:`~sinterlab.models.calibration.ImageCalibration`):
+    per member its map of pooled image scores (rows of ``scale`` and ``bias``), whether the
+    fitted map was kept over the raw probabilities, the held-out log-loss per image of both
+    that decided and the standard error of their difference (None: not checked; a run from
+    before the check kept every map)."""
+
+    pooling: str
+    calibrator: str
+    scale: list[list[float]]
+    bias: list[list[float]]
+    kept: list[bool] | None = None
+    heldout_log_loss_raw: list[float | None] | None = None
+    heldout_log_loss_map: list[float | None] | None = None
+    heldout_gain_error: list[float | None] | None = None
+
+
+@dataclass
 class Member:
     """One head of an ensemble: its fold, seed and best validation epoch."""
 
@@ -333,7 +351,7 @@ class Training:
     lr: float | None = None
     best_val_loss: float | None = None
     temperatures: list[list[float] | None] = field(default_factory=list)
-    image_calibration: list[dict[str, Any] | None] = field(default_factory=list)
+    image_calibration: list[ImageMap | None] = field(default_factory=list)
     s_per_epoch: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
@@ -370,7 +388,7 @@ class FinalModel:
     wall_s: float
     epochs: int | None = None
     temperatures: list[float | None] | None = None
-    image_calibration: list[dict[str, Any] | None] | None = None
+    image_calibration: list[ImageMap | None] | None = None
 
 
 @dataclass

@@ -13,8 +13,15 @@ validation *images* of the ensemble's members, never on a test group of the memb
 it. Only the members' probabilities are read, so any model whose members give class
 probabilities is calibrated the same way.
 
+The identity is always a candidate (:class:`MapCheck`): a member's fitted map is served only
+where, cross-fitted over the samples of the images it is fitted on, it beats the raw
+probabilities (the mean of the member's raw patch probabilities, as the report's "raw") by
+log-loss on images it was not fitted on. Otherwise the member serves the raw probabilities: a
+map fitted on a handful of validation images can make them worse (issue 44).
+
 Members without validation rows (the final refit of ``model=auto``) take the median of their
-candidate's CV members: temperature, or element-wise image scale and bias.
+candidate's CV members that kept their map (temperature, or element-wise image scale and
+bias) where most of them did, else the raw probabilities.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.special import softmax
+from scipy.special import log_softmax, softmax
 
 from sinterlab.atomic import write_json
 from sinterlab.errors import SinterlabError
@@ -90,6 +97,33 @@ POOLINGS = ("mean_probability", "mean_log_probability")
 CALIBRATORS = ("temperature", "vector", "none")
 #: log of a probability that underflowed to 0 in float32
 TINY = float(np.finfo(np.float32).tiny)
+#: the pooling of the raw probabilities, the identity candidate: softmax of the log of the mean
+#: patch probability is that mean
+RAW_POOLING = "mean_probability"
+
+
+@dataclass(frozen=True)
+class MapCheck:
+    """When a fitted map beats the raw probabilities: its images' samples are dealt into
+    ``folds`` parts (by label, so each part holds every label it can); the map fitted on the
+    other parts must lower the held-out parts' log-loss per image below the raw probabilities'
+    by more than ``min_gain`` (nats) plus ``standard_errors`` standard errors of that gain
+    (images of one sample are not independent: the error is over samples)."""
+
+    folds: int
+    min_gain: float
+    standard_errors: float
+
+    @classmethod
+    def from_config(cls, calibration) -> MapCheck:
+        """From ``evaluation.calibration``."""
+        check = calibration.check
+        return cls(int(check.folds), float(check.min_gain), float(check.standard_errors))
+
+    def keeps(self, gain: float, error: float) -> bool:
+        """Is a held-out ``gain`` (log-loss per image, raw minus map) with standard ``error``
+        enough to serve the map?"""
+        return bool(gain - self.standard_errors * error > self.min_gain)
 
 
 def pool_images(probs: np.ndarray, images: np.ndarray, pooling: str,
@@ -111,12 +145,30 @@ def pool_images(probs: np.ndarray, images: np.ndarray, pooling: str,
 @dataclass
 class ImageCalibration:
     """Per member (rows of ``scale`` and ``bias``, (M, C)), the map of its pooled image scores
-    to the probability served: ``softmax(scale * score + bias)``."""
+    to the probability served: ``softmax(scale * score + bias)``; a member whose fitted map
+    was not ``kept`` serves its raw probabilities (scale 1, bias 0 on the log of the mean
+    patch probability: that mean). ``loss_raw``, ``loss_map`` and ``gain_error``: per member,
+    the held-out log-loss per image of the raw probabilities and of the cross-fitted map that
+    decided, and the standard error of their difference (NaN where nothing was checked: no
+    calibrator, or a refit member)."""
 
     pooling: str
     calibrator: str
     scale: np.ndarray
     bias: np.ndarray
+    kept: np.ndarray | None = None
+    loss_raw: np.ndarray | None = None
+    loss_map: np.ndarray | None = None
+    gain_error: np.ndarray | None = None
+
+    def __post_init__(self):
+        members = len(self.scale)
+        # a calibration saved before the identity check: every member served its map
+        self.kept = np.ones(members, bool) if self.kept is None else np.asarray(self.kept, bool)
+        for name in ("loss_raw", "loss_map", "gain_error"):
+            value = getattr(self, name)
+            setattr(self, name, np.full(members, np.nan) if value is None else
+                    np.asarray([np.nan if v is None else v for v in value], dtype=float))
 
     def apply(self, probs: np.ndarray, images: np.ndarray,
               members: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -124,29 +176,55 @@ class ImageCalibration:
         calibrated image probabilities)."""
         members = slice(None) if members is None else members
         names, scores = pool_images(probs, images, self.pooling)
-        return names, softmax(self.scale[members, None] * scores + self.bias[members, None],
-                              axis=2)
+        served = softmax(self.scale[members, None] * scores + self.bias[members, None], axis=2)
+        raw = ~self.kept[members]
+        if raw.any():
+            served[raw] = softmax(pool_images(np.asarray(probs)[raw], images, RAW_POOLING)[1],
+                                  axis=2)
+        return names, served
 
     def median(self, members: int) -> ImageCalibration:
-        """The element-wise median member, for ``members`` members without validation rows."""
-        def repeat(a):
-            return np.repeat(np.median(a, axis=0, keepdims=True), members, axis=0)
-        return ImageCalibration(self.pooling, self.calibrator, repeat(self.scale),
-                                repeat(self.bias))
+        """For ``members`` members without validation rows: where more than half of these
+        members kept their map, the element-wise median of the kept maps; else the raw
+        probabilities."""
+        kept = 2 * int(self.kept.sum()) > len(self.kept)
+        if kept:
+            scale, bias = (np.median(a[self.kept], axis=0) for a in (self.scale, self.bias))
+        else:
+            scale, bias = np.ones(self.scale.shape[1]), np.zeros(self.scale.shape[1])
+        return ImageCalibration(self.pooling, self.calibrator,
+                                np.repeat(scale[None], members, axis=0),
+                                np.repeat(bias[None], members, axis=0),
+                                np.full(members, kept))
 
     def describe(self) -> str:
         what = {"temperature": "temperature", "vector": "vector scaling",
                 "none": "no calibrator"}[self.calibrator]
-        return f"image {what} on the {self.pooling.replace('_', ' ')} of the patches"
+        fitted = f"image {what} on the {self.pooling.replace('_', ' ')} of the patches"
+        kept, members = int(self.kept.sum()), len(self.kept)
+        if kept == members:
+            return fitted
+        raw = "the raw probabilities (mean of the patch probabilities)"
+        if not kept:
+            return f"kept {raw}: the fitted image {what} did not improve held-out log-loss"
+        return f"{fitted} for {kept} of {members} members; {raw} for the other " \
+               f"{members - kept}, whose fitted {what} did not improve held-out log-loss"
 
     def as_dict(self) -> dict:
+        def losses(a):
+            return [None if np.isnan(v) else float(v) for v in a]
         return {"pooling": self.pooling, "calibrator": self.calibrator,
-                "scale": self.scale.tolist(), "bias": self.bias.tolist()}
+                "scale": self.scale.tolist(), "bias": self.bias.tolist(),
+                "kept": self.kept.tolist(), "heldout_log_loss_raw": losses(self.loss_raw),
+                "heldout_log_loss_map": losses(self.loss_map),
+                "heldout_gain_error": losses(self.gain_error)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageCalibration:
         return cls(d["pooling"], d["calibrator"], np.asarray(d["scale"], dtype=float),
-                   np.asarray(d["bias"], dtype=float))
+                   np.asarray(d["bias"], dtype=float), d.get("kept"),
+                   d.get("heldout_log_loss_raw"), d.get("heldout_log_loss_map"),
+                   d.get("heldout_gain_error"))
 
 
 def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
@@ -184,12 +262,47 @@ def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
     return params[0].detach().numpy(), params[1].detach().numpy()
 
 
+def _log_losses(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, the cross-entropy of softmax(scores) against ``labels``."""
+    return -log_softmax(scores, axis=1)[np.arange(len(labels)), labels]
+
+
+def _check_map(scores: np.ndarray, raw: np.ndarray, labels: np.ndarray, units: np.ndarray,
+               calibrator: str, check: MapCheck) -> tuple[bool, float, float, float]:
+    """Does a map fitted on the pooled image ``scores`` beat the ``raw`` log-probabilities on
+    images it was not fitted on? Cross-fitted over ``units`` (each image's sample, kept in one
+    part), dealt in label order into ``check.folds`` parts. Returns (kept, held-out log-loss per
+    image of the raw probabilities, of the map, the standard error of their difference over
+    units); fewer than two units: nothing to hold out, the raw probabilities are kept."""
+    names, codes = np.unique(units, return_inverse=True)
+    if len(names) < 2:
+        return False, np.nan, np.nan, np.nan
+    first = np.unique(codes, return_index=True)[1]
+    part_of = np.empty(len(names), int)
+    part_of[np.lexsort((names, labels[first]))] = np.arange(len(names)) % check.folds
+    part = part_of[codes]
+    loss_map, loss_raw = np.zeros(len(labels)), np.zeros(len(labels))
+    for p in np.unique(part):
+        held = part == p
+        scale, bias = _fit_map(scores[~held], labels[~held], calibrator)
+        loss_map[held] = _log_losses(scale * scores[held] + bias, labels[held])
+        loss_raw[held] = _log_losses(raw[held], labels[held])
+    # the mean gain per image is a sum over units: its error from the spread of the units' sums
+    per_unit = np.bincount(codes, weights=loss_raw - loss_map)
+    error = float(np.sqrt(len(names)) * per_unit.std(ddof=1) / len(labels))
+    gain = float(loss_raw.mean() - loss_map.mean())
+    return check.keeps(gain, error), float(loss_raw.mean()), float(loss_map.mean()), error
+
+
 @small_torch
 def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndarray,
                           member_rows: list[np.ndarray], hidden: list[np.ndarray],
-                          pooling: str, calibrator: str,
-                          pools: np.ndarray | None = None) -> ImageCalibration:
-    """Cross-fitted maps of (M, N, C) raw member probabilities (``labels`` per row).
+                          pooling: str, calibrator: str, pools: np.ndarray | None = None, *,
+                          check: MapCheck, units: np.ndarray | None = None,
+                          ) -> ImageCalibration:
+    """Cross-fitted maps of (M, N, C) raw member probabilities (``labels`` per row), each kept
+    only where it beats the raw probabilities (``check``, over ``units``: each row's sample;
+    default its image).
 
     Member m's map is fitted on the validation images of every member (``member_rows``: each
     member's own validation rows, pooled per image with its own probabilities) less the rows
@@ -197,39 +310,54 @@ def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndar
     a handful of samples, too few to fit even one temperature reliably; all folds' are many,
     and none of them is a test group of the member that uses the map. ``pools`` (M, M): which
     members' outputs may enter member m's map (default all); model selection's inner members
-    take only those of their own outer fold, whose training never read its test rows.
+    take only those of their own outer fold, whose training never read its test rows. The
+    same images decide whether the map is kept: fitted on some of their samples, scored on the
+    others.
     """
-    fitted: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
-    scale, bias = [], []
+    fitted: dict[bytes, tuple] = {}
     members = len(member_rows)
     pools = np.ones((members, members), bool) if pools is None else np.asarray(pools, bool)
+    units = np.asarray(images if units is None else units).astype(str)
+    out = []
     for m in range(members):
         key = np.asarray(hidden[m], dtype=bool).tobytes() + pools[m].tobytes()
         if key not in fitted:
-            scores, targets = [np.zeros((0, probs.shape[2]))], [np.zeros(0, int)]
+            c = probs.shape[2]
+            scores, raw = [np.zeros((0, c))], [np.zeros((0, c))]
+            targets, groups = [np.zeros(0, int)], [np.zeros(0, str)]
             for k, rows in enumerate(member_rows):
                 if not pools[m, k]:
                     continue
                 rows = rows[~hidden[m][rows]]
-                codes = pd.factorize(np.asarray(images[rows]).astype(str))[0]
+                first = np.unique(pd.factorize(np.asarray(images[rows]).astype(str))[0],
+                                  return_index=True)[1]
                 scores.append(pool_images(probs[k:k + 1, rows], images[rows], pooling)[1][0])
-                targets.append(labels[rows][np.unique(codes, return_index=True)[1]].astype(int))
-            fitted[key] = _fit_map(np.concatenate(scores), np.concatenate(targets), calibrator)
-        scale.append(fitted[key][0])
-        bias.append(fitted[key][1])
-    return ImageCalibration(pooling, calibrator, np.stack(scale), np.stack(bias))
+                raw.append(pool_images(probs[k:k + 1, rows], images[rows], RAW_POOLING)[1][0])
+                targets.append(labels[rows][first].astype(int))
+                groups.append(units[rows][first])
+            scores, raw, targets, groups = map(np.concatenate, (scores, raw, targets, groups))
+            checked = (True, np.nan, np.nan, np.nan) if calibrator == "none" else \
+                _check_map(scores, raw, targets, groups, calibrator, check)
+            scale, bias = _fit_map(scores, targets, calibrator) if checked[0] else \
+                (np.ones(c), np.zeros(c))
+            fitted[key] = (scale, bias, *checked)
+        out.append(fitted[key])
+    return ImageCalibration(pooling, calibrator,
+                            *(np.asarray(a) for a in zip(*out, strict=True)))
 
 
 def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
                            images: np.ndarray, val_rows: list[np.ndarray],
                            test_rows: list[np.ndarray], pooling: str,
                            calibrator: str, pools: np.ndarray | None = None,
-                           measures: np.ndarray | None = None,
+                           measures: np.ndarray | None = None, *, check: MapCheck,
+                           units: np.ndarray | None = None,
                            ) -> list[ImageCalibration | None]:
     """Per target of ``head`` (any candidate; ``measures``: each row's image's measures, for
     one that reads them), its members' cross-fitted
     image calibration from their groups' ``val_rows``, each member's map blind to its group's
-    ``test_rows`` (None for regression). An ensemble without validation rows (scikit-learn)
+    ``test_rows`` and kept only where it beats the raw probabilities (``check``, over ``units``:
+    each row's sample) (None for regression). An ensemble without validation rows (scikit-learn)
     passes its test rows as both: member f's map is then fitted on the out-of-fold images of
     the other folds' members, never on an image of its own test groups. ``pools`` (G, G):
     which groups may calibrate which (see :func:`fit_image_calibration`)."""
@@ -245,7 +373,8 @@ def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
     if pools is not None:
         pools = np.repeat(np.repeat(np.asarray(pools, bool), per_group, axis=0), per_group, axis=1)
     return [fit_image_calibration(out, y[used, i].numpy(), images[used], member_rows, hidden,
-                                  pooling, calibrator, pools)
+                                  pooling, calibrator, pools, check=check,
+                                  units=None if units is None else np.asarray(units)[used])
             if t["kind"] == "classification" else None
             for i, (t, out) in enumerate(zip(head.targets, outputs, strict=True))]
 
@@ -270,6 +399,11 @@ class CalibrationRecord:
     calibrator: Literal[CALIBRATORS]  # type: ignore[valid-type]
     scale: list[list[float]]
     bias: list[list[float]]
+    #: per member: whether its map was served (a file from before the check: every member's)
+    kept: list[bool] | None = None
+    heldout_log_loss_raw: list[float | None] | None = None
+    heldout_log_loss_map: list[float | None] | None = None
+    heldout_gain_error: list[float | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ from sklearn.preprocessing import StandardScaler
 
 from sinterlab.atomic import writing
 from sinterlab.console import on_terminal
-from sinterlab.data.descriptor import IMAGE
+from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import first_rows
 from sinterlab.models.calibration import (
     ImageCalibration,
+    MapCheck,
     fit_temperatures,
     head_image_calibration,
     save_image_calibration,
@@ -230,7 +231,9 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
         images = head_image_calibration(head, dm.x, dm.y, dm.patches[IMAGE].to_numpy(),
                                         folds.rows("val"), unseen_rows(assignment),
                                         calibration.pooling, calibration.calibrator,
-                                        calibration_pools(assignment))
+                                        calibration_pools(assignment),
+                                        check=MapCheck.from_config(calibration),
+                                        units=dm.patches[SAMPLE].to_numpy())
     else:
         if temperatures is not None:
             set_temperatures(head, temperatures)
@@ -367,7 +370,9 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
                                             test_rows, unseen_rows(assignment),
                                             calibration.pooling, calibration.calibrator,
                                             calibration_pools(assignment),
-                                            view.measures if ensemble.reads_measures else None)
+                                            view.measures if ensemble.reads_measures else None,
+                                            check=MapCheck.from_config(calibration),
+                                            units=dm.patches[SAMPLE].to_numpy())
         else:
             images = [c and c.median(ensemble.members) for c in image_calibration or
                       [None] * len(view.targets)]
