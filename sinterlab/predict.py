@@ -45,7 +45,7 @@ from sinterlab.data.descriptor import (
 )
 from sinterlab.data.images import image_warnings
 from sinterlab.data.metadata import FIELDS, PROBLEM, read_metadata
-from sinterlab.data.preprocess import read_and_locate
+from sinterlab.data.preprocess import read_and_locate as read_with_crop_box
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.reliability import prediction_sets, set_label
@@ -369,7 +369,7 @@ def image_checks(path: Path, preprocess) -> list[str]:
     """What makes a micrograph suspect (blank or constant, mostly saturated, one page of
     several): the checks training applies, for every image predict serves (cached or not)."""
     try:
-        image, box = read_and_locate(path, preprocess)
+        image, box = read_with_crop_box(path, preprocess)
     except SinterlabError:
         return []  # its embedding was made: a read problem is named where it arises
     found = image_warnings(path, box.apply(image), preprocess.get("checks"))
