@@ -251,10 +251,10 @@ def test_report_section_figure_and_console_line(curve_run):
     assert "sk_logreg_image C=1.0" in text and "PCA + logistic/ridge, more samples" in text
     assert "image accuracy 0.8:" in text
     assert "A permutation test against chance reaches p < 0.05" in text
-    assert vc["sentence"][1:] in text
+    assert vc.sentence[1:] in text
     line = console_line(record, vc)
     assert line.startswith("how much data: image accuracy") and "2x samples (24 per class)" in line
-    assert vc["advice"] in line
+    assert vc.advice in line
     fig = learning_curve_figure(record, "BC", chance=1 / 3)
     axes = fig.axes
     assert [a.get_title() for a in axes] == ["more samples", "more patches",

@@ -88,7 +88,7 @@ def how_much_data_section(lc: Mapping | None, vc: Mapping | None, target: Target
     unit = (target.error_unit if target.ordered else "") or target.unit or ""
     out = ["## How much data\n"]
     if vc:
-        out.append(f"**{vc['sentence'][0].upper()}{vc['sentence'][1:]}.**\n")
+        out.append(f"**{vc.sentence[0].upper()}{vc.sentence[1:]}.**\n")
     if not lc:
         out.append("Learning curves: off (`evaluation.learning_curve.enabled=true` trains the "
                    "served model again on subsets of each fold's training data and projects "
@@ -132,18 +132,18 @@ def how_much_data_section(lc: Mapping | None, vc: Mapping | None, target: Target
         out.append(f"Learning curves took {number(lc['wall_s'], 1)} s.\n")
     if vc:
         rows = [[name.replace("_", " "),
-                 number(vc["components"][name]["value"], 4, missing="not estimable"),
-                 interval(vc["shares"][name], missing="not estimable")]
-                for name in vc["components"]]
-        out.append(f"Variance components of the out-of-fold {vc['output']} of the "
-                   f"{long_name(vc['model'])}, per patch, within each class (nested ANOVA; "
+                 number(vc.components[name].value, 4, missing="not estimable"),
+                 interval(vc.shares[name], missing="not estimable")]
+                for name in vc.components]
+        out.append(f"Variance components of the out-of-fold {vc.output} of the "
+                   f"{long_name(vc.model)}, per patch, within each class (nested ANOVA; "
                    "intervals from "
-                   f"{vc['bootstrap']['n']} bootstrap draws of samples within their class)"
-                   + (f"; {vc['note']}" if vc.get("note") else "") + ":\n")
+                   f"{vc.bootstrap.n} bootstrap draws of samples within their class)"
+                   + (f"; {vc.note}" if vc.note else "") + ":\n")
         out.append("| component | variance | share of a sample's reading noise |\n|---|---|---|\n"
                    + "".join("| " + " | ".join(r) + " |\n" for r in rows))
-        if vc.get("figure"):
-            out.append(f"![variance components]({vc['figure']})\n")
+        if vc.figure:
+            out.append(f"![variance components]({vc.figure})\n")
     return out
 
 
@@ -163,5 +163,5 @@ def console_line(lc: Mapping | None, vc: Mapping | None) -> str | None:
             else:
                 parts.append(f"{proj['multiplier']:g}x {AXIS_WORDS[axis]} {proj['value']:.3f}")
     if vc:
-        parts.append(vc["advice"])
+        parts.append(vc.advice)
     return "how much data: " + "; ".join(parts) if parts else None

@@ -20,6 +20,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_curve 
 from sinterlab.atomic import write_with  # noqa: E402
 from sinterlab.evaluation.display import number  # noqa: E402
 from sinterlab.evaluation.metrics import classification_metrics, regression_metrics  # noqa: E402
+from sinterlab.evaluation.results import VarianceComponents  # noqa: E402
 
 
 def add_scale_bar(ax, pixel_nm: float | None) -> None:
@@ -401,25 +402,25 @@ def plot_learning_curves(record: dict, path, error_unit: str = "",
     return save_figure(learning_curve_figure(record, error_unit, chance), path)
 
 
-def variance_figure(record: dict, dpi: int = 120):
+def variance_figure(record: VarianceComponents, dpi: int = 120):
     """The variance components of a run's ``variance_components`` block as shares of a sample's
     reading noise, each with its interval. Returns the figure (not saved)."""
-    names = list(record["shares"])
+    names = list(record.shares)
     labels = [name.replace("_", " ") for name in names]
-    values = np.array([record["shares"][n]["value"] for n in names], dtype=float)
-    low = np.array([record["shares"][n]["low"] for n in names], dtype=float)
-    high = np.array([record["shares"][n]["high"] for n in names], dtype=float)
+    values = np.array([record.shares[n].value for n in names], dtype=float)
+    low = np.array([record.shares[n].low for n in names], dtype=float)
+    high = np.array([record.shares[n].high for n in names], dtype=float)
     fig, ax = plt.subplots(figsize=(6, 2.8), dpi=dpi)
     ax.barh(labels, values, xerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)],
             color=["C0", "C1", "C2"], capsize=4)
     ax.set_xlim(0, 1)
     ax.invert_yaxis()
-    ax.set_xlabel(f"share of a sample's reading noise ({record['images_per_sample']:g} images "
-                  f"of {record['patches_per_image']:g} patches)")
-    ax.set_title(f"Where the {record['output']} varies within a class", fontsize=10)
+    ax.set_xlabel(f"share of a sample's reading noise ({record.images_per_sample:g} images "
+                  f"of {record.patches_per_image:g} patches)")
+    ax.set_title(f"Where the {record.output} varies within a class", fontsize=10)
     ax.grid(True, axis="x", alpha=0.3)
     return fig
 
 
-def plot_variance_components(record: dict, path) -> Path:
+def plot_variance_components(record: VarianceComponents, path) -> Path:
     return save_figure(variance_figure(record), path)

@@ -538,6 +538,30 @@ class StageTime:
     wall_s: float | None
 
 
+@dataclass
+class VarianceComponents:
+    """Where the reported model's out-of-fold output varies within a class (nested ANOVA):
+    each component with its interval, its share of a sample's reading noise, what twice the
+    images, patches or samples would remove, and the sentence a process engineer acts on. A
+    component without replicates (one image per sample) is not estimable: NaN, never 0."""
+
+    model: str
+    output: str
+    images_per_sample: float
+    patches_per_image: float
+    components: dict[str, Interval]
+    shares: dict[str, Interval]
+    twice_images: float
+    twice_patches: float
+    twice_samples: float
+    bootstrap: Bootstrap
+    advice: str
+    sentence: str
+    note: str | None = None
+    #: the figure, relative to the run folder
+    figure: str | None = None
+
+
 # -- the blocks -----------------------------------------------------------------------------------
 @dataclass(kw_only=True)
 class ProtocolBlock:
@@ -552,7 +576,7 @@ class ProtocolBlock:
     calibration: Calibration | None = None
     selection: Selection | None = None
     learning_curve: dict[str, Any] | None = None
-    variance_components: dict[str, Any] | None = None
+    variance_components: VarianceComponents | None = None
 
     @property
     def reported(self) -> str:

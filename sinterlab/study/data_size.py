@@ -37,7 +37,7 @@ from sinterlab.evaluation.learning_curve import (
     size_grid,
 )
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value, first_rows
-from sinterlab.evaluation.results import ProtocolBlock
+from sinterlab.evaluation.results import ProtocolBlock, VarianceComponents, record_of
 from sinterlab.evaluation.statistics import LevelTables
 from sinterlab.evaluation.variance import (
     COMPONENTS,
@@ -511,7 +511,7 @@ def patch_scores(target, output: np.ndarray, y: np.ndarray) -> tuple[np.ndarray,
 
 
 def variance_block(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
-                   oof: ProtocolOutputs) -> dict:
+                   oof: ProtocolOutputs) -> VarianceComponents:
     """Variance components of the reported model's out-of-fold output per patch (within each
     class: between samples, between images of a sample, between patches of an image), their
     intervals (samples resampled within class) and the sentence."""
@@ -534,7 +534,8 @@ def variance_block(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
     noise_draws = [reading_noise(d, per_sample, per_image) for d in draws]
     known = [v for v in point.values() if v is not None]
     shared = (point["between_patches"] or 0.0) <= 1e-12 * max(sum(known), 1e-300)
-    return {"model": name, "output": scale, "images_per_sample": per_sample,
+    return record_of(VarianceComponents, {
+            "model": name, "output": scale, "images_per_sample": per_sample,
             "patches_per_image": per_image,
             "components": {c: percentile_cell([np.nan if d[c] is None else d[c]
                                                for d in draws],
@@ -552,4 +553,4 @@ def variance_block(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
                      "mean embedding)" if shared else None),
             "bootstrap": {"n": int(v.bootstrap), "unit": "sample, within its class"},
             "advice": advice(noise, float(v.worthwhile)),
-            "sentence": sentence(noise, float(v.worthwhile), per_sample, per_image)}
+            "sentence": sentence(noise, float(v.worthwhile), per_sample, per_image)})

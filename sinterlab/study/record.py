@@ -223,10 +223,15 @@ def data_size_figures(dm: SEMDataModule, block: ProtocolBlock, run_dir: Path,
                 curves, path, first.error_unit if first.ordered else first.unit, chance)),
             ("variance_components", variance, lambda path: plot_variance_components(
                 variance, path))):
-        if record and "skipped" not in record:
-            path = optional_stage(f"figure {name}", lambda d=draw, n=name: d(
-                run_dir / "figures" / f"{n}.png"), skipped)
-            record["figure"] = path and str(path.relative_to(run_dir))
+        if not record or isinstance(record, dict) and "skipped" in record:
+            continue
+        path = optional_stage(f"figure {name}", lambda d=draw, n=name: d(
+            run_dir / "figures" / f"{n}.png"), skipped)
+        figure = path and str(path.relative_to(run_dir))
+        if isinstance(record, dict):  # the learning curves: a dict until typed
+            record["figure"] = figure
+        else:
+            record.figure = figure
 
 
 def optional_stage(name: str, compute, skipped: dict[str, str]):
