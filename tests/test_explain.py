@@ -21,7 +21,7 @@ from sinterlab.explain.attribution import cam_layer_name
 from sinterlab.explain.maps import grid_maps
 from sinterlab.manifest import MANIFEST
 from sinterlab.predict import load_run_model
-from tests.conftest import FAST, run
+from tests.conftest import FAST, predict_config, run
 
 #: 50 vs 250 BC, enough patches and epochs for the tiny random backbone to tell them apart
 #: whole runs end to end: `make test-slow` (CI runs it after `make test`)
@@ -62,7 +62,7 @@ def half_and_half(tiny_descriptor, tmp_path_factory) -> Path:
 
 
 def model_of(run: Path):
-    return load_run_model(OmegaConf.create({"run": str(run), "features": None}))
+    return load_run_model(predict_config(run))
 
 
 def test_grid_covers_the_micrograph_to_its_edges():
@@ -146,8 +146,7 @@ def test_a_run_saved_before_backbone_targets_loads_the_same(two_class_run, tmp_p
     cfg.backbone.pop("_target_", None)
     OmegaConf.save(cfg, old / "config.yaml")
     requested = OmegaConf.load(Path(__file__).parents[1] / "conf/backbone/random_tiny.yaml")
-    older = load_run_model(OmegaConf.create({"run": str(old), "features": None,
-                                             "backbone": requested}))
+    older = load_run_model(predict_config(old, backbone=requested))
     new = model_of(two_class_run)
     assert older.backbone.describe() == new.backbone.describe()
     assert older.backbone.channels_last == new.backbone.channels_last

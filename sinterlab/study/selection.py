@@ -237,7 +237,8 @@ class Dimension:
 def dimensions(model: DictConfig) -> dict[str, Dimension]:
     """The candidate's searchable grid dimensions, by grid key (``search`` names a key by its
     last part: ``search.C`` for ``module.C``)."""
-    search = OmegaConf.to_container(model.get("search") or {}, resolve=True)
+    search = model.get("search")
+    search = OmegaConf.to_container(search, resolve=True) if search is not None else {}
     out = {}
     for key in model.get("grid") or {}:
         spec = search.get(key.split(".")[-1])
@@ -366,7 +367,8 @@ def extend(cfg: DictConfig, dm: SEMDataModule, inner: np.ndarray, run_dir: Path,
                for i, params in enumerate(added)]
         log.info("%s: best inner point on the edge of its grid; trying %s", new[0].candidate,
                  ", ".join(p.label for p in new))
-        score_inner(cfg, dm, inner, run_dir, kind, new, scoring, inner_seeds)
+        for point in new:  # each alone: its score never depends on which others joined it
+            score_inner(cfg, dm, inner, run_dir, kind, [point], scoring, inner_seeds)
         points.extend(new)
 
 
