@@ -276,6 +276,8 @@ TRAIN = {
     "model.selection.inner_folds": Number(integer=True, low=2),
     "model.selection.inner_seeds": SEEDS,
     "model.selection.max_extensions": NONNEGATIVE_COUNT,
+    "model.selection.ensemble.rounds": Number(integer=True, low=1),
+    "model.selection.ensemble.complexity": Number(integer=True, low=0),
     "split.fractions": Shares(("train", "val", "test")),
     "split.min_groups_per_class": COUNT,
     "split.min_class_groups": COUNT,

@@ -31,8 +31,8 @@ from sinterlab.errors import SinterlabError
 from sinterlab.typed import STRICT, from_data
 
 #: the manifest version this code writes (and the newest it reads); 2: ``files``; 3: ``kind``
-#: and ``measures``; 4: ``pixel_size_nm``
-SCHEMA = 4
+#: and ``measures``; 4: ``pixel_size_nm``; 5: ``blend``
+SCHEMA = 5
 #: the manifest's file name in a run folder
 MANIFEST = "manifest.json"
 #: feature runtime of a metrics.json that records none
@@ -141,6 +141,17 @@ class RunFile:
 
 
 @dataclass(frozen=True)
+class BlendMember:
+    """One member of a served weighted ensemble: its checkpoint, kind, name and weight."""
+
+    __pydantic_config__ = STRICT
+    checkpoint: RunPath
+    kind: Literal[KIND_NAMES]
+    model: str
+    weight: Annotated[float, pydantic.Field(gt=0, le=1)]
+
+
+@dataclass(frozen=True)
 class RunManifest:
     """What predict serves; every field typed and checked on reading (:meth:`from_dict`)."""
 
@@ -170,7 +181,15 @@ class RunManifest:
     files: tuple[RunFile, ...] = ()
     #: the training images' pixel sizes; None: none known (or a run before schema 4)
     pixel_size_nm: PixelSizes | None = None
+    #: a served weighted ensemble's members, heaviest first (the first is ``checkpoint``);
+    #: (): one model
+    blend: tuple[BlendMember, ...] = ()
     schema: int = field(default=SCHEMA)
+
+    @property
+    def members(self) -> tuple[BlendMember, ...]:
+        """What predict serves: the ensemble's members, or the one model with weight 1."""
+        return self.blend or (BlendMember(self.checkpoint, self.kind, self.model, 1.0),)
 
     def display_name(self, members: int) -> str:
         """The name predictions carry in their ``model`` column."""
@@ -286,7 +305,11 @@ class RunManifest:
             if conformal else None,
             "kind": get(f"{served}.kind", None) or legacy_kind(checkpoint),
             "measures": {"names": get("measures.measures"), "unit": get("measures.unit")}
-            if measures else None,
+            if measures or any("measures" in str(m["model"].get("inputs")).split("+")
+                               for m in get(f"{served}.blend", None) or []) else None,
+            "blend": [{"checkpoint": m["model"]["checkpoint"], "kind": m["model"]["kind"],
+                       "model": m["model"]["point"], "weight": m["weight"]}
+                      for m in get(f"{served}.blend", None) or []],
             "files": []}, source, fix)
 
 

@@ -52,7 +52,7 @@ from sinterlab.evaluation.reliability import prediction_sets, set_label
 from sinterlab.evaluation.results import SCHEMA as METRICS_SCHEMA
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
-from sinterlab.manifest import RunManifest, read_manifest
+from sinterlab.manifest import BlendMember, RunManifest, read_manifest
 from sinterlab.measures.compute import image_measures
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
 from sinterlab.models.candidate import Candidate, raw_members
@@ -210,6 +210,18 @@ def check_same(name: str, requested, used, free: tuple[str, ...] = ()) -> None:
                              f"on other features; retrain with these settings or drop {name}=")
 
 
+@dataclass(frozen=True)
+class ServedPart:
+    """One model predict serves (of a weighted ensemble, a member): its weight, its ensemble of
+    heads or scikit-learn model, and per target its image calibration (None: the run folder
+    has none)."""
+
+    weight: float
+    head: Candidate
+    images: list[ImageCalibration | None] | None
+    name: str
+
+
 @dataclass
 class RunModel:
     """What a finished run applies to new micrographs: its preprocessing, backbone (with the
@@ -226,6 +238,13 @@ class RunModel:
     #: the run's measures settings (cache folder: the run's or predict's ``measures``); None:
     #: the served model reads no measures
     measures: DictConfig | None = None
+    #: what is served: the model above alone, or a weighted ensemble's members (``head`` and
+    #: ``images`` above are its heaviest member's: maps and Grad-CAM draw that one)
+    parts: tuple[ServedPart, ...] = ()
+
+    def __post_init__(self):
+        if not self.parts:
+            self.parts = (ServedPart(1.0, self.head, self.images, self.manifest.model),)
 
     @property
     def extra_inputs(self) -> list[str]:
@@ -233,8 +252,20 @@ class RunModel:
         embedding."""
         return list(self.manifest.extra_inputs)
 
+    def patch_parts(self, gradients: bool = False) -> list[tuple[float, Candidate]]:
+        """(weight, model) of the served models that read patches alone (not the images'
+        measures; with ``gradients``, only those Grad-CAM can pass through), weights
+        renormalised: what a map of a weighted ensemble shows."""
+        parts = [(p.weight, p.head) for p in self.parts if not p.head.reads_measures
+                 and (p.head.gradients or not gradients)]
+        total = sum(w for w, _ in parts)
+        return [(w / total, head) for w, head in parts]
+
     @property
     def model_name(self) -> str:
+        if len(self.parts) > 1:
+            return (f"{self.manifest.model}: weighted mean of {len(self.parts)} models refitted "
+                    "on all groups (model=auto)")
         return self.manifest.display_name(self.head.members)
 
 
@@ -276,24 +307,72 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
         raise SinterlabError(f"{run_dir}: backbone weights differ from the run's (sha256 "
                              f"{backbone.weights.sha256[:12]} vs {recorded[:12]}); restore the "
                              "weights the run used (backbone.checkpoint_path=FILE) or retrain")
-    checkpoint = checkpoint or manifest.checkpoint
-    if not checkpoint:
+    if not manifest.checkpoint:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
-    head = load_model(run_dir / checkpoint, manifest.kind)
+    members = manifest.members
+    if checkpoint:  # one model alone: a member's kind is its own
+        kind = next((m.kind for m in members if m.checkpoint == checkpoint), manifest.kind)
+        members = (BlendMember(checkpoint, kind, manifest.model, 1.0),)
+    parts = tuple(served_part(run_dir, manifest, backbone, m) for m in members)
+    reads_measures = any(part.head.reads_measures for part in parts)
+    return RunModel(run_dir, run_cfg, manifest, backbone, parts[0].head,
+                    extraction_settings(cfg.get("features"), config, manifest), parts[0].images,
+                    measures_settings(run_dir, config, cfg.get("measures"))
+                    if reads_measures else None, parts)
+
+
+def served_part(run_dir: Path, manifest: RunManifest, backbone: Backbone,
+                member: BlendMember) -> ServedPart:
+    """One served model (``member`` of the manifest), checked against the run's backbone and
+    inputs."""
+    head = load_model(run_dir / member.checkpoint, member.kind)
     if head.reads_measures and manifest.measures is None:
         raise SinterlabError(f"{run_dir}: the served model reads the images' measures, which "
                              "the manifest does not name; train again")
     extra = list(manifest.extra_inputs)
     if head.in_features != backbone.embedding_dim + len(extra):
-        raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
+        raise SinterlabError(f"{run_dir / member.checkpoint}: head expects {head.in_features} "
                              f"features, backbone gives {backbone.embedding_dim}"
                              + (f" and the extra inputs {extra} {len(extra)}" if extra else ""))
-    return RunModel(run_dir, run_cfg, manifest, backbone, head,
-                    extraction_settings(cfg.get("features"), config, manifest),
-                    load_image_calibration(run_dir / checkpoint),
-                    measures_settings(run_dir, config, cfg.get("measures"))
-                    if head.reads_measures else None)
+    return ServedPart(member.weight, head, load_image_calibration(run_dir / member.checkpoint),
+                      member.model)
+
+
+def served_outputs(part: ServedPart, x: torch.Tensor, groups: np.ndarray,
+                   measures: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per target of one served model: each patch's output (mean over its members) and each
+    image's served output (images in order of first appearance; a classification target
+    through the image calibration when the run has one)."""
+    head = part.head
+    measures = measures if head.reads_measures else None
+    members = head.predict_members(x, images=groups, measures=measures)
+    raw = raw_members(head, members, x, images=groups, measures=measures) if part.images \
+        else None
+    out = []
+    for i, (target, member) in enumerate(zip(head.targets, members, strict=True)):
+        output = member.mean(axis=0)
+        _, mean = aggregate_by_group(output, groups)
+        calibration = part.images[i] if part.images else None
+        if target["kind"] == "classification" and calibration is not None:
+            mean = calibration.apply(raw[i], groups)[1].mean(axis=0)  # same image order
+        out.append((output, mean))
+    return out
+
+
+def calibration_words(model: RunModel, i: int) -> str:
+    """How target ``i``'s served image probabilities were calibrated (the ``_calibration``
+    column)."""
+    def words(part: ServedPart) -> str:
+        calibration = part.images[i] if part.images else None
+        return calibration.describe() if calibration is not None else (
+            "patch temperature (older run): mean of temperature-scaled patch probabilities, "
+            "not calibrated per image")
+
+    if len(model.parts) == 1:
+        return words(model.parts[0])
+    return "weighted ensemble, the mean by weight of its members' served image probabilities: " \
+        + "; ".join(f"{part.weight:.2f} x {part.name}: {words(part)}" for part in model.parts)
 
 
 def extraction_settings(requested, config: RunConfig, manifest: RunManifest) -> DictConfig:
@@ -434,21 +513,18 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
         x = torch.cat([x, torch.from_numpy(np.repeat(values, counts, axis=0)).to(x.dtype)], 1)
     groups = np.repeat([str(p) for p in paths], counts)
     measures = None
-    if head.reads_measures:
+    if model.measures is not None:
         measures = served_measures(model, embedded.refs,
                                    [metadata[str(p)]["pixel_size_nm"] for p in paths], counts)
-    members = head.predict_members(x, images=groups, measures=measures)
-    outputs = [member.mean(axis=0) for member in members]
-    raw = raw_members(head, members, x, images=groups,
-                      measures=measures) if model.images else None
+    served = [served_outputs(part, x, groups, measures) for part in model.parts]
     table = pd.DataFrame({"image": [str(p) for p in paths]})
-    for i, (target, output) in enumerate(zip(head.targets, outputs, strict=True)):
-        _, mean = aggregate_by_group(output, groups)
+    for i, target in enumerate(head.targets):
+        output = sum(part.weight * outputs[i][0] for part, outputs in zip(
+            model.parts, served, strict=True))
+        mean = sum(part.weight * outputs[i][1] for part, outputs in zip(
+            model.parts, served, strict=True))
         name = target["name"]
         if target["kind"] == "classification":
-            calibration = model.images[i] if model.images else None
-            if calibration is not None:  # same image order: first appearance
-                mean = calibration.apply(raw[i], groups)[1].mean(axis=0)
             classes = np.asarray(target["classes"])
             choice = mean.argmax(axis=1)
             votes = output.argmax(axis=1)
@@ -467,10 +543,11 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
             if target.get("ordered") and target.get("values"):
                 table[f"{name}_expected"] = expected_value(
                     mean, np.asarray(target["values"])).round(2)
-            table[f"{name}_calibration"] = (
-                calibration.describe() if calibration is not None else
-                "patch temperature (older run): mean of temperature-scaled patch probabilities, "
-                "not calibrated per image")
+            table[f"{name}_calibration"] = calibration_words(model, i)
+            if cfg.get("members") and len(model.parts) > 1:  # each member's answer, on request
+                for k, (part, outputs) in enumerate(zip(model.parts, served, strict=True)):
+                    table[f"{name}_member{k}"] = classes[outputs[i][1].argmax(axis=1)]
+                    table[f"{name}_member{k}_confidence"] = outputs[i][1].max(axis=1).round(4)
         else:
             table[name] = mean.round(4)
             table[f"{name}_patch_sd"] = [float(np.std(output[groups == g]))

@@ -23,6 +23,7 @@ from sinterlab.evaluation.learning_curve import (
     nested_keep,
     simulate_studies,
 )
+from sinterlab.evaluation.results import FinalModel
 from sinterlab.study.data_size import (
     check_subset,
     learning_curves,
@@ -135,8 +136,9 @@ def fake_block(dm: SEMDataModule, point: str, params: dict,
     block = SimpleNamespace(
         cv=SimpleNamespace(primary="auto", verdict=SimpleNamespace(
             higher_is_better=True, scores={"pca_logreg": 0.6, "linear_probe": 0.5})),
-        selection=SimpleNamespace(final=SimpleNamespace(model=point, point=f"{point} C=1.0",
-                                                        params=params)),
+        selection=SimpleNamespace(final=FinalModel(
+            model=point, point=f"{point} C=1.0", params=params, module={}, inputs="image",
+            members=1, checkpoint="", kind="sklearn", wall_s=0.0)),
         reported="auto")
     return block, ProtocolOutputs(primary=Outputs([output], [output], [output]), models={},
                                   test_fold=tested)

@@ -32,11 +32,14 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     run_experiment(make_cfg(*AUTO), run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     selection, cv = metrics["selection"], metrics["cv"]
-    assert set(selection["candidates"]) == CANDIDATES
-    assert len(selection["winners"]) == 3 and set(selection["winners"]) <= CANDIDATES
+    # the configured candidates, and the weighted ensemble of their tuned points
+    assert set(selection["candidates"]) == CANDIDATES | {"ensemble"}
+    assert len(selection["winners"]) == 3 and set(selection["winners"]) <= CANDIDATES | {
+        "ensemble"}
     assert all(len(v) == 3 for v in selection["inner_scores"].values())
     final = selection["final"]
-    assert final["model"] in CANDIDATES and final["point"].startswith(final["model"])
+    assert final["model"] in CANDIDATES | {"ensemble"}
+    assert final["point"].startswith(final["model"])
     assert (run_dir / final["checkpoint"]).is_file()
     # burst counts are numbers, so ordered: ranked by the RPS, and the report says so
     assert selection["score"] == "rps" and selection["grid"] == "linear"
@@ -55,19 +58,25 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     assert cv["primary"] == "auto" and cv["verdict"]["primary"] == "auto"
     # only what won an outer fold, and the final model, was trained on the outer folds; the
     # final model has the best mean inner score
-    trained = set(CANDIDATES) - set(selection["not_trained"])
-    assert {"auto", *trained, "pca_logreg", "linear_probe", "measures"} == set(cv["pooled"])
+    trained = set(selection["candidates"]) - set(selection["not_trained"])
+    assert "ensemble" in trained  # its members are trained on the outer folds for its row
+    assert {"auto", "best_single", *trained, "pca_logreg", "linear_probe", "measures"} == set(
+        cv["pooled"])
     # every winning point and the final point were trained on the outer folds (a candidate's
     # own row needs all its tuned points: a winner's other folds may have tuned elsewhere)
-    assert all(points[p]["checkpoint"] for p in [*selection["winner_points"], final["point"]])
+    singles = [p for p in [*selection["winner_points"], final["point"]]
+               if not p.startswith("ensemble")]  # an ensemble's members are
+    assert all(points[p]["checkpoint"] for p in singles) and all(selection["fold_checkpoints"])
     saved = {p.name.split(".")[0] for p in (run_dir / "checkpoints").iterdir()}
     recorded = {Path(p["checkpoint"]).name.split(".")[0] for p in points.values()
                 if p.get("checkpoint")}
     for name in selection["not_trained"]:  # only its points that won were trained outside
         assert {s for s in saved if s == f"sample-{name}" or s.startswith(f"sample-{name}-")
                 } <= recorded
-    assert final["point"] == min(points, key=lambda p: np.mean(points[p]["inner_scores"]))
-    assert all("cv_score" in points[p] for p in selection["winner_points"])
+    assert final["point"].split(":")[0] == min(
+        points, key=lambda p: np.mean(points[p]["inner_scores"]))
+    assert all("cv_score" in points[p] for p in singles if p != final["point"])
+    assert "ensemble" in selection["cv_scores"]
     # outer fold f's out-of-fold predictions are its winner's
     for fold, winner in enumerate(selection["winners"]):
         models = cv["per_fold"][fold]["models"]
@@ -81,7 +90,8 @@ def test_auto_reports_the_nested_score_and_predict_uses_the_final_model(
     images = sorted((tiny_descriptor.parent / "images").glob("*.tif"))[:2]
     cfg = predict_config(run_dir, images=[str(p) for p in images])
     table, _ = predict(cfg)
-    assert table["model"].str.startswith(f"{final['point']}: mean of 1 refitted").all()
+    served = "weighted mean of" if final.get("blend") else f"mean of {final['members']} refitted"
+    assert table["model"].str.startswith(f"{final['point']}: {served}").all()
 
 
 @pytest.mark.slow
@@ -101,6 +111,9 @@ def test_no_outer_test_row_reaches_selection(make_cfg, tmp_path):
         assert again[0] == point.inner_scores[0]
         assert again[1:] != point.inner_scores[1:]
     assert scrambled.winner_points[0] == clean.winner_points[0]
+    # the weighted ensemble of fold 0 was built on fold 0's inner images alone
+    assert scrambled.ensemble[0] == clean.ensemble[0]
+    assert scrambled.points["ensemble"].inner_scores[0] == clean.points["ensemble"].inner_scores[0]
     # the inner folds never hold an outer test row
     inner = dm.inner_folds(dm.assignment, "sample", 2)
     outer_test = np.repeat(dm.assignment == "test", 2, axis=0)
@@ -201,7 +214,8 @@ def test_selection_scores_what_predict_serves_not_raw_image_means(
     assert accuracy["sk_logreg"] > accuracy["sk_logreg_image"] + 0.1
     assert sureness["sk_logreg"] < sureness["sk_logreg_image"]  # under-confident per image
     points = record.points
-    raw_rule = [min(points, key=lambda p: points[p].inner_scores_unserved[f])
+    singles = [p for p in points if points[p].candidate != "ensemble"]
+    raw_rule = [min(singles, key=lambda p: points[p].inner_scores_unserved[f])
                 for f in range(5)]
     assert raw_rule == ["sk_logreg_image"] * 5  # the rule before: the sharp one, every fold
     assert record.winners == ["sk_logreg"] * 5

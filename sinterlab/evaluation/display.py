@@ -34,6 +34,8 @@ MODEL_NAMES: dict[str, tuple[str, str]] = {
     "level_value": ("level-value regression head", "level value"),
     "mlp_image": ("bag MLP head on image means", "bag mlp"),
     "level_value_image": ("bag level-value head on image means", "bag level value"),
+    "ensemble": ("weighted ensemble of the candidates (nested)", "ensemble"),
+    "best_single": ("best single candidate (nested, without the ensemble)", "best single"),
 }
 
 

@@ -321,6 +321,7 @@ def _selection(m: RunMetrics) -> list[str]:
             _table(["outer fold", "winner", *(f"inner {sel.score}: {long_name(n)}"
                                              for n in names)], rows),
             *_separation(sel),
+            *_ensemble(sel, cv, level, metric),
             f"Final model (used by `sinterlab-predict`): **{final.point}**"
             f", {_rule_words(sel, score)}, refitted on every group "
             f"{refit} (`{final.checkpoint}`). Selection took {number(sel.wall_s, 1)} s.\n",
@@ -342,6 +343,34 @@ def _rule_words(sel, score: str) -> str:
         return (f"the simplest candidate within one standard error of the best mean inner "
                 f"{score} over the outer folds")
     return f"the best mean inner {score} over the outer folds"
+
+
+def _ensemble(sel, cv, level: str, metric: str) -> list[str]:
+    """The weighted ensemble: its members and weights per outer fold, its row beside the best
+    single candidate's, and the served one's members where it is the final model."""
+    if not sel.ensemble:
+        return []
+    rows = [[f, "; ".join(f"{w:.2f} x {label}" for label, w in sorted(
+                 weights.items(), key=lambda x: -x[1])), sel.single_winners[f],
+             "yes" if sel.winners[f] == "ensemble" else "no"]
+            for f, weights in enumerate(sel.ensemble)]
+    pair = [[long_name(n), interval(cv.cell(n, level, metric))]
+            for n in ("ensemble", "best_single") if cv.cell(n, level, metric)]
+    blend = sel.final.blend
+    served = ("The final model is the ensemble: "
+              + "; ".join(f"{part.weight:.2f} x {part.model.point} (`{part.model.checkpoint}`)"
+                          for part in blend)
+              + ", each refitted on every group; `sinterlab-predict` serves the mean of their "
+              "image probabilities by weight (`members=true` adds each member's answer).\n"
+              ) if blend else ""
+    return ["Weighted ensemble (greedy forward selection with replacement over each outer "
+            "fold's tuned point of every candidate, on that fold's inner held-out image "
+            "outputs; its inner score cross-fitted over the inner groups, so it competes with "
+            "single candidates on equal terms):\n",
+            _table(["outer fold", "members and weights", "best single point", "served"], rows),
+            *([f"Its nested row beside the best single candidate's ({level} {metric}):\n",
+               _table(["row", f"{level} {metric}"], pair)] if pair else []),
+            served]
 
 
 def _separation(sel) -> list[str]:

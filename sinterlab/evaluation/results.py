@@ -389,6 +389,23 @@ class FinalModel:
     epochs: int | None = None
     temperatures: list[float | None] | None = None
     image_calibration: list[ImageMap | None] | None = None
+    #: a weighted ensemble's members, heaviest first, each refitted on every group (its
+    #: checkpoint and kind above are the heaviest member's); None: one model
+    blend: list[BlendPart] | None = None
+
+    @property
+    def proxy(self) -> FinalModel:
+        """The model that stands for the served one where one model must (a permutation
+        test's refits, a learning curve): itself, or an ensemble's heaviest member."""
+        return self.blend[0].model if self.blend else self
+
+
+@dataclass
+class BlendPart:
+    """One member of the served weighted ensemble and its weight."""
+
+    weight: float
+    model: FinalModel
 
 
 @dataclass
@@ -409,6 +426,8 @@ class Selection:
     not_trained: list[str]
     winners: list[str]
     winner_points: list[str]
+    #: per outer fold, the winner's checkpoint (an ensemble's: its heaviest member's, whose
+    #: maps the gallery draws)
     fold_checkpoints: list[str | None]
     final: FinalModel
     candidate_wall_s: dict[str, float]
@@ -422,6 +441,12 @@ class Selection:
     #: inner CV could not tell them apart); and over all folds, for the final model
     not_separated: list[list[str]] = field(default_factory=list)
     final_not_separated: list[str] = field(default_factory=list)
+    #: per outer fold, the weighted ensemble's members (grid point labels) and weights, built
+    #: on that fold's inner held-out images ([]: no ensemble competed)
+    ensemble: list[dict[str, float]] = field(default_factory=list)
+    #: per outer fold, the single point the rule chose among the candidates alone (the
+    #: ``best_single`` row; []: no ensemble competed)
+    single_winners: list[str] = field(default_factory=list)
 
 
 # -- what the run read ----------------------------------------------------------------------------

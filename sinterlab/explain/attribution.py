@@ -34,10 +34,13 @@ class PatchOutput(nn.Module):
 
     def __init__(self, model: RunModel, members: slice = slice(None)):
         super().__init__()
-        self.backbone, self.head, self.members = model.backbone.model, model.head, members
+        self.backbone, self.members = model.backbone.model, members
+        self.parts = model.patch_parts(gradients=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head.member_outputs(self.backbone(x))[self.members].mean(dim=0)
+        features = self.backbone(x)
+        return sum(w * head.member_outputs(features)[self.members].mean(dim=0)
+                   for w, head in self.parts)
 
 
 def cam_layer_name(model: RunModel) -> str | None:

@@ -85,7 +85,7 @@ def write_gallery(cfg: DictConfig, dm: DataModule, block: ProtocolBlock, images:
         checkpoint = of_fold[fold]
         head = heads[checkpoint]
         seeds = head.per_group
-        m = image_map(head, cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
+        m = image_map([(1.0, head)], cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
                       members=slice(fold * seeds, (fold + 1) * seeds))
         label = getattr(row, "truth_text", None) or f"{getattr(row, 'error', 0):.3g}"
         name = re.sub(r"[^\w.-]+", "_", f"{label}_{row.kind}_{Path(m.path).stem}")

@@ -69,14 +69,16 @@ def grid_embeddings(preprocess_cfg, backbone: Backbone, features_cfg, paths, str
                         skip_bad=skip_bad, grid_stride=stride, fix="leave it out")
 
 
-def image_map(head: Candidate, preprocess_cfg, ref: ImageRef, entry: CacheEntry,
-              members: slice = slice(None)) -> ImageMap:
-    """One image's map under the head's first target, from ``members`` (default all; a
-    fold's seeds for an out-of-fold map)."""
-    output = head.predict_members(torch.from_numpy(entry.embeddings))[0]
+def image_map(parts: list[tuple[float, Candidate]], preprocess_cfg, ref: ImageRef,
+              entry: CacheEntry, members: slice = slice(None)) -> ImageMap:
+    """One image's map under the first target of ``parts`` (weight, model: one model, or the
+    members of a weighted ensemble that read patches), each from its ``members`` (default all;
+    a fold's seeds for an out-of-fold map)."""
+    x = torch.from_numpy(entry.embeddings)
+    output = sum(w * head.predict_members(x)[0][members].mean(axis=0) for w, head in parts)
     micrograph, _ = preprocess_image(ref.path, preprocess_cfg, ref.scale)
-    return ImageMap(ref.path, micrograph, entry.params, output[members].mean(axis=0),
-                    entry.embeddings, shown_pixel_size(ref, preprocess_cfg))
+    return ImageMap(ref.path, micrograph, entry.params, output, entry.embeddings,
+                    shown_pixel_size(ref, preprocess_cfg))
 
 
 def shown_pixel_size(ref: ImageRef, preprocess_cfg) -> float | None:
@@ -98,7 +100,7 @@ def grid_maps(model: RunModel, paths, stride: int, members: slice = slice(None),
     returned with their reason."""
     embedded = grid_embeddings(model.cfg.preprocess, model.backbone, model.features, paths,
                                stride, progress, skip_bad)
-    maps = [image_map(model.head, model.cfg.preprocess, ref, entry, members)
+    maps = [image_map(model.patch_parts(), model.cfg.preprocess, ref, entry, members)
             for ref, entry in zip(embedded.refs, embedded.entries, strict=True)]
     return maps, embedded.bad
 

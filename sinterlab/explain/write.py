@@ -26,10 +26,15 @@ def check_explainable(model: RunModel) -> None:
     """Maps and Grad-CAM read the image's patches alone: a run whose model also reads extra
     inputs (``data.extra_inputs``) or the images' measures is refused, before any image is
     read."""
-    if model.head.reads_measures:
+    if not model.patch_parts():
         raise SinterlabError(f"{model.run_dir}: maps and Grad-CAM read the image's patches "
                              "alone, and this run's model reads the images' measures (inputs="
                              f"{model.head.inputs}); predict without maps=true")
+    left_out = [p.name for p in model.parts if p.head.reads_measures]
+    if left_out:
+        log.warning("maps show the weighted ensemble's members that read patches, weights "
+                    "renormalised; left out (they read the images' measures): %s",
+                    ", ".join(left_out))
     if model.extra_inputs:
         raise SinterlabError(f"{model.run_dir}: maps and Grad-CAM read the image alone, and this "
                              f"run's head also reads the extra inputs {model.extra_inputs}; "
@@ -45,10 +50,13 @@ def explain_images(model: RunModel, paths, out_dir: Path, stride: int | None = N
     (Grad-CAM of its strongest patches); plus ``grid_predictions.csv``. Returns the grid
     table, the files and the images left out."""
     check_explainable(model)
-    if cam_patches and not model.head.gradients:
+    if cam_patches and not model.patch_parts(gradients=True):
         log.warning("Grad-CAM needs a model with gradients (a head or an affine model); %s "
                     "has none: maps only", model.model_name)
         cam_patches = 0
+    elif cam_patches and len(model.patch_parts(gradients=True)) < len(model.patch_parts()):
+        log.warning("Grad-CAM passes through the weighted ensemble's members with gradients "
+                    "only (a head or an affine model), weights renormalised")
     out_dir = Path(out_dir)
     target = model.head.targets[0]
     maps, bad = grid_maps(model, paths, stride or default_stride(model.cfg.preprocess),

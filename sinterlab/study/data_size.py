@@ -71,7 +71,7 @@ def served_config(cfg: DictConfig, block: ProtocolBlock) -> DictConfig | None:
     chosen parameters), else the trained head's; None when the run trained none."""
     primary = block.cv.primary
     if primary == "auto":
-        final = block.selection.final
+        final = block.selection.final.proxy  # an ensemble: its heaviest member
         return point_config(cfg.model.candidates[final.model], final.params)
     if primary == "head":
         return head_model(cfg)
@@ -81,7 +81,7 @@ def served_config(cfg: DictConfig, block: ProtocolBlock) -> DictConfig | None:
 def served_name(block: ProtocolBlock, model: DictConfig | None) -> str | None:
     if model is None:
         return None
-    return block.selection.final.point if block.selection else str(model.name)
+    return block.selection.final.proxy.point if block.selection else str(model.name)
 
 
 def best_baseline(cfg: DictConfig, block: ProtocolBlock) -> str:

@@ -248,18 +248,21 @@ def optional_stage(name: str, compute, skipped: dict[str, str]):
         return None
 
 
-def served_files(run_dir: Path, checkpoint: str | None) -> dict[str, str]:
+def served_files(run_dir: Path, manifest: RunManifest) -> dict[str, str]:
     """{path relative to the run folder: what it holds} of every file predict reads: the
     manifest records their sha256, and predict refuses a run folder where one is missing or
     changed."""
     files = {"config.yaml": "the run's configuration (the preprocessing, backbone and "
                             "features its model was trained on)"}
-    if checkpoint:
-        files[checkpoint] = "the served model's checkpoint"
-        calibration = calibration_path(run_dir / checkpoint)
+    if not manifest.checkpoint:
+        return files
+    for member in manifest.members:
+        whose = "the served model" if not manifest.blend else \
+            f"the served ensemble's member {member.model}"
+        files[member.checkpoint] = f"{whose}'s checkpoint"
+        calibration = calibration_path(run_dir / member.checkpoint)
         if calibration.is_file():
-            files[str(calibration.relative_to(run_dir))] = ("the image calibration of the "
-                                                            "served model")
+            files[str(calibration.relative_to(run_dir))] = f"the image calibration of {whose}"
     return files
 
 
@@ -344,7 +347,7 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: Protocol
     write_json(run_dir / "metrics.json", metrics)
     manifest = replace(RunManifest.from_metrics(metrics, run_dir / "metrics.json"),
                        pixel_size_nm=pixel_sizes(dm, cfg))
-    manifest.with_files(run_dir, served_files(run_dir, manifest.checkpoint)).write(
+    manifest.with_files(run_dir, served_files(run_dir, manifest)).write(
         run_dir / MANIFEST)
     write_text(run_dir / "report.md", text)
     return run

@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
 from sinterlab.evaluation.results import FinalModel, GridPoint, Selection, record_of
 from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.ensemble import cross_fitted, greedy_weights
 from sinterlab.study.fit import (
     Outputs,
     fit_head,
@@ -66,20 +68,31 @@ def score_kind(target) -> str:
     return "ordered" if getattr(target, "ordered", False) else target.kind
 
 
-def image_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
-                images: np.ndarray) -> float:
-    """``score`` of the image-level outputs (patch outputs averaged per image) of some rows;
-    ``kind``: classification, ordered or regression."""
-    if score not in SCORES[kind]:
-        raise ValueError(f"model.selection.score.{kind}={score!r}: use one of "
-                         f"{list(SCORES[kind])}")
+def image_level(kind: str, y: np.ndarray, output: np.ndarray,
+                images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, output) per image, images in order of first appearance: the patch outputs
+    averaged per image; class probabilities clipped and normalised."""
     _, mean = aggregate_by_group(output, images)
     truth = y[first_rows(images)]
     if kind != "regression":
         truth = truth.astype(np.int64)
         mean = np.clip(mean, 1e-15, 1.0)
         mean = mean / mean.sum(axis=1, keepdims=True)
-    return float(SCORES[kind][score](truth, mean))
+    return truth, mean
+
+
+def check_score(kind: str, score: str) -> None:
+    if score not in SCORES[kind]:
+        raise ValueError(f"model.selection.score.{kind}={score!r}: use one of "
+                         f"{list(SCORES[kind])}")
+
+
+def image_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
+                images: np.ndarray) -> float:
+    """``score`` of the image-level outputs (patch outputs averaged per image) of some rows;
+    ``kind``: classification, ordered or regression."""
+    check_score(kind, score)
+    return float(SCORES[kind][score](*image_level(kind, y, output, images)))
 
 
 #: per image: truth, image output -> its loss (the mean over images is the selection score)
@@ -93,20 +106,18 @@ IMAGE_LOSSES = {
 }
 
 
+def per_sample(losses: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Per sample (in sorted order of its id), the mean of its images' ``losses``."""
+    return pd.Series(losses).groupby(np.asarray(samples)).mean().sort_index().to_numpy()
+
+
 def sample_losses(kind: str, score: str, y: np.ndarray, output: np.ndarray,
                   images: np.ndarray, samples: np.ndarray) -> np.ndarray:
     """Per sample (in sorted order of its id), the mean over its images of each image's
     ``score`` loss: what two models are compared on, paired, when the inner CV may not tell
     them apart."""
-    _, mean = aggregate_by_group(output, images)
-    first = first_rows(images)
-    truth = y[first]
-    if kind != "regression":
-        truth = truth.astype(np.int64)
-        mean = np.clip(mean, 1e-15, 1.0)
-        mean = mean / mean.sum(axis=1, keepdims=True)
-    losses = IMAGE_LOSSES[score](truth, mean)
-    return pd.Series(losses).groupby(np.asarray(samples)[first]).mean().sort_index().to_numpy()
+    truth, mean = image_level(kind, y, output, images)
+    return per_sample(IMAGE_LOSSES[score](truth, mean), np.asarray(samples)[first_rows(images)])
 
 
 def grid_points(name: str, model: DictConfig, searched: bool) -> list[tuple[str, DictConfig]]:
@@ -156,11 +167,27 @@ class Point:
     outputs: Outputs | None = None
     #: per outer fold, its per-sample losses on the fold's pooled inner held-out samples
     losses: list[np.ndarray] | None = None
+    #: per outer fold, its served image outputs on the fold's inner held-out images
+    inner_images: list[np.ndarray] | None = None
+    #: the weighted ensemble: per outer fold, its members and their weights
+    blend: list[list[tuple[Point, float]]] | None = None
 
     def tag(self, kind: str, inner: bool = False) -> str:
         """The checkpoint tag of its fit on the inner (``inner``) or the outer folds."""
         base = f"{kind}-{'inner-' if inner else ''}{self.candidate}"
         return base if self.grid_size == 1 else f"{base}-{self.index}"
+
+
+@dataclass(frozen=True)
+class FoldImages:
+    """The images of one outer fold's pooled inner held-out groups, in order of first
+    appearance: their truth, inner group and sample."""
+
+    rows: np.ndarray
+    images: np.ndarray
+    truth: np.ndarray
+    groups: np.ndarray
+    samples: np.ndarray
 
 
 @dataclass
@@ -181,26 +208,50 @@ class Scoring:
     def of(self, rows: np.ndarray, output: np.ndarray) -> float:
         return image_score(self.kind, self.score, self.y[rows], output, self.images[rows])
 
+    def groups_of(self, f: int) -> range:
+        return range(f * self.per_outer, (f + 1) * self.per_outer)
+
+    @cached_property
+    def fold_images(self) -> list[FoldImages]:
+        out = []
+        for f in range(self.folds):
+            rows = np.concatenate([self.inner_test[g] for g in self.groups_of(f)])
+            group = np.concatenate([np.full(len(self.inner_test[g]), g)
+                                    for g in self.groups_of(f)])
+            order = first_rows(self.images[rows])
+            first = rows[order]
+            truth = self.y[first] if self.kind == "regression" else \
+                self.y[first].astype(np.int64)
+            out.append(FoldImages(rows, self.images[first], truth, group[order],
+                                  self.samples[first]))
+        return out
+
+    def image_outputs(self, view: list) -> list[np.ndarray]:
+        """Per outer fold, one view's (per inner group, per target) image outputs of the
+        first target on the fold's pooled inner held-out rows (:func:`image_level`)."""
+        check_score(self.kind, self.score)
+        return [image_level(self.kind, self.y[fold.rows],
+                            np.concatenate([view[g][0] for g in self.groups_of(f)]),
+                            self.images[fold.rows])[1]
+                for f, fold in enumerate(self.fold_images)]
+
+    def score_images(self, f: int, output: np.ndarray) -> float:
+        """The score of image outputs of outer fold ``f``'s inner held-out images."""
+        return float(SCORES[self.kind][self.score](self.fold_images[f].truth, output))
+
+    def image_losses(self, f: int, output: np.ndarray) -> np.ndarray:
+        """Per sample, the mean loss of its images' ``output`` on outer fold ``f``."""
+        fold = self.fold_images[f]
+        return per_sample(IMAGE_LOSSES[self.score](fold.truth, output), fold.samples)
+
     def per_fold(self, view: list) -> list[float]:
         """Per outer fold, the score of one view (per inner group, per target) of a point's
         inner fits on the fold's pooled inner held-out rows."""
-        scores = []
-        for f in range(self.folds):
-            groups = range(f * self.per_outer, (f + 1) * self.per_outer)
-            rows = np.concatenate([self.inner_test[g] for g in groups])
-            scores.append(self.of(rows, np.concatenate([view[g][0] for g in groups])))
-        return scores
+        return [self.score_images(f, out) for f, out in enumerate(self.image_outputs(view))]
 
-    def losses_per_fold(self, view: list) -> list[np.ndarray]:
-        """Per outer fold, the per-sample losses (:func:`sample_losses`) of one view."""
-        out = []
-        for f in range(self.folds):
-            groups = range(f * self.per_outer, (f + 1) * self.per_outer)
-            rows = np.concatenate([self.inner_test[g] for g in groups])
-            out.append(sample_losses(self.kind, self.score, self.y[rows],
-                                     np.concatenate([view[g][0] for g in groups]),
-                                     self.images[rows], self.samples[rows]))
-        return out
+    def loss(self, truth: np.ndarray, output: np.ndarray) -> float:
+        """The score as the mean of the images' losses (what the ensemble is built by)."""
+        return float(IMAGE_LOSSES[self.score](truth, output).mean())
 
 
 @dataclass(frozen=True)
@@ -293,8 +344,10 @@ def score_inner(cfg: DictConfig, dm: SEMDataModule, inner: np.ndarray, run_dir: 
                         [p.config for p in points], inner_seeds)
     for point, (ensemble, info) in zip(points, fitted, strict=True):
         views = group_outputs(ensemble, dm, inner, images=image_calibrations(info))
-        point.record.inner_scores = scoring.per_fold(views.served)
-        point.losses = scoring.losses_per_fold(views.served)
+        point.inner_images = scoring.image_outputs(views.served)
+        point.record.inner_scores = [scoring.score_images(f, out)
+                                     for f, out in enumerate(point.inner_images)]
+        point.losses = [scoring.image_losses(f, out) for f, out in enumerate(point.inner_images)]
         point.record.inner_scores_unserved = scoring.per_fold(views.calibrated)
 
 
@@ -342,6 +395,72 @@ def choose(points: list[Point], folds: range | list[int], rule: str,
     pick = best if rule == "best" else min(
         within, key=lambda p: (complexity[p.candidate], mean_score(p)))
     return pick, sorted({p.candidate for p in within} - {best.candidate})
+
+
+#: the names of the weighted ensemble's row and of the best single candidate's nested row
+ENSEMBLE, BEST_SINGLE = "ensemble", "best_single"
+
+
+def unique(points: list[Point]) -> list[Point]:
+    """``points`` without repeats, in order."""
+    out: list[Point] = []
+    for p in points:
+        if not any(p is q for q in out):
+            out.append(p)
+    return out
+
+
+def ensemble_point(tuned: dict[str, list[Point]], scoring: Scoring, rounds: int) -> Point:
+    """The weighted ensemble of the candidates' tuned points as one more point: on each outer
+    fold, greedy selection (:func:`greedy_weights`) over that fold's tuned point of every
+    candidate, on the fold's inner held-out images; its inner score cross-fitted over the inner
+    groups (:func:`cross_fitted`), so it competes with single candidates on equal terms."""
+    scores, losses, blends = [], [], []
+    for f, fold in enumerate(scoring.fold_images):
+        pool = unique([points[f] for points in tuned.values()])
+        outputs = np.stack([p.inner_images[f] for p in pool])
+        crossed = cross_fitted(outputs, fold.truth, fold.groups, scoring.loss, rounds)
+        scores.append(scoring.score_images(f, crossed))
+        losses.append(scoring.image_losses(f, crossed))
+        weights = greedy_weights(outputs, fold.truth, scoring.loss, rounds)
+        blends.append([(p, float(w)) for p, w in zip(pool, weights, strict=True) if w > 0])
+    record = GridPoint(candidate=ENSEMBLE, inner_scores=scores, inner_scores_unserved=scores,
+                       params={})
+    return Point(ENSEMBLE, ENSEMBLE, None, 0, 1, record, losses=losses, blend=blends)
+
+
+def final_blend(candidates: dict[str, list[Point]], scoring: Scoring,
+                rounds: int) -> list[tuple[Point, float]]:
+    """The served ensemble: greedy selection over each candidate's point with the best mean
+    inner score, on the inner held-out images of every outer fold together."""
+    pool = [min(points, key=lambda p: float(np.mean(p.record.inner_scores)))
+            for points in candidates.values()]
+    outputs = np.stack([np.concatenate(p.inner_images) for p in pool])
+    truth = np.concatenate([fold.truth for fold in scoring.fold_images])
+    weights = greedy_weights(outputs, truth, scoring.loss, rounds)
+    return [(p, float(w)) for p, w in zip(pool, weights, strict=True) if w > 0]
+
+
+def blend_outputs(point: Point, test_fold: np.ndarray) -> Outputs:
+    """The ensemble's out-of-fold outputs in every view: outer fold f's rows the weighted mean
+    of its members' (trained on the outer folds); NaN on folds whose members were not."""
+    template = next(m for parts in point.blend for m, _ in parts if m.outputs is not None)
+    views = []
+    for view in Outputs._fields:
+        combined = [np.full_like(out, np.nan) for out in getattr(template.outputs, view)]
+        for f, parts in enumerate(point.blend):
+            if any(m.outputs is None for m, _ in parts):
+                continue
+            rows = test_fold == f
+            for t, out in enumerate(combined):
+                out[rows] = sum(w * getattr(m.outputs, view)[t][rows] for m, w in parts)
+        views.append(combined)
+    return Outputs(*views)
+
+
+def blend_words(parts: list[tuple[Point, float]]) -> str:
+    """An ensemble's members and weights, heaviest first."""
+    return " + ".join(f"{w:.2f} x {p.label}" for p, w in sorted(parts, key=lambda x: -x[1]))
 
 
 def extend(cfg: DictConfig, dm: SEMDataModule, inner: np.ndarray, run_dir: Path, kind: str,
@@ -398,10 +517,11 @@ def combine(per_fold: list[Point], view: str, test_fold: np.ndarray) -> list[np.
     return combined
 
 
-def refit_final(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, point: Point) -> dict:
+def refit_final(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, point: Point,
+                tag: str = "final") -> dict:
     """The chosen point refitted on every group (a head for the median of its CV members' best
     epoch counts, with their median temperatures), its image calibration the median of its CV
-    members'; returns the final model's record."""
+    members', saved as checkpoint ``tag``; returns the final model's record."""
     model, info = point.config, point.info
     everything = np.full((1, len(dm.x)), "train")
     record = {"model": point.candidate, "point": point.label, "params": point.record.params,
@@ -412,12 +532,12 @@ def refit_final(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, point: Point)
             best_epochs = [m["best_epoch"] for m in info["members"]
                            if m["best_epoch"] is not None]
             epochs = int(np.median(best_epochs)) + 1 if best_epochs else int(cfg.trainer.max_epochs)
-            _, final = fit_head(cfg, dm, everything, run_dir, "final", model=model,
+            _, final = fit_head(cfg, dm, everything, run_dir, tag, model=model,
                                 max_epochs=epochs, temperatures=median_temperatures(info),
                                 image_calibration=image_calibrations(info))
             record |= {"epochs": epochs, "temperatures": median_temperatures(info)}
         else:
-            [(_, final)] = fit_models(cfg, dm, everything, run_dir, ["final"], [model],
+            [(_, final)] = fit_models(cfg, dm, everything, run_dir, [tag], [model],
                                       image_calibration=image_calibrations(info))
             record |= {"epochs": None, "temperatures": None}
     return record | {"image_calibration": final.get("image_calibration"),
@@ -425,15 +545,85 @@ def refit_final(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, point: Point)
                      "kind": final["kind"], "wall_s": final["wall_s"]}
 
 
+def refit_blend(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
+                parts: list[tuple[Point, float]]) -> dict:
+    """The served ensemble: each member refitted on every group (:func:`refit_final`, its own
+    checkpoint), with its weight; the record names the heaviest member's checkpoint and kind
+    (what a reader of one model finds) and every member in ``blend``."""
+    parts = sorted(parts, key=lambda x: -x[1])
+    members = [{"weight": w, "model": refit_final(cfg, dm, run_dir, p, f"final-{p.candidate}")}
+               for p, w in parts]
+    heaviest = members[0]["model"]
+    return {"model": ENSEMBLE, "point": f"{ENSEMBLE}: {blend_words(parts)}", "params": {},
+            "module": {}, "inputs": heaviest["inputs"],
+            "members": sum(m["model"]["members"] for m in members),
+            "checkpoint": heaviest["checkpoint"], "kind": heaviest["kind"],
+            "wall_s": round(sum(m["model"]["wall_s"] for m in members), 2), "blend": members}
+
+
+@dataclass
+class Choice:
+    """What model selection chose: per outer fold its point (and the single point it would be
+    without the ensemble), the final point (its ensemble members where the ensemble won), and
+    the candidates the inner CV could not tell apart."""
+
+    winners: list[Point]
+    single_winners: list[Point]
+    chosen: Point
+    final_parts: list[tuple[Point, float]] | None
+    not_separated: list[list[str]]
+    final_not_separated: list[str]
+
+    def needed(self, every: list[Point], mode: str, ensemble: Point | None) -> list[Point]:
+        """The points trained on the outer folds: those whose outputs a row or the final
+        model reads (every point with ``outer_fits=all``), the ensemble's for its own row;
+        an ensemble stands for its members."""
+        points = [*(every if mode == "all" else [*self.winners, self.chosen]),
+                  *self.single_winners, *(p for p, _ in self.final_parts or []),
+                  *([ensemble] if ensemble else [])]
+        out = []
+        for p in points:
+            out.extend([m for parts in p.blend for m, _ in parts] if p.blend else [p])
+        return unique(out)
+
+
+def choose_points(cfg: DictConfig, candidates: dict[str, list[Point]], scoring: Scoring,
+                  tuned: dict[str, list[Point]]) -> tuple[Choice, Point | None]:
+    """Per outer fold and for the final model, the point served under ``model.selection.rule``
+    among every point and, where ``model.selection.ensemble.enabled``, the weighted ensemble
+    (returned too: its row is reported whether or not it is served)."""
+    sel = cfg.model.selection
+    rule = str(sel.rule)
+    if rule not in ("best", "one_se"):
+        raise ValueError(f"model.selection.rule={rule!r}: use best or one_se")
+    complexity = {n: int(cfg.model.candidates[n].get("complexity") or 0) for n in candidates}
+    every = [p for points in candidates.values() for p in points]
+    blend_cfg = sel.get("ensemble")
+    ensemble = None
+    if blend_cfg is not None and bool(blend_cfg.enabled) and len(candidates) > 1:
+        ensemble = ensemble_point(tuned, scoring, int(blend_cfg.rounds))
+        complexity[ENSEMBLE] = int(blend_cfg.complexity)
+    contenders = every + ([ensemble] if ensemble else [])
+    choices = [choose(contenders, [f], rule, complexity) for f in range(scoring.folds)]
+    single = [choose(every, [f], rule, complexity)[0] for f in range(scoring.folds)]
+    chosen, final_ties = choose(contenders, range(scoring.folds), rule, complexity)
+    parts = final_blend(candidates, scoring, int(blend_cfg.rounds)) if chosen is ensemble \
+        else None
+    return Choice([p for p, _ in choices], single, chosen, parts, [t for _, t in choices],
+                  final_ties), ensemble
+
+
 def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kind: str,
                  run_dir: Path,
                  ) -> tuple[Selection, tuple[list[np.ndarray], ...], dict, dict[str, np.ndarray]]:
     """Nested grouped CV over ``cfg.model.candidates`` and their grids.
 
-    Every grid point is scored on each outer fold's inner folds (:func:`score_inner`). Outer
-    fold f of the nested (``auto``) row takes the best point on f, trained on f's training
-    groups; the final model is the point with the best mean inner score, refitted on every
-    group (:func:`refit_final`). Only those points are trained on the outer folds
+    Every grid point is scored on each outer fold's inner folds (:func:`score_inner`), and so
+    is the weighted ensemble of each fold's tuned points (:func:`ensemble_point`). Outer fold f
+    of the nested (``auto``) row takes the best point on f, trained on f's training groups;
+    the final model is the point with the best mean inner score, refitted on every group
+    (:func:`refit_final`; an ensemble's members each, :func:`refit_blend`). Only the points a
+    row or the final model reads are trained on the outer folds
     (``model.selection.outer_fits=winners``); with ``all`` every point is, and each
     candidate's row takes its best point per outer fold. Returns the selection record, the
     nested out-of-fold outputs (per target; calibrated, raw, served), the final point's CV
@@ -466,22 +656,12 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
             extend(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
         spent[name] = timing["wall_s"]
     every = [p for name in names for p in candidates[name]]
-
-    def best(among: list[Point], f: int) -> Point:
-        return min(among, key=lambda p: p.record.inner_scores[f])
-
-    tuned = {name: [best(candidates[name], f) for f in range(folds)] for name in names}
-    rule = str(sel.rule)
-    if rule not in ("best", "one_se"):
-        raise ValueError(f"model.selection.rule={rule!r}: use best or one_se")
-    complexity = {n: int(cfg.model.candidates[n].get("complexity") or 0) for n in names}
-    choices = [choose(every, [f], rule, complexity) for f in range(folds)]
-    winners = [point for point, _ in choices]
-    chosen, final_ties = choose(every, range(folds), rule, complexity)
-    # a point that wins no outer fold and is not the final model is never trained on the outer
-    # folds (it cannot change the answer); outer_fits=all trains every point, so every
-    # candidate also gets its own out-of-fold row
-    needed = every if mode == "all" else [*winners, chosen]
+    tuned = {name: [min(candidates[name], key=lambda p, f=f: p.record.inner_scores[f])
+                    for f in range(folds)] for name in names}
+    with stage("model selection: the rule's choice, and the weighted ensemble") as timing:
+        choice, ensemble = choose_points(cfg, candidates, scoring, tuned)
+    choosing = timing["wall_s"]
+    needed = choice.needed(every, mode, ensemble)
     for name in names:
         points = [p for p in candidates[name] if any(p is q for q in needed)]
         if not points:
@@ -490,17 +670,41 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                    f"{len(candidates[name])} grid points)") as timing:
             fit_outer(cfg, dm, assignment, run_dir, kind, points, scoring, tested)
         spent[name] += timing["wall_s"]
+    if ensemble:
+        ensemble.outputs = blend_outputs(ensemble, test_fold)
+        candidates[ENSEMBLE], tuned[ENSEMBLE] = [ensemble], [ensemble] * folds
+        names.append(ENSEMBLE)
+        spent[ENSEMBLE] = choosing
+    nested = tuple(combine(choice.winners, view, test_fold) for view in Outputs._fields)
+    trained = [n for n in names if all(p.outputs is not None and not np.isnan(
+        p.outputs.served[0][test_fold == f]).any() for f, p in enumerate(tuned[n]))]
+    final = refit_blend(cfg, dm, run_dir, choice.final_parts) if choice.final_parts else \
+        refit_final(cfg, dm, run_dir, choice.chosen)
+    record = selection_record(cfg, candidates, tuned, choice, scoring, test_fold, trained)
+    record.final, record.candidate_wall_s = record_of(FinalModel, final), spent
+    record.wall_s = round(time.perf_counter() - started, 2)
+    candidate_oof = {n: combine(tuned[n], "calibrated", test_fold)[0] for n in trained}
+    if ensemble:
+        candidate_oof[BEST_SINGLE] = combine(choice.single_winners, "calibrated", test_fold)[0]
+    info = (choice.final_parts[0][0] if choice.final_parts else choice.chosen).info
+    return record, nested, info, candidate_oof
 
-    nested = tuple(combine(winners, view, test_fold) for view in Outputs._fields)
-    trained = [name for name in names if all(p.outputs is not None for p in tuned[name])]
-    final = refit_final(cfg, dm, run_dir, chosen)
-    record = Selection(
+
+def selection_record(cfg: DictConfig, candidates: dict[str, list[Point]],
+                     tuned: dict[str, list[Point]], choice: Choice, scoring: Scoring,
+                     test_fold: np.ndarray, trained: list[str]) -> Selection:
+    """The typed record of model selection (its final model and timings set by the caller)."""
+    sel, names, folds = cfg.model.selection, list(candidates), scoring.folds
+    tested = test_fold >= 0
+    configured = [n for n in names if n in cfg.model.candidates]
+    ensemble = candidates.get(ENSEMBLE, [None])[0]
+    return Selection(
         candidates=names, score=scoring.score, grid=str(sel.grid),
-        inner_folds=int(sel.inner_folds), inner_seeds=inner_seeds,
-        points={p.label: p.record for p in every},
+        inner_folds=int(sel.inner_folds), inner_seeds=[int(s) for s in sel.inner_seeds],
+        points={p.label: p.record for n in names for p in candidates[n]},
         inner_scores={n: [tuned[n][f].record.inner_scores[f] for f in range(folds)]
                       for n in names},
-        tuned_points={n: [p.label for p in tuned[n]] for n in names},
+        tuned_points={n: [p.label for p in tuned[n]] for n in configured},
         cv_scores={n: scoring.of(np.flatnonzero(tested),
                                  combine(tuned[n], "served", test_fold)[0][tested])
                    for n in trained},
@@ -508,12 +712,14 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                                    dimensions(cfg.model.candidates[n]),
                                    OmegaConf.to_container(cfg.model.candidates[n].grid))
                      for f in range(folds)]
-                 for n in names if any(p.record.params for p in candidates[n])},
-        rule=rule, not_separated=[ties for _, ties in choices], final_not_separated=final_ties,
-        outer_fits=mode, not_trained=[n for n in names if n not in trained],
-        winners=[p.candidate for p in winners], winner_points=[p.label for p in winners],
-        fold_checkpoints=[p.record.checkpoint for p in winners],
-        final=record_of(FinalModel, final), candidate_wall_s=spent,
-        wall_s=round(time.perf_counter() - started, 2))
-    candidate_oof = {n: combine(tuned[n], "calibrated", test_fold)[0] for n in trained}
-    return record, nested, chosen.info, candidate_oof
+                 for n in configured if any(p.record.params for p in candidates[n])},
+        rule=str(sel.rule), not_separated=choice.not_separated,
+        final_not_separated=choice.final_not_separated, outer_fits=str(sel.outer_fits),
+        not_trained=[n for n in names if n not in trained],
+        winners=[p.candidate for p in choice.winners],
+        winner_points=[p.label for p in choice.winners],
+        fold_checkpoints=[(max(p.blend[f], key=lambda x: x[1])[0] if p.blend else p
+                           ).record.checkpoint for f, p in enumerate(choice.winners)],
+        ensemble=[{p.label: w for p, w in parts} for parts in ensemble.blend] if ensemble
+        else [], single_winners=[p.label for p in choice.single_winners] if ensemble else [],
+        final=None, candidate_wall_s={}, wall_s=0.0)

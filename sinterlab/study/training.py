@@ -84,7 +84,7 @@ from sinterlab.study.fit import (
     model_oof,
 )
 from sinterlab.study.record import IMAGE_ONLY, ProtocolOutputs, record_run
-from sinterlab.study.selection import select_model
+from sinterlab.study.selection import BEST_SINGLE, select_model
 from sinterlab.threads import library_threads
 
 log = logging.getLogger(__name__)
@@ -270,7 +270,8 @@ def cross_validation(cfg: DictConfig, dm: SEMDataModule, scored: Scored,
         v = cv.verdict
         v.selection = selection_check(pooled, v.level, v.metric, v.higher_is_better,
                                       {"nested": AUTO, "final": selection.final.model},
-                                      list(selection.candidates))
+                                      [*selection.candidates, *(
+                                          [BEST_SINGLE] if selection.ensemble else [])])
         for _, check in v.selection.checks():
             if check.disagrees:
                 log.warning(selection_warning(check, v.level, v.metric))
@@ -343,7 +344,7 @@ def served_model(cfg: DictConfig, selection: Selection | None, primary: str | No
     """(name, module config, inputs) of the model a block's headline reports (the final model
     of model=auto, else the trained head's config); None without one."""
     if primary == AUTO:
-        final = selection.final
+        final = selection.final  # an ensemble has no one module: a proxy stands for it
         return final.point, final.module, final.inputs
     if primary == HEAD:
         model = head_model(cfg)
