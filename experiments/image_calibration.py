@@ -14,6 +14,7 @@ probabilities (what predict served before image calibration).
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,8 +80,9 @@ def main(run: Path, patterns: list[str]) -> None:
         for pooling in POOLINGS:
             for calibrator in CALIBRATORS:
                 for checked, check in (("", served_check),
-                                       (", every map kept", MapCheck(served_check.folds,
-                                                                     -np.inf, 0.0))):
+                                       (", every map kept", replace(
+                                           served_check, min_gain=-np.inf,
+                                           standard_errors=0.0))):
                     [calibration] = head_image_calibration(head, dm.x, dm.y, images, val, test,
                                                            pooling, calibrator, check=check,
                                                            units=samples)

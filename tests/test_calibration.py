@@ -5,6 +5,7 @@ they never saw."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from scipy.special import softmax
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.metrics import ranked_probability_scores
 from sinterlab.evaluation.reliability import (
     classification_calibration,
     conformal_coverage,
@@ -140,23 +142,28 @@ def calibrated_images(images, patches=10, classes=5, signal=1.0, seed=0):
             np.repeat(np.arange(images).astype(str), patches))
 
 
-def one_group(probs, labels, images, check=CHECK, units=None):
+def one_group(probs, labels, images, check=CHECK, units=None, ordered=False):
     """The image calibration of one member from its own validation images, its solves on one
     thread as in a run (``library_threads``)."""
     with library_threads(1):
         return fit_image_calibration(probs, labels, images, [np.arange(len(labels))],
                                      [np.zeros(len(labels), bool)], CALIBRATION.pooling,
-                                     CALIBRATION.calibrator, check=check, units=units)
+                                     CALIBRATION.calibrator, check=check, units=units,
+                                     ordered=ordered)
 
 
 def log_loss_of(probs, labels):
     return float(-np.log(probs[np.arange(len(labels)), labels]).mean())
 
 
-def test_a_harmful_map_fitted_on_too_few_images_is_rejected_for_the_raw_probabilities():
+@pytest.mark.parametrize("ordered, score", [(False, "log-loss"),
+                                           (True, "ranked probability score (RPS)")])
+def test_a_harmful_map_fitted_on_too_few_images_is_rejected_for_the_raw_probabilities(
+        ordered, score):
     """Calibrated raw probabilities, a temperature fitted on 12 images: on fresh images it
-    makes them worse; held out within those 12 images it does not beat them, so the member
-    serves the raw probabilities (the mean of its patches')."""
+    makes them worse; held out within those 12 images it does not beat them (by the shipped
+    check's score of unordered classes, and of ordered ones), so the member serves the raw
+    probabilities (the mean of its patches')."""
     fresh, fresh_labels, fresh_images = calibrated_images(3000, seed=100)
     truth, raw = fresh_labels[::10], fresh[0][::10]
     probs, labels, images = calibrated_images(12, seed=0)
@@ -169,7 +176,7 @@ def test_a_harmful_map_fitted_on_too_few_images_is_rejected_for_the_raw_probabil
     assert expected_calibration_error(harmful, truth, 10) > \
         expected_calibration_error(raw, truth, 10) + 0.05
     assert log_loss_of(harmful, truth) > log_loss_of(raw, truth) + 0.03
-    calibration = one_group(probs, labels, images)
+    calibration = one_group(probs, labels, images, ordered=ordered)
     assert not calibration.kept[0]
     assert calibration.loss_map[0] > calibration.loss_raw[0]  # the held-out evidence
     assert (calibration.scale == 1).all() and (calibration.bias == 0).all()
@@ -177,14 +184,15 @@ def test_a_harmful_map_fitted_on_too_few_images_is_rejected_for_the_raw_probabil
     np.testing.assert_allclose(served[0], raw, rtol=1e-6)  # the raw mean of the patches
     assert calibration.describe() == ("kept the raw probabilities (mean of the patch "
                                       "probabilities): the fitted image temperature did not "
-                                      "improve held-out log-loss")
+                                      f"improve the held-out {score}")
     # over many draws of 12 images: most maps are rejected, and what is served is better
     # on fresh images than every fitted map would be
+    every_map = replace(CHECK, min_gain=-np.inf, standard_errors=0.0)
     kept, served_loss, mapped_loss = 0, [], []
     for seed in range(1, 21):
         probs, labels, images = calibrated_images(12, seed=seed)
-        checked = one_group(probs, labels, images)
-        always = one_group(probs, labels, images, MapCheck(CHECK.folds, -np.inf, 0.0))
+        checked = one_group(probs, labels, images, ordered=ordered)
+        always = one_group(probs, labels, images, every_map, ordered=ordered)
         kept += int(checked.kept[0])
         served_loss.append(log_loss_of(checked.apply(fresh, fresh_images)[1][0], truth))
         mapped_loss.append(log_loss_of(always.apply(fresh, fresh_images)[1][0], truth))
@@ -208,10 +216,65 @@ def test_maps_that_help_on_informative_images_are_kept():
     assert np.mean(served) < raw - 0.1
 
 
-def test_the_check_holds_out_whole_samples_and_deals_them_by_label(monkeypatch):
-    """The cross-fit parts: every sample's images in one part, each part holding every label
-    (as many samples per label as parts), each map fitted on the other parts only, and one
-    last fit on every image for the map served."""
+def samples_of_levels(samples, images=4, patches=10, levels=5, hard_offset=2.0, seed=0):
+    """An ordered target's under-confident patch probabilities: each patch reads a position on
+    the level axis (its sample's level plus the sample's, its image's and its own noise) and
+    gives a wide distribution around it, softmax(-(position - level)^2 / 8). Every 15th sample
+    (the first) reads ``hard_offset`` levels above its own: a hard sample, confidently wrong
+    once a map sharpens its images. Returns (probs (1, N, levels), labels, images, samples)."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(samples) % levels
+    position = (y + hard_offset * (np.arange(samples) % 15 == 0))[:, None, None] + \
+        rng.normal(0, 0.3, (samples, 1, 1)) + rng.normal(0, 0.3, (samples, images, 1)) + \
+        rng.normal(0, 1.0, (samples, images, patches))
+    probs = softmax(-(position[..., None] - np.arange(levels)) ** 2 / 8, axis=-1)
+    return (probs.reshape(1, -1, levels), np.repeat(y, images * patches),
+            np.repeat(np.arange(samples * images).astype(str), patches),
+            np.repeat(np.arange(samples).astype(str), images * patches))
+
+
+def test_a_map_that_helps_is_kept_though_one_hard_sample_dominates_its_held_out_log_loss():
+    """Issue 44's paper-preset level-value head: 15 samples of five ordered levels, raw image
+    probabilities under-confident, one sample reading two levels off. The sharpening map helps
+    fresh samples (hard ones among them at the same rate) by ECE, ranked probability score and
+    log-loss; but held out, the hard sample's log-loss outweighs every other sample's gain
+    (and 5 parts of 12 samples fit maps sharper than the one served), so the earlier check
+    (5 parts, log-loss, 1 standard error) rejected it in most draws. The shipped check (each
+    sample held out alone, the ranked probability score of ordered levels) keeps it."""
+    fresh, fresh_labels, fresh_images, _ = samples_of_levels(600, seed=999)
+    truth = fresh_labels[::10]
+    raw = fresh[0].reshape(-1, 10, 5).mean(1)
+    earlier = MapCheck(5, "log_loss", "log_loss", min_gain=0.0, standard_errors=1.0)
+    kept, kept_earlier, served = 0, 0, []
+    for seed in range(10):
+        probs, labels, images, samples = samples_of_levels(15, seed=seed)
+        calibration = one_group(probs, labels, images, units=samples, ordered=True)
+        kept += int(calibration.kept[0])
+        kept_earlier += int(one_group(probs, labels, images, earlier, units=samples,
+                                      ordered=True).kept[0])
+        served.append(calibration.apply(fresh, fresh_images)[1][0])
+    assert kept >= 9 and kept_earlier <= 4
+
+    def mean_over_draws(score):
+        return np.mean([score(truth, probs) for probs in served])
+
+    def ece(y, p):
+        return expected_calibration_error(p, y, 10)
+
+    def rps(y, p):
+        return ranked_probability_scores(y, p).mean()
+
+    assert mean_over_draws(ece) < ece(truth, raw) - 0.15
+    assert mean_over_draws(rps) < rps(truth, raw) - 0.03
+    assert mean_over_draws(lambda y, p: log_loss_of(p, y)) < log_loss_of(raw, truth) - 0.2
+
+
+@pytest.mark.parametrize("folds", [None, 5])
+def test_the_check_holds_out_whole_samples_and_deals_them_by_label(monkeypatch, folds):
+    """The cross-fit parts: every sample's images in one part (the shipped check: each sample
+    alone, ``folds: samples``), K parts each holding every label (as many samples per label as
+    parts), each map fitted on the other parts only, and one last fit on every image for the
+    map served."""
     probs, labels, images = correlated_patches(60, patches=4, seed=3)
     # 30 samples of two images each; labels per sample
     labels = np.repeat(np.arange(30) % 3, 8)
@@ -219,19 +282,21 @@ def test_the_check_holds_out_whole_samples_and_deals_them_by_label(monkeypatch):
     fits = []
     monkeypatch.setattr(calibration_module, "_fit_map", lambda scores, targets, calibrator: (
         fits.append((scores.copy(), targets.copy())) or _fit_map(scores, targets, calibrator)))
-    calibration = one_group(probs, labels, images, units=units)
+    assert CHECK.folds is None  # conf: evaluation.calibration.check.folds=samples
+    calibration = one_group(probs, labels, images, replace(CHECK, folds=folds), units=units)
     per_image_scores = pool_images(probs, images, CALIBRATION.pooling)[1][0]
     sample_of = units[::4]
-    folds = CHECK.folds
-    checks = fits[:folds] if calibration.kept[0] else fits
-    assert len(checks) == folds and len(fits) == folds + int(calibration.kept[0])
+    parts = folds or 30
+    checks = fits[:parts] if calibration.kept[0] else fits
+    assert len(checks) == parts and len(fits) == parts + int(calibration.kept[0])
     held_out = []
     for scores, _ in checks:
         fitted = {sample_of[np.flatnonzero((per_image_scores == row).all(1))[0]]
                   for row in scores}
         rest = set(sample_of) - fitted
-        assert len(rest) == 30 // folds and len(scores) == 2 * (30 - len(rest))
-        assert {int(s) % 3 for s in rest} == {0, 1, 2}  # every label held out in every part
+        assert len(rest) == 30 // parts and len(scores) == 2 * (30 - len(rest))
+        if folds:
+            assert {int(s) % 3 for s in rest} == {0, 1, 2}  # every label held out in each
         held_out.append(rest)
     assert set().union(*held_out) == set(sample_of)  # every sample held out once
     if calibration.kept[0]:
@@ -268,16 +333,22 @@ def test_the_calibration_record_round_trips_and_an_older_one_keeps_every_map():
     probs, labels, images = correlated_patches(40, seed=0)
     calibration = one_group(probs, labels, images)
     record = calibration.as_dict()
-    assert set(record) == {"pooling", "calibrator", "scale", "bias", "kept",
-                           "heldout_log_loss_raw", "heldout_log_loss_map",
-                           "heldout_gain_error"}
+    assert set(record) == {"pooling", "calibrator", "scale", "bias", "kept", "heldout_score",
+                           "heldout_score_raw", "heldout_score_map", "heldout_gain_error"}
     again = ImageCalibration.from_dict(json.loads(json.dumps(record)))
     np.testing.assert_array_equal(again.kept, calibration.kept)
     np.testing.assert_allclose(again.loss_raw, calibration.loss_raw)
+    assert again.score == calibration.score == "log_loss"  # unordered classes
     refit = ImageCalibration.from_dict(json.loads(json.dumps(calibration.median(2).as_dict())))
-    assert refit.as_dict()["heldout_log_loss_raw"] == [None, None]  # no check of its own
+    assert refit.as_dict()["heldout_score_raw"] == [None, None]  # no check of its own
     older = {k: record[k] for k in ("pooling", "calibrator", "scale", "bias")}
     assert ImageCalibration.from_dict(older).kept.all()
+    # a record from before the score was named: its held-out losses were log-losses
+    unnamed = older | {"kept": record["kept"], "heldout_log_loss_raw": [0.9],
+                       "heldout_log_loss_map": [0.8], "heldout_gain_error": [0.05]}
+    read = ImageCalibration.from_dict(unnamed)
+    assert read.score == "log_loss" and read.loss_raw.tolist() == [0.9]
+    assert read.loss_map.tolist() == [0.8]
 
 
 def test_calibration_block_reports_three_levels_with_intervals():
@@ -364,9 +435,11 @@ def test_a_run_reports_ece_before_and_after(make_cfg, tmp_path):
     assert len(temps) == 6 and all(0.05 <= t <= 20 for t in temps)
     [image] = metrics["training"]["image_calibration"]
     assert np.asarray(image["scale"]).shape == (6, 3)
-    # per fold (its two seeds alike) the map or the raw probabilities, by held-out log-loss
+    # per fold (its two seeds alike) the map or the raw probabilities, by the held-out ranked
+    # probability score of the ordered levels
+    assert image["heldout_score"] == CHECK.ordered_score == "rps"
     kept = np.asarray(image["kept"])
-    gain = np.subtract(image["heldout_log_loss_raw"], image["heldout_log_loss_map"])
+    gain = np.subtract(image["heldout_score_raw"], image["heldout_score_map"])
     needed = CHECK.min_gain + CHECK.standard_errors * np.asarray(image["heldout_gain_error"])
     assert (kept == (gain > needed)).all() and (kept[::2] == kept[1::2]).all()
     assert (np.asarray(image["scale"])[~kept] == 1).all()

@@ -99,15 +99,17 @@ def test_the_calibration_section_says_per_fold_whether_the_map_or_the_raw_is_ser
         trained_run, tmp_path):
     """The run's calibration record beside each checkpoint and in metrics.json holds, per
     member, whether its fitted map beat the raw probabilities held out; the report shows the
-    served ECE with the raw beside it and each fold's choice with the log-losses that made it."""
+    served ECE with the raw beside it and each fold's choice with the held-out scores that made
+    it (the ranked probability score of the ordered levels)."""
     from sinterlab.models.calibration import load_image_calibration
 
     metrics = metrics_of(trained_run)
     [image] = metrics["training"]["image_calibration"]
     saved = load_image_calibration(trained_run / metrics["training"]["checkpoint"])[0]
     assert saved.kept.tolist() == image["kept"] and len(image["kept"]) == 3  # 3 folds x 1 seed
-    for kept, raw, fitted, error in zip(image["kept"], image["heldout_log_loss_raw"],
-                                        image["heldout_log_loss_map"],
+    assert image["heldout_score"] == "rps"  # evaluation.calibration.check.score.ordered
+    for kept, raw, fitted, error in zip(image["kept"], image["heldout_score_raw"],
+                                        image["heldout_score_map"],
                                         image["heldout_gain_error"], strict=True):
         assert kept == (raw - fitted > 0.0 + 1.0 * error)  # evaluation.calibration.check
     assert metrics["calibration"]["served"] == saved.describe()
@@ -120,7 +122,7 @@ def test_the_calibration_section_says_per_fold_whether_the_map_or_the_raw_is_ser
     assert f"ECE {cal['ece_calibrated']:.3f} [" in section
     assert f"raw {cal['ece_raw']:.3f} [" in section
     for fold, (kept, raw, fitted, error) in enumerate(zip(
-            image["kept"], image["heldout_log_loss_raw"], image["heldout_log_loss_map"],
+            image["kept"], image["heldout_score_raw"], image["heldout_score_map"],
             image["heldout_gain_error"], strict=True)):
         choice = "its map" if kept else "raw"
         assert (f"fold {fold}: {choice} ({fitted:.3f} vs {raw:.3f}, gain {raw - fitted:.3f} "

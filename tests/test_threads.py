@@ -51,7 +51,8 @@ def test_small_torch_solves_take_the_library_cap_inside_a_run_only(monkeypatch):
         labels, images = rng.integers(0, 3, 60), np.arange(60) // 3
         rows, hidden = [np.arange(60)], [np.zeros(60, bool)]
         # every map kept (min_gain -inf), so the served map is fitted too
-        check = calibration.MapCheck(folds=3, min_gain=-np.inf, standard_errors=0.0)
+        check = calibration.MapCheck(folds=3, score="log_loss", ordered_score="rps",
+                                     min_gain=-np.inf, standard_errors=0.0)
         free = calibration.fit_image_calibration(probs, labels, images, rows, hidden,
                                                  "mean_log_probability", "vector", check=check)
         with library_threads(1):

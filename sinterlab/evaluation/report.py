@@ -21,7 +21,7 @@ import numpy as np
 from sinterlab.atomic import write_text
 from sinterlab.data.descriptor import Target
 from sinterlab.evaluation.data_report import how_much_data_section
-from sinterlab.evaluation.display import interval, long_name, number
+from sinterlab.evaluation.display import SCORE_NAMES, interval, long_name, number
 from sinterlab.evaluation.metrics import LEVELS, ORDINAL
 from sinterlab.evaluation.results import (
     CrossValidation,
@@ -44,9 +44,6 @@ def model_name(key: str, cv: CrossValidation) -> str:
 LEAK_WARNING = ("⚠ split by patch: patches of one image are in train and test, so these scores "
                 "are optimistic (leaky)")
 RANDOM_INIT_WARNING = "⚠ random-init backbone: not transfer learning"
-#: what the model.selection.score keys mean, as the report names them
-SCORE_NAMES = {"rps": "ranked probability score (RPS)", "log_loss": "log-loss",
-               "error": "error rate", "mse": "mean squared error", "mae": "mean absolute error"}
 PAPER_KEY_ALIASES = {"f1": "f1_macro", "f1_score": "f1_macro", "auc": "auroc", "acc": "accuracy"}
 #: the ordered target's columns: (metric, digits, header)
 ORDERED_COLUMNS = (("mae", 1, "MAE [{unit}]"), ("mae_expected", 1, "MAE expected [{unit}]"),
@@ -459,15 +456,16 @@ def _calibration(m: RunMetrics) -> list[str]:
 
 def _map_choice(m: RunMetrics) -> str:
     """Per fold, whether its fitted image map or the raw probabilities are served, with the
-    held-out log-losses that decided, and what the final model of model=auto serves."""
+    held-out scores that decided, and what the final model of model=auto serves."""
     first = (m.training.image_calibration or [None])[0] if m.training else None
-    if not first or not first.kept or not first.heldout_log_loss_raw:
+    score, raws, maps = first.heldout() if first else (None, None, None)
+    if not first or not first.kept or not raws:
         return ""  # a run from before the check, or no calibrator to check
     folds = [member.fold for member in m.training.members] or list(range(len(first.kept)))
     errors = first.heldout_gain_error or [None] * len(first.kept)
     choices = {}
-    for fold, kept, raw, fitted, error in zip(folds, first.kept, first.heldout_log_loss_raw,
-                                              first.heldout_log_loss_map, errors, strict=True):
+    for fold, kept, raw, fitted, error in zip(folds, first.kept, raws, maps, errors,
+                                              strict=True):
         if fold not in choices:
             choices[fold] = (f"fold {fold}: " + ("its map" if kept else "raw") + (
                 "" if raw is None else f" ({number(fitted)} vs {number(raw)}, gain "
@@ -480,10 +478,11 @@ def _map_choice(m: RunMetrics) -> str:
         " The final model, refitted on every sample, serves "
         + ("the median of the kept maps" if all(final.kept) else "the raw probabilities")
         + f": {sum(first.kept)} of {len(first.kept)} CV members kept their map.")
+    name = SCORE_NAMES.get(score, score)
     return (f" The raw probabilities are always a candidate: a fold's fitted image {what} is "
             "served only where, fitted on some samples of its calibration images and scored "
-            "on the others, it lowers their log-loss below the raw probabilities' by more than "
-            "the noise of that gain (`evaluation.calibration.check`; held-out log-loss per "
+            f"on the others, it lowers their {name} below the raw probabilities' by more than "
+            f"the noise of that gain (`evaluation.calibration.check`; held-out {name} per "
             "image, map vs raw, and the gain ± its standard error over samples): "
             f"{'; '.join(choices.values())}.{refit}")
 

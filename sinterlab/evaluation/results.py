@@ -303,18 +303,29 @@ class Calibration(ByLevel):
 class ImageMap:
     """One target's image calibration (:class:`~sinterlab.models.calibration.ImageCalibration`):
     per member its map of pooled image scores (rows of ``scale`` and ``bias``), whether the
-    fitted map was kept over the raw probabilities, the held-out log-loss per image of both
-    that decided and the standard error of their difference (None: not checked; a run from
-    before the check kept every map)."""
+    fitted map was kept over the raw probabilities, the held-out score per image of both that
+    decided (``heldout_score``: rps, brier or log_loss) and the standard error of their
+    difference (None: not checked; a run from before the check kept every map; one from
+    before the score was named holds log-losses as ``heldout_log_loss_*``)."""
 
     pooling: str
     calibrator: str
     scale: list[list[float]]
     bias: list[list[float]]
     kept: list[bool] | None = None
+    heldout_score: str | None = None
+    heldout_score_raw: list[float | None] | None = None
+    heldout_score_map: list[float | None] | None = None
+    heldout_gain_error: list[float | None] | None = None
     heldout_log_loss_raw: list[float | None] | None = None
     heldout_log_loss_map: list[float | None] | None = None
-    heldout_gain_error: list[float | None] | None = None
+
+    def heldout(self) -> tuple[str, list[float | None] | None, list[float | None] | None]:
+        """(the check's score, per member its held-out score of the raw probabilities, of the
+        map), whichever run wrote it."""
+        if self.heldout_score:
+            return self.heldout_score, self.heldout_score_raw, self.heldout_score_map
+        return "log_loss", self.heldout_log_loss_raw, self.heldout_log_loss_map
 
 
 @dataclass

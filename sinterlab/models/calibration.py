@@ -14,10 +14,12 @@ it. Only the members' probabilities are read, so any model whose members give cl
 probabilities is calibrated the same way.
 
 The identity is always a candidate (:class:`MapCheck`): a member's fitted map is served only
-where, cross-fitted over the samples of the images it is fitted on, it beats the raw
-probabilities (the mean of the member's raw patch probabilities, as the report's "raw") by
-log-loss on images it was not fitted on. Otherwise the member serves the raw probabilities: a
-map fitted on a handful of validation images can make them worse (issue 44).
+where, cross-fitted over the samples of the images it is fitted on (by default each sample
+held out in turn), it beats the raw probabilities (the mean of the member's raw patch
+probabilities, as the report's "raw") on images it was not fitted on, by a bounded proper
+score (the ranked probability score of ordered levels) and by more than the noise of that
+gain. Otherwise the member serves the raw probabilities: a map fitted on a handful of
+validation images can make them worse (issue 44).
 
 Members without validation rows (the final refit of ``model=auto``) take the median of their
 candidate's CV members that kept their map (temperature, or element-wise image scale and
@@ -38,6 +40,8 @@ from scipy.special import log_softmax, softmax
 
 from sinterlab.atomic import write_json
 from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.display import SCORE_NAMES
+from sinterlab.evaluation.metrics import brier_scores, ranked_probability_scores
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.threads import small_torch
 from sinterlab.typed import STRICT, from_json
@@ -102,26 +106,58 @@ TINY = float(np.finfo(np.float32).tiny)
 RAW_POOLING = "mean_probability"
 
 
+def _log_losses(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, the cross-entropy of softmax(scores) against ``labels``."""
+    return -log_softmax(scores, axis=1)[np.arange(len(labels)), labels]
+
+
+#: per image, what the check compares a map and the raw probabilities by (of softmax of the
+#: pooled scores; lower is better; each a proper score): log-loss (unbounded: one confidently
+#: wrong sample can outweigh every other), Brier score, ranked probability score (ordered
+#: classes)
+CHECK_SCORES = {
+    "log_loss": _log_losses,
+    "brier": lambda scores, labels: brier_scores(labels, softmax(scores, axis=1)),
+    "rps": lambda scores, labels: ranked_probability_scores(labels, softmax(scores, axis=1)),
+}
+
+
 @dataclass(frozen=True)
 class MapCheck:
     """When a fitted map beats the raw probabilities: its images' samples are dealt into
-    ``folds`` parts (by label, so each part holds every label it can); the map fitted on the
-    other parts must lower the held-out parts' log-loss per image below the raw probabilities'
-    by more than ``min_gain`` (nats) plus ``standard_errors`` standard errors of that gain
-    (images of one sample are not independent: the error is over samples)."""
+    ``folds`` parts (by label, so each part holds every label it can; None: one part per
+    sample, each held out in turn); the map fitted on the other parts must lower the held-out
+    parts' score per image (``score`` of unordered classes, ``ordered_score`` of ordered ones:
+    a name of :data:`CHECK_SCORES`) below the raw probabilities' by more than ``min_gain``
+    plus ``standard_errors`` standard errors of that gain (images of one sample are not
+    independent: the error is over samples)."""
 
-    folds: int
+    folds: int | None
+    score: str
+    ordered_score: str
     min_gain: float
     standard_errors: float
 
+    def __post_init__(self):
+        for key, name in (("classification", self.score), ("ordered", self.ordered_score)):
+            if name not in CHECK_SCORES:
+                raise ValueError(f"evaluation.calibration.check.score.{key}={name!r}: use one "
+                                 f"of {list(CHECK_SCORES)}")
+
     @classmethod
     def from_config(cls, calibration) -> MapCheck:
-        """From ``evaluation.calibration``."""
+        """From ``evaluation.calibration`` (``check.folds: samples``: one part per sample)."""
         check = calibration.check
-        return cls(int(check.folds), float(check.min_gain), float(check.standard_errors))
+        folds = None if check.folds == "samples" else int(check.folds)
+        return cls(folds, str(check.score.classification), str(check.score.ordered),
+                   float(check.min_gain), float(check.standard_errors))
+
+    def score_of(self, ordered: bool) -> str:
+        """The score that judges a map of a target with ordered classes or not."""
+        return self.ordered_score if ordered else self.score
 
     def keeps(self, gain: float, error: float) -> bool:
-        """Is a held-out ``gain`` (log-loss per image, raw minus map) with standard ``error``
+        """Is a held-out ``gain`` (score per image, raw minus map) with standard ``error``
         enough to serve the map?"""
         return bool(gain - self.standard_errors * error > self.min_gain)
 
@@ -148,9 +184,9 @@ class ImageCalibration:
     to the probability served: ``softmax(scale * score + bias)``; a member whose fitted map
     was not ``kept`` serves its raw probabilities (scale 1, bias 0 on the log of the mean
     patch probability: that mean). ``loss_raw``, ``loss_map`` and ``gain_error``: per member,
-    the held-out log-loss per image of the raw probabilities and of the cross-fitted map that
-    decided, and the standard error of their difference (NaN where nothing was checked: no
-    calibrator, or a refit member)."""
+    the held-out ``score`` (a name of :data:`CHECK_SCORES`) per image of the raw probabilities
+    and of the cross-fitted map that decided, and the standard error of their difference (NaN
+    where nothing was checked: no calibrator, or a refit member)."""
 
     pooling: str
     calibrator: str
@@ -160,6 +196,7 @@ class ImageCalibration:
     loss_raw: np.ndarray | None = None
     loss_map: np.ndarray | None = None
     gain_error: np.ndarray | None = None
+    score: str = "log_loss"
 
     def __post_init__(self):
         members = len(self.scale)
@@ -195,7 +232,7 @@ class ImageCalibration:
         return ImageCalibration(self.pooling, self.calibrator,
                                 np.repeat(scale[None], members, axis=0),
                                 np.repeat(bias[None], members, axis=0),
-                                np.full(members, kept))
+                                np.full(members, kept), score=self.score)
 
     def describe(self) -> str:
         what = {"temperature": "temperature", "vector": "vector scaling",
@@ -205,26 +242,32 @@ class ImageCalibration:
         if kept == members:
             return fitted
         raw = "the raw probabilities (mean of the patch probabilities)"
+        score = SCORE_NAMES[self.score]
         if not kept:
-            return f"kept {raw}: the fitted image {what} did not improve held-out log-loss"
+            return f"kept {raw}: the fitted image {what} did not improve the held-out {score}"
         return f"{fitted} for {kept} of {members} members; {raw} for the other " \
-               f"{members - kept}, whose fitted {what} did not improve held-out log-loss"
+               f"{members - kept}, whose fitted {what} did not improve the held-out {score}"
 
     def as_dict(self) -> dict:
         def losses(a):
             return [None if np.isnan(v) else float(v) for v in a]
         return {"pooling": self.pooling, "calibrator": self.calibrator,
                 "scale": self.scale.tolist(), "bias": self.bias.tolist(),
-                "kept": self.kept.tolist(), "heldout_log_loss_raw": losses(self.loss_raw),
-                "heldout_log_loss_map": losses(self.loss_map),
+                "kept": self.kept.tolist(), "heldout_score": self.score,
+                "heldout_score_raw": losses(self.loss_raw),
+                "heldout_score_map": losses(self.loss_map),
                 "heldout_gain_error": losses(self.gain_error)}
 
     @classmethod
     def from_dict(cls, d: dict) -> ImageCalibration:
+        """From :meth:`as_dict`, or a record from before the check's score was named (its
+        held-out losses were log-losses)."""
+        score = d.get("heldout_score")
+        raw, fitted = (d.get("heldout_score_raw"), d.get("heldout_score_map")) if score else \
+            (d.get("heldout_log_loss_raw"), d.get("heldout_log_loss_map"))
         return cls(d["pooling"], d["calibrator"], np.asarray(d["scale"], dtype=float),
-                   np.asarray(d["bias"], dtype=float), d.get("kept"),
-                   d.get("heldout_log_loss_raw"), d.get("heldout_log_loss_map"),
-                   d.get("heldout_gain_error"))
+                   np.asarray(d["bias"], dtype=float), d.get("kept"), raw, fitted,
+                   d.get("heldout_gain_error"), score or "log_loss")
 
 
 def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
@@ -262,31 +305,30 @@ def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
     return params[0].detach().numpy(), params[1].detach().numpy()
 
 
-def _log_losses(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per row, the cross-entropy of softmax(scores) against ``labels``."""
-    return -log_softmax(scores, axis=1)[np.arange(len(labels)), labels]
-
-
 def _check_map(scores: np.ndarray, raw: np.ndarray, labels: np.ndarray, units: np.ndarray,
-               calibrator: str, check: MapCheck) -> tuple[bool, float, float, float]:
+               calibrator: str, check: MapCheck, score: str,
+               ) -> tuple[bool, float, float, float]:
     """Does a map fitted on the pooled image ``scores`` beat the ``raw`` log-probabilities on
-    images it was not fitted on? Cross-fitted over ``units`` (each image's sample, kept in one
-    part), dealt in label order into ``check.folds`` parts. Returns (kept, held-out log-loss per
-    image of the raw probabilities, of the map, the standard error of their difference over
-    units); fewer than two units: nothing to hold out, the raw probabilities are kept."""
+    images it was not fitted on, by ``score`` (a name of :data:`CHECK_SCORES`)? Cross-fitted
+    over ``units`` (each image's sample, kept in one part), dealt in label order into
+    ``check.folds`` parts (None: one per unit). Returns (kept, held-out score per image of the
+    raw probabilities, of the map, the standard error of their difference over units); fewer
+    than two units: nothing to hold out, the raw probabilities are kept."""
     names, codes = np.unique(units, return_inverse=True)
     if len(names) < 2:
         return False, np.nan, np.nan, np.nan
     first = np.unique(codes, return_index=True)[1]
     part_of = np.empty(len(names), int)
-    part_of[np.lexsort((names, labels[first]))] = np.arange(len(names)) % check.folds
+    folds = len(names) if check.folds is None else check.folds
+    part_of[np.lexsort((names, labels[first]))] = np.arange(len(names)) % folds
     part = part_of[codes]
     loss_map, loss_raw = np.zeros(len(labels)), np.zeros(len(labels))
+    losses = CHECK_SCORES[score]
     for p in np.unique(part):
         held = part == p
         scale, bias = _fit_map(scores[~held], labels[~held], calibrator)
-        loss_map[held] = _log_losses(scale * scores[held] + bias, labels[held])
-        loss_raw[held] = _log_losses(raw[held], labels[held])
+        loss_map[held] = losses(scale * scores[held] + bias, labels[held])
+        loss_raw[held] = losses(raw[held], labels[held])
     # the mean gain per image is a sum over units: its error from the spread of the units' sums
     per_unit = np.bincount(codes, weights=loss_raw - loss_map)
     error = float(np.sqrt(len(names)) * per_unit.std(ddof=1) / len(labels))
@@ -299,10 +341,10 @@ def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndar
                           member_rows: list[np.ndarray], hidden: list[np.ndarray],
                           pooling: str, calibrator: str, pools: np.ndarray | None = None, *,
                           check: MapCheck, units: np.ndarray | None = None,
-                          ) -> ImageCalibration:
+                          ordered: bool = False) -> ImageCalibration:
     """Cross-fitted maps of (M, N, C) raw member probabilities (``labels`` per row), each kept
-    only where it beats the raw probabilities (``check``, over ``units``: each row's sample;
-    default its image).
+    only where it beats the raw probabilities (``check``, by its score of ``ordered`` classes
+    or not, over ``units``: each row's sample; default its image).
 
     Member m's map is fitted on the validation images of every member (``member_rows``: each
     member's own validation rows, pooled per image with its own probabilities) less the rows
@@ -337,13 +379,15 @@ def fit_image_calibration(probs: np.ndarray, labels: np.ndarray, images: np.ndar
                 groups.append(units[rows][first])
             scores, raw, targets, groups = map(np.concatenate, (scores, raw, targets, groups))
             checked = (True, np.nan, np.nan, np.nan) if calibrator == "none" else \
-                _check_map(scores, raw, targets, groups, calibrator, check)
+                _check_map(scores, raw, targets, groups, calibrator, check,
+                           check.score_of(ordered))
             scale, bias = _fit_map(scores, targets, calibrator) if checked[0] else \
                 (np.ones(c), np.zeros(c))
             fitted[key] = (scale, bias, *checked)
         out.append(fitted[key])
     return ImageCalibration(pooling, calibrator,
-                            *(np.asarray(a) for a in zip(*out, strict=True)))
+                            *(np.asarray(a) for a in zip(*out, strict=True)),
+                            score=check.score_of(ordered))
 
 
 def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
@@ -374,7 +418,8 @@ def head_image_calibration(head, x: torch.Tensor, y: torch.Tensor,
         pools = np.repeat(np.repeat(np.asarray(pools, bool), per_group, axis=0), per_group, axis=1)
     return [fit_image_calibration(out, y[used, i].numpy(), images[used], member_rows, hidden,
                                   pooling, calibrator, pools, check=check,
-                                  units=None if units is None else np.asarray(units)[used])
+                                  units=None if units is None else np.asarray(units)[used],
+                                  ordered=bool(t.get("ordered")))
             if t["kind"] == "classification" else None
             for i, (t, out) in enumerate(zip(head.targets, outputs, strict=True))]
 
@@ -401,9 +446,14 @@ class CalibrationRecord:
     bias: list[list[float]]
     #: per member: whether its map was served (a file from before the check: every member's)
     kept: list[bool] | None = None
+    #: what the check scored by, and per member the held-out score of the raw probabilities
+    #: and of the map (a file from before the score was named: log-losses, as the last two)
+    heldout_score: Literal[tuple(CHECK_SCORES)] | None = None  # type: ignore[valid-type]
+    heldout_score_raw: list[float | None] | None = None
+    heldout_score_map: list[float | None] | None = None
+    heldout_gain_error: list[float | None] | None = None
     heldout_log_loss_raw: list[float | None] | None = None
     heldout_log_loss_map: list[float | None] | None = None
-    heldout_gain_error: list[float | None] | None = None
 
 
 @dataclass(frozen=True)

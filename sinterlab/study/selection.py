@@ -23,7 +23,11 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_
 
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
-from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
+from sinterlab.evaluation.metrics import (
+    aggregate_by_group,
+    first_rows,
+    ranked_probability_scores,
+)
 from sinterlab.evaluation.results import FinalModel, GridPoint, Selection, record_of
 from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.ensemble import cross_fitted, greedy_weights
@@ -46,10 +50,7 @@ def ranked_probability_score(y: np.ndarray, probs: np.ndarray) -> float:
     """Mean ranked probability score of ordered classes (0 best, 1 worst): the squared distance
     between the predicted and the true cumulative distribution over the levels, so a
     neighbouring level costs less than a distant one (Epstein 1969; a proper score)."""
-    truth = np.zeros_like(probs)
-    truth[np.arange(len(y)), y] = 1.0
-    gaps = np.cumsum(probs, axis=1) - np.cumsum(truth, axis=1)
-    return float(np.mean(np.sum(gaps[:, :-1] ** 2, axis=1)) / max(probs.shape[1] - 1, 1))
+    return float(np.mean(ranked_probability_scores(y, probs)))
 
 
 _CLASSIFICATION = {
