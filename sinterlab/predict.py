@@ -52,6 +52,7 @@ from sinterlab.evaluation.reliability import prediction_sets, set_label
 from sinterlab.evaluation.results import SCHEMA as METRICS_SCHEMA
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
+from sinterlab.features.representation import REPRESENTATION_KEYS, Representation
 from sinterlab.manifest import RunManifest, read_manifest
 from sinterlab.measures.compute import image_measures
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
@@ -234,6 +235,11 @@ class RunModel:
         return list(self.manifest.extra_inputs)
 
     @property
+    def representation(self) -> Representation:
+        """What the head reads of each patch (the run's ``features.representation``)."""
+        return Representation.from_config(self.features)
+
+    @property
     def model_name(self) -> str:
         return self.manifest.display_name(self.head.members)
 
@@ -285,12 +291,13 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
         raise SinterlabError(f"{run_dir}: the served model reads the images' measures, which "
                              "the manifest does not name; train again")
     extra = list(manifest.extra_inputs)
-    if head.in_features != backbone.embedding_dim + len(extra):
+    features = extraction_settings(cfg.get("features"), config, manifest)
+    width = Representation.from_config(features).width(backbone)
+    if head.in_features != width + len(extra):
         raise SinterlabError(f"{run_dir / checkpoint}: head expects {head.in_features} "
-                             f"features, backbone gives {backbone.embedding_dim}"
+                             f"features, backbone gives {width}"
                              + (f" and the extra inputs {extra} {len(extra)}" if extra else ""))
-    return RunModel(run_dir, run_cfg, manifest, backbone, head,
-                    extraction_settings(cfg.get("features"), config, manifest),
+    return RunModel(run_dir, run_cfg, manifest, backbone, head, features,
                     load_image_calibration(run_dir / checkpoint),
                     measures_settings(run_dir, config, cfg.get("measures"))
                     if head.reads_measures else None)
@@ -298,15 +305,24 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
 
 def extraction_settings(requested, config: RunConfig, manifest: RunManifest) -> DictConfig:
     """predict's own extraction settings (``features``: batch size, devices, cache folder),
-    in the runtime the run's embeddings came from and the run's precision unless given."""
+    in the runtime the run's embeddings came from and the run's precision unless given, and
+    always in the run's representation (the head reads nothing else)."""
     own = OmegaConf.to_container(OmegaConf.create(requested or {}), resolve=True)
     if not own.get("cache_dir"):
         raise SinterlabError("features.cache_dir: predict's embedding cache folder is not set; "
                              "give features.cache_dir=FOLDER (a run folder never decides "
                              "where predict writes)")
-    return OmegaConf.create(own | {"runtime": own.get("runtime") or manifest.runtime,
-                                   "precision": own.get("precision")
-                                   or config.features.precision})
+    run = config.block("features")
+    trained = {key: OmegaConf.to_container(run)[key] for key in REPRESENTATION_KEYS}
+    asked = {key: own[key] for key in REPRESENTATION_KEYS if own.get(key) is not None}
+    if Representation.from_config(trained | asked) != Representation.from_config(trained):
+        key = next(k for k in asked if asked[k] != trained[k])
+        raise SinterlabError(f"features.{key}={asked[key]} differs from the run's "
+                             f"{trained[key]}: the head reads the embeddings it was trained on; "
+                             f"drop features.{key} (predict extracts the run's) or retrain")
+    return OmegaConf.create(own | trained | {"runtime": own.get("runtime") or manifest.runtime,
+                                             "precision": own.get("precision")
+                                             or config.features.precision})
 
 
 def measures_settings(run_dir: Path, config: RunConfig, requested) -> DictConfig:

@@ -537,7 +537,8 @@ def _data(m: RunMetrics) -> list[str]:
     d, bb, cache, extra = m.data, m.backbone, m.cache, m.inputs.extra
     items = [f"descriptor `{d.descriptor}`: {d.n_images} images, {d.n_samples} samples, "
              f"{d.n_patches} patches",
-             f"backbone `{bb.name}` (embedding {bb.embedding_dim}), weights "
+             f"backbone `{bb.name}` (embedding {bb.embedding_dim}"
+             f"{'' if bb.representation == 'final' else ': ' + bb.representation}), weights "
              f"{bb.weights.source} `{bb.weights.identity}` sha256 "
              f"`{str(bb.weights.sha256)[:16]}…`, transfer learning: "
              f"{number(bb.weights.transfer_learning)}",
