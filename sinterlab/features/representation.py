@@ -175,11 +175,12 @@ class Representation:
         return f"{self.kind}-s{stages}-{'.'.join(self.statistics)}"
 
     def describe(self, backbone: Backbone) -> str:
-        """For reports: ``stages 0, 1, 2, 3 (mean, std)``, or ``final``."""
+        """For reports: ``final``, ``stages 0, 1, 2, 3 (mean, std)`` or ``final + stages ...``."""
         if self.is_final:
             return "final"
         stages = ", ".join(map(str, self.stage_indices(backbone)))
-        return f"{self.kind}: stages {stages} ({', '.join(self.statistics)})"
+        described = f"stages {stages} ({', '.join(self.statistics)})"
+        return described if self.kind == "stages" else f"final + {described}"
 
 
 FINAL = Representation()
