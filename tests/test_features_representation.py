@@ -153,6 +153,7 @@ def test_a_stages_run_is_predicted_and_explained_on_stage_statistics(tmp_path_fa
     with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
         run_experiment(cfg, run_dir)
     GlobalHydra.instance().clear()
+    assert "embedding: stages 1, 2 (mean, std)" in (run_dir / "report.md").read_text()
     model = load_run_model(predict_config(run_dir))
     assert model.representation == Representation("stages", (1, 2), ("mean", "std"))
     assert model.head.in_features == 2 * (32 + 48)  # test_convnext's stages 1 and 2

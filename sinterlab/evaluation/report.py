@@ -72,7 +72,9 @@ def _header(m: RunMetrics) -> list[str]:
     weights = m.backbone.weights
     facts = [f"task `{m.task}`", f"targets {', '.join(t.name for t in m.targets)}",
              f"protocol `{_split_label(m)}`, seeds {m.cv.seeds}",
-             f"backbone `{m.backbone.name}`, weights **{weights.source}** ({weights.identity})"]
+             f"backbone `{m.backbone.name}`, weights **{weights.source}** ({weights.identity})"
+             + ("" if m.backbone.representation == "final"
+                else f", embedding: {m.backbone.representation}")]
     out = [f"# Run report: {m.experiment}\n", "; ".join(facts) + ".\n"]
     if m.split.leaky:
         out.append(f"> {LEAK_WARNING}\n")
