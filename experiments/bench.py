@@ -10,14 +10,17 @@ of 768-d (ConvNeXt-T) and 1280-d (EfficientNet-Lite0) embeddings, 5 classes: its
 the members against one head's step in a plain loop (per-member cost), the same ensemble through
 Lightning against a plain loop, achieved GFLOP/s beside the SGEMM figure, and a profile.
 Part three: the wall time of `experiment=five_class model=auto` on the paper preset, split into
-the run's stages (needs data/paper and its cached embeddings). Results are appended to
-experiments/benchmarks.md.
+the run's stages (needs data/paper and its cached embeddings).
+Part four: patches/s of each representation (features.representation final, stages, both:
+the final embedding, stage statistics, both from one pass) per backbone and runtime, alone and
+through sinterlab's extraction. Results are appended to experiments/benchmarks.md.
 
 Sizes come from the environment so that a quick check and a full run use the same code:
 BENCH_IMAGES (images per backbone, default 8), BENCH_EPOCHS (head epochs, default 3),
 BENCH_BACKBONES (comma list, default convnext_tiny,tf_efficientnet_lite0), BENCH_FOLDS (5),
 BENCH_SEEDS (3), BENCH_REPEATS (head timings: best of 3), BENCH_PARTS (comma list of
-extraction,head,cv; default all).
+extraction,head,cv,representation; default all), BENCH_DEMO (the demo data's folder, default
+data/demo, generated when absent).
 Random-init weights are used for timing (speed does not depend on the weights' values).
 """
 
@@ -44,6 +47,7 @@ from sinterlab.data.preprocess import preprocess_image
 from sinterlab.features.backbone import build_backbone
 from sinterlab.features.cache import EmbeddingCache, file_sha256
 from sinterlab.features.extract import ImageRef, cache_settings, extract_to_cache, patch_spec
+from sinterlab.features.representation import FINAL, KINDS, Representation
 from sinterlab.features.runtime import build_runner
 from sinterlab.models.batches import GroupBatches, GroupRows
 from sinterlab.models.head import HeadEnsemble
@@ -57,7 +61,8 @@ EPOCHS = int(os.environ.get("BENCH_EPOCHS", 3))
 BACKBONES = os.environ.get("BENCH_BACKBONES", "convnext_tiny,tf_efficientnet_lite0").split(",")
 FOLDS = int(os.environ.get("BENCH_FOLDS", 5))
 SEEDS = int(os.environ.get("BENCH_SEEDS", 3))
-PARTS = os.environ.get("BENCH_PARTS", "extraction,head,cv").split(",")
+PARTS = os.environ.get("BENCH_PARTS", "extraction,head,cv,representation").split(",")
+DEMO = Path(os.environ.get("BENCH_DEMO", ROOT / "data" / "demo"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
 #: ONNX exports of the random-init backbones timed here (made once, kept between runs)
 EXPORTS = Path(tempfile.gettempdir()) / "sinterlab-bench-exports"
@@ -87,7 +92,7 @@ def flops_per_patch(model: torch.nn.Module, size: int) -> float:
 
 
 def demo_images() -> list[Path]:
-    descriptor = ROOT / "data" / "demo" / "descriptor.csv"
+    descriptor = DEMO / "descriptor.csv"
     if not descriptor.is_file():
         subprocess.run([str(ROOT / ".venv" / "bin" / "sinterlab-synth"), "preset=demo",
                         f"out={descriptor.parent}"], check=True)
@@ -125,15 +130,17 @@ def cut_patches(refs, preprocess, sampler) -> tuple[torch.Tensor, float]:
 
 
 def through_sinterlab(refs, backbone, sampler, spec, preprocess, features, runtime: str,
-                      workers: int) -> tuple[float, float]:
+                      workers: int, representation: Representation = FINAL,
+                      ) -> tuple[float, float]:
     """Seconds to extract ``refs`` into a fresh cache the way a run does (reading, cropping,
     equalizing, cutting, Lightning's predict loop, cache writes; the ONNX export excluded),
     and seconds for the cache hit that follows (hashing, finding, loading every entry)."""
     features = OmegaConf.merge(features, {"runtime": runtime, "num_workers": workers,
                                           "cache_dir": tempfile.mkdtemp(prefix="sinterlab-")})
     cache = EmbeddingCache(features.cache_dir, backbone.name, backbone.weights.sha256,
-                           cache_settings(preprocess, spec, backbone, runtime))
-    runner = build_runner(runtime, backbone, exports(backbone), spec.output_size)  # exported once
+                           cache_settings(preprocess, spec, backbone, runtime, representation))
+    runner = build_runner(runtime, backbone, exports(backbone), spec.output_size,
+                          representation)  # exported once
     start = time.perf_counter()
     extract_to_cache(refs, cache, runner, sampler, preprocess, features, progress=False)
     extract_s = time.perf_counter() - start
@@ -154,7 +161,7 @@ def bench_extraction(name: str, images: list[Path], peak: float) -> list[dict]:
     preprocess = OmegaConf.load(CONF / "preprocess" / "default.yaml")
     features = OmegaConf.load(CONF / "features" / "default.yaml")
     features.accelerator = "cpu"
-    backbone = build_backbone(OmegaConf.create({"name": name, "pretrained": False}))
+    backbone = build_backbone(name, pretrained=False)
     spec = patch_spec(preprocess, backbone)
     sampler = PatchSampler(spec, backbone.mean, backbone.std)
     refs = [ImageRef(str(p), file_sha256(p)) for p in images]
@@ -186,6 +193,42 @@ def bench_extraction(name: str, images: list[Path], peak: float) -> list[dict]:
     rows.append(fastest | {"workers": other, "sinterlab": len(patches) / extract_s,
                            "vs_naive": len(patches) / extract_s / best_naive,
                            "extract_s": extract_s, "hit_s": float("nan")})
+    return rows
+
+
+def bench_representations(name: str, images: list[Path]) -> list[dict]:
+    """Per representation (conf/features/default.yaml's stages and statistics) and runtime
+    (torch in NHWC, ONNX Runtime, OpenVINO): patches/s of its network alone on ready patch
+    tensors, and through sinterlab's whole extraction; each against the final embedding under
+    the same runtime."""
+    preprocess = OmegaConf.load(CONF / "preprocess" / "default.yaml")
+    features = OmegaConf.load(CONF / "features" / "default.yaml")
+    features.accelerator = "cpu"
+    backbone = build_backbone(name, pretrained=False, channels_last=True)
+    spec = patch_spec(preprocess, backbone)
+    sampler = PatchSampler(spec, backbone.mean, backbone.std)
+    refs = [ImageRef(str(p), file_sha256(p)) for p in images]
+    patches, _ = cut_patches(refs, preprocess, sampler)
+    batch, rows = int(features.batch_size), []
+    through_sinterlab(refs[:1], backbone, sampler, spec, preprocess, features, "torch",
+                      int(features.num_workers))  # warm-up: the first Trainer's start-up
+    for runtime in ("torch", "onnxruntime", "openvino"):
+        for kind in KINDS:
+            representation = Representation.from_config(
+                OmegaConf.merge(features, {"representation": kind}))
+            runner = build_runner(runtime, backbone, exports(backbone), spec.output_size,
+                                  representation)
+            alone = loop(runner, patches, batch)
+            extract_s, _ = through_sinterlab(refs, backbone, sampler, spec, preprocess,
+                                             features, runtime, int(features.num_workers),
+                                             representation)
+            rows.append({"backbone": name, "runtime": runtime,
+                         "representation": representation.describe(backbone),
+                         "width": representation.width(backbone), "patches": len(patches),
+                         "alone": alone, "sinterlab": len(patches) / extract_s})
+        final = rows[-len(KINDS)]
+        for row in rows[-len(KINDS):]:
+            row["vs_final"] = row["sinterlab"] / final["sinterlab"]
     return rows
 
 
@@ -448,6 +491,23 @@ def main() -> None:
                          f"{cv['image_mae']['high']:.1f}] BC" if cv.get("image_mae") else "")
                       + ".\n", *stage_lines(cv)]
     append(lines)
+    if "representation" in PARTS:
+        images = demo_images()
+        rows = [row for name in BACKBONES for row in bench_representations(name, images)]
+        lines += [
+            "", "### Extraction per representation (features.representation; 224 px patches, "
+            f"batch {OmegaConf.load(CONF / 'features' / 'default.yaml').batch_size}, "
+            f"{N_IMAGES} demo images x 40 patches, {torch.get_num_threads()} threads)\n",
+            "*alone*: the representation's network over already-cut patch tensors; "
+            "*sinterlab*: the whole extraction with it (one-time ONNX export excluded); "
+            "*vs final*: sinterlab patches/s over the final embedding's under the same "
+            "runtime. Stages and statistics as conf/features/default.yaml.\n",
+            "| backbone | runtime | representation | width | alone (patches/s) | sinterlab "
+            "(patches/s) | vs final |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['backbone']} | {r['runtime']} | {r['representation']} | {r['width']} "
+                  f"| {r['alone']:.1f} | {r['sinterlab']:.1f} | {r['vs_final']:.2f}x |"
+                  for r in rows]
+        append(lines)
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ class Each:
     """A list whose every element meets ``rule``; ``length`` elements when given, in ascending
     order when ``ascending``."""
 
-    rule: Number
+    rule: Number | Choice
     length: int | None = None
     ascending: bool = False
 
@@ -149,7 +149,7 @@ class Shares:
 class Either:
     """A value that meets one of ``rules``."""
 
-    rules: tuple[Number | Each, ...]
+    rules: tuple[Number | Choice | Each, ...]
 
     def allowed(self, cfg) -> str:
         return " or ".join(rule.allowed(cfg) for rule in self.rules)
@@ -225,6 +225,10 @@ FEATURES = {
     "features.num_workers": NONNEGATIVE_COUNT,
     "features.devices": DEVICES,
     "features.wait_poll_s": POSITIVE,
+    # what a patch's embedding is made of (sinterlab/features/representation.py)
+    "features.representation": Choice(("final", "stages", "both")),
+    "features.stages": Either((Choice(("all",)), Each(Number(integer=True)))),
+    "features.statistics": Each(Choice(("mean", "std", "max"))),
 }
 
 #: a model config (a head or a scikit-learn candidate), relative to ``model`` or a candidate

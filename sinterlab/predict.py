@@ -52,6 +52,7 @@ from sinterlab.evaluation.reliability import prediction_sets, set_label
 from sinterlab.evaluation.results import SCHEMA as METRICS_SCHEMA
 from sinterlab.features.backbone import Backbone, build_backbone
 from sinterlab.features.extract import embed_images
+from sinterlab.features.representation import REPRESENTATION_KEYS, Representation
 from sinterlab.manifest import BlendMember, RunManifest, read_manifest
 from sinterlab.measures.compute import image_measures
 from sinterlab.models.calibration import ImageCalibration, load_image_calibration
@@ -262,6 +263,11 @@ class RunModel:
         return [(w / total, head) for w, head in parts]
 
     @property
+    def representation(self) -> Representation:
+        """What the head reads of each patch (the run's ``features.representation``)."""
+        return Representation.from_config(self.features)
+
+    @property
     def model_name(self) -> str:
         if len(self.parts) > 1:
             return (f"{self.manifest.model}: weighted mean of {len(self.parts)} models refitted "
@@ -314,26 +320,28 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
     if checkpoint:  # one model alone: a member's kind is its own
         kind = next((m.kind for m in members if m.checkpoint == checkpoint), manifest.kind)
         members = (BlendMember(checkpoint, kind, manifest.model, 1.0),)
-    parts = tuple(served_part(run_dir, manifest, backbone, m) for m in members)
+    features = extraction_settings(cfg.get("features"), config, manifest)
+    width = Representation.from_config(features).width(backbone)
+    parts = tuple(served_part(run_dir, manifest, width, m) for m in members)
     reads_measures = any(part.head.reads_measures for part in parts)
-    return RunModel(run_dir, run_cfg, manifest, backbone, parts[0].head,
-                    extraction_settings(cfg.get("features"), config, manifest), parts[0].images,
+    return RunModel(run_dir, run_cfg, manifest, backbone, parts[0].head, features,
+                    parts[0].images,
                     measures_settings(run_dir, config, cfg.get("measures"))
                     if reads_measures else None, parts)
 
 
-def served_part(run_dir: Path, manifest: RunManifest, backbone: Backbone,
+def served_part(run_dir: Path, manifest: RunManifest, width: int,
                 member: BlendMember) -> ServedPart:
-    """One served model (``member`` of the manifest), checked against the run's backbone and
-    inputs."""
+    """One served model (``member`` of the manifest), checked against the width of the run's
+    patch embeddings (``width``) and its inputs."""
     head = load_model(run_dir / member.checkpoint, member.kind)
     if head.reads_measures and manifest.measures is None:
         raise SinterlabError(f"{run_dir}: the served model reads the images' measures, which "
                              "the manifest does not name; train again")
     extra = list(manifest.extra_inputs)
-    if head.in_features != backbone.embedding_dim + len(extra):
+    if head.in_features != width + len(extra):
         raise SinterlabError(f"{run_dir / member.checkpoint}: head expects {head.in_features} "
-                             f"features, backbone gives {backbone.embedding_dim}"
+                             f"features, backbone gives {width}"
                              + (f" and the extra inputs {extra} {len(extra)}" if extra else ""))
     return ServedPart(member.weight, head, load_image_calibration(run_dir / member.checkpoint),
                       member.model)
@@ -377,15 +385,24 @@ def calibration_words(model: RunModel, i: int) -> str:
 
 def extraction_settings(requested, config: RunConfig, manifest: RunManifest) -> DictConfig:
     """predict's own extraction settings (``features``: batch size, devices, cache folder),
-    in the runtime the run's embeddings came from and the run's precision unless given."""
+    in the runtime the run's embeddings came from and the run's precision unless given, and
+    always in the run's representation (the head reads nothing else)."""
     own = OmegaConf.to_container(OmegaConf.create(requested or {}), resolve=True)
     if not own.get("cache_dir"):
         raise SinterlabError("features.cache_dir: predict's embedding cache folder is not set; "
                              "give features.cache_dir=FOLDER (a run folder never decides "
                              "where predict writes)")
-    return OmegaConf.create(own | {"runtime": own.get("runtime") or manifest.runtime,
-                                   "precision": own.get("precision")
-                                   or config.features.precision})
+    run = config.block("features")
+    trained = {key: OmegaConf.to_container(run)[key] for key in REPRESENTATION_KEYS}
+    asked = {key: own[key] for key in REPRESENTATION_KEYS if own.get(key) is not None}
+    if Representation.from_config(trained | asked) != Representation.from_config(trained):
+        key = next(k for k in asked if asked[k] != trained[k])
+        raise SinterlabError(f"features.{key}={asked[key]} differs from the run's "
+                             f"{trained[key]}: the head reads the embeddings it was trained on; "
+                             f"drop features.{key} (predict extracts the run's) or retrain")
+    return OmegaConf.create(own | trained | {"runtime": own.get("runtime") or manifest.runtime,
+                                             "precision": own.get("precision")
+                                             or config.features.precision})
 
 
 def measures_settings(run_dir: Path, config: RunConfig, requested) -> DictConfig:
@@ -545,7 +562,7 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
                     mean, np.asarray(target["values"])).round(2)
             table[f"{name}_calibration"] = calibration_words(model, i)
             if cfg.get("members") and len(model.parts) > 1:  # each member's answer, on request
-                for k, (part, outputs) in enumerate(zip(model.parts, served, strict=True)):
+                for k, outputs in enumerate(served):
                     table[f"{name}_member{k}"] = classes[outputs[i][1].argmax(axis=1)]
                     table[f"{name}_member{k}_confidence"] = outputs[i][1].max(axis=1).round(4)
         else:

@@ -27,6 +27,7 @@ from sinterlab.data.equalize import METHODS as EQUALIZE_METHODS
 from sinterlab.data.patches import DIHEDRAL
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import TARGET
+from sinterlab.features.representation import ALL_STAGES, KINDS, STATISTICS
 from sinterlab.features.runtime import RUNTIMES
 from sinterlab.features.weights import PACKAGES
 from sinterlab.measures.microstructure import MEASURES as MEASURE_SWITCHES
@@ -137,9 +138,10 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class FeaturesSpec:
-    """``features``: of the run's extraction settings, predict takes the numbers that change
-    the embeddings (``precision``, and ``channels_last`` of older runs); batch size, devices and
-    the cache folder are the user's (predict's own ``features``)."""
+    """``features``: of the run's extraction settings, predict takes those that change the
+    embeddings (``precision``, the representation, and ``channels_last`` of older runs); batch
+    size, devices and the cache folder are the user's (predict's own ``features``). A run from
+    before representations existed read the final embedding."""
 
     __pydantic_config__ = STRICT
     precision: int | Text
@@ -152,6 +154,9 @@ class FeaturesSpec:
     strategy: Text | None = None
     wait_poll_s: Number | None = None
     channels_last: bool | None = None
+    representation: Literal[KINDS] = "final"  # type: ignore[valid-type]
+    stages: Literal[ALL_STAGES] | tuple[int, ...] = ALL_STAGES  # type: ignore[valid-type]
+    statistics: tuple[Literal[tuple(STATISTICS)], ...] = ("mean", "std")  # type: ignore
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ from scipy.special import softmax
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.errors import SinterlabError
-from sinterlab.evaluation.metrics import ranked_probability_scores
 from sinterlab.evaluation.reliability import (
     classification_calibration,
     conformal_coverage,
@@ -39,6 +38,7 @@ from sinterlab.models.calibration import (
     pool_images,
 )
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.models.scores import ranked_probability_scores
 from sinterlab.predict import predict
 from sinterlab.study.training import run_experiment
 from sinterlab.threads import library_threads

@@ -12,11 +12,6 @@ from typing import Any
 #: every run fits
 FALLBACK_MODEL = "linear_probe"
 
-#: what a score key means (model.selection.score, the image calibration's check), in words
-SCORE_NAMES = {"rps": "ranked probability score (RPS)", "log_loss": "log-loss",
-               "brier": "Brier score", "error": "error rate", "mse": "mean squared error",
-               "mae": "mean absolute error"}
-
 #: model key (as in metrics.json) -> (long name: report and summary tables, short name: console)
 MODEL_NAMES: dict[str, tuple[str, str]] = {
     "head": ("MLP head", "head"),

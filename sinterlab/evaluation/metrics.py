@@ -51,27 +51,6 @@ def expected_value(probs: np.ndarray, values: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(probs, dtype=np.float64) @ values, 10)
 
 
-def ranked_probability_scores(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Per row, the ranked probability score of ordered classes (0 best, 1 worst): the squared
-    distance between the predicted and the true cumulative distribution over the levels, over
-    levels - 1, so a neighbouring level costs less than a distant one (Epstein 1969; a proper
-    score, and a bounded one)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    truth = np.zeros_like(probs)
-    truth[np.arange(len(y)), y] = 1.0
-    gaps = np.cumsum(probs, axis=1) - np.cumsum(truth, axis=1)
-    return np.sum(gaps[:, :-1] ** 2, axis=1) / max(probs.shape[1] - 1, 1)
-
-
-def brier_scores(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Per row, the Brier score (0 best, 2 worst): the squared distance between the predicted
-    probabilities and the one-hot truth (a proper score, and a bounded one)."""
-    probs = np.asarray(probs, dtype=np.float64)
-    truth = np.zeros_like(probs)
-    truth[np.arange(len(y)), y] = 1.0
-    return np.sum((probs - truth) ** 2, axis=1)
-
-
 def ordinal_metrics(y: np.ndarray, probs: np.ndarray, values: Sequence[float]) -> dict:
     """Errors of an ordered target (class indices ``y``, probabilities ``probs``) in the units
     of ``values`` (one per class, ascending)."""

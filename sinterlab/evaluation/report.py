@@ -21,7 +21,7 @@ import numpy as np
 from sinterlab.atomic import write_text
 from sinterlab.data.descriptor import Target
 from sinterlab.evaluation.data_report import how_much_data_section
-from sinterlab.evaluation.display import SCORE_NAMES, interval, long_name, number
+from sinterlab.evaluation.display import interval, long_name, number
 from sinterlab.evaluation.metrics import LEVELS, ORDINAL
 from sinterlab.evaluation.results import (
     CrossValidation,
@@ -32,6 +32,7 @@ from sinterlab.evaluation.results import (
     RunMetrics,
     as_run,
 )
+from sinterlab.models.scores import SCORE_NAMES
 
 
 def model_name(key: str, cv: CrossValidation) -> str:
@@ -69,7 +70,9 @@ def _header(m: RunMetrics) -> list[str]:
     weights = m.backbone.weights
     facts = [f"task `{m.task}`", f"targets {', '.join(t.name for t in m.targets)}",
              f"protocol `{_split_label(m)}`, seeds {m.cv.seeds}",
-             f"backbone `{m.backbone.name}`, weights **{weights.source}** ({weights.identity})"]
+             f"backbone `{m.backbone.name}`, weights **{weights.source}** ({weights.identity})"
+             + ("" if m.backbone.representation == "final"
+                else f", embedding: {m.backbone.representation}")]
     out = [f"# Run report: {m.experiment}\n", "; ".join(facts) + ".\n"]
     if m.split.leaky:
         out.append(f"> {LEAK_WARNING}\n")
@@ -565,7 +568,8 @@ def _data(m: RunMetrics) -> list[str]:
     d, bb, cache, extra = m.data, m.backbone, m.cache, m.inputs.extra
     items = [f"descriptor `{d.descriptor}`: {d.n_images} images, {d.n_samples} samples, "
              f"{d.n_patches} patches",
-             f"backbone `{bb.name}` (embedding {bb.embedding_dim}), weights "
+             f"backbone `{bb.name}` (embedding {bb.embedding_dim}"
+             f"{'' if bb.representation == 'final' else ': ' + bb.representation}), weights "
              f"{bb.weights.source} `{bb.weights.identity}` sha256 "
              f"`{str(bb.weights.sha256)[:16]}…`, transfer learning: "
              f"{number(bb.weights.transfer_learning)}",

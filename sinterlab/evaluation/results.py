@@ -486,10 +486,13 @@ class Weights:
 class Backbone:
     name: str
     weights: Weights
+    #: the length of each patch's embedding (of its representation)
     embedding_dim: int | None = None
     input_size: int | None = None
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    #: what the embedding is made of (features.representation): ``final`` or its stages
+    representation: str = "final"
 
 
 @dataclass

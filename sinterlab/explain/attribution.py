@@ -30,12 +30,13 @@ from sinterlab.predict import RunModel  # noqa: E402
 
 class PatchOutput(nn.Module):
     """Patch tensors -> the model's output: mean temperature-scaled class probabilities of the
-    chosen members (N, C), or their mean (standardised for heads) value (N, 1)."""
+    chosen members (N, C), or their mean (standardised for heads) value (N, 1), through the
+    network of the run's representation (final embedding or stage statistics)."""
 
     def __init__(self, model: RunModel, members: slice = slice(None)):
         super().__init__()
-        self.backbone, self.members = model.backbone.model, members
-        self.parts = model.patch_parts(gradients=True)
+        self.backbone = model.representation.network(model.backbone)
+        self.members, self.parts = members, model.patch_parts(gradients=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
@@ -45,8 +46,12 @@ class PatchOutput(nn.Module):
 
 def cam_layer_name(model: RunModel) -> str | None:
     """``backbone.cam_layer``, or for runs without it the last feature block of the common
-    timm families (ConvNeXt/ResNet-like stages, EfficientNet's bn2, ResNet's layer4)."""
-    net = model.backbone.model
+    timm families (ConvNeXt/ResNet-like stages, EfficientNet's bn2, ResNet's layer4). A head
+    on stage statistics alone reads no layer past its deepest stage (they are not run): there,
+    that stage's module (its ``feature_info``)."""
+    net, representation = model.backbone.model, model.representation
+    if representation.kind == "stages":
+        return net.feature_info[representation.stage_indices(model.backbone)[-1]]["module"]
     if model.backbone.cam_layer:
         return model.backbone.cam_layer
     if hasattr(net, "stages"):

@@ -35,6 +35,7 @@ from sinterlab.data.preprocess import preprocess_image, read_and_locate, scaled_
 from sinterlab.errors import SinterlabError, WriteFailed
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.cache import CacheEntry, EmbeddingCache, file_sha256
+from sinterlab.features.representation import FINAL, Representation
 from sinterlab.features.runtime import Runner, build_runner, resolve_runtime
 from sinterlab.runs import RunInterrupted
 
@@ -199,10 +200,11 @@ def patch_spec(preprocess_cfg, backbone: Backbone, grid_stride: int | None = Non
 
 
 def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
-                   runtime: str = "torch") -> dict:
+                   runtime: str = "torch", representation: Representation = FINAL) -> dict:
     """Everything besides the image and the weights that changes a patch's embedding: the
-    runtime and (for torch) the memory format move the last bits of the floats, so they count
-    too (torch's entries keep the keys they had before runtimes existed)."""
+    representation (stages and statistics), the runtime and (for torch) the memory format move
+    the last bits of the floats, so they count too (the final embedding under torch keeps the
+    key it had before representations and runtimes existed)."""
     settings = OmegaConf.to_container(preprocess_cfg, resolve=True)
     settings.pop("checks", None)  # warnings about images, not part of the embeddings
     if (settings.get("scale") or {}).get("pixel_size_nm") is None:
@@ -215,6 +217,8 @@ def cache_settings(preprocess_cfg, spec: PatchSpec, backbone: Backbone,
         settings["channels_last"] = bool(backbone.channels_last)
     else:
         settings["runtime"] = runtime
+    if not representation.is_final:
+        settings["representation"] = representation.key(backbone)
     return settings
 
 
@@ -231,6 +235,8 @@ class Embedded:
     bad: dict[str, str]
     #: images used but suspect (blank, saturated, multi-page), checked when read to extract
     warnings: list[str] = field(default_factory=list)
+    #: what each patch's embedding is made of (``features.representation``)
+    representation: Representation = FINAL
 
 
 def image_problem(ref: ImageRef, preprocess_cfg, sampler: PatchSampler,
@@ -276,7 +282,8 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                  progress: bool = True, fix: str = "remove it", skip_bad: bool = False,
                  grid_stride: int | None = None, pixel_sizes=None,
                  fill_only: bool = False, pixel_problems=None) -> Embedded:
-    """Every image of ``paths`` with its cache entry for these settings and weights.
+    """Every image of ``paths`` with its cache entry for these settings and weights, each
+    patch embedded as ``features_cfg`` says (``representation``, ``stages``, ``statistics``).
 
     Before any extraction: damaged cache entries are set aside, every image still to extract is
     read and checked against the patch size, and the cache folder must be writable. A bad image
@@ -286,6 +293,8 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
     ``pixel_sizes``, ``pixel_problems``: see :func:`scale_factors`.
     """
     spec = patch_spec(preprocess_cfg, backbone, grid_stride)
+    representation = Representation.from_config(features_cfg)
+    width = representation.width(backbone)  # before any work: stages the backbone lacks
     requested = str(features_cfg.get("runtime", "torch"))
     runtime = resolve_runtime(requested, str(features_cfg.accelerator))
     sampler = (GridSampler if grid_stride else PatchSampler)(spec, backbone.mean, backbone.std)
@@ -298,8 +307,8 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
             if str(p) not in unknown]
     while True:
         cache = EmbeddingCache(features_cfg.cache_dir, backbone.name, backbone.weights.sha256,
-                               cache_settings(preprocess_cfg, spec, backbone, runtime),
-                               backbone.embedding_dim)
+                               cache_settings(preprocess_cfg, spec, backbone, runtime,
+                                              representation), width)
         entries = {ref.key: cache.load_or_set_aside(ref.key, ref.path) for ref in refs}
         bad, warnings = dict(unknown), []
         for ref in dict.fromkeys(refs):
@@ -317,7 +326,8 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
             break
         cache.check_writable()
         try:
-            runner = build_runner(runtime, backbone, cache.folder.parent, spec.output_size)
+            runner = build_runner(runtime, backbone, cache.folder.parent, spec.output_size,
+                                  representation)
             break
         except WriteFailed:  # the export could not be saved: no fault of the runtime
             raise
@@ -335,6 +345,6 @@ def embed_images(paths, preprocess_cfg, backbone: Backbone, features_cfg,
                              wait_for_others=not fill_only)
     stats["runtime"] = runtime
     if fill_only:  # sinterlab-extract: the entries stay in the cache for the training run
-        return Embedded(spec, cache, good, [], stats, bad, warnings)
+        return Embedded(spec, cache, good, [], stats, bad, warnings, representation)
     loaded = [entries[ref.key] or cache.load(ref.key) for ref in good]
-    return Embedded(spec, cache, good, loaded, stats, bad, warnings)
+    return Embedded(spec, cache, good, loaded, stats, bad, warnings, representation)

@@ -1,9 +1,12 @@
 """How the frozen backbone runs: eager torch, ONNX Runtime or OpenVINO.
 
-``features.runtime=torch`` runs the timm model itself, in the memory format its backbone config
-states (``backbone.channels_last``). ``onnxruntime`` and ``openvino`` run the same model exported
-once per weights to ONNX (``<cache>/<backbone>-<weights>/onnx/``, written atomically), on the CPU,
-with as many threads as torch uses. Their embeddings agree with torch's to float32 rounding
+``features.runtime=torch`` runs the network of the configured representation (the timm model
+itself for the final embedding; :mod:`sinterlab.features.representation`), in the memory format
+its backbone config states (``backbone.channels_last``). ``onnxruntime`` and ``openvino`` run the
+same network exported once per weights and representation to ONNX
+(``<cache>/<backbone>-<weights>/onnx/``, written atomically; the stage statistics are operators
+of the graph, so the export's one output is the whole vector), on the CPU, with as many threads
+as torch uses. Their embeddings agree with torch's to float32 rounding
 (tested), but not to the bit, so the runtime is part of the cache key. ``auto`` picks torch on
 a GPU and OpenVINO on a CPU when it is installed (the fastest here; experiments/benchmarks.md).
 """
@@ -20,6 +23,7 @@ import torch
 from sinterlab.atomic import atomic_path
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
+from sinterlab.features.representation import FINAL, Representation
 
 log = logging.getLogger(__name__)
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
@@ -53,12 +57,15 @@ def resolve_runtime(requested: str, accelerator: str) -> str:
     return requested
 
 
-def onnx_path(folder: Path, backbone: Backbone, size: int) -> Path:
-    """The backbone exported to ONNX for ``size`` px patches, exported on first use."""
-    path = Path(folder) / "onnx" / f"{size}px-opset{OPSET}.onnx"
+def onnx_path(folder: Path, backbone: Backbone, size: int,
+              representation: Representation = FINAL) -> Path:
+    """The network of ``representation`` exported to ONNX for ``size`` px patches, exported on
+    first use (the final embedding's file keeps the name it always had)."""
+    tag = representation.tag(backbone)
+    path = Path(folder) / "onnx" / f"{size}px-opset{OPSET}{'-' + tag if tag else ''}.onnx"
     if not path.is_file():
         log.info("exporting %s to %s (once per weights)", backbone.name, path)
-        model = backbone.model.to(memory_format=torch.contiguous_format)
+        model = representation.network(backbone).to(memory_format=torch.contiguous_format)
         with atomic_path(path) as tmp, torch.inference_mode():
             torch.onnx.export(model, torch.zeros(1, 3, size, size), str(tmp), dynamo=False,
                               input_names=["patches"], output_names=["embeddings"],
@@ -67,13 +74,16 @@ def onnx_path(folder: Path, backbone: Backbone, size: int) -> Path:
     return path
 
 
-def build_runner(runtime: str, backbone: Backbone, folder: Path, size: int) -> Runner:
-    """A function from a patch batch (n, 3, size, size) to its embeddings (n, dim) on the CPU."""
+def build_runner(runtime: str, backbone: Backbone, folder: Path, size: int,
+                 representation: Representation = FINAL) -> Runner:
+    """A function from a patch batch (n, 3, size, size) to its embeddings (n, width of
+    ``representation``) on the CPU."""
     if runtime == "torch":
         fmt = torch.channels_last if backbone.channels_last else torch.contiguous_format
-        model = backbone.model.to(memory_format=fmt)
+        model = representation.network(backbone).to(memory_format=fmt)
         return lambda x: model(x.contiguous(memory_format=fmt))
-    path, threads = onnx_path(folder, backbone, size), torch.get_num_threads()
+    path = onnx_path(folder, backbone, size, representation)
+    threads = torch.get_num_threads()
     if runtime == "onnxruntime":
         import onnxruntime as ort
 

@@ -40,9 +40,8 @@ from scipy.special import log_softmax, softmax
 
 from sinterlab.atomic import write_json
 from sinterlab.errors import SinterlabError
-from sinterlab.evaluation.display import SCORE_NAMES
-from sinterlab.evaluation.metrics import brier_scores, ranked_probability_scores
 from sinterlab.models.head import HeadEnsemble
+from sinterlab.models.scores import SCORE_NAMES, brier_scores, ranked_probability_scores
 from sinterlab.threads import small_torch
 from sinterlab.typed import STRICT, from_json
 

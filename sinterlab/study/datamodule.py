@@ -43,6 +43,7 @@ from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignmen
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.extract import Embedded, ImageRef, embed_images
+from sinterlab.features.representation import FINAL, Representation
 from sinterlab.measures.compute import image_measures
 from sinterlab.measures.trends import measure_columns
 from sinterlab.models.batches import GroupBatches, GroupRows
@@ -84,6 +85,8 @@ class SEMDataModule(pl.LightningDataModule):
         self.backbone = backbone
         self.descriptor: Descriptor | None = None
         self.cache_stats: dict = {}
+        #: what each patch's embedding is made of (``features.representation``), once set up
+        self.representation: Representation = FINAL
         self.assignment: np.ndarray | None = None
         #: the models' input per patch: its image embedding, then ``extra_inputs`` (if any)
         self.x: torch.Tensor | None = None
@@ -167,6 +170,7 @@ class SEMDataModule(pl.LightningDataModule):
                                                       inputs.extra)
         self.planned, self.small_classes = inputs.splits, inputs.small_classes
         self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
+        self.representation = embedded.representation
         self.entries = embedded.entries
         self.cache_stats = embedded.stats
         self.warnings = (inputs.warnings + embedded.warnings

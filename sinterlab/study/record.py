@@ -310,7 +310,9 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: Protocol
         experiment=cfg.experiment_name, task=cfg.task, seed=int(cfg.seed),
         protocol=OmegaConf.to_container(cfg.protocol, resolve=True),
         targets=list(dm.descriptor.targets),
-        backbone=record_of(Backbone, dm.backbone.describe()),
+        backbone=record_of(Backbone, dm.backbone.describe() | {
+            "embedding_dim": dm.representation.width(dm.backbone),
+            "representation": dm.representation.describe(dm.backbone)}),
         preprocess=dm.cache.settings,  # exactly what keyed the embeddings
         data=Data(descriptor=str(dm.descriptor.csv), n_images=len(dm.descriptor.table),
                   n_samples=int(dm.descriptor.table[SAMPLE].nunique()),

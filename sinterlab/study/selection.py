@@ -23,12 +23,9 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_
 
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
-from sinterlab.evaluation.metrics import (
-    aggregate_by_group,
-    first_rows,
-    ranked_probability_scores,
-)
+from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
 from sinterlab.evaluation.results import FinalModel, GridPoint, Selection, record_of
+from sinterlab.models.scores import ranked_probability_scores
 from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.ensemble import cross_fitted, greedy_weights
 from sinterlab.study.fit import (
@@ -98,8 +95,7 @@ def image_score(kind: str, score: str, y: np.ndarray, output: np.ndarray,
 
 #: per image: truth, image output -> its loss (the mean over images is the selection score)
 IMAGE_LOSSES = {
-    "rps": lambda y, p: np.sum((np.cumsum(p, axis=1) - np.cumsum(
-        np.eye(p.shape[1])[y], axis=1))[:, :-1] ** 2, axis=1) / max(p.shape[1] - 1, 1),
+    "rps": ranked_probability_scores,
     "log_loss": lambda y, p: -np.log(p[np.arange(len(y)), y]),
     "error": lambda y, p: (p.argmax(axis=1) != y).astype(np.float64),
     "mse": lambda y, p: (p - y) ** 2,
