@@ -123,16 +123,18 @@ DTYPE = Choice(("float32", "float64"))
 @dataclass(frozen=True)
 class Each:
     """A list whose every element meets ``rule``; ``length`` elements when given, in ascending
-    order when ``ascending``."""
+    order when ``ascending``; or null when ``null``."""
 
     rule: Number | Choice
     length: int | None = None
     ascending: bool = False
+    null: bool = False
 
     def allowed(self, cfg) -> str:
         size = f"{self.length} " if self.length else ""
         order = ", ascending" if self.ascending else ""
-        return f"a list of {size}values, each {self.rule.allowed(cfg)}{order}"
+        return (f"a list of {size}values, each {self.rule.allowed(cfg)}{order}"
+                + (", or null" if self.null else ""))
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ TRAIN = {
     "model.selection.max_extensions": NONNEGATIVE_COUNT,
     "model.selection.ensemble.rounds": Number(integer=True, low=1),
     "model.selection.ensemble.complexity": Number(integer=True, low=0),
+    "model.selection.representations": Each(Choice(("final", "stages", "both")), null=True),
     "split.fractions": Shares(("train", "val", "test")),
     "split.min_groups_per_class": COUNT,
     "split.min_class_groups": COUNT,
@@ -474,6 +477,8 @@ def violation(key: str, value, rule: Rule, cfg, schema: dict) -> str | None:
         problem = rule.problem(value, cfg)
         return f"{key}={_shown(value)}: {problem}; use {rule.allowed(cfg)}" if problem else None
     if isinstance(rule, Each):
+        if value is None and rule.null:
+            return None
         if not _is_list(value) or rule.length and len(value) != rule.length:
             why = "not a list" if not _is_list(value) else f"{len(value)} values"
             return f"{key}={_shown(value)}: {why}; use {rule.allowed(cfg)}"

@@ -31,8 +31,8 @@ from sinterlab.errors import SinterlabError
 from sinterlab.typed import STRICT, from_data
 
 #: the manifest version this code writes (and the newest it reads); 2: ``files``; 3: ``kind``
-#: and ``measures``; 4: ``pixel_size_nm``; 5: ``blend``
-SCHEMA = 5
+#: and ``measures``; 4: ``pixel_size_nm``; 5: ``blend``; 6: ``representation``
+SCHEMA = 6
 #: the manifest's file name in a run folder
 MANIFEST = "manifest.json"
 #: feature runtime of a metrics.json that records none
@@ -43,6 +43,9 @@ DEFAULT_MODEL = "mlp"
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 #: the kinds of candidate a run may record (:data:`sinterlab.models.kinds.KINDS`)
 KIND_NAMES = ("head", "affine", "sklearn")
+#: the parts of a patch's embedding a model may read (``features.representation``, and each
+#: candidate's under ``model.selection.representations``)
+REPRESENTATIONS = ("final", "stages", "both")
 
 
 def inside_run(path: str) -> str:
@@ -149,6 +152,8 @@ class BlendMember:
     kind: Literal[KIND_NAMES]
     model: str
     weight: Annotated[float, pydantic.Field(gt=0, le=1)]
+    #: the part of the run's patch embedding it reads; None: all of it
+    representation: Literal[REPRESENTATIONS] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,12 +189,15 @@ class RunManifest:
     #: a served weighted ensemble's members, heaviest first (the first is ``checkpoint``);
     #: (): one model
     blend: tuple[BlendMember, ...] = ()
+    #: the part of the run's patch embedding the served model reads; None: all of it
+    representation: Literal[REPRESENTATIONS] | None = None
     schema: int = field(default=SCHEMA)
 
     @property
     def members(self) -> tuple[BlendMember, ...]:
         """What predict serves: the ensemble's members, or the one model with weight 1."""
-        return self.blend or (BlendMember(self.checkpoint, self.kind, self.model, 1.0),)
+        return self.blend or (BlendMember(self.checkpoint, self.kind, self.model, 1.0,
+                                          self.representation),)
 
     def display_name(self, members: int) -> str:
         """The name predictions carry in their ``model`` column."""
@@ -308,8 +316,10 @@ class RunManifest:
             if measures or any("measures" in str(m["model"].get("inputs")).split("+")
                                for m in get(f"{served}.blend", None) or []) else None,
             "blend": [{"checkpoint": m["model"]["checkpoint"], "kind": m["model"]["kind"],
-                       "model": m["model"]["point"], "weight": m["weight"]}
+                       "model": m["model"]["point"], "weight": m["weight"],
+                       "representation": m["model"].get("representation")}
                       for m in get(f"{served}.blend", None) or []],
+            "representation": get(f"{served}.representation", None),
             "files": []}, source, fix)
 
 

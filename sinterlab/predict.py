@@ -26,7 +26,7 @@ import logging
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +221,17 @@ class ServedPart:
     head: Candidate
     images: list[ImageCalibration | None] | None
     name: str
+    #: the columns of the run's patch embedding it reads (``representation``), and the
+    #: embedding's width (columns past it are ``extra_inputs``); None: all of them
+    view: np.ndarray | None = None
+    embedding_width: int = 0
+
+    def reads(self, x):
+        """Its input from patch rows ``x`` (embedding, then any extra inputs; a tensor or an
+        array)."""
+        if self.view is None:
+            return x
+        return x[:, np.concatenate([self.view, np.arange(self.embedding_width, x.shape[1])])]
 
 
 @dataclass
@@ -253,14 +264,14 @@ class RunModel:
         embedding."""
         return list(self.manifest.extra_inputs)
 
-    def patch_parts(self, gradients: bool = False) -> list[tuple[float, Candidate]]:
-        """(weight, model) of the served models that read patches alone (not the images'
-        measures; with ``gradients``, only those Grad-CAM can pass through), weights
-        renormalised: what a map of a weighted ensemble shows."""
-        parts = [(p.weight, p.head) for p in self.parts if not p.head.reads_measures
+    def patch_parts(self, gradients: bool = False) -> list[ServedPart]:
+        """The served models that read patches alone (not the images' measures; with
+        ``gradients``, only those Grad-CAM can pass through), weights renormalised: what a map
+        of a weighted ensemble shows."""
+        parts = [p for p in self.parts if not p.head.reads_measures
                  and (p.head.gradients or not gradients)]
-        total = sum(w for w, _ in parts)
-        return [(w / total, head) for w, head in parts]
+        total = sum(p.weight for p in parts)
+        return [replace(p, weight=p.weight / total) for p in parts]
 
     @property
     def representation(self) -> Representation:
@@ -317,12 +328,12 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
         raise SinterlabError(f"{run_dir}: the run saved no checkpoint (no validation ran); "
                              "train with trainer.max_epochs >= trainer.check_val_every_n_epoch")
     members = manifest.members
-    if checkpoint:  # one model alone: a member's kind is its own
-        kind = next((m.kind for m in members if m.checkpoint == checkpoint), manifest.kind)
-        members = (BlendMember(checkpoint, kind, manifest.model, 1.0),)
+    if checkpoint:  # one model alone: a member's kind and representation are its own
+        member = next((m for m in members if m.checkpoint == checkpoint), members[0])
+        members = (replace(member, checkpoint=checkpoint, model=manifest.model, weight=1.0),)
     features = extraction_settings(cfg.get("features"), config, manifest)
-    width = Representation.from_config(features).width(backbone)
-    parts = tuple(served_part(run_dir, manifest, width, m) for m in members)
+    representation = Representation.from_config(features)
+    parts = tuple(served_part(run_dir, manifest, representation, backbone, m) for m in members)
     reads_measures = any(part.head.reads_measures for part in parts)
     return RunModel(run_dir, run_cfg, manifest, backbone, parts[0].head, features,
                     parts[0].images,
@@ -330,21 +341,25 @@ def load_run_model(cfg: DictConfig, checkpoint: str | None = None) -> RunModel:
                     if reads_measures else None, parts)
 
 
-def served_part(run_dir: Path, manifest: RunManifest, width: int,
-                member: BlendMember) -> ServedPart:
-    """One served model (``member`` of the manifest), checked against the width of the run's
-    patch embeddings (``width``) and its inputs."""
+def served_part(run_dir: Path, manifest: RunManifest, representation: Representation,
+                backbone: Backbone, member: BlendMember) -> ServedPart:
+    """One served model (``member`` of the manifest), checked against the part of the run's
+    patch embeddings it reads (its ``representation`` of the extracted one) and its inputs."""
     head = load_model(run_dir / member.checkpoint, member.kind)
     if head.reads_measures and manifest.measures is None:
         raise SinterlabError(f"{run_dir}: the served model reads the images' measures, which "
                              "the manifest does not name; train again")
     extra = list(manifest.extra_inputs)
+    total = representation.width(backbone)
+    view = None if member.representation is None else representation.view_columns(
+        member.representation, backbone)
+    width = total if view is None else len(view)
     if head.in_features != width + len(extra):
         raise SinterlabError(f"{run_dir / member.checkpoint}: head expects {head.in_features} "
                              f"features, backbone gives {width}"
                              + (f" and the extra inputs {extra} {len(extra)}" if extra else ""))
     return ServedPart(member.weight, head, load_image_calibration(run_dir / member.checkpoint),
-                      member.model)
+                      member.model, view, total)
 
 
 def served_outputs(part: ServedPart, x: torch.Tensor, groups: np.ndarray,
@@ -352,7 +367,7 @@ def served_outputs(part: ServedPart, x: torch.Tensor, groups: np.ndarray,
     """Per target of one served model: each patch's output (mean over its members) and each
     image's served output (images in order of first appearance; a classification target
     through the image calibration when the run has one)."""
-    head = part.head
+    head, x = part.head, part.reads(x)
     measures = measures if head.reads_measures else None
     members = head.predict_members(x, images=groups, measures=measures)
     raw = raw_members(head, members, x, images=groups, measures=measures) if part.images \

@@ -107,4 +107,4 @@ def test_a_served_ensemble_is_its_members_mean_by_weight(make_cfg, tiny_descript
     _, written, bad = explain_images(model, images[:1], tmp_path / "maps", cam_patches=1,
                                      progress=False)
     assert not bad and any(Path(p).name.endswith("_map.png") for p in written)
-    assert sum(w for w, _ in model.patch_parts()) == pytest.approx(1.0)
+    assert sum(p.weight for p in model.patch_parts()) == pytest.approx(1.0)

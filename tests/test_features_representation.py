@@ -170,3 +170,65 @@ def test_a_stages_run_is_predicted_and_explained_on_stage_statistics(tmp_path_fa
     with pytest.raises(SinterlabError, match="features.representation=final differs from the "
                                              "run's stages"):
         load_run_model(predict_config(run_dir, features={"representation": "final"}))
+
+
+#: model=auto on two cheap candidates, each tried on the final embedding and on the stage
+#: statistics of one extraction of both; the rule prefers the ensemble (members of either)
+CHOOSE_REPRESENTATION = [
+    "model=auto", *TRAINED, "model.selection.inner_folds=2", "model.selection.rule=one_se",
+    "model.selection.ensemble.complexity=0", "features.representation=both",
+    "features.stages=[1,2]", "model.selection.representations=[final,stages]",
+    *(f"~model.candidates.{n}" for n in (
+        "mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_svm", "sk_measures",
+        "sk_image_measures", "corn", "level_value", "level_value_image"))]
+
+
+def test_representations_expand_the_candidates_and_need_one_extraction_of_both(make_cfg):
+    from sinterlab.study.fit import expand_representations
+
+    cfg = make_cfg(*CHOOSE_REPRESENTATION)
+    expand_representations(cfg)
+    assert list(cfg.model.candidates) == [
+        "sk_logreg_image@final", "sk_logreg_image@stages", "mlp_image@final",
+        "mlp_image@stages"]
+    assert cfg.model.candidates["mlp_image@stages"].representation == "stages"
+    expand_representations(cfg)  # the run's own config read again: unchanged
+    assert len(cfg.model.candidates) == 4
+    with pytest.raises(SinterlabError, match="needs features.representation=both"):
+        expand_representations(make_cfg(*CHOOSE_REPRESENTATION, "features.representation=final"))
+    with pytest.raises(SinterlabError, match="texture is not one of final, stages, both"):
+        expand_representations(make_cfg(*CHOOSE_REPRESENTATION,
+                                        "model.selection.representations=[final,texture]"))
+    with pytest.raises(SinterlabError, match="representations"):
+        check_config(make_cfg(*CHOOSE_REPRESENTATION, "model.selection.representations=[x]"),
+                     TRAIN)
+
+
+@pytest.mark.slow
+def test_model_auto_chooses_among_representations_and_predict_serves_each_members_part(
+        make_cfg, tiny_descriptor, tmp_path):
+    import json
+
+    from sinterlab.manifest import RunManifest
+    from sinterlab.study.training import run_experiment
+
+    run_dir = tmp_path / "run"
+    run_experiment(make_cfg(*CHOOSE_REPRESENTATION), run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    selection = metrics["selection"]
+    assert set(selection["candidates"]) >= {"sk_logreg_image@final", "mlp_image@stages"}
+    assert list(selection["representations"]) == ["final", "stages"]
+    assert all(label.split(" ")[0].endswith("@" + view)
+               for view, labels in selection["representations"].items() for label in labels)
+    pooled = metrics["sample"]["cv"]["pooled"] if "sample" in metrics else metrics["cv"]["pooled"]
+    assert {"auto@final", "auto@stages"} <= set(pooled)
+    report = (run_dir / "report.md").read_text()
+    assert "What each outer fold chose: fold 0: " in report
+    manifest = RunManifest.read(run_dir / "manifest.json")
+    model = load_run_model(predict_config(run_dir))
+    widths = {"final": model.backbone.embedding_dim, "stages": 2 * (32 + 48)}
+    for member, part in zip(manifest.members, model.parts, strict=True):
+        assert member.representation in widths
+        assert part.head.in_features == widths[member.representation]
+    table, _ = predict(predict_config(run_dir, descriptor=str(tiny_descriptor)), model)
+    assert len(table) == 24 and (table["error"].fillna("") == "").all()

@@ -322,6 +322,7 @@ def _selection(m: RunMetrics) -> list[str]:
                                              for n in names)], rows),
             *_separation(sel),
             *_ensemble(sel, cv, level, metric),
+            *_representations(sel, cv, level, metric),
             f"Final model (used by `sinterlab-predict`): **{final.point}**"
             f", {_rule_words(sel, score)}, refitted on every group "
             f"{refit} (`{final.checkpoint}`). Selection took {number(sel.wall_s, 1)} s.\n",
@@ -343,6 +344,31 @@ def _rule_words(sel, score: str) -> str:
         return (f"the simplest candidate within one standard error of the best mean inner "
                 f"{score} over the outer folds")
     return f"the best mean inner {score} over the outer folds"
+
+
+def representation_of(label: str) -> str:
+    """The representation a grid point's label names (``<candidate>@<representation> ...``)."""
+    name = label.split(" ")[0]
+    return name.split("@", 1)[1] if "@" in name else "all"
+
+
+def _representations(sel, cv, level: str, metric: str) -> list[str]:
+    """Under model.selection.representations: what each outer fold chose, and the nested row
+    of each representation's candidates alone."""
+    if not sel.representations:
+        return []
+    chosen = []
+    for f, label in enumerate(sel.winner_points):
+        parts = sel.ensemble[f] if label == "ensemble" and sel.ensemble else {label: 1.0}
+        views = dict.fromkeys(representation_of(p) for p in parts)
+        chosen.append(f"fold {f}: {' + '.join(views)}")
+    rows = [[view, ", ".join(winners), interval(cv.cell(f"auto@{view}", level, metric))]
+            for view, winners in sel.representations.items()]
+    return ["Representations (`model.selection.representations`: every candidate read each "
+            "part of the patch embedding, chosen by the same inner CV). What each outer fold "
+            f"chose: {'; '.join(chosen)}. The nested row of each representation's candidates "
+            f"alone ({level} {metric}):\n",
+            _table(["representation", "winner per outer fold", f"{level} {metric}"], rows)]
 
 
 def _ensemble(sel, cv, level: str, metric: str) -> list[str]:

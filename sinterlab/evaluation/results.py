@@ -403,6 +403,9 @@ class FinalModel:
     #: a weighted ensemble's members, heaviest first, each refitted on every group (its
     #: checkpoint and kind above are the heaviest member's); None: one model
     blend: list[BlendPart] | None = None
+    #: the part of each patch's embedding it reads (model.selection.representations: final,
+    #: stages or both); None: all of the extracted embedding
+    representation: str | None = None
 
     @property
     def proxy(self) -> FinalModel:
@@ -437,8 +440,8 @@ class Selection:
     not_trained: list[str]
     winners: list[str]
     winner_points: list[str]
-    #: per outer fold, the winner's checkpoint (an ensemble's: its heaviest member's, whose
-    #: maps the gallery draws)
+    #: per outer fold, the winner's checkpoint (an ensemble's: the best single point's, trained
+    #: on every outer fold, whose maps the gallery draws)
     fold_checkpoints: list[str | None]
     final: FinalModel
     candidate_wall_s: dict[str, float]
@@ -458,6 +461,10 @@ class Selection:
     #: per outer fold, the single point the rule chose among the candidates alone (the
     #: ``best_single`` row; []: no ensemble competed)
     single_winners: list[str] = field(default_factory=list)
+    #: per representation (model.selection.representations, when several), per outer fold the
+    #: point the rule chose among that representation's candidates alone (the
+    #: ``auto@<representation>`` row); {}: one representation
+    representations: dict[str, list[str]] = field(default_factory=dict)
 
 
 # -- what the run read ----------------------------------------------------------------------------

@@ -40,8 +40,8 @@ class PatchOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.backbone(x)
-        return sum(w * head.member_outputs(features)[self.members].mean(dim=0)
-                   for w, head in self.parts)
+        return sum(part.weight * part.head.member_outputs(part.reads(features))[
+            self.members].mean(dim=0) for part in self.parts)
 
 
 def cam_layer_name(model: RunModel) -> str | None:

@@ -21,11 +21,23 @@ from sinterlab.data.descriptor import IMAGE, PATH, str_label
 from sinterlab.evaluation.results import ProtocolBlock
 from sinterlab.explain.maps import draw_map, grid_embeddings, image_map
 from sinterlab.explain.write import default_stride
-from sinterlab.predict import load_model
+from sinterlab.predict import ServedPart, load_model
 
 #: the run's DataModule (sinterlab.study.datamodule.SEMDataModule), handed down by the study
 #: layer; typed loosely so that this layer never imports the one above it
 DataModule = Any
+
+
+def served(cfg: DictConfig, dm, block: ProtocolBlock, checkpoint: str, head) -> ServedPart:
+    """The model of ``checkpoint`` with the part of the run's patch embedding it reads (its
+    candidate's ``representation`` under model.selection.representations; else all)."""
+    points = block.selection.points.values() if block.selection else []
+    candidate = next((p.candidate for p in points if p.checkpoint == checkpoint), None)
+    view = (cfg.model.get("candidates") or {}).get(candidate, {}).get("representation") \
+        if candidate else None
+    return ServedPart(1.0, head, None, "", None if view is None else
+                      dm.representation.view_columns(view, dm.backbone),
+                      dm.representation.width(dm.backbone))
 
 
 def pick(images: pd.DataFrame, target: dict, per_kind: int) -> pd.DataFrame:
@@ -67,9 +79,9 @@ def write_gallery(cfg: DictConfig, dm: DataModule, block: ProtocolBlock, images:
                                        else []) if p.checkpoint}
     of_fold = {fold: winners[fold] if winners else block.training.checkpoint
                for fold in chosen["fold"].astype(int).unique()}
-    heads = {checkpoint: load_model(run_dir / checkpoint, kinds[checkpoint])
-             for checkpoint in set(of_fold.values())}
-    chosen = chosen[[not heads[of_fold[int(f)]].reads_measures for f in chosen["fold"]]]
+    heads = {checkpoint: served(cfg, dm, block, checkpoint, load_model(
+        run_dir / checkpoint, kinds[checkpoint])) for checkpoint in set(of_fold.values())}
+    chosen = chosen[[not heads[of_fold[int(f)]].head.reads_measures for f in chosen["fold"]]]
     if chosen.empty:
         return []
     features = OmegaConf.merge(cfg.features, {"runtime": dm.cache_stats.get("runtime",
@@ -83,9 +95,8 @@ def write_gallery(cfg: DictConfig, dm: DataModule, block: ProtocolBlock, images:
     for row in chosen.itertuples(index=False):
         fold = int(row.fold)
         checkpoint = of_fold[fold]
-        head = heads[checkpoint]
-        seeds = head.per_group
-        m = image_map([(1.0, head)], cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
+        seeds = heads[checkpoint].head.per_group
+        m = image_map([heads[checkpoint]], cfg.preprocess, *grids[paths[getattr(row, IMAGE)]],
                       members=slice(fold * seeds, (fold + 1) * seeds))
         label = getattr(row, "truth_text", None) or f"{getattr(row, 'error', 0):.3g}"
         name = re.sub(r"[^\w.-]+", "_", f"{label}_{row.kind}_{Path(m.path).stem}")

@@ -29,8 +29,7 @@ from sinterlab.evaluation.figures import add_scale_bar, save_figure  # noqa: E40
 from sinterlab.features.backbone import Backbone  # noqa: E402
 from sinterlab.features.cache import CacheEntry  # noqa: E402
 from sinterlab.features.extract import Embedded, ImageRef, embed_images  # noqa: E402
-from sinterlab.models.candidate import Candidate  # noqa: E402
-from sinterlab.predict import RunModel  # noqa: E402
+from sinterlab.predict import RunModel, ServedPart  # noqa: E402
 
 
 @dataclass
@@ -69,13 +68,14 @@ def grid_embeddings(preprocess_cfg, backbone: Backbone, features_cfg, paths, str
                         skip_bad=skip_bad, grid_stride=stride, fix="leave it out")
 
 
-def image_map(parts: list[tuple[float, Candidate]], preprocess_cfg, ref: ImageRef,
+def image_map(parts: list[ServedPart], preprocess_cfg, ref: ImageRef,
               entry: CacheEntry, members: slice = slice(None)) -> ImageMap:
-    """One image's map under the first target of ``parts`` (weight, model: one model, or the
-    members of a weighted ensemble that read patches), each from its ``members`` (default all;
-    a fold's seeds for an out-of-fold map)."""
+    """One image's map under the first target of ``parts`` (one model, or the members of a
+    weighted ensemble that read patches, each with its weight and the part of the embedding it
+    reads), each from its ``members`` (default all; a fold's seeds for an out-of-fold map)."""
     x = torch.from_numpy(entry.embeddings)
-    output = sum(w * head.predict_members(x)[0][members].mean(axis=0) for w, head in parts)
+    output = sum(p.weight * p.head.predict_members(p.reads(x))[0][members].mean(axis=0)
+                 for p in parts)
     micrograph, _ = preprocess_image(ref.path, preprocess_cfg, ref.scale)
     return ImageMap(ref.path, micrograph, entry.params, output, entry.embeddings,
                     shown_pixel_size(ref, preprocess_cfg))

@@ -20,13 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from sinterlab.errors import SinterlabError
 from sinterlab.features.backbone import Backbone
+from sinterlab.manifest import REPRESENTATIONS
 
-KINDS = ("final", "stages", "both")
+KINDS = REPRESENTATIONS
 #: the ``features`` keys that say what the embedding is
 REPRESENTATION_KEYS = ("representation", "stages", "statistics")
 #: ``features.stages`` for every stage of the backbone
@@ -152,6 +154,24 @@ class Representation:
         channels = self.stage_channels(backbone)
         stages = sum(channels[i] for i in self.stage_indices(backbone)) * len(self.statistics)
         return stages + (backbone.embedding_dim if self.kind == "both" else 0)
+
+    def view_columns(self, view: str, backbone: Backbone) -> np.ndarray:
+        """Indices into this representation's vector of the part a model reads under ``view``
+        (final, stages or both: the final embedding, the stage statistics, all of it), so one
+        extraction of ``both`` serves every view (``model.selection.representations``)."""
+        if view not in KINDS:
+            raise SinterlabError(f"model.selection.representations: {view} is not one of "
+                                 f"{', '.join(KINDS)}")
+        width = self.width(backbone)
+        if view == self.kind:
+            return np.arange(width)
+        if self.kind != "both":
+            raise SinterlabError(
+                f"model.selection.representations: {view} is not in the extracted "
+                f"features.representation={self.kind}; set features.representation=both (one "
+                "forward pass gives the final embedding and the stage statistics)")
+        final = backbone.embedding_dim
+        return np.arange(final) if view == "final" else np.arange(final, width)
 
     def network(self, backbone: Backbone) -> nn.Module:
         """Patches -> this representation's vector (the timm model itself for ``final``)."""

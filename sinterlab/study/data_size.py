@@ -48,7 +48,7 @@ from sinterlab.evaluation.variance import (
     sentence,
 )
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
-from sinterlab.study.fit import fit_models, head_model, is_head
+from sinterlab.study.fit import REPRESENTATION, fit_models, head_model, is_head
 from sinterlab.study.record import ProtocolOutputs
 from sinterlab.study.selection import point_config
 
@@ -138,12 +138,12 @@ def served_outputs(cfg: DictConfig, dm: SEMDataModule, model: DictConfig,
     with open_dict(quiet):
         quiet.logger = None
     stacked = np.concatenate(assignments)
-    with tempfile.TemporaryDirectory() as scratch:
+    images = dm.patches[IMAGE].to_numpy().astype(str)
+    with tempfile.TemporaryDirectory() as scratch, dm.reading(model.get(REPRESENTATION)):
         [(ensemble, _)] = fit_models(quiet, dm, stacked, Path(scratch), ["learning-curve"],
                                      [model], seeds)
-    images = dm.patches[IMAGE].to_numpy().astype(str)
-    members = ensemble.predict_members(
-        dm.x, images=images, measures=dm.row_measures() if ensemble.reads_measures else None)[0]
+        members = ensemble.predict_members(dm.x, images=images, measures=dm.row_measures()
+                                           if ensemble.reads_measures else None)[0]
     per_group = ensemble.per_group
     outputs, group = [], 0
     for assignment in assignments:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
@@ -216,6 +217,24 @@ class SEMDataModule(pl.LightningDataModule):
                            dim=1)
         self.y = torch.from_numpy(self.descriptor.target_matrix()[rows]).float()
         self.assignment = self.split(self.cfg.split.kind)
+
+    @contextmanager
+    def reading(self, view: str | None):
+        """Within it, :attr:`x` holds the part of each patch's embedding a model reads under
+        ``view`` (:meth:`Representation.view_columns`; a candidate's ``representation``), then
+        ``extra_inputs``; None: all of it."""
+        if view is None:
+            yield self
+            return
+        full = self.x
+        width = full.shape[1] - len(self.extra_inputs)
+        columns = np.concatenate([self.representation.view_columns(view, self.backbone),
+                                  np.arange(width, full.shape[1])])
+        self.x = full[:, torch.from_numpy(columns)] if len(columns) < full.shape[1] else full
+        try:
+            yield self
+        finally:
+            self.x = full
 
     @property
     def image_x(self) -> torch.Tensor:

@@ -30,6 +30,7 @@ from sinterlab.console import on_terminal
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import first_rows
+from sinterlab.features.representation import KINDS, Representation
 from sinterlab.models.calibration import (
     ImageCalibration,
     MapCheck,
@@ -116,6 +117,43 @@ def check_losses(cfg: DictConfig, targets: list) -> None:
     for model in candidates.values():
         if "module" in model:
             check_loss(targets, model)
+    expand_representations(cfg)
+
+
+#: the candidate key naming the part of each patch's embedding it reads (final, stages, both)
+REPRESENTATION = "representation"
+
+
+def expand_representations(cfg: DictConfig) -> None:
+    """``model.selection.representations`` (a list of final, stages, both): every candidate of
+    model=auto is tried on each, as ``<candidate>@<representation>``, all read from one
+    extraction of ``features.representation=both`` (a view is a part of its columns); None
+    (the default): each reads the whole extracted embedding, as before."""
+    views = (cfg.model.get("selection") or {}).get("representations")
+    if not views:
+        return
+    views = [str(v) for v in views]
+    unknown = [v for v in views if v not in KINDS]
+    if unknown or len(set(views)) < len(views):
+        raise SinterlabError(f"model.selection.representations={views}: "
+                             + (f"{unknown[0]} is not one of {', '.join(KINDS)}" if unknown
+                                else "a representation named twice") + "; name each once")
+    extracted = Representation.from_config(cfg.features).kind
+    if extracted != "both" and views != [extracted]:
+        raise SinterlabError(f"model.selection.representations={views} needs "
+                             f"features.representation=both (it is {extracted}): one forward "
+                             "pass gives the final embedding and the stage statistics")
+    candidates = cfg.model.candidates
+    if all(REPRESENTATION in model for model in candidates.values()):
+        return  # expanded already (the run's own config read again)
+    with open_dict(cfg):
+        for name in list(candidates):
+            model = candidates.pop(name)
+            for view in views:
+                copy = model.copy()
+                with open_dict(copy):
+                    copy[REPRESENTATION] = view
+                candidates[f"{name}@{view}"] = copy
 
 
 def misfit(cfg: DictConfig, targets: list, model: DictConfig,

@@ -29,6 +29,7 @@ from sinterlab.models.scores import ranked_probability_scores
 from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.ensemble import cross_fitted, greedy_weights
 from sinterlab.study.fit import (
+    REPRESENTATION,
     Outputs,
     fit_head,
     fit_models,
@@ -319,6 +320,12 @@ def extension(points: list[Point], dims: dict[str, Dimension], folds: int) -> li
     return new
 
 
+def view_of(points: list[Point]) -> str | None:
+    """The part of the embedding one candidate's ``points`` read (``representation``; None:
+    all of it)."""
+    return points[0].config.get(REPRESENTATION)
+
+
 def candidate_points(name: str, model: DictConfig, sel: DictConfig) -> list[Point]:
     """The grid points of candidate ``name`` (its configured values alone when not searched)."""
     grid = grid_points(name, model, searched(sel, model))
@@ -337,10 +344,13 @@ def score_inner(cfg: DictConfig, dm: SEMDataModule, inner: np.ndarray, run_dir: 
     calibration, fitted on inner validation images of its own outer fold's training groups,
     never on the inner held-out groups scored here) and, for a reader to see where calibration
     decided, of the raw image means (the rule before issue 33)."""
-    fitted = fit_models(cfg, dm, inner, run_dir, [p.tag(kind, inner=True) for p in points],
-                        [p.config for p in points], inner_seeds)
-    for point, (ensemble, info) in zip(points, fitted, strict=True):
-        views = group_outputs(ensemble, dm, inner, images=image_calibrations(info))
+    with dm.reading(view_of(points)):
+        fitted = fit_models(cfg, dm, inner, run_dir,
+                            [p.tag(kind, inner=True) for p in points],
+                            [p.config for p in points], inner_seeds)
+        outputs = [group_outputs(ensemble, dm, inner, images=image_calibrations(info))
+                   for ensemble, info in fitted]
+    for point, views in zip(points, outputs, strict=True):
         point.inner_images = scoring.image_outputs(views.served)
         point.record.inner_scores = [scoring.score_images(f, out)
                                      for f, out in enumerate(point.inner_images)]
@@ -396,6 +406,8 @@ def choose(points: list[Point], folds: range | list[int], rule: str,
 
 #: the names of the weighted ensemble's row and of the best single candidate's nested row
 ENSEMBLE, BEST_SINGLE = "ensemble", "best_single"
+#: the nested row among one representation's candidates alone: ``auto@<representation>``
+NESTED = "auto"
 
 
 def unique(points: list[Point]) -> list[Point]:
@@ -492,11 +504,13 @@ def fit_outer(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_di
               kind: str, points: list[Point], scoring: Scoring, tested: np.ndarray) -> None:
     """Fit one candidate's ``points`` on the outer folds: each gets its training record, its
     calibrated, raw and served out-of-fold views (one pass of predictions) and its CV score."""
-    fitted = fit_models(cfg, dm, assignment, run_dir, [p.tag(kind) for p in points],
-                        [p.config for p in points])
-    for point, (ensemble, info) in zip(points, fitted, strict=True):
-        point.outputs = model_oof(ensemble, dm, assignment, images=image_calibrations(info))
-        point.info = info
+    with dm.reading(view_of(points)):
+        fitted = fit_models(cfg, dm, assignment, run_dir, [p.tag(kind) for p in points],
+                            [p.config for p in points])
+        outputs = [model_oof(ensemble, dm, assignment, images=image_calibrations(info))
+                   for ensemble, info in fitted]
+    for point, (_, info), out in zip(points, fitted, outputs, strict=True):
+        point.outputs, point.info = out, info
         point.record.cv_score = scoring.of(np.flatnonzero(tested),
                                            point.outputs.served[0][tested])
         point.record.checkpoint, point.record.kind = info["checkpoint"], info["kind"]
@@ -523,8 +537,9 @@ def refit_final(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, point: Point,
     everything = np.full((1, len(dm.x)), "train")
     record = {"model": point.candidate, "point": point.label, "params": point.record.params,
               "module": OmegaConf.to_container(model.module, resolve=True),
-              "inputs": model_inputs(model)}
-    with stage(f"model selection: final model ({point.label}) refitted on all groups"):
+              "inputs": model_inputs(model), "representation": model.get(REPRESENTATION)}
+    with stage(f"model selection: final model ({point.label}) refitted on all groups"), \
+            dm.reading(model.get(REPRESENTATION)):
         if is_head(model):
             best_epochs = [m["best_epoch"] for m in info["members"]
                            if m["best_epoch"] is not None]
@@ -570,18 +585,29 @@ class Choice:
     final_parts: list[tuple[Point, float]] | None
     not_separated: list[list[str]]
     final_not_separated: list[str]
+    #: per representation (model.selection.representations, when several), per outer fold
+    #: the point the rule chose among that representation's candidates alone
+    by_view: dict[str, list[Point]]
 
-    def needed(self, every: list[Point], mode: str, ensemble: Point | None) -> list[Point]:
-        """The points trained on the outer folds: those whose outputs a row or the final
-        model reads (every point with ``outer_fits=all``), the ensemble's for its own row;
-        an ensemble stands for its members."""
+    def needed(self, every: list[Point], mode: str) -> list[Point]:
+        """The points trained on every outer fold: those whose outputs a row or the final
+        model reads (every point with ``outer_fits=all``; the final ensemble's members)."""
         points = [*(every if mode == "all" else [*self.winners, self.chosen]),
                   *self.single_winners, *(p for p, _ in self.final_parts or []),
-                  *([ensemble] if ensemble else [])]
-        out = []
-        for p in points:
-            out.extend([m for parts in p.blend for m, _ in parts] if p.blend else [p])
-        return unique(out)
+                  *(p for winners in self.by_view.values() for p in winners)]
+        return unique([p for p in points if not p.blend])
+
+    @staticmethod
+    def member_folds(ensemble: Point | None, trained: list[Point]) -> list[tuple[Point, list]]:
+        """The weighted ensemble's members not in ``trained``, each with the outer folds whose
+        ensemble it is in: trained on those folds alone, for the ensemble's row (a member of
+        one fold's ensemble costs one fold's fit, not five)."""
+        folds: dict[int, tuple[Point, list[int]]] = {}
+        for f, parts in enumerate(ensemble.blend if ensemble else []):
+            for member, _ in parts:
+                if not any(member is p for p in trained):
+                    folds.setdefault(id(member), (member, []))[1].append(f)
+        return list(folds.values())
 
 
 def choose_points(cfg: DictConfig, candidates: dict[str, list[Point]], scoring: Scoring,
@@ -606,8 +632,12 @@ def choose_points(cfg: DictConfig, candidates: dict[str, list[Point]], scoring: 
     chosen, final_ties = choose(contenders, range(scoring.folds), rule, complexity)
     parts = final_blend(candidates, scoring, int(blend_cfg.rounds)) if chosen is ensemble \
         else None
+    views = list(dict.fromkeys(p.config.get(REPRESENTATION) for p in every))
+    by_view = {view: [choose([p for p in every if p.config.get(REPRESENTATION) == view], [f],
+                             rule, complexity)[0] for f in range(scoring.folds)]
+               for view in views} if len(views) > 1 else {}
     return Choice([p for p, _ in choices], single, chosen, parts, [t for _, t in choices],
-                  final_ties), ensemble
+                  final_ties, by_view), ensemble
 
 
 def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kind: str,
@@ -658,7 +688,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     with stage("model selection: the rule's choice, and the weighted ensemble") as timing:
         choice, ensemble = choose_points(cfg, candidates, scoring, tuned)
     choosing = timing["wall_s"]
-    needed = choice.needed(every, mode, ensemble)
+    needed = choice.needed(every, mode)
     for name in names:
         points = [p for p in candidates[name] if any(p is q for q in needed)]
         if not points:
@@ -667,6 +697,13 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                    f"{len(candidates[name])} grid points)") as timing:
             fit_outer(cfg, dm, assignment, run_dir, kind, points, scoring, tested)
         spent[name] += timing["wall_s"]
+    for point, member_of in Choice.member_folds(ensemble, needed):
+        with stage(f"model selection: {point.label} on outer folds {member_of} (a member of "
+                   "their weighted ensembles)") as timing:
+            fit_outer(cfg, dm, assignment[member_of], run_dir, kind, [point], scoring,
+                      np.isin(test_fold, member_of))
+        point.record.cv_score = None  # not a score over every outer fold
+        spent[point.candidate] += timing["wall_s"]
     if ensemble:
         ensemble.outputs = blend_outputs(ensemble, test_fold)
         candidates[ENSEMBLE], tuned[ENSEMBLE] = [ensemble], [ensemble] * folds
@@ -683,6 +720,8 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     candidate_oof = {n: combine(tuned[n], "calibrated", test_fold)[0] for n in trained}
     if ensemble:
         candidate_oof[BEST_SINGLE] = combine(choice.single_winners, "calibrated", test_fold)[0]
+    for view, winners in choice.by_view.items():
+        candidate_oof[f"{NESTED}@{view}"] = combine(winners, "calibrated", test_fold)[0]
     info = (choice.final_parts[0][0] if choice.final_parts else choice.chosen).info
     return record, nested, info, candidate_oof
 
@@ -715,8 +754,10 @@ def selection_record(cfg: DictConfig, candidates: dict[str, list[Point]],
         not_trained=[n for n in names if n not in trained],
         winners=[p.candidate for p in choice.winners],
         winner_points=[p.label for p in choice.winners],
-        fold_checkpoints=[(max(p.blend[f], key=lambda x: x[1])[0] if p.blend else p
-                           ).record.checkpoint for f, p in enumerate(choice.winners)],
+        fold_checkpoints=[(choice.single_winners[f] if p.blend else p).record.checkpoint
+                          for f, p in enumerate(choice.winners)],
         ensemble=[{p.label: w for p, w in parts} for parts in ensemble.blend] if ensemble
         else [], single_winners=[p.label for p in choice.single_winners] if ensemble else [],
+        representations={view: [p.label for p in winners]
+                         for view, winners in choice.by_view.items()},
         final=None, candidate_wall_s={}, wall_s=0.0)
