@@ -32,6 +32,7 @@ from sinterlab.models.calibration import (
     MapCheck,
     _fit,
     _fit_map,
+    _fit_temperatures,
     calibration_path,
     fit_image_calibration,
     load_image_calibration,
@@ -269,6 +270,15 @@ def test_a_map_that_helps_is_kept_though_one_hard_sample_dominates_its_held_out_
     assert mean_over_draws(lambda y, p: log_loss_of(p, y)) < log_loss_of(raw, truth) - 0.2
 
 
+def test_the_checks_maps_fitted_in_one_solve_are_those_fitted_one_by_one():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 120)
+    scores = np.log(rng.dirichlet(np.ones(5), 120)) * 3 + 2 * np.eye(5)[labels]
+    train = np.repeat(np.arange(30), 4)[None, :] != np.arange(30)[:, None]
+    one_by_one = [1 / _fit_map(scores[m], labels[m], "temperature")[0][0] for m in train]
+    np.testing.assert_allclose(_fit_temperatures(scores, labels, train), one_by_one, rtol=1e-3)
+
+
 @pytest.mark.parametrize("folds", [None, 5])
 def test_the_check_holds_out_whole_samples_and_deals_them_by_label(monkeypatch, folds):
     """The cross-fit parts: every sample's images in one part (the shipped check: each sample
@@ -282,6 +292,10 @@ def test_the_check_holds_out_whole_samples_and_deals_them_by_label(monkeypatch, 
     fits = []
     monkeypatch.setattr(calibration_module, "_fit_map", lambda scores, targets, calibrator: (
         fits.append((scores.copy(), targets.copy())) or _fit_map(scores, targets, calibrator)))
+    # the check's maps are fitted in one solve, one mask per part
+    monkeypatch.setattr(calibration_module, "_fit_temperatures", lambda scores, targets, train: (
+        fits.extend((scores[m].copy(), targets[m].copy()) for m in train)
+        or _fit_temperatures(scores, targets, train)))
     assert CHECK.folds is None  # conf: evaluation.calibration.check.folds=samples
     calibration = one_group(probs, labels, images, replace(CHECK, folds=folds), units=units)
     per_image_scores = pool_images(probs, images, CALIBRATION.pooling)[1][0]

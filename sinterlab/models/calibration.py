@@ -304,6 +304,31 @@ def _fit_map(scores: np.ndarray, labels: np.ndarray, calibrator: str,
     return params[0].detach().numpy(), params[1].detach().numpy()
 
 
+@small_torch
+def _fit_temperatures(scores: np.ndarray, labels: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """The temperatures of P maps at once (what :func:`_fit_map` fits one by one): map p is
+    fitted on the (I, C) pooled ``scores`` of the images ``train[p]`` (a (P, I) mask). The
+    objectives are separate (map p's loss reads its own temperature only), so one L-BFGS on
+    their sum finds each minimum; one solve instead of P (a leave-one-sample-out check)."""
+    s = torch.as_tensor(scores, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    weights = torch.as_tensor(train, dtype=torch.float64)
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    log_t = torch.zeros(len(train), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        logp = torch.log_softmax(s[None] / log_t.exp()[:, None, None], dim=2)
+        picked = logp.gather(2, y[None, :, None].expand(len(train), -1, 1))[..., 0]
+        loss = -(weights * picked).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return log_t.detach().exp().clamp(*BOUNDS).numpy()
+
+
 def _check_map(scores: np.ndarray, raw: np.ndarray, labels: np.ndarray, units: np.ndarray,
                calibrator: str, check: MapCheck, score: str,
                ) -> tuple[bool, float, float, float]:
@@ -323,9 +348,15 @@ def _check_map(scores: np.ndarray, raw: np.ndarray, labels: np.ndarray, units: n
     part = part_of[codes]
     loss_map, loss_raw = np.zeros(len(labels)), np.zeros(len(labels))
     losses = CHECK_SCORES[score]
-    for p in np.unique(part):
+    parts = np.unique(part)
+    if calibrator == "temperature":  # every part's map in one solve
+        c = scores.shape[1]
+        maps = [(np.full(c, 1 / t), np.zeros(c))
+                for t in _fit_temperatures(scores, labels, part[None, :] != parts[:, None])]
+    else:
+        maps = [_fit_map(scores[part != p], labels[part != p], calibrator) for p in parts]
+    for p, (scale, bias) in zip(parts, maps, strict=True):
         held = part == p
-        scale, bias = _fit_map(scores[~held], labels[~held], calibrator)
         loss_map[held] = losses(scale * scores[held] + bias, labels[held])
         loss_raw[held] = losses(raw[held], labels[held])
     # the mean gain per image is a sum over units: its error from the spread of the units' sums
