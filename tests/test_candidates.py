@@ -181,6 +181,8 @@ def test_a_forest_and_an_svm_from_yaml_alone_compete_and_the_winner_is_served(
                          f"hydra.searchpath=[file://{conf}]",
                          "+model@model.candidates.my_forest=my_forest",
                          "+model@model.candidates.my_svm=my_svm",
+                         # one of them served alone (an ensemble's serving: test_ensemble.py)
+                         "model.selection.ensemble.enabled=false",
                          *(f"~model.candidates.{name}" for name in SHIPPED)], run_dir)
     run_experiment(cfg, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -238,7 +240,9 @@ def test_the_measures_model_is_served_on_new_images(make_cfg, new_images, tmp_pa
 
 @pytest.mark.slow
 def test_auto_chooses_the_measures_model_where_the_embeddings_say_nothing(make_cfg, tmp_path):
+    # the single candidates (the ensemble of the measures model and noise may edge it out)
     cfg = make_cfg(*AUTO, "model.selection.outer_fits=all",
+                   "model.selection.ensemble.enabled=false",
                    *(f"~model.candidates.{name}" for name in SHIPPED
                      if name not in ("sk_logreg_image", "sk_measures", "sk_image_measures")))
     dm = SEMDataModule(cfg)

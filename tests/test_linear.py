@@ -222,6 +222,7 @@ def test_sklearn_final_model_is_served_by_predict_and_explain(make_cfg, tiny_des
     run_dir = tmp_path / "run"
     # every candidate's own row: each is trained on the outer folds
     overrides = [*AUTO, "model.selection.outer_fits=all",
+                 "model.selection.ensemble.enabled=false",  # one scikit-learn model served
                  *(f"~model.candidates.{h}" for h in HEADS)]
     run_experiment(make_cfg(*overrides), run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
