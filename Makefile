@@ -36,7 +36,7 @@ DEMO_BACKBONE = $(shell $(PY) -c "from sinterlab.features.weights import hub_rea
 
 # the demo's model=auto leaves out the two slowest candidates (the paper's MLP, ~3x the others,
 # and the patch LR without PCA) to finish in under 2 minutes; `make demo DEMO_ARGS=` runs all
-# eleven (nine, and for an ordered target such as burst count the CORN and level-value heads)
+# twelve (nine for an unordered target: the CORN and both level-value heads need ordered levels)
 DEMO_ARGS ?= ~model.candidates.mlp ~model.candidates.sk_logreg
 
 demo: $(STAMP) $(DEMO_DATA) ## generate demo data if missing, train + evaluate the demo experiment, print the report

@@ -37,7 +37,7 @@ TARGET = [{"name": "y", "kind": "classification", "classes": ["a", "b", "c"],
            "class_names": ["a", "b", "c"], "num_classes": 3}]
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 SHIPPED = ("mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
-           "sk_svm", "sk_measures", "sk_image_measures", "corn", "level_value", "mlp_image",
+           "sk_svm", "sk_measures", "corn", "level_value", "mlp_image",
            "level_value_image")
 
 

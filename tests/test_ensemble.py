@@ -60,7 +60,7 @@ PREFER_ENSEMBLE = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]",
                    "model.selection.ensemble.complexity=0",
                    *(f"~model.candidates.{n}" for n in (
                        "mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_svm",
-                       "sk_image_measures", "corn", "level_value", "level_value_image"))]
+                       "corn", "level_value", "level_value_image"))]
 
 
 @pytest.mark.slow

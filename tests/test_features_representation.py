@@ -180,7 +180,7 @@ CHOOSE_REPRESENTATION = [
     "features.stages=[1,2]", "model.selection.representations=[final,stages]",
     *(f"~model.candidates.{n}" for n in (
         "mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_svm", "sk_measures",
-        "sk_image_measures", "corn", "level_value", "level_value_image"))]
+        "corn", "level_value", "level_value_image"))]
 
 
 def test_representations_expand_the_candidates_and_need_one_extraction_of_both(make_cfg):

@@ -28,7 +28,7 @@ from tests.conftest import FAST, compose_train, predict_config, refit_scale
 
 #: the affine candidates and the heads (the other scikit-learn candidates: tests/test_candidates.py)
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2",
-        *(f"~model.candidates.{n}" for n in ("sk_svm", "sk_measures", "sk_image_measures"))]
+        *(f"~model.candidates.{n}" for n in ("sk_svm", "sk_measures"))]
 HEADS = ("mlp", "linear", "mlp_small", "corn", "level_value", "mlp_image", "level_value_image")
 TARGET = [{"name": "y", "kind": "classification", "classes": ["a", "b", "c"],
            "class_names": ["a", "b", "c"], "num_classes": 3}]
