@@ -101,6 +101,17 @@ def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 #: the run of `trained_run`: 3 folds, one seed, no gallery and no TensorBoard images or
 #: projector (the tests of those have runs of their own)
+#: model=auto's candidates as conf/model/auto.yaml ships them (test_selection checks the file)
+SHIPPED_CANDIDATES = frozenset({
+    "mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image", "sk_svm",
+    "sk_measures", "corn", "level_value", "mlp_image", "level_value_image"})
+
+
+def only_candidates(*keep: str) -> list[str]:
+    """The overrides that leave model=auto with the shipped candidates ``keep`` alone."""
+    return [f"~model.candidates.{name}" for name in sorted(SHIPPED_CANDIDATES - set(keep))]
+
+
 TRAINED = ["protocol.folds=3", "protocol.seeds=[0]", "evaluation.gallery.enabled=false",
            "evaluation.tensorboard.figures=false", "evaluation.tensorboard.projector_patches=0"]
 

@@ -31,14 +31,12 @@ from sinterlab.study.fit import check_losses
 from sinterlab.study.selection import select_model
 from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
-from tests.conftest import FAST, compose_train, predict_config
+from tests.conftest import FAST, SHIPPED_CANDIDATES, compose_train, predict_config
 
 TARGET = [{"name": "y", "kind": "classification", "classes": ["a", "b", "c"],
            "class_names": ["a", "b", "c"], "num_classes": 3}]
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
-SHIPPED = ("mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
-           "sk_svm", "sk_measures", "corn", "level_value", "mlp_image",
-           "level_value_image")
+SHIPPED = sorted(SHIPPED_CANDIDATES)
 
 
 def view(n_images=30, per_image=4, d=6, k=3, seed=0) -> FoldView:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from sinterlab.study.ensemble import blend, cross_fitted, greedy_weights
+from tests.conftest import only_candidates
 
 
 def log_loss(truth: np.ndarray, probs: np.ndarray) -> float:
@@ -58,9 +59,7 @@ def test_a_cross_fitted_group_never_reads_its_own_truth():
 PREFER_ENSEMBLE = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]",
                    "model.selection.inner_folds=2", "model.selection.rule=one_se",
                    "model.selection.ensemble.complexity=0",
-                   *(f"~model.candidates.{n}" for n in (
-                       "mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_svm",
-                       "corn", "level_value", "level_value_image"))]
+                   *only_candidates("sk_logreg_image", "sk_measures", "mlp_image")]
 
 
 @pytest.mark.slow

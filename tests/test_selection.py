@@ -17,12 +17,10 @@ from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import check_losses
 from sinterlab.study.selection import ranked_probability_score, select_model
 from sinterlab.study.training import run_experiment
-from tests.conftest import predict_config
+from tests.conftest import SHIPPED_CANDIDATES, predict_config
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
-CANDIDATES = {"mlp", "linear", "mlp_small", "sk_logreg", "sk_pca_logreg", "sk_logreg_image",
-              "sk_svm", "sk_measures", "corn", "level_value", "mlp_image",
-              "level_value_image"}
+CANDIDATES = set(SHIPPED_CANDIDATES)
 
 
 @pytest.mark.slow
