@@ -23,7 +23,7 @@ from sinterlab.evaluation.learning_curve import (
     nested_keep,
     simulate_studies,
 )
-from sinterlab.evaluation.results import FinalModel
+from sinterlab.evaluation.results import FinalModel, LearningCurves, jsonable, load
 from sinterlab.study.data_size import (
     check_subset,
     learning_curves,
@@ -218,29 +218,29 @@ def test_no_test_sample_reaches_a_subset_model(curve_run, tmp_path):
 
 def test_a_curve_with_a_known_signal_rises_and_projects_monotonically(curve_run):
     _, dm, _, record = curve_run
-    samples = record["axes"]["samples"]
-    points = [p["accuracy"]["value"] for p in samples["points"]]
+    samples = record.axes["samples"]
+    points = [p.accuracy.value for p in samples.points]
     assert points[-1] > points[0] + 0.05  # more samples, better on the same test samples
-    assert [p["x"] for p in samples["points"]] == sorted(p["x"] for p in samples["points"])
-    assert samples["today"] == pytest.approx(12.0)
-    projection = samples["projection"]["accuracy"]
-    assert [p["multiplier"] for p in projection] == [2.0, 4.0]
-    fitted_today = 1 - samples["fit"]["accuracy"]["floor"] - samples["fit"]["accuracy"][
-        "scale"] * 12.0 ** -samples["fit"]["accuracy"]["exponent"]
-    assert fitted_today <= projection[0]["value"] <= projection[1]["value"]
+    assert [p.x for p in samples.points] == sorted(p.x for p in samples.points)
+    assert samples.today == pytest.approx(12.0)
+    projection = samples.projection["accuracy"]
+    assert [p.multiplier for p in projection] == [2.0, 4.0]
+    fit = samples.fit["accuracy"]
+    fitted_today = 1 - fit.floor - fit.scale * 12.0 ** -fit.exponent
+    assert fitted_today <= projection[0].value <= projection[1].value
     for p in projection:
-        assert p["low"] <= p["value"] <= p["high"]
-        assert p["run_low"] <= p["value"] <= p["run_high"]
-    band = samples["fit"]["accuracy"]["band"]
-    assert np.all(np.diff(band["value"]) >= -1e-12)
+        assert p.low <= p.value <= p.high
+        assert p.run_low <= p.value <= p.run_high
+    assert np.all(np.diff(fit.band.value) >= -1e-12)
     # the baseline's curve, the images and patches axes, the samples needed, the studies
-    assert record["baseline_curve"]["points"][-1]["x"] == pytest.approx(12.0)
+    assert record.baseline_curve.points[-1].x == pytest.approx(12.0)
     # two images per sample thin to 1 or 2 only: two sizes cannot fit a curve of three numbers
-    assert set(record["axes"]) == {"samples", "patches"}
-    assert "only 2 distinct size(s) (1, 2 images per sample" in record["axes_skipped"]["images"]
-    assert [n["accuracy"] for n in record["needed"]] == [0.8, 0.9]
-    assert record["studies"]["today"] == 12
-    json.dumps(record)  # metrics.json-ready
+    assert set(record.axes) == {"samples", "patches"}
+    assert "only 2 distinct size(s) (1, 2 images per sample" in record.axes_skipped["images"]
+    assert [n.accuracy for n in record.needed] == [0.8, 0.9]
+    assert record.studies.today == 12
+    # metrics.json-ready, and read back as the same record
+    assert load(LearningCurves, json.loads(json.dumps(jsonable(record)))) == record
 
 
 def test_report_section_figure_and_console_line(curve_run):
@@ -321,10 +321,10 @@ def test_subsets_that_cannot_differ_give_no_projection(shared_cache, tmp_path):
     signal_embeddings(dm, strength=0.45)
     block, oof = fake_block(dm, "sk_logreg_image", {"module.C": 1.0})
     record = learning_curves(cfg, dm, block, oof)
-    skipped = {**record.get("axes_skipped", {}),
-               **({"all": record["skipped"]} if "skipped" in record else {})}
+    skipped = {**(record.axes_skipped or {}),
+               **({"all": record.skipped} if record.skipped else {})}
     assert any("distinct size" in why and "no projection" in why
                for why in skipped.values()), record
-    assert "samples" not in record.get("axes", {})
+    assert "samples" not in (record.axes or {})
     line = console_line(record, None)
     assert line is None or "samples (" not in line

@@ -20,7 +20,14 @@ from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix, roc_curve 
 from sinterlab.atomic import write_with  # noqa: E402
 from sinterlab.evaluation.display import number  # noqa: E402
 from sinterlab.evaluation.metrics import classification_metrics, regression_metrics  # noqa: E402
-from sinterlab.evaluation.results import VarianceComponents  # noqa: E402
+from sinterlab.evaluation.results import (  # noqa: E402
+    ACCURACY,
+    MAE,
+    SAMPLES_AXIS,
+    LearningCurve,
+    LearningCurves,
+    VarianceComponents,
+)
 
 
 def add_scale_bar(ax, pixel_nm: float | None) -> None:
@@ -331,63 +338,65 @@ def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
 
 
 #: how a learning curve's metric is labelled on its axis
-CURVE_LABELS = {"accuracy": "image accuracy", "mae": "image MAE"}
+CURVE_LABELS = {ACCURACY: "image accuracy", MAE: "image MAE"}
 
 
-def learning_curve_figure(record: dict, error_unit: str = "", chance: float | None = None,
-                          dpi: int = 120):
+def _draw_curve(ax, curve: LearningCurve, metric: str, name: str, color: str) -> None:
+    """One model's curve on one panel: the points (mean over the subset draws, with their
+    interval; each draw a dot), the fit (dashed where it extrapolates) with its band, and the
+    projections with the interval a run would measure."""
+    x = np.array([p.x for p in curve.points])
+    cells = [p.metric(metric) for p in curve.points]
+    value = np.array([c.value for c in cells])
+    low = np.array([c.low for c in cells], dtype=float)
+    high = np.array([c.high for c in cells], dtype=float)
+    ax.errorbar(x, value, yerr=[value - low, high - value], fmt="o", color=color, capsize=3,
+                label=f"{name}: measured")
+    for p, c in zip(curve.points, cells, strict=True):
+        ax.plot([p.x] * len(c.per_draw), c.per_draw, ".", color=color, alpha=0.35, ms=4)
+    band = curve.fit[metric].band
+    bx = np.array(band.x)
+    inside = bx <= x.max() * (1 + 1e-9)
+    ax.fill_between(bx, band.low, band.high, color=color, alpha=0.15,
+                    label=f"{name}: fit, interval")
+    ax.plot(bx[inside], np.array(band.value)[inside], color=color, lw=1.5)
+    ax.plot(bx[~inside], np.array(band.value)[~inside], color=color, lw=1.5, ls="--")
+    for proj in curve.projection[metric]:
+        ax.errorbar([proj.x], [proj.value], yerr=[[proj.value - proj.run_low],
+                                                  [proj.run_high - proj.value]],
+                    fmt="D", color=color, mfc="white", capsize=4)
+        ax.annotate(f"{proj.multiplier:g}x", (proj.x, proj.value), textcoords="offset points",
+                    xytext=(6, 6), fontsize=8)
+
+
+def learning_curve_figure(record: LearningCurves, error_unit: str = "",
+                          chance: float | None = None, dpi: int = 120):
     """The learning curves of a run's ``learning_curve`` block: one column per axis (samples,
     images per sample, patches per image), one row per metric; per panel the points (mean over
     the subset draws, with their interval; each draw a dot), the fitted curve (dashed where it
     extrapolates) with its interval as a band, the projections at k times today's size with
     the interval a run would measure, today's size as a vertical line, and along samples the
     best baseline in grey. Returns the figure (not saved)."""
-    axes_names = list(record["axes"]) or ["samples"]
-    metrics = record["metrics"]
+    axes_names = list(record.axes or {}) or [SAMPLES_AXIS]
+    metrics = record.metrics
     fig, grid = plt.subplots(len(metrics), len(axes_names), dpi=dpi, squeeze=False,
                              figsize=(4.6 * len(axes_names), 3.6 * len(metrics)))
     for col, axis in enumerate(axes_names):
-        curves = [(record["axes"].get(axis), record["model"] or "served model", "C0")]
-        if axis == "samples" and record.get("baseline_curve"):
-            curves.append((record["baseline_curve"], record["baseline"], "grey"))
+        curves = [((record.axes or {}).get(axis), record.model or "served model", "C0")]
+        if axis == SAMPLES_AXIS and record.baseline_curve:
+            curves.append((record.baseline_curve, record.baseline, "grey"))
+        shown = record.curve(axis)
         for row, metric in enumerate(metrics):
             ax = grid[row, col]
             for curve, name, color in curves:
-                if curve is None:
-                    continue
-                points = curve["points"]
-                x = np.array([p["x"] for p in points])
-                value = np.array([p[metric]["value"] for p in points])
-                low = np.array([p[metric]["low"] for p in points], dtype=float)
-                high = np.array([p[metric]["high"] for p in points], dtype=float)
-                ax.errorbar(x, value, yerr=[value - low, high - value], fmt="o", color=color,
-                            capsize=3, label=f"{name}: measured")
-                for p in points:
-                    ax.plot([p["x"]] * len(p[metric]["per_draw"]), p[metric]["per_draw"], ".",
-                            color=color, alpha=0.35, ms=4)
-                band = curve["fit"][metric]["band"]
-                bx = np.array(band["x"])
-                inside = bx <= x.max() * (1 + 1e-9)
-                ax.fill_between(bx, band["low"], band["high"], color=color, alpha=0.15,
-                                label=f"{name}: fit, interval")
-                ax.plot(bx[inside], np.array(band["value"])[inside], color=color, lw=1.5)
-                ax.plot(bx[~inside], np.array(band["value"])[~inside], color=color, lw=1.5,
-                        ls="--")
-                for proj in curve["projection"][metric]:
-                    ax.errorbar([proj["x"]], [proj["value"]],
-                                yerr=[[proj["value"] - proj["run_low"]],
-                                      [proj["run_high"] - proj["value"]]],
-                                fmt="D", color=color, mfc="white", capsize=4)
-                    ax.annotate(f"{proj['multiplier']:g}x", (proj["x"], proj["value"]),
-                                textcoords="offset points", xytext=(6, 6), fontsize=8)
-            today = (record["axes"].get(axis) or record.get("baseline_curve"))["today"]
-            ax.axvline(today, color="black", ls=":", lw=1, label="today")
-            if metric == "accuracy" and chance is not None:
+                if curve is not None:
+                    _draw_curve(ax, curve, metric, name, color)
+            ax.axvline(shown.today, color="black", ls=":", lw=1, label="today")
+            if metric == ACCURACY and chance is not None:
                 ax.axhline(chance, color="red", ls=":", lw=1, label="chance")
-            unit = (record["axes"].get(axis) or record["baseline_curve"])["unit"]
-            ax.set_xlabel(unit)
+            ax.set_xlabel(shown.unit)
             ax.set_ylabel(CURVE_LABELS.get(metric, metric)
-                          + (f" ({error_unit})" if metric == "mae" and error_unit else ""))
+                          + (f" ({error_unit})" if metric == MAE and error_unit else ""))
             ax.set_title(f"more {axis}")
             ax.grid(True, alpha=0.3)
             if row == 0 and col == 0:
@@ -397,7 +406,7 @@ def learning_curve_figure(record: dict, error_unit: str = "", chance: float | No
     return fig
 
 
-def plot_learning_curves(record: dict, path, error_unit: str = "",
+def plot_learning_curves(record: LearningCurves, path, error_unit: str = "",
                          chance: float | None = None) -> Path:
     return save_figure(learning_curve_figure(record, error_unit, chance), path)
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sinterlab.evaluation.results import Cell, Projection
+
 
 def nested_keep(units: np.ndarray, strata: np.ndarray, fractions: list[float],
                 rng: np.random.Generator) -> np.ndarray:
@@ -122,19 +124,19 @@ def fit_power_laws(x: np.ndarray, losses: np.ndarray, sd: np.ndarray, floor: tup
     return PowerLaw(best[0], best[1], best[2])
 
 
-def percentile_cell(values: np.ndarray, point: float, confidence: float) -> dict:
-    """{"value", "low", "high"} with a percentile interval of the finite ``values``."""
+def percentile_cell(values: np.ndarray, point: float, confidence: float) -> Cell:
+    """``point`` with a percentile interval of the finite ``values``."""
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
     alpha = (1 - confidence) / 2
     low, high = (np.quantile(finite, [alpha, 1 - alpha]) if len(finite) else (None, None))
-    return {"value": float(point), "low": None if low is None else float(low),
-            "high": None if high is None else float(high)}
+    return Cell(float(point), None if low is None else float(low),
+                None if high is None else float(high))
 
 
 def project(curve: PowerLaw, draws: PowerLaw, x_today: float, multipliers: list[float],
             today_draws: np.ndarray, higher_is_better: bool, confidence: float,
-            rng: np.random.Generator) -> list[dict]:
+            rng: np.random.Generator) -> list[Projection]:
     """Per multiplier k: the loss (as the score: accuracy = 1 - error when
     ``higher_is_better``) the curve expects at k times today's data (``x_today``), its
     interval over the bootstrap ``draws`` of the curve, and the interval a run on that much data
@@ -152,9 +154,8 @@ def project(curve: PowerLaw, draws: PowerLaw, x_today: float, multipliers: list[
         shift = rng.choice(noise, size=len(values)) / np.sqrt(float(k)) if len(noise) else 0.0
         run = percentile_cell(np.clip(values + shift, 0.0, 1.0) if higher_is_better
                               else np.maximum(values + shift, 0.0), point, confidence)
-        out.append({"multiplier": float(k), "x": at,
-                    **percentile_cell(values, point, confidence),
-                    "run_low": run["low"], "run_high": run["high"]})
+        cell = percentile_cell(values, point, confidence)
+        out.append(Projection(float(k), at, cell.value, cell.low, cell.high, run.low, run.high))
     return out
 
 

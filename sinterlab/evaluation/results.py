@@ -608,6 +608,169 @@ class VarianceComponents:
     figure: str | None = None
 
 
+# -- how much data: learning curves ---------------------------------------------------------------
+@dataclass
+class Cell:
+    """A value with its percentile interval (None where no draw was finite)."""
+
+    value: float
+    low: float | None
+    high: float | None
+
+
+@dataclass
+class PointCell(Cell):
+    """A learning-curve point's metric: the mean over the subset draws, its interval, and each
+    subset draw's own value."""
+
+    per_draw: list[float]
+
+
+@dataclass
+class CurvePoint:
+    """One data size along an axis: the share of today's fitted units kept, the size it counts
+    and the curve's metrics there (accuracy, and MAE for an ordered target; MAE for a
+    regression)."""
+
+    fraction: float
+    x: float
+    accuracy: PointCell | None = None
+    mae: PointCell | None = None
+
+    def metric(self, name: str) -> PointCell:
+        return getattr(self, name)
+
+
+@dataclass
+class Band:
+    """The fitted curve on a grid of sizes and its interval over the bootstrap curves."""
+
+    x: list[float]
+    value: list[float]
+    low: list[float]
+    high: list[float]
+
+
+@dataclass
+class CurveFit:
+    """loss = floor + scale * size ** -exponent through the points; ``limit`` is the score
+    with unlimited data (the floor, as the metric)."""
+
+    floor: float
+    scale: float
+    exponent: float
+    model: str
+    limit: Cell
+    band: Band
+
+
+@dataclass
+class Projection:
+    """The score the curve expects at ``multiplier`` times today's size ``x``, its interval,
+    and the interval a run on that much data would measure."""
+
+    multiplier: float
+    x: float
+    value: float
+    low: float | None
+    high: float | None
+    run_low: float | None
+    run_high: float | None
+
+
+@dataclass
+class LearningCurve:
+    """One model along one axis: the points, per metric the fit and the projections."""
+
+    points: list[CurvePoint]
+    fit: dict[str, CurveFit]
+    projection: dict[str, list[Projection]]
+    unit: str
+    today: float
+    fractions: list[float]
+
+
+@dataclass
+class SamplesNeeded:
+    """The samples per class at which the accuracy curve reaches ``accuracy`` (None beyond
+    ``within``, where the curve is not trusted), and the share of bootstrap curves that do."""
+
+    accuracy: float
+    samples_per_class: float | None
+    low: float | None
+    high: float | None
+    within: float
+    reached_share: float
+
+
+@dataclass
+class StudySize:
+    samples_per_class: int
+    interval_width: float
+    power: float
+
+
+@dataclass
+class FutureStudies:
+    """Studies of n samples per class simulated from today's samples: the width of their
+    accuracy interval and the power of the permutation test against chance."""
+
+    today: int
+    by_size: list[StudySize]
+    alpha: float
+    power: float
+    interval_ratio: float
+    interval_width_today: float
+    width_exponent: float | None
+    narrower_at: float | None
+    powered_at: int | None
+    max_simulated: int
+    method: str
+
+    def at_today(self) -> StudySize:
+        return next(r for r in self.by_size if r.samples_per_class >= self.today)
+
+
+@dataclass
+class LearningCurves:
+    """The served model (and the best baseline along samples) trained again on nested subsets
+    of each outer fold's training data: per axis its curve, the samples needed for the target
+    accuracies and the simulated future studies; or only why it was skipped."""
+
+    skipped: str | None = None
+    model: str | None = None
+    baseline: str | None = None
+    level: str | None = None
+    metrics: list[str] | None = None
+    draws: int | None = None
+    head_seeds: list[int] | None = None
+    axes: dict[str, LearningCurve] | None = None
+    baseline_curve: LearningCurve | None = None
+    axes_skipped: dict[str, str] | None = None
+    needed: list[SamplesNeeded] | None = None
+    studies: FutureStudies | None = None
+    wall_s: float | None = None
+    #: the figure, relative to the run folder
+    figure: str | None = None
+
+    @property
+    def samples_curve(self) -> LearningCurve | None:
+        """The served model's curve along samples, else the baseline's."""
+        return (self.axes or {}).get(SAMPLES_AXIS) or self.baseline_curve
+
+    def curve(self, axis: str) -> LearningCurve | None:
+        """The served model's curve along ``axis``; along samples the baseline's where the
+        model has none."""
+        own = (self.axes or {}).get(axis)
+        return own or (self.baseline_curve if axis == SAMPLES_AXIS else None)
+
+
+#: the learning-curve axis of more samples (per class)
+SAMPLES_AXIS = "samples"
+#: the metrics a learning curve follows: image accuracy, and image MAE in the target's units
+ACCURACY, MAE = "accuracy", "mae"
+
+
 # -- the blocks -----------------------------------------------------------------------------------
 @dataclass(kw_only=True)
 class ProtocolBlock:
@@ -621,7 +784,7 @@ class ProtocolBlock:
     test: Metrics | None = None
     calibration: Calibration | None = None
     selection: Selection | None = None
-    learning_curve: dict[str, Any] | None = None
+    learning_curve: LearningCurves | None = None
     variance_components: VarianceComponents | None = None
 
     @property

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,23 @@ from sinterlab.evaluation.learning_curve import (
     size_grid,
 )
 from sinterlab.evaluation.metrics import aggregate_by_group, expected_value, first_rows
-from sinterlab.evaluation.results import ProtocolBlock, VarianceComponents, record_of
+from sinterlab.evaluation.results import (
+    ACCURACY,
+    MAE,
+    SAMPLES_AXIS,
+    Band,
+    CurveFit,
+    CurvePoint,
+    FutureStudies,
+    LearningCurve,
+    LearningCurves,
+    PointCell,
+    ProtocolBlock,
+    SamplesNeeded,
+    StudySize,
+    VarianceComponents,
+    record_of,
+)
 from sinterlab.evaluation.statistics import LevelTables
 from sinterlab.evaluation.variance import (
     COMPONENTS,
@@ -180,8 +197,8 @@ def curve_metrics(target) -> list[tuple[str, bool]]:
     """(metric, higher is better) the curves follow: accuracy (and MAE in the units for an
     ordered target) for classification, MAE for regression."""
     if target.kind == "classification":
-        return [("accuracy", True)] + ([("mae", False)] if target.ordered else [])
-    return [("mae", False)]
+        return [(ACCURACY, True)] + ([(MAE, False)] if target.ordered else [])
+    return [(MAE, False)]
 
 
 class Scorer:
@@ -218,18 +235,25 @@ class Scorer:
                 for m, _ in self.metrics}
 
 
-def axis_points(scorer: Scorer, outputs: list[list[np.ndarray]]) -> dict:
-    """Per metric: the point values (mean over draws) and their bootstrap draws (draws of the
-    bootstrap, fractions), from ``outputs`` per fraction, per subset draw."""
-    out = {}
+@dataclass
+class AxisScores:
+    """One metric along one axis: per fraction the point (mean over the subset draws), each
+    subset draw's value, and the bootstrap draws (draws of the bootstrap, fractions)."""
+
+    point: np.ndarray
+    per_draw: list[list[float]]
+    draws: np.ndarray
+
+
+def axis_points(scorer: Scorer, outputs: list[list[np.ndarray]]) -> dict[str, AxisScores]:
+    """Per metric, its :class:`AxisScores` from ``outputs`` per fraction, per subset draw."""
     scored = [[scorer.score(o) for o in per_draw] for per_draw in outputs]
-    for metric, _ in scorer.metrics:
-        out[metric] = {
-            "point": np.array([np.mean([s[metric][0] for s in f]) for f in scored]),
-            "per_draw": [[s[metric][0] for s in f] for f in scored],
-            "draws": np.stack([np.mean([s[metric][1] for s in f], axis=0) for f in scored],
-                              axis=1)}
-    return out
+    return {metric: AxisScores(
+                point=np.array([np.mean([s[metric][0] for s in f]) for f in scored]),
+                per_draw=[[s[metric][0] for s in f] for f in scored],
+                draws=np.stack([np.mean([s[metric][1] for s in f], axis=0) for f in scored],
+                               axis=1))
+            for metric, _ in scorer.metrics}
 
 
 def kept_size(dm: SEMDataModule, assignments: list[np.ndarray], axis: str,
@@ -264,13 +288,13 @@ def dataset_size(dm: SEMDataModule, axis: str) -> float:
     return float(table.groupby(stratum_column)[unit_column].nunique().mean())
 
 
-def fitted_curve(points: dict, x: np.ndarray, metric: str, higher: bool, classes: int | None,
-                 lc: DictConfig) -> tuple[PowerLaw, PowerLaw]:
+def fitted_curve(points: dict[str, AxisScores], x: np.ndarray, metric: str, higher: bool,
+                 classes: int | None, lc: DictConfig) -> tuple[PowerLaw, PowerLaw]:
     """The power law of the loss (error rate, or the MAE) through the points, and one per
     bootstrap draw; the floor of an error rate stays below chance."""
     offset, sign = (1.0, -1.0) if higher else (0.0, 1.0)
-    loss_point = offset + sign * points[metric]["point"]
-    loss_draws = offset + sign * points[metric]["draws"]
+    loss_point = offset + sign * points[metric].point
+    loss_draws = offset + sign * points[metric].draws
     sd = np.nanstd(loss_draws, axis=0)
     ceiling = (1.0 - 1.0 / classes) if (higher and classes) else np.inf
     e = lc.fit.exponent
@@ -281,42 +305,50 @@ def fitted_curve(points: dict, x: np.ndarray, metric: str, higher: bool, classes
             fit_power_laws(x, loss_draws[finite], sd, floor, exponents))
 
 
-def curve_record(points: dict, x: np.ndarray, fractions: list[float], scorer: Scorer,
-                 lc: DictConfig, confidence: float, classes: int | None, rng) -> dict:
-    """points, fit and projection of one model along one axis, per metric."""
-    record = {"points": [], "fit": {}, "projection": {}, "_curves": {}}
-    for k, f in enumerate(fractions):
-        row = {"fraction": float(f), "x": float(x[k])}
-        for metric, _ in scorer.metrics:
-            p = points[metric]
-            row[metric] = percentile_cell(p["draws"][:, k], p["point"][k], confidence) | {
-                "per_draw": [float(v) for v in p["per_draw"][k]]}
-        record["points"].append(row)
+def curve_fit(curve: PowerLaw, draws: PowerLaw, x: np.ndarray, higher: bool, lc: DictConfig,
+              confidence: float) -> CurveFit:
+    """The fitted curve as the metric (accuracy = 1 - error), its limit and its band."""
+    offset, sign = (1.0, -1.0) if higher else (0.0, 1.0)
+    grid = np.geomspace(float(x[0]), float(x[-1]) * max(float(m) for m in lc.projection),
+                        int(lc.fit.band_points))
+    band = offset + sign * draws(grid)
+    alpha = (1 - confidence) / 2
+    return CurveFit(
+        **curve.row(0),
+        model="loss = floor + scale * x ** -exponent" + (" (loss = 1 - accuracy)" if higher
+                                                         else ""),
+        limit=percentile_cell(offset + sign * draws.floor, offset + sign * float(curve.floor[0]),
+                              confidence),
+        band=Band(x=grid.tolist(), value=(offset + sign * curve(grid)[0]).tolist(),
+                  low=np.quantile(band, alpha, axis=0).tolist(),
+                  high=np.quantile(band, 1 - alpha, axis=0).tolist()))
+
+
+def curve_record(points: dict[str, AxisScores], x: np.ndarray, fractions: list[float],
+                 scorer: Scorer, lc: DictConfig, confidence: float, classes: int | None, rng,
+                 unit: str) -> tuple[LearningCurve, dict[str, tuple[PowerLaw, PowerLaw]]]:
+    """Points, fit and projection of one model along one axis, per metric; and per metric the
+    fitted curve with its bootstrap curves."""
+    rows = [CurvePoint(float(f), float(x[k]), **{
+                metric: PointCell(**vars(percentile_cell(points[metric].draws[:, k],
+                                                         points[metric].point[k], confidence)),
+                                  per_draw=[float(v) for v in points[metric].per_draw[k]])
+                for metric, _ in scorer.metrics})
+            for k, f in enumerate(fractions)]
+    fits, projections, curves = {}, {}, {}
     for metric, higher in scorer.metrics:
         curve, draws = fitted_curve(points, x, metric, higher, classes, lc)
-        offset, sign = (1.0, -1.0) if higher else (0.0, 1.0)
-        record["fit"][metric] = curve.row(0) | {
-            "model": "loss = floor + scale * x ** -exponent"
-                     + (" (loss = 1 - accuracy)" if higher else ""),
-            "limit": percentile_cell(offset + sign * draws.floor,
-                                     offset + sign * float(curve.floor[0]), confidence)}
-        grid = np.geomspace(float(x[0]), float(x[-1]) * max(float(m) for m in lc.projection),
-                            int(lc.fit.band_points))
-        band = offset + sign * draws(grid)
-        alpha = (1 - confidence) / 2
-        record["fit"][metric]["band"] = {
-            "x": grid.tolist(), "value": (offset + sign * curve(grid)[0]).tolist(),
-            "low": np.quantile(band, alpha, axis=0).tolist(),
-            "high": np.quantile(band, 1 - alpha, axis=0).tolist()}
-        record["projection"][metric] = project(
+        fits[metric] = curve_fit(curve, draws, x, higher, lc, confidence)
+        projections[metric] = project(
             curve, draws, float(x[-1]), [float(m) for m in lc.projection],
-            points[metric]["draws"][:, -1], higher, confidence, rng)
-        record["_curves"][metric] = (curve, draws)
-    return record
+            points[metric].draws[:, -1], higher, confidence, rng)
+        curves[metric] = (curve, draws)
+    return LearningCurve(points=rows, fit=fits, projection=projections, unit=unit,
+                         today=float(x[-1]), fractions=fractions), curves
 
 
 def needed_samples(curve: PowerLaw, draws: PowerLaw, targets: list[float], today: float,
-                   max_factor: float, confidence: float) -> list[dict]:
+                   max_factor: float, confidence: float) -> list[SamplesNeeded]:
     """Per target accuracy, the samples per class (the data set's) at which the accuracy curve
     reaches it, with its interval; None (point or bound) beyond ``max_factor`` times
     ``today``'s samples, where the curve is not trusted; the share of bootstrap curves that
@@ -327,11 +359,11 @@ def needed_samples(curve: PowerLaw, draws: PowerLaw, targets: list[float], today
         point = float(curve.reach(1.0 - target)[0])
         values = draws.reach(1.0 - target)
         cell = percentile_cell(np.minimum(values, 2 * top), point, confidence)
-        out.append({"accuracy": float(target),
-                    "samples_per_class": point if point <= top else None,
-                    "low": cell["low"] if cell["low"] <= top else None,
-                    "high": cell["high"] if cell["high"] <= top else None,
-                    "within": top, "reached_share": float(np.mean(values <= top))})
+        out.append(SamplesNeeded(accuracy=float(target),
+                                 samples_per_class=point if point <= top else None,
+                                 low=cell.low if cell.low <= top else None,
+                                 high=cell.high if cell.high <= top else None,
+                                 within=top, reached_share=float(np.mean(values <= top))))
     return out
 
 
@@ -356,7 +388,7 @@ def sample_outcomes(dm: SEMDataModule, output: np.ndarray, tested: np.ndarray) -
 
 def future_studies(dm: SEMDataModule, output: np.ndarray, tested: np.ndarray,
                    accuracy: tuple[PowerLaw, PowerLaw] | None, today: float, lc: DictConfig,
-                   confidence: float, seed: int) -> dict:
+                   confidence: float, seed: int) -> FutureStudies:
     """Studies of n samples per class simulated by resampling today's samples whole: the width
     of their accuracy interval (today's model) and the power of the permutation test against
     chance, the accuracy moved by the learning curve's gain at n (a curve draw per study)."""
@@ -376,33 +408,96 @@ def future_studies(dm: SEMDataModule, output: np.ndarray, tested: np.ndarray,
         low, high = np.quantile(accuracies, [alpha, 1 - alpha])
         _, p_values = simulate_studies(outcomes, n, int(s.studies), int(s.permutations), gain,
                                        rng)
-        rows.append({"samples_per_class": n, "interval_width": float(high - low),
-                     "power": float(np.mean(p_values < float(s.alpha)))})
+        rows.append(StudySize(samples_per_class=n, interval_width=float(high - low),
+                              power=float(np.mean(p_values < float(s.alpha)))))
     # the simulated widths fall as a power of n (a straight line in logs, slope about -1/2):
     # the line, not one noisy simulation, says where the width reaches the ratio
-    sizes = np.array([r["samples_per_class"] for r in rows], dtype=np.float64)
-    widths = np.array([r["interval_width"] for r in rows])
+    sizes = np.array([r.samples_per_class for r in rows], dtype=np.float64)
+    widths = np.array([r.interval_width for r in rows])
     slope, width_today, narrow = None, 0.0, None
     if (widths > 0).sum() >= 2:  # else every study reads the same (a constant model)
         slope, intercept = np.polyfit(np.log(sizes[widths > 0]), np.log(widths[widths > 0]), 1)
         width_today = float(np.exp(intercept + slope * np.log(n_today)))
         narrow = float(n_today * float(s.interval_ratio) ** (1 / slope)) if slope < 0 else None
-    powered = next((r["samples_per_class"] for r in rows if r["power"] >= float(s.power)),
-                   None)
-    return {"today": n_today, "by_size": rows, "alpha": float(s.alpha),
-            "power": float(s.power), "interval_ratio": float(s.interval_ratio),
-            "interval_width_today": width_today,
-            "width_exponent": None if slope is None else float(slope),
-            "narrower_at": narrow, "powered_at": powered,
-            "max_simulated": rows[-1]["samples_per_class"],
-            "method": "today's samples resampled whole, n per class (their images' out-of-fold "
-                      "outcomes kept together); permutation test: labels permuted between the "
-                      "drawn samples, what each sample's images were read as kept; accuracy "
-                      "moved by the learning curve's gain at n"}
+    powered = next((r.samples_per_class for r in rows if r.power >= float(s.power)), None)
+    return FutureStudies(
+        today=n_today, by_size=rows, alpha=float(s.alpha), power=float(s.power),
+        interval_ratio=float(s.interval_ratio), interval_width_today=width_today,
+        width_exponent=None if slope is None else float(slope), narrower_at=narrow,
+        powered_at=powered, max_simulated=rows[-1].samples_per_class,
+        method="today's samples resampled whole, n per class (their images' out-of-fold "
+               "outcomes kept together); permutation test: labels permuted between the drawn "
+               "samples, what each sample's images were read as kept; accuracy moved by the "
+               "learning curve's gain at n")
+
+
+def thinned_axes(dm: SEMDataModule, assignment: np.ndarray, lc: DictConfig, tried: list[str],
+                 roles: tuple[str, ...], skipped: dict[str, str]
+                 ) -> tuple[list[str], dict[str, list[float]], dict, dict[str, np.ndarray]]:
+    """The axes of ``tried`` a curve can be fitted along (the others recorded in ``skipped``
+    with why), and per axis its fractions, its subsets per fraction and draw, and the sizes
+    they count."""
+    axes = [axis for axis in tried if axis not in skipped]
+    fractions = {axis: [float(f) for f in lc.fractions[axis] if float(f) < 1.0] + [1.0]
+                 for axis in axes}
+    smaller = {axis: subsets(dm, assignment, axis, fractions[axis][:-1], int(lc.draws), roles,
+                             int(lc.seed)) for axis in axes}
+    sizes = {axis: subset_sizes(dm, assignment, smaller[axis], axis, roles) for axis in axes}
+    for axis in list(axes):  # a curve of three numbers needs three distinct sizes
+        distinct = np.unique(np.round(sizes[axis], 9))
+        if len(distinct) < CURVE_PARAMETERS:
+            skipped[axis] = (
+                f"the subsets hold only {len(distinct)} distinct size(s) "
+                f"({', '.join(f'{v:.3g}' for v in distinct)} {axis} per {AXES[axis][3]}; "
+                f"today's data is too small to thin), and a curve of {CURVE_PARAMETERS} "
+                "numbers needs as many: no curve and no projection")
+            axes.remove(axis)
+    return axes, fractions, smaller, sizes
+
+
+def subset_outputs(cfg: DictConfig, dm: SEMDataModule, model: DictConfig | None, baseline: str,
+                   chunks: list[list[np.ndarray]], seeds: list[int]) -> list[list[np.ndarray]]:
+    """Per chunk of assignments, the out-of-fold outputs of ``model`` (None: the baseline)
+    trained on each. A head trains every subset in one stacked fit (its cost is the steps, not
+    the members: measured 2x faster than a fit per fraction), a scikit-learn model one fit per
+    chunk (all its draws)."""
+    if model is None:
+        return [baseline_oof(cfg, dm, baseline, chunk) for chunk in chunks]
+    if is_head(model):
+        flat = served_outputs(cfg, dm, model, [a for c in chunks for a in c], seeds)
+        ends = np.cumsum([len(c) for c in chunks])
+        return [flat[end - len(c):end] for c, end in zip(chunks, ends, strict=True)]
+    return [served_outputs(cfg, dm, model, chunk, seeds) for chunk in chunks]
+
+
+def model_curves(cfg: DictConfig, dm: SEMDataModule, scorer: Scorer, model: DictConfig | None,
+                 baseline: str, tried: list[str], skipped: dict[str, str], rng
+                 ) -> dict[str, tuple[LearningCurve, dict[str, tuple[PowerLaw, PowerLaw]]]]:
+    """Per axis of ``tried`` that can be thinned, the curve of ``model`` (None: the baseline)
+    and its fitted power laws. Every axis ends at all of today's data, trained once."""
+    lc = cfg.evaluation.learning_curve
+    assignment = dm.assignment
+    first = dm.descriptor.targets[0]
+    classes = len(first.classes) if first.kind == "classification" else None
+    roles = FIT_ROLES["head" if model is not None and is_head(model) else "other"]
+    axes, fractions, smaller, sizes = thinned_axes(dm, assignment, lc, tried, roles, skipped)
+    chunks = [[assignment]] + [per_draw for axis in axes for per_draw in smaller[axis]]
+    for chunk in chunks[1:]:
+        for subset in chunk:
+            check_subset(dm, assignment, subset, cfg.split.kind)
+    outputs = subset_outputs(cfg, dm, model, baseline, chunks, [int(s) for s in lc.head_seeds])
+    curves, start = {}, 1
+    for axis in axes:
+        grouped = outputs[start:start + len(smaller[axis])] + [outputs[0]]
+        start += len(smaller[axis])
+        curves[axis] = curve_record(axis_points(scorer, grouped), sizes[axis], fractions[axis],
+                                    scorer, lc, float(cfg.evaluation.bootstrap.confidence),
+                                    classes, rng, f"{axis} per {AXES[axis][3]}")
+    return curves
 
 
 def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
-                    oof: ProtocolOutputs) -> dict:
+                    oof: ProtocolOutputs) -> LearningCurves:
     """The learning-curve block of metrics.json: per axis the points, the fit (with its band
     for the figure) and the projection; the baseline's along samples; the samples per class
     needed for the target accuracies and the simulated future studies."""
@@ -410,90 +505,40 @@ def learning_curves(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
     lc = cfg.evaluation.learning_curve
     kind = cfg.split.kind
     if kind not in ("sample", "slide"):
-        return {"skipped": f"split={kind}: a test image's sample is among the training data, "
-                           "so fewer training samples mean nothing; use split=sample"}
-    assignment = dm.assignment
+        return LearningCurves(skipped=f"split={kind}: a test image's sample is among the "
+                                      "training data, so fewer training samples mean nothing; "
+                                      "use split=sample")
     first = dm.descriptor.targets[0]
-    classes = len(first.classes) if first.kind == "classification" else None
-    tested = dm.test_fold(assignment) >= 0
+    tested = dm.test_fold(dm.assignment) >= 0
     scorer = Scorer(cfg, dm, tested, SLIDE if kind == "slide" else SAMPLE)
     confidence = float(cfg.evaluation.bootstrap.confidence)
     rng = np.random.default_rng(int(lc.seed))
     model = served_config(cfg, block)
     baseline = best_baseline(cfg, block)
-    seeds = [int(s) for s in lc.head_seeds]
-    record = {"model": served_name(block, model), "baseline": baseline,
-              "level": "image", "metrics": [m for m, _ in scorer.metrics],
-              "draws": int(lc.draws), "head_seeds": seeds if model is not None and is_head(model)
-              else None, "axes": {}, "baseline_curve": None,
-              # an axis with one unit per stratum (one image per sample) has nothing to thin
-              "axes_skipped": {axis: f"one {AXES[axis][2]} per {AXES[axis][3]}: nothing to thin"
-                               for axis in AXES if dataset_size(dm, axis) <= 1}}
-    fitted = [(model, "model")] if model is not None else []
-    fitted.append((None, "baseline"))
-    draws = int(lc.draws)
-    for fit_model, who in fitted:
-        roles = FIT_ROLES["head" if fit_model is not None and is_head(fit_model) else "other"]
-        axes = [axis for axis in (AXES if who == "model" else ["samples"])
-                if axis not in record["axes_skipped"]]
-        fractions = {axis: [float(f) for f in lc.fractions[axis] if float(f) < 1.0] + [1.0]
-                     for axis in axes}
-        smaller = {axis: subsets(dm, assignment, axis, fractions[axis][:-1], draws, roles,
-                                 int(lc.seed)) for axis in axes}
-        sizes = {axis: subset_sizes(dm, assignment, smaller[axis], axis, roles)
-                 for axis in axes}
-        for axis in list(axes):  # a curve of three numbers needs three distinct sizes
-            distinct = np.unique(np.round(sizes[axis], 9))
-            if len(distinct) < CURVE_PARAMETERS:
-                record["axes_skipped"][axis] = (
-                    f"the subsets hold only {len(distinct)} distinct size(s) "
-                    f"({', '.join(f'{v:.3g}' for v in distinct)} {axis} per {AXES[axis][3]}; "
-                    f"today's data is too small to thin), and a curve of {CURVE_PARAMETERS} "
-                    "numbers needs as many: no curve and no projection")
-                axes.remove(axis)
-        # every axis ends at all of today's data, trained once; a head trains every subset in
-        # one stacked fit (its cost is the steps, not the members: measured 2x faster than a
-        # fit per fraction), a scikit-learn model one fit per fraction (all its draws)
-        chunks = [[assignment]] + [per_draw for axis in axes for per_draw in smaller[axis]]
-        for chunk in chunks[1:]:
-            for subset in chunk:
-                check_subset(dm, assignment, subset, kind)
-        if who == "baseline":
-            outputs = [baseline_oof(cfg, dm, baseline, chunk) for chunk in chunks]
-        elif is_head(fit_model):
-            flat = served_outputs(cfg, dm, fit_model, [a for c in chunks for a in c], seeds)
-            ends = np.cumsum([len(c) for c in chunks])
-            outputs = [flat[end - len(c):end] for c, end in zip(chunks, ends, strict=True)]
-        else:
-            outputs = [served_outputs(cfg, dm, fit_model, chunk, seeds) for chunk in chunks]
-        start = 1
-        for axis in axes:
-            grouped = outputs[start:start + len(smaller[axis])] + [outputs[0]]
-            start += len(smaller[axis])
-            points = axis_points(scorer, grouped)
-            curve = curve_record(points, sizes[axis], fractions[axis], scorer, lc, confidence,
-                                 classes, rng)
-            curve |= {"unit": f"{axis} per {AXES[axis][3]}", "today": sizes[axis][-1],
-                      "fractions": fractions[axis]}
-            if who == "model":
-                record["axes"][axis] = curve
-            else:
-                record["baseline_curve"] = curve
-    if not record["axes"] and record["baseline_curve"] is None:
-        return {"skipped": "; ".join(f"{axis}: {why}"
-                                     for axis, why in record["axes_skipped"].items())}
-    samples = record["axes"].get("samples") or record["baseline_curve"]
+    # an axis with one unit per stratum (one image per sample) has nothing to thin
+    skipped = {axis: f"one {AXES[axis][2]} per {AXES[axis][3]}: nothing to thin"
+               for axis in AXES if dataset_size(dm, axis) <= 1}
+    own = model_curves(cfg, dm, scorer, model, baseline, list(AXES), skipped, rng) \
+        if model is not None else {}
+    base = model_curves(cfg, dm, scorer, None, baseline, [SAMPLES_AXIS], skipped, rng)
+    if not own and not base:
+        return LearningCurves(skipped="; ".join(f"{axis}: {why}"
+                                                for axis, why in skipped.items()))
+    record = LearningCurves(
+        model=served_name(block, model), baseline=baseline, level="image",
+        metrics=[m for m, _ in scorer.metrics], draws=int(lc.draws),
+        head_seeds=[int(s) for s in lc.head_seeds] if model is not None and is_head(model)
+        else None,
+        axes={axis: curve for axis, (curve, _) in own.items()},
+        baseline_curve=base[SAMPLES_AXIS][0] if base else None, axes_skipped=skipped)
+    samples = own.get(SAMPLES_AXIS) or base.get(SAMPLES_AXIS)
     if first.kind == "classification" and samples is not None:
-        accuracy = samples["_curves"]["accuracy"]
-        record["needed"] = needed_samples(*accuracy, [float(a) for a in lc.targets],
-                                          samples["today"], float(lc.max_factor), confidence)
-        output = oof.reported(block)[0]
-        record["studies"] = future_studies(dm, output, tested, accuracy, samples["today"], lc,
-                                           confidence, int(lc.seed))
-    for curve in [*record["axes"].values(), record["baseline_curve"]]:
-        if curve is not None:
-            curve.pop("_curves", None)
-    record["wall_s"] = round(time.perf_counter() - started, 2)
+        accuracy = samples[1][ACCURACY]
+        record.needed = needed_samples(*accuracy, [float(a) for a in lc.targets],
+                                       samples[0].today, float(lc.max_factor), confidence)
+        record.studies = future_studies(dm, oof.reported(block)[0], tested, accuracy,
+                                        samples[0].today, lc, confidence, int(lc.seed))
+    record.wall_s = round(time.perf_counter() - started, 2)
     return record
 
 

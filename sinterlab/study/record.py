@@ -46,6 +46,7 @@ from sinterlab.evaluation.results import (
     Data,
     GalleryEntry,
     Inputs,
+    LearningCurves,
     MeasuresSummary,
     ProtocolBlock,
     RunMetrics,
@@ -223,15 +224,11 @@ def data_size_figures(dm: SEMDataModule, block: ProtocolBlock, run_dir: Path,
                 curves, path, first.error_unit if first.ordered else first.unit, chance)),
             ("variance_components", variance, lambda path: plot_variance_components(
                 variance, path))):
-        if not record or isinstance(record, dict) and "skipped" in record:
+        if record is None or isinstance(record, LearningCurves) and record.skipped:
             continue
         path = optional_stage(f"figure {name}", lambda d=draw, n=name: d(
             run_dir / "figures" / f"{n}.png"), skipped)
-        figure = path and str(path.relative_to(run_dir))
-        if isinstance(record, dict):  # the learning curves: a dict until typed
-            record["figure"] = figure
-        else:
-            record.figure = figure
+        record.figure = path and str(path.relative_to(run_dir))
 
 
 def optional_stage(name: str, compute, skipped: dict[str, str]):
