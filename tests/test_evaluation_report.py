@@ -185,6 +185,8 @@ def test_report_cli_writes_and_prints_the_summary(trained_run, tmp_path, capsys)
     ({"schema": "two"}, "metrics schema 'two' is not a version number"),
     ({"schema": 99}, "metrics schema 99 is newer"),
     ({"targets": "burst_count"}, "targets"),
+    # a misspelled field is refused by name, never read as a missing optional one
+    ({"skiped": {"gallery": "off"}}, "field 'skiped' is not one this sinterlab knows"),
 ])
 def test_report_names_each_unreadable_metrics_file_and_why(trained_run, tmp_path, capsys,
                                                            change, words):

@@ -11,8 +11,8 @@ Free-form records stay dicts where their keys are data, not schema: the configur
 copied into the run (protocol, preprocessing, a model's module), a metric per name.
 
 :func:`load` validates a ``metrics.json`` (or any block of it) into these types with pydantic:
-a file newer than this code is refused, unknown keys are ignored, a missing or mistyped field is
-one line naming it. :func:`jsonable` turns them back into plain JSON values.
+a file newer than this code is refused, and an unknown (misspelled), missing or mistyped field
+is one line naming it. :func:`jsonable` turns them back into plain JSON values.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sinterlab.atomic import json_default
 from sinterlab.data.descriptor import Target
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.display import FALLBACK_MODEL
+from sinterlab.typed import adapter, problem
 
 #: the metrics.json version this code writes (and the newest it reads); 2: typed blocks, a
 #: fold's models under ``models``, the verdict's ``primary_*`` keys (``head_*`` before)
@@ -39,9 +40,21 @@ LEVELS = ("patch", "image", "sample")
 
 T = TypeVar("T")
 
+#: a result read back (metrics.json, or a block the evaluation built) refuses a field it does not
+#: know by name: a misspelled field is an error, never a silent None
+FORBID_UNKNOWN = pydantic.ConfigDict(extra="forbid")
+
+
+def result(cls: type | None = None, **options: Any):
+    """``@dataclass`` for a result type, read back refusing unknown fields."""
+    def wrap(kind: type) -> type:
+        kind.__pydantic_config__ = FORBID_UNKNOWN
+        return dataclass(kind, **options)
+    return wrap(cls) if cls is not None else wrap
+
 
 # -- pooled and per-fold metrics ------------------------------------------------------------------
-@dataclass
+@result
 class Interval:
     """A pooled out-of-fold metric with its bootstrap interval (resampling groups); against the
     block's reference model also the paired interval of (this model - reference)."""
@@ -59,7 +72,7 @@ class Interval:
         return None if self.low is None or self.high is None else self.high - self.low
 
 
-@dataclass
+@result
 class Spread:
     """A metric's mean and standard deviation over the folds."""
 
@@ -67,7 +80,7 @@ class Spread:
     sd: float | None
 
 
-@dataclass
+@result
 class ByLevel:
     """Something per level (patch, image, sample); a level a block lacks is None."""
 
@@ -75,7 +88,7 @@ class ByLevel:
         return getattr(self, level, None)
 
 
-@dataclass
+@result
 class Metrics(ByLevel):
     """Metric name -> value at each level (lists for per-class AUROC and the confusion matrix)."""
 
@@ -84,7 +97,7 @@ class Metrics(ByLevel):
     sample: dict[str, Any] | None = None
 
 
-@dataclass
+@result
 class Intervals(ByLevel):
     """Metric name -> pooled value and interval at each level: one model's row."""
 
@@ -96,14 +109,14 @@ class Intervals(ByLevel):
         return (self.at(level) or {}).get(metric)
 
 
-@dataclass
+@result
 class Spreads(ByLevel):
     patch: dict[str, Spread] | None = None
     image: dict[str, Spread] | None = None
     sample: dict[str, Spread] | None = None
 
 
-@dataclass
+@result
 class Fold:
     """One outer fold: its test sizes and every model's metrics on its test groups."""
 
@@ -116,7 +129,7 @@ class Fold:
     models: dict[str, Metrics] = field(default_factory=dict)
 
 
-@dataclass
+@result
 class Bootstrap:
     n: int
     unit: str
@@ -126,7 +139,7 @@ class Bootstrap:
 
 
 # -- the verdict and the checks against chance ----------------------------------------------------
-@dataclass
+@result
 class SelectionCheck:
     """Did model selection choose a model behind another candidate by more than its interval?"""
 
@@ -139,7 +152,7 @@ class SelectionCheck:
     disagrees: bool
 
 
-@dataclass
+@result
 class SelectionChecks:
     level: str
     metric: str
@@ -151,7 +164,7 @@ class SelectionChecks:
                 if (check := getattr(self, role)) is not None]
 
 
-@dataclass
+@result
 class Verdict:
     """The best model at the headline level, and whether the primary model beats the best
     baseline by more than its interval width."""
@@ -171,7 +184,7 @@ class Verdict:
     selection: SelectionChecks | None = None
 
 
-@dataclass
+@result
 class Permutation:
     """The out-of-fold accuracy against label permutations between samples (or why skipped)."""
 
@@ -186,7 +199,7 @@ class Permutation:
     skipped: str | None = None
 
 
-@dataclass
+@result
 class InstrumentCheck(Permutation):
     """The imaging settings alone on the run's folds, and the settings per class."""
 
@@ -195,7 +208,7 @@ class InstrumentCheck(Permutation):
     by_class: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-@dataclass
+@result
 class CrossValidation:
     """A split kind's protocol: folds, every model's pooled and per-fold metrics, the verdict."""
 
@@ -220,13 +233,13 @@ class CrossValidation:
 
 
 # -- calibration ----------------------------------------------------------------------------------
-@dataclass
+@result
 class Curve:
     confidence: list[float]
     accuracy: list[float]
 
 
-@dataclass
+@result
 class LevelCalibration:
     """Expected calibration error at one level, before and after calibration."""
 
@@ -239,7 +252,7 @@ class LevelCalibration:
     curve_calibrated: Curve | None = None
 
 
-@dataclass
+@result
 class SetsFold:
     fold: int
     images: int
@@ -248,7 +261,7 @@ class SetsFold:
     half_width: float | None = None
 
 
-@dataclass
+@result
 class PredictionSetsCheck:
     """Split-conformal prediction sets of the served image probabilities, checked by fold."""
 
@@ -262,7 +275,7 @@ class PredictionSetsCheck:
     per_fold: list[SetsFold]
 
 
-@dataclass
+@result
 class ConformalCheck:
     """Split-conformal intervals of a regression target, checked by fold."""
 
@@ -273,14 +286,14 @@ class ConformalCheck:
     per_fold: list[SetsFold]
 
 
-@dataclass
+@result
 class CalibrationBootstrap:
     n: int
     seed: int | None = None
     unit: str | None = None
 
 
-@dataclass
+@result
 class Calibration(ByLevel):
     """How far the outputs can be trusted: ECE per level (classification) or the conformal
     interval (regression)."""
@@ -299,7 +312,7 @@ class Calibration(ByLevel):
 
 
 # -- training and selection -----------------------------------------------------------------------
-@dataclass
+@result
 class ImageMap:
     """One target's image calibration (:class:`~sinterlab.models.calibration.ImageCalibration`):
     per member its map of pooled image scores (rows of ``scale`` and ``bias``), whether the
@@ -328,7 +341,7 @@ class ImageMap:
         return "log_loss", self.heldout_log_loss_raw, self.heldout_log_loss_map
 
 
-@dataclass
+@result
 class Member:
     """One head of an ensemble: its fold, seed and best validation epoch."""
 
@@ -341,7 +354,7 @@ class Member:
     early_stopped: bool | None
 
 
-@dataclass
+@result
 class Training:
     """How the reported model was trained on the folds (a head by epochs; a scikit-learn model
     fitted once per fold)."""
@@ -368,7 +381,7 @@ class Training:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@result
 class GridPoint:
     """One point of a candidate's grid: its inner scores per outer fold (served and raw image
     probabilities) and, where trained on the outer folds, its CV score and checkpoint."""
@@ -384,7 +397,7 @@ class GridPoint:
     extended: bool = False
 
 
-@dataclass
+@result
 class FinalModel:
     """The point with the best mean inner score, refitted on every group: what predict serves."""
 
@@ -414,7 +427,7 @@ class FinalModel:
         return self.blend[0].model if self.blend else self
 
 
-@dataclass
+@result
 class BlendPart:
     """One member of the served weighted ensemble and its weight."""
 
@@ -422,7 +435,7 @@ class BlendPart:
     model: FinalModel
 
 
-@dataclass
+@result
 class Selection:
     """``model=auto``'s nested CV: every grid point's inner scores, the winners per outer fold
     and the final model."""
@@ -468,7 +481,7 @@ class Selection:
 
 
 # -- what the run read ----------------------------------------------------------------------------
-@dataclass
+@result
 class Split:
     kind: str
     leaky: bool
@@ -480,7 +493,7 @@ class Split:
     note: str | None = None
 
 
-@dataclass
+@result
 class Weights:
     source: str
     identity: str | None = None
@@ -489,7 +502,7 @@ class Weights:
     transfer_learning: bool | None = None
 
 
-@dataclass
+@result
 class Backbone:
     name: str
     weights: Weights
@@ -502,13 +515,13 @@ class Backbone:
     representation: str = "final"
 
 
-@dataclass
+@result
 class ClassGroups:
     groups: int
     images: int
 
 
-@dataclass
+@result
 class Data:
     descriptor: str
     n_images: int
@@ -522,7 +535,7 @@ class Data:
     class_groups: dict[str, ClassGroups] | None = None
 
 
-@dataclass
+@result
 class Inputs:
     """What the models read: the image embedding and ``data.extra_inputs``."""
 
@@ -531,7 +544,7 @@ class Inputs:
     image_only_compared: bool | None = None
 
 
-@dataclass
+@result
 class Cache:
     images: int
     extracted: int
@@ -542,7 +555,7 @@ class Cache:
     runtime: str = "torch"
 
 
-@dataclass
+@result
 class Trend:
     """How a microstructure measure moves with the parameter across samples."""
 
@@ -553,7 +566,7 @@ class Trend:
     p_value: float | None = None
 
 
-@dataclass
+@result
 class MeasuresSummary:
     """The microstructure measures per sample and their trends with the first target."""
 
@@ -565,7 +578,7 @@ class MeasuresSummary:
     trends_skipped: str | None = None
 
 
-@dataclass
+@result
 class GalleryEntry:
     image: str
     kind: str
@@ -577,14 +590,14 @@ class GalleryEntry:
     map: str
 
 
-@dataclass
+@result
 class StageTime:
     stage: str
     depth: int
     wall_s: float | None
 
 
-@dataclass
+@result
 class VarianceComponents:
     """Where the reported model's out-of-fold output varies within a class (nested ANOVA):
     each component with its interval, its share of a sample's reading noise, what twice the
@@ -609,7 +622,7 @@ class VarianceComponents:
 
 
 # -- how much data: learning curves ---------------------------------------------------------------
-@dataclass
+@result
 class Cell:
     """A value with its percentile interval (None where no draw was finite)."""
 
@@ -618,7 +631,7 @@ class Cell:
     high: float | None
 
 
-@dataclass
+@result
 class PointCell(Cell):
     """A learning-curve point's metric: the mean over the subset draws, its interval, and each
     subset draw's own value."""
@@ -626,7 +639,7 @@ class PointCell(Cell):
     per_draw: list[float]
 
 
-@dataclass
+@result
 class CurvePoint:
     """One data size along an axis: the share of today's fitted units kept, the size it counts
     and the curve's metrics there (accuracy, and MAE for an ordered target; MAE for a
@@ -641,7 +654,7 @@ class CurvePoint:
         return getattr(self, name)
 
 
-@dataclass
+@result
 class Band:
     """The fitted curve on a grid of sizes and its interval over the bootstrap curves."""
 
@@ -651,7 +664,7 @@ class Band:
     high: list[float]
 
 
-@dataclass
+@result
 class CurveFit:
     """loss = floor + scale * size ** -exponent through the points; ``limit`` is the score
     with unlimited data (the floor, as the metric)."""
@@ -664,7 +677,7 @@ class CurveFit:
     band: Band
 
 
-@dataclass
+@result
 class Projection:
     """The score the curve expects at ``multiplier`` times today's size ``x``, its interval,
     and the interval a run on that much data would measure."""
@@ -678,7 +691,7 @@ class Projection:
     run_high: float | None
 
 
-@dataclass
+@result
 class LearningCurve:
     """One model along one axis: the points, per metric the fit and the projections."""
 
@@ -690,7 +703,7 @@ class LearningCurve:
     fractions: list[float]
 
 
-@dataclass
+@result
 class SamplesNeeded:
     """The samples per class at which the accuracy curve reaches ``accuracy`` (None beyond
     ``within``, where the curve is not trusted), and the share of bootstrap curves that do."""
@@ -703,14 +716,14 @@ class SamplesNeeded:
     reached_share: float
 
 
-@dataclass
+@result
 class StudySize:
     samples_per_class: int
     interval_width: float
     power: float
 
 
-@dataclass
+@result
 class FutureStudies:
     """Studies of n samples per class simulated from today's samples: the width of their
     accuracy interval and the power of the permutation test against chance."""
@@ -731,7 +744,7 @@ class FutureStudies:
         return next(r for r in self.by_size if r.samples_per_class >= self.today)
 
 
-@dataclass
+@result
 class LearningCurves:
     """The served model (and the best baseline along samples) trained again on nested subsets
     of each outer fold's training data: per axis its curve, the samples needed for the target
@@ -772,7 +785,7 @@ ACCURACY, MAE = "accuracy", "mae"
 
 
 # -- the blocks -----------------------------------------------------------------------------------
-@dataclass(kw_only=True)
+@result(kw_only=True)
 class ProtocolBlock:
     """One split kind's evaluation: the run's own split, or the leak contrast's."""
 
@@ -794,7 +807,7 @@ class ProtocolBlock:
         return self.cv.primary or FALLBACK_MODEL
 
 
-@dataclass(kw_only=True)
+@result(kw_only=True)
 class RunMetrics(ProtocolBlock):
     """``metrics.json``: the run's own split's block and everything around it."""
 
@@ -828,20 +841,14 @@ class RunMetrics(ProtocolBlock):
 
 
 # -- reading and writing --------------------------------------------------------------------------
-_ADAPTERS: dict[type, pydantic.TypeAdapter] = {}
-
-
 def load(kind: type[T], data: Any, source: str = "metrics.json") -> T:
     """``data`` (JSON values) as ``kind``; a missing or mistyped field is one line naming it and
     ``source``."""
-    adapter = _ADAPTERS.setdefault(kind, pydantic.TypeAdapter(kind))
     try:
-        return adapter.validate_python(data)
+        return adapter(kind).validate_python(data)
     except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise SinterlabError(f"{source}: {where}: {first['msg']} ({err.error_count()} "
-                             "problem(s)); run the experiment again with this sinterlab") from None
+        raise SinterlabError(f"{source}: {problem(err)} ({err.error_count()} problem(s)); run "
+                             "the experiment again with this sinterlab") from None
 
 
 def record_of(kind: type[T], data: Any, source: str = "the run's results") -> T:
@@ -861,13 +868,27 @@ def read_metrics(path: str | Path) -> RunMetrics:
     if schema > SCHEMA:
         raise SinterlabError(f"{path}: metrics schema {schema} is newer than this sinterlab "
                              f"reads ({SCHEMA}); upgrade sinterlab")
-    return load(RunMetrics, upgrade(data), str(path))
+    return load(RunMetrics, without_derived(upgrade(data)), str(path))
 
 
 def as_run(metrics: RunMetrics | dict) -> RunMetrics:
     """A run's metrics as :class:`RunMetrics` (a metrics.json dict is read into one, untouched)."""
     return metrics if isinstance(metrics, RunMetrics) else \
-        load(RunMetrics, upgrade(copy.deepcopy(dict(metrics))))
+        load(RunMetrics, without_derived(upgrade(copy.deepcopy(dict(metrics)))))
+
+
+#: what :meth:`Target.as_dict` writes for a reader beside a target's fields (derived from them)
+DERIVED_TARGET_FIELDS = ("class_names", "error_unit")
+
+
+def without_derived(data: dict) -> dict:
+    """``data`` without the values metrics.json holds for a reader but derives from its own
+    fields (a target's class names and error unit): what is left is read strictly."""
+    targets = data.get("targets")
+    for target in targets if isinstance(targets, list) else []:
+        for name in DERIVED_TARGET_FIELDS if isinstance(target, dict) else ():
+            target.pop(name, None)
+    return data
 
 
 #: schema 1's verdict keys, named after the head although they judge any primary model
