@@ -58,12 +58,13 @@ def responses_from_config(cfg) -> list[Response]:
         if source not in SOURCES:
             raise SinterlabError(f"responses.{name}.source={source!r} is unknown; use one of "
                                  f"{list(SOURCES)}")
-        if source == TABLE and not entry.get("path"):
+        path = str(entry.get("path") or "")
+        if source == TABLE and not path:
             raise SinterlabError(f"responses.{name} has source: table but no path; set "
                                  f"responses.{name}.path=<a CSV with a sample column>")
         out.append(Response(str(name), source, str(entry.get("column") or name),
                             str(entry.get("unit") or ""), bool(entry.get("log", False)),
-                            str(entry.get("path") or ""), str(entry.get("sample_column") or "")))
+                            path, str(entry.get("sample_column") or "")))
     return out
 
 
