@@ -77,8 +77,8 @@ def test_the_verdict_says_plainly_when_the_head_does_not_beat_a_baseline(trained
 
 
 def test_a_block_without_a_model_of_its_own_reports_the_linear_probe():
-    assert reported_model({"primary": None}) == "linear_probe"
-    assert reported_model({"primary": "auto"}) == "auto"
+    assert reported_model(None) == "linear_probe"
+    assert reported_model("auto") == "auto"
 
 
 def test_one_table_names_each_model_for_the_report_and_the_console():

@@ -81,7 +81,7 @@ def test_map_recovers_a_monotone_curve_within_its_band(monotone):
     assert (table["y_upper"] - table["y_lower"]).max() < 0.6  # a band, not the whole axis
     assert np.all(np.diff(table["y_mean"]) > -0.02)  # monotone up to wiggles
     loo = fitted["y"].loo
-    assert loo["n"] == 12 and 0.5 <= loo["coverage"] <= 1.0 and loo["rmse"] < 0.2
+    assert loo.n == 12 and 0.5 <= loo.coverage <= 1.0 and loo.rmse < 0.2
 
 
 @pytest.fixture
@@ -177,7 +177,7 @@ def test_blank_response_cells_leave_those_samples_out(plane, tmp_path):
     cfg = plan_cfg(*PLANE, f"data.descriptor={path}")
     _, samples, fitted = fitted_from(cfg)
     assert samples["y"].isna().sum() == 2 and list(samples["y_n"][:1]) == [0]
-    assert fitted["y"].loo["n"] == 14
+    assert fitted["y"].loo.n == 14
 
 
 @pytest.mark.slow

@@ -71,16 +71,16 @@ def plan(cfg: DictConfig, out_dir: Path) -> list[str]:
     except TooFewSamples as few:
         paths = write_plan(out_dir, goal.name, cfg, space, grid, samples, {}, None, [],
                            note=str(few))
-        return [f"{PROG}: {few}", f"plan: {paths['plan.md']}"]
+        return [f"{PROG}: {few}", f"plan: {paths.markdown}"]
     lines = [f"samples: {len(samples)}; allowed settings: {len(grid)}"]
     for name, f in fitted.items():
         lines.append(f"{name}: leave-one-sample-out coverage of the {level:.0%} interval "
-                     f"{f.loo['coverage']:.0%} over {f.loo['n']} samples, RMSE "
-                     f"{f.loo['rmse_measured']:.3g} {f.response.unit}".rstrip())
+                     f"{f.loo.coverage:.0%} over {f.loo.n} samples, RMSE "
+                     f"{f.rmse_measured:.3g} {f.response.unit}".rstrip())
     answer = goal.answer(cfg, grid, space, fitted, level, out_dir)
     paths = write_plan(out_dir, goal.name, cfg, space, grid, samples, fitted, answer.table,
                        answer.figures, goal.section(answer, cfg, space))
-    return [*lines, *answer.lines, f"plan: {paths['plan.md']}", f"table: {paths['plan.csv']}"]
+    return [*lines, *answer.lines, f"plan: {paths.markdown}", f"table: {paths.csv}"]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="plan")

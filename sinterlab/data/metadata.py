@@ -26,10 +26,12 @@ import tifffile
 
 from sinterlab.errors import SinterlabError
 
+#: the fields other modules read by name
+PIXEL_SIZE, ACQUIRED, DETECTOR, INSTRUMENT = "pixel_size_nm", "acquired", "detector", "instrument"
 #: the per-image fields, in images.csv order; numbers in the units their names say
-FIELDS = ("pixel_size_nm", "magnification", "voltage_kv", "working_distance_mm", "detector",
-          "dwell_us", "acquired", "instrument", "metadata_source")
-NUMERIC = ("pixel_size_nm", "magnification", "voltage_kv", "working_distance_mm", "dwell_us")
+FIELDS = (PIXEL_SIZE, "magnification", "voltage_kv", "working_distance_mm", DETECTOR,
+          "dwell_us", ACQUIRED, INSTRUMENT, "metadata_source")
+NUMERIC = (PIXEL_SIZE, "magnification", "voltage_kv", "working_distance_mm", "dwell_us")
 #: why an image's pixel size is unknown or unusable (None when it is known), beside FIELDS
 PROBLEM = "pixel_size_problem"
 

@@ -29,6 +29,8 @@ from sinterlab.models.linear import solver_dtype
 
 #: the baselines of conf/evaluation/default.yaml, as they appear in metrics.json and reports
 BASELINES = ("pca_logreg", "linear_probe")
+#: the PCA step's name in a baseline pipeline, whose facts the baselines report
+PCA_STEP = "pca"
 
 #: what ``evaluation.baselines`` entries instantiate to: called per fold with the task kind,
 #: the run's seed and the training rows' shape (rows, features), it returns a pipeline
@@ -58,7 +60,7 @@ def pca_pipeline(kind: str, seed: int, shape: tuple[int, int], components: int, 
     ``min(k, n_train, n_features)``."""
     k = max(1, min(int(components), *shape))
     return Pipeline([("scale", StandardScaler()),
-                     ("pca", PCA(n_components=k, svd_solver="randomized", random_state=seed)),
+                     (PCA_STEP, PCA(n_components=k, svd_solver="randomized", random_state=seed)),
                      ("head", linear_head(kind, seed, C, max_iter, tol))])
 
 
@@ -107,7 +109,8 @@ def baseline_outputs(
         outputs[name] = (_full_probs(pipe, x_test, num_classes) if kind == "classification"
                          else pipe.predict(x_test))
     info = {}
-    pca = next((p.named_steps["pca"] for p in pipes.values() if "pca" in p.named_steps), None)
+    pca = next((p.named_steps[PCA_STEP] for p in pipes.values() if PCA_STEP in p.named_steps),
+               None)
     if pca is not None:
         info = {"pca_components": int(pca.n_components_),
                 "pca_explained_variance": float(pca.explained_variance_ratio_.sum())}

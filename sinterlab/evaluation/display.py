@@ -39,11 +39,11 @@ MODEL_NAMES: dict[str, tuple[str, str]] = {
 }
 
 
-def reported_model(cv: Mapping) -> str:
+def reported_model(primary: str | None) -> str:
     """The model whose outputs a split's block reports (headline, out-of-fold tables, figures,
     console summary): its primary model (the head or the auto-selected one), else the linear
-    probe. ``cv``: the block's ``cv`` entry of metrics.json."""
-    return cv.get("primary") or FALLBACK_MODEL
+    probe. ``primary``: the block's ``cv.primary``."""
+    return primary or FALLBACK_MODEL
 
 
 def long_name(key: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from sklearn.tree import DecisionTreeClassifier
 
-from sinterlab.data.metadata import FIELDS, NUMERIC
+from sinterlab.data.metadata import ACQUIRED, DETECTOR, FIELDS, INSTRUMENT, NUMERIC
 from sinterlab.evaluation.statistics import permutation_test
 
 
@@ -21,11 +21,11 @@ def instrument_features(metadata: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         values = pd.to_numeric(metadata[field], errors="coerce")
         if values.nunique() > 1:
             columns[field] = values.fillna(values.median()).to_numpy(float)
-    days = pd.to_datetime(metadata["acquired"], errors="coerce")
+    days = pd.to_datetime(metadata[ACQUIRED], errors="coerce")
     if days.nunique() > 1:
         numbers = (days - days.min()).dt.days
-        columns["acquired"] = numbers.fillna(numbers.median()).to_numpy(float)
-    for field in ("detector", "instrument"):
+        columns[ACQUIRED] = numbers.fillna(numbers.median()).to_numpy(float)
+    for field in (DETECTOR, INSTRUMENT):
         text = metadata[field].astype(str)
         if text.nunique() > 1:
             for value in sorted(text.unique()):

@@ -28,7 +28,9 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-LEVELS = ("patch", "image", "sample")
+#: the levels metrics are reported at, finest first
+PATCH_LEVEL, IMAGE_LEVEL, SAMPLE_LEVEL = "patch", "image", "sample"
+LEVELS = (PATCH_LEVEL, IMAGE_LEVEL, SAMPLE_LEVEL)
 
 
 def _finite_or_none(value: Any) -> float | None:
@@ -184,10 +186,10 @@ def first_rows(groups: Sequence[str]) -> np.ndarray:
 
 def _group_truth(y_true: np.ndarray, groups: Sequence[str], level: str) -> np.ndarray:
     """The single true label of each group (order of first appearance); raise if mixed."""
-    frame = pd.DataFrame({"g": [str(g) for g in groups], "y": np.asarray(y_true).reshape(-1)})
+    truth = pd.Series(np.asarray(y_true).reshape(-1))
     out = []
-    for name, part in frame.groupby("g", sort=False):
-        labels = part["y"].unique()
+    for name, part in truth.groupby(pd.Series([str(g) for g in groups]), sort=False):
+        labels = part.unique()
         if len(labels) != 1:
             raise ValueError(
                 f"{level} {name!r} has patches with different true labels: "

@@ -26,7 +26,7 @@ from crepes import ConformalClassifier, ConformalRegressor
 from sklearn.calibration import calibration_curve
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from sinterlab.evaluation.metrics import LEVELS
+from sinterlab.evaluation.metrics import IMAGE_LEVEL, LEVELS, PATCH_LEVEL
 from sinterlab.evaluation.statistics import LevelTables
 from sinterlab.threads import small_torch
 
@@ -62,12 +62,12 @@ def classification_calibration(labels: np.ndarray, raw: np.ndarray, calibrated: 
         return LevelTables("classification", labels, output, images, samples, units)
 
     before, patch_after, after = tables(raw), tables(calibrated), tables(served)
-    after.levels["patch"] = patch_after.levels["patch"]
+    after.levels[PATCH_LEVEL] = patch_after.levels[PATCH_LEVEL]
     draws = before.draws(n, seed)
     alpha = (1 - confidence) / 2
     # the accuracy of the run is counted on the mean of temperature-scaled patch probabilities
-    counted, served_image = patch_after.levels["image"][1], after.levels["image"][1]
-    out = {"bins": bins, "headline_level": "image", "confidence": confidence,
+    counted, served_image = patch_after.levels[IMAGE_LEVEL][1], after.levels[IMAGE_LEVEL][1]
+    out = {"bins": bins, "headline_level": IMAGE_LEVEL, "confidence": confidence,
            "bootstrap": {"n": n, "seed": seed},
            "images_class_changed": int((counted.argmax(1) != served_image.argmax(1)).sum())}
     for level in LEVELS:

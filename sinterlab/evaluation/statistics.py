@@ -19,8 +19,11 @@ from sklearn.preprocessing import StandardScaler
 from sinterlab.data.descriptor import Target
 from sinterlab.evaluation.baselines import BASELINES
 from sinterlab.evaluation.metrics import (
+    IMAGE_LEVEL,
     LEVELS,
     ORDINAL,
+    PATCH_LEVEL,
+    SAMPLE_LEVEL,
     aggregate_by_group,
     classification_metrics,
     evaluate_levels,
@@ -105,8 +108,8 @@ class LevelTables:
         if kind == "classification":
             y = y.astype(np.int64)
         self.levels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
-            "patch": (y, output, np.asarray(units).astype(str))}
-        for level, ids in (("image", image_ids), ("sample", sample_ids)):
+            PATCH_LEVEL: (y, output, np.asarray(units).astype(str))}
+        for level, ids in ((IMAGE_LEVEL, image_ids), (SAMPLE_LEVEL, sample_ids)):
             _, mean = aggregate_by_group(output, ids)
             rows = first_rows(ids)
             self.levels[level] = (y[rows], mean, np.asarray(units).astype(str)[rows])
@@ -452,18 +455,18 @@ def sample_table(target: Target, y: np.ndarray, output: np.ndarray, image_ids: n
     frame = frame.join(first, on="image")
     rows = []
     for sample, part in frame.groupby("sample", sort=True):
-        index = part.index.to_numpy()
-        row = {"sample": sample, "fold": int(part["fold"].iloc[0]), "images": len(part)}
+        index, head = part.index.to_numpy(), next(part.itertuples())
+        row = {"sample": sample, "fold": int(head.fold), "images": len(part)}
         if target.kind == "classification":
             classes = target.class_names
-            truth = int(part["y"].iloc[0])
+            truth = int(head.y)
             votes = np.bincount(image_out[index].argmax(axis=1), minlength=len(classes))
             row |= {"true": classes[truth], "images_correct": float(votes[truth] / len(part)),
                     "read_as": ", ".join(f"{classes[c]} x{v}" for c, v in enumerate(votes) if v),
                     "mean_probability_true": float(image_out[index, truth].mean())}
         else:
             predicted = image_out[index]
-            row |= {"true": float(part["y"].iloc[0]), "predicted_mean": float(predicted.mean()),
+            row |= {"true": float(head.y), "predicted_mean": float(predicted.mean()),
                     "predicted_sd": float(predicted.std())}
         rows.append(row)
     return pd.DataFrame(rows)

@@ -31,6 +31,11 @@ PRIMARY = ("head", "auto")
 GROUP_COLUMNS = ("experiment", "data", "classes", "inputs", "split_kind", "protocol")
 #: an ordered target's errors, shown for the run's own model
 ORDERED_COLUMNS = ("mae", "within_one")
+#: columns of summary.csv the Markdown table reads back
+LEAKY, LEVEL, METRIC, BEST_MODEL, P_VALUE, WALL_S, PRIMARY_MODEL = (
+    "leaky", "level", "metric", "best_model", "p_value", "wall_s", "primary_model")
+#: which block a row comes from: the run's own split, or its leak contrast
+SOURCE, OWN, CONTRAST = "source", "run", "contrast"
 
 
 def _classes(run: RunMetrics) -> str:
@@ -65,13 +70,13 @@ def _block_row(path: Path, root: Path, run: RunMetrics, block: ProtocolBlock,
         "run": path.parent.relative_to(root).as_posix() or ".",
         "experiment": run.experiment, "data": run.data.descriptor, "classes": _classes(run),
         "inputs": " + ".join(["image", *run.inputs.extra]),
-        "split_kind": block.split.kind, "leaky": block.split.leaky,
+        "split_kind": block.split.kind, LEAKY: block.split.leaky,
         "protocol": f"{cv.protocol} ({cv.folds} folds)",
         "backbone": run.backbone.name, "weights_source": run.backbone.weights.source,
-        "level": level, "metric": metric, "best_model": cv.verdict.best_model,
-        "p_value": cv.permutation.p_value if cv.permutation else None,
-        "wall_s": trained.wall_s if trained else None,
-        "primary_model": cv.primary,
+        LEVEL: level, METRIC: metric, BEST_MODEL: cv.verdict.best_model,
+        P_VALUE: cv.permutation.p_value if cv.permutation else None,
+        WALL_S: trained.wall_s if trained else None,
+        PRIMARY_MODEL: cv.primary,
     }
     cells = {"primary": (cv.primary, metric)}
     cells |= {f"model:{model}": (model, metric) for model in cv.pooled if model not in PRIMARY}
@@ -105,17 +110,17 @@ def summarize_runs(root: Path) -> pd.DataFrame:
         except SinterlabError as exc:
             warnings.warn(f"skipping {path}: {exc}", stacklevel=2)
             continue
-        rows.append(_block_row(path, root, run, run) | {"source": "run"})
+        rows.append(_block_row(path, root, run, run) | {SOURCE: OWN})
         if run.contrast:
-            rows.append(_block_row(path, root, run, run.contrast) | {"source": "contrast"})
+            rows.append(_block_row(path, root, run, run.contrast) | {SOURCE: CONTRAST})
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
     # a split that some run evaluated as its own is not repeated from another run's contrast
     key = [*GROUP_COLUMNS, "backbone"]
-    own = frame.loc[frame["source"] == "run", key].drop_duplicates()
+    own = frame.loc[frame[SOURCE] == OWN, key].drop_duplicates()
     repeated = frame.merge(own, on=key, how="left", indicator=True)["_merge"] == "both"
-    return frame[~(repeated.to_numpy() & (frame["source"] == "contrast").to_numpy())]
+    return frame[~(repeated.to_numpy() & (frame[SOURCE] == CONTRAST).to_numpy())]
 
 
 def _cell(part: pd.DataFrame, model: str, digits: int) -> str:
@@ -131,7 +136,7 @@ def _cell(part: pd.DataFrame, model: str, digits: int) -> str:
 
 
 def _primary_label(part: pd.DataFrame) -> str:
-    names = part["primary_model"].dropna().unique()
+    names = part[PRIMARY_MODEL].dropna().unique()
     return f" ({', '.join(names)})" if len(names) and set(names) != {"head"} else ""
 
 
@@ -152,16 +157,16 @@ def summary_markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     keys = list(GROUP_COLUMNS)
     for key, part in frame.groupby(keys, sort=True, dropna=False):
         experiment, data, classes, inputs, split, protocol = key
-        best = part["best_model"].mode()
+        best = part[BEST_MODEL].mode()
         cells = [str(experiment), _short(data), str(classes), str(inputs),
-                 f"{split}{' (leaky)' if part['leaky'].any() else ''}",
+                 f"{split}{' (leaky)' if part[LEAKY].any() else ''}",
                  str(protocol), str(len(part)),
-                 f"{part['level'].iloc[0]} {part['metric'].iloc[0]}",
+                 f"{part[LEVEL].iloc[0]} {part[METRIC].iloc[0]}",
                  _cell(part, "primary", digits) + _primary_label(part),
                  *(_cell(part, f"model:{m}", digits) for m in models),
                  best.iloc[0] if len(best) else "—",
-                 "—" if part["p_value"].isna().all() else f"{part['p_value'].max():.4f}",
-                 "—" if part["wall_s"].isna().all() else f"{part['wall_s'].sum():.0f}",
+                 "—" if part[P_VALUE].isna().all() else f"{part[P_VALUE].max():.4f}",
+                 "—" if part[WALL_S].isna().all() else f"{part[WALL_S].sum():.0f}",
                  *(_cell(part, f"primary_{m}", digits) for m in ORDERED_COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -13,9 +13,18 @@ from omegaconf import DictConfig
 
 from sinterlab.errors import SinterlabError
 from sinterlab.planning import figures
-from sinterlab.planning.goals import Fitted, map_table, next_batch, target_table
+from sinterlab.planning.goals import (
+    MEETS,
+    PROBABILITY,
+    RANK,
+    REASON,
+    Fitted,
+    map_table,
+    next_batch,
+    target_table,
+)
 from sinterlab.planning.report import map_section, next_section, target_section
-from sinterlab.planning.space import Space
+from sinterlab.planning.space import COST, Space
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ def answer_map(cfg: DictConfig, grid: pd.DataFrame, space: Space, fitted: dict[s
                level: float, out_dir: Path) -> Answer:
     """Each response's mean and interval at every allowed setting, with its curves and maps."""
     table = map_table(grid, space, fitted, level)
-    held = figures.fixed_values(space, cfg.map.get("fixed"))
+    held = figures.fixed_values(space, cfg.map.fixed)
     figs, lines = [], []
     for name, f in fitted.items():
         figs.append(figures.curve_figure(f, space, held, level, int(cfg.map.points),
@@ -68,12 +77,12 @@ def answer_target(cfg: DictConfig, grid: pd.DataFrame, space: Space,
     """The settings meeting the target with the asked probability, cheapest first."""
     table = target_table(grid, space, fitted, cfg.target, level)
     t = cfg.target
-    meets = table[table["meets"]]
+    meets = table[table[MEETS]]
     lines = [f"target {t.response} {t.op} {t.value} with p >= {t.probability}: "
              f"{len(meets)} of {len(table)} settings"]
     for _, row in meets.head(int(t.rows)).iterrows():
-        lines.append(f"  {_setting(row, space)} cost {row['cost']:g} {space.cost_unit}: "
-                     f"P = {row['probability']:.2f}")
+        lines.append(f"  {_setting(row, space)} cost {row[COST]:g} {space.cost_unit}: "
+                     f"P = {row[PROBABILITY]:.2f}")
     return Answer(table, lines)
 
 
@@ -83,7 +92,7 @@ def answer_next(cfg: DictConfig, grid: pd.DataFrame, space: Space, fitted: dict[
     table, acquisition = next_batch(grid, space, fitted, cfg.next, level)
     lines = [f"next {len(table)} experiments ({acquisition}):"]
     for _, row in table.iterrows():
-        lines.append(f"  {int(row['rank'])}. {_setting(row, space)}: {row['reason']}")
+        lines.append(f"  {int(row[RANK])}. {_setting(row, space)}: {row[REASON]}")
     return Answer(table, lines, acquisition=acquisition)
 
 

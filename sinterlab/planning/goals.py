@@ -24,13 +24,15 @@ from scipy import stats
 
 from sinterlab.errors import SinterlabError
 from sinterlab.planning.responses import Response
-from sinterlab.planning.space import Space
-from sinterlab.planning.surrogate import fit_gp, leave_one_out, predict
+from sinterlab.planning.space import COST, Space
+from sinterlab.planning.surrogate import LeaveOneOut, fit_gp, leave_one_out, predict
 
 ACQUISITIONS = {"nei": "noisy expected improvement (qLogNoisyExpectedImprovement)",
                 "ipv": "integrated posterior variance (qNegIntegratedPosteriorVariance)"}
 DIRECTIONS = ("minimize", "maximize")
 OPERATORS = ("<=", ">=")
+#: the columns ``target`` (probability, meets) and ``next`` (rank, reason) add to plan.csv
+PROBABILITY, MEETS, RANK, REASON = "probability", "meets", "rank", "reason"
 
 
 class TooFewSamples(Exception):
@@ -45,7 +47,13 @@ class Fitted:
     model: object
     x: np.ndarray
     y: np.ndarray  # modelled scale
-    loo: dict
+    loo: LeaveOneOut
+
+    @property
+    def rmse_measured(self) -> float:
+        """The leave-one-sample-out RMSE on the measured scale."""
+        return float(np.sqrt(np.mean(
+            (self.response.inverse(self.loo.mean) - self.response.inverse(self.y)) ** 2)))
 
 
 def fit_responses(samples: pd.DataFrame, space: Space, responses: list[Response],
@@ -62,8 +70,6 @@ def fit_responses(samples: pd.DataFrame, space: Space, responses: list[Response]
         x = samples.loc[have, space.names].to_numpy(float)
         y = samples.loc[have, response.name].to_numpy(float)
         loo = leave_one_out(x, y, space.bounds, level, seed)
-        loo["rmse_measured"] = float(np.sqrt(np.mean(
-            (response.inverse(loo["mean"]) - response.inverse(y)) ** 2)))
         fitted[response.name] = Fitted(response, fit_gp(x, y, space.bounds, seed), x, y, loo)
     return fitted
 
@@ -104,9 +110,9 @@ def target_table(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cf
     pred = predict(fit.model, grid[space.names].to_numpy(float), level)
     below = stats.norm.cdf((threshold - pred.mean) / np.maximum(pred.sd, 1e-12))
     out = map_table(grid, space, {fit.response.name: fit}, level)
-    out["probability"] = below if op == "<=" else 1.0 - below
-    out["meets"] = out["probability"] >= float(cfg.probability)
-    return out.sort_values(["meets", "cost", "probability"], ascending=[False, True, False],
+    out[PROBABILITY] = below if op == "<=" else 1.0 - below
+    out[MEETS] = out[PROBABILITY] >= float(cfg.probability)
+    return out.sort_values([MEETS, COST, PROBABILITY], ascending=[False, True, False],
                            kind="stable").reset_index(drop=True)
 
 
@@ -124,7 +130,7 @@ def next_batch(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cfg,
                              f"{list(DIRECTIONS)}")
     q = int(cfg.q)
     choices = torch.tensor(grid[space.names].to_numpy(float), dtype=torch.double)
-    avoid = (torch.as_tensor(fit.x, dtype=torch.double) if cfg.get("avoid_measured") else None)
+    avoid = (torch.as_tensor(fit.x, dtype=torch.double) if cfg.avoid_measured else None)
     available = len(choices) - (0 if avoid is None else len(
         grid.merge(pd.DataFrame(fit.x, columns=space.names).drop_duplicates(), how="inner")))
     if q < 1 or q > available:
@@ -145,8 +151,8 @@ def next_batch(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cfg,
     picked = pd.DataFrame(chosen.numpy(), columns=space.names)
     picked = picked.merge(grid, on=space.names, how="left")
     out = map_table(picked, space, {fit.response.name: fit}, level)
-    out["reason"] = _reasons(out, chosen.numpy(), fit, choices, acquisition, sign, level)
-    out.insert(0, "rank", np.arange(1, len(out) + 1))
+    out[REASON] = _reasons(out, chosen.numpy(), fit, choices, acquisition, sign, level)
+    out.insert(0, RANK, np.arange(1, len(out) + 1))
     return out, ACQUISITIONS[acquisition]
 
 

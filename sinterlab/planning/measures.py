@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from sinterlab.data.descriptor import read_table
-from sinterlab.data.metadata import check_pixel_sizes, image_metadata
+from sinterlab.data.metadata import PIXEL_SIZE, check_pixel_sizes, image_metadata
 from sinterlab.errors import SinterlabError
 from sinterlab.features.cache import file_sha256
 from sinterlab.features.extract import ImageRef, scale_factors
@@ -22,7 +22,7 @@ def descriptor_measures(descriptor: str | Path, image_column: str, sample_column
     """(image, sample and measures per descriptor row; warnings of one-phase images and of
     pixel sizes missing or far from the others')."""
     csv = Path(descriptor).expanduser().resolve()
-    if str((preprocess_cfg.get("scale") or {}).get("pixel_size_nm")) == "auto":
+    if str(preprocess_cfg.scale.pixel_size_nm) == "auto":
         raise SinterlabError("preprocess.scale.pixel_size_nm=auto is for training runs; give "
                              "sinterlab-plan a number of nanometres per pixel, or null")
     table = read_table(csv)
@@ -35,8 +35,8 @@ def descriptor_measures(descriptor: str | Path, image_column: str, sample_column
         raise SinterlabError(f"{missing[0]}: image not found ({len(missing)} missing); fix "
                              f"{image_column!r} in {csv} (paths relative to its folder)")
     metadata = image_metadata([str(p) for p in paths], table, csv)
-    checked = check_pixel_sizes(table[image_column], metadata, preprocess_cfg.get("scale"), csv)
-    pixel_sizes = metadata["pixel_size_nm"].tolist()
+    checked = check_pixel_sizes(table[image_column], metadata, preprocess_cfg.scale, csv)
+    pixel_sizes = metadata[PIXEL_SIZE].tolist()
     factors, _ = scale_factors([str(p) for p in paths], pixel_sizes, preprocess_cfg)
     refs = [ImageRef(str(p), file_sha256(p), f) for p, f in zip(paths, factors, strict=True)]
     frame, warnings = image_measures(refs, pixel_sizes, preprocess_cfg, measures_cfg)

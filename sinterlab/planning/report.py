@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from sinterlab.atomic import write_text
 from sinterlab.evaluation.report import markdown_page
-from sinterlab.planning.goals import Fitted
+from sinterlab.planning.goals import MEETS, PROBABILITY, Fitted
 from sinterlab.planning.space import COST, Space
 
 
@@ -43,11 +44,11 @@ def space_lines(space: Space, grid: pd.DataFrame) -> list[str]:
 
 def check_lines(fitted: dict[str, Fitted], samples: pd.DataFrame, space: Space) -> list[str]:
     """Leave-one-sample-out check of each surrogate: coverage, RMSE and the per-sample table."""
-    level = next(iter(fitted.values())).loo["level"]
-    rows = [{"response": name, "samples": f.loo["n"],
-             f"LOO coverage of the {level:.0%} interval": f"{f.loo['coverage']:.0%}",
-             f"RMSE ({f.response.unit or 'measured'})": f.loo["rmse_measured"],
-             "RMSE (modelled scale)": f.loo["rmse"],
+    level = next(iter(fitted.values())).loo.level
+    rows = [{"response": name, "samples": f.loo.n,
+             f"LOO coverage of the {level:.0%} interval": f"{f.loo.coverage:.0%}",
+             f"RMSE ({f.response.unit or 'measured'})": f.rmse_measured,
+             "RMSE (modelled scale)": f.loo.rmse,
              "scale": "log10" if f.response.log else "linear"} for name, f in fitted.items()]
     lines = ["## Surrogate check (leave one sample out)", "",
              "Each sample is predicted by a GP refitted without it; its measured mean should fall "
@@ -56,12 +57,10 @@ def check_lines(fitted: dict[str, Fitted], samples: pd.DataFrame, space: Space) 
              "uncertain.", "", *table(pd.DataFrame(rows))]
     for name, f in fitted.items():
         have = samples[samples[name].notna()]
-        per = have[space.names].copy()
-        per["measured"] = f.response.inverse(f.y)
-        per["predicted"] = f.response.inverse(f.loo["mean"])
-        per["lower"] = f.response.inverse(f.loo["lower"])
-        per["upper"] = f.response.inverse(f.loo["upper"])
-        per["inside"] = np.where(f.loo["inside"], "yes", "NO")
+        per = have[space.names].assign(
+            measured=f.response.inverse(f.y), predicted=f.response.inverse(f.loo.mean),
+            lower=f.response.inverse(f.loo.lower), upper=f.response.inverse(f.loo.upper),
+            inside=np.where(f.loo.inside, "yes", "NO"))
         lines += [f"### {name}: every sample, predicted without it", "",
                   *table(per.reset_index())]
     return lines
@@ -75,18 +74,18 @@ def map_section(result: pd.DataFrame, cfg, space: Space) -> list[str]:
 
 def target_section(result: pd.DataFrame, cfg, space: Space) -> list[str]:
     t = cfg.target
-    meets = result[result["meets"]]
+    meets = result[result[MEETS]]
     lines = [f"## Target: {t.response} {t.op} {t.value} with probability >= "
              f"{float(t.probability):.0%}", ""]
     if len(meets):
         lines += [f"{len(meets)} of {len(result)} allowed settings meet it; cheapest "
                   f"({COST} in {space.cost_unit or 'units'}) first:", "",
-                  *table(meets.drop(columns="meets").head(int(t.rows)))]
+                  *table(meets.drop(columns=MEETS).head(int(t.rows)))]
     else:
         lines += [f"No allowed setting meets it with probability >= "
                   f"{float(t.probability):.0%}; the most probable:", "",
-                  *table(result.sort_values("probability", ascending=False)
-                         .drop(columns="meets").head(int(t.rows)))]
+                  *table(result.sort_values(PROBABILITY, ascending=False)
+                         .drop(columns=MEETS).head(int(t.rows)))]
     return lines
 
 
@@ -96,13 +95,21 @@ def next_section(result: pd.DataFrame, cfg, space: Space, acquisition: str) -> l
            else f"learn the map of {n.response}")
     return [f"## Next batch: {len(result)} experiments to {aim}", "",
             f"Chosen jointly by {acquisition} over the allowed settings"
-            + (" not yet measured" if n.get("avoid_measured") else "") + ".", "",
+            + (" not yet measured" if n.avoid_measured else "") + ".", "",
             *table(result)]
+
+
+class PlanFiles(NamedTuple):
+    """What :func:`write_plan` wrote."""
+
+    markdown: Path
+    html: Path
+    csv: Path | None  # none without a result table
 
 
 def write_plan(out_dir: Path, goal: str, cfg, space: Space, grid: pd.DataFrame,
                samples: pd.DataFrame, fitted: dict[str, Fitted], result: pd.DataFrame | None,
-               figures: list[Path], section: list[str] = (), note: str = "") -> dict[str, Path]:
+               figures: list[Path], section: list[str] = (), note: str = "") -> PlanFiles:
     """plan.md, plan.html and plan.csv (``result``) into ``out_dir``; ``section``: the goal's
     own lines of plan.md."""
     out_dir = Path(out_dir)
@@ -119,10 +126,9 @@ def write_plan(out_dir: Path, goal: str, cfg, space: Space, grid: pd.DataFrame,
     for path in figures:
         lines += [f"![{path.stem}]({path.relative_to(out_dir)})", ""]
     text = "\n".join(lines)
-    paths = {"plan.md": write_text(out_dir / "plan.md", text)}
-    paths["plan.html"] = write_text(out_dir / "plan.html", markdown_page(
+    markdown = write_text(out_dir / "plan.md", text)
+    page = write_text(out_dir / "plan.html", markdown_page(
         text, out_dir, "sinterlab-plan", f"<h6>{html.escape(str(out_dir))}</h6>"))
-    if result is not None:
-        paths["plan.csv"] = write_text(out_dir / "plan.csv",
-                                       result.to_csv(index=False, lineterminator="\n"))
-    return paths
+    csv = None if result is None else write_text(
+        out_dir / "plan.csv", result.to_csv(index=False, lineterminator="\n"))
+    return PlanFiles(markdown, page, csv)

@@ -22,7 +22,8 @@ import pandas as pd
 from sinterlab.data.descriptor import blank, read_table
 from sinterlab.errors import SinterlabError
 
-SOURCES = ("descriptor", "measures", "table")
+DESCRIPTOR, MEASURES, TABLE = "descriptor", "measures", "table"
+SOURCES = (DESCRIPTOR, MEASURES, TABLE)
 
 
 @dataclass(frozen=True)
@@ -53,16 +54,17 @@ def responses_from_config(cfg) -> list[Response]:
                              "responses.R.column=sheet_resistance_ohm_sq")
     out = []
     for name, entry in cfg.items():
-        source = str(entry.get("source", "descriptor"))
+        source = str(entry.get("source", DESCRIPTOR))
         if source not in SOURCES:
             raise SinterlabError(f"responses.{name}.source={source!r} is unknown; use one of "
                                  f"{list(SOURCES)}")
-        if source == "table" and not entry.get("path"):
+        path = str(entry.get("path") or "")
+        if source == TABLE and not path:
             raise SinterlabError(f"responses.{name} has source: table but no path; set "
                                  f"responses.{name}.path=<a CSV with a sample column>")
         out.append(Response(str(name), source, str(entry.get("column") or name),
                             str(entry.get("unit") or ""), bool(entry.get("log", False)),
-                            str(entry.get("path") or ""), str(entry.get("sample_column") or "")))
+                            path, str(entry.get("sample_column") or "")))
     return out
 
 
@@ -116,10 +118,10 @@ def load_samples(descriptor: str | Path, parameters: list[str], responses: list[
             raise SinterlabError(f"{csv}: sample {spread.index[spread > 1][0]!r} has more than "
                                  f"one {name!r}; one sample is one setting of the parameters")
     samples = table.groupby(sample_column, sort=False)[parameters].first()
-    tables = {"descriptor": (csv, table)}
+    tables = {DESCRIPTOR: (csv, table)}
     if isinstance(measures, pd.DataFrame):
-        tables["measures"] = (csv, measures)
-    elif any(r.source == "measures" for r in responses):
+        tables[MEASURES] = (csv, measures)
+    elif any(r.source == MEASURES for r in responses):
         if not measures:
             raise SinterlabError("a response has source: measures but data.measures is not set; "
                                  "set data.measures=<training run>/measures.csv")
@@ -129,10 +131,10 @@ def load_samples(descriptor: str | Path, parameters: list[str], responses: list[
                                  "run with measures.enabled=true writes measures.csv")
         frame = read_table(path)
         _column(path, frame, sample_column, "data.sample_column")
-        tables["measures"] = (path, frame)
+        tables[MEASURES] = (path, frame)
     for response in responses:
         key, by = response.source, sample_column
-        if response.source == "table":
+        if response.source == TABLE:
             key, by = response.path, response.sample_column or sample_column
             if key not in tables:
                 path = Path(key).expanduser().resolve()
@@ -153,16 +155,16 @@ def load_samples(descriptor: str | Path, parameters: list[str], responses: list[
                                  f"log: true cannot model; set responses.{response.name}.log="
                                  "false or fix the values")
         scaled = pd.Series(response.forward(values.to_numpy(float)), index=frame.index)
-        grouped = scaled.groupby(frame[by].astype(str)).agg(["mean", "std", "count"])
-        grouped.index = grouped.index.astype(str)
-        unknown = sorted(set(grouped.index) - set(samples.index.astype(str)))
+        per_sample = scaled.groupby(frame[by].astype(str))
+        mean, sd, count = per_sample.mean(), per_sample.std(), per_sample.count()
+        unknown = sorted(set(mean.index.astype(str)) - set(samples.index.astype(str)))
         if unknown:
             raise SinterlabError(f"{path}: sample(s) {unknown[:3]} are not in {csv.name}; "
                                  "use the measures.csv of a run on this descriptor")
         keys = samples.index.astype(str)
-        samples[response.name] = grouped["mean"].reindex(keys).to_numpy()
-        samples[f"{response.name}_sd"] = grouped["std"].reindex(keys).to_numpy()
-        samples[f"{response.name}_n"] = grouped["count"].reindex(keys).fillna(0).to_numpy(int)
+        samples[response.name] = mean.reindex(keys).to_numpy()
+        samples[f"{response.name}_sd"] = sd.reindex(keys).to_numpy()
+        samples[f"{response.name}_n"] = count.reindex(keys).fillna(0).to_numpy(int)
     samples.index = samples.index.astype(str)
     samples.index.name = sample_column
     return samples

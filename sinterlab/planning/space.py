@@ -101,7 +101,7 @@ def space_from_config(cfg) -> Space:
     """``space`` of ``conf/plan.yaml`` as a :class:`Space`."""
     parameters = []
     limit = int(cfg.max_settings)
-    if not cfg.get("parameters"):
+    if not cfg.parameters:
         raise SinterlabError("space.parameters is empty; name at least one process parameter "
                              "with its low, high and step (or levels)")
     for name, entry in cfg.parameters.items():
@@ -134,6 +134,5 @@ def space_from_config(cfg) -> Space:
             f"space.parameters: {' x '.join(str(len(p.levels)) for p in parameters)} = "
             f"{settings:,} settings, more than space.max_settings={limit:,}; use coarser steps "
             "or fewer levels (or raise space.max_settings)")
-    cost = cfg.get("cost") or {}
-    return Space(tuple(parameters), tuple(str(c) for c in (cfg.get("constraints") or [])),
-                 str(cost.get("expression") or ""), str(cost.get("unit") or ""))
+    return Space(tuple(parameters), tuple(str(c) for c in (cfg.constraints or [])),
+                 str(cfg.cost.expression or ""), str(cfg.cost.unit or ""))

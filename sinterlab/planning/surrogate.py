@@ -65,8 +65,23 @@ def predict(model: SingleTaskGP, x: np.ndarray, level: float,
     return Prediction(mean, sd, float(stats.norm.ppf(0.5 + level / 2)))
 
 
+@dataclass(frozen=True)
+class LeaveOneOut:
+    """Each sample predicted by a GP refitted without it (modelled scale): the share inside the
+    ``level`` interval, the RMSE of the mean, and the per-sample predictions."""
+
+    n: int
+    level: float
+    coverage: float
+    rmse: float
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    inside: np.ndarray
+
+
 def leave_one_out(x: np.ndarray, y: np.ndarray, bounds: np.ndarray, level: float,
-                  seed: int) -> dict:
+                  seed: int) -> LeaveOneOut:
     """Refit without each sample in turn and predict it: the share of held-out samples inside
     the ``level`` interval (with observation noise: it is a new measurement) and the RMSE of
     the mean, on the modelled scale; per-sample predictions for the table."""
@@ -78,6 +93,5 @@ def leave_one_out(x: np.ndarray, y: np.ndarray, bounds: np.ndarray, level: float
         held = predict(model, x[i:i + 1], level)
         mean[i], lower[i], upper[i] = held.mean[0], held.lower[0], held.upper[0]
     inside = (y >= lower) & (y <= upper)
-    return {"n": n, "level": level, "coverage": float(inside.mean()),
-            "rmse": float(np.sqrt(np.mean((mean - y) ** 2))), "mean": mean, "lower": lower,
-            "upper": upper, "inside": inside}
+    return LeaveOneOut(n, level, float(inside.mean()), float(np.sqrt(np.mean((mean - y) ** 2))),
+                       mean, lower, upper, inside)
