@@ -4,10 +4,13 @@ sentence names the axis that shrinks the noise most."""
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import numpy as np
 import pytest
 
 from sinterlab.evaluation.variance import (
+    Components,
     advice,
     bootstrap_components,
     nested_components,
@@ -43,9 +46,9 @@ def test_nested_anova_recovers_known_components():
     # many samples so the estimates are tight; class means do not count as variance
     score, cls, sample, image = nested_data((2.0, 1.0, 0.5), samples=200)
     got = nested_components(score, cls, sample, image)
-    assert got["between_samples"] == pytest.approx(4.0, rel=0.15)
-    assert got["between_images"] == pytest.approx(1.0, rel=0.1)
-    assert got["between_patches"] == pytest.approx(0.25, rel=0.05)
+    assert got.between_samples == pytest.approx(4.0, rel=0.15)
+    assert got.between_images == pytest.approx(1.0, rel=0.1)
+    assert got.between_patches == pytest.approx(0.25, rel=0.05)
 
 
 def test_nested_anova_agrees_with_a_reml_mixed_model():
@@ -58,21 +61,20 @@ def test_nested_anova_agrees_with_a_reml_mixed_model():
         frame = pd.DataFrame({"y": score, "cl": cls, "sa": sample, "im": image})
         fit = smf.mixedlm("y ~ C(cl)", frame, groups="sa", re_formula="1",
                           vc_formula={"im": "0 + C(im)"}).fit(reml=True)
-        assert ours["between_patches"] == pytest.approx(fit.scale, rel=0.02)
-        assert ours["between_images"] == pytest.approx(float(fit.vcomp[0]), rel=0.1)
-        assert ours["between_samples"] == pytest.approx(float(fit.cov_re.iloc[0, 0]), rel=0.25)
+        assert ours.between_patches == pytest.approx(fit.scale, rel=0.02)
+        assert ours.between_images == pytest.approx(float(fit.vcomp[0]), rel=0.1)
+        assert ours.between_samples == pytest.approx(float(fit.cov_re.iloc[0, 0]), rel=0.25)
 
 
 def test_reading_noise_and_what_twice_the_data_removes():
-    noise = reading_noise({"between_samples": 4.0, "between_images": 4.0,
-                           "between_patches": 8.0}, images=4, patches=2)
+    noise = reading_noise(Components(between_samples=4.0, between_images=4.0,
+                                     between_patches=8.0), images=4, patches=2)
     # a sample's reading: 4 + 4/4 + 8/8 = 6
-    assert noise["total"] == pytest.approx(6.0)
-    assert noise["shares"] == pytest.approx({"between_samples": 4 / 6, "between_images": 1 / 6,
-                                             "between_patches": 1 / 6})
-    assert noise["twice_images"] == pytest.approx(1 / 6)  # (1 + 1) / 2 of 6
-    assert noise["twice_patches"] == pytest.approx(1 / 12)
-    assert noise["twice_samples"] == 0.5
+    assert noise.total == pytest.approx(6.0)
+    assert astuple(noise.shares) == pytest.approx((4 / 6, 1 / 6, 1 / 6))
+    assert noise.twice_images == pytest.approx(1 / 6)  # (1 + 1) / 2 of 6
+    assert noise.twice_patches == pytest.approx(1 / 12)
+    assert noise.twice_samples == 0.5
 
 
 @pytest.mark.parametrize(("components", "words"), [
@@ -81,8 +83,7 @@ def test_reading_noise_and_what_twice_the_data_removes():
     ((0.1, 0.1, 40.0), "more patches per image"),
 ])
 def test_the_sentence_names_the_axis_that_pays(components, words):
-    noise = reading_noise(dict(zip(("between_samples", "between_images", "between_patches"),
-                                   components, strict=True)), images=4, patches=10)
+    noise = reading_noise(Components(*components), images=4, patches=10)
     text = sentence(noise, 0.5, 4, 10)
     assert text.startswith(advice(noise, 0.5)) and words in advice(noise, 0.5)
     assert "twice the images per sample would remove" in text
@@ -91,9 +92,9 @@ def test_the_sentence_names_the_axis_that_pays(components, words):
 def test_bootstrap_over_samples_brackets_the_truth():
     score, cls, sample, image = nested_data((2.0, 0.5, 0.5), samples=30, seed=5)
     draws = bootstrap_components(score, cls, sample, image, 100, 0)
-    low, high = np.quantile([d["between_samples"] for d in draws], [0.025, 0.975])
+    low, high = np.quantile([d.between_samples for d in draws], [0.025, 0.975])
     assert low < 4.0 < high
-    images = np.quantile([d["between_images"] for d in draws], [0.025, 0.975])
+    images = np.quantile([d.between_images for d in draws], [0.025, 0.975])
     assert images[0] < 0.25 < images[1]
 
 
@@ -102,11 +103,11 @@ def test_one_image_per_sample_leaves_the_image_component_not_estimable():
     0 [0, 0]) and the advice does not claim that images of one sample agree."""
     score, cls, sample, image = nested_data((2.0, 1.0, 0.5), samples=30, images=1)
     got = nested_components(score, cls, sample, image)
-    assert got["between_images"] is None
-    assert got["between_samples"] > 0 and got["between_patches"] > 0
+    assert got.between_images is None
+    assert got.between_samples > 0 and got.between_patches > 0
     noise = reading_noise(got, images=1, patches=6)
-    assert noise["shares"]["between_images"] is None
+    assert noise.shares.between_images is None
     assert "not estimable" in advice(noise, 2.0) and "agree closely" not in advice(noise, 2.0)
     assert "between images of one sample not estimable" in sentence(noise, 2.0, 1, 6)
     draws = bootstrap_components(score, cls, sample, image, n=5, seed=0)
-    assert all(d["between_images"] is None for d in draws)
+    assert all(d.between_images is None for d in draws)

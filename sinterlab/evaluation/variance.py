@@ -12,14 +12,45 @@ noise of what a class looks like, twice the images per sample only the last two 
 
 from __future__ import annotations
 
+from dataclasses import astuple, dataclass, fields
+
 import numpy as np
 
+
+@dataclass(frozen=True)
+class Components:
+    """Something per nested level, outermost first (a variance, a share, whether it is
+    estimable); None where a level is not estimable."""
+
+    between_samples: float | None
+    between_images: float | None
+    between_patches: float | None
+
+    def items(self) -> list[tuple[str, float | None]]:
+        """(level, value) in :data:`COMPONENTS` order."""
+        return list(zip(COMPONENTS, astuple(self), strict=True))
+
+
 #: the nested levels, outermost first, as metrics.json and the report name them
-COMPONENTS = ("between_samples", "between_images", "between_patches")
+COMPONENTS = tuple(f.name for f in fields(Components))
+
+
+@dataclass(frozen=True)
+class ReadingNoise:
+    """How the components add up in a sample's reading: their total, each one's share, and the
+    share of it twice the images per sample, twice the patches per image or twice the samples
+    (of a class's mean reading) would remove."""
+
+    total: float
+    estimable: Components
+    shares: Components
+    twice_images: float
+    twice_patches: float
+    twice_samples: float
 
 
 def nested_components(score: np.ndarray, classes: np.ndarray, samples: np.ndarray,
-                      images: np.ndarray) -> dict[str, float]:
+                      images: np.ndarray) -> Components:
     """Variance components of ``score`` (per patch) with fixed class means, samples within
     classes, images within samples and patches within images (nested ANOVA, method of moments:
     the mean squares equated to their expectations in an unbalanced design, negative estimates
@@ -60,34 +91,31 @@ def nested_components(score: np.ndarray, classes: np.ndarray, samples: np.ndarra
     sample = max((ms_s - ms_p - k2 * image) / k3, 0.0) if k3 > 0 else 0.0
     # a level without replicates (one image per sample: no image has a sibling) tells nothing
     # of its variance: not estimable (None), never 0; its variance is counted in the level above
-    return {"between_samples": sample if df_s > 0 else None,
-            "between_images": image if df_i > 0 else None,
-            "between_patches": patches if df_p > 0 else None}
+    return Components(sample if df_s > 0 else None, image if df_i > 0 else None,
+                      patches if df_p > 0 else None)
 
 
-def reading_noise(components: dict[str, float], images: float, patches: float) -> dict:
+def reading_noise(components: Components, images: float, patches: float) -> ReadingNoise:
     """How the components add up in a sample's reading (the mean of its ``images`` images of
     ``patches`` patches): each one's share, and by how much twice the images per sample, or
     twice the patches per image, would shrink that reading's variance (twice the samples halve
     the variance of a class's mean reading: 0.5)."""
-    s, i, p = (components[name] or 0.0 for name in COMPONENTS)
-    parts = np.array([s, i / images, p / (images * patches)])
+    values = astuple(components)
+    parts = np.array([v or 0.0 for v in values]) / np.array([1.0, images, images * patches])
     total = float(parts.sum())
+    estimable = Components(*(v is not None for v in values))
     if total <= 0:
-        return {"total": 0.0, "shares": dict.fromkeys(COMPONENTS, None),
-                "twice_images": 0.0, "twice_patches": 0.0, "twice_samples": 0.5,
-                "estimable": {name: components[name] is not None for name in COMPONENTS}}
-    return {"total": total,
-            "estimable": {name: components[name] is not None for name in COMPONENTS},
-            "shares": {name: float(v / total) if components[name] is not None else None
-                       for name, v in zip(COMPONENTS, parts, strict=True)},
-            "twice_images": float((parts[1] + parts[2]) / 2 / total),
-            "twice_patches": float(parts[2] / 2 / total),
-            "twice_samples": 0.5}
+        return ReadingNoise(0.0, estimable, Components(None, None, None), 0.0, 0.0, 0.5)
+    return ReadingNoise(
+        total, estimable,
+        Components(*(float(p / total) if v is not None else None
+                     for v, p in zip(values, parts, strict=True))),
+        twice_images=float((parts[1] + parts[2]) / 2 / total),
+        twice_patches=float(parts[2] / 2 / total), twice_samples=0.5)
 
 
 def bootstrap_components(score: np.ndarray, classes: np.ndarray, samples: np.ndarray,
-                         images: np.ndarray, n: int, seed: int) -> list[dict[str, float]]:
+                         images: np.ndarray, n: int, seed: int) -> list[Components]:
     """The components of ``n`` bootstrap data sets that draw every class's samples with
     replacement (a sample drawn twice counts as two samples)."""
     classes = np.unique(np.asarray(classes).astype(str), return_inverse=True)[1].reshape(-1)
@@ -109,41 +137,40 @@ def bootstrap_components(score: np.ndarray, classes: np.ndarray, samples: np.nda
     return out
 
 
-def advice(noise: dict, worthwhile: float) -> str:
+def advice(noise: ReadingNoise, worthwhile: float) -> str:
     """Which of more samples, more images per sample or more patches per image shrinks the
     noise of what a class looks like most: more images (patches) pay off when twice them remove
     at least ``worthwhile`` times what twice the samples remove."""
-    if not noise["estimable"]["between_images"]:
+    if not noise.estimable.between_images:
         return ("one image per sample: how much images of one sample differ is not estimable "
                 "(it is counted in between samples); image two or more of some samples before "
                 "choosing between more images and more samples")
-    if noise["shares"]["between_samples"] is None:
+    if noise.shares.between_samples is None:
         return "the output does not vary within a class: more data of any kind changes nothing"
-    enough = worthwhile * noise["twice_samples"]
-    if noise["twice_patches"] >= enough:
+    enough = worthwhile * noise.twice_samples
+    if noise.twice_patches >= enough:
         return ("patches of one image disagree: more patches per image "
                 "(preprocess.patches.per_image) pay off before more images or samples")
-    if noise["twice_images"] >= enough:
+    if noise.twice_images >= enough:
         return ("images of one sample disagree: more images of each sample pay off before "
                 "more samples")
     return "images of one sample agree closely: image more samples, not more images of each"
 
 
-def sentence(noise: dict, worthwhile: float, images: float, patches: float) -> str:
+def sentence(noise: ReadingNoise, worthwhile: float, images: float, patches: float) -> str:
     """The one sentence a process engineer acts on: :func:`advice`, with the shares of a
     sample's reading noise and what twice the images, patches or samples would remove."""
     lead = advice(noise, worthwhile)
-    shares = noise["shares"]
-    if shares["between_samples"] is None:
+    shares = noise.shares
+    if shares.between_samples is None:
         return lead
 
-    def share(name: str) -> str:
-        return f"{shares[name]:.0%}" if shares[name] is not None else "not estimable"
-
-    return (f"{lead} (between samples of one class {share('between_samples')}, between "
-            f"images of one sample {share('between_images')}, between patches of one image "
-            f"{share('between_patches')} of a sample's reading noise with {images:g} images "
+    def share(value: float | None) -> str:
+        return f"{value:.0%}" if value is not None else "not estimable"
+    return (f"{lead} (between samples of one class {share(shares.between_samples)}, between "
+            f"images of one sample {share(shares.between_images)}, between patches of one image "
+            f"{share(shares.between_patches)} of a sample's reading noise with {images:g} images "
             f"of {patches:g} patches; twice the images per sample would remove "
-            f"{noise['twice_images']:.0%} of it, twice the patches per image "
-            f"{noise['twice_patches']:.0%}, twice the samples {noise['twice_samples']:.0%} of the "
+            f"{noise.twice_images:.0%} of it, twice the patches per image "
+            f"{noise.twice_patches:.0%}, twice the samples {noise.twice_samples:.0%} of the "
             "noise of a class's mean)")

@@ -43,9 +43,11 @@ from sinterlab.evaluation.results import (
     MAE,
     SAMPLES_AXIS,
     Band,
+    Bootstrap,
     CurveFit,
     CurvePoint,
     FutureStudies,
+    Interval,
     LearningCurve,
     LearningCurves,
     PointCell,
@@ -53,11 +55,11 @@ from sinterlab.evaluation.results import (
     SamplesNeeded,
     StudySize,
     VarianceComponents,
-    record_of,
 )
 from sinterlab.evaluation.statistics import LevelTables
 from sinterlab.evaluation.variance import (
     COMPONENTS,
+    Components,
     advice,
     bootstrap_components,
     nested_components,
@@ -577,25 +579,25 @@ def variance_block(cfg: DictConfig, dm: SEMDataModule, block: ProtocolBlock,
     per_image = float(len(images) / len(np.unique(images)))
     noise = reading_noise(point, per_sample, per_image)
     noise_draws = [reading_noise(d, per_sample, per_image) for d in draws]
-    known = [v for v in point.values() if v is not None]
-    shared = (point["between_patches"] or 0.0) <= 1e-12 * max(sum(known), 1e-300)
-    return record_of(VarianceComponents, {
-            "model": name, "output": scale, "images_per_sample": per_sample,
-            "patches_per_image": per_image,
-            "components": {c: percentile_cell([np.nan if d[c] is None else d[c]
-                                               for d in draws],
-                                              np.nan if point[c] is None else point[c],
-                                              confidence)
-                           for c in COMPONENTS},
-            "shares": {c: percentile_cell([d["shares"][c] if d["shares"][c] is not None
-                                           else np.nan for d in noise_draws],
-                                          noise["shares"][c] if noise["shares"][c] is not None
-                                          else np.nan, confidence)
-                       for c in COMPONENTS},
-            "twice_images": noise["twice_images"], "twice_patches": noise["twice_patches"],
-            "twice_samples": noise["twice_samples"],
-            "note": ("the patches of one image share one output (the model reads the image's "
-                     "mean embedding)" if shared else None),
-            "bootstrap": {"n": int(v.bootstrap), "unit": "sample, within its class"},
-            "advice": advice(noise, float(v.worthwhile)),
-            "sentence": sentence(noise, float(v.worthwhile), per_sample, per_image)})
+    known = [value for _, value in point.items() if value is not None]
+    shared = (point.between_patches or 0.0) <= 1e-12 * max(sum(known), 1e-300)
+
+    def cells(point: Components, draws: list[Components]) -> dict[str, Interval]:
+        """Per level, the point with its percentile interval over the draws (NaN: not
+        estimable)."""
+        def nan(value: float | None) -> float:
+            return np.nan if value is None else value
+        columns = np.array([[nan(v) for _, v in d.items()] for d in draws],
+                           dtype=np.float64).reshape(len(draws), len(COMPONENTS))
+        return {name: Interval(**vars(percentile_cell(columns[:, k], nan(value), confidence)))
+                for k, (name, value) in enumerate(point.items())}
+    return VarianceComponents(
+        model=name, output=scale, images_per_sample=per_sample, patches_per_image=per_image,
+        components=cells(point, draws), shares=cells(noise.shares, [d.shares for d in noise_draws]),
+        twice_images=noise.twice_images, twice_patches=noise.twice_patches,
+        twice_samples=noise.twice_samples,
+        bootstrap=Bootstrap(n=int(v.bootstrap), unit="sample, within its class"),
+        advice=advice(noise, float(v.worthwhile)),
+        sentence=sentence(noise, float(v.worthwhile), per_sample, per_image),
+        note=("the patches of one image share one output (the model reads the image's mean "
+              "embedding)" if shared else None))
