@@ -16,6 +16,7 @@ from sklearn.metrics import (
 )
 
 from sinterlab.evaluation import figures
+from sinterlab.evaluation.results import Calibration, load
 
 
 @pytest.fixture(autouse=True)
@@ -187,7 +188,7 @@ def test_reliability_has_a_panel_per_level_with_raw_and_calibrated_curves():
 
     calibration = {"bins": 10, "served": "image temperature", "patch": block(240, 0.12, 0.03),
                    "image": block(24, 0.1, 0.02), "sample": block(6, 0.2, 0.1)}
-    axes = figures.reliability_figure(calibration).axes
+    axes = figures.reliability_figure(load(Calibration, calibration)).axes
     assert [ax.get_title() for ax in axes] == ["per image (served) (n = 24, 10 bins)",
                                                "per patch (n = 240, 10 bins)",
                                                "per sample (n = 6, 10 bins)"]

@@ -16,6 +16,7 @@ import pytest
 from sinterlab.cli.report import main as report_main
 from sinterlab.evaluation.display import interval, long_name, reported_model, short_name
 from sinterlab.evaluation.report import LEAK_WARNING, RANDOM_INIT_WARNING, write_report
+from sinterlab.evaluation.results import Cell
 from sinterlab.evaluation.summary import summarize_runs, write_summary
 
 
@@ -90,8 +91,8 @@ def test_one_table_names_each_model_for_the_report_and_the_console():
     from sinterlab.evaluation.display import MODEL_NAMES
 
     assert {p.stem for p in (CONF_DIR / "model").glob("*.yaml")} - {"auto"} <= set(MODEL_NAMES)
-    assert interval({"value": 0.8123, "low": 0.7, "high": 0.9}) == "0.812 [0.700, 0.900]"
-    assert interval({"value": 0.5, "low": None}) == "0.500"
+    assert interval(Cell(0.8123, 0.7, 0.9)) == "0.812 [0.700, 0.900]"
+    assert interval(Cell(0.5, None, None)) == "0.500"
     assert interval(None) == "—" and interval(None, missing="n/a") == "n/a"
 
 

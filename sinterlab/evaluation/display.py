@@ -5,7 +5,6 @@ interval formats they share.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 #: the model a run reports when it trained none of its own (no ``cv.primary``): a baseline that
@@ -69,15 +68,12 @@ def number(value: Any, digits: int = 3, missing: str = "—") -> str:
 
 
 def interval(cell: Any, digits: int = 3, missing: str = "—") -> str:
-    """'0.812 [0.700, 0.900]' from a pooled cell (an :class:`~sinterlab.evaluation.results.
-    Interval`, or a mapping with ``value``, ``low``, ``high``); the value alone when it has no
-    interval."""
+    """'0.812 [0.700, 0.900]' from a cell with ``value``, ``low`` and ``high`` (an
+    :class:`~sinterlab.evaluation.results.Interval` or ``Cell``, a learning curve's
+    projection); the value alone when it has no interval."""
     if not cell:
         return missing
-    if isinstance(cell, Mapping):
-        value, low, high = cell.get("value"), cell.get("low"), cell.get("high")
-    else:
-        value, low, high = cell.value, cell.low, cell.high
+    value, low, high = cell.value, cell.low, cell.high
     if low is None:
         return number(value, digits, missing)
     return f"{number(value, digits, missing)} [{number(low, digits, missing)}, " \

@@ -24,8 +24,11 @@ from sinterlab.evaluation.results import (  # noqa: E402
     ACCURACY,
     MAE,
     SAMPLES_AXIS,
+    Calibration,
     LearningCurve,
     LearningCurves,
+    LevelCalibration,
+    MeasuresSummary,
     VarianceComponents,
 )
 
@@ -197,12 +200,13 @@ def plot_expected_by_level(truth: np.ndarray, expected: np.ndarray, values: Sequ
     return save_figure(fig, path)
 
 
-def plot_measures(record: dict, target: str, unit: str, path, dpi: int = 110) -> Path:
+def plot_measures(record: MeasuresSummary, target: str, unit: str, path,
+                  dpi: int = 110) -> Path:
     """One panel per measure: each sample's mean against the process parameter, titled with
     Spearman's rho and its permutation p-value."""
-    per_sample = record["per_sample"]
-    trends = {t["measure"]: t for t in record.get("trends") or []}
-    names = record["measures"]
+    per_sample = record.per_sample
+    trends = {t.measure: t for t in record.trends}
+    names = record.measures
     columns = min(4, len(names))
     rows = -(-len(names) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), dpi=dpi,
@@ -213,8 +217,8 @@ def plot_measures(record: dict, target: str, unit: str, path, dpi: int = 110) ->
         y = [row[name] for row in per_sample]
         ax.scatter(x if numeric else [str(v) for v in x], y, s=14, alpha=0.7)
         t = trends.get(name)
-        if t and t["rho"] is not None:
-            ax.set_title(f"{name}\nρ = {t['rho']:.2f}, p = {t['p_value']:.3f}", fontsize=9)
+        if t and t.rho is not None:
+            ax.set_title(f"{name}\nρ = {t.rho:.2f}, p = {t.p_value:.3f}", fontsize=9)
         else:
             ax.set_title(name, fontsize=9)
         ax.set_xlabel(f"{target} {unit}".strip(), fontsize=8)
@@ -310,30 +314,31 @@ def plot_parity(y_true: np.ndarray, y_pred: np.ndarray, name: str, unit: str, pa
     return save_figure(parity_figure(y_true, y_pred, name, unit, dpi, point_size, alpha), path)
 
 
-def reliability_figure(calibration: dict, dpi: int = 120):
+def reliability_figure(calibration: Calibration, dpi: int = 120):
     """Reliability diagrams (accuracy against confidence of the predicted class) per image (what
     predict serves, first), patch and sample, raw and calibrated, with the ECE of each."""
-    levels = [lvl for lvl in ("image", "patch", "sample") if lvl in calibration]
+    levels = [lvl for lvl in ("image", "patch", "sample") if calibration.at(lvl)]
     fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4.6), dpi=dpi)
     for ax, level in zip(np.atleast_1d(axes), levels, strict=True):
-        block = calibration[level]
+        block: LevelCalibration = calibration.at(level)
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
-        for key, label, marker in (("raw", "raw", "o"), ("calibrated", "calibrated", "s")):
-            curve = block[f"curve_{key}"]
-            ax.plot(curve["confidence"], curve["accuracy"], marker=marker,
-                    label=f"{label} (ECE {block[f'ece_{key}']:.3f})")
+        for curve, ece, label, marker in (
+                (block.curve_raw, block.ece_raw, "raw", "o"),
+                (block.curve_calibrated, block.ece_calibrated, "calibrated", "s")):
+            ax.plot(curve.confidence, curve.accuracy, marker=marker,
+                    label=f"{label} (ECE {ece:.3f})")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence of the predicted class")
         ax.set_ylabel("share correct")
-        served = " (served)" if level == "image" and "served" in calibration else ""
-        ax.set_title(f"per {level}{served} (n = {block['n']}, {calibration['bins']} bins)")
+        served = " (served)" if level == "image" and calibration.served is not None else ""
+        ax.set_title(f"per {level}{served} (n = {block.n}, {calibration.bins} bins)")
         ax.legend(loc="upper left", fontsize=8)
         ax.grid(True, alpha=0.3)
     return fig
 
 
-def plot_reliability(calibration: dict, path, dpi: int = 120) -> Path:
+def plot_reliability(calibration: Calibration, path, dpi: int = 120) -> Path:
     return save_figure(reliability_figure(calibration, dpi), path)
 
 
