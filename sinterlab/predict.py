@@ -51,7 +51,7 @@ from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.reliability import prediction_sets, set_label
 from sinterlab.evaluation.results import SCHEMA as METRICS_SCHEMA
 from sinterlab.features.backbone import Backbone, build_backbone
-from sinterlab.features.extract import embed_images
+from sinterlab.features.extract import Embedded, embed_images
 from sinterlab.features.representation import REPRESENTATION_KEYS, Representation
 from sinterlab.manifest import BlendMember, RunManifest, read_manifest
 from sinterlab.measures.compute import image_measures
@@ -507,12 +507,32 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     """One row per image of ``cfg.images`` / ``cfg.descriptor`` (unreadable ones with their
     reason in ``error``), and the run folder; ``model``: the run, when already loaded."""
     model = model or load_run_model(cfg)
-    run_dir, run_cfg, manifest = model.run_dir, model.cfg, model.manifest
-    backbone, head, features = model.backbone, model.head, model.features
     asked = collect_images(cfg.images, cfg.descriptor, cfg.suffixes)
     extra = extra_input_values(model, cfg.descriptor)  # before any backbone time
+    found, metadata, missing = readable_images(asked, cfg.strict)
+    embedded, bad = embedded_images(model, found, metadata, missing, cfg.strict)
+    paths = [Path(ref.path) for ref in embedded.refs]
+    x, counts = patch_inputs(embedded, paths, extra)
+    groups = np.repeat([str(p) for p in paths], counts)
+    measures = None
+    if model.measures is not None:
+        measures = served_measures(model, embedded.refs,
+                                   [metadata[str(p)]["pixel_size_nm"] for p in paths], counts)
+    served = [served_outputs(part, x, groups, measures) for part in model.parts]
+    table = pd.DataFrame({"image": [str(p) for p in paths]})
+    for i, target in enumerate(model.head.targets):
+        target_columns(table, cfg, model, i, target, served, groups)
+    image_columns(table, cfg, model, counts, metadata)
+    return with_failed_rows(table, bad, asked), model.run_dir
+
+
+def readable_images(asked: list[Path], strict) -> tuple[list[Path], dict[str, dict],
+                                                        dict[str, str]]:
+    """The images of ``asked`` that are files with readable metadata, that metadata by path,
+    and {path: reason} for the others (absent, a folder, an unreadable sidecar); ``strict``:
+    the first of them is refused instead."""
     missing = missing_images(asked)
-    if missing and cfg.strict:
+    if missing and strict:
         first = next(iter(missing))
         raise SinterlabError(f"{first}: {missing[first]}; or leave it out (or strict=false to "
                              "predict the others)")
@@ -522,13 +542,21 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
         try:
             metadata[str(path)] = read_metadata(path)
         except SinterlabError as err:
-            if cfg.strict:
+            if strict:
                 raise
             missing[str(path)] = str(err).split(": ", 1)[-1]
-    found = [p for p in found if str(p) in metadata]
-    embedded = embed_images(found, run_cfg.preprocess, backbone, features,
+    return [p for p in found if str(p) in metadata], metadata, missing
+
+
+def embedded_images(model: RunModel, found: list[Path], metadata: dict[str, dict],
+                    missing: dict[str, str], strict) -> tuple[Embedded, dict[str, str]]:
+    """The patch embeddings of ``found`` as the run extracts them (from predict's cache where
+    there), and {path: reason} for every image left out (``missing``, then those the
+    extraction could not read; ``strict``: such an image is refused instead); no image
+    embedded at all is refused."""
+    embedded = embed_images(found, model.cfg.preprocess, model.backbone, model.features,
                             fix="leave it out (or strict=false to predict the others)",
-                            skip_bad=not cfg.strict,
+                            skip_bad=not strict,
                             pixel_sizes=[metadata[str(p)]["pixel_size_nm"] for p in found],
                             pixel_problems=[metadata[str(p)][PROBLEM] for p in found]
                             ) if found else None
@@ -536,76 +564,118 @@ def predict(cfg: DictConfig, model: RunModel | None = None) -> tuple[pd.DataFram
     if not embedded or not embedded.refs:
         raise SinterlabError(f"{next(iter(bad))}: {next(iter(bad.values()))}"
                              f"; no image could be predicted ({len(bad)} bad)")
-    paths = [Path(ref.path) for ref in embedded.refs]
+    return embedded, bad
+
+
+def patch_inputs(embedded: Embedded, paths: list[Path],
+                 extra: dict[str, np.ndarray]) -> tuple[torch.Tensor, list[int]]:
+    """The served models' patch rows (every image's patch embeddings, then on each patch its
+    image's raw ``extra`` input values where the run has any: the head standardises them as
+    trained), and each image's patch count."""
     entries = embedded.entries
     x = torch.from_numpy(np.concatenate([e.embeddings for e in entries]))
     counts = [len(e.embeddings) for e in entries]
-    if extra:  # each patch gets its image's raw values; the head standardises them as trained
+    if extra:
         values = np.stack([extra[str(p)] for p in paths])
         x = torch.cat([x, torch.from_numpy(np.repeat(values, counts, axis=0)).to(x.dtype)], 1)
-    groups = np.repeat([str(p) for p in paths], counts)
-    measures = None
-    if model.measures is not None:
-        measures = served_measures(model, embedded.refs,
-                                   [metadata[str(p)]["pixel_size_nm"] for p in paths], counts)
-    served = [served_outputs(part, x, groups, measures) for part in model.parts]
-    table = pd.DataFrame({"image": [str(p) for p in paths]})
-    for i, target in enumerate(head.targets):
-        output = sum(part.weight * outputs[i][0] for part, outputs in zip(
-            model.parts, served, strict=True))
-        mean = sum(part.weight * outputs[i][1] for part, outputs in zip(
-            model.parts, served, strict=True))
-        name = target["name"]
-        if target["kind"] == "classification":
-            classes = np.asarray(target["classes"])
-            choice = mean.argmax(axis=1)
-            votes = output.argmax(axis=1)
-            table[name] = classes[choice]
-            table[f"{name}_confidence"] = mean.max(axis=1).round(4)
-            table[f"{name}_agreement"] = [
-                float(np.mean(votes[groups == g] == c)) for g, c in zip(
-                    table["image"], choice, strict=True)]
-            sets = manifest.sets
-            if sets and i == 0:  # the conformal set of the first target
-                ordered = bool(target.get("ordered"))
-                members = prediction_sets(mean, sets.threshold, ordered)
-                table[f"{name}_set"] = [set_label(m, list(classes), target.get("unit") or "",
-                                                  ordered) for m in members]
-                table["set_confidence"] = sets.confidence
-            if target.get("ordered") and target.get("values"):
-                table[f"{name}_expected"] = expected_value(
-                    mean, np.asarray(target["values"])).round(2)
-            table[f"{name}_calibration"] = calibration_words(model, i)
-            if cfg.get("members") and len(model.parts) > 1:  # each member's answer, on request
-                for k, outputs in enumerate(served):
-                    table[f"{name}_member{k}"] = classes[outputs[i][1].argmax(axis=1)]
-                    table[f"{name}_member{k}_confidence"] = outputs[i][1].max(axis=1).round(4)
-        else:
-            table[name] = mean.round(4)
-            table[f"{name}_patch_sd"] = [float(np.std(output[groups == g]))
-                                         for g in table["image"]]
-            interval = manifest.interval
-            if interval and name == head.targets[0]["name"]:  # the interval of the first target
-                table[f"{name}_low"] = (mean - interval.half_width).round(4)
-                table[f"{name}_high"] = (mean + interval.half_width).round(4)
-                table["interval_confidence"] = interval.confidence
-    table["patches"] = [len(e.embeddings) for e in entries]
+    return x, counts
+
+
+def target_columns(table: pd.DataFrame, cfg: DictConfig, model: RunModel, i: int,
+                   target: dict, served: list, groups: np.ndarray) -> None:
+    """Target ``i``'s columns, added to ``table`` in place from the ``served`` outputs of the
+    run's served models, weighted (``groups``: each patch row's image)."""
+    output = sum(part.weight * outputs[i][0] for part, outputs in zip(
+        model.parts, served, strict=True))
+    mean = sum(part.weight * outputs[i][1] for part, outputs in zip(
+        model.parts, served, strict=True))
+    if target["kind"] == "classification":
+        class_columns(table, model, i, target, output, mean, groups)
+        if cfg.get("members") and len(model.parts) > 1:  # each member's answer, on request
+            member_columns(table, i, target, served)
+    else:
+        value_columns(table, model, target, output, mean, groups)
+
+
+def class_columns(table: pd.DataFrame, model: RunModel, i: int, target: dict,
+                  output: np.ndarray, mean: np.ndarray, groups: np.ndarray) -> None:
+    """A classification target's columns, in place: the class of the highest served image
+    probability (``mean``), that probability (confidence), the share of the image's patches
+    (``output``) voting for it (agreement), the run's conformal set (first target), the
+    expected level (an ordered target with values) and how it was calibrated."""
+    name, classes = target["name"], np.asarray(target["classes"])
+    choice = mean.argmax(axis=1)
+    votes = output.argmax(axis=1)
+    table[name] = classes[choice]
+    table[f"{name}_confidence"] = mean.max(axis=1).round(4)
+    table[f"{name}_agreement"] = [
+        float(np.mean(votes[groups == g] == c)) for g, c in zip(
+            table["image"], choice, strict=True)]
+    sets = model.manifest.sets
+    if sets and i == 0:  # the conformal set of the first target
+        ordered = bool(target.get("ordered"))
+        members = prediction_sets(mean, sets.threshold, ordered)
+        table[f"{name}_set"] = [set_label(m, list(classes), target.get("unit") or "",
+                                          ordered) for m in members]
+        table["set_confidence"] = sets.confidence
+    if target.get("ordered") and target.get("values"):
+        table[f"{name}_expected"] = expected_value(
+            mean, np.asarray(target["values"])).round(2)
+    table[f"{name}_calibration"] = calibration_words(model, i)
+
+
+def member_columns(table: pd.DataFrame, i: int, target: dict, served: list) -> None:
+    """A classification target's answer and confidence by each served model of a weighted
+    ensemble (``served``: their outputs), in place."""
+    name, classes = target["name"], np.asarray(target["classes"])
+    for k, outputs in enumerate(served):
+        table[f"{name}_member{k}"] = classes[outputs[i][1].argmax(axis=1)]
+        table[f"{name}_member{k}_confidence"] = outputs[i][1].max(axis=1).round(4)
+
+
+def value_columns(table: pd.DataFrame, model: RunModel, target: dict, output: np.ndarray,
+                  mean: np.ndarray, groups: np.ndarray) -> None:
+    """A regression target's columns, in place: the served image value (``mean``), the
+    standard deviation of its patches' values (``output``) and, for the first target, the
+    run's split-conformal interval."""
+    name = target["name"]
+    table[name] = mean.round(4)
+    table[f"{name}_patch_sd"] = [float(np.std(output[groups == g])) for g in table["image"]]
+    interval = model.manifest.interval
+    if interval and name == model.head.targets[0]["name"]:  # the interval of the first target
+        table[f"{name}_low"] = (mean - interval.half_width).round(4)
+        table[f"{name}_high"] = (mean + interval.half_width).round(4)
+        table["interval_confidence"] = interval.confidence
+
+
+def image_columns(table: pd.DataFrame, cfg: DictConfig, model: RunModel, counts: list[int],
+                  metadata: dict[str, dict]) -> None:
+    """Each image's own columns, in place: its patches, the served model, the warnings of its
+    checks (logged too), what the instrument recorded (as in images.csv) and an empty
+    ``error``."""
+    table["patches"] = counts
     table["model"] = model.model_name
     table["warning"] = [
-        "; ".join(image_checks(Path(p), run_cfg.preprocess)
-                  + scale_checks(metadata[p]["pixel_size_nm"], manifest,
+        "; ".join(image_checks(Path(p), model.cfg.preprocess)
+                  + scale_checks(metadata[p]["pixel_size_nm"], model.manifest,
                                  float(cfg.checks.pixel_size_tolerance)))
         for p in table["image"]]
     for image, warning in zip(table["image"], table["warning"], strict=True):
         if warning:  # on screen too, cached image or not
             log.warning("%s: %s", image, warning)
-    for column in (*FIELDS, PROBLEM):  # what the instrument recorded, as in images.csv
+    for column in (*FIELDS, PROBLEM):
         table[column] = [metadata[p][column] for p in table["image"]]
     table["error"] = ""
-    if bad:  # missing and unreadable images keep their row, in the order asked, with the reason
-        failed = pd.DataFrame({"image": list(bad), "error": list(bad.values())})
-        order = {str(p): i for i, p in enumerate(asked)}
-        table = pd.concat([table, failed], ignore_index=True)
-        table = table.sort_values("image", key=lambda c: c.map(order), kind="stable")
-        table = table.reset_index(drop=True)
-    return table, run_dir
+
+
+def with_failed_rows(table: pd.DataFrame, bad: dict[str, str],
+                     asked: list[Path]) -> pd.DataFrame:
+    """``table`` with a row for each missing or unreadable image of ``bad`` (its reason in
+    ``error``), every row in the order the images were asked."""
+    if not bad:
+        return table
+    failed = pd.DataFrame({"image": list(bad), "error": list(bad.values())})
+    order = {str(p): i for i, p in enumerate(asked)}
+    table = pd.concat([table, failed], ignore_index=True)
+    table = table.sort_values("image", key=lambda c: c.map(order), kind="stable")
+    return table.reset_index(drop=True)

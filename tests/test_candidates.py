@@ -7,11 +7,13 @@ import json
 import logging
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
@@ -19,6 +21,8 @@ from sklearn.svm import SVC
 
 from sinterlab.errors import SinterlabError
 from sinterlab.explain.write import check_explainable
+from sinterlab.manifest import KIND_NAMES
+from sinterlab.models.batches import GroupBatches
 from sinterlab.models.calibration import ImageCalibration
 from sinterlab.models.candidate import Candidate, FoldView, view_rows
 from sinterlab.models.estimators import EstimatorEnsemble, UntrustedModel
@@ -27,7 +31,7 @@ from sinterlab.models.kinds import KINDS, candidate_class, load_candidate
 from sinterlab.models.linear import LinearEnsemble, LinearModel
 from sinterlab.predict import load_model, load_run_model, predict
 from sinterlab.study.datamodule import SEMDataModule
-from sinterlab.study.fit import check_losses
+from sinterlab.study.fit import check_losses, is_head
 from sinterlab.study.selection import select_model
 from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
@@ -140,6 +144,147 @@ def test_the_kind_follows_the_target_and_anything_else_is_one_line(tmp_path):
     for option in ("sk_forest", "sk_svm", "sk_measures", "sk_image_measures"):
         cfg = compose_train([f"model={option}"], tmp_path)
         assert candidate_class(cfg.model.module) is EstimatorEnsemble
+
+
+def test_every_kind_sinterlab_ships_is_one_a_run_may_record():
+    """The manifest (the first layer: it imports no model) names the kinds a run may record;
+    a kind sinterlab ships is one of them."""
+    shipped = {kind for kind, cls in KINDS.items() if cls.__module__.startswith("sinterlab.")}
+    assert shipped == set(KIND_NAMES)
+
+
+# -- a new kind: one class -------------------------------------------------------------------
+class PriorModel(BaseEstimator):
+    """A model of this test's own: each class's share of the training images (reads nothing
+    else). A scikit-learn estimator, so the generic kind would take it too."""
+
+    def __init__(self, smoothing: float = 1.0):
+        self.smoothing = smoothing
+
+
+@pytest.fixture
+def prior_kind():
+    """A new kind of candidate: one Candidate subclass, defined here and nothing else edited
+    (it leaves the registry with the test)."""
+
+    class PriorEnsemble(Candidate):
+        """One member per group: per target, the class shares of the group's images."""
+
+        kind = "test_prior"
+        suffix = ".npz"
+        precedence = 1  # one class: outranks the kind of every scikit-learn estimator
+
+        @classmethod
+        def builds(cls, target: type) -> bool:
+            return target is PriorModel
+
+        def __init__(self, targets: list[dict], priors: np.ndarray, inputs: str):
+            self.targets, self.priors, self.inputs = targets, priors, inputs
+            self.in_features = 0
+
+        @classmethod
+        def fit_folds(cls, modules: list[PriorModel], inputs: list[str], view: FoldView):
+            """As :func:`sinterlab.study.fit.fit_models` calls every non-Lightning kind."""
+            classes = view.targets[0]["num_classes"]
+            out = []
+            for module, read in zip(modules, inputs, strict=True):
+                counts = np.stack([np.bincount(view.y[rows, 0].astype(int), minlength=classes)
+                                   + module.smoothing for rows in view.rows])
+                out.append(cls(view.targets, counts / counts.sum(axis=1, keepdims=True), read))
+            return out, 0.0
+
+        @property
+        def members(self) -> int:
+            return len(self.priors)
+
+        @property
+        def per_group(self) -> int:
+            return 1
+
+        def predict_members(self, x, batch_size=4096, calibrated=True, images=None,
+                            measures=None):
+            return [np.repeat(self.priors[:, None, :], len(x), axis=1)]
+
+        def temperatures(self):
+            return [[1.0] * self.members]
+
+        def save(self, path: Path) -> Path:
+            np.savez(path, priors=self.priors, targets=json.dumps(self.targets),
+                     inputs=self.inputs)
+            return path
+
+        @classmethod
+        def load(cls, path: Path):
+            with np.load(path, allow_pickle=False) as saved:
+                return cls(json.loads(str(saved["targets"])), saved["priors"],
+                           str(saved["inputs"]))
+
+        def describe(self) -> dict:
+            return {"kind": self.kind, "inputs": self.inputs, "members": self.members,
+                    "params": {}}
+
+    yield PriorEnsemble
+    KINDS.pop(PriorEnsemble.kind)
+
+
+def test_a_new_kind_is_one_candidate_class(prior_kind, tmp_path):
+    assert KINDS["test_prior"] is prior_kind
+    module = OmegaConf.create({"_target_": f"{__name__}.PriorModel", "smoothing": 0.5})
+    assert candidate_class(module, "prior") is prior_kind  # not the scikit-learn kind
+    assert candidate_class(OmegaConf.create({"_target_": "sklearn.svm.SVC"})) \
+        is EstimatorEnsemble
+    v = view()
+    [ensemble], _ = candidate_class(module).fit_folds([instantiate(module)], ["image_mean"], v)
+    probs = ensemble.predict_members(v.x, images=v.images)[0]
+    assert probs.shape == (2, 120, 3) and np.allclose(probs.sum(axis=2), 1)
+    path = ensemble.save(tmp_path / f"m{ensemble.suffix}")
+    again = load_candidate(path, "test_prior")
+    assert type(again) is prior_kind and again.describe()["kind"] == "test_prior"
+    np.testing.assert_array_equal(again.predict_members(v.x)[0], probs)
+    with pytest.raises(TypeError, match="'test_prior' is .*PriorEnsemble already"):
+        type("Other", (prior_kind,), {"kind": "test_prior"})
+
+
+def test_two_kinds_building_one_class_alike_are_one_line(prior_kind):
+    rival = type("RivalPrior", (prior_kind,), {"kind": "test_rival"})
+    try:
+        with pytest.raises(SinterlabError, match=r"built by the kinds \['test_prior', "
+                                                 r"'test_rival'\] alike") as err:
+            candidate_class(OmegaConf.create({"_target_": f"{__name__}.PriorModel"}), "p")
+        assert "\n" not in str(err.value)
+    finally:
+        KINDS.pop(rival.kind)
+
+
+class SGDHead(HeadEnsemble):
+    """A Lightning head of this test's own: the head's members, trained by plain SGD."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+def test_a_new_lightning_head_is_one_class_its_config_names(tmp_path):
+    cfg = compose_train(["model=mlp", f"model.module._target_={__name__}.SGDHead",
+                         "model.module.hidden=[8]", "model.module.batch_norm=false"], tmp_path)
+    assert candidate_class(cfg.model.module, cfg.model.name) is HeadEnsemble
+    assert is_head(cfg.model)  # trained by fit_head, as every head
+    v = view()
+    targets = [TARGET[0] | {"loss_weight": 1.0, "class_weights": None}]
+    head = instantiate(cfg.model.module)(in_features=6, targets=targets, lr=0.1, max_epochs=2,
+                                         groups=2, seeds=[0])  # as fit_head builds it
+    assert type(head) is SGDHead
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, max_epochs=2)
+    x, y = torch.from_numpy(v.x), torch.from_numpy(v.y).float()
+    trainer.fit(head, GroupBatches(x, y, v.rows, 32))
+    assert isinstance(trainer.optimizers[0], torch.optim.SGD)
+    probs = head.eval().predict_members(x)[0]
+    assert probs.shape == (2, 120, 3) and np.allclose(probs.sum(axis=2), 1)
+    path = head.save(tmp_path / f"m{head.suffix}")
+    again = load_candidate(path, head.kind)
+    assert head.kind == "head" and isinstance(again, HeadEnsemble)
+    np.testing.assert_allclose(again.predict_members(x)[0], probs, atol=1e-6)
 
 
 def test_auto_leaves_out_what_cannot_learn_the_target_or_has_no_measures(make_cfg):

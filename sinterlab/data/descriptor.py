@@ -226,28 +226,59 @@ def load_descriptor(
 ) -> Descriptor:
     """Read ``csv`` and check it; every problem is one ``SinterlabError`` naming row and fix."""
     csv = Path(csv).expanduser().resolve()
+    _check_task_and_file(csv, task)
+    table = read_table(csv)
+    names = [target] if isinstance(target, str) else list(target)
+    table = _image_rows(csv, table, names, image_column)
+    has_samples = sample_column in table.columns
+    table, notes = _sample_and_slide(csv, table, sample_column, slide_column)
+    table[IMAGE] = table[IMAGE].astype(str)
+    _check_images_listed_once(csv, table)
+    warnings = _check_target_columns(csv, table, names, has_samples)
+    table = _keep_classes(csv, table, names[0], classes)
+    units, order = dict(units or {}), dict(order or {})
+    _check_order_names(names, task, order)
+    targets = [_target(csv, table, name, task, str(units.get(name, "")), order.get(name))
+               for name in names]
+    _add_paths(csv, table, check_files)
+    return Descriptor(csv, table, targets, notes, warnings)
+
+
+def _check_task_and_file(csv: Path, task: str) -> None:
+    """The task is one sinterlab knows and the descriptor CSV exists."""
     if task not in ("classification", "regression"):
         raise SinterlabError(f"task={task!r} is unknown: use task=classification or "
                              "task=regression")
     if not csv.is_file():
         raise SinterlabError(f"{csv}: descriptor CSV not found; set data.descriptor=PATH "
                              "(or run `make demo` to generate the demo data)")
-    table = read_table(csv)
-    names = [target] if isinstance(target, str) else list(target)
+
+
+def _image_rows(csv: Path, table: pd.DataFrame, names: list[str],
+                image_column: str) -> pd.DataFrame:
+    """The table with its image column named ``image`` and each row's CSV line (``csv_row``);
+    a missing image or target column, or an empty image cell, is refused."""
     missing = [c for c in [image_column, *names] if c not in table.columns]
     if missing:
         raise SinterlabError(f"{csv}: missing column(s) {missing}; columns present are "
                              f"{list(table.columns)} (set data.target / data.image_column)")
     table = table.rename(columns={image_column: IMAGE})
     table[ROW] = table.index + 2  # line in the CSV, for error messages
-    notes: list[str] = []
     empty_images = blank(table[IMAGE])
     if empty_images.any():
         raise SinterlabError(f"{_rows(csv, table, empty_images)}: empty '{image_column}' cell; "
                              "give the image path (relative to the CSV's folder) or remove the "
                              "row")
-    has_samples = sample_column in table.columns
-    if has_samples:
+    return table
+
+
+def _sample_and_slide(csv: Path, table: pd.DataFrame, sample_column: str,
+                      slide_column: str) -> tuple[pd.DataFrame, list[str]]:
+    """The table with ``sample_id`` (as text; each image its own sample without the column)
+    and ``slide`` (as text, blank cells empty) named so, and the notes on what was assumed;
+    an empty sample cell is refused."""
+    notes: list[str] = []
+    if sample_column in table.columns:
         table = table.rename(columns={sample_column: SAMPLE})
         empty = blank(table[SAMPLE])
         if empty.any():
@@ -262,15 +293,25 @@ def load_descriptor(
     if slide_column in table.columns:
         table = table.rename(columns={slide_column: SLIDE})
         table[SLIDE] = table[SLIDE].map(lambda v: "" if pd.isna(v) else str_label(v))
-    table[IMAGE] = table[IMAGE].astype(str)
+    return table, notes
 
-    # compare resolved paths: 'images/a.tif' and './images/a.tif' are the same image
+
+def _check_images_listed_once(csv: Path, table: pd.DataFrame) -> None:
+    """No image listed twice; paths compare resolved ('images/a.tif' and './images/a.tif' are
+    the same image)."""
     resolved = pd.Series([str((csv.parent / p).resolve()) for p in table[IMAGE]], table.index)
     duplicated = table[IMAGE][resolved.duplicated()]
     if len(duplicated):
         row = int(duplicated.index[0]) + 2
         raise SinterlabError(f"{csv}:{row}: image {duplicated.iloc[0]!r} is listed twice; "
                              "keep one row per image")
+
+
+def _check_target_columns(csv: Path, table: pd.DataFrame, names: list[str],
+                          has_samples: bool) -> list[str]:
+    """Check every target column (no blank cell, one spelling per class, numbers that are
+    numbers, one value per sample where samples are named), trimming spaces around labels in
+    place; returns the warnings of what was trimmed."""
     warnings: list[str] = []
     for name in names:
         empty = blank(table[name])
@@ -281,18 +322,26 @@ def load_descriptor(
         _check_numeric_target(csv, table, name)
         if has_samples:
             _check_one_label_per_sample(csv, table, name)
+    return warnings
 
-    primary = names[0]
-    if classes is not None:
-        wanted = {str_label(c) for c in classes}
-        present = set(table[primary].map(str_label))
-        absent = sorted(wanted - present)
-        if absent:
-            raise SinterlabError(f"{csv}: data.classes {absent} not found in column "
-                                 f"{primary!r} (values present: {sorted(present)})")
-        table = table[table[primary].map(str_label).isin(wanted)].reset_index(drop=True)
 
-    units, order = dict(units or {}), dict(order or {})
+def _keep_classes(csv: Path, table: pd.DataFrame, primary: str,
+                  classes: list | None) -> pd.DataFrame:
+    """The rows whose ``primary`` target is one of ``classes`` (``data.classes``; None: every
+    row); a class absent from the data is refused."""
+    if classes is None:
+        return table
+    wanted = {str_label(c) for c in classes}
+    present = set(table[primary].map(str_label))
+    absent = sorted(wanted - present)
+    if absent:
+        raise SinterlabError(f"{csv}: data.classes {absent} not found in column "
+                             f"{primary!r} (values present: {sorted(present)})")
+    return table[table[primary].map(str_label).isin(wanted)].reset_index(drop=True)
+
+
+def _check_order_names(names: list[str], task: str, order: dict) -> None:
+    """``data.order`` names targets only, and only for classification."""
     unknown = sorted(set(order) - set(names))
     if unknown:
         raise SinterlabError(f"data.order names {unknown}, which are not targets "
@@ -300,29 +349,46 @@ def load_descriptor(
     if order and task != "classification":
         raise SinterlabError(f"data.order is for classification targets; a regression target "
                              f"is a number already: remove data.order.{next(iter(order))}")
-    targets = []
-    for name in names:
-        unit = str(units.get(name, ""))
-        if task == "classification":
-            found = _ordered_classes(table[name])
-            if len(found) < 2:
-                raise SinterlabError(f"{csv}: classification needs at least two classes in "
-                                     f"{name!r}, found {found}; widen data.classes")
-            classes, ordered = _order(csv, name, found, order.get(name))
-            values = tuple(float(c) if all(_is_number(k) for k in classes) else float(i)
-                           for i, c in enumerate(classes)) if ordered else ()
-            targets.append(Target(name, task, tuple(classes), unit, ordered, values))
-        else:
-            numeric = pd.to_numeric(table[name], errors="coerce")
-            if numeric.isna().any():
-                bad = numeric.isna()
-                values = sorted({str(v) for v in table[name][bad]})[:5]
-                raise SinterlabError(f"{_rows(csv, table, bad)}: {name!r} values {values} are "
-                                     "not numbers; regression needs numbers (or use "
-                                     "task=classification)")
-            table[name] = numeric
-            targets.append(Target(name, task, (), unit))
 
+
+def _target(csv: Path, table: pd.DataFrame, name: str, task: str, unit: str,
+            order) -> Target:
+    """Target ``name`` of ``task``: a classification target's classes in their order, or a
+    regression target's column made numeric (in place)."""
+    if task == "classification":
+        return _class_target(csv, table, name, unit, order)
+    return _value_target(csv, table, name, unit)
+
+
+def _class_target(csv: Path, table: pd.DataFrame, name: str, unit: str, order) -> Target:
+    """A classification target: at least two classes, in their order (``order``: the
+    ``data.order`` entry of ``name``, or None), with each class's value where ordered."""
+    found = _ordered_classes(table[name])
+    if len(found) < 2:
+        raise SinterlabError(f"{csv}: classification needs at least two classes in "
+                             f"{name!r}, found {found}; widen data.classes")
+    classes, ordered = _order(csv, name, found, order)
+    values = tuple(float(c) if all(_is_number(k) for k in classes) else float(i)
+                   for i, c in enumerate(classes)) if ordered else ()
+    return Target(name, "classification", tuple(classes), unit, ordered, values)
+
+
+def _value_target(csv: Path, table: pd.DataFrame, name: str, unit: str) -> Target:
+    """A regression target: its column, every cell a number, made numeric in place."""
+    numeric = pd.to_numeric(table[name], errors="coerce")
+    if numeric.isna().any():
+        bad = numeric.isna()
+        values = sorted({str(v) for v in table[name][bad]})[:5]
+        raise SinterlabError(f"{_rows(csv, table, bad)}: {name!r} values {values} are "
+                             "not numbers; regression needs numbers (or use "
+                             "task=classification)")
+    table[name] = numeric
+    return Target(name, "regression", (), unit)
+
+
+def _add_paths(csv: Path, table: pd.DataFrame, check_files: bool) -> None:
+    """Add each image's absolute ``path`` (relative to the CSV's folder) in place; with
+    ``check_files``, an image file that is not there is refused."""
     table[PATH] = [str((csv.parent / p).resolve()) for p in table[IMAGE]]
     if check_files:
         for row, image, p in zip(table[ROW], table[IMAGE], table[PATH], strict=True):
@@ -330,7 +396,6 @@ def load_descriptor(
                 raise SinterlabError(f"{csv}:{row}: image file {p} not found; fix the "
                                      "'image' path (relative to the CSV's folder)"
                                      + backslash_hint(image))
-    return Descriptor(csv, table, targets, notes, warnings)
 
 
 def backslash_hint(path: str) -> str:

@@ -6,8 +6,11 @@ it is an ensemble of members, ``per_group`` per group (fold), that implements
 :class:`Candidate`: each member's outputs on patch rows (class probabilities or values), its
 temperatures, saving and loading by its ``kind`` (no file suffix decides), and a description.
 Model selection, calibration, the run record and ``sinterlab-predict`` read candidates through
-this contract only, so a new kind is one class here and one entry in
-:data:`sinterlab.models.kinds.KINDS`, and a new scikit-learn estimator is one YAML file.
+this contract only, so a new kind is one class: a subclass that names its ``kind`` registers
+itself by that name in :data:`KINDS` as it is defined, and says which ``module._target_``
+classes it builds (:meth:`Candidate.builds`); a kind fitted per fold rather than by Lightning
+also has a ``fit_folds(modules, inputs, view)`` classmethod, as
+:func:`sinterlab.study.fit.fit_models` calls it. A new scikit-learn estimator is one YAML file.
 
 Inputs are always patch rows (embedding, then ``data.extra_inputs``), with each row's image id
 and its image's microstructure measures; an image-level view turns them into one row per image
@@ -32,6 +35,12 @@ from sinterlab.errors import SinterlabError
 INPUTS = ("patch", "image_mean", "measures", "image_mean+measures", "patch+measures")
 #: views with one row per image (the others: one row per patch)
 IMAGE_VIEWS = ("image_mean", "measures", "image_mean+measures")
+
+
+#: every kind of candidate by its name (as recorded in a run): each :class:`Candidate` subclass
+#: that names its own ``kind``, registered as it is defined (:mod:`sinterlab.models.kinds`
+#: imports the shipped ones)
+KINDS: dict[str, type[Candidate]] = {}
 
 
 def reads_measures(inputs: str) -> bool:
@@ -114,12 +123,37 @@ class Candidate(ABC):
     #: whether its outputs are differentiable in the embedding (``member_outputs``: Grad-CAM
     #: through the backbone)
     gradients: ClassVar[bool] = False
+    #: where several kinds build a ``module._target_`` (:meth:`builds`), the highest wins: a
+    #: kind for one class outranks one for a whole family of classes
+    precedence: ClassVar[int] = 0
     #: target specs, one per target
     targets: list[dict]
     #: what it reads (:data:`INPUTS`)
     inputs: str
     #: the width of the patch rows it reads: embedding, then ``data.extra_inputs``
     in_features: int
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that names its own ``kind`` is a kind of candidate: registered in
+        :data:`KINDS` by that name, which no other class may take (a subclass without its own
+        ``kind`` is saved and loaded as its parent's kind)."""
+        super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:
+            return
+        known = KINDS.get(cls.kind)
+        # the same class defined again (its module reloaded) takes its own place
+        if known is not None and (known.__module__, known.__qualname__) != (
+                cls.__module__, cls.__qualname__):
+            raise TypeError(f"candidate kind {cls.kind!r} is {known.__module__}."
+                            f"{known.__qualname__} already; give {cls.__qualname__} a kind "
+                            "of its own")
+        KINDS[cls.kind] = cls
+
+    @classmethod
+    @abstractmethod
+    def builds(cls, target: type) -> bool:
+        """Whether a candidate whose ``module._target_`` is the class ``target`` is of this
+        kind (:func:`sinterlab.models.kinds.candidate_class`)."""
 
     @property
     @abstractmethod

@@ -89,6 +89,11 @@ class EstimatorEnsemble(Candidate):
     kind = "sklearn"
     suffix = ".skops"
 
+    @classmethod
+    def builds(cls, target: type) -> bool:
+        """Any scikit-learn estimator."""
+        return issubclass(target, BaseEstimator)
+
     def __init__(self, targets: list[dict], fitted: list[list[Pipeline]], inputs: str,
                  params: dict, estimator: str, in_features: int):
         self.targets, self.fitted = targets, fitted

@@ -127,6 +127,11 @@ class HeadEnsemble(pl.LightningModule, Candidate):
     gradients = True
     inputs = "patch"
 
+    @classmethod
+    def builds(cls, target: type) -> bool:
+        """Any LightningModule: a head, trained by Lightning."""
+        return issubclass(target, pl.LightningModule)
+
     def __init__(self, in_features: int, targets: list[dict], hidden: list[int], dropout: float,
                  batch_norm: bool, optimizer: str | Mapping, lr: float, weight_decay: float,
                  scheduler: dict | None = None, max_epochs: int = 1, groups: int = 1,

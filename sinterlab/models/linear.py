@@ -42,6 +42,13 @@ class LinearEnsemble(Candidate):
     kind = "affine"
     suffix = ".npz"
     gradients = True
+    #: outranks the scikit-learn kind (one class, not a family)
+    precedence = 1
+
+    @classmethod
+    def builds(cls, target: type) -> bool:
+        """:class:`LinearModel` itself: an affine scikit-learn model."""
+        return target is LinearModel
 
     def __init__(self, targets: list[dict], weights: list[np.ndarray], biases: list[np.ndarray],
                  inputs: str, params: dict):
