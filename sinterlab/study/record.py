@@ -142,7 +142,7 @@ def make_figures(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutpu
     if block.training and block.training.history:
         add("loss", lambda: plot_loss_curves(block.training.history, fig_dir / "loss.png"))
     if block.calibration and block.calibration.patch:
-        add("reliability", lambda: plot_reliability(jsonable(block.calibration),
+        add("reliability", lambda: plot_reliability(block.calibration,
                                                     fig_dir / "reliability.png"))
     tested = outputs.test_fold >= 0
     image_ids = dm.patches[IMAGE].to_numpy().astype(str)[tested]
@@ -187,7 +187,7 @@ def make_figures(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutpu
     return figures
 
 
-def measure_figures(cfg: DictConfig, dm: SEMDataModule, record: dict, fig_dir: Path,
+def measure_figures(cfg: DictConfig, dm: SEMDataModule, record: MeasuresSummary, fig_dir: Path,
                     skipped: dict[str, str]) -> dict[str, Path]:
     """The measures against the parameter, and a few segmentation overlays."""
     first = dm.descriptor.targets[0]
@@ -297,6 +297,7 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: Protocol
     for name, frame in tables:
         write_with(run_dir / f"{name}.csv", lambda p, f=frame: f.to_csv(p, index=False))
     skipped: dict[str, str] = {}
+    measures = measures and record_of(MeasuresSummary, measures)
     with stage("figures"):
         figures = make_figures(dm, main, outputs, run_dir / "figures", skipped)
         if measures:
@@ -323,7 +324,7 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: Protocol
         samples=record_of(list[dict[str, Any]], samples.to_dict(orient="records")),
         contrast=contrast,
         paper=OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
-        skipped=skipped, measures=measures and record_of(MeasuresSummary, measures))
+        skipped=skipped, measures=measures)
     if cfg.evaluation.gallery.enabled and dm.extra_inputs:
         skipped["gallery"] = (f"maps read the image alone; the head also reads "
                               f"data.extra_inputs={dm.extra_inputs}")
