@@ -41,8 +41,10 @@ DEFAULT_RUNTIME = "torch"
 DEFAULT_MODEL = "mlp"
 #: the feature runtimes a run may record (features.runtime, resolved)
 RUNTIMES = ("torch", "onnxruntime", "openvino")
-#: the kinds of candidate a run may record (:data:`sinterlab.models.kinds.KINDS`)
-KIND_NAMES = ("head", "affine", "sklearn")
+#: the name of a kind of candidate a run records (:data:`sinterlab.models.kinds.KINDS`): a name
+#: only, looked up among the kinds registered in code (an unknown one is refused in one line by
+#: :func:`~sinterlab.models.kinds.load_candidate`), so a new kind needs no edit here
+KindName = Annotated[str, pydantic.Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
 #: the parts of a patch's embedding a model may read (``features.representation``, and each
 #: candidate's under ``model.selection.representations``)
 REPRESENTATIONS = ("final", "stages", "both")
@@ -149,7 +151,7 @@ class BlendMember:
 
     __pydantic_config__ = STRICT
     checkpoint: RunPath
-    kind: Literal[KIND_NAMES]
+    kind: KindName
     model: str
     weight: Annotated[float, pydantic.Field(gt=0, le=1)]
     #: the part of the run's patch embedding it reads; None: all of it
@@ -179,7 +181,7 @@ class RunManifest:
     sets: PredictionSets | None = None
     interval: Interval | None = None
     #: the kind of candidate the checkpoint holds (:data:`sinterlab.models.kinds.KINDS`)
-    kind: Literal[KIND_NAMES] = "head"
+    kind: KindName = "head"
     #: the measures the served model reads; None: it reads none
     measures: MeasuresRecord | None = None
     #: the files predict reads, with their sha256; () for a run of schema 1 or without manifest

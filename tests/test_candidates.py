@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
+import pydantic
 import pytest
 import skops.io as sio
 import torch
@@ -21,7 +22,7 @@ from sklearn.svm import SVC
 
 from sinterlab.errors import SinterlabError
 from sinterlab.explain.write import check_explainable
-from sinterlab.manifest import KIND_NAMES
+from sinterlab.manifest import KindName
 from sinterlab.models.batches import GroupBatches
 from sinterlab.models.calibration import ImageCalibration
 from sinterlab.models.candidate import Candidate, FoldView, view_rows
@@ -146,11 +147,14 @@ def test_the_kind_follows_the_target_and_anything_else_is_one_line(tmp_path):
         assert candidate_class(cfg.model.module) is EstimatorEnsemble
 
 
-def test_every_kind_sinterlab_ships_is_one_a_run_may_record():
-    """The manifest (the first layer: it imports no model) names the kinds a run may record;
-    a kind sinterlab ships is one of them."""
-    shipped = {kind for kind, cls in KINDS.items() if cls.__module__.startswith("sinterlab.")}
-    assert shipped == set(KIND_NAMES)
+def test_a_recorded_kind_is_a_name_looked_up_never_imported(tmp_path):
+    """The manifest records a kind as a plain name; a name no registered kind has is refused
+    in one line, and one that is not a name (a dotted path) never validates."""
+    with pytest.raises(SinterlabError, match="kind 'evil', which this sinterlab does not know"):
+        load_candidate(tmp_path / "final.skops", "evil")
+    with pytest.raises(pydantic.ValidationError):
+        pydantic.TypeAdapter(KindName).validate_python("os.system")
+    assert set(KINDS) >= {"head", "affine", "sklearn"}
 
 
 # -- a new kind: one class -------------------------------------------------------------------

@@ -180,7 +180,7 @@ def test_a_run_from_another_machines_layout_is_served(trained_run, tmp_path, tin
     (lambda m: m.update(checkpoint="/etc/passwd"), "field 'checkpoint'"),
     (lambda m: m["files"][0].update(path="../config.yaml"), "field 'files.0.path'"),
     (lambda m: m.update(runtime="tensorrt"), "field 'runtime'"),
-    (lambda m: m.update(kind="pickle"), "field 'kind'"),
+    (lambda m: m.update(kind="builtins.eval"), "field 'kind'"),
     (lambda m: m.update(surprise=1), "field 'surprise' is not one this sinterlab knows"),
     (lambda m: m["backbone"].update(weights_sha256=None), "field 'backbone.weights_sha256'"),
 ])
