@@ -13,13 +13,17 @@ Part three: the wall time of `experiment=five_class model=auto` on the paper pre
 the run's stages (needs data/paper and its cached embeddings).
 Part four: patches/s of each representation (features.representation final, stages, both:
 the final embedding, stage statistics, both from one pass) per backbone and runtime, alone and
-through sinterlab's extraction. Results are appended to experiments/benchmarks.md.
+through sinterlab's extraction.
+Part five (startup): the wall time of starting each console script (``--help``) and of importing
+the training stack, against importing torch, Lightning and timm alone, interleaved round by round
+in fresh processes (median of BENCH_STARTUP_ROUNDS, default 7). Results are appended to
+experiments/benchmarks.md.
 
 Sizes come from the environment so that a quick check and a full run use the same code:
 BENCH_IMAGES (images per backbone, default 8), BENCH_EPOCHS (head epochs, default 3),
 BENCH_BACKBONES (comma list, default convnext_tiny,tf_efficientnet_lite0), BENCH_FOLDS (5),
 BENCH_SEEDS (3), BENCH_REPEATS (head timings: best of 3), BENCH_PARTS (comma list of
-extraction,head,cv,representation; default all), BENCH_DEMO (the demo data's folder, default
+extraction,head,cv,representation,startup; default all), BENCH_DEMO (the demo data's folder, default
 data/demo, generated when absent).
 Random-init weights are used for timing (speed does not depend on the weights' values).
 """
@@ -30,6 +34,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from datetime import datetime
@@ -61,7 +66,16 @@ EPOCHS = int(os.environ.get("BENCH_EPOCHS", 3))
 BACKBONES = os.environ.get("BENCH_BACKBONES", "convnext_tiny,tf_efficientnet_lite0").split(",")
 FOLDS = int(os.environ.get("BENCH_FOLDS", 5))
 SEEDS = int(os.environ.get("BENCH_SEEDS", 3))
-PARTS = os.environ.get("BENCH_PARTS", "extraction,head,cv,representation").split(",")
+PARTS = os.environ.get("BENCH_PARTS",
+                       "extraction,head,cv,representation,startup").split(",")
+STARTUP_ROUNDS = int(os.environ.get("BENCH_STARTUP_ROUNDS", 7))
+#: what the start-up part times: name -> the Python code a fresh process runs
+STARTUP = {"import torch": "import torch",
+           "import torch, lightning.pytorch, timm": "import torch, lightning.pytorch, timm",
+           "import sinterlab.cli.train": "import sinterlab.cli.train",
+           **{f"sinterlab-{name} --help": f"import sys; sys.argv = ['sinterlab-{name}', "
+              f"'--help']; from sinterlab.cli.{name} import main; main()"
+              for name in ("report", "synth", "plan", "predict", "train")}}
 DEMO = Path(os.environ.get("BENCH_DEMO", ROOT / "data" / "demo"))
 REPEATS = int(os.environ.get("BENCH_REPEATS", 3))
 #: ONNX exports of the random-init backbones timed here (made once, kept between runs)
@@ -414,6 +428,19 @@ def stage_lines(cv: dict) -> list[str]:
     return lines
 
 
+def bench_startup() -> dict[str, float]:
+    """Median wall seconds of each :data:`STARTUP` entry in a fresh interpreter, the entries
+    interleaved round by round (so a slow moment of the machine falls on all of them)."""
+    times: dict[str, list[float]] = {name: [] for name in STARTUP}
+    for _ in range(STARTUP_ROUNDS):
+        for name, code in STARTUP.items():
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            times[name].append(time.perf_counter() - started)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def append(lines: list[str]) -> None:
     """Print and append one part's lines to benchmarks.md (a later part's failure keeps it)."""
     text = "\n".join(lines) + "\n"
@@ -507,6 +534,13 @@ def main() -> None:
         lines += [f"| {r['backbone']} | {r['runtime']} | {r['representation']} | {r['width']} "
                   f"| {r['alone']:.1f} | {r['sinterlab']:.1f} | {r['vs_final']:.2f}x |"
                   for r in rows]
+        append(lines)
+    if "startup" in PARTS:
+        times = bench_startup()
+        stack = times["import torch, lightning.pytorch, timm"]
+        lines += ["", f"### Start-up (fresh processes, median of {STARTUP_ROUNDS} interleaved "
+                  "rounds)\n", "| what | wall s | vs torch + Lightning + timm |", "|---|---|---|"]
+        lines += [f"| `{name}` | {t:.2f} | {t / stack:.2f}x |" for name, t in times.items()]
         append(lines)
 
 
