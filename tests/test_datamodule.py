@@ -176,10 +176,10 @@ def test_a_head_trains_through_its_folds_datamodule(make_cfg, tmp_path, monkeypa
     assert isinstance(datamodule, FoldsDataModule) and datamodule.data is dm
     assert np.array_equal(datamodule.assignment, dm.assignment)
     assert "val/loss" in metrics and np.isfinite(float(metrics["val/loss"]))
-    assert info["best_val_loss"] is not None
+    assert info.best_val_loss is not None
     # every row as training (the final refit): no validation loop, no val loss
     received.clear()
     _, refit = fit_head(cfg, dm, np.full((1, len(dm.x)), "train"), tmp_path, "refit",
                         max_epochs=2)
     assert not received[0].validates and "val/loss" not in received[1]
-    assert refit["best_val_loss"] is None
+    assert refit.best_val_loss is None
