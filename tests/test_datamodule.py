@@ -145,8 +145,8 @@ def test_prepare_data_fills_the_cache_and_keeps_nothing(make_cfg, tmp_path):
     assert list(cache.rglob("*.npz"))  # the embeddings are on disk
     fresh = SEMDataModule(make_cfg(f"features.cache_dir={cache}"))
     fresh.setup("fit")
-    assert fresh.cache_stats["extracted"] == 0
-    assert fresh.cache_stats["from_cache"] == fresh.cache_stats["images"] == len(fresh.images)
+    assert fresh.cache_stats.extracted == 0
+    assert fresh.cache_stats.from_cache == fresh.cache_stats.images == len(fresh.images)
     assert fresh.x is not None and fresh.assignment is not None
 
 

@@ -27,7 +27,9 @@ import tifffile
 from sinterlab.errors import SinterlabError
 
 #: the per-image fields, in images.csv order; numbers in the units their names say
-FIELDS = ("pixel_size_nm", "magnification", "voltage_kv", "working_distance_mm", "detector",
+#: the metadata column of an image's pixel size (nm; None: unknown)
+PIXEL_SIZE = "pixel_size_nm"
+FIELDS = (PIXEL_SIZE, "magnification", "voltage_kv", "working_distance_mm", "detector",
           "dwell_us", "acquired", "instrument", "metadata_source")
 NUMERIC = ("pixel_size_nm", "magnification", "voltage_kv", "working_distance_mm", "dwell_us")
 #: why an image's pixel size is unknown or unusable (None when it is known), beside FIELDS

@@ -682,13 +682,13 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                    f"{len(points)} {points_word})") as timing:
             score_inner(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
             extend(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
-        spent[name] = timing["wall_s"]
+        spent[name] = timing.wall_s
     every = [p for name in names for p in candidates[name]]
     tuned = {name: [min(candidates[name], key=lambda p, f=f: p.record.inner_scores[f])
                     for f in range(folds)] for name in names}
     with stage("model selection: the rule's choice, and the weighted ensemble") as timing:
         choice, ensemble = choose_points(cfg, candidates, scoring, tuned)
-    choosing = timing["wall_s"]
+    choosing = timing.wall_s
     needed = choice.needed(every, mode)
     for name in names:
         points = [p for p in candidates[name] if any(p is q for q in needed)]
@@ -697,14 +697,14 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
         with stage(f"model selection: outer folds of {name} ({len(points)} of "
                    f"{len(candidates[name])} grid points)") as timing:
             fit_outer(cfg, dm, assignment, run_dir, kind, points, scoring, tested)
-        spent[name] += timing["wall_s"]
+        spent[name] += timing.wall_s
     for point, member_of in Choice.member_folds(ensemble, needed):
         with stage(f"model selection: {point.label} on outer folds {member_of} (a member of "
                    "their weighted ensembles)") as timing:
             fit_outer(cfg, dm, assignment[member_of], run_dir, kind, [point], scoring,
                       np.isin(test_fold, member_of))
         point.record.cv_score = None  # not a score over every outer fold
-        spent[point.candidate] += timing["wall_s"]
+        spent[point.candidate] += timing.wall_s
     if ensemble:
         ensemble.outputs = blend_outputs(ensemble, test_fold)
         candidates[ENSEMBLE], tuned[ENSEMBLE] = [ensemble], [ensemble] * folds

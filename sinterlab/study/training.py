@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_text
-from sinterlab.console import recorded_stages, stage
+from sinterlab.console import StageTiming, recorded_stages, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, str_label
 from sinterlab.evaluation.baselines import baseline_outputs
 from sinterlab.evaluation.display import selection_warning
@@ -447,13 +447,13 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> RunMetrics:
         try:
             return _train_and_evaluate(cfg, dm, run_dir, stages)
         except RunInterrupted as err:
-            err.cached = err.cached or (dm.cache_stats["images"], dm.cache_stats["images"],
+            err.cached = err.cached or (dm.cache_stats.images, dm.cache_stats.images,
                                         dm.cache.folder)
             raise
 
 
 def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
-                        stages: list[dict]) -> RunMetrics:
+                        stages: list[StageTiming]) -> RunMetrics:
     split_kind = cfg.split.kind
     main, outputs = evaluate_protocol(cfg, dm, split_kind, run_dir, train_head=True)
     with stage("how much data: variance components"):
