@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from sinterlab.atomic import write_failure
 
@@ -90,16 +91,24 @@ def route_library_logs() -> None:
     logging.captureWarnings(True)
 
 
+@dataclass
+class StageTiming:
+    """One stage of a run: its name, its depth (a nested stage has a depth one more than its
+    parent's) and its wall time (None while it runs, or where an error stopped it)."""
+
+    stage: str
+    depth: int
+    wall_s: float | None = None
+
+
 #: the stages of the run being recorded (:func:`recorded_stages`), None when nobody records
-_stages: list[dict] | None = None
+_stages: list[StageTiming] | None = None
 _depth = 0
 
 
 @contextmanager
-def recorded_stages() -> Iterator[list[dict]]:
-    """Record every :func:`stage` opened inside: a list of ``{"stage", "depth", "wall_s"}`` in
-    the order the stages began (a nested stage has a depth one more than its parent's;
-    ``wall_s`` stays None for a stage still running or stopped by an error)."""
+def recorded_stages() -> Iterator[list[StageTiming]]:
+    """Record every :func:`stage` opened inside, in the order the stages began."""
     global _stages
     outer, _stages = _stages, []
     try:
@@ -109,14 +118,14 @@ def recorded_stages() -> Iterator[list[dict]]:
 
 
 @contextmanager
-def stage(name: str) -> Iterator[dict]:
+def stage(name: str) -> Iterator[StageTiming]:
     """One console line per stage, with its wall time at the end (the start is in the log
     file, for a run that stops inside it). Yields the stage's record: its ``wall_s`` is set
     when the stage ends."""
     global _depth
     started = time.perf_counter()
     log.info("%s ...", name, extra={"file_only": True})
-    entry = {"stage": name, "depth": _depth, "wall_s": None}
+    entry = StageTiming(name, _depth)
     if _stages is not None:
         _stages.append(entry)
     _depth += 1
@@ -124,5 +133,5 @@ def stage(name: str) -> Iterator[dict]:
         yield entry
     finally:
         _depth -= 1
-    entry["wall_s"] = round(time.perf_counter() - started, 2)
-    log.info("%s: done in %.1f s", name, entry["wall_s"])
+    entry.wall_s = round(time.perf_counter() - started, 2)
+    log.info("%s: done in %.1f s", name, entry.wall_s)

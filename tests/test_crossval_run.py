@@ -96,8 +96,8 @@ def test_the_search_objective_reads_no_test_row(make_cfg, tmp_path):
     # ... so scramble fold 0's test rows and check fold 0's members alone
     dm.x[fold0] = torch.randn(int(fold0.sum()), dm.x.shape[1])
     _, scrambled = fit_head(cfg, dm, dm.assignment, tmp_path, "scrambled")
-    fold0_members = [r for r in clean["members"] if r["fold"] == 0]
-    again = [r for r in scrambled["members"] if r["fold"] == 0]
-    assert [r["best_val_loss"] for r in fold0_members] == [r["best_val_loss"] for r in again]
-    others = [r["best_val_loss"] for r in scrambled["members"] if r["fold"] != 0]
-    assert others != [r["best_val_loss"] for r in clean["members"] if r["fold"] != 0]
+    fold0_members = [r for r in clean.members if r.fold == 0]
+    again = [r for r in scrambled.members if r.fold == 0]
+    assert [r.best_val_loss for r in fold0_members] == [r.best_val_loss for r in again]
+    others = [r.best_val_loss for r in scrambled.members if r.fold != 0]
+    assert others != [r.best_val_loss for r in clean.members if r.fold != 0]

@@ -145,8 +145,8 @@ def test_prepare_data_fills_the_cache_and_keeps_nothing(make_cfg, tmp_path):
     assert list(cache.rglob("*.npz"))  # the embeddings are on disk
     fresh = SEMDataModule(make_cfg(f"features.cache_dir={cache}"))
     fresh.setup("fit")
-    assert fresh.cache_stats["extracted"] == 0
-    assert fresh.cache_stats["from_cache"] == fresh.cache_stats["images"] == len(fresh.images)
+    assert fresh.cache_stats.extracted == 0
+    assert fresh.cache_stats.from_cache == fresh.cache_stats.images == len(fresh.images)
     assert fresh.x is not None and fresh.assignment is not None
 
 
@@ -176,10 +176,10 @@ def test_a_head_trains_through_its_folds_datamodule(make_cfg, tmp_path, monkeypa
     assert isinstance(datamodule, FoldsDataModule) and datamodule.data is dm
     assert np.array_equal(datamodule.assignment, dm.assignment)
     assert "val/loss" in metrics and np.isfinite(float(metrics["val/loss"]))
-    assert info["best_val_loss"] is not None
+    assert info.best_val_loss is not None
     # every row as training (the final refit): no validation loop, no val loss
     received.clear()
     _, refit = fit_head(cfg, dm, np.full((1, len(dm.x)), "train"), tmp_path, "refit",
                         max_epochs=2)
     assert not received[0].validates and "val/loss" not in received[1]
-    assert refit["best_val_loss"] is None
+    assert refit.best_val_loss is None

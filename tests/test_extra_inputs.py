@@ -72,7 +72,7 @@ def test_scaling_uses_each_folds_training_rows_only(marked, shared_cache, marked
     dm.setup()
     # the extra column is appended after loading: the cache holds the image embeddings alone
     assert dm.image_x.shape[1] == dm.backbone.embedding_dim == dm.x.shape[1] - 1
-    assert dm.cache_stats["extracted"] == 0 and dm.cache_stats["from_cache"] == len(dm.images)
+    assert dm.cache_stats.extracted == 0 and dm.cache_stats.from_cache == len(dm.images)
     train = dm.rows(dm.assignment, "train")
     fitted = input_scaling(dm, train)
     for rows, mean, std in zip(train, fitted["mean"], fitted["std"], strict=True):

@@ -139,9 +139,9 @@ def test_sweep_runs_share_the_cache(make_cfg, tmp_path):
                                     "split=image"))
     second.setup()
     table = pd.DataFrame([first.cache_stats, second.cache_stats])
-    assert table["extracted"].tolist() == [first.cache_stats["images"],
-                                           second.cache_stats["images"] -
-                                           first.cache_stats["images"]]
+    assert table["extracted"].tolist() == [first.cache_stats.images,
+                                           second.cache_stats.images -
+                                           first.cache_stats.images]
 
 
 @pytest.mark.parametrize("spoil, said", [

@@ -275,7 +275,7 @@ def test_a_bag_head_trains_on_each_images_mean_row_and_serves_it_to_its_patches(
         assert torch.allclose(view.x[row], dm.x[images == image].mean(dim=0), atol=1e-5)
         assert (dm.y[images == image] == view.y[row]).all()
     [(head, info)] = fit_models(cfg, dm, dm.assignment, tmp_path, ["bag"], [cfg.model])
-    assert head.inputs == info["inputs"] == "image_mean"
+    assert head.inputs == info.inputs == "image_mean"
     served = group_outputs(head, dm, dm.assignment).served
     for rows, per_target in zip(dm.rows(dm.assignment, "test"), served, strict=True):
         for image in set(images[rows]):  # every patch of an image: its image's output

@@ -26,7 +26,8 @@ import torch
 from sinterlab.errors import SinterlabError
 
 #: columns of the per-patch parameter array, in order
-PARAM_COLUMNS = ("x0", "y0", "side", "flip", "angle")
+X0, Y0, SIDE, FLIP, ANGLE = "x0", "y0", "side", "flip", "angle"
+PARAM_COLUMNS = (X0, Y0, SIDE, FLIP, ANGLE)
 #: ``preprocess.patches.rotation`` for quarter turns only (no interpolation)
 DIHEDRAL = "dihedral"
 

@@ -84,8 +84,7 @@ def write_gallery(cfg: DictConfig, dm: DataModule, block: ProtocolBlock, images:
     chosen = chosen[[not heads[of_fold[int(f)]].head.reads_measures for f in chosen["fold"]]]
     if chosen.empty:
         return []
-    features = OmegaConf.merge(cfg.features, {"runtime": dm.cache_stats.get("runtime",
-                                                                              "torch")})
+    features = OmegaConf.merge(cfg.features, {"runtime": dm.cache_stats.runtime})
     stride = int(g.stride or default_stride(cfg.preprocess))
     embedded = grid_embeddings(cfg.preprocess, dm.backbone, features,
                                list(dict.fromkeys(paths[i] for i in chosen[IMAGE])), stride)

@@ -38,21 +38,30 @@ from sinterlab.data.descriptor import (
     load_descriptor,
     str_label,
 )
-from sinterlab.data.metadata import check_pixel_sizes, image_metadata
-from sinterlab.data.patches import PARAM_COLUMNS
+from sinterlab.data.metadata import PIXEL_SIZE, check_pixel_sizes, image_metadata
+from sinterlab.data.patches import PARAM_COLUMNS, SIDE, X0, Y0
 from sinterlab.data.splits import KINDS, SUBSETS, assign_subsets, fold_assignments
 from sinterlab.errors import SinterlabError
+from sinterlab.evaluation.results import Cache, record_of
 from sinterlab.features.backbone import Backbone
 from sinterlab.features.extract import Embedded, ImageRef, embed_images
 from sinterlab.features.representation import FINAL, Representation
 from sinterlab.measures.compute import image_measures
 from sinterlab.measures.trends import measure_columns
 from sinterlab.models.batches import GroupBatches, GroupRows
+from sinterlab.study.model_config import model_selection
 
 log = logging.getLogger(__name__)
 CROP_COLUMNS = ("crop_top", "crop_bottom", "crop_left", "crop_right")
 #: the per-patch column whose values form the groups of each split kind
 GROUP_COLUMNS = {"patch": "patch_id", "image": IMAGE, "sample": SAMPLE, "slide": SLIDE}
+#: columns of the run's image and patch tables (images.csv, patches.csv) beside the
+#: descriptor's: each image's resampling factor, the fold that tests a row, its holdout subset
+SCALE, TEST_FOLD, SUBSET = "scale", "test_fold", "subset"
+#: per class: groups of the run's split kind, and images (:func:`class_groups`)
+GROUPS, IMAGES = "groups", "images"
+#: a row's label as text (the first target's)
+LABEL = "label"
 
 
 @dataclass
@@ -85,14 +94,15 @@ class SEMDataModule(pl.LightningDataModule):
         self.checks = list(checks or [])
         self.backbone = backbone
         self.descriptor: Descriptor | None = None
-        self.cache_stats: dict = {}
+        #: how the embeddings got there (None until set up)
+        self.cache_stats: Cache | None = None
         #: what each patch's embedding is made of (``features.representation``), once set up
         self.representation: Representation = FINAL
         self.assignment: np.ndarray | None = None
         #: the models' input per patch: its image embedding, then ``extra_inputs`` (if any)
         self.x: torch.Tensor | None = None
         #: ``data.extra_inputs``: numeric descriptor columns appended to every patch's embedding
-        extra = cfg.data.get("extra_inputs") or []
+        extra = cfg.data.extra_inputs or []
         self.extra_inputs: list[str] = [extra] if isinstance(extra, str) else list(extra)
         with open_dict(cfg):  # a single name becomes a list in config.yaml too
             cfg.data.extra_inputs = self.extra_inputs
@@ -113,9 +123,9 @@ class SEMDataModule(pl.LightningDataModule):
         embedded = self.embed(inputs, fill_only=True)
         for warning in embedded.warnings:  # images read to extract, once
             log.warning(warning)
+        stats = cache_record(embedded)
         log.info("embedding cache: %d images, %d cached already, %d extracted",
-                 embedded.stats["images"], embedded.stats["from_cache"],
-                 embedded.stats["extracted"])
+                 stats.images, stats.from_cache, stats.extracted)
 
     def check_inputs(self) -> CheckedInputs:
         """Everything the descriptor and the config decide, before any backbone time: the
@@ -128,7 +138,7 @@ class SEMDataModule(pl.LightningDataModule):
             OmegaConf.to_container(cfg.data.classes) if cfg.data.classes is not None else None,
             cfg.data.image_column, cfg.data.sample_column, cfg.data.slide_column,
             OmegaConf.to_container(cfg.data.units),
-            order=OmegaConf.to_container(cfg.data.order) if cfg.data.get("order") else None)
+            order=OmegaConf.to_container(cfg.data.order) if cfg.data.order else None)
         extra = extra_input_matrix(descriptor.table, descriptor.csv, self.extra_inputs,
                                    [t.name for t in descriptor.targets])
         small_classes, warnings = check_class_groups(cfg, descriptor)
@@ -155,7 +165,7 @@ class SEMDataModule(pl.LightningDataModule):
         return embed_images(descriptor.table[PATH], cfg.preprocess, self.configured_backbone(),
                             cfg.features, progress=bool(cfg.trainer.enable_progress_bar),
                             fix=f"remove its row from {descriptor.csv}",
-                            pixel_sizes=inputs.metadata["pixel_size_nm"].tolist(),
+                            pixel_sizes=inputs.metadata[PIXEL_SIZE].tolist(),
                             fill_only=fill_only)
 
     # -- setup: every process assigns the state --------------------------------------------
@@ -173,14 +183,14 @@ class SEMDataModule(pl.LightningDataModule):
         self.spec, self.cache, self.refs = embedded.spec, embedded.cache, embedded.refs
         self.representation = embedded.representation
         self.entries = embedded.entries
-        self.cache_stats = embedded.stats
+        self.cache_stats = cache_record(embedded)
         self.warnings = (inputs.warnings + embedded.warnings
                          + duplicate_images(self.descriptor, self.refs))
         for warning in self.warnings:
             log.warning(warning)
         log.info("embeddings: %d images, %d from cache, %d extracted",
-                 self.cache_stats["images"], self.cache_stats["from_cache"],
-                 self.cache_stats["extracted"])
+                 self.cache_stats.images, self.cache_stats.from_cache,
+                 self.cache_stats.extracted)
         entries = self.entries
         table = self.descriptor.table
         counts = np.array([len(e.embeddings) for e in entries])
@@ -200,15 +210,15 @@ class SEMDataModule(pl.LightningDataModule):
         # patch boxes in source pixels: the micrograph was resampled by each image's scale and
         # starts at the crop's top-left corner
         scale = np.array([ref.scale for ref in self.refs])[rows]
-        for column in ("x0", "y0", "side"):
+        for column in (X0, Y0, SIDE):
             patches[column] = patches[column] / scale
-        patches["x0"] += crops[rows, 2]
-        patches["y0"] += crops[rows, 0]
+        patches[X0] += crops[rows, 2]
+        patches[Y0] += crops[rows, 0]
         self.images = table[[IMAGE, SAMPLE] + ([SLIDE] if SLIDE in table.columns else [])
                             + [t.name for t in self.descriptor.targets]].copy()
         for j, name in enumerate(CROP_COLUMNS):
             self.images[name] = crops[:, j]
-        self.images["scale"] = [ref.scale for ref in self.refs]
+        self.images[SCALE] = [ref.scale for ref in self.refs]
         for name in self.metadata.columns:
             self.images[name] = self.metadata[name].to_numpy()
         self.patches = patches
@@ -246,7 +256,7 @@ class SEMDataModule(pl.LightningDataModule):
         """The images' microstructure measures (from their cache, else measured), with the
         run's preprocessing; returns a warning per image segmentation found one phase in."""
         self.measures, warnings = image_measures(self.refs,
-                                                 self.metadata["pixel_size_nm"].tolist(),
+                                                 self.metadata[PIXEL_SIZE].tolist(),
                                                  self.cfg.preprocess, self.cfg.measures)
         return warnings
 
@@ -329,29 +339,29 @@ class SEMDataModule(pl.LightningDataModule):
             first = self.patches.groupby(IMAGE, sort=False).head(1).index.to_numpy()
             tested = dict(zip(self.patches[IMAGE].to_numpy()[first],
                               self.test_fold(assignment)[first], strict=True))
-            images["test_fold"] = images[IMAGE].map(tested)
+            images[TEST_FOLD] = images[IMAGE].map(tested)
             if len(assignment) == 1:
-                images["subset"] = images[IMAGE].map(dict(zip(
+                images[SUBSET] = images[IMAGE].map(dict(zip(
                     self.patches[IMAGE].to_numpy()[first], assignment[0][first], strict=True)))
         return images
 
     def patch_table(self, assignment: np.ndarray | None = None) -> pd.DataFrame:
         assignment = self.assignment if assignment is None else assignment
         patches = self.patches.copy()
-        patches["test_fold"] = self.test_fold(assignment)
+        patches[TEST_FOLD] = self.test_fold(assignment)
         if len(assignment) == 1:
-            patches["subset"] = assignment[0]
+            patches[SUBSET] = assignment[0]
         return patches
 
     def counts(self, assignment: np.ndarray, unit: str) -> dict:
         """Images (unit='image') or patches per class per subset of fold 0, for the report."""
         target = self.descriptor.targets[0]
-        frame = pd.DataFrame({"subset": assignment[0], IMAGE: self.patches[IMAGE],
+        frame = pd.DataFrame({SUBSET: assignment[0], IMAGE: self.patches[IMAGE],
                               "order": self.y[:, 0].numpy(),  # class index or value
-                              "label": self.patches[target.name].astype(str)})
+                              LABEL: self.patches[target.name].astype(str)})
         if unit == "image":
-            frame = frame.drop_duplicates([IMAGE, "subset"])
-        table = frame.groupby(["subset", "order", "label"]).size().droplevel("order")
+            frame = frame.drop_duplicates([IMAGE, SUBSET])
+        table = frame.groupby([SUBSET, "order", LABEL]).size().droplevel("order")
         return {s: {str(k): int(v) for k, v in table[s].items()} for s in SUBSETS
                 if s in table.index.get_level_values(0)}
 
@@ -403,8 +413,8 @@ def class_groups(cfg: DictConfig, descriptor: Descriptor) -> pd.DataFrame | None
     if target.kind != "classification" or kind == "patch" or column not in table.columns:
         return None
     labels = table[target.name].map(str_label)
-    counts = table.groupby(labels, sort=False).agg(groups=(column, "nunique"),
-                                                  images=(IMAGE, "size"))
+    counts = table.groupby(labels, sort=False).agg(**{GROUPS: (column, "nunique"),
+                                                      IMAGES: (IMAGE, "size")})
     return counts.reindex(list(target.classes))
 
 
@@ -414,11 +424,11 @@ def check_class_groups(cfg: DictConfig, descriptor: Descriptor) -> tuple[list[st
     the classes kept so and the warnings."""
     counts = class_groups(cfg, descriptor)
     need = int(cfg.split.min_class_groups)
-    if counts is None or (counts["groups"] >= need).all():
+    if counts is None or (counts[GROUPS] >= need).all():
         return [], []
-    kind, small = cfg.split.kind, counts[counts["groups"] < need]
+    kind, small = cfg.split.kind, counts[counts[GROUPS] < need]
     listed = ", ".join(f"{c!r} ({n} {kind}{'s' if n != 1 else ''})"
-                       for c, n in small["groups"].items())
+                       for c, n in small[GROUPS].items())
     what = f"{descriptor.csv}: class(es) {listed} of {descriptor.targets[0].name!r}"
     if not bool(cfg.split.allow_small_classes):
         raise SinterlabError(
@@ -437,9 +447,9 @@ def resolve_scale(cfg: DictConfig, descriptor: Descriptor, metadata: pd.DataFram
     run's config itself (so config.yaml and predict read the numbers used; resolving again gives
     the same). An image whose pixel size is unknown, unusable or far from the others' stops the
     run here, before the backbone; without a target scale those are warnings (returned)."""
-    scale, patches = cfg.preprocess.get("scale") or {}, cfg.preprocess.patches
-    target = scale.get("pixel_size_nm")
-    if target is None and patches.get("size_um") is not None:
+    scale, patches = cfg.preprocess.scale, cfg.preprocess.patches
+    target = scale.pixel_size_nm
+    if target is None and patches.size_um is not None:
         raise SinterlabError("preprocess.patches.size_um needs a physical scale: set "
                              "preprocess.scale.pixel_size_nm=auto (or a number)")
     if target not in (None, "auto") and (isinstance(target, bool) or not isinstance(
@@ -450,15 +460,21 @@ def resolve_scale(cfg: DictConfig, descriptor: Descriptor, metadata: pd.DataFram
     if target is None:
         return warnings
     if target == "auto":
-        target = float(pd.to_numeric(metadata["pixel_size_nm"]).max())
+        target = float(pd.to_numeric(metadata[PIXEL_SIZE]).max())
     with open_dict(cfg):
         cfg.preprocess.scale.pixel_size_nm = float(target)
-        if patches.get("size_um") is not None:
+        if patches.size_um is not None:
             cfg.preprocess.patches.size = max(1, round(float(patches.size_um) * 1000
                                                        / float(target)))
     log.info("physical scale: %.4g nm per pixel, patches of %d px (%.3g µm)", target,
              int(patches.size), int(patches.size) * float(target) / 1000)
     return warnings
+
+
+def cache_record(embedded: Embedded) -> Cache:
+    """How a list of images' embeddings got there: images, from the cache, extracted (the
+    ``cache`` block of metrics.json)."""
+    return record_of(Cache, dict(embedded.stats) | {"folder": str(embedded.cache.folder)})
 
 
 def duplicate_images(descriptor: Descriptor, refs: list[ImageRef]) -> list[str]:
@@ -467,13 +483,13 @@ def duplicate_images(descriptor: Descriptor, refs: list[ImageRef]) -> list[str]:
     table = descriptor.table
     frame = pd.DataFrame({"sha": [ref.sha for ref in refs], IMAGE: table[IMAGE],
                           SAMPLE: table[SAMPLE],
-                          "label": table[descriptor.targets[0].name].astype(str)})
+                          LABEL: table[descriptor.targets[0].name].astype(str)})
     out = []
     for _, same in frame.groupby("sha", sort=False):
-        if len(same) > 1 and (same[SAMPLE].nunique() > 1 or same["label"].nunique() > 1):
+        if len(same) > 1 and (same[SAMPLE].nunique() > 1 or same[LABEL].nunique() > 1):
             out.append(f"{descriptor.csv}: images {same[IMAGE].tolist()} are byte-identical but "
                        f"filed under samples {sorted(set(same[SAMPLE]))} and labels "
-                       f"{sorted(set(same['label']))}; a grouped split cannot keep them "
+                       f"{sorted(set(same[LABEL]))}; a grouped split cannot keep them "
                        "apart (a leak): keep one row")
     return out
 
@@ -539,7 +555,7 @@ def plan_splits(cfg: DictConfig, descriptor: Descriptor) -> dict[str, np.ndarray
     labels = descriptor.target_matrix()[rows, 0]
     planned = {kind: fold_assignment(cfg, kind, labels, frame, descriptor.csv)
                for kind in kinds}
-    selection = cfg.model.get("selection")
+    selection = model_selection(cfg)
     if selection is not None:  # checked here; selection assigns them from the patch table
         inner_assignment(cfg, planned[kinds[0]], kinds[0], int(selection.inner_folds), labels,
                          frame)

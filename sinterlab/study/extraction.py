@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from sinterlab.console import stage
 from sinterlab.data.descriptor import PATH
+from sinterlab.data.metadata import PIXEL_SIZE
 from sinterlab.errors import SinterlabError
 from sinterlab.features.extract import embed_images
 from sinterlab.measures.compute import image_measures
@@ -29,7 +30,7 @@ def shard_rows(count: int, shard: int, shards: int) -> np.ndarray:
 def refuse_ddp(cfg: DictConfig) -> None:
     """Lightning's DDP re-executes the whole command in every rank, so a run would claim its
     folder, fit baselines and write reports once per rank: not supported; say what scales."""
-    if "ddp" in str(cfg.features.get("strategy", "auto")):
+    if "ddp" in str(cfg.features.strategy):
         raise SinterlabError(
             f"features.strategy={cfg.features.strategy} is not supported (every rank would run "
             "the whole command); spread extraction over GPUs or machines with sharded jobs: "
@@ -51,7 +52,7 @@ def extract_shard(cfg: DictConfig) -> dict:
     descriptor = inputs.descriptor
     rows = shard_rows(len(descriptor.table), cfg.shard, cfg.shards)
     paths = descriptor.table[PATH].to_numpy()[rows]
-    pixel_sizes = inputs.metadata["pixel_size_nm"].to_numpy()[rows].tolist()
+    pixel_sizes = inputs.metadata[PIXEL_SIZE].to_numpy()[rows].tolist()
     with stage(f"embeddings of shard {cfg.shard} of {cfg.shards} ({len(rows)} images)"):
         embedded = embed_images(list(paths), cfg.preprocess, instantiate(cfg.backbone),
                                 cfg.features, progress=bool(cfg.trainer.enable_progress_bar),

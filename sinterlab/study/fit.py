@@ -13,10 +13,12 @@ reads (``inputs``: patch embeddings, image means, the images' measures, or both)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import numpy as np
@@ -30,6 +32,7 @@ from sinterlab.console import on_terminal
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.errors import SinterlabError
 from sinterlab.evaluation.metrics import first_rows
+from sinterlab.evaluation.results import Member, Training, record_of
 from sinterlab.features.representation import KINDS, Representation
 from sinterlab.models.calibration import (
     ImageCalibration,
@@ -50,6 +53,7 @@ from sinterlab.models.estimators import EstimatorEnsemble, kind_misfit
 from sinterlab.models.head import POOLINGS, HeadEnsemble, image_means
 from sinterlab.models.kinds import candidate_class
 from sinterlab.study.datamodule import SEMDataModule
+from sinterlab.study.model_config import ModelOptions, model_candidates, model_selection
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +65,18 @@ def head_targets(dm: SEMDataModule, train_rows: list[np.ndarray], seeds: list[in
     check_loss(dm.descriptor.targets, model)
     specs = []
     for i, target in enumerate(dm.descriptor.targets):
-        spec = target.as_dict() | {"loss_weight": float(weights.get(target.name, 1.0))}
         columns = [dm.y[rows, i].numpy() for rows in train_rows for _ in seeds]
         if target.kind == "classification":
             c = len(target.classes)
-            spec["num_classes"] = c
-            spec["class_weights"] = None
-            if model.class_weights == "balanced":
-                spec["class_weights"] = [
-                    (len(col) / (c * np.maximum(np.bincount(col.astype(int), minlength=c), 1))
-                     ).tolist() for col in columns]
+            balanced = [(len(col) / (c * np.maximum(np.bincount(col.astype(int), minlength=c), 1))
+                         ).tolist() for col in columns] \
+                if model.class_weights == "balanced" else None
+            scaling = {"num_classes": c, "class_weights": balanced}
         else:
-            spec["mean"] = [float(col.mean()) for col in columns]
-            spec["std"] = [float(col.std()) or 1.0 for col in columns]
-        specs.append(spec)
+            scaling = {"mean": [float(col.mean()) for col in columns],
+                       "std": [float(col.std()) or 1.0 for col in columns]}
+        specs.append(target.as_dict() | {"loss_weight": float(weights.get(target.name, 1.0))}
+                     | scaling)
     return specs
 
 
@@ -102,7 +104,7 @@ def check_losses(cfg: DictConfig, targets: list) -> None:
         reason = misfit(cfg, targets, cfg.model)
         if reason:
             raise SinterlabError(f"model {cfg.model.name}: {reason}")
-    candidates = cfg.model.get("candidates")
+    candidates = model_candidates(cfg)
     if not candidates:
         return
     unfit = {name: reason for name, model in candidates.items()
@@ -129,7 +131,8 @@ def expand_representations(cfg: DictConfig) -> None:
     model=auto is tried on each, as ``<candidate>@<representation>``, all read from one
     extraction of ``features.representation=both`` (a view is a part of its columns); None
     (the default): each reads the whole extracted embedding, as before."""
-    views = (cfg.model.get("selection") or {}).get("representations")
+    selection = model_selection(cfg)
+    views = selection.representations if selection is not None else None
     if not views:
         return
     views = [str(v) for v in views]
@@ -181,12 +184,12 @@ def misfit(cfg: DictConfig, targets: list, model: DictConfig,
 
 def model_inputs(model: DictConfig) -> str:
     """What the candidate reads (``inputs``; patch embeddings when the config says nothing)."""
-    return check_inputs(str(model.get("inputs") or "patch"), model.name)
+    return check_inputs(str(ModelOptions.of(model).inputs), model.name)
 
 
 def order_misfit(targets: list, model: DictConfig) -> str | None:
     """Why ``model``'s loss cannot learn the first target (None when it can)."""
-    loss = model.module.get("loss", "cross_entropy")
+    loss = ModelOptions.of(model).loss
     first = targets[0]
     if loss == "cross_entropy":
         return None
@@ -200,7 +203,7 @@ def order_misfit(targets: list, model: DictConfig) -> str | None:
 def check_loss(targets: list, model: DictConfig) -> None:
     """A CORN head needs an ordered first target of three or more levels, a level_value head an
     ordered one; neither takes class weights."""
-    loss = model.module.get("loss", "cross_entropy")
+    loss = ModelOptions.of(model).loss
     if loss == "cross_entropy":
         return
     first = targets[0]
@@ -221,7 +224,7 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
              tag: str, model: DictConfig | None = None, seeds: list[int] | None = None,
              max_epochs: int | None = None, temperatures: list[float | None] | None = None,
              image_calibration: list[ImageCalibration | None] | None = None,
-             ) -> tuple[HeadEnsemble, dict]:
+             ) -> tuple[HeadEnsemble, FitRecord]:
     """Train every member (folds x seeds) of ``model`` (default: ``cfg.model``) at once on the
     train rows of ``assignment``; members end with their best weights by their validation
     rows, then get their temperatures from the same rows and their image calibration from
@@ -279,23 +282,18 @@ def fit_head(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir
             images = [c and c.median(head.members) for c in image_calibration]
     checkpoint = head.save(run_dir / "checkpoints" / f"{tag}-ensemble{head.suffix}")
     save_image_calibration(checkpoint, images)
-    members = head.member_summary()
-    validated = [r for r in members if r["best_val_loss"] is not None]
-    info = {"model": model.name, "kind": head.kind, "inputs": head.inputs,
-            "protocol": protocol_name(cfg, model),
-            "extra_inputs": head.extra_inputs,
-            "members": members, "n_members": len(members),
-            "max_epochs": max_epochs, "epochs_run": trainer.current_epoch,
-            "early_stopping_patience": patience, "batch_size": batch, "lr": lr,
-            "best_val_loss": (float(np.mean([r["best_val_loss"] for r in validated]))
-                              if validated else None),
-            "checkpoint": str(checkpoint.relative_to(run_dir)),
-            "temperatures": head.temperatures(),
-            "image_calibration": [c and c.as_dict() for c in images],
-            "wall_s": round(wall, 2),
-            "s_per_epoch": round(wall / max(trainer.current_epoch, 1), 4),
-            "history": head.history}
-    return head, info
+    members = [Member(**row) for row in head.member_summary()]
+    validated = [m.best_val_loss for m in members if m.best_val_loss is not None]
+    return head, FitRecord(
+        model=model.name, kind=head.kind, inputs=head.inputs,
+        protocol=protocol_name(cfg, model), checkpoint=str(checkpoint.relative_to(run_dir)),
+        n_members=len(members), wall_s=round(wall, 2), temperatures=head.temperatures(),
+        image_calibration=[c and c.as_dict() for c in images],
+        extra_inputs=head.extra_inputs, members=members,
+        max_epochs=max_epochs, epochs_run=trainer.current_epoch,
+        early_stopping_patience=patience, batch_size=batch, lr=lr,
+        best_val_loss=float(np.mean(validated)) if validated else None,
+        s_per_epoch=round(wall / max(trainer.current_epoch, 1), 4), history=head.history)
 
 
 def image_view(dm: SEMDataModule) -> tuple[SEMDataModule, np.ndarray]:
@@ -319,18 +317,19 @@ def head_batch(model: DictConfig, train_rows: list[np.ndarray]) -> tuple[int, fl
     ratio (as model=auto's raised them; measured on the demo's 2,400 patches: the heads lost
     at batch 128, see conf/model/auto.yaml)."""
     batch, lr = int(model.batch_size), float(model.module.lr)
-    steps = model.get("min_steps_per_epoch")
+    options = ModelOptions.of(model)
+    steps = options.min_steps_per_epoch
     if not steps or not train_rows:
         return batch, lr
     rows = int(np.median([len(r) for r in train_rows]))
-    fitted = max(int(model.get("min_batch_size") or 1), min(batch, rows // int(steps)))
+    fitted = max(int(options.min_batch_size), min(batch, rows // int(steps)))
     return fitted, lr * float(np.sqrt(fitted / batch))
 
 
 def model_patience(cfg: DictConfig, model: DictConfig) -> int | None:
     """Validations without improvement before a member stops: the model's own
     ``early_stopping.patience`` (model=auto's candidates set theirs), else the protocol's."""
-    own = model.get("early_stopping")
+    own = ModelOptions.of(model).early_stopping
     return cfg.protocol.early_stopping.patience if own is None else own.patience
 
 
@@ -347,22 +346,58 @@ def protocol_name(cfg: DictConfig, model: DictConfig) -> str:
     return f"reduced/changed training ({changed}); not the paper's" + stopping
 
 
-def median_temperatures(info: dict) -> list[float | None]:
-    """Per target, the median of a trained ensemble's member temperatures."""
-    return [None if t is None else float(np.median(t)) for t in info["temperatures"]]
+@dataclass
+class FitRecord:
+    """What fitting one candidate on the folds of an assignment left beside its checkpoint: the
+    run's training record (:class:`~sinterlab.evaluation.results.Training`, field by field);
+    a head's fields are None or empty for a scikit-learn model."""
 
+    model: str
+    kind: str
+    inputs: str
+    protocol: str
+    #: relative to the run folder
+    checkpoint: str
+    n_members: int
+    wall_s: float
+    #: per target, each member's temperature (None for regression)
+    temperatures: list[list[float] | None]
+    #: per target, its image calibration as saved (None: regression)
+    image_calibration: list[dict[str, Any] | None]
+    extra_inputs: list[str] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+    max_epochs: int | None = None
+    epochs_run: int | None = None
+    early_stopping_patience: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    best_val_loss: float | None = None
+    s_per_epoch: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: a scikit-learn model's fitted settings
+    params: dict[str, Any] = field(default_factory=dict)
 
-def image_calibrations(info: dict) -> list[ImageCalibration | None]:
-    """Per target, a trained ensemble's image calibration (None: regression, or a record from
-    before image calibration)."""
-    return [c and ImageCalibration.from_dict(c) for c in info.get("image_calibration") or []]
+    def training(self) -> Training:
+        """The record metrics.json holds."""
+        return record_of(Training, dataclasses.asdict(self))
+
+    def median_temperatures(self) -> list[float | None]:
+        """Per target, the median of the members' temperatures."""
+        return [None if t is None else float(np.median(t)) for t in self.temperatures]
+
+    def image_calibrations(self) -> list[ImageCalibration | None]:
+        """Per target, the image calibration (None: regression)."""
+        return [c and ImageCalibration.from_dict(c) for c in self.image_calibration]
+
+    def best_epochs(self) -> list[int]:
+        """The best epoch of each member that had validation rows."""
+        return [m.best_epoch for m in self.members if m.best_epoch is not None]
 
 
 def head_model(cfg: DictConfig) -> DictConfig:
     """The model a run trains as its head: under model=auto its first candidate (the head of
     the leak contrast), else the run's model."""
-    candidates = cfg.model.get("candidates")
-    return next(iter(candidates.values())) if cfg.model.name == "auto" else cfg.model
+    return next(iter(cfg.model.candidates.values())) if cfg.model.name == "auto" else cfg.model
 
 
 def is_head(model: DictConfig) -> bool:
@@ -384,7 +419,7 @@ def fold_view(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray) -> Fol
 def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
                tags: list[str], models: list[DictConfig], seeds: list[int] | None = None,
                image_calibration: list[ImageCalibration | None] | None = None,
-               ) -> list[tuple[Candidate, dict]]:
+               ) -> list[tuple[Candidate, FitRecord]]:
     """Each of ``models`` (grid points of one candidate) on the folds of ``assignment``, saved
     as ``checkpoints/<tag>``: heads through :func:`fit_head`, one per model; scikit-learn
     models all at once on each fold's training and validation rows (they need no validation),
@@ -415,17 +450,14 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
             images = [c and c.median(ensemble.members) for c in image_calibration or
                       [None] * len(view.targets)]
         save_image_calibration(checkpoint, images)
-        described = ensemble.describe()
-        out.append((ensemble, {
-            "model": model.name, "kind": ensemble.kind, "inputs": ensemble.inputs,
-            "params": described["params"],
-            "protocol": f"scikit-learn, fitted per fold on its training and validation rows "
-                        f"({protocol_inputs(ensemble.inputs)})",
-            "members": [], "n_members": ensemble.members, "best_val_loss": None,
-            "checkpoint": str(checkpoint.relative_to(run_dir)),
-            "temperatures": ensemble.temperatures(), "history": [],
-            "image_calibration": [c and c.as_dict() for c in images],
-            "wall_s": round(wall / len(models), 2)}))
+        out.append((ensemble, FitRecord(
+            model=model.name, kind=ensemble.kind, inputs=ensemble.inputs,
+            protocol=f"scikit-learn, fitted per fold on its training and validation rows "
+                     f"({protocol_inputs(ensemble.inputs)})",
+            checkpoint=str(checkpoint.relative_to(run_dir)), n_members=ensemble.members,
+            wall_s=round(wall / len(models), 2), temperatures=ensemble.temperatures(),
+            image_calibration=[c and c.as_dict() for c in images],
+            params=ensemble.describe()["params"])))
     return out
 
 

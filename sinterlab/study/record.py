@@ -20,8 +20,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from sinterlab.atomic import write_json, write_text, write_with
-from sinterlab.console import stage
+from sinterlab.console import StageTiming, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
+from sinterlab.data.metadata import PIXEL_SIZE
 from sinterlab.errors import WriteFailed
 from sinterlab.evaluation.figures import (
     plot_confusion,
@@ -40,7 +41,6 @@ from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
 from sinterlab.evaluation.report import report_markdown, write_html_report
 from sinterlab.evaluation.results import (
     Backbone,
-    Cache,
     ClassGroups,
     CrossValidation,
     Data,
@@ -67,6 +67,11 @@ from sinterlab.study.fit import Outputs
 log = logging.getLogger(__name__)
 #: with data.extra_inputs, the run's model trained again on the image embeddings alone
 IMAGE_ONLY = "image_only"
+#: columns of the out-of-fold tables (oof_predictions.csv, oof_patches.csv) beside the
+#: descriptor's: the fold that tested the row, and the model that predicted it
+FOLD, MODEL = "fold", "model"
+#: the optional product (and its entry in ``skipped``) of the report's gallery of maps
+GALLERY = "gallery"
 
 
 @dataclass
@@ -95,8 +100,8 @@ def oof_tables(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutputs
     head = outputs.reported(block)
     tested = test_fold >= 0
     patches = dm.patches.loc[tested, ["patch_id", IMAGE, SAMPLE]].copy()
-    patches["fold"] = test_fold[tested]
-    patches["model"] = block.reported
+    patches[FOLD] = test_fold[tested]
+    patches[MODEL] = block.reported
     for target, output in zip(dm.descriptor.targets, head, strict=False):
         out = output[tested]
         patches[f"{target.name}_true"] = dm.patches.loc[tested, target.name].to_numpy()
@@ -110,7 +115,7 @@ def oof_tables(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutputs
     values = [c for c in patches.columns if "_p_" in c] + [
         f"{t.name}_predicted" for t in dm.descriptor.targets if t.kind == "regression"]
     images = patches.groupby(IMAGE, sort=False).agg(
-        {SAMPLE: "first", "fold": "first", "model": "first", "patch_id": "size",
+        {SAMPLE: "first", FOLD: "first", MODEL: "first", "patch_id": "size",
          **{f"{t.name}_true": "first" for t in dm.descriptor.targets},
          **dict.fromkeys(values, "mean")}).rename(columns={"patch_id": "patches"}).reset_index()
     image_ids = dm.patches[IMAGE].to_numpy()[tested]
@@ -191,14 +196,12 @@ def measure_figures(cfg: DictConfig, dm: SEMDataModule, record: MeasuresSummary,
                     skipped: dict[str, str]) -> dict[str, Path]:
     """The measures against the parameter, and a few segmentation overlays."""
     first = dm.descriptor.targets[0]
-    out = {}
     path = optional_stage("figure measures", lambda: plot_measures(
         record, first.name, first.unit, fig_dir / "measures.png"), skipped)
-    if path:
-        out["measures"] = path
-    target = (cfg.preprocess.get("scale") or {}).get("pixel_size_nm")
+    out = {"measures": path} if path else {}
+    target = cfg.preprocess.scale.pixel_size_nm
     for i, ref in enumerate(dm.refs[:int(cfg.measures.overlays)]):
-        own = dm.metadata["pixel_size_nm"].iloc[i]
+        own = dm.metadata[PIXEL_SIZE].iloc[i]
         pixel = target if target is not None else (None if pd.isna(own) else float(own))
 
         def draw(ref=ref, pixel=pixel, i=i):
@@ -266,17 +269,17 @@ def served_files(run_dir: Path, manifest: RunManifest) -> dict[str, str]:
 def pixel_sizes(dm: SEMDataModule, cfg: DictConfig) -> PixelSizes | None:
     """The range of the training images' recorded pixel sizes (None when none is known), for
     predict to name a new image measured at another scale."""
-    known = pd.to_numeric(dm.metadata["pixel_size_nm"], errors="coerce").dropna()
+    known = pd.to_numeric(dm.metadata[PIXEL_SIZE], errors="coerce").dropna()
     if known.empty:
         return None
-    target = (cfg.preprocess.get("scale") or {}).get("pixel_size_nm")
+    target = cfg.preprocess.scale.pixel_size_nm
     return PixelSizes(float(known.min()), float(known.max()),
                       float(target) if target is not None else None)
 
 
 def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: ProtocolBlock,
                outputs: ProtocolOutputs, contrast: ProtocolBlock | None,
-               stages: list[dict]) -> RunMetrics:
+               stages: list[StageTiming]) -> RunMetrics:
     """Write the run folder from the evaluated protocol (``main`` and its ``outputs``) and the
     leak contrast: tables, figures, gallery, TensorBoard, then metrics.json, manifest.json and
     the reports, each file once; returns the run's metrics. ``stages``: the run's stage timings
@@ -320,17 +323,17 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: Protocol
                   warnings=list(dm.warnings), small_classes=list(dm.small_classes),
                   class_groups=class_groups_record(dm)),
         inputs=inputs_record(dm, main.cv),
-        cache=record_of(Cache, dict(dm.cache_stats) | {"folder": str(dm.cache.folder)}),
+        cache=dm.cache_stats,
         samples=record_of(list[dict[str, Any]], samples.to_dict(orient="records")),
         contrast=contrast,
         paper=OmegaConf.to_container(cfg.evaluation.paper) if cfg.evaluation.paper else None,
         skipped=skipped, measures=measures)
     if cfg.evaluation.gallery.enabled and dm.extra_inputs:
-        skipped["gallery"] = (f"maps read the image alone; the head also reads "
+        skipped[GALLERY] = (f"maps read the image alone; the head also reads "
                               f"data.extra_inputs={dm.extra_inputs}")
     elif cfg.evaluation.gallery.enabled and main.cv.primary and cfg.split.kind != "patch":
         with stage("gallery"):
-            gallery = optional_stage("gallery", lambda: write_gallery(
+            gallery = optional_stage(GALLERY, lambda: write_gallery(
                 cfg, dm, main, images, run_dir), skipped)
         run.gallery = gallery and record_of(list[GalleryEntry], gallery)
     with stage("TensorBoard"):
@@ -338,7 +341,7 @@ def record_run(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, main: Protocol
             cfg, dm, run, figures, outputs.test_fold,
             [run_dir / r.map for r in (run.gallery or [])[:4]]), skipped)
     run.tensorboard = str(board) if board else None
-    run.stages = record_of(list[StageTime], stages)
+    run.stages = record_of(list[StageTime], [dataclasses.asdict(s) for s in stages])
     text = report_markdown(run, figures, run_dir)
     if optional_stage("report.html", lambda: write_html_report(run_dir, text, run.experiment),
                       skipped) is None:  # the Markdown report names what was left out

@@ -24,22 +24,22 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
 from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
-from sinterlab.evaluation.results import FinalModel, GridPoint, Selection, record_of
+from sinterlab.evaluation.results import BlendPart, FinalModel, GridPoint, Selection, record_of
 from sinterlab.models.scores import ranked_probability_scores
 from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.ensemble import cross_fitted, greedy_weights
 from sinterlab.study.fit import (
     REPRESENTATION,
+    FitRecord,
     Outputs,
     fit_head,
     fit_models,
     group_outputs,
-    image_calibrations,
     is_head,
-    median_temperatures,
     model_inputs,
     model_oof,
 )
+from sinterlab.study.model_config import ModelOptions
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def sample_losses(kind: str, score: str, y: np.ndarray, output: np.ndarray,
 def grid_points(name: str, model: DictConfig, searched: bool) -> list[tuple[str, DictConfig]]:
     """(label, config) of each point of the candidate's ``grid`` (dotted keys into its config,
     lists of values); its configured values alone when not ``searched`` or without a grid."""
-    grid = OmegaConf.to_container(model.get("grid") or {})
+    grid = ModelOptions.of(model).grid
     if not searched or not grid:
         return [(name, model)]
     points = []
@@ -161,7 +161,7 @@ class Point:
     index: int
     grid_size: int
     record: GridPoint
-    info: dict | None = None
+    info: FitRecord | None = None
     outputs: Outputs | None = None
     #: per outer fold, its per-sample losses on the fold's pooled inner held-out samples
     losses: list[np.ndarray] | None = None
@@ -265,6 +265,15 @@ class Dimension:
     factor: float = 10.0
     step: float | None = None
 
+    @classmethod
+    def of(cls, key: str, model: str, *, low: float, high: float, scale: str = "log",
+           factor: float | None = None, step: float | None = None, **_ignored) -> Dimension:
+        """From a candidate's ``search.<name>`` (``model``: the candidate's name)."""
+        if scale not in ("log", "linear") or (scale == "linear" and not step):
+            raise ValueError(f"model {model}: search.{key.split('.')[-1]}: scale log "
+                             "(with factor) or linear (with step)")
+        return cls(key, scale, float(low), float(high), float(factor or 10.0), step)
+
     def beyond(self, value, direction: int):
         """The next value past ``value`` (up for +1, down for -1), or None past a bound."""
         if self.scale == "log":
@@ -286,20 +295,10 @@ class Dimension:
 def dimensions(model: DictConfig) -> dict[str, Dimension]:
     """The candidate's searchable grid dimensions, by grid key (``search`` names a key by its
     last part: ``search.C`` for ``module.C``)."""
-    search = model.get("search")
-    search = OmegaConf.to_container(search, resolve=True) if search is not None else {}
-    out = {}
-    for key in model.get("grid") or {}:
-        spec = search.get(key.split(".")[-1])
-        if spec is None:
-            continue
-        scale = spec.get("scale", "log")
-        if scale not in ("log", "linear") or (scale == "linear" and not spec.get("step")):
-            raise ValueError(f"model {model.name}: search.{key.split('.')[-1]}: scale log "
-                             "(with factor) or linear (with step)")
-        out[key] = Dimension(key, scale, float(spec["low"]), float(spec["high"]),
-                             float(spec.get("factor") or 10.0), spec.get("step"))
-    return out
+    options = ModelOptions.of(model)
+    specs = {key: options.search.get(key.split(".")[-1]) for key in options.grid}
+    return {key: Dimension.of(key, model.name, **spec)
+            for key, spec in specs.items() if spec is not None}
 
 
 def extension(points: list[Point], dims: dict[str, Dimension], folds: int) -> list[dict]:
@@ -329,7 +328,7 @@ def view_of(points: list[Point]) -> str | None:
 def candidate_points(name: str, model: DictConfig, sel: DictConfig) -> list[Point]:
     """The grid points of candidate ``name`` (its configured values alone when not searched)."""
     grid = grid_points(name, model, searched(sel, model))
-    keys = list(model.get("grid") or {}) if len(grid) > 1 else []
+    keys = list(ModelOptions.of(model).grid) if len(grid) > 1 else []
     return [Point(label, name, point, j, len(grid), GridPoint(
                 candidate=name, inner_scores=[], inner_scores_unserved=[],
                 params={k: OmegaConf.select(point, k) for k in keys}))
@@ -348,7 +347,7 @@ def score_inner(cfg: DictConfig, dm: SEMDataModule, inner: np.ndarray, run_dir: 
         fitted = fit_models(cfg, dm, inner, run_dir,
                             [p.tag(kind, inner=True) for p in points],
                             [p.config for p in points], inner_seeds)
-        outputs = [group_outputs(ensemble, dm, inner, images=image_calibrations(info))
+        outputs = [group_outputs(ensemble, dm, inner, images=info.image_calibrations())
                    for ensemble, info in fitted]
     for point, views in zip(points, outputs, strict=True):
         point.inner_images = scoring.image_outputs(views.served)
@@ -507,13 +506,13 @@ def fit_outer(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_di
     with dm.reading(view_of(points)):
         fitted = fit_models(cfg, dm, assignment, run_dir, [p.tag(kind) for p in points],
                             [p.config for p in points])
-        outputs = [model_oof(ensemble, dm, assignment, images=image_calibrations(info))
+        outputs = [model_oof(ensemble, dm, assignment, images=info.image_calibrations())
                    for ensemble, info in fitted]
     for point, (_, info), out in zip(points, fitted, outputs, strict=True):
         point.outputs, point.info = out, info
         point.record.cv_score = scoring.of(np.flatnonzero(tested),
                                            point.outputs.served[0][tested])
-        point.record.checkpoint, point.record.kind = info["checkpoint"], info["kind"]
+        point.record.checkpoint, point.record.kind = info.checkpoint, info.kind
 
 
 def combine(per_fold: list[Point], view: str, test_fold: np.ndarray) -> list[np.ndarray]:
@@ -529,48 +528,49 @@ def combine(per_fold: list[Point], view: str, test_fold: np.ndarray) -> list[np.
 
 
 def refit_final(cfg: DictConfig, dm: SEMDataModule, run_dir: Path, point: Point,
-                tag: str = "final") -> dict:
+                tag: str = "final") -> FinalModel:
     """The chosen point refitted on every group (a head for the median of its CV members' best
     epoch counts, with their median temperatures), its image calibration the median of its CV
     members', saved as checkpoint ``tag``; returns the final model's record."""
     model, info = point.config, point.info
     everything = np.full((1, len(dm.x)), "train")
-    record = {"model": point.candidate, "point": point.label, "params": point.record.params,
-              "module": OmegaConf.to_container(model.module, resolve=True),
-              "inputs": model_inputs(model), "representation": model.get(REPRESENTATION)}
+    epochs = temperatures = None
     with stage(f"model selection: final model ({point.label}) refitted on all groups"), \
             dm.reading(model.get(REPRESENTATION)):
         if is_head(model):
-            best_epochs = [m["best_epoch"] for m in info["members"]
-                           if m["best_epoch"] is not None]
+            best_epochs = info.best_epochs()
             epochs = int(np.median(best_epochs)) + 1 if best_epochs else int(cfg.trainer.max_epochs)
+            temperatures = info.median_temperatures()
             _, final = fit_head(cfg, dm, everything, run_dir, tag, model=model,
-                                max_epochs=epochs, temperatures=median_temperatures(info),
-                                image_calibration=image_calibrations(info))
-            record |= {"epochs": epochs, "temperatures": median_temperatures(info)}
+                                max_epochs=epochs, temperatures=temperatures,
+                                image_calibration=info.image_calibrations())
         else:
             [(_, final)] = fit_models(cfg, dm, everything, run_dir, [tag], [model],
-                                      image_calibration=image_calibrations(info))
-            record |= {"epochs": None, "temperatures": None}
-    return record | {"image_calibration": final.get("image_calibration"),
-                     "members": final["n_members"], "checkpoint": final["checkpoint"],
-                     "kind": final["kind"], "wall_s": final["wall_s"]}
+                                      image_calibration=info.image_calibrations())
+    return record_of(FinalModel, {
+        "model": point.candidate, "point": point.label, "params": point.record.params,
+        "module": OmegaConf.to_container(model.module, resolve=True),
+        "inputs": model_inputs(model), "members": final.n_members,
+        "checkpoint": final.checkpoint, "kind": final.kind, "wall_s": final.wall_s,
+        "epochs": epochs, "temperatures": temperatures,
+        "image_calibration": final.image_calibration,
+        "representation": model.get(REPRESENTATION)})
 
 
 def refit_blend(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
-                parts: list[tuple[Point, float]]) -> dict:
+                parts: list[tuple[Point, float]]) -> FinalModel:
     """The served ensemble: each member refitted on every group (:func:`refit_final`, its own
     checkpoint), with its weight; the record names the heaviest member's checkpoint and kind
     (what a reader of one model finds) and every member in ``blend``."""
     parts = sorted(parts, key=lambda x: -x[1])
-    members = [{"weight": w, "model": refit_final(cfg, dm, run_dir, p, f"final-{p.candidate}")}
+    members = [BlendPart(w, refit_final(cfg, dm, run_dir, p, f"final-{p.candidate}"))
                for p, w in parts]
-    heaviest = members[0]["model"]
-    return {"model": ENSEMBLE, "point": f"{ENSEMBLE}: {blend_words(parts)}", "params": {},
-            "module": {}, "inputs": heaviest["inputs"],
-            "members": sum(m["model"]["members"] for m in members),
-            "checkpoint": heaviest["checkpoint"], "kind": heaviest["kind"],
-            "wall_s": round(sum(m["model"]["wall_s"] for m in members), 2), "blend": members}
+    heaviest = members[0].model
+    return FinalModel(model=ENSEMBLE, point=f"{ENSEMBLE}: {blend_words(parts)}", params={},
+                      module={}, inputs=heaviest.inputs,
+                      members=sum(m.model.members for m in members),
+                      checkpoint=heaviest.checkpoint, kind=heaviest.kind,
+                      wall_s=round(sum(m.model.wall_s for m in members), 2), blend=members)
 
 
 @dataclass
@@ -619,11 +619,12 @@ def choose_points(cfg: DictConfig, candidates: dict[str, list[Point]], scoring: 
     rule = str(sel.rule)
     if rule not in ("best", "one_se"):
         raise ValueError(f"model.selection.rule={rule!r}: use best or one_se")
-    complexity = {n: int(cfg.model.candidates[n].get("complexity") or 0) for n in candidates}
+    complexity = {n: int(ModelOptions.of(cfg.model.candidates[n]).complexity)
+                  for n in candidates}
     every = [p for points in candidates.values() for p in points]
-    blend_cfg = sel.get("ensemble")
+    blend_cfg = sel.ensemble
     ensemble = None
-    if blend_cfg is not None and bool(blend_cfg.enabled) and len(candidates) > 1:
+    if bool(blend_cfg.enabled) and len(candidates) > 1:
         ensemble = ensemble_point(tuned, scoring, int(blend_cfg.rounds))
         complexity[ENSEMBLE] = int(blend_cfg.complexity)
     contenders = every + ([ensemble] if ensemble else [])
@@ -681,13 +682,13 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                    f"{len(points)} {points_word})") as timing:
             score_inner(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
             extend(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
-        spent[name] = timing["wall_s"]
+        spent[name] = timing.wall_s
     every = [p for name in names for p in candidates[name]]
     tuned = {name: [min(candidates[name], key=lambda p, f=f: p.record.inner_scores[f])
                     for f in range(folds)] for name in names}
     with stage("model selection: the rule's choice, and the weighted ensemble") as timing:
         choice, ensemble = choose_points(cfg, candidates, scoring, tuned)
-    choosing = timing["wall_s"]
+    choosing = timing.wall_s
     needed = choice.needed(every, mode)
     for name in names:
         points = [p for p in candidates[name] if any(p is q for q in needed)]
@@ -696,14 +697,14 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
         with stage(f"model selection: outer folds of {name} ({len(points)} of "
                    f"{len(candidates[name])} grid points)") as timing:
             fit_outer(cfg, dm, assignment, run_dir, kind, points, scoring, tested)
-        spent[name] += timing["wall_s"]
+        spent[name] += timing.wall_s
     for point, member_of in Choice.member_folds(ensemble, needed):
         with stage(f"model selection: {point.label} on outer folds {member_of} (a member of "
                    "their weighted ensembles)") as timing:
             fit_outer(cfg, dm, assignment[member_of], run_dir, kind, [point], scoring,
                       np.isin(test_fold, member_of))
         point.record.cv_score = None  # not a score over every outer fold
-        spent[point.candidate] += timing["wall_s"]
+        spent[point.candidate] += timing.wall_s
     if ensemble:
         ensemble.outputs = blend_outputs(ensemble, test_fold)
         candidates[ENSEMBLE], tuned[ENSEMBLE] = [ensemble], [ensemble] * folds
@@ -715,7 +716,7 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     final = refit_blend(cfg, dm, run_dir, choice.final_parts) if choice.final_parts else \
         refit_final(cfg, dm, run_dir, choice.chosen)
     record = selection_record(cfg, candidates, tuned, choice, scoring, test_fold, trained)
-    record.final, record.candidate_wall_s = record_of(FinalModel, final), spent
+    record.final, record.candidate_wall_s = final, spent
     record.wall_s = round(time.perf_counter() - started, 2)
     candidate_oof = {n: combine(tuned[n], "calibrated", test_fold)[0] for n in trained}
     if ensemble:

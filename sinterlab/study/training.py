@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.atomic import write_text
-from sinterlab.console import recorded_stages, stage
+from sinterlab.console import StageTiming, recorded_stages, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, str_label
 from sinterlab.evaluation.baselines import baseline_outputs
 from sinterlab.evaluation.display import selection_warning
@@ -74,11 +74,11 @@ from sinterlab.study.data_size import learning_curves, variance_block
 from sinterlab.study.datamodule import GROUP_COLUMNS, SEMDataModule
 from sinterlab.study.extraction import refuse_ddp
 from sinterlab.study.fit import (
+    FitRecord,
     Outputs,
     check_losses,
     fit_models,
     head_model,
-    image_calibrations,
     misfit,
     model_inputs,
     model_oof,
@@ -179,12 +179,12 @@ class Primary:
     #: twin, keyed as their rows
     outputs: dict[str, np.ndarray]
     #: the fit record fit_models gave (members, calibration)
-    info: dict
+    info: FitRecord
     selection: Selection | None = None
 
     @cached_property
     def training(self) -> Training:
-        return record_of(Training, self.info)
+        return self.info.training()
 
 
 def train_primary(cfg: DictConfig, dm: SEMDataModule, split_kind: str, assignment: np.ndarray,
@@ -201,7 +201,7 @@ def train_primary(cfg: DictConfig, dm: SEMDataModule, split_kind: str, assignmen
     model = head_model(cfg)
     with stage(f"{split_kind} split: head training"):
         [(fitted, info)] = fit_models(cfg, dm, assignment, run_dir, [split_kind], [model])
-    head = model_oof(fitted, dm, assignment, images=image_calibrations(info))
+    head = model_oof(fitted, dm, assignment, images=info.image_calibrations())
     outputs = {HEAD: head.calibrated[0]}
     if dm.extra_inputs and split_kind == cfg.split.kind:
         with stage(f"{split_kind} split: image-only {model.name} (same folds)"):
@@ -325,9 +325,9 @@ def calibration_block(cfg: DictConfig, scored: Scored, head: Outputs,
         y[first], predicted, folds[first], float(c.conformal_confidence))))
 
 
-def served_by(training: dict) -> str | None:
+def served_by(training: FitRecord) -> str | None:
     """What the first target's image probabilities are (None: regression)."""
-    first = (image_calibrations(training) or [None])[0]
+    first = (training.image_calibrations() or [None])[0]
     return first and first.describe()
 
 
@@ -430,7 +430,7 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> RunMetrics:
         log.warning(note)
     pl.seed_everything(int(cfg.seed), workers=True)
     refuse_ddp(cfg)
-    with recorded_stages() as stages, library_threads(cfg.get("library_threads")):
+    with recorded_stages() as stages, library_threads(cfg.library_threads):
         dm = SEMDataModule(cfg, checks=[lambda targets: check_losses(cfg, targets)])
         with stage("descriptor checks and embeddings"):
             # the configuration is resolved before any work (the physical scale `auto` picks,
@@ -447,13 +447,13 @@ def run_experiment(cfg: DictConfig, run_dir: Path) -> RunMetrics:
         try:
             return _train_and_evaluate(cfg, dm, run_dir, stages)
         except RunInterrupted as err:
-            err.cached = err.cached or (dm.cache_stats["images"], dm.cache_stats["images"],
+            err.cached = err.cached or (dm.cache_stats.images, dm.cache_stats.images,
                                         dm.cache.folder)
             raise
 
 
 def _train_and_evaluate(cfg: DictConfig, dm: SEMDataModule, run_dir: Path,
-                        stages: list[dict]) -> RunMetrics:
+                        stages: list[StageTiming]) -> RunMetrics:
     split_kind = cfg.split.kind
     main, outputs = evaluate_protocol(cfg, dm, split_kind, run_dir, train_head=True)
     with stage("how much data: variance components"):
