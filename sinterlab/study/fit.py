@@ -167,7 +167,7 @@ def misfit(cfg: DictConfig, targets: list, model: DictConfig,
     images' measures when the run computes none."""
     kind = candidate_class(model.module, model.name)
     read = model_inputs(model)
-    if kind is HeadEnsemble:
+    if issubclass(kind, HeadEnsemble):
         if read not in POOLINGS:
             return f"is a head and reads patch embeddings or image means (inputs=patch or " \
                    f"image_mean, not {read})"
@@ -177,7 +177,7 @@ def misfit(cfg: DictConfig, targets: list, model: DictConfig,
         return order_misfit(targets, model)
     if reads_measures(read) and not cfg.measures.enabled:
         return f"reads the images' measures (inputs={read}); measures.enabled is false"
-    if kind is EstimatorEnsemble:
+    if issubclass(kind, EstimatorEnsemble):
         return kind_misfit(instantiate(model.module), [t.as_dict() for t in targets])
     return None
 
@@ -402,7 +402,7 @@ def head_model(cfg: DictConfig) -> DictConfig:
 
 def is_head(model: DictConfig) -> bool:
     """Lightning heads train through :func:`fit_head`; scikit-learn candidates per fold."""
-    return candidate_class(model.module, model.name) is HeadEnsemble
+    return issubclass(candidate_class(model.module, model.name), HeadEnsemble)
 
 
 def fold_view(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray) -> FoldView:
@@ -426,7 +426,7 @@ def fit_models(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_d
     their image calibration cross-fitted on the other folds' out-of-fold images (without test
     rows: the median member of ``image_calibration``)."""
     kind = candidate_class(models[0].module, models[0].name)
-    if kind is HeadEnsemble:
+    if issubclass(kind, HeadEnsemble):
         return [fit_head(cfg, dm, assignment, run_dir, tag, model=model, seeds=seeds,
                          image_calibration=image_calibration)
                 for tag, model in zip(tags, models, strict=True)]

@@ -671,40 +671,17 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
                       dm.rows(inner, "test"), folds, len(inner) // folds,
                       dm.patches[SAMPLE].to_numpy().astype(str))
     test_fold = dm.test_fold(assignment)
-    tested = test_fold >= 0
     candidates = {name: candidate_points(name, cfg.model.candidates[name], sel)
                   for name in names}
-    spent = {}
-    for number, name in enumerate(names, 1):
-        points = candidates[name]
-        points_word = "grid point" if len(points) == 1 else "grid points"
-        with stage(f"model selection: candidate {name} ({number} of {len(names)}, "
-                   f"{len(points)} {points_word})") as timing:
-            score_inner(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
-            extend(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
-        spent[name] = timing.wall_s
+    spent = score_candidates(cfg, dm, inner, run_dir, kind, candidates, scoring, inner_seeds)
     every = [p for name in names for p in candidates[name]]
     tuned = {name: [min(candidates[name], key=lambda p, f=f: p.record.inner_scores[f])
                     for f in range(folds)] for name in names}
     with stage("model selection: the rule's choice, and the weighted ensemble") as timing:
         choice, ensemble = choose_points(cfg, candidates, scoring, tuned)
     choosing = timing.wall_s
-    needed = choice.needed(every, mode)
-    for name in names:
-        points = [p for p in candidates[name] if any(p is q for q in needed)]
-        if not points:
-            continue
-        with stage(f"model selection: outer folds of {name} ({len(points)} of "
-                   f"{len(candidates[name])} grid points)") as timing:
-            fit_outer(cfg, dm, assignment, run_dir, kind, points, scoring, tested)
-        spent[name] += timing.wall_s
-    for point, member_of in Choice.member_folds(ensemble, needed):
-        with stage(f"model selection: {point.label} on outer folds {member_of} (a member of "
-                   "their weighted ensembles)") as timing:
-            fit_outer(cfg, dm, assignment[member_of], run_dir, kind, [point], scoring,
-                      np.isin(test_fold, member_of))
-        point.record.cv_score = None  # not a score over every outer fold
-        spent[point.candidate] += timing.wall_s
+    fit_needed_outer(cfg, dm, assignment, run_dir, kind, candidates, choice.needed(every, mode),
+                     ensemble, scoring, spent)
     if ensemble:
         ensemble.outputs = blend_outputs(ensemble, test_fold)
         candidates[ENSEMBLE], tuned[ENSEMBLE] = [ensemble], [ensemble] * folds
@@ -718,13 +695,59 @@ def select_model(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, kin
     record = selection_record(cfg, candidates, tuned, choice, scoring, test_fold, trained)
     record.final, record.candidate_wall_s = final, spent
     record.wall_s = round(time.perf_counter() - started, 2)
-    candidate_oof = {n: combine(tuned[n], "calibrated", test_fold)[0] for n in trained}
-    if ensemble:
-        candidate_oof[BEST_SINGLE] = combine(choice.single_winners, "calibrated", test_fold)[0]
-    for view, winners in choice.by_view.items():
-        candidate_oof[f"{NESTED}@{view}"] = combine(winners, "calibrated", test_fold)[0]
     info = (choice.final_parts[0][0] if choice.final_parts else choice.chosen).info
-    return record, nested, info, candidate_oof
+    return record, nested, info, candidate_outputs(tuned, trained, choice, ensemble, test_fold)
+
+
+def score_candidates(cfg: DictConfig, dm: SEMDataModule, inner: np.ndarray, run_dir: Path,
+                     kind: str, candidates: dict[str, list[Point]], scoring: Scoring,
+                     inner_seeds: list[int]) -> dict[str, float]:
+    """Every candidate's grid points scored on each outer fold's inner folds, a grid with a
+    ``search`` block extended past its edges; returns the seconds each candidate took."""
+    spent = {}
+    for number, (name, points) in enumerate(candidates.items(), 1):
+        points_word = "grid point" if len(points) == 1 else "grid points"
+        with stage(f"model selection: candidate {name} ({number} of {len(candidates)}, "
+                   f"{len(points)} {points_word})") as timing:
+            score_inner(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
+            extend(cfg, dm, inner, run_dir, kind, points, scoring, inner_seeds)
+        spent[name] = timing.wall_s
+    return spent
+
+
+def fit_needed_outer(cfg: DictConfig, dm: SEMDataModule, assignment: np.ndarray, run_dir: Path,
+                     kind: str, candidates: dict[str, list[Point]], needed: list[Point],
+                     ensemble: Point | None, scoring: Scoring, spent: dict[str, float]) -> None:
+    """The ``needed`` points trained on every outer fold, and each ensemble-only member on the
+    outer folds whose ensemble holds it; their seconds added to ``spent``."""
+    test_fold = dm.test_fold(assignment)
+    for name, every in candidates.items():
+        points = [p for p in every if any(p is q for q in needed)]
+        if not points:
+            continue
+        with stage(f"model selection: outer folds of {name} ({len(points)} of "
+                   f"{len(every)} grid points)") as timing:
+            fit_outer(cfg, dm, assignment, run_dir, kind, points, scoring, test_fold >= 0)
+        spent[name] += timing.wall_s
+    for point, member_of in Choice.member_folds(ensemble, needed):
+        with stage(f"model selection: {point.label} on outer folds {member_of} (a member of "
+                   "their weighted ensembles)") as timing:
+            fit_outer(cfg, dm, assignment[member_of], run_dir, kind, [point], scoring,
+                      np.isin(test_fold, member_of))
+        point.record.cv_score = None  # not a score over every outer fold
+        spent[point.candidate] += timing.wall_s
+
+
+def candidate_outputs(tuned: dict[str, list[Point]], trained: list[str], choice: Choice,
+                      ensemble: Point | None, test_fold: np.ndarray) -> dict[str, np.ndarray]:
+    """Each fully trained candidate's tuned out-of-fold output (calibrated), the best single
+    candidate's beside an ensemble, and the nested row of each representation."""
+    out = {n: combine(tuned[n], "calibrated", test_fold)[0] for n in trained}
+    if ensemble:
+        out[BEST_SINGLE] = combine(choice.single_winners, "calibrated", test_fold)[0]
+    for view, winners in choice.by_view.items():
+        out[f"{NESTED}@{view}"] = combine(winners, "calibrated", test_fold)[0]
+    return out
 
 
 def selection_record(cfg: DictConfig, candidates: dict[str, list[Point]],
