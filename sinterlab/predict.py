@@ -43,11 +43,12 @@ from sinterlab.data.descriptor import (
     extra_input_matrix,
     read_table,
 )
+from sinterlab.data.groups import group_means
 from sinterlab.data.images import image_warnings
 from sinterlab.data.metadata import FIELDS, PROBLEM, read_metadata
 from sinterlab.data.preprocess import read_and_locate as read_with_crop_box
 from sinterlab.errors import SinterlabError
-from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
+from sinterlab.evaluation.metrics import expected_value
 from sinterlab.evaluation.reliability import prediction_sets, set_label
 from sinterlab.evaluation.results import SCHEMA as METRICS_SCHEMA
 from sinterlab.features.backbone import Backbone, build_backbone
@@ -375,7 +376,7 @@ def served_outputs(part: ServedPart, x: torch.Tensor, groups: np.ndarray,
     out = []
     for i, (target, member) in enumerate(zip(head.targets, members, strict=True)):
         output = member.mean(axis=0)
-        _, mean = aggregate_by_group(output, groups)
+        _, mean = group_means(output, groups)
         calibration = part.images[i] if part.images else None
         if target["kind"] == "classification" and calibration is not None:
             mean = calibration.apply(raw[i], groups)[1].mean(axis=0)  # same image order

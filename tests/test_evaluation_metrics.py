@@ -17,9 +17,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
+from sinterlab.data.groups import group_means
 from sinterlab.evaluation.baselines import baseline_outputs, linear_pipeline, pca_pipeline
 from sinterlab.evaluation.metrics import (
-    aggregate_by_group,
     classification_metrics,
     evaluate_levels,
     evaluate_targets,
@@ -95,9 +95,9 @@ def test_regression_metrics_equal_sklearn():
     assert regression_metrics([3.0], [4.0])["r2"] is None
 
 
-def test_aggregate_by_group_first_appearance_order():
+def test_group_means_first_appearance_order():
     values = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8]])
-    names, means = aggregate_by_group(values, ["b", "a", "b", "a"])
+    names, means = group_means(values, ["b", "a", "b", "a"])
     assert names == ["b", "a"]
     np.testing.assert_allclose(means, [[0.75, 0.25], [0.1, 0.9]])
 

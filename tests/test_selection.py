@@ -200,13 +200,14 @@ def test_selection_scores_what_predict_serves_not_raw_image_means(
                                    rng.normal(scale=5.0, size=(len(y), 48))]),
                         dtype=torch.float32)
     record, nested, _, candidates = select_model(cfg, dm, dm.assignment, "sample", tmp_path)
-    from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
+    from sinterlab.data.groups import group_means
+    from sinterlab.evaluation.metrics import first_rows
 
     images = dm.patches["image"].to_numpy().astype(str)
     truth = y[first_rows(images)]
     accuracy, sureness = {}, {}
     for name, out in candidates.items():
-        _, per_image = aggregate_by_group(out, images)
+        _, per_image = group_means(out, images)
         accuracy[name] = float(np.mean(per_image.argmax(axis=1) == truth))
         sureness[name] = float(np.mean(per_image.max(axis=1)))
     assert accuracy["sk_logreg"] > accuracy["sk_logreg_image"] + 0.1

@@ -28,6 +28,8 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
+from sinterlab.data.groups import group_means
+
 #: the levels metrics are reported at, finest first
 PATCH_LEVEL, IMAGE_LEVEL, SAMPLE_LEVEL = "patch", "image", "sample"
 LEVELS = (PATCH_LEVEL, IMAGE_LEVEL, SAMPLE_LEVEL)
@@ -165,21 +167,9 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def aggregate_by_group(values: np.ndarray, groups: Sequence[str]) -> tuple[list[str], np.ndarray]:
-    """Mean of ``values`` (N, ...) per group; groups in order of first appearance."""
-    values = np.asarray(values)
-    groups = [str(g) for g in groups]
-    if len(groups) != len(values):
-        raise ValueError(f"{len(values)} values but {len(groups)} group labels")
-    flat = pd.DataFrame(values.reshape(len(values), -1).astype(np.float64))
-    means = flat.groupby(pd.Index(groups), sort=False).mean()
-    names = [str(g) for g in means.index]
-    return names, means.to_numpy().reshape((len(names), *values.shape[1:]))
-
-
 def first_rows(groups: Sequence[str]) -> np.ndarray:
     """Index of each group's first row, groups in order of first appearance (the order of
-    :func:`aggregate_by_group`)."""
+    :func:`~sinterlab.data.groups.group_means`)."""
     _, index = np.unique(np.asarray(groups).astype(str), return_index=True)
     return np.sort(index)
 
@@ -234,7 +224,7 @@ def evaluate_levels(
     result = {"patch": metric_fn(y_true, output)}
     for level, groups in (("image", image_ids), ("sample", sample_ids)):
         truth = _group_truth(y_true, groups, level)
-        _, mean_out = aggregate_by_group(output, groups)
+        _, mean_out = group_means(output, groups)
         result[level] = metric_fn(truth, mean_out)
     return result
 

@@ -17,6 +17,7 @@ import pandas as pd
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.data.descriptor import Target
+from sinterlab.data.groups import group_means
 from sinterlab.evaluation.baselines import BASELINES
 from sinterlab.evaluation.metrics import (
     IMAGE_LEVEL,
@@ -24,7 +25,6 @@ from sinterlab.evaluation.metrics import (
     ORDINAL,
     PATCH_LEVEL,
     SAMPLE_LEVEL,
-    aggregate_by_group,
     classification_metrics,
     evaluate_levels,
     expected_value,
@@ -110,7 +110,7 @@ class LevelTables:
         self.levels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
             PATCH_LEVEL: (y, output, np.asarray(units).astype(str))}
         for level, ids in ((IMAGE_LEVEL, image_ids), (SAMPLE_LEVEL, sample_ids)):
-            _, mean = aggregate_by_group(output, ids)
+            _, mean = group_means(output, ids)
             rows = first_rows(ids)
             self.levels[level] = (y[rows], mean, np.asarray(units).astype(str)[rows])
         self.unit_names = np.unique(np.asarray(units).astype(str))
@@ -447,7 +447,7 @@ def sample_table(target: Target, y: np.ndarray, output: np.ndarray, image_ids: n
                  sample_ids: np.ndarray, test_fold: np.ndarray) -> pd.DataFrame:
     """One row per tested sample: its truth, fold, images, and what its images were read as."""
     tested = test_fold >= 0
-    names, image_out = aggregate_by_group(output[tested], image_ids[tested])
+    names, image_out = group_means(output[tested], image_ids[tested])
     frame = pd.DataFrame({"image": names})
     first = pd.DataFrame({"image": image_ids[tested].astype(str),
                           "sample": sample_ids[tested].astype(str), "y": y[tested],

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from scipy.special import log_softmax, softmax
 
 from sinterlab.atomic import write_json
+from sinterlab.data.groups import Groups
 from sinterlab.errors import SinterlabError
 from sinterlab.models.head import HeadEnsemble
 from sinterlab.models.scores import SCORE_NAMES, brier_scores, ranked_probability_scores
@@ -167,14 +168,12 @@ def pool_images(probs: np.ndarray, images: np.ndarray, pooling: str,
     (M, I, C) pooled log-scores per member and image)."""
     if pooling not in POOLINGS:
         raise ValueError(f"calibration pooling={pooling!r}: use one of {list(POOLINGS)}")
-    codes, names = pd.factorize(np.asarray(images).astype(str))
+    groups = Groups.of(images)
     probs = torch.as_tensor(np.asarray(probs), dtype=torch.float64)
     values = probs if pooling == "mean_probability" else probs.clamp_min(TINY).log()
-    index = torch.as_tensor(codes)
-    sums = torch.zeros(probs.shape[0], len(names), probs.shape[2], dtype=torch.float64)
-    means = sums.index_add_(1, index, values) / torch.bincount(index)[None, :, None]
+    means = torch.from_numpy(groups.means(values.numpy(), axis=1))
     scores = means.clamp_min(TINY).log() if pooling == "mean_probability" else means
-    return np.asarray(names), scores.numpy()
+    return groups.names, scores.numpy()
 
 
 @dataclass

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
-from scipy.sparse import csr_matrix
 
+from sinterlab.data.groups import Groups
 from sinterlab.errors import SinterlabError
 
 #: what a candidate reads: each patch's embedding; each image's mean embedding; each image's
@@ -85,16 +84,12 @@ def view_rows(inputs: str, x: np.ndarray, images: np.ndarray | None,
     if reads_measures(inputs) and measures is None:
         raise ValueError(f"inputs={inputs}: this model reads the images' measures; none given")
     if inputs in IMAGE_VIEWS and images is not None:
-        index, _ = pd.factorize(np.asarray(images).astype(str))
+        groups = Groups.of(images)
+        index = groups.index
         first = np.unique(index, return_index=True)[1]
-        counts = np.bincount(index)
         parts = []
         if inputs != "measures":
-            # each image's rows summed by a sparse indicator product: the sums of np.add.at,
-            # 7x faster on 3,200 x 1,280 rows (it was 40 % of a scikit-learn candidate's time)
-            indicator = csr_matrix((np.ones(len(index)), (index, np.arange(len(index)))),
-                                   shape=(len(counts), len(index)))
-            parts.append((indicator @ x) / counts[:, None])
+            parts.append(groups.means(x))
         if reads_measures(inputs):
             parts.append(np.asarray(measures, dtype=np.float64)[first])
         return np.hstack(parts), index

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
 
 from sinterlab.atomic import write_with
+from sinterlab.data.groups import Groups
 from sinterlab.errors import SinterlabError
 from sinterlab.models.allocator import reuse_freed_memory
 from sinterlab.models.candidate import Candidate
@@ -106,14 +106,14 @@ def image_means(x: torch.Tensor, images: np.ndarray) -> tuple[torch.Tensor, torc
     images in order of first appearance (K: the most images of a group, zero rows after a
     group's own) and (G, N) each row's index among its group's images."""
     G, N, D = x.shape
-    index = torch.from_numpy(np.stack([pd.factorize(np.asarray(row).astype(str))[0]
-                                       for row in images]).astype(np.int64)).to(x.device)
-    K = int(index.max()) + 1 if N else 0
-    sums = torch.zeros(G, K, D, dtype=x.dtype, device=x.device).scatter_add_(
-        1, index[..., None].expand(G, N, D), x)
-    counts = torch.zeros(G, K, dtype=x.dtype, device=x.device).scatter_add_(
-        1, index, torch.ones(G, N, dtype=x.dtype, device=x.device))
-    return sums / counts.clamp(min=1)[..., None], index
+    groups = [Groups.of(row) for row in images]
+    K = max((len(g.names) for g in groups), default=0) if N else 0
+    means = np.zeros((G, K, D), dtype=x.detach().cpu().numpy().dtype)
+    for g, (rows, group) in enumerate(zip(x.detach().cpu().numpy(), groups, strict=True)):
+        means[g, :len(group.names)] = group.means(rows)
+    index = np.stack([g.index for g in groups]).astype(np.int64) if G else np.zeros((0, N))
+    return (torch.from_numpy(means).to(x.device),
+            torch.from_numpy(index).to(x.device))
 
 
 class HeadEnsemble(pl.LightningModule, Candidate):

@@ -16,7 +16,6 @@ from itertools import groupby
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from scipy.linalg import block_diag
 from sklearn.decomposition import PCA
@@ -26,6 +25,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sinterlab.atomic import write_with
+from sinterlab.data.groups import Groups
 from sinterlab.errors import SinterlabError
 from sinterlab.models.candidate import Candidate, FoldView
 from sinterlab.models.saved import EnsembleMeta
@@ -94,11 +94,8 @@ class LinearEnsemble(Candidate):
             logits = np.einsum("mnd,mcd->mnc", x, w, optimize=True) + b[:, None]
             if images is not None and self.inputs == "image_mean":
                 for m in range(len(logits)):
-                    codes, index = np.unique(np.asarray(images[m]).astype(str),
-                                             return_inverse=True)
-                    sums = np.zeros((len(codes), logits.shape[2]))
-                    np.add.at(sums, index, logits[m])
-                    logits[m] = (sums / np.bincount(index)[:, None])[index]
+                    groups = Groups.of(images[m])
+                    logits[m] = groups.means(logits[m])[groups.index]
             if self.targets[t]["kind"] == "classification":
                 logits -= logits.max(axis=2, keepdims=True)
                 e = np.exp(logits)
@@ -233,9 +230,9 @@ def fit_linear(models: list[LinearModel], inputs: list[str], targets: list[dict]
             same = list(same)
             xf, yf = x[rows].astype(dtype), y[rows]
             if features == "image_mean":
-                frame = pd.DataFrame(xf).groupby(images[rows], sort=False)
-                xf = frame.mean().to_numpy()
-                yf = pd.DataFrame(yf).groupby(images[rows], sort=False).first().to_numpy()
+                groups = Groups.of(images[rows])
+                xf = groups.means(xf)
+                yf = yf[np.unique(groups.index, return_index=True)[1]]
             scaler = StandardScaler().fit(xf)
             z = scaler.transform(xf)
             pca = None

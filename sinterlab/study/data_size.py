@@ -25,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE
+from sinterlab.data.groups import group_means
 from sinterlab.data.splits import check_disjoint
 from sinterlab.evaluation.baselines import baseline_outputs
 from sinterlab.evaluation.learning_curve import (
@@ -37,7 +38,7 @@ from sinterlab.evaluation.learning_curve import (
     simulate_studies,
     size_grid,
 )
-from sinterlab.evaluation.metrics import aggregate_by_group, expected_value, first_rows
+from sinterlab.evaluation.metrics import expected_value, first_rows
 from sinterlab.evaluation.results import (
     ACCURACY,
     MAE,
@@ -225,7 +226,7 @@ class Scorer:
         self.counts = probe.unit_counts(int(b.n), int(b.seed))
 
     def table(self, output: np.ndarray) -> LevelTables:
-        _, image_out = aggregate_by_group(output, self.images)
+        _, image_out = group_means(output, self.images)
         return LevelTables(self.kind, self.y, image_out, self.image_ids, self.samples,
                            self.units, self.values)
 
@@ -372,7 +373,7 @@ def needed_samples(curve: PowerLaw, draws: PowerLaw, targets: list[float], today
 def sample_outcomes(dm: SEMDataModule, output: np.ndarray, tested: np.ndarray) -> SampleOutcomes:
     """Per tested sample: its class, images and what its images were read as (out of fold)."""
     images = dm.patches[IMAGE].to_numpy().astype(str)[tested]
-    names, image_out = aggregate_by_group(output[tested], images)
+    names, image_out = group_means(output[tested], images)
     rows = first_rows(images)
     label = dm.y[:, 0].numpy()[tested][rows].astype(np.int64)
     samples = dm.patches[SAMPLE].to_numpy().astype(str)[tested][rows]

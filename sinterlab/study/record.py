@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from sinterlab.atomic import write_json, write_text, write_with
 from sinterlab.console import StageTiming, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
+from sinterlab.data.groups import group_means
 from sinterlab.data.metadata import PIXEL_SIZE
 from sinterlab.errors import WriteFailed
 from sinterlab.evaluation.figures import (
@@ -37,7 +38,7 @@ from sinterlab.evaluation.figures import (
     plot_roc,
     plot_variance_components,
 )
-from sinterlab.evaluation.metrics import aggregate_by_group, expected_value
+from sinterlab.evaluation.metrics import expected_value
 from sinterlab.evaluation.report import report_markdown, write_html_report
 from sinterlab.evaluation.results import (
     Backbone,
@@ -122,7 +123,7 @@ def oof_tables(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutputs
     served = outputs.primary.served if outputs.primary else []
     for target, output in zip(dm.descriptor.targets, served, strict=False):
         if target.kind == "classification":  # per image: what predict serves
-            probs = aggregate_by_group(output[tested], image_ids)[1]
+            probs = group_means(output[tested], image_ids)[1]
             for c, name in enumerate(target.classes):
                 images[f"{target.name}_p_{name}"] = probs[:, c].round(5)
     for target in dm.descriptor.targets:
@@ -158,8 +159,8 @@ def make_figures(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutpu
         out = output[tested]
         if target.kind == "classification":
             truth = y[:, i].astype(int)
-            _, image_out = aggregate_by_group(out, image_ids)
-            _, image_truth = aggregate_by_group(truth.astype(float), image_ids)
+            _, image_out = group_means(out, image_ids)
+            _, image_truth = group_means(truth.astype(float), image_ids)
             image_truth = image_truth.astype(int)
             names = target.class_names
             add(f"roc{suffix}", lambda t=image_truth, o=image_out, n=names, s=suffix: plot_roc(
@@ -177,8 +178,8 @@ def make_figures(dm: SEMDataModule, block: ProtocolBlock, outputs: ProtocolOutpu
                         t, expected_value(o, np.asarray(tg.values)), tg.values,
                         tg.class_names, tg.error_unit, fig_dir / f"expected_by_level{s}.png"))
         else:
-            _, image_out = aggregate_by_group(out, image_ids)
-            _, image_truth = aggregate_by_group(y[:, i], image_ids)
+            _, image_out = group_means(out, image_ids)
+            _, image_truth = group_means(y[:, i], image_ids)
             add(f"parity{suffix}", lambda t=image_truth, o=image_out, tg=target, s=suffix:
                 plot_parity(t, o, tg.name, tg.unit, fig_dir / f"parity{s}.png"))
     first = dm.descriptor.targets[0]

@@ -23,7 +23,8 @@ from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, mean_
 
 from sinterlab.console import stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE
-from sinterlab.evaluation.metrics import aggregate_by_group, first_rows
+from sinterlab.data.groups import group_means
+from sinterlab.evaluation.metrics import first_rows
 from sinterlab.evaluation.results import BlendPart, FinalModel, GridPoint, Selection, record_of
 from sinterlab.models.scores import ranked_probability_scores
 from sinterlab.study.datamodule import SEMDataModule
@@ -71,7 +72,7 @@ def image_level(kind: str, y: np.ndarray, output: np.ndarray,
                 images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(truth, output) per image, images in order of first appearance: the patch outputs
     averaged per image; class probabilities clipped and normalised."""
-    _, mean = aggregate_by_group(output, images)
+    _, mean = group_means(output, images)
     truth = y[first_rows(images)]
     if kind != "regression":
         truth = truth.astype(np.int64)

@@ -28,11 +28,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sinterlab.atomic import write_text
 from sinterlab.console import StageTiming, recorded_stages, stage
 from sinterlab.data.descriptor import IMAGE, SAMPLE, SLIDE, str_label
+from sinterlab.data.groups import group_means
 from sinterlab.evaluation.baselines import baseline_outputs
 from sinterlab.evaluation.display import selection_warning
 from sinterlab.evaluation.instrument import instrument_check, settings_by_class
 from sinterlab.evaluation.metrics import (
-    aggregate_by_group,
     evaluate_levels,
     evaluate_targets,
     first_rows,
@@ -320,7 +320,7 @@ def calibration_block(cfg: DictConfig, scored: Scored, head: Outputs,
             float(c.conformal_confidence), scored.target.ordered))
         out.served = served_by
         return out
-    _, predicted = aggregate_by_group(head.calibrated[0][t], images)
+    _, predicted = group_means(head.calibrated[0][t], images)
     return Calibration(conformal=record_of(ConformalCheck, conformal_coverage(
         y[first], predicted, folds[first], float(c.conformal_confidence))))
 
@@ -365,7 +365,7 @@ def image_permutation_test(cfg: DictConfig, dm: SEMDataModule, test_fold: np.nda
     folds_per_image = pd.Series(test_fold).groupby(image_ids, sort=False).nunique()
     if (folds_per_image > 1).any():
         return Permutation(skipped="the patches of one image sit in several folds (patch split)")
-    _, x_image = aggregate_by_group(dm.image_x.numpy(), image_ids)
+    _, x_image = group_means(dm.image_x.numpy(), image_ids)
     rows = first_rows(image_ids)
     p = cfg.evaluation.permutation
     name, module, inputs = served or (None, {}, None)
