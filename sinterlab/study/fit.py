@@ -347,35 +347,12 @@ def protocol_name(cfg: DictConfig, model: DictConfig) -> str:
 
 
 @dataclass
-class FitRecord:
+class FitRecord(Training):
     """What fitting one candidate on the folds of an assignment left beside its checkpoint: the
-    run's training record (:class:`~sinterlab.evaluation.results.Training`, field by field);
-    a head's fields are None or empty for a scikit-learn model."""
+    run's training record (:class:`~sinterlab.evaluation.results.Training`), its image
+    calibration as the models save it (a dict per target; None: regression)."""
 
-    model: str
-    kind: str
-    inputs: str
-    protocol: str
-    #: relative to the run folder
-    checkpoint: str
-    n_members: int
-    wall_s: float
-    #: per target, each member's temperature (None for regression)
-    temperatures: list[list[float] | None]
-    #: per target, its image calibration as saved (None: regression)
-    image_calibration: list[dict[str, Any] | None]
-    extra_inputs: list[str] = field(default_factory=list)
-    members: list[Member] = field(default_factory=list)
-    max_epochs: int | None = None
-    epochs_run: int | None = None
-    early_stopping_patience: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    best_val_loss: float | None = None
-    s_per_epoch: float | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    #: a scikit-learn model's fitted settings
-    params: dict[str, Any] = field(default_factory=dict)
+    image_calibration: list[dict[str, Any] | None] = field(default_factory=list)
 
     def training(self) -> Training:
         """The record metrics.json holds."""
