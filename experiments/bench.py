@@ -73,6 +73,8 @@ STARTUP_ROUNDS = int(os.environ.get("BENCH_STARTUP_ROUNDS", 7))
 STARTUP = {"import torch": "import torch",
            "import torch, lightning.pytorch, timm": "import torch, lightning.pytorch, timm",
            "import sinterlab.cli.train": "import sinterlab.cli.train",
+           "import sinterlab.study.training (the training code)":
+               "import sinterlab.study.training",
            **{f"sinterlab-{name} --help": f"import sys; sys.argv = ['sinterlab-{name}', "
               f"'--help']; from sinterlab.cli.{name} import main; main()"
               for name in ("report", "synth", "plan", "predict", "train")}}

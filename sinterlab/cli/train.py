@@ -36,7 +36,6 @@ from sinterlab.runs import (
     record_failure,
     sigint_raises_interrupted,
 )
-from sinterlab.study.training import run_experiment
 
 log = logging.getLogger("sinterlab-train")
 PROG = "sinterlab-train"
@@ -125,6 +124,9 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with sigint_raises_interrupted(), writing(run_dir):
             check_config(cfg, TRAIN)
+            # the training stack (torch, Lightning, timm, scikit-learn: seconds) is imported
+            # once the configuration is known good: --help and a mistyped override answer at once
+            from sinterlab.study.training import run_experiment
             metrics = run_experiment(cfg, run_dir)
     except SinterlabError as err:
         return _stop(run_dir, f"error: {err}", 2, own_folder=not isinstance(err, FolderTaken))
