@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,20 @@ from sinterlab.synth.generate import generate_dataset, load_preset
 #: overrides every test run gets: tiny random backbone, few patches and epochs, CPU
 FAST = ["backbone=random_tiny", "debug=fast", "trainer.accelerator=cpu",
         "evaluation.contrast.train_head=false"]
+
+
+@pytest.fixture(autouse=True)
+def root_log_handlers():
+    """A test that runs a command leaves the root logger as it found it: Hydra's job logging
+    adds handlers bound to the test's captured streams, which a later test would write to after
+    pytest closed them."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture(scope="session")

@@ -189,11 +189,13 @@ def test_a_log_file_that_cannot_be_written_warns_once(tmp_path, capsys):
     handler.stream = FullDisk()
     logger = logging.getLogger("test_write_failures")
     logger.addHandler(handler)
+    logger.propagate = False  # this handler alone: not the root's, which other tests may leave
     try:
         for i in range(3):
             logger.warning("record %d", i)
     finally:
         logger.removeHandler(handler)
+        logger.propagate = True
     err = capsys.readouterr().err
     assert err == (f"warning: could not write {tmp_path / 'train.log'} (disk full: no space "
                    "left on the device); free space on that disk, or write elsewhere; the log "
