@@ -1,6 +1,6 @@
 """Console scripts import what they use: the ones that read files or a finished run, or only
 print their help, load no torch (the training stack takes seconds to import); sinterlab-train
-imports it once its configuration is checked."""
+and sinterlab-predict import it once their configuration is checked."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ CHECK = ("import atexit, sys; atexit.register(lambda: print('torch imported:', '
 
 @pytest.mark.parametrize(("script", "help_line"), [("report", "usage: sinterlab-report"),
                                                    ("synth", "out: ???"), ("plan", "goal: map"),
-                                                   ("train", "== Configuration groups ==")])
+                                                   ("train", "== Configuration groups =="),
+                                                   ("predict", "== Configuration groups ==")])
 def test_help_imports_no_torch(script, help_line, tmp_path):
     done = subprocess.run([sys.executable, "-c", CHECK.format(script=script), "--help"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -28,7 +29,7 @@ def test_help_imports_no_torch(script, help_line, tmp_path):
 
 @pytest.mark.parametrize("module", ["sinterlab.cli.report", "sinterlab.cli.synth",
                                     "sinterlab.cli.plan", "sinterlab.cli.callbacks",
-                                    "sinterlab.cli.train",
+                                    "sinterlab.cli.train", "sinterlab.cli.predict",
                                     "sinterlab.evaluation", "sinterlab.evaluation.summary"])
 def test_module_imports_no_torch(module):
     done = subprocess.run([sys.executable, "-c", f"import {module}, sys; "

@@ -19,14 +19,15 @@ from omegaconf import DictConfig
 from sinterlab.atomic import write_with
 from sinterlab.cli import CONF_DIR, one_line_errors
 from sinterlab.config_schema import PREDICT, check_config
-from sinterlab.explain.write import check_explainable, explain_images
-from sinterlab.predict import load_run_model, output_path, predict
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="predict")
 def main(cfg: DictConfig) -> None:
     with one_line_errors("sinterlab-predict"):
         check_config(cfg, PREDICT)
+        # the model's stack (torch, timm: seconds) once the configuration is known good
+        from sinterlab.explain.write import check_explainable, explain_images
+        from sinterlab.predict import load_run_model, output_path, predict
         stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
         run_dir = Path(cfg.run).expanduser().resolve()
         # before any backbone time: an existing out= is refused, not found out at the end
