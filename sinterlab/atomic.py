@@ -11,7 +11,6 @@ files) are named through :func:`writing`.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -134,9 +133,7 @@ def write_json(path: str | Path, obj: object) -> Path:
 
 
 def json_default(value: object) -> object:
-    """numpy scalars/arrays, paths and typed records (as their fields) in metrics dicts."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
+    """numpy scalars/arrays and paths in metrics dicts."""
     if hasattr(value, "tolist"):
         return value.tolist()
     if isinstance(value, Path):

@@ -109,7 +109,7 @@ def _curves_section(lc: LearningCurves, unit: str) -> list[str]:
     if lc.baseline_curve:
         out.append(f"**{long_name(lc.baseline)}, more samples:**\n")
         out.append(_curve_table(lc.baseline_curve, metrics, unit))
-    samples = lc.samples_curve
+    samples = lc.curve(SAMPLES_AXIS)
     if samples is not None:
         first = samples.fit[metrics[0]]
         out.append(f"Limit of the {_metric_name(metrics[0], unit)} with unlimited samples "

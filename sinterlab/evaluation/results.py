@@ -766,11 +766,6 @@ class LearningCurves:
     #: the figure, relative to the run folder
     figure: str | None = None
 
-    @property
-    def samples_curve(self) -> LearningCurve | None:
-        """The served model's curve along samples, else the baseline's."""
-        return (self.axes or {}).get(SAMPLES_AXIS) or self.baseline_curve
-
     def curve(self, axis: str) -> LearningCurve | None:
         """The served model's curve along ``axis``; along samples the baseline's where the
         model has none."""

@@ -106,10 +106,11 @@ def image_means(x: torch.Tensor, images: np.ndarray) -> tuple[torch.Tensor, torc
     images in order of first appearance (K: the most images of a group, zero rows after a
     group's own) and (G, N) each row's index among its group's images."""
     G, N, D = x.shape
+    values = x.detach().cpu().numpy()
     groups = [Groups.of(row) for row in images]
     K = max((len(g.names) for g in groups), default=0) if N else 0
-    means = np.zeros((G, K, D), dtype=x.detach().cpu().numpy().dtype)
-    for g, (rows, group) in enumerate(zip(x.detach().cpu().numpy(), groups, strict=True)):
+    means = np.zeros((G, K, D), dtype=values.dtype)
+    for g, (rows, group) in enumerate(zip(values, groups, strict=True)):
         means[g, :len(group.names)] = group.means(rows)
     index = np.stack([g.index for g in groups]).astype(np.int64) if G else np.zeros((0, N))
     return (torch.from_numpy(means).to(x.device),
