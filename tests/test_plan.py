@@ -234,8 +234,6 @@ def bad_missing(path, frame):
     (bad_text, [], "column 'y' has text ['n/a?'] in CSV row(s) [4]"),
     (bad_outside, [], "has a=12, outside space.parameters.a [0, 10]"),
     (bad_missing, [], "column 'y' (responses.y) has no values"),
-    (None, ["goal=target", "target.response=porosity"], "target.response='porosity' is not a "
-     "response; use one of ['y']"),
     (None, ["+responses.z={column: resistivity}"], "no column 'resistivity' (set by "
      "responses.z.column)"),
     (None, ["space.constraints=['a + b > 30']"], "exclude every setting"),
@@ -257,6 +255,26 @@ def test_bad_input_is_one_line_naming_the_column_or_key(plane, tmp_path, edit, o
                                                         message):
     path = edit(tmp_path / "bad.csv", pd.read_csv(plane)) if edit else plane
     cfg = plan_cfg(*PLANE, f"data.descriptor={path}", *overrides)
+    with pytest.raises(SinterlabError) as err:
+        plan(cfg, tmp_path / "out")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["goal=target", "target.response=porosity"], "target.response='porosity' is not a "
+     "response; use one of ['y']"),
+    (["goal=target", "target.op='<'"], "target.op='<' is unknown; use one of ['<=', '>=']"),
+    (["goal=next", "next.acquisition=ei"], "next.acquisition='ei' is unknown; use one of"),
+    (["goal=next", "next.direction=down"], "next.direction='down' is unknown; use one of"),
+])
+def test_a_goals_settings_are_checked_before_anything_is_fitted(plane, tmp_path, monkeypatch,
+                                                                 overrides, message):
+    from sinterlab.planning import goals
+
+    def fitted(*args, **kwargs):
+        raise AssertionError("fitted before the goal's settings were checked")
+    monkeypatch.setattr(goals, "fit_responses", fitted)
+    cfg = plan_cfg(*PLANE, f"data.descriptor={plane}", *overrides)
     with pytest.raises(SinterlabError) as err:
         plan(cfg, tmp_path / "out")
     assert message in str(err.value) and "\n" not in str(err.value)

@@ -53,6 +53,7 @@ def plan(cfg: DictConfig, out_dir: Path) -> list[str]:
     goal = goal_named(str(cfg.goal))
     space = space_from_config(cfg.space)
     responses = responses_from_config(cfg.responses)
+    goal.check(cfg, {response.name: response for response in responses})
     measures = cfg.data.get("measures")
     if measures == "compute" and any(r.source == "measures" for r in responses):
         measures, warnings_ = descriptor_measures(cfg.data.descriptor, str(cfg.data.image_column),

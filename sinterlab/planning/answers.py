@@ -19,11 +19,14 @@ from sinterlab.planning.goals import (
     RANK,
     REASON,
     Fitted,
+    check_next,
+    check_target,
     map_table,
     next_batch,
     target_table,
 )
 from sinterlab.planning.report import map_section, next_section, target_section
+from sinterlab.planning.responses import Response
 from sinterlab.planning.space import COST, Space
 
 
@@ -40,12 +43,14 @@ class Answer:
 
 @dataclass(frozen=True)
 class Goal:
-    """``answer(cfg, grid, space, fitted, level, out_dir)`` and the lines of its ``plan.md``
-    section, ``section(answer, cfg, space)``."""
+    """``answer(cfg, grid, space, fitted, level, out_dir)``, the lines of its ``plan.md``
+    section, ``section(answer, cfg, space)``, and ``check(cfg, responses)``: its settings
+    against the responses by name, before anything is fitted."""
 
     name: str
     answer: Callable[[DictConfig, pd.DataFrame, Space, dict[str, Fitted], float, Path], Answer]
     section: Callable[[Answer, DictConfig, Space], list[str]]
+    check: Callable[[DictConfig, dict[str, Response]], object] = lambda cfg, responses: None
 
 
 def _setting(row, space: Space) -> str:
@@ -101,9 +106,11 @@ GOALS: dict[str, Goal] = {goal.name: goal for goal in (
     Goal("map", answer_map,
          lambda a, cfg, space: map_section(a.table, cfg, space)),
     Goal("target", answer_target,
-         lambda a, cfg, space: target_section(a.table, cfg, space)),
+         lambda a, cfg, space: target_section(a.table, cfg, space),
+         lambda cfg, responses: check_target(cfg.target, responses)),
     Goal("next", answer_next,
-         lambda a, cfg, space: next_section(a.table, cfg, space, a.acquisition)),
+         lambda a, cfg, space: next_section(a.table, cfg, space, a.acquisition),
+         lambda cfg, responses: check_next(cfg.next, responses)),
 )}
 
 

@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -33,6 +35,7 @@ DIRECTIONS = ("minimize", "maximize")
 OPERATORS = ("<=", ">=")
 #: the columns ``target`` (probability, meets) and ``next`` (rank, reason) add to plan.csv
 PROBABILITY, MEETS, RANK, REASON = "probability", "meets", "rank", "reason"
+T = TypeVar("T")
 
 
 class TooFewSamples(Exception):
@@ -87,11 +90,37 @@ def map_table(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted],
     return out
 
 
-def _fitted(fitted: dict[str, Fitted], name: str, key: str) -> Fitted:
-    if name not in fitted:
-        raise SinterlabError(f"{key}={name!r} is not a response; use one of {list(fitted)} "
+def _named(known: Mapping[str, T], name: str, key: str) -> T:
+    if name not in known:
+        raise SinterlabError(f"{key}={name!r} is not a response; use one of {list(known)} "
                              "(or add it under responses)")
-    return fitted[name]
+    return known[name]
+
+
+def check_target(cfg, responses: Mapping[str, Response]) -> Response:
+    """``target``'s settings against the responses, before any fit: the response it names."""
+    response = _named(responses, str(cfg.response), "target.response")
+    op = str(cfg.op)
+    if op not in OPERATORS:
+        raise SinterlabError(f"target.op={op!r} is unknown; use one of {list(OPERATORS)}")
+    if response.log and float(cfg.value) <= 0:
+        raise SinterlabError(f"target.value={cfg.value} but {response.name} is modelled on a "
+                             "log scale (log: true); give a positive target")
+    return response
+
+
+def check_next(cfg, responses: Mapping[str, Response]) -> Response:
+    """``next``'s settings against the responses, before any fit: the response it names."""
+    response = _named(responses, str(cfg.response), "next.response")
+    acquisition = str(cfg.acquisition)
+    if acquisition not in ACQUISITIONS:
+        raise SinterlabError(f"next.acquisition={acquisition!r} is unknown; use one of "
+                             f"{list(ACQUISITIONS)}")
+    direction = str(cfg.direction)
+    if direction not in DIRECTIONS:
+        raise SinterlabError(f"next.direction={direction!r} is unknown; use one of "
+                             f"{list(DIRECTIONS)}")
+    return response
 
 
 def target_table(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cfg,
@@ -99,13 +128,8 @@ def target_table(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cf
     """Every allowed setting with the probability that its response meets the target (a new
     sample's measurement, observation noise included); those meeting it with probability >=
     ``cfg.probability`` first, cheapest first."""
-    fit = _fitted(fitted, str(cfg.response), "target.response")
+    fit = fitted[check_target(cfg, {name: f.response for name, f in fitted.items()}).name]
     op = str(cfg.op)
-    if op not in OPERATORS:
-        raise SinterlabError(f"target.op={op!r} is unknown; use one of {list(OPERATORS)}")
-    if fit.response.log and float(cfg.value) <= 0:
-        raise SinterlabError(f"target.value={cfg.value} but {fit.response.name} is modelled on a "
-                             "log scale (log: true); give a positive target")
     threshold = float(fit.response.forward(np.array([float(cfg.value)]))[0])
     pred = predict(fit.model, grid[space.names].to_numpy(float), level)
     below = stats.norm.cdf((threshold - pred.mean) / np.maximum(pred.sd, 1e-12))
@@ -119,15 +143,8 @@ def target_table(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cf
 def next_batch(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted], cfg,
                level: float) -> tuple[pd.DataFrame, str]:
     """``cfg.q`` settings to run next, each with the reason; and the acquisition's name."""
-    fit = _fitted(fitted, str(cfg.response), "next.response")
-    acquisition = str(cfg.acquisition)
-    if acquisition not in ACQUISITIONS:
-        raise SinterlabError(f"next.acquisition={acquisition!r} is unknown; use one of "
-                             f"{list(ACQUISITIONS)}")
-    direction = str(cfg.direction)
-    if direction not in DIRECTIONS:
-        raise SinterlabError(f"next.direction={direction!r} is unknown; use one of "
-                             f"{list(DIRECTIONS)}")
+    fit = fitted[check_next(cfg, {name: f.response for name, f in fitted.items()}).name]
+    acquisition, direction = str(cfg.acquisition), str(cfg.direction)
     q = int(cfg.q)
     choices = torch.tensor(grid[space.names].to_numpy(float), dtype=torch.double)
     avoid = (torch.as_tensor(fit.x, dtype=torch.double) if cfg.avoid_measured else None)
