@@ -2,26 +2,75 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
+from hydra._internal.sources_registry import SourcesRegistry
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.plugins import Plugins
+from hydra.plugins.config_source import ConfigResult
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sinterlab.cli import CONF_DIR
-from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
 
 #: overrides every test run gets: tiny random backbone, few patches and epochs, CPU
 FAST = ["backbone=random_tiny", "debug=fast", "trainer.accelerator=cpu",
         "evaluation.contrast.train_head=false"]
+
+
+def pytest_configure(config):
+    """In each process that runs tests (not in pytest-xdist's controller, which only hands tests
+    out and would pay 7 s of imports before starting its workers): the training stack imported
+    before any test runs (imported first inside a test, it let Lightning's import-time warnings
+    past the ini's filterwarnings), and Hydra's config files parsed once.
+
+    absl's logging handler (TensorBoard imports absl) keeps the stderr it saw when imported and
+    closes it when Hydra's logging set-up shuts every handler: imported here, outside pytest's
+    capture, it keeps the real stderr and never closes one of pytest's capture files."""
+    if hasattr(config, "workerinput") or not config.getoption("numprocesses", default=None):
+        with config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+            import absl.logging  # noqa: F401
+
+            import sinterlab.study.training  # noqa: F401
+        parse_config_files_once()
+
+
+def parse_config_files_once() -> None:
+    """Hydra reads and parses every YAML file of a composition again at each one (PyYAML in
+    Python: a third of its time); the suite composes about 340 times. Each file's parsed config
+    is kept by path and modification time and handed out as a deep copy, so the composition
+    itself (defaults lists, overrides, interpolation) runs in full every time;
+    ``test_configs.py`` checks that a composition is the same with and without this."""
+    Plugins.instance()  # Hydra's first plugin scan executes its config sources' modules again
+    for source in map(SourcesRegistry.instance().resolve, ("file", "pkg")):
+        if not hasattr(source.load_config, "parsed"):
+            source.load_config = parsed_once(source.load_config)
+
+
+def parsed_once(load: Callable) -> Callable:
+    parsed: dict[tuple, ConfigResult] = {}
+
+    def load_config(self, config_path: str) -> ConfigResult:
+        file = Path(self.path.removeprefix("file://"), self._normalize_file_name(config_path))
+        key = (self.path, config_path, file.stat().st_mtime_ns if file.exists() else None)
+        if key not in parsed:
+            parsed[key] = load(self, config_path)
+        return copy.deepcopy(parsed[key])
+
+    load_config.parsed, load_config.unparsed = parsed, load
+    return load_config
 
 
 @pytest.fixture(autouse=True)
@@ -38,10 +87,26 @@ def root_log_handlers():
     root.handlers[:], root.level = handlers, level
 
 
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
+    """``make(folder)`` run once per test session, shared by pytest-xdist's workers: the first
+    worker to ask makes it under a file lock in the session's common temporary folder, the
+    others wait and read its answer (a path). Without xdist: once, in this process."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # not a worker: nothing to share
+        return make(tmp_path_factory.mktemp(name))
+    common = tmp_path_factory.getbasetemp().parent
+    folder, answer = common / name, common / f"{name}.made"
+    with FileLock(f"{folder}.lock"):
+        if not answer.exists():
+            folder.mkdir()
+            answer.write_text(str(make(folder)))
+    return Path(answer.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_descriptor(tmp_path_factory) -> Path:
     """The synthetic generator's `tiny` preset: 3 burst counts x 2 slides x 2 sets x 2 images."""
-    return generate_dataset(load_preset("tiny"), tmp_path_factory.mktemp("tiny_data"))
+    return made_once(tmp_path_factory, "tiny_data",
+                     lambda folder: generate_dataset(load_preset("tiny"), folder))
 
 
 @pytest.fixture(scope="session")
@@ -50,13 +115,15 @@ def design_descriptor(tmp_path_factory) -> Path:
     experiment config (binary pairs, five classes, regression, multi-target) has its data."""
     cfg = load_preset("tiny", design__burst_counts=[50, 100, 150, 200, 250],
                       design__duty_cycles=[30, 70], design__images_per_sample=1)
-    return generate_dataset(cfg, tmp_path_factory.mktemp("design_data"))
+    return made_once(tmp_path_factory, "design_data",
+                     lambda folder: generate_dataset(cfg, folder))
 
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
-    """One embedding cache for the whole session, as the runs of a sweep share one."""
-    return tmp_path_factory.mktemp("cache")
+    """One embedding cache for the whole session, as the runs of a sweep share one (and as
+    they may, its writers are several processes: pytest-xdist's workers)."""
+    return made_once(tmp_path_factory, "cache", lambda folder: folder)
 
 
 def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
@@ -132,21 +199,30 @@ TRAINED = ["protocol.folds=3", "protocol.seeds=[0]", "evaluation.gallery.enabled
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, tiny_descriptor, shared_cache, request) -> Path:
+def trained_run(tmp_path_factory, tiny_descriptor, shared_cache) -> Path:
     """One finished `sinterlab-train debug=fast` run on the tiny data (its metrics.json, report,
     figures, checkpoint and manifest), shared by the tests of the report, the console and
-    predict; trained in this process (a console script's own start-up costs seconds a process;
-    `make test-slow` runs whole runs as a user types them). ``run_experiment`` is imported with
-    this module, at collection: imported first inside a test, the training stack let
-    Lightning's warnings past the ini's filterwarnings."""
-    run_dir = tmp_path_factory.mktemp("run")
-    cfg = compose_train([*FAST, *TRAINED, f"data.descriptor={tiny_descriptor}",
-                         f"features.cache_dir={shared_cache}",
-                         # its own measures cache (make exports PROJECT_ROOT, the default's anchor)
-                         f"measures.cache_dir={run_dir / 'cache' / 'measures'}"], run_dir)
-    # outside the requesting test's capture: a library's log handler made during the run keeps
-    # the stream it saw, and a test's captured stream is closed when that test ends
-    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+    predict, in every worker; trained in this process (a console script's own start-up costs
+    seconds a process; `make test-slow` runs whole runs as a user types them)."""
+    from sinterlab.study.training import run_experiment
+
+    def train(run_dir: Path) -> Path:
+        cfg = compose_train([*FAST, *TRAINED, f"data.descriptor={tiny_descriptor}",
+                             f"features.cache_dir={shared_cache}",
+                             # its own measures cache (make exports PROJECT_ROOT, its anchor)
+                             f"measures.cache_dir={run_dir / 'cache' / 'measures'}"], run_dir)
         run_experiment(cfg, run_dir)
-    GlobalHydra.instance().clear()
-    return run_dir
+        GlobalHydra.instance().clear()
+        return run_dir
+
+    return made_once(tmp_path_factory, "run", train)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """A pytest-xdist worker, its results sent, leaves at once: tearing down an interpreter that
+    holds torch, Lightning and timm (5,000 modules) takes 1.5 s, which the controller waits."""
+    if hasattr(config, "workerinput"):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)

@@ -46,17 +46,26 @@ SCRIPTS = {"train": train_main, "predict": predict_main, "explain": explain_main
 
 @dataclass
 class World:
-    """What a maker may use: a fresh folder, the tiny data, a finished run, pytest's patcher."""
+    """What a maker may use: a fresh folder, the tiny data, a finished run and the cache it
+    filled (trained when a maker first asks), pytest's patcher."""
 
     tmp: Path
     descriptor: Path
-    trained_run: Path
-    filled_cache: Path
+    request: pytest.FixtureRequest
     monkeypatch: pytest.MonkeyPatch
     cache: Path = field(init=False)
 
     def __post_init__(self):
         self.cache = self.tmp / "cache"
+
+    @property
+    def trained_run(self) -> Path:
+        return self.request.getfixturevalue("trained_run")
+
+    @property
+    def filled_cache(self) -> Path:
+        self.request.getfixturevalue("trained_run")
+        return self.request.getfixturevalue("shared_cache")
 
     def table(self) -> pd.DataFrame:
         """The tiny descriptor with absolute image paths, ready to be spoilt and saved."""
@@ -697,9 +706,8 @@ def marked(case: Case):
 
 
 @pytest.mark.parametrize("case", [marked(c) for c in CASES])
-def test_bad_input(case, tmp_path, tiny_descriptor, trained_run, shared_cache, monkeypatch,
-                   capsys):
-    world = World(tmp_path, tiny_descriptor, trained_run, shared_cache, monkeypatch)
+def test_bad_input(case, tmp_path, tiny_descriptor, request, monkeypatch, capsys):
+    world = World(tmp_path, tiny_descriptor, request, monkeypatch)
     args = case.make(world)
     run_dir = tmp_path / "run"
     if case.script == "train":

@@ -3,7 +3,9 @@
 from pathlib import Path
 
 import pytest
+from hydra._internal.sources_registry import SourcesRegistry
 from hydra.utils import get_class, instantiate
+from omegaconf import OmegaConf
 
 from sinterlab.cli import CONF_DIR
 from sinterlab.features.backbone import TARGET, Backbone
@@ -74,3 +76,16 @@ def test_outputs_never_land_in_the_source_tree(tmp_path):
     assert "/logs/train/runs/" in cfg.hydra.run.dir
     assert "/logs/train/multiruns/" in cfg.hydra.sweep.dir
     assert Path(cfg.paths.cache_dir).name == "embeddings"
+
+
+def test_the_suites_config_files_parsed_once_compose_what_hydra_composes(tmp_path, monkeypatch):
+    """The suite parses each config file once (conftest's parse_config_files_once): with the
+    files parsed again, as Hydra does, the composition is the same, Hydra's part included."""
+    overrides = ["experiment=five_class", "model=auto", "hydra/launcher=slurm",
+                 "hparams_search=optuna", "protocol.folds=4"]
+    kept = OmegaConf.to_yaml(compose_train(overrides, tmp_path))
+    for scheme in ("file", "pkg"):
+        source = SourcesRegistry.instance().resolve(scheme)
+        assert source.load_config.parsed  # in use in this process
+        monkeypatch.setattr(source, "load_config", source.load_config.unparsed)
+    assert OmegaConf.to_yaml(compose_train(overrides, tmp_path)) == kept
