@@ -218,6 +218,57 @@ def trained_run(tmp_path_factory, tiny_descriptor, shared_cache) -> Path:
     return made_once(tmp_path_factory, "run", train)
 
 
+#: the run of `marked_run`: the marker beside the image embedding, one seed
+EXTRA = ["data.extra_inputs=[marker]", "protocol.seeds=[0]", "evaluation.tensorboard.figures=false"]
+
+
+@pytest.fixture(scope="session")
+def marked(design_descriptor, tmp_path_factory) -> Path:
+    """The design data with a `marker` column that carries the burst count (plus noise), while
+    the tiny random backbone's image features carry little (tests/test_extra_inputs.py)."""
+
+    def write(folder: Path) -> Path:
+        import pandas as pd  # not in pytest-xdist's controller, which imports this module
+
+        table = pd.read_csv(design_descriptor)
+        table["image"] = [str(design_descriptor.parent / p) for p in table["image"]]
+        rng = np.random.default_rng(0)
+        table["marker"] = 10 + table["burst_count"] / 50 + rng.normal(0, 0.2, len(table))
+        table.to_csv(folder / "marked.csv", index=False)
+        return folder / "marked.csv"
+
+    return made_once(tmp_path_factory, "marked", write)
+
+
+@pytest.fixture(scope="session")
+def marked_run(marked, shared_cache, tmp_path_factory) -> Path:
+    """A finished run on `marked` with the marker as an extra input."""
+    from sinterlab.study.training import run_experiment
+
+    def train(run_dir: Path) -> Path:
+        run_experiment(compose_train([*FAST, f"data.descriptor={marked}",
+                                      f"features.cache_dir={shared_cache}", *EXTRA], run_dir),
+                       run_dir)
+        return run_dir
+
+    return made_once(tmp_path_factory, "extra_run", train)
+
+
+#: the shared runs each pytest-xdist worker trains before its first test, side by side, when its
+#: session has tests that read them: a worker that first asked for one in mid-session would
+#: wait, one core idle, for the other to finish training it
+TRAINED_FIRST = {"gw0": "trained_run", "gw1": "marked_run"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_runs_trained_first(request):
+    name = TRAINED_FIRST.get(os.environ.get("PYTEST_XDIST_WORKER", ""))
+    if name and any(name in item.fixturenames or (name == "trained_run" and
+                                                  item.path.name == "test_bad_input.py")
+                    for item in request.session.items):
+        request.getfixturevalue(name)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     """A pytest-xdist worker, its results sent, leaves at once: tearing down an interpreter that

@@ -133,6 +133,16 @@ def test_the_defaults_pass_and_a_bad_value_is_one_line():
     ("train", ["preprocess.patches.rotation=quarter"], "use dihedral or a number in [0, 360]"),
     ("train", ["seed=true"], "seed=true: not an integer"),
     ("train", ["trainer.max_epochs=inf"], "trainer.max_epochs=inf: not a finite number"),
+    # the rest of the rules sinterlab-train states before anything runs (tests/test_bad_input.py
+    # runs the command itself on one of them, protocol.folds=1)
+    ("train", ["evaluation.bootstrap.confidence=95"],
+     "evaluation.bootstrap.confidence=95: out of range; use a number in (0, 1)"),
+    ("train", ["preprocess.patches.per_image=0"],
+     "preprocess.patches.per_image=0: out of range; use an integer >= 1"),
+    ("train", ["model.module.dropout=1.0"],
+     "model.module.dropout=1.0: out of range; use a number in [0, 1)"),
+    ("train", ["split.fractions.test=0.2"],
+     "split.fractions={train: 0.8, val: 0.1, test: 0.2}: the shares sum to 1.1"),
     ("predict", ["features.batch_size=0"], "features.batch_size=0: out of range"),
     ("synth", ["+image.pixel_nm_by_slide={2: 0}"], "image.pixel_nm_by_slide.2=0: out of range"),
     ("plan", ["+map.fixed.duty_cycle=x"], "map.fixed.duty_cycle=x: not a number"),

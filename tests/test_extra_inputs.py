@@ -3,7 +3,6 @@ each fold's training rows only, compared with the image-only model on the same f
 needed again by predict."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,37 +21,7 @@ from sinterlab.predict import predict
 from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import input_scaling
 from sinterlab.study.record import IMAGE_ONLY
-from sinterlab.study.training import run_experiment
-from tests.conftest import FAST, compose_train, made_once, predict_config
-
-EXTRA = ["data.extra_inputs=[marker]", "protocol.seeds=[0]"]
-
-
-@pytest.fixture(scope="module")
-def marked(design_descriptor, tmp_path_factory):
-    """The design data with a `marker` column that carries the burst count (plus noise), while
-    the tiny random backbone's image features carry little."""
-
-    def write(folder: Path) -> Path:
-        table = pd.read_csv(design_descriptor)
-        table["image"] = [str(design_descriptor.parent / p) for p in table["image"]]
-        rng = np.random.default_rng(0)
-        table["marker"] = 10 + table["burst_count"] / 50 + rng.normal(0, 0.2, len(table))
-        table.to_csv(folder / "marked.csv", index=False)
-        return folder / "marked.csv"
-
-    return made_once(tmp_path_factory, "marked", write)
-
-
-@pytest.fixture(scope="module")
-def marked_run(marked, shared_cache, tmp_path_factory):
-    def train(run_dir: Path) -> Path:
-        cfg = compose_train([*FAST, f"data.descriptor={marked}",
-                             f"features.cache_dir={shared_cache}", *EXTRA], run_dir)
-        run_experiment(cfg, run_dir)
-        return run_dir
-
-    return made_once(tmp_path_factory, "extra_run", train)
+from tests.conftest import EXTRA, FAST, compose_train, predict_config
 
 
 def test_extra_input_beats_image_only_on_the_same_folds(marked_run):

@@ -36,7 +36,7 @@ from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import Outputs, fit_models
 from sinterlab.study.record import ProtocolOutputs
 from sinterlab.synth.generate import generate_dataset, load_preset
-from tests.conftest import FAST, compose_train
+from tests.conftest import FAST, compose_train, made_once
 
 #: model=auto with the fast image-mean candidate only, three folds
 FAST_AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]",
@@ -109,7 +109,8 @@ def test_simulated_studies_keep_a_samples_images_together():
 def many_samples(tmp_path_factory):
     """12 samples per burst count (3 counts) of 2 tiny images each."""
     cfg = load_preset("tiny", design__sets=6)
-    return generate_dataset(cfg, tmp_path_factory.mktemp("many_samples"))
+    return made_once(tmp_path_factory, "many_samples",
+                     lambda folder: generate_dataset(cfg, folder))
 
 
 def signal_embeddings(dm: SEMDataModule, strength: float, seed: int = 0) -> None:

@@ -24,7 +24,7 @@ from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.selection import select_model
 from sinterlab.study.training import run_experiment
 from sinterlab.synth.generate import generate_dataset, load_preset
-from tests.conftest import FAST, compose_train, predict_config, refit_scale
+from tests.conftest import FAST, compose_train, made_once, predict_config, refit_scale
 
 #: the affine candidates and the heads (the other scikit-learn candidates: tests/test_candidates.py)
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2",
@@ -126,7 +126,7 @@ def wide_descriptor(tmp_path_factory):
     """36 samples of one image each (3 burst counts x 4 slides x 3 sets): enough groups for an
     inner CV to tell models apart."""
     cfg = load_preset("tiny", design__slides=4, design__sets=3, design__images_per_sample=1)
-    return generate_dataset(cfg, tmp_path_factory.mktemp("wide_data"))
+    return made_once(tmp_path_factory, "wide_data", lambda folder: generate_dataset(cfg, folder))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from sinterlab.study.datamodule import SEMDataModule
 from sinterlab.study.fit import check_losses
 from sinterlab.study.selection import ranked_probability_score, select_model
 from sinterlab.study.training import run_experiment
-from tests.conftest import SHIPPED_CANDIDATES, predict_config
+from tests.conftest import SHIPPED_CANDIDATES, made_once, predict_config
 
 AUTO = ["model=auto", "protocol.folds=3", "protocol.seeds=[0]", "model.selection.inner_folds=2"]
 CANDIDATES = set(SHIPPED_CANDIDATES)
@@ -169,9 +169,9 @@ def two_level_descriptor(tmp_path_factory):
     """Two burst counts, 16 samples each (4 slides x 4 sets), two images per sample."""
     from sinterlab.synth.generate import generate_dataset, load_preset
 
-    return generate_dataset(load_preset("tiny", design__burst_counts=[100, 250], design__slides=4,
-                                        design__sets=4, design__images_per_sample=2),
-                            tmp_path_factory.mktemp("two_levels"))
+    cfg = load_preset("tiny", design__burst_counts=[100, 250], design__slides=4, design__sets=4,
+                      design__images_per_sample=2)
+    return made_once(tmp_path_factory, "two_levels", lambda folder: generate_dataset(cfg, folder))
 
 
 def test_selection_scores_what_predict_serves_not_raw_image_means(

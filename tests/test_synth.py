@@ -20,6 +20,7 @@ from sinterlab.synth import (
     render_info_bar,
     sinter_state,
 )
+from tests.conftest import made_once
 
 BURST_COUNTS = [50, 100, 150, 200, 250]
 
@@ -44,9 +45,9 @@ def paper_like(tmp_path_factory) -> tuple[Path, int]:
         image__height=192,
         image__pixel_nm=3.0,
     )
-    out = tmp_path_factory.mktemp("paper_like")
-    generate_dataset(cfg, out)
-    return out, int(cfg.image.height)
+    descriptor = made_once(tmp_path_factory, "paper_like",
+                           lambda folder: generate_dataset(cfg, folder))
+    return descriptor.parent, int(cfg.image.height)
 
 
 def _files(root: Path) -> dict[str, bytes]:
