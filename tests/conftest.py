@@ -1,4 +1,10 @@
-"""Fixtures: tiny generated SEM data and the real root config composed on CPU in tmp_path."""
+"""Fixtures: tiny generated SEM data and the real root config composed on CPU in tmp_path.
+
+``make test`` runs the suite in two pytest-xdist workers. What the session shares (the tiny
+data, the embedding cache, the trained runs) is made once for both (:func:`made_once`); each
+worker trains one of the shared runs before its first test, so neither waits for the other;
+Hydra's config files are parsed once per worker (:func:`parse_config_files_once`); the
+controller, which only hands out tests, imports none of the training stack."""
 
 from __future__ import annotations
 
