@@ -50,13 +50,20 @@ def write_descriptor(path, frame: pd.DataFrame):
     return path
 
 
+#: the surrogates fitted so far, by what they were fitted to: tests asking for the same fit share it
+FITS: dict[tuple, dict] = {}
+
+
 def fitted_from(cfg):
     space = space_from_config(cfg.space)
     responses = responses_from_config(cfg.responses)
     samples = load_samples(cfg.data.descriptor, space.names, responses,
                            cfg.data.sample_column, cfg.data.measures)
-    return space, samples, fit_responses(samples, space, responses,
-                                         float(cfg.surrogate.interval), 3, 0)
+    key = (samples.to_csv(), repr(space.bounds.tolist()), repr(responses),
+           float(cfg.surrogate.interval))
+    if key not in FITS:
+        FITS[key] = fit_responses(samples, space, responses, float(cfg.surrogate.interval), 3, 0)
+    return space, samples, FITS[key]
 
 
 @pytest.fixture
