@@ -63,8 +63,9 @@ plan-demo: $(STAMP) $(PLAN_DATA) ## generate plan data if missing; sinterlab-pla
 		hydra.run.dir=$(PLAN_DIR)/next
 	$(PY) experiments/plan_rounds.py --seeds $(PLAN_SEEDS)
 
-# the fast suite in TEST_WORKERS processes of one thread each (pytest-xdist): on 2 cores 82 s
-# against 128 s in one process of 2 threads (measured back to back, experiments/benchmarks.md)
+# the fast suite in TEST_WORKERS processes of one thread each (pytest-xdist; tests/conftest.py
+# shares the session's data and runs between them): on 2 cores about 72 s, 2.09x faster than
+# 3248c07's suite in one process (three rounds back to back, experiments/benchmarks.md)
 TEST_WORKERS ?= 2
 test: $(STAMP) ## fast tests (under 2 minutes; CI runs them, then test-slow)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
