@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -102,7 +103,8 @@ def made_once(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path
     common = tmp_path_factory.getbasetemp().parent
     folder, answer = common / name, common / f"{name}.made"
     with FileLock(f"{folder}.lock"):
-        if not answer.exists():
+        if not answer.exists():  # first, or after a worker that failed to make it
+            shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir()
             answer.write_text(str(make(folder)))
     return Path(answer.read_text())
