@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,7 +34,6 @@ DIRECTIONS = ("minimize", "maximize")
 OPERATORS = ("<=", ">=")
 #: the columns ``target`` (probability, meets) and ``next`` (rank, reason) add to plan.csv
 PROBABILITY, MEETS, RANK, REASON = "probability", "meets", "rank", "reason"
-T = TypeVar("T")
 
 
 class TooFewSamples(Exception):
@@ -90,7 +88,7 @@ def map_table(grid: pd.DataFrame, space: Space, fitted: dict[str, Fitted],
     return out
 
 
-def _named(known: Mapping[str, T], name: str, key: str) -> T:
+def _named(known: Mapping[str, Response], name: str, key: str) -> Response:
     if name not in known:
         raise SinterlabError(f"{key}={name!r} is not a response; use one of {list(known)} "
                              "(or add it under responses)")
